@@ -1,0 +1,127 @@
+/* The configuration: an OpenClaw model config (JSON5) plus moongate's own `gateway` block,
+ * validated into an immutable, typed snapshot. Once mg_config_load returns, nothing in the
+ * snapshot changes; a reload builds a new one. Uses json5.c for parsing; knows nothing of HTTP.
+ *
+ * Ownership: mg_config_t owns every string and array reachable from it; mg_config_free releases
+ * all of it. Pointers into a config (models, providers, strings) are borrowed and live exactly as
+ * long as the config. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum mg_api {
+    MG_API_OPENAI_COMPLETIONS, /* "openai-completions": {baseUrl}/chat/completions */
+    MG_API_OPENAI_RESPONSES,   /* "openai-responses":   {baseUrl}/responses */
+    MG_API_ANTHROPIC_MESSAGES, /* "anthropic-messages": {baseUrl}/v1/messages */
+} mg_api_t;
+
+const char *mg_api_name(mg_api_t api);
+
+/* Input kinds a model accepts (OpenClaw `input: ["text", "image"]`). */
+enum { MG_INPUT_TEXT = 1u << 0, MG_INPUT_IMAGE = 1u << 1 };
+
+/* Prices per million tokens, in whatever unit the operator uses (OpenClaw `cost`). */
+typedef struct mg_cost {
+    double input, output, cache_read, cache_write;
+} mg_cost_t;
+
+/* Timeouts in milliseconds; 0 means "inherit" (per provider) or "none" (gateway level). */
+typedef struct mg_timeouts {
+    int64_t connect_ms;     /* TCP + TLS connect */
+    int64_t first_token_ms; /* request sent → first content-bearing byte (a cold model loading) */
+    int64_t idle_ms;        /* between two reads once the answer has started */
+    int64_t total_ms;       /* whole attempt */
+} mg_timeouts_t;
+
+typedef struct mg_header {
+    char *name;
+    char *value;
+} mg_header_t;
+
+struct mg_provider;
+
+typedef struct mg_model {
+    char *id;   /* the upstream's model id, sent in the request body */
+    char *name; /* display name (defaults to id) */
+    char *ref;  /* "provider/id", the catalog key */
+    const struct mg_provider *provider;
+    bool reasoning;
+    unsigned input; /* MG_INPUT_* bits */
+    mg_cost_t cost;
+    int64_t context_window; /* tokens */
+    int64_t max_tokens;     /* max output tokens */
+    bool builtin;           /* came from the built-in catalog (models.mode "merge") */
+} mg_model_t;
+
+typedef struct mg_provider {
+    char *id;
+    char *base_url;    /* as configured, trailing slash removed */
+    char *api_key;     /* resolved value, or NULL when none/unset. Secret: never log it. */
+    char *api_key_env; /* NAME when apiKey was "${NAME}", else NULL */
+    mg_api_t api;
+    mg_header_t *headers; /* extra headers sent upstream (values may be secrets) */
+    size_t n_headers;
+    mg_model_t *models;
+    size_t n_models;
+    char **tags; /* gateway.providers.<id>.tags, plus "local" or "hosted" derived from baseUrl */
+    size_t n_tags;
+    char *region;            /* gateway.providers.<id>.region, or NULL */
+    mg_timeouts_t timeouts;  /* gateway.providers.<id>.timeouts; 0 fields inherit */
+    bool local;              /* baseUrl host is loopback/private, or tagged "local" */
+    bool builtin;
+} mg_provider_t;
+
+typedef struct mg_alias {
+    char *alias;
+    const mg_model_t *model;
+} mg_alias_t;
+
+typedef enum mg_models_mode { MG_MODE_MERGE, MG_MODE_REPLACE } mg_models_mode_t;
+
+typedef struct mg_gateway_settings {
+    char *listen_host;      /* default "127.0.0.1" */
+    int listen_port;        /* default 8787 */
+    size_t max_body_bytes;  /* default 10 MiB */
+    size_t max_upstream_body_bytes; /* non-streaming answer cap, default 64 MiB */
+    size_t max_event_bytes;     /* one upstream SSE event, default 1 MiB (0 = default) */
+    size_t stream_buffer_bytes; /* per-stream client queue before the upstream pauses, default 256 KiB (0 = default) */
+    int threads;            /* serving threads, default 1 */
+    unsigned max_connections;    /* default 10000 */
+    mg_timeouts_t timeouts; /* defaults: connect 10 s, first token 120 s, idle 60 s, total 600 s */
+    char *policy_path;      /* absolute, or NULL */
+    char *log_path;         /* NULL or "-" = stderr */
+} mg_gateway_settings_t;
+
+typedef struct mg_config {
+    char *path;     /* the file this came from (or the name given to load_string) */
+    char *base_dir; /* its directory: relative paths in the config resolve against it */
+    mg_models_mode_t mode;
+    mg_provider_t *providers;
+    size_t n_providers;
+    mg_alias_t *aliases;
+    size_t n_aliases;
+    const mg_model_t **default_chain; /* agents.defaults.model: primary, then fallbacks */
+    size_t n_default_chain;
+    mg_gateway_settings_t gw;
+    char **warnings; /* "file:line:col: path: message" for ignored keys and the like */
+    size_t n_warnings;
+} mg_config_t;
+
+/* Loads and validates the config at path. Returns NULL on failure with a one-line message
+ * "file:line:col: key.path: what is wrong" in err (always NUL-terminated). */
+mg_config_t *mg_config_load(const char *path, char *err, size_t errlen);
+
+/* The same from memory. name is used in messages; base_dir resolves relative paths (may be NULL
+ * for the current directory). */
+mg_config_t *mg_config_load_string(const char *text, size_t len, const char *name,
+                                   const char *base_dir, char *err, size_t errlen);
+
+void mg_config_free(mg_config_t *cfg);
+
+/* Resolves "provider/id" or an alias (case-sensitive first, then case-insensitive). Borrowed. */
+const mg_model_t *mg_config_find_model(const mg_config_t *cfg, const char *name);
+const mg_provider_t *mg_config_find_provider(const mg_config_t *cfg, const char *id);
+
+/* The effective timeouts for a model: provider values where set, else the gateway's. */
+mg_timeouts_t mg_config_timeouts(const mg_config_t *cfg, const mg_model_t *m);

@@ -1,0 +1,202 @@
+/* moongate: arguments, signals, start and stop. Nothing else lives here. */
+#include "config.h"
+#include "gen.h"
+#include "log.h"
+#include "server.h"
+#include "upstream.h"
+#include "util.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#define MG_VERSION "0.1.0"
+#define MG_DRAIN_MS 10000
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "moongate %s, an LLM routing gateway\n\n"
+            "usage:\n"
+            "  moongate serve --config FILE [--listen HOST:PORT]   serve the gateway\n"
+            "  moongate check --config FILE                        validate a config and exit\n"
+            "  moongate version\n",
+            MG_VERSION);
+}
+
+static int parse_listen(const char *s, char **host, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon[1] == '\0') return -1;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535) return -1;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    *host = mg_xstrndup(h, hl);
+    *port = (int)p;
+    return 0;
+}
+
+static mg_config_t *load_config(const char *path)
+{
+    char err[1024];
+    mg_config_t *cfg = mg_config_load(path, err, sizeof err);
+    if (!cfg) {
+        fprintf(stderr, "moongate: %s\n", err);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_warnings; i++) fprintf(stderr, "moongate: warning: %s\n", cfg->warnings[i]);
+    return cfg;
+}
+
+static int cmd_check(const char *path)
+{
+    mg_config_t *cfg = load_config(path);
+    if (!cfg) return 1;
+    size_t models = 0;
+    for (size_t i = 0; i < cfg->n_providers; i++) models += cfg->providers[i].n_models;
+    printf("%s: ok: %zu providers, %zu models, %zu aliases", path, cfg->n_providers, models, cfg->n_aliases);
+    if (cfg->n_default_chain) {
+        printf(", default:");
+        for (size_t i = 0; i < cfg->n_default_chain; i++)
+            printf("%s %s", i ? " ->" : "", cfg->default_chain[i]->ref);
+    }
+    printf("\n");
+    mg_config_free(cfg);
+    return 0;
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int cmd_serve(const char *path, const char *listen)
+{
+    mg_config_t *cfg = load_config(path);
+    if (!cfg) return 1;
+    char *host = NULL;
+    int port = cfg->gw.listen_port;
+    if (listen) {
+        if (parse_listen(listen, &host, &port) != 0) {
+            fprintf(stderr, "moongate: --listen %s: expected HOST:PORT\n", listen);
+            mg_config_free(cfg);
+            return 2;
+        }
+    } else {
+        host = mg_xstrdup(cfg->gw.listen_host);
+    }
+    if (mg_log_open(cfg->gw.log_path) != 0) {
+        fprintf(stderr, "moongate: cannot open log %s\n", cfg->gw.log_path);
+        free(host);
+        mg_config_free(cfg);
+        return 1;
+    }
+    raise_fd_limit();
+
+    /* Signals are taken synchronously by this thread; every thread started below inherits the mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    mg_gen_publish(mg_gen_new(cfg));
+    int rc = 1;
+    mg_server_t *srv = NULL;
+    mg_upstream_t *up = mg_upstream_new();
+    if (!up) {
+        mg_log(MG_LOG_ERROR, "start failed", "cannot start the upstream loop");
+        goto out;
+    }
+    srv = mg_server_start(host, port, up);
+    if (!srv) goto out;
+
+    for (;;) {
+        int sig = 0;
+        sigwait(&set, &sig);
+        if (sig == SIGHUP) {
+            mg_gen_t *g = mg_gen_acquire();
+            if (mg_log_open(g->cfg->gw.log_path) == 0) mg_log(MG_LOG_INFO, "log reopened", "on SIGHUP");
+            mg_gen_release(g);
+            continue;
+        }
+        mg_log(MG_LOG_INFO, "stopping", "signal %d: draining %u requests", sig, mg_server_in_flight(srv));
+        break;
+    }
+    /* Graceful stop: no new connections; requests in flight get MG_DRAIN_MS to finish; then the
+     * upstream loop cancels what is left, which wakes and ends the remaining requests. */
+    mg_server_quiesce(srv);
+    int64_t deadline = mg_now_ms() + MG_DRAIN_MS;
+    while (mg_server_in_flight(srv) > 0 && mg_now_ms() < deadline) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    mg_upstream_stop(up);
+    deadline = mg_now_ms() + 2000;
+    while (mg_server_in_flight(srv) > 0 && mg_now_ms() < deadline) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    mg_log(MG_LOG_INFO, "stopped", "%u requests still open at exit", mg_server_in_flight(srv));
+    rc = 0;
+out:
+    mg_server_stop(srv);
+    mg_upstream_free(up);
+    mg_gen_shutdown();
+    mg_log_close();
+    free(host);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    const char *config = NULL, *listen = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
+            listen = argv[++i];
+        } else {
+            fprintf(stderr, "moongate: unknown argument %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("moongate %s\n", MG_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if ((strcmp(cmd, "serve") == 0 || strcmp(cmd, "check") == 0) && !config) {
+        fprintf(stderr, "moongate %s: --config FILE is required\n", cmd);
+        return 2;
+    }
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(config, listen);
+    if (strcmp(cmd, "check") == 0) return cmd_check(config);
+    fprintf(stderr, "moongate: unknown command %s\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,266 @@
+/* Transfer callbacks: whole answers and streamed ones. See relay.h.
+ *
+ * Commit point (the streaming issue): before the first content-bearing event (text, tool call or
+ * reasoning delta, or a finish reason) nothing reaches the client, so any failure until then lets
+ * the router try the next candidate invisibly. After it, the client has seen content; a failure
+ * ends the stream with an error event in the client's format and never a clean [DONE]. */
+#include "relay.h"
+
+#include "log.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define MG_MAX_PENDING_BYTES (1u << 20) /* events held back before the commit point */
+
+typedef struct event_ctx {
+    mg_attempt_t *a;
+    mg_xfer_t *x; /* NULL at end of stream */
+} event_ctx_t;
+
+static void on_head(void *ud, long status, const char *headers, size_t len)
+{
+    mg_attempt_t *a = ud;
+    a->status = status;
+    mg_buf_reset(&a->headers);
+    mg_buf_append(&a->headers, headers, len);
+    if (a->req->stream && status >= 200 && status < 300) {
+        /* Only an event stream is relayed as one; anything else is collected and judged whole. */
+        for (size_t i = 0; i + 17 <= len; i++) {
+            if ((headers[i] == 't' || headers[i] == 'T') && strncasecmp(headers + i, "text/event-stream", 17) == 0) {
+                a->is_sse = true;
+                break;
+            }
+        }
+        if (a->is_sse) mg_sse_init(&a->sse, a->req->gen->cfg->gw.max_event_bytes);
+    }
+}
+
+/* Appends bytes for the client and wakes its connection if it is waiting. */
+static void queue_out(mg_req_t *req, const char *p, size_t n, bool done)
+{
+    pthread_mutex_lock(&req->lock);
+    if (!req->out_done) {
+        mg_buf_append(&req->out, p, n);
+        req->out_done = done;
+        req->last_out_ms = mg_now_ms();
+    }
+    bool w = mg_req_take_wake_locked(req);
+    pthread_mutex_unlock(&req->lock);
+    if (w) mg_req_wake(req);
+}
+
+static const char *str_item(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool nonempty_str(const cJSON *o, const char *k)
+{
+    const char *s = str_item(o, k);
+    return s && *s;
+}
+
+/* The client-facing error chunk that ends a broken Chat Completions stream. */
+static void chat_error_chunk(mg_buf_t *b, const char *code, const char *message)
+{
+    mg_buf_puts(b, "data: {\"error\":{\"message\":");
+    mg_buf_json_str(b, message);
+    mg_buf_puts(b, ",\"type\":\"upstream_error\",\"param\":null,\"code\":");
+    mg_buf_json_str(b, code);
+    mg_buf_puts(b, "}}\n\n");
+}
+
+static void commit(mg_attempt_t *a, mg_xfer_t *x, const cJSON *chunk)
+{
+    mg_req_t *req = a->req;
+    if (x) mg_xfer_mark_first_token(x);
+    mg_buf_t head = {0};
+    if (!a->saw_role) {
+        /* The SDK's stream helper rejects a choice whose first delta has no role. */
+        const cJSON *created = cJSON_GetObjectItemCaseSensitive(chunk, "created");
+        mg_buf_puts(&head, "data: {\"id\":");
+        mg_buf_json_str(&head, str_item(chunk, "id") ? str_item(chunk, "id") : req->id);
+        mg_buf_printf(&head, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
+                      cJSON_IsNumber(created) ? (long long)created->valuedouble : (long long)(mg_wall_ms() / 1000));
+        mg_buf_json_str(&head, str_item(chunk, "model") ? str_item(chunk, "model") : a->model->id);
+        mg_buf_puts(&head, ",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+                           "\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+        a->saw_role = true;
+    }
+    pthread_mutex_lock(&req->lock);
+    mg_buf_append(&req->out, head.data, head.len);
+    mg_buf_append(&req->out, a->pending.data, a->pending.len);
+    req->committed = a;
+    req->last_out_ms = mg_now_ms();
+    pthread_mutex_unlock(&req->lock);
+    mg_buf_free(&head);
+    mg_buf_free(&a->pending);
+}
+
+static int on_event(void *ud, const mg_sse_event_t *ev)
+{
+    event_ctx_t *ctx = ud;
+    mg_attempt_t *a = ctx->a;
+    mg_req_t *req = a->req;
+    bool committed = req->committed == a; /* written only by this thread */
+    if (ev->data_len >= 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
+        a->saw_done = true;
+        return 0;
+    }
+    bool error_type = ev->type_len == 5 && memcmp(ev->type, "error", 5) == 0;
+    cJSON *j = cJSON_ParseWithLength(ev->data, ev->data_len);
+    const cJSON *err = j ? cJSON_GetObjectItemCaseSensitive(j, "error") : NULL;
+    const char *object = j ? str_item(j, "object") : NULL;
+    if (error_type || (err && !cJSON_IsNull(err)) || (object && strcmp(object, "error") == 0)) {
+        /* An error inside a 200 stream (LM Studio's context overflow, vLLM, OpenRouter…). */
+        a->fail_cls = mg_classify_http(500, NULL, 0, ev->data, ev->data_len);
+        if (a->fail_cls == MG_CLASS_SERVER_ERROR || a->fail_cls == MG_CLASS_OVERLOADED) a->fail_cls = MG_CLASS_STREAM_BROKEN;
+        const char *msg = NULL;
+        if (cJSON_IsObject(err)) msg = str_item(err, "message");
+        else if (cJSON_IsString(err)) msg = err->valuestring;
+        if (!msg && j) msg = str_item(j, "message");
+        snprintf(a->detail, sizeof a->detail, "error event in stream: %s", msg ? msg : "(no message)");
+        if (committed) {
+            mg_buf_t b = {0};
+            chat_error_chunk(&b, mg_class_name(a->fail_cls), a->detail);
+            queue_out(req, b.data, b.len, true);
+            mg_buf_free(&b);
+        }
+        cJSON_Delete(j);
+        return 1; /* stop: the transfer is aborted */
+    }
+    if (!j) return 0; /* not JSON: nothing a Chat Completions client could use */
+
+    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(j, "usage");
+    if (cJSON_IsObject(usage)) {
+        const cJSON *pt = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
+        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
+        if (cJSON_IsNumber(pt)) a->prompt_tokens = (int64_t)pt->valuedouble;
+        if (cJSON_IsNumber(ct)) a->completion_tokens = (int64_t)ct->valuedouble;
+    }
+    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
+    bool usage_only = cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0 && cJSON_IsObject(usage);
+    bool content = false;
+    const cJSON *c0 = cJSON_IsArray(choices) ? cJSON_GetArrayItem(choices, 0) : NULL;
+    if (c0) {
+        const cJSON *delta = cJSON_GetObjectItemCaseSensitive(c0, "delta");
+        if (cJSON_IsObject(delta)) {
+            if (str_item(delta, "role")) a->saw_role = true;
+            const cJSON *tc = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
+            content = nonempty_str(delta, "content") || nonempty_str(delta, "reasoning_content") ||
+                      nonempty_str(delta, "reasoning") || (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0);
+        }
+        const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c0, "finish_reason");
+        if (cJSON_IsString(fr)) {
+            a->saw_finish = true;
+            content = true; /* a finished answer, even an empty one, is an answer */
+        }
+    }
+    if (usage_only && !req->wants_usage) {
+        cJSON_Delete(j); /* recorded for accounting; the client did not ask for it */
+        return 0;
+    }
+    if (!committed && !content) {
+        cJSON_Delete(j);
+        if (a->pending.len + ev->data_len > MG_MAX_PENDING_BYTES) {
+            a->fail_cls = MG_CLASS_STREAM_BROKEN;
+            snprintf(a->detail, sizeof a->detail, "over %u bytes of events before any content", MG_MAX_PENDING_BYTES);
+            return 1;
+        }
+        mg_buf_puts(&a->pending, "data: ");
+        mg_buf_append(&a->pending, ev->data, ev->data_len);
+        mg_buf_puts(&a->pending, "\n\n");
+        return 0;
+    }
+    if (!committed) commit(a, ctx->x, j);
+    cJSON_Delete(j);
+    mg_buf_t b = {0};
+    mg_buf_reserve(&b, ev->data_len + 8);
+    mg_buf_puts(&b, "data: ");
+    mg_buf_append(&b, ev->data, ev->data_len);
+    mg_buf_puts(&b, "\n\n");
+    queue_out(req, b.data, b.len, false);
+    mg_buf_free(&b);
+    return 0;
+}
+
+static size_t on_data(void *ud, mg_xfer_t *x, const char *p, size_t n)
+{
+    mg_attempt_t *a = ud;
+    mg_req_t *req = a->req;
+    if (!a->is_sse) {
+        if (a->body.len + n > a->body_cap) return MG_XFER_DATA_ABORT;
+        mg_buf_append(&a->body, p, n);
+        return n;
+    }
+    if (req->committed == a) {
+        pthread_mutex_lock(&req->lock);
+        bool full = req->out.len >= req->out_cap;
+        if (full) req->upstream_paused = true;
+        pthread_mutex_unlock(&req->lock);
+        if (full) return MG_XFER_DATA_PAUSE; /* the reader resumes us once it has drained */
+    }
+    event_ctx_t ctx = {a, x};
+    int rc = mg_sse_feed(&a->sse, p, n, on_event, &ctx);
+    if (rc < 0 && !a->fail_cls) {
+        a->fail_cls = MG_CLASS_STREAM_BROKEN;
+        snprintf(a->detail, sizeof a->detail, "bad event stream: %s", mg_sse_strerror(rc));
+    }
+    return rc == 0 ? n : MG_XFER_DATA_ABORT;
+}
+
+static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
+{
+    mg_attempt_t *a = ud;
+    mg_req_t *req = a->req;
+    if (a->is_sse && result == MG_XFER_OK && !a->fail_cls) {
+        /* The SDKs dispatch an unterminated last event; so do we. */
+        event_ctx_t ctx = {a, NULL};
+        mg_sse_finish(&a->sse, true, on_event, &ctx);
+    }
+    bool committed = req->committed == a;
+    mg_buf_t tail = {0};
+    if (committed && !a->fail_cls) {
+        if (result == MG_XFER_OK && (a->saw_done || a->saw_finish)) {
+            mg_buf_puts(&tail, "data: [DONE]\n\n");
+        } else {
+            char msg[256];
+            mg_class_t cls = result == MG_XFER_OK ? MG_CLASS_STREAM_BROKEN : mg_classify_xfer(result);
+            snprintf(msg, sizeof msg, "the upstream stream ended early (%s%s%s)", mg_class_name(cls),
+                     *detail ? ": " : "", detail);
+            chat_error_chunk(&tail, mg_class_name(cls), msg);
+        }
+    }
+    pthread_mutex_lock(&req->lock);
+    if (committed && !req->out_done) {
+        mg_buf_append(&req->out, tail.data, tail.len);
+        req->out_done = true;
+    }
+    a->result = result;
+    if (!a->fail_cls) snprintf(a->detail, sizeof a->detail, "%s", detail);
+    a->end_ms = mg_now_ms();
+    a->done = true;
+    bool w = mg_req_take_wake_locked(req);
+    pthread_mutex_unlock(&req->lock);
+    mg_buf_free(&tail);
+    if (w) mg_req_wake(req);
+    mg_req_release(req); /* the attempt's reference */
+}
+
+mg_xfer_callbacks_t mg_relay_callbacks(void)
+{
+    return (mg_xfer_callbacks_t){on_head, on_data, on_done};
+}
+
+mg_class_t mg_relay_classify(const mg_req_t *req, const mg_attempt_t *a)
+{
+    if (a->fail_cls) return a->fail_cls;
+    if (a->result != MG_XFER_OK) return mg_classify_xfer(a->result);
+    if (a->is_sse) return MG_CLASS_STREAM_BROKEN; /* ended before any content */
+    mg_class_t c = mg_classify_http(a->status, a->headers.data, a->headers.len, a->body.data, a->body.len);
+    if (c == MG_CLASS_OK && req->stream) return MG_CLASS_UNSUPPORTED; /* asked to stream, got a whole body */
+    return c;
+}

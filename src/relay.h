@@ -1,0 +1,14 @@
+/* The upstream-thread half of an attempt: the transfer callbacks. A whole answer is collected
+ * under a size cap; a streamed (text/event-stream) answer is parsed event by event, held back
+ * until its first content-bearing event (the commit point), then relayed to the client's output
+ * queue as it arrives, with backpressure. Errors inside the stream are failures, never content.
+ *
+ * Runs only on the upstream thread, except mg_relay_callbacks which is a constant. */
+#pragma once
+#include "request.h"
+
+/* The callbacks to put in an mg_xfer_spec_t whose ud is an mg_attempt_t. */
+mg_xfer_callbacks_t mg_relay_callbacks(void);
+
+/* The class of a settled, uncommitted attempt (serving thread, after done). */
+mg_class_t mg_relay_classify(const mg_req_t *req, const mg_attempt_t *a);

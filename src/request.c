@@ -1,0 +1,97 @@
+/* The per-request object and error replies. See request.h. */
+#include "request.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static atomic_uint_fast64_t next_req = 1;
+
+void (*mg_req_wake_fn)(mg_req_t *req);
+
+bool mg_req_take_wake_locked(mg_req_t *req)
+{
+    bool w = req->suspended;
+    req->suspended = false;
+    return w;
+}
+
+void mg_req_wake(mg_req_t *req)
+{
+    if (mg_req_wake_fn) mg_req_wake_fn(req);
+}
+
+mg_req_t *mg_req_new(mg_gen_t *gen, mg_upstream_t *up)
+{
+    mg_req_t *req = mg_xcalloc(1, sizeof *req);
+    atomic_init(&req->refs, 1);
+    pthread_mutex_init(&req->lock, NULL);
+    /* Unique within the process, sortable, and not guessable across restarts. */
+    snprintf(req->id, sizeof req->id, "req_%llx%06llx", (unsigned long long)(mg_wall_ms() / 1000),
+             (unsigned long long)atomic_fetch_add(&next_req, 1));
+    req->gen = gen;
+    req->up = up;
+    req->start_ms = mg_now_ms();
+    return req;
+}
+
+void mg_req_ref(mg_req_t *req)
+{
+    atomic_fetch_add(&req->refs, 1);
+}
+
+void mg_req_release(mg_req_t *req)
+{
+    if (!req || atomic_fetch_sub(&req->refs, 1) != 1) return;
+    for (size_t i = 0; i < req->n_attempts; i++) {
+        mg_attempt_t *a = &req->attempts[i];
+        mg_xfer_release(a->xfer);
+        mg_buf_free(&a->headers);
+        mg_buf_free(&a->body);
+        mg_buf_free(&a->pending);
+        mg_sse_free(&a->sse);
+    }
+    mg_buf_free(&req->out);
+    mg_buf_free(&req->body);
+    cJSON_Delete(req->json);
+    free(req->model_asked);
+    free(req->path);
+    mg_gen_release(req->gen);
+    pthread_mutex_destroy(&req->lock);
+    free(req);
+}
+
+mg_attempt_t *mg_req_current(mg_req_t *req)
+{
+    return req->n_attempts ? &req->attempts[req->n_attempts - 1] : NULL;
+}
+
+void mg_reply_free(mg_reply_t *r)
+{
+    mg_buf_free(&r->body);
+}
+
+void mg_reply_error(mg_reply_t *r, mg_endpoint_t ep, int status, const char *type, const char *code,
+                    const char *message)
+{
+    mg_buf_reset(&r->body);
+    r->status = status;
+    r->content_type = "application/json";
+    if (ep == MG_EP_MESSAGES) {
+        /* Anthropic: {"type":"error","error":{"type":…,"message":…}} */
+        mg_buf_puts(&r->body, "{\"type\":\"error\",\"error\":{\"type\":");
+        mg_buf_json_str(&r->body, type);
+        mg_buf_puts(&r->body, ",\"message\":");
+        mg_buf_json_str(&r->body, message);
+        mg_buf_puts(&r->body, "}}");
+        return;
+    }
+    /* OpenAI: {"error":{"message":…,"type":…,"param":null,"code":…}} */
+    mg_buf_puts(&r->body, "{\"error\":{\"message\":");
+    mg_buf_json_str(&r->body, message);
+    mg_buf_puts(&r->body, ",\"type\":");
+    mg_buf_json_str(&r->body, type);
+    mg_buf_puts(&r->body, ",\"param\":null,\"code\":");
+    mg_buf_json_str(&r->body, code);
+    mg_buf_puts(&r->body, "}}");
+}

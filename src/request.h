@@ -1,0 +1,119 @@
+/* One client request as it moves through the gateway: the body, the plan (ordered candidates),
+ * the attempts and the reply. Shared by exactly two threads: the serving thread that owns it and
+ * the upstream thread running its current attempt.
+ *
+ * Locking: `lock` guards the fields marked [locked]. The upstream thread writes an attempt's
+ * result fields, then sets `done` under the lock; the serving thread reads them only after it saw
+ * `done` under the lock. Everything else belongs to the serving thread.
+ * Lifetime: reference-counted; the serving side holds one reference until the HTTP exchange is
+ * over, and each attempt in flight holds one. */
+#pragma once
+#include "classify.h"
+#include "config.h"
+#include "gen.h"
+#include "upstream.h"
+#include "util.h"
+
+#include "sse.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#define MG_MAX_CANDIDATES 16
+#define MG_MAX_ATTEMPTS 16
+
+typedef enum mg_endpoint { MG_EP_CHAT, MG_EP_RESPONSES, MG_EP_MESSAGES } mg_endpoint_t;
+
+struct mg_req;
+
+typedef struct mg_attempt {
+    struct mg_req *req;
+    const mg_model_t *model;
+    mg_xfer_t *xfer; /* the serving side's reference; released when the attempt is settled */
+    int64_t start_ms, end_ms;
+    /* Written by the upstream thread before `done`. */
+    long status;
+    mg_buf_t headers; /* raw response header block */
+    mg_buf_t body;
+    size_t body_cap;
+    mg_xfer_result_t result;
+    char detail[160];
+    bool done; /* [locked] */
+    /* Streaming answers (upstream thread until done). */
+    bool is_sse;          /* a 2xx text/event-stream answer */
+    mg_sse_parser_t sse;
+    mg_buf_t pending;     /* client bytes held back until the commit point */
+    bool saw_role, saw_done, saw_finish;
+    mg_class_t fail_cls;  /* set when the stream itself reported an error or broke the rules */
+    int64_t prompt_tokens, completion_tokens; /* from the usage chunk, -1 when none */
+    /* Serving thread, once done. */
+    mg_class_t cls;
+} mg_attempt_t;
+
+/* What the client gets when the answer is a whole body (not a stream). */
+typedef struct mg_reply {
+    int status;
+    const char *content_type; /* static string */
+    mg_buf_t body;
+    int64_t retry_after_s; /* -1 = no header */
+} mg_reply_t;
+
+typedef struct mg_req {
+    atomic_int refs;
+    pthread_mutex_t lock;
+    char id[32];
+    mg_gen_t *gen; /* reference held for the request's life */
+    mg_upstream_t *up;
+    void *conn;      /* the server's connection handle; valid while the exchange lasts */
+    bool suspended;  /* [locked] the connection is suspended waiting for the upstream side */
+    int64_t start_ms;
+    mg_endpoint_t ep;
+    const char *method;
+    char *path;
+    mg_buf_t body;
+    bool body_too_large;
+    cJSON *json;  /* the parsed request body */
+    char *model_asked;
+    bool stream;
+    bool wants_usage; /* stream_options.include_usage from the client */
+    /* The client-bound stream once committed. */
+    mg_attempt_t *committed; /* [locked] the attempt whose answer the client gets */
+    mg_buf_t out;            /* [locked] bytes waiting for the client */
+    bool out_done;           /* [locked] no more bytes will be added */
+    bool upstream_paused;    /* [locked] the committed transfer is paused for backpressure */
+    size_t out_cap;          /* pause the upstream above this many queued bytes */
+    int64_t last_out_ms;     /* [locked] last time bytes were queued (keep-alive timing) */
+    const mg_model_t *cands[MG_MAX_CANDIDATES];
+    size_t n_cands, next_cand;
+    mg_attempt_t attempts[MG_MAX_ATTEMPTS];
+    size_t n_attempts;
+    /* The outcome, for headers and the access log. */
+    int status;
+    const mg_model_t *served;
+    bool client_aborted;
+    bool client_gone; /* [locked] the watchdog saw the client close while we waited */
+    struct mg_req *reg_prev, *reg_next; /* the server's registry of live requests */
+} mg_req_t;
+
+/* Set by the server: resumes the suspended connection of req. Called without the lock held. */
+extern void (*mg_req_wake_fn)(mg_req_t *req);
+
+/* With req->lock held: whether the connection is suspended waiting for news (and, if so, marks it
+ * no longer suspended). The caller then unlocks and calls mg_req_wake when this returned true. */
+bool mg_req_take_wake_locked(mg_req_t *req);
+void mg_req_wake(mg_req_t *req);
+
+mg_req_t *mg_req_new(mg_gen_t *gen, mg_upstream_t *up);
+void mg_req_ref(mg_req_t *req);
+void mg_req_release(mg_req_t *req);
+
+/* The attempt in flight, or NULL. */
+mg_attempt_t *mg_req_current(mg_req_t *req);
+
+void mg_reply_free(mg_reply_t *r);
+/* Sets r to an error in the client API's format (OpenAI's for chat and responses, Anthropic's
+ * for messages). message is plain text. */
+void mg_reply_error(mg_reply_t *r, mg_endpoint_t ep, int status, const char *type, const char *code,
+                    const char *message);

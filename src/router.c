@@ -1,0 +1,325 @@
+/* Plan execution: candidates, attempts, fallback, the final reply. See router.h. */
+#include "router.h"
+
+#include "jsonutil.h"
+#include "log.h"
+#include "relay.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- planning ---- */
+
+/* The candidates for the model asked: "default" is the configured chain; a model that is part of
+ * the chain starts the chain at that point (its fallbacks follow); any other model is tried alone. */
+static bool plan(mg_req_t *req)
+{
+    const mg_config_t *cfg = req->gen->cfg;
+    if (strcmp(req->model_asked, "default") == 0) {
+        for (size_t i = 0; i < cfg->n_default_chain && req->n_cands < MG_MAX_CANDIDATES; i++)
+            req->cands[req->n_cands++] = cfg->default_chain[i];
+        return req->n_cands > 0;
+    }
+    const mg_model_t *m = mg_config_find_model(cfg, req->model_asked);
+    if (!m) return false;
+    size_t i = 0;
+    while (i < cfg->n_default_chain && cfg->default_chain[i] != m) i++;
+    if (i == cfg->n_default_chain) {
+        req->cands[req->n_cands++] = m;
+        return true;
+    }
+    for (; i < cfg->n_default_chain && req->n_cands < MG_MAX_CANDIDATES; i++)
+        req->cands[req->n_cands++] = cfg->default_chain[i];
+    return true;
+}
+
+static void reply_unknown_model(mg_req_t *req, mg_reply_t *reply)
+{
+    const mg_config_t *cfg = req->gen->cfg;
+    mg_buf_t msg = {0};
+    if (strcmp(req->model_asked, "default") == 0)
+        mg_buf_puts(&msg, "no default model is configured (agents.defaults.model)");
+    else
+        mg_buf_printf(&msg, "The model `%s` does not exist in this gateway's catalog", req->model_asked);
+    mg_buf_puts(&msg, ". Available:");
+    size_t shown = 0;
+    for (size_t p = 0; p < cfg->n_providers; p++)
+        for (size_t k = 0; k < cfg->providers[p].n_models && shown < 50; k++, shown++)
+            mg_buf_printf(&msg, "%s %s", shown ? "," : "", cfg->providers[p].models[k].ref);
+    for (size_t k = 0; k < cfg->n_aliases && shown < 60; k++, shown++)
+        mg_buf_printf(&msg, ", %s", cfg->aliases[k].alias);
+    if (cfg->n_default_chain) mg_buf_puts(&msg, ", default");
+    mg_reply_error(reply, req->ep, 404, "invalid_request_error", "model_not_found", msg.data);
+    mg_buf_free(&msg);
+}
+
+/* ---- attempts ---- */
+
+static mg_attempt_t *new_attempt(mg_req_t *req, const mg_model_t *m)
+{
+    mg_attempt_t *a = &req->attempts[req->n_attempts++];
+    memset(a, 0, sizeof *a);
+    a->req = req;
+    a->model = m;
+    a->start_ms = a->end_ms = mg_now_ms();
+    return a;
+}
+
+/* Records an attempt that ended before any byte left (no key, no translation…). */
+static void settle_locally(mg_attempt_t *a, mg_class_t cls, const char *detail)
+{
+    a->done = true;
+    a->cls = cls;
+    snprintf(a->detail, sizeof a->detail, "%s", detail);
+}
+
+static char *upstream_url(const mg_provider_t *p)
+{
+    switch (p->api) {
+    case MG_API_OPENAI_COMPLETIONS: return mg_xasprintf("%s/chat/completions", p->base_url);
+    case MG_API_OPENAI_RESPONSES: return mg_xasprintf("%s/responses", p->base_url);
+    case MG_API_ANTHROPIC_MESSAGES: {
+        size_t n = strlen(p->base_url);
+        bool has_v1 = n >= 3 && strcmp(p->base_url + n - 3, "/v1") == 0;
+        return mg_xasprintf("%s%s/messages", p->base_url, has_v1 ? "" : "/v1");
+    }
+    }
+    return NULL;
+}
+
+/* Starts the next candidate that can be tried. Returns false when none is left. */
+static bool start_next(mg_req_t *req)
+{
+    const mg_config_t *cfg = req->gen->cfg;
+    pthread_mutex_lock(&req->lock);
+    bool gone = req->client_gone;
+    pthread_mutex_unlock(&req->lock);
+    if (gone) return false; /* nobody is waiting for an answer any more */
+    while (req->next_cand < req->n_cands && req->n_attempts < MG_MAX_ATTEMPTS) {
+        const mg_model_t *m = req->cands[req->next_cand++];
+        const mg_provider_t *p = m->provider;
+        mg_attempt_t *a = new_attempt(req, m);
+        if (p->api != MG_API_OPENAI_COMPLETIONS) {
+            settle_locally(a, MG_CLASS_UNSUPPORTED, "translation to this provider's api is not implemented yet");
+            continue;
+        }
+        if (p->api_key_env && !p->api_key) {
+            char d[160];
+            snprintf(d, sizeof d, "environment variable %s is not set", p->api_key_env);
+            settle_locally(a, MG_CLASS_NO_KEY, d);
+            continue;
+        }
+        mg_buf_t model = {0};
+        mg_buf_json_str(&model, m->id);
+        size_t body_len;
+        char *body = mg_json_set_member(req->body.data, req->body.len, "model", model.data, &body_len);
+        mg_buf_free(&model);
+        if (req->stream) {
+            /* Usage is always asked for, so it is always recorded; the client sees the usage chunk
+             * only if it asked (relay.c). */
+            size_t n2;
+            char *b2 = mg_json_set_member(body, body_len, "stream_options", "{\"include_usage\":true}", &n2);
+            free(body);
+            body = b2;
+            body_len = n2;
+        }
+
+        /* Headers: ours, then the provider's. Nothing of the client's is forwarded. */
+        const char *hdrs[40];
+        char *owned[40];
+        size_t nh = 0, no = 0;
+        hdrs[nh++] = "Content-Type: application/json";
+        hdrs[nh++] = req->stream ? "Accept: text/event-stream" : "Accept: application/json";
+        if (p->api_key && *p->api_key) hdrs[nh++] = owned[no++] = mg_xasprintf("Authorization: Bearer %s", p->api_key);
+        for (size_t i = 0; i < p->n_headers && nh < MG_ARRAY_LEN(hdrs); i++)
+            hdrs[nh++] = owned[no++] = mg_xasprintf("%s: %s", p->headers[i].name, p->headers[i].value);
+
+        mg_timeouts_t t = mg_config_timeouts(cfg, m);
+        char *url = upstream_url(p);
+        a->body_cap = cfg->gw.max_upstream_body_bytes;
+        mg_xfer_spec_t spec = {
+            .url = url,
+            .headers = hdrs,
+            .n_headers = nh,
+            .body = body,
+            .body_len = body_len,
+            .body_owned = true,
+            .connect_timeout_ms = t.connect_ms,
+            /* A whole (non-streamed) answer arrives at the end: first-token does not apply. */
+            .first_token_timeout_ms = req->stream ? t.first_token_ms : 0,
+            .idle_timeout_ms = t.idle_ms,
+            .total_timeout_ms = t.total_ms,
+            .cb = mg_relay_callbacks(),
+            .ud = a,
+        };
+        mg_req_ref(req); /* the attempt's reference, released by on_done */
+        a->start_ms = mg_now_ms();
+        a->xfer = mg_xfer_submit(req->up, &spec);
+        free(url);
+        for (size_t i = 0; i < no; i++) free(owned[i]);
+        if (!a->xfer) {
+            mg_req_release(req);
+            settle_locally(a, MG_CLASS_CANCELLED, "gateway stopping");
+            return false;
+        }
+        return true;
+    }
+    return false;
+}
+
+static void reply_all_failed(mg_req_t *req, mg_reply_t *reply)
+{
+    mg_buf_t msg = {0};
+    mg_buf_printf(&msg, "all %zu candidate%s failed:", req->n_attempts, req->n_attempts == 1 ? "" : "s");
+    for (size_t i = 0; i < req->n_attempts; i++) {
+        const mg_attempt_t *a = &req->attempts[i];
+        mg_buf_printf(&msg, "%s %s: %s", i ? ";" : "", a->model->ref, mg_class_name(a->cls));
+        if (a->status) mg_buf_printf(&msg, " (HTTP %ld)", a->status);
+        else if (a->detail[0]) mg_buf_printf(&msg, " (%s)", a->detail);
+    }
+    if (req->n_attempts == 0) mg_buf_puts(&msg, " none could be tried");
+    mg_reply_error(reply, req->ep, 502, "upstream_error", "all_candidates_failed", msg.data);
+    mg_buf_free(&msg);
+}
+
+/* Advances past settled attempts until one is in flight or the plan is exhausted. */
+static mg_route_step_t advance(mg_req_t *req, mg_reply_t *reply)
+{
+    if (start_next(req)) return MG_ROUTE_WAIT;
+    reply_all_failed(req, reply);
+    return MG_ROUTE_REPLY;
+}
+
+mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
+{
+    const char *end = NULL;
+    req->json = cJSON_ParseWithLengthOpts(req->body.data ? req->body.data : "", req->body.len, &end, 0);
+    if (!req->json || !cJSON_IsObject(req->json)) {
+        mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_json",
+                       req->json ? "the request body must be a JSON object"
+                                 : "the request body is not valid JSON");
+        return MG_ROUTE_REPLY;
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(req->json, "model");
+    if (!cJSON_IsString(model) || !model->valuestring[0]) {
+        req->model_asked = mg_xstrdup("");
+        mg_reply_error(reply, req->ep, 404, "invalid_request_error", "model_not_found",
+                       "the request has no \"model\": send a provider/id, an alias, or \"default\"");
+        return MG_ROUTE_REPLY;
+    }
+    req->model_asked = mg_xstrdup(model->valuestring);
+    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(req->json, "stream");
+    req->stream = cJSON_IsTrue(stream);
+    if (req->stream) {
+        const cJSON *so = cJSON_GetObjectItemCaseSensitive(req->json, "stream_options");
+        req->wants_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
+        const mg_gateway_settings_t *gw = &req->gen->cfg->gw;
+        req->out_cap = gw->stream_buffer_bytes ? gw->stream_buffer_bytes : 256 * 1024;
+    }
+    if (!plan(req)) {
+        reply_unknown_model(req, reply);
+        return MG_ROUTE_REPLY;
+    }
+    return advance(req, reply);
+}
+
+bool mg_router_attempt_done_locked(mg_req_t *req)
+{
+    mg_attempt_t *a = mg_req_current(req);
+    return !a || a->done || req->committed;
+}
+
+mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
+{
+    mg_attempt_t *a = mg_req_current(req);
+    pthread_mutex_lock(&req->lock);
+    bool committed = req->committed == a;
+    pthread_mutex_unlock(&req->lock);
+    if (committed) {
+        /* The client's stream starts; the attempt's end is reported through the output queue. */
+        a->cls = MG_CLASS_OK;
+        req->served = a->model;
+        return MG_ROUTE_STREAM;
+    }
+    a->cls = mg_relay_classify(req, a);
+    if (a->cls == MG_CLASS_OK) {
+        req->served = a->model;
+        reply->status = (int)a->status;
+        reply->content_type = "application/json";
+        reply->body = a->body;
+        a->body = (mg_buf_t){0};
+        return MG_ROUTE_REPLY;
+    }
+    if (!mg_class_moves_on(a->cls) && a->status) {
+        /* The request itself is at fault: the upstream's answer goes back as it is. */
+        reply->status = (int)a->status;
+        reply->content_type = "application/json";
+        reply->body = a->body;
+        a->body = (mg_buf_t){0};
+        return MG_ROUTE_REPLY;
+    }
+    return advance(req, reply);
+}
+
+void mg_router_abort(mg_req_t *req)
+{
+    mg_attempt_t *a = mg_req_current(req);
+    if (!a || !a->xfer) return;
+    pthread_mutex_lock(&req->lock);
+    bool running = !a->done;
+    pthread_mutex_unlock(&req->lock);
+    if (!running) return;
+    a->cls = MG_CLASS_CANCELLED;
+    mg_xfer_cancel(a->xfer);
+}
+
+void mg_router_route_header(const mg_req_t *req, mg_buf_t *out)
+{
+    mg_buf_printf(out, "gen=%llu", (unsigned long long)req->gen->id);
+    for (size_t i = 0; i < req->n_attempts; i++) {
+        const mg_attempt_t *a = &req->attempts[i];
+        mg_buf_printf(out, "; %s=%s", a->model->ref, mg_class_name(a->cls));
+        if (a->status) mg_buf_printf(out, ":%ld", a->status);
+    }
+}
+
+void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
+{
+    static const char *const ep_names[] = {"chat", "responses", "messages"};
+    mg_buf_puts(out, "\"id\":");
+    mg_buf_json_str(out, req->id);
+    mg_buf_puts(out, ",\"method\":");
+    mg_buf_json_str(out, req->method);
+    mg_buf_puts(out, ",\"path\":");
+    mg_buf_json_str(out, req->path);
+    mg_buf_printf(out, ",\"api\":\"%s\",\"gen\":%llu,\"model\":", ep_names[req->ep],
+                  (unsigned long long)req->gen->id);
+    mg_buf_json_str(out, req->model_asked);
+    mg_buf_printf(out, ",\"stream\":%s,\"status\":%d,\"served\":", req->stream ? "true" : "false", req->status);
+    mg_buf_json_str(out, req->served ? req->served->ref : NULL);
+    mg_buf_puts(out, ",\"attempts\":[");
+    for (size_t i = 0; i < req->n_attempts; i++) {
+        const mg_attempt_t *a = &req->attempts[i];
+        mg_class_t cls = a->cls;
+        if (a == req->committed && a->done && cls == MG_CLASS_OK) {
+            /* How the relayed stream itself ended. */
+            if (a->fail_cls) cls = a->fail_cls;
+            else if (a->result != MG_XFER_OK) cls = mg_classify_xfer(a->result);
+        }
+        mg_buf_printf(out, "%s{\"model\":", i ? "," : "");
+        mg_buf_json_str(out, a->model->ref);
+        mg_buf_printf(out, ",\"outcome\":\"%s\",\"status\":%ld,\"ms\":%lld", mg_class_name(cls), a->status,
+                      (long long)((a->done ? a->end_ms : mg_now_ms()) - a->start_ms));
+        if (a->prompt_tokens || a->completion_tokens)
+            mg_buf_printf(out, ",\"prompt_tokens\":%lld,\"completion_tokens\":%lld", (long long)a->prompt_tokens,
+                          (long long)a->completion_tokens);
+        if (a->detail[0]) {
+            mg_buf_puts(out, ",\"detail\":");
+            mg_buf_json_str(out, a->detail);
+        }
+        mg_buf_puts(out, "}");
+    }
+    mg_buf_printf(out, "],\"client_aborted\":%s,\"total_ms\":%lld", req->client_aborted ? "true" : "false",
+                  (long long)(mg_now_ms() - req->start_ms));
+}

@@ -1,0 +1,419 @@
+/* libmicrohttpd glue. See server.h.
+ *
+ * MHD runs with its internal epoll thread(s) (gateway.threads) and suspend/resume. An API request
+ * goes: first call → a mg_req_t becomes the connection's context; upload calls → the body
+ * accumulates under gateway.maxBodyBytes; final call → the router starts an attempt and the
+ * connection is suspended; the upstream thread resumes it when the attempt ends; MHD calls the
+ * handler again and the router either replies or starts the next attempt. The completion
+ * callback writes the access line and cancels an attempt left running by a vanished client. */
+#include "server.h"
+
+#include "gen.h"
+#include "log.h"
+#include "request.h"
+#include "router.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MG_WATCH_MS 250
+#define MG_KEEPALIVE_MS 15000
+
+struct mg_server {
+    struct MHD_Daemon *daemon;
+    pthread_t watchdog;
+    bool watchdog_running;
+    atomic_bool stopping;
+    pthread_mutex_t reg_lock; /* guards the registry of live requests */
+    mg_req_t *reg;
+    MHD_socket quiesced; /* the listening socket once quiesced: ours to close after the stop */
+    mg_upstream_t *up;
+    atomic_uint in_flight;
+};
+
+static void wake(mg_req_t *req)
+{
+    MHD_resume_connection(req->conn);
+}
+
+static void add_header(struct MHD_Response *resp, const char *name, const char *value)
+{
+    MHD_add_response_header(resp, name, value);
+}
+
+/* Queues reply as the response (taking its body). req may be NULL for non-API endpoints. */
+static enum MHD_Result send_reply(struct MHD_Connection *c, mg_req_t *req, mg_reply_t *r)
+{
+    size_t len = r->body.len;
+    char *body = mg_buf_steal(&r->body);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    add_header(resp, "Content-Type", r->content_type ? r->content_type : "application/json");
+    if (r->retry_after_s >= 0 && (r->status == 429 || r->status == 503)) {
+        char ra[24];
+        snprintf(ra, sizeof ra, "%lld", (long long)r->retry_after_s);
+        add_header(resp, "Retry-After", ra);
+    }
+    if (r->status == 405) add_header(resp, "Allow", req ? "POST" : "GET");
+    if (req) {
+        req->status = r->status;
+        add_header(resp, "x-request-id", req->id);
+        if (req->n_attempts) {
+            mg_buf_t route = {0};
+            mg_router_route_header(req, &route);
+            add_header(resp, "x-moongate-route", route.data);
+            mg_buf_free(&route);
+        }
+        if (req->served) add_header(resp, "x-moongate-model", req->served->ref);
+    }
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, mg_req_t *req, int status, const char *type,
+                                  const char *code, const char *msg)
+{
+    mg_reply_t r = {.retry_after_s = -1};
+    mg_reply_error(&r, req ? req->ep : MG_EP_CHAT, status, type, code, msg);
+    return send_reply(c, req, &r);
+}
+
+/* ---- GET endpoints ---- */
+
+static void model_entry(mg_buf_t *b, bool *first, const char *id, const char *owner, int64_t created)
+{
+    mg_buf_puts(b, *first ? "{\"id\":" : ",{\"id\":");
+    *first = false;
+    mg_buf_json_str(b, id);
+    mg_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":", (long long)created);
+    mg_buf_json_str(b, owner);
+    mg_buf_puts(b, "}");
+}
+
+static enum MHD_Result serve_models(struct MHD_Connection *c)
+{
+    mg_gen_t *g = mg_gen_acquire();
+    const mg_config_t *cfg = g->cfg;
+    int64_t created = g->loaded_wall_ms / 1000;
+    mg_reply_t r = {.status = 200, .content_type = "application/json", .retry_after_s = -1};
+    bool first = true;
+    mg_buf_puts(&r.body, "{\"object\":\"list\",\"data\":[");
+    for (size_t p = 0; p < cfg->n_providers; p++)
+        for (size_t k = 0; k < cfg->providers[p].n_models; k++)
+            model_entry(&r.body, &first, cfg->providers[p].models[k].ref, cfg->providers[p].id, created);
+    for (size_t k = 0; k < cfg->n_aliases; k++)
+        model_entry(&r.body, &first, cfg->aliases[k].alias, cfg->aliases[k].model->provider->id, created);
+    if (cfg->n_default_chain) model_entry(&r.body, &first, "default", "moongate", created);
+    mg_buf_puts(&r.body, "]}");
+    mg_gen_release(g);
+    return send_reply(c, NULL, &r);
+}
+
+static enum MHD_Result serve_health(mg_server_t *srv, struct MHD_Connection *c)
+{
+    mg_gen_t *g = mg_gen_acquire();
+    mg_reply_t r = {.status = 200, .content_type = "application/json", .retry_after_s = -1};
+    mg_buf_printf(&r.body, "{\"status\":\"ok\",\"generation\":%llu,\"in_flight\":%u,\"upstream_active\":%zu}",
+                  (unsigned long long)g->id, atomic_load(&srv->in_flight), mg_upstream_active(srv->up));
+    mg_gen_release(g);
+    return send_reply(c, NULL, &r);
+}
+
+/* ---- API requests ---- */
+
+static bool api_endpoint(const char *url, mg_endpoint_t *ep)
+{
+    if (strcmp(url, "/v1/chat/completions") == 0) {
+        *ep = MG_EP_CHAT;
+        return true;
+    }
+    return false;
+}
+
+/* MHD's content reader for a committed stream: hands over queued bytes, suspends the connection
+ * when there are none yet (the relay wakes it), resumes a paused upstream once drained. */
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    mg_req_t *req = cls;
+    pthread_mutex_lock(&req->lock);
+    if (req->out.len) {
+        size_t n = MG_MIN(max, req->out.len);
+        memcpy(buf, req->out.data, n);
+        mg_buf_consume(&req->out, n);
+        bool resume = req->upstream_paused && req->out.len < req->out_cap / 2;
+        if (resume) req->upstream_paused = false;
+        mg_xfer_t *x = req->committed->xfer;
+        pthread_mutex_unlock(&req->lock);
+        if (resume) mg_xfer_resume(x);
+        return (ssize_t)n;
+    }
+    if (req->out_done) {
+        pthread_mutex_unlock(&req->lock);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    req->suspended = true;
+    MHD_suspend_connection(req->conn);
+    pthread_mutex_unlock(&req->lock);
+    return 0;
+}
+
+static void stream_free(void *cls)
+{
+    mg_req_release(cls);
+}
+
+static enum MHD_Result send_stream(struct MHD_Connection *c, mg_req_t *req)
+{
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, req, stream_free);
+    if (!resp) return MHD_NO;
+    mg_req_ref(req); /* the response's; released by stream_free */
+    req->status = 200;
+    add_header(resp, "Content-Type", "text/event-stream");
+    add_header(resp, "Cache-Control", "no-cache");
+    add_header(resp, "x-request-id", req->id);
+    mg_buf_t route = {0};
+    mg_router_route_header(req, &route);
+    add_header(resp, "x-moongate-route", route.data);
+    mg_buf_free(&route);
+    add_header(resp, "x-moongate-model", req->served->ref);
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* Runs the router until a reply is ready (queued) or an attempt is in flight (suspended). */
+static enum MHD_Result drive(struct MHD_Connection *c, mg_req_t *req, mg_route_step_t step, mg_reply_t *reply)
+{
+    while (step == MG_ROUTE_WAIT) {
+        pthread_mutex_lock(&req->lock);
+        if (!mg_router_attempt_done_locked(req)) {
+            req->suspended = true;
+            MHD_suspend_connection(c);
+            pthread_mutex_unlock(&req->lock);
+            return MHD_YES;
+        }
+        pthread_mutex_unlock(&req->lock);
+        step = mg_router_resume(req, reply);
+    }
+    if (step == MG_ROUTE_STREAM) return send_stream(c, req);
+    return send_reply(c, req, reply);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **ctx)
+{
+    mg_server_t *srv = cls;
+    mg_req_t *req = *ctx;
+    if (!req) {
+        mg_endpoint_t ep;
+        bool is_get = strcmp(method, "GET") == 0;
+        if (strcmp(url, "/health") == 0 || strcmp(url, "/v1/models") == 0) {
+            if (!is_get) return send_error(c, NULL, 405, "invalid_request_error", "method_not_allowed", "use GET");
+            return strcmp(url, "/health") == 0 ? serve_health(srv, c) : serve_models(c);
+        }
+        if (!api_endpoint(url, &ep))
+            return send_error(c, NULL, 404, "invalid_request_error", "not_found", "no such endpoint");
+        if (strcmp(method, "POST") != 0)
+            return send_error(c, NULL, 405, "invalid_request_error", "method_not_allowed",
+                              "this endpoint accepts POST only");
+        mg_gen_t *g = mg_gen_acquire();
+        req = mg_req_new(g, srv->up);
+        req->ep = ep;
+        req->method = "POST";
+        req->path = mg_xstrdup(url);
+        req->conn = c;
+        atomic_fetch_add(&srv->in_flight, 1);
+        pthread_mutex_lock(&srv->reg_lock);
+        req->reg_next = srv->reg;
+        if (srv->reg) srv->reg->reg_prev = req;
+        srv->reg = req;
+        pthread_mutex_unlock(&srv->reg_lock);
+        *ctx = req;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > g->cfg->gw.max_body_bytes) req->body_too_large = true;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!req->body_too_large) {
+            if (req->body.len + *upload_size > req->gen->cfg->gw.max_body_bytes) {
+                req->body_too_large = true;
+                mg_buf_free(&req->body);
+            } else {
+                mg_buf_append(&req->body, upload, *upload_size);
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    mg_reply_t reply = {.retry_after_s = -1};
+    if (req->n_attempts == 0 && !req->json) {
+        if (req->body_too_large) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "the request body exceeds gateway.maxBodyBytes (%zu bytes)",
+                     req->gen->cfg->gw.max_body_bytes);
+            return send_error(c, req, 413, "invalid_request_error", "request_too_large", msg);
+        }
+        return drive(c, req, mg_router_begin(req, &reply), &reply);
+    }
+    return drive(c, req, mg_router_resume(req, &reply), &reply);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum MHD_RequestTerminationCode toe)
+{
+    mg_server_t *srv = cls;
+    mg_req_t *req = *ctx;
+    if (!req) return;
+    *ctx = NULL;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        req->client_aborted = true;
+        mg_router_abort(req);
+        if (!req->status || req->client_gone) req->status = 499; /* nginx's "client closed request", for the log */
+    }
+    pthread_mutex_lock(&srv->reg_lock);
+    if (req->reg_prev) req->reg_prev->reg_next = req->reg_next;
+    else srv->reg = req->reg_next;
+    if (req->reg_next) req->reg_next->reg_prev = req->reg_prev;
+    pthread_mutex_unlock(&srv->reg_lock);
+    mg_buf_t line = {0};
+    pthread_mutex_lock(&req->lock);
+    mg_router_access_json(req, &line);
+    req->conn = NULL;
+    pthread_mutex_unlock(&req->lock);
+    mg_log_json(MG_LOG_INFO, "access", line.data);
+    mg_buf_free(&line);
+    atomic_fetch_sub(&srv->in_flight, 1);
+    mg_req_release(req);
+}
+
+/* While a connection is suspended MHD does not notice the client leaving, so this thread looks
+ * every MG_WATCH_MS: a suspended connection whose socket reads EOF has lost its client, and the
+ * attempt in flight is cancelled (its on_done then wakes the connection so MHD can close it).
+ * The same pass sends SSE comment keep-alives on committed streams that have been quiet. */
+static void watch_one(mg_req_t *req, int64_t now)
+{
+    bool cancel = false, w = false;
+    pthread_mutex_lock(&req->lock);
+    if (req->suspended && req->conn && !req->client_gone) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        char ch;
+        if (ci && recv(ci->connect_fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+            req->client_gone = true;
+            cancel = true;
+        } else if (req->committed && !req->out_done && now - req->last_out_ms >= MG_KEEPALIVE_MS) {
+            mg_buf_puts(&req->out, ": keep-alive\n\n");
+            req->last_out_ms = now;
+            w = mg_req_take_wake_locked(req);
+        }
+    }
+    pthread_mutex_unlock(&req->lock);
+    if (cancel) mg_router_abort(req);
+    if (w) mg_req_wake(req);
+}
+
+static void *watchdog_main(void *arg)
+{
+    mg_server_t *srv = arg;
+    while (!atomic_load(&srv->stopping)) {
+        struct timespec ts = {0, MG_WATCH_MS * 1000000L};
+        nanosleep(&ts, NULL);
+        int64_t now = mg_now_ms();
+        pthread_mutex_lock(&srv->reg_lock);
+        for (mg_req_t *r = srv->reg; r; r = r->reg_next) watch_one(r, now);
+        pthread_mutex_unlock(&srv->reg_lock);
+    }
+    return NULL;
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    mg_log(MG_LOG_WARN, "http", "%s", msg);
+}
+
+mg_server_t *mg_server_start(const char *host, int port, mg_upstream_t *up)
+{
+    mg_gen_t *g = mg_gen_acquire();
+    const mg_gateway_settings_t *gw = &g->cfg->gw;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int rc = getaddrinfo(host, portstr, &hints, &ai);
+    if (rc != 0 || !ai) {
+        mg_log(MG_LOG_ERROR, "listen failed", "cannot resolve %s: %s", host, gai_strerror(rc));
+        mg_gen_release(g);
+        return NULL;
+    }
+    mg_server_t *srv = mg_xcalloc(1, sizeof *srv);
+    srv->up = up;
+    srv->quiesced = MHD_INVALID_SOCKET;
+    pthread_mutex_init(&srv->reg_lock, NULL);
+    mg_req_wake_fn = wake;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    struct MHD_OptionItem pool[] = {
+        {gw->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)gw->threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    srv->daemon = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_CONNECTION_LIMIT, gw->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+        MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!srv->daemon) {
+        mg_log(MG_LOG_ERROR, "listen failed", "cannot listen on %s:%d (address in use, or not permitted)", host, port);
+        free(srv);
+        mg_gen_release(g);
+        return NULL;
+    }
+    srv->watchdog_running = pthread_create(&srv->watchdog, NULL, watchdog_main, srv) == 0;
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    int bound = info ? info->port : port;
+    mg_buf_t extra = {0};
+    mg_buf_printf(&extra, "\"addr\":\"%s%s%s:%d\",\"threads\":%d,\"generation\":%llu",
+                  strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", bound, gw->threads,
+                  (unsigned long long)g->id);
+    mg_log_json(MG_LOG_INFO, "listening", extra.data);
+    mg_buf_free(&extra);
+    mg_gen_release(g);
+    return srv;
+}
+
+void mg_server_quiesce(mg_server_t *srv)
+{
+    if (srv->quiesced == MHD_INVALID_SOCKET) srv->quiesced = MHD_quiesce_daemon(srv->daemon);
+}
+
+unsigned mg_server_in_flight(mg_server_t *srv)
+{
+    return atomic_load(&srv->in_flight);
+}
+
+void mg_server_stop(mg_server_t *srv)
+{
+    if (!srv) return;
+    atomic_store(&srv->stopping, true);
+    if (srv->watchdog_running) pthread_join(srv->watchdog, NULL);
+    MHD_stop_daemon(srv->daemon);
+    pthread_mutex_destroy(&srv->reg_lock);
+    if (srv->quiesced != MHD_INVALID_SOCKET) close(srv->quiesced);
+    free(srv);
+}

@@ -1,0 +1,496 @@
+/* libcurl multi loop on its own thread, driven by epoll through curl's socket interface so that
+ * thousands of concurrent transfers cost O(active sockets) per wake-up, not O(all). See upstream.h.
+ *
+ * Threads: every curl call happens on the loop thread. Other threads talk to it only through the
+ * command queue (submit, cancel, resume) and the eventfd that wakes it. The first-token and idle
+ * timers are ours (curl has only connect and total); a scan every MG_SCAN_MS enforces them, so
+ * they fire within their value + MG_SCAN_MS. */
+#include "upstream.h"
+
+#include "util.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define MG_SCAN_MS 100
+
+typedef enum { CMD_SUBMIT, CMD_CANCEL, CMD_RESUME } cmd_kind_t;
+
+typedef struct cmd {
+    cmd_kind_t kind;
+    mg_xfer_t *x; /* holds a reference until processed */
+} cmd_t;
+
+struct mg_xfer {
+    atomic_int refs;
+    mg_upstream_t *up;
+    CURL *easy;
+    struct curl_slist *headers;
+    char *body;
+    size_t body_len;
+    mg_xfer_callbacks_t cb;
+    void *ud;
+    int64_t connect_timeout_ms, first_token_timeout_ms, idle_timeout_ms, total_timeout_ms;
+    /* Loop-thread state below. */
+    int64_t start_ms, last_data_ms;
+    bool first_token, paused, head_reported, data_aborted, finished, active;
+    long status;
+    mg_buf_t head;
+    mg_xfer_t *prev, *next; /* the active list */
+};
+
+struct mg_upstream {
+    pthread_t thread;
+    int epfd, evfd;
+    CURLM *multi;
+    int64_t curl_deadline_ms; /* -1 when curl wants no timeout */
+    int64_t next_scan_ms;
+    mg_xfer_t *active;
+    atomic_size_t n_active;
+    pthread_mutex_t lock; /* guards cmds and stopping */
+    cmd_t *cmds;
+    size_t n_cmds, cap_cmds;
+    bool stopping;
+    bool joined;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+const char *mg_xfer_result_name(mg_xfer_result_t r)
+{
+    switch (r) {
+    case MG_XFER_OK: return "ok";
+    case MG_XFER_CONNECT_ERROR: return "connect_error";
+    case MG_XFER_TIMEOUT_CONNECT: return "timeout_connect";
+    case MG_XFER_TIMEOUT_FIRST_TOKEN: return "timeout_first_token";
+    case MG_XFER_TIMEOUT_IDLE: return "timeout_idle";
+    case MG_XFER_TIMEOUT_TOTAL: return "timeout_total";
+    case MG_XFER_BROKEN: return "stream_broken";
+    case MG_XFER_TOO_LARGE: return "too_large";
+    case MG_XFER_CANCELLED: return "cancelled";
+    }
+    return "unknown";
+}
+
+static void xfer_free(mg_xfer_t *x)
+{
+    if (x->easy) curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->headers);
+    free(x->body);
+    mg_buf_free(&x->head);
+    free(x);
+}
+
+void mg_xfer_release(mg_xfer_t *x)
+{
+    if (x && atomic_fetch_sub(&x->refs, 1) == 1) xfer_free(x);
+}
+
+static void wake(mg_upstream_t *up)
+{
+    uint64_t one = 1;
+    ssize_t w = write(up->evfd, &one, sizeof one);
+    (void)w; /* EAGAIN means the counter is already non-zero: the loop will wake anyway */
+}
+
+static bool push_cmd(mg_upstream_t *up, cmd_kind_t kind, mg_xfer_t *x)
+{
+    pthread_mutex_lock(&up->lock);
+    if (up->stopping && kind == CMD_SUBMIT) {
+        pthread_mutex_unlock(&up->lock);
+        return false;
+    }
+    if (up->n_cmds == up->cap_cmds) {
+        up->cap_cmds = up->cap_cmds ? up->cap_cmds * 2 : 64;
+        up->cmds = mg_xrealloc(up->cmds, up->cap_cmds * sizeof *up->cmds);
+    }
+    atomic_fetch_add(&x->refs, 1);
+    up->cmds[up->n_cmds++] = (cmd_t){kind, x};
+    pthread_mutex_unlock(&up->lock);
+    wake(up);
+    return true;
+}
+
+/* ---- curl callbacks (loop thread) ---- */
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    mg_xfer_t *x = ud;
+    size_t len = size * n;
+    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) mg_buf_reset(&x->head); /* a new status line */
+    if (len <= 2 && (p[0] == '\r' || p[0] == '\n')) {
+        long status = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 100 && status < 200) return len; /* 1xx: the real head follows */
+        x->status = status;
+        if (!x->head_reported) {
+            x->head_reported = true;
+            x->last_data_ms = mg_now_ms();
+            if (x->cb.on_head) x->cb.on_head(x->ud, status, x->head.data ? x->head.data : "", x->head.len);
+        }
+        return len;
+    }
+    if (x->head.len + len > 64 * 1024) return 0; /* a header block that large is an attack */
+    mg_buf_append(&x->head, p, len);
+    return len;
+}
+
+static size_t on_write(char *p, size_t size, size_t n, void *ud)
+{
+    mg_xfer_t *x = ud;
+    size_t len = size * n;
+    x->last_data_ms = mg_now_ms();
+    if (!x->cb.on_data) return len;
+    size_t r = x->cb.on_data(x->ud, x, p, len);
+    if (r == MG_XFER_DATA_PAUSE) {
+        x->paused = true;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if (r == MG_XFER_DATA_ABORT) {
+        x->data_aborted = true;
+        return 0;
+    }
+    return len;
+}
+
+static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    mg_upstream_t *up = userp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(up->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    struct epoll_event ev = {0};
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    ev.data.fd = s;
+    int op = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(up->epfd, op, s, &ev) != 0) {
+        /* curl can reuse a descriptor number it closed without telling us; fix the set up. */
+        op = (op == EPOLL_CTL_ADD) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+        epoll_ctl(up->epfd, op, s, &ev);
+    }
+    if (!socketp) curl_multi_assign(up->multi, s, (void *)1);
+    return 0;
+}
+
+static int on_timer(CURLM *m, long timeout_ms, void *userp)
+{
+    mg_upstream_t *up = userp;
+    up->curl_deadline_ms = timeout_ms < 0 ? -1 : mg_now_ms() + timeout_ms;
+    return 0;
+}
+
+/* ---- transfer lifecycle (loop thread) ---- */
+
+static void finish(mg_upstream_t *up, mg_xfer_t *x, mg_xfer_result_t r, const char *detail)
+{
+    if (x->finished) return;
+    x->finished = true;
+    if (x->active) {
+        curl_multi_remove_handle(up->multi, x->easy);
+        x->active = false;
+        if (x->prev) x->prev->next = x->next;
+        else up->active = x->next;
+        if (x->next) x->next->prev = x->prev;
+        atomic_fetch_sub(&up->n_active, 1);
+    }
+    if (x->cb.on_done) x->cb.on_done(x->ud, r, detail ? detail : "");
+    mg_xfer_release(x); /* the loop's reference */
+}
+
+static void start(mg_upstream_t *up, mg_xfer_t *x)
+{
+    if (x->finished) return; /* cancelled before it started */
+    x->start_ms = x->last_data_ms = mg_now_ms();
+    x->active = true;
+    x->prev = NULL;
+    x->next = up->active;
+    if (up->active) up->active->prev = x;
+    up->active = x;
+    atomic_fetch_add(&up->n_active, 1);
+    if (curl_multi_add_handle(up->multi, x->easy) != CURLM_OK)
+        finish(up, x, MG_XFER_CONNECT_ERROR, "curl_multi_add_handle failed");
+}
+
+static mg_xfer_result_t map_curl_error(mg_xfer_t *x, CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OK: return MG_XFER_OK;
+    case CURLE_WRITE_ERROR:
+        if (x->data_aborted) return MG_XFER_TOO_LARGE;
+        return x->head_reported ? MG_XFER_BROKEN : MG_XFER_CONNECT_ERROR;
+    case CURLE_OPERATION_TIMEDOUT: {
+        double connect = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME, &connect);
+        return connect <= 0 ? MG_XFER_TIMEOUT_CONNECT : MG_XFER_TIMEOUT_TOTAL;
+    }
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return MG_XFER_CONNECT_ERROR;
+    default:
+        /* Reset, empty reply, short body…: before the head it never answered; after it the
+         * answer broke off. */
+        return x->head_reported ? MG_XFER_BROKEN : MG_XFER_CONNECT_ERROR;
+    }
+}
+
+static void read_done(mg_upstream_t *up)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(up->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        mg_xfer_t *x = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        CURLcode rc = msg->data.result;
+        mg_xfer_result_t r = map_curl_error(x, rc);
+        char why[96];
+        snprintf(why, sizeof why, "%s", rc == CURLE_OK ? "" : curl_easy_strerror(rc));
+        if (r == MG_XFER_TIMEOUT_CONNECT)
+            snprintf(why, sizeof why, "connect timeout: not connected in %lld ms", (long long)x->connect_timeout_ms);
+        else if (r == MG_XFER_TIMEOUT_TOTAL)
+            snprintf(why, sizeof why, "total timeout: not finished in %lld ms", (long long)x->total_timeout_ms);
+        finish(up, x, r, why);
+    }
+}
+
+static void scan_timers(mg_upstream_t *up, int64_t now)
+{
+    mg_xfer_t *x = up->active;
+    while (x) {
+        mg_xfer_t *next = x->next;
+        char why[96];
+        if (!x->first_token && x->first_token_timeout_ms > 0 && now - x->start_ms >= x->first_token_timeout_ms) {
+            snprintf(why, sizeof why, "first-token timeout: nothing in %lld ms", (long long)x->first_token_timeout_ms);
+            finish(up, x, MG_XFER_TIMEOUT_FIRST_TOKEN, why);
+        } else if (x->head_reported && x->idle_timeout_ms > 0 && !x->paused &&
+                   now - x->last_data_ms >= x->idle_timeout_ms) {
+            snprintf(why, sizeof why, "idle timeout: no data for %lld ms", (long long)x->idle_timeout_ms);
+            finish(up, x, MG_XFER_TIMEOUT_IDLE, why);
+        }
+        x = next;
+    }
+}
+
+static void process_cmds(mg_upstream_t *up)
+{
+    pthread_mutex_lock(&up->lock);
+    cmd_t *cmds = up->cmds;
+    size_t n = up->n_cmds;
+    up->cmds = NULL;
+    up->n_cmds = up->cap_cmds = 0;
+    pthread_mutex_unlock(&up->lock);
+    for (size_t i = 0; i < n; i++) {
+        mg_xfer_t *x = cmds[i].x;
+        switch (cmds[i].kind) {
+        case CMD_SUBMIT: start(up, x); break;
+        case CMD_CANCEL:
+            if (!x->finished) finish(up, x, MG_XFER_CANCELLED, "cancelled");
+            break;
+        case CMD_RESUME:
+            if (x->active && x->paused) {
+                x->paused = false;
+                x->last_data_ms = mg_now_ms();
+                curl_easy_pause(x->easy, CURLPAUSE_CONT);
+            }
+            break;
+        }
+        mg_xfer_release(x);
+    }
+    free(cmds);
+}
+
+static void *loop_main(void *arg)
+{
+    mg_upstream_t *up = arg;
+    struct epoll_event evs[256];
+    int running = 0;
+    for (;;) {
+        int64_t now = mg_now_ms();
+        int64_t wait = 1000;
+        if (up->curl_deadline_ms >= 0) wait = MG_MAX(0, up->curl_deadline_ms - now);
+        if (up->active) wait = MG_MIN(wait, MG_MAX(0, up->next_scan_ms - now));
+        int n = epoll_wait(up->epfd, evs, (int)MG_ARRAY_LEN(evs), (int)wait);
+        bool woke = false;
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd == up->evfd) {
+                uint64_t v;
+                ssize_t r = read(up->evfd, &v, sizeof v);
+                (void)r;
+                woke = true;
+                continue;
+            }
+            int flags = 0;
+            if (evs[i].events & EPOLLIN) flags |= CURL_CSELECT_IN;
+            if (evs[i].events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
+            if (evs[i].events & (EPOLLERR | EPOLLHUP)) flags |= CURL_CSELECT_ERR;
+            curl_multi_socket_action(up->multi, evs[i].data.fd, flags, &running);
+        }
+        now = mg_now_ms();
+        if (up->curl_deadline_ms >= 0 && now >= up->curl_deadline_ms) {
+            up->curl_deadline_ms = -1;
+            curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
+        read_done(up);
+        if (woke) {
+            process_cmds(up);
+            read_done(up);
+        }
+        if (now >= up->next_scan_ms) {
+            scan_timers(up, now);
+            up->next_scan_ms = now + MG_SCAN_MS;
+        }
+        pthread_mutex_lock(&up->lock);
+        bool stop = up->stopping && up->n_cmds == 0;
+        pthread_mutex_unlock(&up->lock);
+        if (stop) break;
+    }
+    while (up->active) finish(up, up->active, MG_XFER_CANCELLED, "gateway stopping");
+    return NULL;
+}
+
+mg_upstream_t *mg_upstream_new(void)
+{
+    pthread_once(&curl_once, curl_init_once);
+    mg_upstream_t *up = mg_xcalloc(1, sizeof *up);
+    up->epfd = epoll_create1(EPOLL_CLOEXEC);
+    up->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    up->multi = curl_multi_init();
+    up->curl_deadline_ms = -1;
+    pthread_mutex_init(&up->lock, NULL);
+    if (up->epfd < 0 || up->evfd < 0 || !up->multi) goto error;
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = up->evfd};
+    if (epoll_ctl(up->epfd, EPOLL_CTL_ADD, up->evfd, &ev) != 0) goto error;
+    curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
+    curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
+    if (pthread_create(&up->thread, NULL, loop_main, up) != 0) goto error;
+    return up;
+error:
+    if (up->multi) curl_multi_cleanup(up->multi);
+    if (up->epfd >= 0) close(up->epfd);
+    if (up->evfd >= 0) close(up->evfd);
+    pthread_mutex_destroy(&up->lock);
+    free(up);
+    return NULL;
+}
+
+void mg_upstream_stop(mg_upstream_t *up)
+{
+    pthread_mutex_lock(&up->lock);
+    bool joined = up->joined;
+    up->stopping = true;
+    up->joined = true;
+    pthread_mutex_unlock(&up->lock);
+    if (joined) return;
+    wake(up);
+    pthread_join(up->thread, NULL);
+}
+
+void mg_upstream_free(mg_upstream_t *up)
+{
+    if (!up) return;
+    mg_upstream_stop(up);
+    process_cmds(up); /* release anything queued after the loop's last look */
+    curl_multi_cleanup(up->multi);
+    close(up->epfd);
+    close(up->evfd);
+    pthread_mutex_destroy(&up->lock);
+    free(up);
+}
+
+/* The easy handle is built here, on the caller's thread: until it is queued nobody else can see
+ * it, and the loop thread then only adds it to the multi. */
+static void setup_easy(mg_xfer_t *x, const char *url)
+{
+    CURL *e = x->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    if (x->connect_timeout_ms > 0)
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)x->connect_timeout_ms);
+    if (x->total_timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)x->total_timeout_ms);
+}
+
+mg_xfer_t *mg_xfer_submit(mg_upstream_t *up, const mg_xfer_spec_t *spec)
+{
+    mg_xfer_t *x = mg_xcalloc(1, sizeof *x);
+    atomic_init(&x->refs, 2); /* the caller's and the loop's */
+    x->up = up;
+    x->cb = spec->cb;
+    x->ud = spec->ud;
+    x->connect_timeout_ms = spec->connect_timeout_ms;
+    x->first_token_timeout_ms = spec->first_token_timeout_ms;
+    x->idle_timeout_ms = spec->idle_timeout_ms;
+    x->total_timeout_ms = spec->total_timeout_ms;
+    if (spec->body_owned) {
+        x->body = (char *)spec->body;
+    } else {
+        x->body = mg_xmalloc(spec->body_len + 1);
+        memcpy(x->body, spec->body, spec->body_len);
+    }
+    x->body_len = spec->body_len;
+    for (size_t i = 0; i < spec->n_headers; i++) {
+        struct curl_slist *l = curl_slist_append(x->headers, spec->headers[i]);
+        if (!l) abort();
+        x->headers = l;
+    }
+    /* No "Expect: 100-continue" round trip for large bodies. */
+    x->headers = curl_slist_append(x->headers, "Expect:");
+    x->easy = curl_easy_init();
+    if (!x->easy || !x->headers) abort();
+    setup_easy(x, spec->url);
+    if (!push_cmd(up, CMD_SUBMIT, x)) {
+        xfer_free(x); /* never queued: no callback will come */
+        return NULL;
+    }
+    return x;
+}
+
+void mg_xfer_cancel(mg_xfer_t *x)
+{
+    push_cmd(x->up, CMD_CANCEL, x);
+}
+
+void mg_xfer_resume(mg_xfer_t *x)
+{
+    push_cmd(x->up, CMD_RESUME, x);
+}
+
+void mg_xfer_mark_first_token(mg_xfer_t *x)
+{
+    x->first_token = true;
+}
+
+size_t mg_upstream_active(mg_upstream_t *up)
+{
+    return atomic_load(&up->n_active);
+}

@@ -1,0 +1,209 @@
+/* Allocation, buffers, clocks and string helpers. See util.h. */
+#include "util.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void oom(size_t n, const char *file, int line)
+{
+    fprintf(stderr, "moongate: out of memory allocating %zu bytes at %s:%d\n", n, file, line);
+    abort();
+}
+
+void *mg_xmalloc_at(size_t n, const char *file, int line)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) oom(n, file, line);
+    return p;
+}
+
+void *mg_xcalloc_at(size_t n, size_t size, const char *file, int line)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) oom(n * size, file, line);
+    return p;
+}
+
+void *mg_xrealloc_at(void *p, size_t n, const char *file, int line)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q) oom(n, file, line);
+    return q;
+}
+
+char *mg_xstrdup_at(const char *s, const char *file, int line)
+{
+    return mg_xstrndup_at(s, strlen(s), file, line);
+}
+
+char *mg_xstrndup_at(const char *s, size_t n, const char *file, int line)
+{
+    char *p = mg_xmalloc_at(n + 1, file, line);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *mg_xasprintf(const char *fmt, ...)
+{
+    mg_buf_t b = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    mg_buf_reserve(&b, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(b.data, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return b.data;
+}
+
+void mg_buf_reserve(mg_buf_t *b, size_t extra)
+{
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need) cap *= 2;
+    b->data = mg_xrealloc(b->data, cap);
+    b->cap = cap;
+}
+
+void mg_buf_append(mg_buf_t *b, const void *p, size_t n)
+{
+    mg_buf_reserve(b, n);
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void mg_buf_puts(mg_buf_t *b, const char *s)
+{
+    mg_buf_append(b, s, strlen(s));
+}
+
+void mg_buf_printf(mg_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0) return;
+    mg_buf_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void mg_buf_json_strn(mg_buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    mg_buf_reserve(b, n + 2);
+    b->data[b->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"': mg_buf_append(b, "\\\"", 2); break;
+        case '\\': mg_buf_append(b, "\\\\", 2); break;
+        case '\n': mg_buf_append(b, "\\n", 2); break;
+        case '\r': mg_buf_append(b, "\\r", 2); break;
+        case '\t': mg_buf_append(b, "\\t", 2); break;
+        default:
+            if (c < 0x20) {
+                char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+                mg_buf_append(b, esc, 6);
+            } else {
+                mg_buf_append(b, &s[i], 1);
+            }
+        }
+    }
+    mg_buf_append(b, "\"", 1);
+}
+
+void mg_buf_json_str(mg_buf_t *b, const char *s)
+{
+    if (!s) {
+        mg_buf_puts(b, "null");
+        return;
+    }
+    mg_buf_json_strn(b, s, strlen(s));
+}
+
+void mg_buf_consume(mg_buf_t *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+    } else {
+        memmove(b->data, b->data + n, b->len - n);
+        b->len -= n;
+    }
+    if (b->data) b->data[b->len] = '\0';
+}
+
+void mg_buf_reset(mg_buf_t *b)
+{
+    b->len = 0;
+    if (b->data) b->data[0] = '\0';
+}
+
+void mg_buf_free(mg_buf_t *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+char *mg_buf_steal(mg_buf_t *b)
+{
+    char *p = b->data;
+    if (!p) p = mg_xstrdup("");
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return p;
+}
+
+int64_t mg_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t mg_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t mg_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool mg_str_eq_nocase(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++)
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b)) return false;
+    return *a == *b;
+}
+
+bool mg_str_has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+bool mg_ct_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    /* Compare every byte of a, whatever b is, so the time depends on alen only. */
+    unsigned char diff = (unsigned char)(alen != blen);
+    for (size_t i = 0; i < alen; i++) diff |= (unsigned char)(a[i] ^ (i < blen ? b[i] : 0));
+    return diff == 0;
+}

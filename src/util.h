@@ -1,0 +1,59 @@
+/* Small infrastructure shared by every module: allocation that aborts on failure, a growable
+ * byte buffer, string helpers and a monotonic clock. Knows nothing of HTTP, curl or Lua.
+ *
+ * OOM policy: C infrastructure aborts with file:line when the allocator fails (a gateway that
+ * cannot allocate a few bytes cannot serve anyone correctly). Lua allocation failure is different:
+ * it is an ordinary error that fails one request (see policy.c). */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define MG_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MG_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+void *mg_xmalloc_at(size_t n, const char *file, int line);
+void *mg_xcalloc_at(size_t n, size_t size, const char *file, int line);
+void *mg_xrealloc_at(void *p, size_t n, const char *file, int line);
+char *mg_xstrdup_at(const char *s, const char *file, int line);
+char *mg_xstrndup_at(const char *s, size_t n, const char *file, int line);
+#define mg_xmalloc(n) mg_xmalloc_at((n), __FILE__, __LINE__)
+#define mg_xcalloc(n, s) mg_xcalloc_at((n), (s), __FILE__, __LINE__)
+#define mg_xrealloc(p, n) mg_xrealloc_at((p), (n), __FILE__, __LINE__)
+#define mg_xstrdup(s) mg_xstrdup_at((s), __FILE__, __LINE__)
+#define mg_xstrndup(s, n) mg_xstrndup_at((s), (n), __FILE__, __LINE__)
+
+/* printf into a fresh heap string; the caller frees it. */
+char *mg_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A growable byte buffer. Always NUL-terminated past len when data != NULL. */
+typedef struct mg_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+} mg_buf_t;
+
+void mg_buf_reserve(mg_buf_t *b, size_t extra);
+void mg_buf_append(mg_buf_t *b, const void *p, size_t n);
+void mg_buf_puts(mg_buf_t *b, const char *s);
+void mg_buf_printf(mg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as a JSON string literal, quotes included. */
+void mg_buf_json_str(mg_buf_t *b, const char *s);
+void mg_buf_json_strn(mg_buf_t *b, const char *s, size_t n);
+/* Drops the first n bytes. */
+void mg_buf_consume(mg_buf_t *b, size_t n);
+void mg_buf_reset(mg_buf_t *b);
+void mg_buf_free(mg_buf_t *b);
+/* Hands the bytes to the caller (who frees them) and leaves b empty. */
+char *mg_buf_steal(mg_buf_t *b);
+
+/* Monotonic clock in milliseconds / microseconds; wall clock in milliseconds since the epoch. */
+int64_t mg_now_ms(void);
+int64_t mg_now_us(void);
+int64_t mg_wall_ms(void);
+
+bool mg_str_eq_nocase(const char *a, const char *b);
+bool mg_str_has_prefix(const char *s, const char *prefix);
+/* Constant-time comparison of two byte strings (length differences leak only the length). */
+bool mg_ct_equal(const char *a, size_t alen, const char *b, size_t blen);
