@@ -1,0 +1,83 @@
+// The official `openai` SDK against the real moongate binary: Chat Completions, whole and
+// streamed (the raw iterator and the stricter chat.completions.stream() helper), with fallback.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { startMock, startGateway, provider } from './harness.mjs';
+
+let down, up, gw, client;
+
+before(async () => {
+  down = await startMock({ name: 'D', behavior: { mode: 'fail', status: 503 } });
+  up = await startMock({ name: 'U', behavior: { mode: 'answer', events: 20, pacing_ms: 2 } });
+  gw = await startGateway({
+    models: { mode: 'replace', providers: { down: provider(down, ['m1']), up: provider(up, ['m2']) } },
+    agents: { defaults: { model: { primary: 'down/m1', fallbacks: ['up/m2'] }, models: { 'up/m2': { alias: 'Up' } } } },
+  });
+  client = new OpenAI({ baseURL: gw.baseURL, apiKey: 'client-key', maxRetries: 0 });
+});
+
+after(async () => {
+  await gw?.stop();
+  down?.stop();
+  up?.stop();
+});
+
+test('chat.completions.create falls back and reports the serving model', async () => {
+  const { data, response } = await client.chat.completions
+    .create({ model: 'default', messages: [{ role: 'user', content: 'hello' }] })
+    .withResponse();
+  assert.equal(data.choices[0].message.content, 'mock U saw model m2');
+  assert.equal(response.headers.get('x-moongate-model'), 'up/m2');
+  assert.match(response.headers.get('x-moongate-route'), /down\/m1=overloaded:503; up\/m2=ok:200/);
+});
+
+test('chat.completions.create({stream: true}) yields every delta, role first', async () => {
+  const stream = await client.chat.completions.create({
+    model: 'Up', stream: true, stream_options: { include_usage: true },
+    messages: [{ role: 'user', content: 'hello' }],
+  });
+  let text = '';
+  let first = null;
+  let usage = null;
+  let finish = null;
+  for await (const chunk of stream) {
+    if (chunk.usage) usage = chunk.usage;
+    const c = chunk.choices[0];
+    if (!c) continue;
+    first ??= c.delta;
+    text += c.delta.content ?? '';
+    finish = c.finish_reason ?? finish;
+  }
+  assert.equal(first.role, 'assistant');
+  // The mock sends 20 content deltas: its greeting, then " w1" … " w19".
+  const want = 'mock U saw model m2' + Array.from({ length: 19 }, (_, i) => ` w${i + 1}`).join('');
+  assert.equal(text, want);
+  assert.equal(finish, 'stop');
+  assert.ok(usage && usage.completion_tokens > 0, 'usage chunk reaches a client that asked for it');
+});
+
+test('chat.completions.stream() helper accepts the stream and assembles the message', async () => {
+  const runner = client.chat.completions.stream({
+    model: 'default', messages: [{ role: 'user', content: 'hello' }],
+  });
+  const final = await runner.finalChatCompletion();
+  assert.ok(final.choices[0].message.content.startsWith('mock U saw model m2'));
+  assert.equal(final.choices[0].message.role, 'assistant');
+});
+
+test('a stream without include_usage gets no usage chunk', async () => {
+  const stream = await client.chat.completions.create({
+    model: 'up/m2', stream: true, messages: [{ role: 'user', content: 'hello' }],
+  });
+  let sawUsage = false;
+  for await (const chunk of stream) if (chunk.usage) sawUsage = true;
+  assert.equal(sawUsage, false);
+});
+
+test('errors come back as SDK errors with the right class', async () => {
+  await assert.rejects(
+    client.chat.completions.create({ model: 'no/such', messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found',
+  );
+});
