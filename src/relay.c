@@ -144,14 +144,16 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
     bool usage_only = cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0 && cJSON_IsObject(usage);
     bool content = false;
+    bool rewritten = false;
     const cJSON *c0 = cJSON_IsArray(choices) ? cJSON_GetArrayItem(choices, 0) : NULL;
     if (c0) {
-        const cJSON *delta = cJSON_GetObjectItemCaseSensitive(c0, "delta");
+        cJSON *delta = cJSON_GetObjectItemCaseSensitive(c0, "delta");
         if (cJSON_IsObject(delta)) {
             if (str_item(delta, "role")) a->saw_role = true;
+            rewritten = mg_relay_normalize_reasoning(delta, req->strip_reasoning);
             const cJSON *tc = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
             content = nonempty_str(delta, "content") || nonempty_str(delta, "reasoning_content") ||
-                      nonempty_str(delta, "reasoning") || (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0);
+                      (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0);
         }
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c0, "finish_reason");
         if (cJSON_IsString(fr)) {
@@ -159,31 +161,45 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
             content = true; /* a finished answer, even an empty one, is an answer */
         }
     }
+    if (rewritten && c0 && !content && !cJSON_IsObject(usage)) {
+        const cJSON *delta = cJSON_GetObjectItemCaseSensitive(c0, "delta");
+        if (cJSON_IsObject(delta) && !delta->child) {
+            cJSON_Delete(j); /* nothing left once the reasoning was dropped */
+            return 0;
+        }
+    }
     if (usage_only && !req->wants_usage) {
         cJSON_Delete(j); /* recorded for accounting; the client did not ask for it */
         return 0;
     }
+    /* Events pass through byte for byte unless reasoning had to be moved or dropped. */
+    char *printed = rewritten ? cJSON_PrintUnformatted(j) : NULL;
+    const char *data = printed ? printed : ev->data;
+    size_t data_len = printed ? strlen(printed) : ev->data_len;
     if (!committed && !content) {
         cJSON_Delete(j);
-        if (a->pending.len + ev->data_len > MG_MAX_PENDING_BYTES) {
+        if (a->pending.len + data_len > MG_MAX_PENDING_BYTES) {
+            cJSON_free(printed);
             a->fail_cls = MG_CLASS_STREAM_BROKEN;
             snprintf(a->detail, sizeof a->detail, "over %u bytes of events before any content", MG_MAX_PENDING_BYTES);
             return 1;
         }
         mg_buf_puts(&a->pending, "data: ");
-        mg_buf_append(&a->pending, ev->data, ev->data_len);
+        mg_buf_append(&a->pending, data, data_len);
         mg_buf_puts(&a->pending, "\n\n");
+        cJSON_free(printed);
         return 0;
     }
     if (!committed) commit(a, ctx->x, j);
     cJSON_Delete(j);
     mg_buf_t b = {0};
-    mg_buf_reserve(&b, ev->data_len + 8);
+    mg_buf_reserve(&b, data_len + 8);
     mg_buf_puts(&b, "data: ");
-    mg_buf_append(&b, ev->data, ev->data_len);
+    mg_buf_append(&b, data, data_len);
     mg_buf_puts(&b, "\n\n");
     queue_out(req, b.data, b.len, false);
     mg_buf_free(&b);
+    cJSON_free(printed);
     return 0;
 }
 
@@ -248,6 +264,31 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
     mg_buf_free(&tail);
     if (w) mg_req_wake(req);
     mg_req_release(req); /* the attempt's reference */
+}
+
+bool mg_relay_normalize_reasoning(cJSON *msg, bool strip)
+{
+    bool changed = false;
+    cJSON *r = cJSON_GetObjectItemCaseSensitive(msg, "reasoning");
+    if (r) {
+        /* vLLM, Ollama and OpenRouter say "reasoning"; the gateway's one place is
+         * "reasoning_content" (LM Studio, llama.cpp, DeepSeek). */
+        cJSON_DetachItemViaPointer(msg, r);
+        if (!strip && cJSON_IsString(r) && !cJSON_GetObjectItemCaseSensitive(msg, "reasoning_content"))
+            cJSON_AddItemToObject(msg, "reasoning_content", r);
+        else
+            cJSON_Delete(r);
+        changed = true;
+    }
+    if (strip && cJSON_GetObjectItemCaseSensitive(msg, "reasoning_content")) {
+        cJSON_DeleteItemFromObjectCaseSensitive(msg, "reasoning_content");
+        changed = true;
+    }
+    if (strip && cJSON_GetObjectItemCaseSensitive(msg, "reasoning_details")) {
+        cJSON_DeleteItemFromObjectCaseSensitive(msg, "reasoning_details"); /* OpenRouter */
+        changed = true;
+    }
+    return changed;
 }
 
 mg_xfer_callbacks_t mg_relay_callbacks(void)

@@ -10,5 +10,10 @@
 /* The callbacks to put in an mg_xfer_spec_t whose ud is an mg_attempt_t. */
 mg_xfer_callbacks_t mg_relay_callbacks(void);
 
+/* Puts the reasoning of a Chat Completions message or delta in its one place, reasoning_content
+ * (renaming vLLM/Ollama/OpenRouter's "reasoning"), or drops it when strip. Returns whether msg
+ * changed. Pure. */
+bool mg_relay_normalize_reasoning(cJSON *msg, bool strip);
+
 /* The class of a settled, uncommitted attempt (serving thread, after done). */
 mg_class_t mg_relay_classify(const mg_req_t *req, const mg_attempt_t *a);

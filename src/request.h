@@ -78,6 +78,7 @@ typedef struct mg_req {
     char *model_asked;
     bool stream;
     bool wants_usage; /* stream_options.include_usage from the client */
+    bool strip_reasoning; /* drop reasoning so only final text reaches the client */
     /* The client-bound stream once committed. */
     mg_attempt_t *committed; /* [locked] the attempt whose answer the client gets */
     mg_buf_t out;            /* [locked] bytes waiting for the client */

@@ -230,6 +230,29 @@ bool mg_router_attempt_done_locked(mg_req_t *req)
     return !a || a->done || req->committed;
 }
 
+/* A whole Chat Completions answer: reasoning into its one place, or out when stripping. */
+static void normalize_answer(mg_req_t *req, mg_buf_t *body)
+{
+    if (req->ep != MG_EP_CHAT || !body->data) return;
+    if (!req->strip_reasoning && !memmem(body->data, body->len, "\"reasoning\"", 11)) return;
+    cJSON *j = cJSON_ParseWithLength(body->data, body->len);
+    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
+    bool changed = false;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, choices)
+    {
+        cJSON *msg = cJSON_GetObjectItemCaseSensitive(c, "message");
+        if (cJSON_IsObject(msg) && mg_relay_normalize_reasoning(msg, req->strip_reasoning)) changed = true;
+    }
+    if (changed) {
+        char *p = cJSON_PrintUnformatted(j);
+        mg_buf_reset(body);
+        mg_buf_puts(body, p);
+        cJSON_free(p);
+    }
+    cJSON_Delete(j);
+}
+
 mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
 {
     mg_attempt_t *a = mg_req_current(req);
@@ -245,6 +268,7 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
     a->cls = mg_relay_classify(req, a);
     if (a->cls == MG_CLASS_OK) {
         req->served = a->model;
+        normalize_answer(req, &a->body);
         reply->status = (int)a->status;
         reply->content_type = "application/json";
         reply->body = a->body;

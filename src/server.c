@@ -242,6 +242,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         srv->reg = req;
         pthread_mutex_unlock(&srv->reg_lock);
         *ctx = req;
+        const char *strip = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-moongate-strip-reasoning");
+        req->strip_reasoning = strip && (!strcmp(strip, "1") || mg_str_eq_nocase(strip, "true") || mg_str_eq_nocase(strip, "yes"));
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > g->cfg->gw.max_body_bytes) req->body_too_large = true;
         return MHD_YES;
