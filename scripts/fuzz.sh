@@ -2,7 +2,7 @@
 # Fuzzes every libFuzzer target for N minutes each (default 10), starting from its seed corpus and
 # regression folder, with ASan+UBSan. New inputs go to build-fuzz/corpus/<target>/ (the seeds in the
 # tree are not modified); crashers land in tests/fuzz/artifacts/. Prints the exec count per target.
-#   scripts/fuzz.sh [MINUTES] [TARGET...]
+#   scripts/fuzz.sh [MINUTES] [TARGET...]     (FUZZ_SECONDS=N overrides MINUTES, for a smoke run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-10}
@@ -23,8 +23,10 @@ for t in "${targets[@]}"; do
   work=build-fuzz/corpus/$t
   mkdir -p "$work"
   log=build-fuzz/$t.log
-  echo "== $t: ${minutes} min"
-  build-fuzz/tests/fuzz/fuzz_"$t" -max_total_time=$((minutes * 60)) -print_final_stats=1 \
+  secs=${FUZZ_SECONDS:-$((minutes * 60))}
+  ((secs > 0)) || secs=1
+  echo "== $t: ${secs} s"
+  build-fuzz/fuzz_"$t" -max_total_time="$secs" -print_final_stats=1 \
     -artifact_prefix=tests/fuzz/artifacts/"$t"- "$work" tests/fuzz/corpus/"$t" tests/fuzz/regression/"$t" \
     >"$log" 2>&1 || { echo "$t: FAILED (see $log)"; tail -30 "$log"; exit 1; }
   grep -E "stat::number_of_executed_units" "$log" | sed "s/^/$t: /"
