@@ -80,7 +80,7 @@ typedef struct mg_alias {
 typedef enum mg_models_mode { MG_MODE_MERGE, MG_MODE_REPLACE } mg_models_mode_t;
 
 typedef struct mg_gateway_settings {
-    char *listen_host;      /* default "127.0.0.1" */
+    char *listen_host;      /* default "127.0.0.1"; an IPv6 address comes without brackets */
     int listen_port;        /* default 8787 */
     size_t max_body_bytes;  /* default 10 MiB */
     size_t max_upstream_body_bytes; /* non-streaming answer cap, default 64 MiB */
@@ -90,7 +90,7 @@ typedef struct mg_gateway_settings {
     unsigned max_connections;    /* default 10000 */
     mg_timeouts_t timeouts; /* defaults: connect 10 s, first token 120 s, idle 60 s, total 600 s */
     char *policy_path;      /* absolute, or NULL */
-    char *log_path;         /* NULL or "-" = stderr */
+    char *log_path;         /* absolute, or NULL for stderr (config "-" or absent) */
 } mg_gateway_settings_t;
 
 typedef struct mg_config {
@@ -104,7 +104,8 @@ typedef struct mg_config {
     const mg_model_t **default_chain; /* agents.defaults.model: primary, then fallbacks */
     size_t n_default_chain;
     mg_gateway_settings_t gw;
-    char **warnings; /* "file:line:col: path: message" for ignored keys and the like */
+    char **warnings; /* "file:line:col: path: message" for ignored keys, unset environment
+                      * variables and the like; the loader does not print them */
     size_t n_warnings;
 } mg_config_t;
 
@@ -119,7 +120,8 @@ mg_config_t *mg_config_load_string(const char *text, size_t len, const char *nam
 
 void mg_config_free(mg_config_t *cfg);
 
-/* Resolves "provider/id" or an alias (case-sensitive first, then case-insensitive). Borrowed. */
+/* Resolves "provider/id", then an alias (case-sensitive first, then case-insensitive), then a bare
+ * model id when exactly one provider has it. NULL when none matches. Borrowed. */
 const mg_model_t *mg_config_find_model(const mg_config_t *cfg, const char *name);
 const mg_provider_t *mg_config_find_provider(const mg_config_t *cfg, const char *id);
 

@@ -7,7 +7,9 @@
  * and input must be valid UTF-8. Duplicate keys: the last one wins (as JSON5/ES5 does).
  * One deliberate departure: a NUL character in a string (\0, \x00, \u0000 or a raw 0 byte) is
  * rejected, because cJSON strings end at the first NUL and would silently be cut there.
- * Lines end at LF, CR, CRLF, U+2028 and U+2029 outside strings; a leading BOM takes no column. */
+ * Lines end at LF, CR, CRLF, U+2028 and U+2029 (outside strings, and in line continuations);
+ * columns count bytes; a leading BOM takes no column. Linear time; positions are looked up by
+ * binary search. */
 #pragma once
 #include <cjson/cJSON.h>
 #include <stddef.h>

@@ -1,0 +1,1327 @@
+/* Configuration: an OpenClaw model config plus moongate's `gateway` block, validated into an
+ * immutable mg_config_t. See config.h.
+ *
+ * Flow: read the file; parse it with json5.c (a cJSON tree with a position for every node); then
+ * validate block by block: `models` (in "merge" mode on top of the built-in catalog, which is
+ * embedded from src/builtin_catalog.json5 and goes through the very same validation), `gateway`
+ * (which names catalog providers), then `agents` (aliases and the default chain, which resolve
+ * against the finished catalog). Every message reads "FILE:LINE:COL: key.path: message": the
+ * key path lives in one buffer that each level pushes onto and pops. The first error ends the
+ * load; warnings (keys OpenClaw knows and we do not, unset environment variables) accumulate.
+ *
+ * OpenClaw sections are lenient (unknown keys warn) because users paste whole OpenClaw files;
+ * the gateway block is strict (unknown keys fail) because a typo there would silently fall back
+ * to a default. Validators return 0 or -1; after -1 the load is over, so they return at once
+ * without restoring the key path (the message already holds it). The config under construction
+ * stays consistent at every step (counts match what is allocated), so mg_config_free can always
+ * release it. Secrets (resolved keys, header values) are wiped before they are freed.
+ *
+ * Uses json5.c, cJSON, util.h and the generated mg_embedded.h. Knows nothing of HTTP. */
+#include "config.h"
+
+#include "json5.h"
+#include "mg_embedded.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define MG_CONFIG_MAX_FILE (16u << 20)    /* a config larger than this is a mistake */
+#define MG_MAX_SAFE_INT 9007199254740992LL /* 2^53: every integer up to here is exact in a double */
+#define MG_BUILTIN_CATALOG "builtin_catalog.json5"
+
+typedef struct loader {
+    mg_config_t *cfg;          /* being built; the caller frees it when loading fails */
+    const char *file;          /* the document being validated, for messages: borrowed */
+    const mg_json5_doc_t *doc; /* its positions: borrowed */
+    mg_buf_t path;             /* key path of the value being validated, e.g. "gateway.listen" */
+    char *err;                 /* the caller's error buffer */
+    size_t errlen;
+    bool failed;
+    bool *key_in_config; /* per provider: apiKey was written in the config (not only built in) */
+} loader_t;
+
+static const char *const top_keys[] = {"models", "agents", "gateway", NULL};
+static const char *const models_keys[] = {"mode", "providers", NULL};
+static const char *const provider_keys[] = {"baseUrl", "apiKey", "api", "headers", "models", NULL};
+static const char *const model_keys[] = {"id",   "name",          "reasoning", "input",
+                                         "cost", "contextWindow", "maxTokens", NULL};
+static const char *const cost_keys[] = {"input", "output", "cacheRead", "cacheWrite", NULL};
+static const char *const agents_keys[] = {"defaults", NULL};
+static const char *const defaults_keys[] = {"model", "models", NULL};
+static const char *const chain_keys[] = {"primary", "fallbacks", NULL};
+static const char *const alias_keys[] = {"alias", NULL};
+static const char *const gateway_keys[] = {"listen",  "maxBodyBytes", "maxUpstreamBodyBytes",
+                                           "threads", "maxConnections", "timeouts",
+                                           "policy",  "log",          "providers", NULL};
+static const char *const timeouts_keys[] = {"connectMs", "firstTokenMs", "idleMs", "totalMs", NULL};
+static const char *const log_keys[] = {"path", NULL};
+static const char *const gw_provider_keys[] = {"tags", "region", "timeouts", NULL};
+
+/* ---- messages -------------------------------------------------------------------------------- */
+
+static void buf_vprintf(mg_buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+static void buf_vprintf(mg_buf_t *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if (n <= 0) return;
+    mg_buf_reserve(b, (size_t)n);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    b->len += (size_t)n;
+}
+
+/* "FILE:LINE:COL: key.path: message" about node: at its key (at_key) or at its value. */
+static char *vmessage(loader_t *ld, const cJSON *node, bool at_key, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static char *vmessage(loader_t *ld, const cJSON *node, bool at_key, const char *fmt, va_list ap)
+{
+    mg_buf_t b = {0};
+    mg_json5_pos_t pos = mg_json5_pos_of(ld->doc, node);
+    int line = at_key ? pos.line : pos.value_line, col = at_key ? pos.column : pos.value_column;
+    mg_buf_puts(&b, ld->file);
+    if (line > 0) mg_buf_printf(&b, ":%d:%d", line, col);
+    mg_buf_puts(&b, ": ");
+    if (ld->path.len) {
+        mg_buf_append(&b, ld->path.data, ld->path.len);
+        mg_buf_puts(&b, ": ");
+    }
+    buf_vprintf(&b, fmt, ap);
+    return mg_buf_steal(&b);
+}
+
+/* Records the error (the first one wins) and returns -1, for `return fail(...)`. */
+static int fail(loader_t *ld, const cJSON *node, bool at_key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(loader_t *ld, const cJSON *node, bool at_key, const char *fmt, ...)
+{
+    if (ld->failed) return -1;
+    ld->failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = vmessage(ld, node, at_key, fmt, ap);
+    va_end(ap);
+    if (ld->errlen) snprintf(ld->err, ld->errlen, "%s", msg);
+    free(msg);
+    return -1;
+}
+
+static void warn(loader_t *ld, const cJSON *node, bool at_key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void warn(loader_t *ld, const cJSON *node, bool at_key, const char *fmt, ...)
+{
+    mg_config_t *cfg = ld->cfg;
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = vmessage(ld, node, at_key, fmt, ap);
+    va_end(ap);
+    cfg->warnings = mg_xrealloc(cfg->warnings, (cfg->n_warnings + 1) * sizeof *cfg->warnings);
+    cfg->warnings[cfg->n_warnings++] = msg;
+}
+
+/* A number as a person wrote it: integers without a fraction, others in their shortest form. */
+static void format_number(double d, char *out, size_t n)
+{
+    if (isnan(d)) {
+        snprintf(out, n, "NaN");
+    } else if (isinf(d)) {
+        snprintf(out, n, "%s", d > 0 ? "Infinity" : "-Infinity");
+    } else if (d == floor(d) && fabs(d) < 1e15) {
+        snprintf(out, n, "%.0f", d);
+    } else {
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(out, n, "%.*g", prec, d);
+            if (strtod(out, NULL) == d) break;
+        }
+    }
+}
+
+/* A JSON string literal of s, cut after about 60 bytes (on a character boundary). Caller frees. */
+static char *quote(const char *s)
+{
+    mg_buf_t b = {0};
+    size_t n = strlen(s), cut = n;
+    if (cut > 60) {
+        cut = 60;
+        while (cut && ((unsigned char)s[cut] & 0xC0) == 0x80) cut--;
+    }
+    mg_buf_json_strn(&b, s, cut);
+    if (cut < n) {
+        b.len--; /* reopen the closing quote */
+        mg_buf_puts(&b, "...\"");
+    }
+    return mg_buf_steal(&b);
+}
+
+/* What a value is, for "got ...": strings quoted, numbers as numbers, containers by type. */
+static char *describe(const cJSON *v)
+{
+    char num[40];
+    if (cJSON_IsString(v)) return quote(v->valuestring);
+    if (cJSON_IsNumber(v)) {
+        format_number(v->valuedouble, num, sizeof num);
+        return mg_xstrdup(num);
+    }
+    if (cJSON_IsTrue(v)) return mg_xstrdup("true");
+    if (cJSON_IsFalse(v)) return mg_xstrdup("false");
+    if (cJSON_IsNull(v)) return mg_xstrdup("null");
+    if (cJSON_IsObject(v)) return mg_xstrdup(v->child ? "an object" : "an empty object");
+    if (cJSON_IsArray(v)) return mg_xstrdup(v->child ? "an array" : "an empty array");
+    return mg_xstrdup("a value");
+}
+
+/* "<expected>, got <v>" at v's value. */
+static int fail_got(loader_t *ld, const cJSON *v, const char *expected)
+{
+    char *got = describe(v);
+    fail(ld, v, false, "%s, got %s", expected, got);
+    free(got);
+    return -1;
+}
+
+/* ---- key paths ------------------------------------------------------------------------------- */
+
+static bool is_plain_key(const char *k)
+{
+    if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') || *k == '_' || *k == '$')) return false;
+    for (k++; *k; k++)
+        if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') || (*k >= '0' && *k <= '9') ||
+              *k == '_' || *k == '$'))
+            return false;
+    return true;
+}
+
+/* Appends ".key" (or `["key"]` when key is not an identifier) and returns the length to restore. */
+static size_t path_push_key(loader_t *ld, const char *key)
+{
+    size_t mark = ld->path.len;
+    if (is_plain_key(key)) {
+        if (mark) mg_buf_puts(&ld->path, ".");
+        mg_buf_puts(&ld->path, key);
+    } else {
+        mg_buf_puts(&ld->path, "[");
+        mg_buf_json_str(&ld->path, key);
+        mg_buf_puts(&ld->path, "]");
+    }
+    return mark;
+}
+
+static size_t path_push_index(loader_t *ld, size_t i)
+{
+    size_t mark = ld->path.len;
+    mg_buf_printf(&ld->path, "[%zu]", i);
+    return mark;
+}
+
+static void path_pop(loader_t *ld, size_t mark)
+{
+    ld->path.len = mark;
+    if (ld->path.data) ld->path.data[mark] = '\0';
+}
+
+/* ---- typed readers --------------------------------------------------------------------------- */
+
+/* obj[key], with null treated as absent. Borrowed. */
+static const cJSON *member(const cJSON *obj, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return v && !cJSON_IsNull(v) ? v : NULL;
+}
+
+/* Reports each member of obj whose key is not in known (NULL-terminated): a warning, or an error
+ * when strict. */
+static int check_keys(loader_t *ld, const cJSON *obj, const char *const *known, bool strict)
+{
+    for (const cJSON *m = obj->child; m; m = m->next) {
+        bool ok = false;
+        for (const char *const *k = known; *k && !ok; k++) ok = strcmp(*k, m->string) == 0;
+        if (ok) continue;
+        size_t mark = path_push_key(ld, m->string);
+        int rc = 0;
+        if (strict)
+            rc = fail(ld, m, true, "unknown key");
+        else
+            warn(ld, m, true, "unknown key ignored");
+        path_pop(ld, mark);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+/* "FILE:L:C: parent.key: required key missing", at the object that lacks it. */
+static int fail_missing(loader_t *ld, const cJSON *obj, const char *key)
+{
+    size_t mark = path_push_key(ld, key);
+    fail(ld, obj, false, "required key missing");
+    path_pop(ld, mark);
+    return -1;
+}
+
+/* The opt_* readers look at obj[key]: they return 1 and set *out when it is present and valid, 0
+ * when it is absent (null counts as absent) and -1 after an error naming the key's path. */
+
+static int opt_string(loader_t *ld, const cJSON *obj, const char *key, bool nonempty, const char **out)
+{
+    const cJSON *v = member(obj, key);
+    if (!v) return 0;
+    size_t mark = path_push_key(ld, key);
+    int rc = 1;
+    if (!cJSON_IsString(v) || (nonempty && !v->valuestring[0]))
+        rc = fail_got(ld, v, nonempty ? "expected a non-empty string" : "expected a string");
+    else
+        *out = v->valuestring;
+    path_pop(ld, mark);
+    return rc;
+}
+
+static int opt_int(loader_t *ld, const cJSON *obj, const char *key, int64_t min, int64_t max, int64_t *out)
+{
+    const cJSON *v = member(obj, key);
+    if (!v) return 0;
+    size_t mark = path_push_key(ld, key);
+    int rc = 1;
+    double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    if (!isfinite(d) || d != floor(d) || d < (double)min || d > (double)max) {
+        char what[80];
+        if (min == 1 && max == MG_MAX_SAFE_INT)
+            snprintf(what, sizeof what, "expected a positive integer");
+        else if (min == 0 && max == MG_MAX_SAFE_INT)
+            snprintf(what, sizeof what, "expected a non-negative integer");
+        else
+            snprintf(what, sizeof what, "expected an integer from %lld to %lld", (long long)min, (long long)max);
+        rc = fail_got(ld, v, what);
+    } else {
+        *out = (int64_t)d;
+    }
+    path_pop(ld, mark);
+    return rc;
+}
+
+static int opt_cost(loader_t *ld, const cJSON *obj, const char *key, double *out)
+{
+    const cJSON *v = member(obj, key);
+    if (!v) return 0;
+    size_t mark = path_push_key(ld, key);
+    int rc = 1;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0)
+        rc = fail_got(ld, v, "expected a non-negative number");
+    else
+        *out = v->valuedouble;
+    path_pop(ld, mark);
+    return rc;
+}
+
+static int opt_bool(loader_t *ld, const cJSON *obj, const char *key, bool *out)
+{
+    const cJSON *v = member(obj, key);
+    if (!v) return 0;
+    size_t mark = path_push_key(ld, key);
+    int rc = 1;
+    if (!cJSON_IsBool(v))
+        rc = fail_got(ld, v, "expected true or false");
+    else
+        *out = cJSON_IsTrue(v);
+    path_pop(ld, mark);
+    return rc;
+}
+
+/* Pushes key, checks obj[key] is an object, returns it (or NULL: absent, or error when failed). */
+static const cJSON *opt_object(loader_t *ld, const cJSON *obj, const char *key, size_t *mark)
+{
+    const cJSON *v = member(obj, key);
+    if (!v) return NULL;
+    *mark = path_push_key(ld, key);
+    if (!cJSON_IsObject(v)) {
+        fail_got(ld, v, "expected an object");
+        return NULL;
+    }
+    return v;
+}
+
+/* ---- hosts and paths ------------------------------------------------------------------------- */
+
+/* Copies the host of an http:// or https:// URL into host, lowercased, without IPv6 brackets or a
+ * trailing dot. False when url is not such a URL, has no host, or contains spaces/controls. */
+static bool url_host(const char *url, char *host, size_t hostlen)
+{
+    const char *h;
+    if (strncasecmp(url, "http://", 7) == 0)
+        h = url + 7;
+    else if (strncasecmp(url, "https://", 8) == 0)
+        h = url + 8;
+    else
+        return false;
+    for (const char *c = url; *c; c++)
+        if ((unsigned char)*c <= 0x20 || *c == 0x7F) return false;
+    size_t auth = strcspn(h, "/?#");
+    const char *at = memrchr(h, '@', auth); /* skip user:password@ */
+    if (at) {
+        auth -= (size_t)(at + 1 - h);
+        h = at + 1;
+    }
+    size_t n;
+    if (auth && h[0] == '[') {
+        const char *close = memchr(h, ']', auth);
+        if (!close) return false;
+        h++;
+        n = (size_t)(close - h);
+    } else {
+        const char *colon = memchr(h, ':', auth);
+        n = colon ? (size_t)(colon - h) : auth;
+    }
+    if (n && h[n - 1] == '.') n--;
+    if (n == 0 || n >= hostlen) return false;
+    for (size_t i = 0; i < n; i++) host[i] = (char)(h[i] >= 'A' && h[i] <= 'Z' ? h[i] + 32 : h[i]);
+    host[n] = '\0';
+    return true;
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+static bool ipv4_is_local(uint32_t a)
+{
+    return a == 0 || (a >> 24) == 127 || (a >> 24) == 10 || (a >> 20) == 0xAC1 /* 172.16/12 */ ||
+           (a >> 16) == 0xC0A8 /* 192.168/16 */ || (a >> 16) == 0xA9FE /* 169.254/16 */;
+}
+
+/* Loopback, private, link-local or "this machine" addresses, and names that only resolve on a
+ * local network. Such providers are tagged "local". */
+static bool host_is_local(const char *host)
+{
+    if (!strcmp(host, "localhost") || has_suffix(host, ".localhost") || has_suffix(host, ".local") ||
+        has_suffix(host, ".lan") || !strcmp(host, "host.docker.internal"))
+        return true;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1) return ipv4_is_local(ntohl(a4.s_addr));
+    if (inet_pton(AF_INET6, host, &a6) == 1) {
+        static const uint8_t loopback[16] = {[15] = 1}, any[16] = {0};
+        static const uint8_t mapped[12] = {[10] = 0xFF, [11] = 0xFF};
+        const uint8_t *b = a6.s6_addr;
+        if (!memcmp(b, loopback, 16) || !memcmp(b, any, 16)) return true;
+        if ((b[0] & 0xFE) == 0xFC) return true;                /* fc00::/7, unique local */
+        if (b[0] == 0xFE && (b[1] & 0xC0) == 0x80) return true; /* fe80::/10, link local */
+        if (!memcmp(b, mapped, 12))
+            return ipv4_is_local((uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15]);
+    }
+    return false;
+}
+
+/* dir made absolute against the current directory (NULL or "" = the current directory). */
+static char *absolute_dir(const char *dir)
+{
+    if (dir && dir[0] == '/') return mg_xstrdup(dir);
+    char *cwd = getcwd(NULL, 0);
+    char *out;
+    if (!cwd) return mg_xstrdup(dir && dir[0] ? dir : ".");
+    if (!dir || !dir[0] || !strcmp(dir, "."))
+        out = mg_xstrdup(cwd);
+    else
+        out = mg_xasprintf("%s/%s", cwd, dir);
+    free(cwd);
+    return out;
+}
+
+/* The absolute directory holding the file at path. Caller frees. */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) return absolute_dir(NULL);
+    if (slash == path) return mg_xstrdup("/");
+    char *dir = mg_xstrndup(path, (size_t)(slash - path));
+    char *out = absolute_dir(dir);
+    free(dir);
+    return out;
+}
+
+/* rel resolved against base (already absolute), without checking that it exists. Caller frees. */
+static char *join_path(const char *base, const char *rel)
+{
+    if (rel[0] == '/') return mg_xstrdup(rel);
+    while (rel[0] == '.' && rel[1] == '/') {
+        rel += 2;
+        while (*rel == '/') rel++;
+    }
+    size_t n = strlen(base);
+    return mg_xasprintf("%s%s%s", base, n && base[n - 1] == '/' ? "" : "/", rel);
+}
+
+/* ---- the catalog ----------------------------------------------------------------------------- */
+
+static size_t provider_index(const mg_config_t *cfg, const char *id)
+{
+    size_t k = 0;
+    while (k < cfg->n_providers && strcmp(cfg->providers[k].id, id) != 0) k++;
+    return k;
+}
+
+static size_t provider_append(loader_t *ld, const char *id, bool builtin)
+{
+    mg_config_t *cfg = ld->cfg;
+    size_t k = cfg->n_providers;
+    cfg->providers = mg_xrealloc(cfg->providers, (k + 1) * sizeof *cfg->providers);
+    ld->key_in_config = mg_xrealloc(ld->key_in_config, (k + 1) * sizeof *ld->key_in_config);
+    cfg->providers[k] = (mg_provider_t){.id = mg_xstrdup(id), .api = MG_API_OPENAI_COMPLETIONS, .builtin = builtin};
+    ld->key_in_config[k] = false;
+    cfg->n_providers = k + 1;
+    return k;
+}
+
+static const mg_model_t *find_by_ref(const mg_config_t *cfg, const char *ref)
+{
+    for (size_t k = 0; k < cfg->n_providers; k++)
+        for (size_t j = 0; j < cfg->providers[k].n_models; j++)
+            if (!strcmp(cfg->providers[k].models[j].ref, ref)) return &cfg->providers[k].models[j];
+    return NULL;
+}
+
+static void model_free_fields(mg_model_t *m)
+{
+    free(m->id);
+    free(m->name);
+    free(m->ref);
+}
+
+static void wipe_free(char *secret)
+{
+    if (secret) explicit_bzero(secret, strlen(secret));
+    free(secret);
+}
+
+static bool valid_env_name(const char *s, size_t n)
+{
+    if (!n || (s[0] >= '0' && s[0] <= '9')) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+              s[i] == '_'))
+            return false;
+    return true;
+}
+
+static bool has_control(const char *s)
+{
+    for (; *s; s++)
+        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7F) return true;
+    return false;
+}
+
+/* Resolves a secret-bearing string v (an apiKey or header value): "${NAME}" reads the environment
+ * (*env gets NAME; *value stays NULL with a warning when NAME is unset or empty), anything else is
+ * used as written. Values must not contain control characters: they end up in HTTP headers. */
+static int resolve_secret(loader_t *ld, const cJSON *v, bool warn_unset, char **value, char **env)
+{
+    const char *s = v->valuestring;
+    size_t n = strlen(s);
+    *value = *env = NULL;
+    if (n >= 3 && s[0] == '$' && s[1] == '{' && s[n - 1] == '}') {
+        if (!valid_env_name(s + 2, n - 3))
+            return fail_got(ld, v, "expected \"${NAME}\" with NAME made of letters, digits and _");
+        *env = mg_xstrndup(s + 2, n - 3);
+        const char *e = getenv(*env);
+        if (!e || !*e) {
+            if (warn_unset) warn(ld, v, false, "environment variable %s is not set", *env);
+            return 0;
+        }
+        if (has_control(e)) return fail(ld, v, false, "environment variable %s contains a control character", *env);
+        *value = mg_xstrdup(e);
+        return 0;
+    }
+    if (has_control(s)) return fail(ld, v, false, "contains a control character");
+    if (*s) *value = mg_xstrdup(s);
+    return 0;
+}
+
+static int load_base_url(loader_t *ld, const cJSON *pobj, mg_provider_t *p, bool required)
+{
+    const char *s;
+    int rc = opt_string(ld, pobj, "baseUrl", true, &s);
+    if (rc < 0) return -1;
+    if (rc == 0) return required ? fail_missing(ld, pobj, "baseUrl") : 0;
+    size_t mark = path_push_key(ld, "baseUrl");
+    char host[256];
+    if (!url_host(s, host, sizeof host)) {
+        fail_got(ld, member(pobj, "baseUrl"), "expected an http:// or https:// URL");
+    } else {
+        size_t n = strlen(s);
+        while (n && s[n - 1] == '/') n--;
+        free(p->base_url);
+        p->base_url = mg_xstrndup(s, n);
+    }
+    path_pop(ld, mark);
+    return ld->failed ? -1 : 0;
+}
+
+static int load_api_key(loader_t *ld, const cJSON *pobj, mg_provider_t *p, bool builtin)
+{
+    const char *s;
+    int rc = opt_string(ld, pobj, "apiKey", false, &s);
+    if (rc <= 0) return rc;
+    const cJSON *v = member(pobj, "apiKey");
+    size_t mark = path_push_key(ld, "apiKey");
+    wipe_free(p->api_key), p->api_key = NULL;
+    free(p->api_key_env), p->api_key_env = NULL;
+    /* Built-in keys that are unset are reported where a model of theirs is used (load_chain_entry),
+     * not here: most configs never touch openai, say. */
+    rc = resolve_secret(ld, v, !builtin, &p->api_key, &p->api_key_env);
+    char host[256];
+    if (!rc && !builtin && !p->api_key_env && p->api_key && p->base_url &&
+        url_host(p->base_url, host, sizeof host) && !host_is_local(host))
+        warn(ld, v, false, "a literal key for a hosted provider; prefer \"${ENV_NAME}\"");
+    path_pop(ld, mark);
+    return rc;
+}
+
+static int load_api(loader_t *ld, const cJSON *pobj, mg_provider_t *p)
+{
+    const char *s;
+    int rc = opt_string(ld, pobj, "api", false, &s);
+    if (rc <= 0) return rc;
+    static const mg_api_t apis[] = {MG_API_OPENAI_COMPLETIONS, MG_API_OPENAI_RESPONSES, MG_API_ANTHROPIC_MESSAGES};
+    for (size_t i = 0; i < MG_ARRAY_LEN(apis); i++) {
+        if (!strcmp(s, mg_api_name(apis[i]))) {
+            p->api = apis[i];
+            return 0;
+        }
+    }
+    size_t mark = path_push_key(ld, "api");
+    fail_got(ld, member(pobj, "api"), "expected \"openai-completions\", \"openai-responses\" or \"anthropic-messages\"");
+    path_pop(ld, mark);
+    return -1;
+}
+
+/* RFC 9110 token characters. */
+static bool valid_header_name(const char *s)
+{
+    if (!*s) return false;
+    for (; *s; s++)
+        if (!strchr("!#$%&'*+-.^_`|~", *s) && !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+                                                 (*s >= '0' && *s <= '9')))
+            return false;
+    return true;
+}
+
+/* headers: { name: value }, replacing the built-in provider's headers when overriding. */
+static int load_headers(loader_t *ld, const cJSON *pobj, mg_provider_t *p)
+{
+    size_t mark = 0;
+    const cJSON *h = opt_object(ld, pobj, "headers", &mark);
+    if (!h) return ld->failed ? -1 : 0;
+    for (size_t i = 0; i < p->n_headers; i++) {
+        free(p->headers[i].name);
+        wipe_free(p->headers[i].value);
+    }
+    free(p->headers);
+    p->n_headers = 0;
+    p->headers = mg_xcalloc((size_t)cJSON_GetArraySize(h), sizeof *p->headers);
+    for (const cJSON *m = h->child; m && !ld->failed; m = m->next) {
+        size_t inner = path_push_key(ld, m->string);
+        char *value = NULL, *env = NULL;
+        if (!valid_header_name(m->string))
+            fail(ld, m, true, "not a valid header name");
+        else if (!cJSON_IsString(m))
+            fail_got(ld, m, "expected a string");
+        else if (!resolve_secret(ld, m, true, &value, &env) && value)
+            p->headers[p->n_headers++] = (mg_header_t){mg_xstrdup(m->string), value}, value = NULL;
+        wipe_free(value);
+        free(env);
+        path_pop(ld, inner);
+    }
+    path_pop(ld, mark);
+    return ld->failed ? -1 : 0;
+}
+
+static int load_input(loader_t *ld, const cJSON *mobj, unsigned *out)
+{
+    const cJSON *v = member(mobj, "input");
+    if (!v) return 0;
+    size_t mark = path_push_key(ld, "input");
+    unsigned bits = 0;
+    if (!cJSON_IsArray(v) || !v->child) fail_got(ld, v, "expected a non-empty array of \"text\" and \"image\"");
+    size_t i = 0;
+    for (const cJSON *e = v->child; e && !ld->failed; e = e->next, i++) {
+        size_t inner = path_push_index(ld, i);
+        if (cJSON_IsString(e) && !strcmp(e->valuestring, "text"))
+            bits |= MG_INPUT_TEXT;
+        else if (cJSON_IsString(e) && !strcmp(e->valuestring, "image"))
+            bits |= MG_INPUT_IMAGE;
+        else
+            fail_got(ld, e, "expected \"text\" or \"image\"");
+        path_pop(ld, inner);
+    }
+    path_pop(ld, mark);
+    *out = bits;
+    return ld->failed ? -1 : 0;
+}
+
+static int load_cost(loader_t *ld, const cJSON *mobj, mg_cost_t *cost)
+{
+    size_t mark = 0;
+    const cJSON *c = opt_object(ld, mobj, "cost", &mark);
+    if (!c) return ld->failed ? -1 : 0;
+    if (check_keys(ld, c, cost_keys, false) || opt_cost(ld, c, "input", &cost->input) < 0 ||
+        opt_cost(ld, c, "output", &cost->output) < 0 || opt_cost(ld, c, "cacheRead", &cost->cache_read) < 0 ||
+        opt_cost(ld, c, "cacheWrite", &cost->cache_write) < 0)
+        return -1;
+    path_pop(ld, mark);
+    return 0;
+}
+
+/* One models[] entry of provider k. A config model replaces a built-in one with the same id. */
+static int load_model(loader_t *ld, size_t k, const cJSON *mobj, bool builtin)
+{
+    mg_model_t m = {.input = MG_INPUT_TEXT, .context_window = 128000, .max_tokens = 8192, .builtin = builtin};
+    const char *id = NULL, *name = NULL;
+    int rc;
+    if (!cJSON_IsObject(mobj)) return fail_got(ld, mobj, "expected an object");
+    if (check_keys(ld, mobj, model_keys, false)) return -1;
+    if ((rc = opt_string(ld, mobj, "id", true, &id)) < 0) return -1;
+    if (rc == 0) return fail_missing(ld, mobj, "id");
+    if (opt_string(ld, mobj, "name", true, &name) < 0 || opt_bool(ld, mobj, "reasoning", &m.reasoning) < 0 ||
+        load_input(ld, mobj, &m.input) || load_cost(ld, mobj, &m.cost) ||
+        opt_int(ld, mobj, "contextWindow", 1, MG_MAX_SAFE_INT, &m.context_window) < 0 ||
+        opt_int(ld, mobj, "maxTokens", 1, MG_MAX_SAFE_INT, &m.max_tokens) < 0)
+        return -1;
+
+    mg_provider_t *p = &ld->cfg->providers[k];
+    mg_model_t *slot = NULL;
+    for (size_t j = 0; j < p->n_models && !slot; j++)
+        if (!strcmp(p->models[j].id, id)) slot = &p->models[j];
+    if (slot && slot->builtin == builtin) {
+        size_t mark = path_push_key(ld, "id");
+        char *q = quote(id);
+        fail(ld, member(mobj, "id"), false, "duplicate model id %s", q);
+        free(q);
+        path_pop(ld, mark);
+        return -1;
+    }
+    if (slot) {
+        model_free_fields(slot);
+    } else {
+        p->models = mg_xrealloc(p->models, (p->n_models + 1) * sizeof *p->models);
+        slot = &p->models[p->n_models++];
+    }
+    m.id = mg_xstrdup(id);
+    m.name = mg_xstrdup(name ? name : id);
+    m.ref = mg_xasprintf("%s/%s", p->id, id);
+    *slot = m;
+    return 0;
+}
+
+/* models.providers.<id> (or a provider of the built-in catalog). In "merge" mode a config provider
+ * whose id is built in overrides the fields it names and merges its models by id. The path
+ * already ends with the provider's key. */
+static int load_provider(loader_t *ld, const cJSON *pobj, bool builtin)
+{
+    const char *id = pobj->string;
+    if (!cJSON_IsObject(pobj)) return fail_got(ld, pobj, "expected an object");
+    if (!id[0] || strchr(id, '/')) return fail(ld, pobj, true, "a provider id must be non-empty and without '/'");
+    if (check_keys(ld, pobj, provider_keys, false)) return -1;
+    size_t k = provider_index(ld->cfg, id);
+    bool override = k < ld->cfg->n_providers; /* only built-ins precede: config keys are unique */
+    if (!override) k = provider_append(ld, id, builtin);
+    mg_provider_t *p = &ld->cfg->providers[k];
+
+    if (load_base_url(ld, pobj, p, !override) || load_api_key(ld, pobj, p, builtin) || load_api(ld, pobj, p) ||
+        load_headers(ld, pobj, p))
+        return -1;
+    if (member(pobj, "apiKey") && !builtin) ld->key_in_config[k] = true;
+
+    const cJSON *ms = member(pobj, "models");
+    if (!ms) return override ? 0 : fail_missing(ld, pobj, "models");
+    size_t mark = path_push_key(ld, "models");
+    if (!cJSON_IsArray(ms)) return fail_got(ld, ms, "expected an array");
+    if (!ms->child && !override) return fail(ld, ms, false, "expected at least one model");
+    size_t i = 0;
+    for (const cJSON *m = ms->child; m; m = m->next, i++) {
+        size_t inner = path_push_index(ld, i);
+        if (load_model(ld, k, m, builtin)) return -1;
+        path_pop(ld, inner);
+    }
+    path_pop(ld, mark);
+    return 0;
+}
+
+static const mg_embedded_file_t *find_embedded(const char *name)
+{
+    for (const mg_embedded_file_t *f = mg_embedded_files; f->name; f++)
+        if (!strcmp(f->name, name)) return f;
+    return NULL;
+}
+
+/* The built-in providers ("merge" mode): an object of provider id -> provider, like
+ * models.providers. Validated like the config so that a broken catalog is reported, not used. */
+static int load_builtin(loader_t *ld)
+{
+    const mg_embedded_file_t *f = find_embedded(MG_BUILTIN_CATALOG);
+    mg_json5_doc_t doc = {0};
+    const char *file = ld->file;
+    const mg_json5_doc_t *outer = ld->doc;
+    char *saved_path = mg_xstrdup(ld->path.data); /* paths in the catalog start at its top */
+    char perr[256];
+    int rc = -1;
+    if (!f) {
+        snprintf(ld->err, ld->errlen, "%s: not embedded in this build", MG_BUILTIN_CATALOG);
+        ld->failed = true;
+        goto done;
+    }
+    ld->file = MG_BUILTIN_CATALOG;
+    ld->doc = &doc;
+    path_pop(ld, 0);
+    if (mg_json5_parse(f->text, f->len, &doc, perr, sizeof perr)) {
+        snprintf(ld->err, ld->errlen, "%s:%s", MG_BUILTIN_CATALOG, perr);
+        ld->failed = true;
+        goto done;
+    }
+    if (!cJSON_IsObject(doc.root)) {
+        fail_got(ld, doc.root, "expected an object");
+        goto done;
+    }
+    for (const cJSON *pobj = doc.root->child; pobj; pobj = pobj->next) {
+        size_t inner = path_push_key(ld, pobj->string);
+        if (load_provider(ld, pobj, true)) goto done;
+        path_pop(ld, inner);
+    }
+    rc = 0;
+done:
+    mg_json5_free(&doc);
+    ld->file = file;
+    ld->doc = outer;
+    path_pop(ld, 0);
+    mg_buf_puts(&ld->path, saved_path);
+    free(saved_path);
+    return rc;
+}
+
+/* The `models` block: mode, then the built-ins (merge), then the declared providers. */
+static int load_models(loader_t *ld, const cJSON *root)
+{
+    size_t mark = 0;
+    const cJSON *models = opt_object(ld, root, "models", &mark);
+    const char *mode = "merge";
+    if (ld->failed) return -1;
+    if (models) {
+        if (check_keys(ld, models, models_keys, false) || opt_string(ld, models, "mode", false, &mode) < 0) return -1;
+        if (!strcmp(mode, "replace")) {
+            ld->cfg->mode = MG_MODE_REPLACE;
+        } else if (!strcmp(mode, "merge")) {
+            ld->cfg->mode = MG_MODE_MERGE;
+        } else {
+            path_push_key(ld, "mode");
+            return fail_got(ld, member(models, "mode"), "expected \"merge\" or \"replace\"");
+        }
+        path_pop(ld, mark);
+    }
+    if (ld->cfg->mode == MG_MODE_MERGE && load_builtin(ld)) return -1;
+    if (!models) return 0;
+    path_push_key(ld, "models");
+    size_t pmark = 0;
+    const cJSON *providers = opt_object(ld, models, "providers", &pmark);
+    if (ld->failed) return -1;
+    for (const cJSON *pobj = providers ? providers->child : NULL; pobj; pobj = pobj->next) {
+        size_t inner = path_push_key(ld, pobj->string);
+        if (load_provider(ld, pobj, false)) return -1;
+        path_pop(ld, inner);
+    }
+    path_pop(ld, mark);
+    return 0;
+}
+
+/* ---- the gateway block ----------------------------------------------------------------------- */
+
+/* Splits "HOST:PORT" or "[V6]:PORT" into a fresh host string and a port. False when malformed. */
+static bool parse_listen(const char *s, char **host, int *port)
+{
+    const char *h = s, *colon;
+    size_t n;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        char tmp[INET6_ADDRSTRLEN];
+        struct in6_addr a6;
+        if (!close || close[1] != ':') return false;
+        h = s + 1;
+        n = (size_t)(close - h);
+        if (!n || n >= sizeof tmp) return false;
+        memcpy(tmp, h, n);
+        tmp[n] = '\0';
+        if (inet_pton(AF_INET6, tmp, &a6) != 1) return false;
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || colon == s) return false;
+        n = (size_t)(colon - s);
+        for (size_t i = 0; i < n; i++)
+            if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+                  s[i] == '.' || s[i] == '-' || s[i] == '_'))
+                return false; /* also rejects an IPv6 address without brackets */
+    }
+    const char *d = colon + 1;
+    long v = 0;
+    if (!*d || strlen(d) > 5) return false;
+    for (; *d; d++) {
+        if (*d < '0' || *d > '9') return false;
+        v = v * 10 + (*d - '0');
+    }
+    if (v < 1 || v > 65535) return false;
+    *host = mg_xstrndup(h, n);
+    *port = (int)v;
+    return true;
+}
+
+/* "timeouts": {connectMs, firstTokenMs, idleMs, totalMs}, each a non-negative integer. */
+static int load_timeouts(loader_t *ld, const cJSON *parent, mg_timeouts_t *t)
+{
+    size_t mark = 0;
+    const cJSON *o = opt_object(ld, parent, "timeouts", &mark);
+    if (!o) return ld->failed ? -1 : 0;
+    if (check_keys(ld, o, timeouts_keys, true) || opt_int(ld, o, "connectMs", 0, MG_MAX_SAFE_INT, &t->connect_ms) < 0 ||
+        opt_int(ld, o, "firstTokenMs", 0, MG_MAX_SAFE_INT, &t->first_token_ms) < 0 ||
+        opt_int(ld, o, "idleMs", 0, MG_MAX_SAFE_INT, &t->idle_ms) < 0 ||
+        opt_int(ld, o, "totalMs", 0, MG_MAX_SAFE_INT, &t->total_ms) < 0)
+        return -1;
+    path_pop(ld, mark);
+    return 0;
+}
+
+/* gateway.providers.<id>: tags, region and timeouts of a catalog provider. */
+static int load_gateway_provider(loader_t *ld, const cJSON *o)
+{
+    mg_config_t *cfg = ld->cfg;
+    size_t k = provider_index(cfg, o->string);
+    if (k == cfg->n_providers) return fail(ld, o, true, "not a provider of the catalog");
+    if (!cJSON_IsObject(o)) return fail_got(ld, o, "expected an object");
+    if (check_keys(ld, o, gw_provider_keys, true)) return -1;
+    mg_provider_t *p = &cfg->providers[k];
+    const char *region;
+    int rc = opt_string(ld, o, "region", true, &region);
+    if (rc < 0) return -1;
+    if (rc) p->region = mg_xstrdup(region);
+    if (load_timeouts(ld, o, &p->timeouts)) return -1;
+    const cJSON *tags = member(o, "tags");
+    if (!tags) return 0;
+    size_t mark = path_push_key(ld, "tags");
+    if (!cJSON_IsArray(tags)) return fail_got(ld, tags, "expected an array of strings");
+    p->tags = mg_xcalloc((size_t)cJSON_GetArraySize(tags), sizeof *p->tags);
+    size_t i = 0;
+    for (const cJSON *t = tags->child; t; t = t->next, i++) {
+        size_t inner = path_push_index(ld, i);
+        if (!cJSON_IsString(t) || !t->valuestring[0]) return fail_got(ld, t, "expected a non-empty string");
+        bool dup = false;
+        for (size_t j = 0; j < p->n_tags && !dup; j++) dup = !strcmp(p->tags[j], t->valuestring);
+        if (!dup) p->tags[p->n_tags++] = mg_xstrdup(t->valuestring);
+        path_pop(ld, inner);
+    }
+    path_pop(ld, mark);
+    return 0;
+}
+
+static int load_gateway(loader_t *ld, const cJSON *root)
+{
+    mg_gateway_settings_t *g = &ld->cfg->gw;
+    size_t mark = 0, inner = 0;
+    const cJSON *gw = opt_object(ld, root, "gateway", &mark);
+    const char *s;
+    int64_t v;
+    int rc;
+    if (!gw) return ld->failed ? -1 : 0;
+    if (check_keys(ld, gw, gateway_keys, true)) return -1;
+
+    if ((rc = opt_string(ld, gw, "listen", true, &s)) < 0) return -1;
+    if (rc) {
+        char *host = NULL;
+        int port = 0;
+        if (!parse_listen(s, &host, &port)) {
+            path_push_key(ld, "listen");
+            return fail_got(ld, member(gw, "listen"),
+                            "expected \"HOST:PORT\" (e.g. \"127.0.0.1:8787\" or \"[::1]:8787\", port 1-65535)");
+        }
+        free(g->listen_host);
+        g->listen_host = host;
+        g->listen_port = port;
+    }
+    if ((rc = opt_int(ld, gw, "maxBodyBytes", 1, MG_MAX_SAFE_INT, &v)) < 0) return -1;
+    if (rc) g->max_body_bytes = (size_t)v;
+    if ((rc = opt_int(ld, gw, "maxUpstreamBodyBytes", 1, MG_MAX_SAFE_INT, &v)) < 0) return -1;
+    if (rc) g->max_upstream_body_bytes = (size_t)v;
+    if ((rc = opt_int(ld, gw, "threads", 1, 64, &v)) < 0) return -1;
+    if (rc) g->threads = (int)v;
+    if ((rc = opt_int(ld, gw, "maxConnections", 1, 1000000, &v)) < 0) return -1;
+    if (rc) g->max_connections = (unsigned)v;
+    if (load_timeouts(ld, gw, &g->timeouts)) return -1;
+
+    if ((rc = opt_string(ld, gw, "policy", true, &s)) < 0) return -1;
+    if (rc) g->policy_path = join_path(ld->cfg->base_dir, s);
+
+    const cJSON *log = opt_object(ld, gw, "log", &inner);
+    if (ld->failed) return -1;
+    if (log) {
+        if (check_keys(ld, log, log_keys, true) || (rc = opt_string(ld, log, "path", true, &s)) < 0) return -1;
+        if (rc && strcmp(s, "-") != 0) g->log_path = join_path(ld->cfg->base_dir, s);
+        path_pop(ld, inner);
+    }
+
+    const cJSON *providers = opt_object(ld, gw, "providers", &inner);
+    if (ld->failed) return -1;
+    for (const cJSON *o = providers ? providers->child : NULL; o; o = o->next) {
+        size_t pm = path_push_key(ld, o->string);
+        if (load_gateway_provider(ld, o)) return -1;
+        path_pop(ld, pm);
+    }
+    path_pop(ld, mark);
+    return 0;
+}
+
+/* Derives local/hosted, puts that tag first, and points models at their (now final) provider. */
+static void finish_providers(mg_config_t *cfg)
+{
+    for (size_t k = 0; k < cfg->n_providers; k++) {
+        mg_provider_t *p = &cfg->providers[k];
+        char host[256];
+        bool local = p->base_url && url_host(p->base_url, host, sizeof host) && host_is_local(host);
+        for (size_t j = 0; j < p->n_tags; j++) local = local || !strcmp(p->tags[j], "local");
+        p->local = local;
+        const char *derived = local ? "local" : "hosted";
+        char **tags = mg_xcalloc(p->n_tags + 1, sizeof *tags);
+        size_t n = 0;
+        tags[n++] = mg_xstrdup(derived);
+        for (size_t j = 0; j < p->n_tags; j++) {
+            if (!strcmp(p->tags[j], derived))
+                free(p->tags[j]);
+            else
+                tags[n++] = p->tags[j];
+        }
+        free(p->tags);
+        p->tags = tags;
+        p->n_tags = n;
+        for (size_t j = 0; j < p->n_models; j++) p->models[j].provider = p;
+    }
+}
+
+/* ---- agents: aliases and the default chain --------------------------------------------------- */
+
+/* agents.defaults.models: { "provider/id": { alias } }. */
+static int load_aliases(loader_t *ld, const cJSON *defaults)
+{
+    mg_config_t *cfg = ld->cfg;
+    size_t mark = 0;
+    const cJSON *models = opt_object(ld, defaults, "models", &mark);
+    if (!models) return ld->failed ? -1 : 0;
+    for (const cJSON *e = models->child; e; e = e->next) {
+        size_t inner = path_push_key(ld, e->string);
+        const mg_model_t *m = find_by_ref(cfg, e->string);
+        const char *alias = NULL;
+        int rc;
+        if (!cJSON_IsObject(e)) return fail_got(ld, e, "expected an object");
+        if (check_keys(ld, e, alias_keys, false)) return -1;
+        if (!m) {
+            warn(ld, e, true, "not a model of the catalog; ignored");
+        } else if ((rc = opt_string(ld, e, "alias", true, &alias)) < 0) {
+            return -1;
+        } else if (rc) {
+            const cJSON *av = member(e, "alias");
+            char *q = quote(alias);
+            path_push_key(ld, "alias");
+            if (find_by_ref(cfg, alias)) rc = fail(ld, av, false, "alias %s is already the name of a model", q);
+            for (size_t i = 0; i < cfg->n_aliases && rc > 0; i++)
+                if (!strcmp(cfg->aliases[i].alias, alias))
+                    rc = fail(ld, av, false, "alias %s is already used for %s", q, cfg->aliases[i].model->ref);
+            free(q);
+            if (rc < 0) return -1;
+            cfg->aliases = mg_xrealloc(cfg->aliases, (cfg->n_aliases + 1) * sizeof *cfg->aliases);
+            cfg->aliases[cfg->n_aliases++] = (mg_alias_t){mg_xstrdup(alias), m};
+        }
+        path_pop(ld, inner);
+    }
+    path_pop(ld, mark);
+    return 0;
+}
+
+/* One name of agents.defaults.model: resolved, deduplicated, appended to the default chain. */
+static int load_chain_entry(loader_t *ld, const cJSON *v)
+{
+    mg_config_t *cfg = ld->cfg;
+    if (!cJSON_IsString(v) || !v->valuestring[0]) return fail_got(ld, v, "expected a non-empty string");
+    const char *name = v->valuestring;
+    const mg_model_t *m = mg_config_find_model(cfg, name);
+    char *q = quote(name);
+    if (!m) {
+        mg_buf_t refs = {0};
+        size_t hits = 0;
+        for (size_t k = 0; k < cfg->n_providers; k++)
+            for (size_t j = 0; j < cfg->providers[k].n_models; j++)
+                if (!strcmp(cfg->providers[k].models[j].id, name))
+                    mg_buf_printf(&refs, "%s%s", hits++ ? ", " : "", cfg->providers[k].models[j].ref);
+        if (hits > 1)
+            fail(ld, v, false, "model id %s is ambiguous (%s); write provider/id", q, refs.data);
+        else
+            fail(ld, v, false, "unknown model %s (not a provider/id, an alias or a model id)", q);
+        mg_buf_free(&refs);
+        free(q);
+        return -1;
+    }
+    free(q);
+    for (size_t i = 0; i < cfg->n_default_chain; i++) {
+        if (cfg->default_chain[i] == m) {
+            warn(ld, v, false, "%s is already in the chain; dropped", m->ref);
+            return 0;
+        }
+    }
+    cfg->default_chain = mg_xrealloc(cfg->default_chain, (cfg->n_default_chain + 1) * sizeof *cfg->default_chain);
+    cfg->default_chain[cfg->n_default_chain++] = m;
+    const mg_provider_t *p = m->provider;
+    if (p->api_key_env && !p->api_key && !ld->key_in_config[p - cfg->providers])
+        warn(ld, v, false, "%s needs environment variable %s, which is not set", m->ref, p->api_key_env);
+    return 0;
+}
+
+/* agents.defaults.model: "name" or { primary: "name", fallbacks: ["name", ...] }. */
+static int load_chain(loader_t *ld, const cJSON *defaults)
+{
+    const cJSON *model = member(defaults, "model");
+    if (!model) return 0;
+    size_t mark = path_push_key(ld, "model");
+    if (cJSON_IsString(model)) {
+        if (load_chain_entry(ld, model)) return -1;
+    } else if (cJSON_IsObject(model)) {
+        if (check_keys(ld, model, chain_keys, false)) return -1;
+        const cJSON *primary = member(model, "primary"), *fallbacks = member(model, "fallbacks");
+        if (!primary) return fail_missing(ld, model, "primary");
+        size_t inner = path_push_key(ld, "primary");
+        if (load_chain_entry(ld, primary)) return -1;
+        path_pop(ld, inner);
+        if (fallbacks) {
+            inner = path_push_key(ld, "fallbacks");
+            if (!cJSON_IsArray(fallbacks)) return fail_got(ld, fallbacks, "expected an array of model names");
+            size_t i = 0;
+            for (const cJSON *f = fallbacks->child; f; f = f->next, i++) {
+                size_t e = path_push_index(ld, i);
+                if (load_chain_entry(ld, f)) return -1;
+                path_pop(ld, e);
+            }
+            path_pop(ld, inner);
+        }
+    } else {
+        return fail_got(ld, model, "expected a model name or {primary, fallbacks}");
+    }
+    path_pop(ld, mark);
+    return 0;
+}
+
+static int load_agents(loader_t *ld, const cJSON *root)
+{
+    size_t mark = 0, inner = 0;
+    const cJSON *agents = opt_object(ld, root, "agents", &mark);
+    if (!agents) return ld->failed ? -1 : 0;
+    if (check_keys(ld, agents, agents_keys, false)) return -1;
+    const cJSON *defaults = opt_object(ld, agents, "defaults", &inner);
+    if (ld->failed) return -1;
+    if (defaults) {
+        /* aliases first: the chain may name a model by its alias */
+        if (check_keys(ld, defaults, defaults_keys, false) || load_aliases(ld, defaults) || load_chain(ld, defaults))
+            return -1;
+        path_pop(ld, inner);
+    }
+    path_pop(ld, mark);
+    return 0;
+}
+
+/* ---- loading --------------------------------------------------------------------------------- */
+
+/* Validates text into a new config. name is used in messages; base_dir must be absolute (it is
+ * copied). Returns NULL with err filled on failure. */
+static mg_config_t *load_text(const char *text, size_t len, const char *name, const char *base_dir, char *err,
+                              size_t errlen)
+{
+    mg_config_t *cfg = mg_xcalloc(1, sizeof *cfg), *result = NULL;
+    mg_json5_doc_t doc = {0};
+    loader_t ld = {.cfg = cfg, .file = name, .doc = &doc, .err = err, .errlen = errlen};
+    char perr[256];
+    cfg->path = mg_xstrdup(name);
+    cfg->base_dir = mg_xstrdup(base_dir);
+    cfg->mode = MG_MODE_MERGE;
+    cfg->gw = (mg_gateway_settings_t){
+        .listen_host = mg_xstrdup("127.0.0.1"),
+        .listen_port = 8787,
+        .max_body_bytes = 10u << 20,
+        .max_upstream_body_bytes = 64u << 20,
+        .threads = 1,
+        .max_connections = 10000,
+        .timeouts = {.connect_ms = 10000, .first_token_ms = 120000, .idle_ms = 60000, .total_ms = 600000},
+    };
+    mg_buf_reserve(&ld.path, 64); /* the path is always a valid (possibly empty) string */
+    ld.path.data[0] = '\0';
+
+    if (mg_json5_parse(text, len, &doc, perr, sizeof perr)) {
+        /* perr is "LINE:COL: message"; ours adds the file and the "syntax" key path */
+        const char *msg = strstr(perr, ": ");
+        if (msg)
+            snprintf(err, errlen, "%s:%.*s: syntax: %s", name, (int)(msg - perr), perr, msg + 2);
+        else
+            snprintf(err, errlen, "%s: syntax: %s", name, perr);
+        goto done;
+    }
+    if (!cJSON_IsObject(doc.root)) {
+        fail_got(&ld, doc.root, "expected an object at the top level");
+        goto done;
+    }
+    if (check_keys(&ld, doc.root, top_keys, false) || load_models(&ld, doc.root) || load_gateway(&ld, doc.root))
+        goto done;
+    finish_providers(cfg);
+    if (load_agents(&ld, doc.root)) goto done;
+    result = cfg, cfg = NULL;
+done:
+    mg_json5_free(&doc);
+    mg_buf_free(&ld.path);
+    free(ld.key_in_config);
+    mg_config_free(cfg); /* NULL on success */
+    return result;
+}
+
+/* Reads a whole file into a fresh NUL-terminated buffer. */
+static int read_file(const char *path, char **text, size_t *len, char *err, size_t errlen)
+{
+    mg_buf_t b = {0};
+    FILE *f = fopen(path, "rb");
+    char chunk[65536];
+    size_t n;
+    if (!f) goto error;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (b.len + n > MG_CONFIG_MAX_FILE) {
+            errno = EFBIG;
+            goto error;
+        }
+        mg_buf_append(&b, chunk, n);
+    }
+    if (ferror(f)) goto error;
+    fclose(f);
+    *len = b.len;
+    *text = mg_buf_steal(&b);
+    return 0;
+error:
+    snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+    if (f) fclose(f);
+    mg_buf_free(&b);
+    return -1;
+}
+
+mg_config_t *mg_config_load(const char *path, char *err, size_t errlen)
+{
+    char *text = NULL, *dir = NULL;
+    size_t len = 0;
+    mg_config_t *cfg = NULL;
+    if (errlen) err[0] = '\0';
+    if (read_file(path, &text, &len, err, errlen)) goto done;
+    dir = dir_of(path);
+    cfg = load_text(text, len, path, dir, err, errlen);
+done:
+    free(text);
+    free(dir);
+    return cfg;
+}
+
+mg_config_t *mg_config_load_string(const char *text, size_t len, const char *name, const char *base_dir,
+                                   char *err, size_t errlen)
+{
+    if (errlen) err[0] = '\0';
+    char *dir = absolute_dir(base_dir);
+    mg_config_t *cfg = load_text(text, len, name ? name : "<string>", dir, err, errlen);
+    free(dir);
+    return cfg;
+}
+
+void mg_config_free(mg_config_t *cfg)
+{
+    if (!cfg) return;
+    for (size_t k = 0; k < cfg->n_providers; k++) {
+        mg_provider_t *p = &cfg->providers[k];
+        free(p->id);
+        free(p->base_url);
+        wipe_free(p->api_key);
+        free(p->api_key_env);
+        for (size_t i = 0; i < p->n_headers; i++) {
+            free(p->headers[i].name);
+            wipe_free(p->headers[i].value);
+        }
+        free(p->headers);
+        for (size_t j = 0; j < p->n_models; j++) model_free_fields(&p->models[j]);
+        free(p->models);
+        for (size_t i = 0; i < p->n_tags; i++) free(p->tags[i]);
+        free(p->tags);
+        free(p->region);
+    }
+    free(cfg->providers);
+    for (size_t i = 0; i < cfg->n_aliases; i++) free(cfg->aliases[i].alias);
+    free(cfg->aliases);
+    free(cfg->default_chain);
+    free(cfg->gw.listen_host);
+    free(cfg->gw.policy_path);
+    free(cfg->gw.log_path);
+    for (size_t i = 0; i < cfg->n_warnings; i++) free(cfg->warnings[i]);
+    free(cfg->warnings);
+    free(cfg->path);
+    free(cfg->base_dir);
+    free(cfg);
+}
+
+/* ---- queries --------------------------------------------------------------------------------- */
+
+const char *mg_api_name(mg_api_t api)
+{
+    switch (api) {
+    case MG_API_OPENAI_COMPLETIONS: return "openai-completions";
+    case MG_API_OPENAI_RESPONSES: return "openai-responses";
+    case MG_API_ANTHROPIC_MESSAGES: return "anthropic-messages";
+    }
+    return "unknown";
+}
+
+const mg_model_t *mg_config_find_model(const mg_config_t *cfg, const char *name)
+{
+    if (!cfg || !name) return NULL;
+    const mg_model_t *m = find_by_ref(cfg, name);
+    if (m) return m;
+    for (size_t i = 0; i < cfg->n_aliases; i++)
+        if (!strcmp(cfg->aliases[i].alias, name)) return cfg->aliases[i].model;
+    for (size_t i = 0; i < cfg->n_aliases; i++)
+        if (mg_str_eq_nocase(cfg->aliases[i].alias, name)) return cfg->aliases[i].model;
+    const mg_model_t *bare = NULL;
+    for (size_t k = 0; k < cfg->n_providers; k++) {
+        for (size_t j = 0; j < cfg->providers[k].n_models; j++) {
+            if (strcmp(cfg->providers[k].models[j].id, name) != 0) continue;
+            if (bare) return NULL; /* ambiguous: the caller must say provider/id */
+            bare = &cfg->providers[k].models[j];
+        }
+    }
+    return bare;
+}
+
+const mg_provider_t *mg_config_find_provider(const mg_config_t *cfg, const char *id)
+{
+    if (!cfg || !id) return NULL;
+    size_t k = provider_index(cfg, id);
+    return k < cfg->n_providers ? &cfg->providers[k] : NULL;
+}
+
+mg_timeouts_t mg_config_timeouts(const mg_config_t *cfg, const mg_model_t *m)
+{
+    mg_timeouts_t t = cfg->gw.timeouts;
+    if (!m || !m->provider) return t;
+    const mg_timeouts_t *p = &m->provider->timeouts;
+    if (p->connect_ms) t.connect_ms = p->connect_ms;
+    if (p->first_token_ms) t.first_token_ms = p->first_token_ms;
+    if (p->idle_ms) t.idle_ms = p->idle_ms;
+    if (p->total_ms) t.total_ms = p->total_ms;
+    return t;
+}
