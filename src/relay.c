@@ -296,12 +296,46 @@ mg_xfer_callbacks_t mg_relay_callbacks(void)
     return (mg_xfer_callbacks_t){on_head, on_data, on_done};
 }
 
+/* A 2xx whole answer must be one: a JSON object with choices and no error member. Servers that
+ * report failures with 200 (an error body, an empty or cut body) are failures, classified by the
+ * body's wording where it has one. */
+static mg_class_t answer_class(const mg_attempt_t *a)
+{
+    cJSON *j = a->body.len ? cJSON_ParseWithLength(a->body.data, a->body.len) : NULL;
+    mg_class_t c = MG_CLASS_OK;
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
+    if (!cJSON_IsObject(j)) {
+        c = MG_CLASS_SERVER_ERROR;
+    } else if (err && !cJSON_IsNull(err)) {
+        c = mg_classify_http(500, NULL, 0, a->body.data, a->body.len);
+        if (c == MG_CLASS_OK) c = MG_CLASS_SERVER_ERROR;
+    } else if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "choices"))) {
+        c = MG_CLASS_SERVER_ERROR;
+    }
+    cJSON_Delete(j);
+    return c;
+}
+
+const char *mg_relay_answer_problem(const mg_attempt_t *a)
+{
+    if (a->status < 200 || (a->status >= 300 && a->status < 400)) return "an unexpected non-2xx, non-error status";
+    if (a->body.len == 0) return "an empty answer";
+    cJSON *j = cJSON_ParseWithLength(a->body.data, a->body.len);
+    const char *why = !cJSON_IsObject(j) ? "an answer that is not a JSON object"
+                      : cJSON_GetObjectItemCaseSensitive(j, "error") ? "an error body with a 2xx status"
+                                                                     : "an answer without choices";
+    cJSON_Delete(j);
+    return why;
+}
+
 mg_class_t mg_relay_classify(const mg_req_t *req, const mg_attempt_t *a)
 {
     if (a->fail_cls) return a->fail_cls;
     if (a->result != MG_XFER_OK) return mg_classify_xfer(a->result);
     if (a->is_sse) return MG_CLASS_STREAM_BROKEN; /* ended before any content */
+    if (a->status < 200 || (a->status >= 300 && a->status < 400)) return MG_CLASS_SERVER_ERROR; /* no redirects */
     mg_class_t c = mg_classify_http(a->status, a->headers.data, a->headers.len, a->body.data, a->body.len);
-    if (c == MG_CLASS_OK && req->stream) return MG_CLASS_UNSUPPORTED; /* asked to stream, got a whole body */
-    return c;
+    if (c != MG_CLASS_OK) return c;
+    if (req->stream) return MG_CLASS_UNSUPPORTED; /* asked to stream, got a whole body */
+    return answer_class(a);
 }

@@ -56,6 +56,7 @@ void mg_req_release(mg_req_t *req)
     cJSON_Delete(req->json);
     free(req->model_asked);
     free(req->path);
+    free(req->method);
     mg_gen_release(req->gen);
     pthread_mutex_destroy(&req->lock);
     free(req);

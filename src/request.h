@@ -58,6 +58,7 @@ typedef struct mg_reply {
     const char *content_type; /* static string */
     mg_buf_t body;
     int64_t retry_after_s; /* -1 = no header */
+    const char *allow;     /* static string: the Allow header of a 405 */
 } mg_reply_t;
 
 typedef struct mg_req {
@@ -70,10 +71,13 @@ typedef struct mg_req {
     bool suspended;  /* [locked] the connection is suspended waiting for the upstream side */
     int64_t start_ms;
     mg_endpoint_t ep;
-    const char *method;
+    char *method;
     char *path;
+    bool body_phase;     /* [locked] headers seen, body not complete yet */
+    int64_t last_body_ms; /* [locked] last time body bytes arrived */
     mg_buf_t body;
     bool body_too_large;
+    size_t discarded; /* body bytes dropped after the limit */
     cJSON *json;  /* the parsed request body */
     char *model_asked;
     bool stream;

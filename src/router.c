@@ -230,6 +230,35 @@ bool mg_router_attempt_done_locked(mg_req_t *req)
     return !a || a->done || req->committed;
 }
 
+/* The request itself is at fault: the upstream's error goes back with its status, as it is when it
+ * is already in the client API's shape ({"error": {"message": …}}), else re-encoded into it with
+ * the message it carried (LM Studio's string errors, vLLM's unwrapped ones, plain text). */
+static void reply_upstream_error(mg_req_t *req, mg_attempt_t *a, mg_reply_t *reply)
+{
+    cJSON *j = a->body.len ? cJSON_ParseWithLength(a->body.data, a->body.len) : NULL;
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const char *msg = NULL;
+    if (cJSON_IsObject(err) && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(err, "message")) &&
+        req->ep != MG_EP_MESSAGES) {
+        reply->status = (int)a->status;
+        reply->content_type = "application/json";
+        reply->body = a->body;
+        a->body = (mg_buf_t){0};
+        cJSON_Delete(j);
+        return;
+    }
+    if (cJSON_IsObject(err)) msg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(err, "message"));
+    else if (cJSON_IsString(err)) msg = err->valuestring;
+    if (!msg) msg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "message"));
+    char raw[512];
+    if (!msg) {
+        snprintf(raw, sizeof raw, "%.*s", (int)MG_MIN(a->body.len, sizeof raw - 1), a->body.data ? a->body.data : "");
+        msg = raw[0] ? raw : "the upstream rejected the request";
+    }
+    mg_reply_error(reply, req->ep, (int)a->status, "invalid_request_error", NULL, msg);
+    cJSON_Delete(j);
+}
+
 /* A whole Chat Completions answer: reasoning into its one place, or out when stripping. */
 static void normalize_answer(mg_req_t *req, mg_buf_t *body)
 {
@@ -266,6 +295,9 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
         return MG_ROUTE_STREAM;
     }
     a->cls = mg_relay_classify(req, a);
+    if (a->cls != MG_CLASS_OK && a->result == MG_XFER_OK && !a->is_sse && !a->detail[0] &&
+        (a->status < 400))
+        snprintf(a->detail, sizeof a->detail, "%s", mg_relay_answer_problem(a));
     if (a->cls == MG_CLASS_OK) {
         req->served = a->model;
         normalize_answer(req, &a->body);
@@ -275,12 +307,8 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
         a->body = (mg_buf_t){0};
         return MG_ROUTE_REPLY;
     }
-    if (!mg_class_moves_on(a->cls) && a->status) {
-        /* The request itself is at fault: the upstream's answer goes back as it is. */
-        reply->status = (int)a->status;
-        reply->content_type = "application/json";
-        reply->body = a->body;
-        a->body = (mg_buf_t){0};
+    if (!mg_class_moves_on(a->cls) && a->status >= 400) {
+        reply_upstream_error(req, a, reply);
         return MG_ROUTE_REPLY;
     }
     return advance(req, reply);

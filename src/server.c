@@ -66,7 +66,7 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, mg_req_t *req, mg_re
         snprintf(ra, sizeof ra, "%lld", (long long)r->retry_after_s);
         add_header(resp, "Retry-After", ra);
     }
-    if (r->status == 405) add_header(resp, "Allow", req ? "POST" : "GET");
+    if (r->status == 405 && r->allow) add_header(resp, "Allow", r->allow);
     if (req) {
         req->status = r->status;
         add_header(resp, "x-request-id", req->id);
@@ -91,6 +91,13 @@ static enum MHD_Result send_error(struct MHD_Connection *c, mg_req_t *req, int s
     return send_reply(c, req, &r);
 }
 
+static enum MHD_Result send_method_error(struct MHD_Connection *c, mg_req_t *req, const char *allow, const char *msg)
+{
+    mg_reply_t r = {.retry_after_s = -1, .allow = allow};
+    mg_reply_error(&r, MG_EP_CHAT, 405, "invalid_request_error", "method_not_allowed", msg);
+    return send_reply(c, req, &r);
+}
+
 /* ---- GET endpoints ---- */
 
 static void model_entry(mg_buf_t *b, bool *first, const char *id, const char *owner, int64_t created)
@@ -103,7 +110,7 @@ static void model_entry(mg_buf_t *b, bool *first, const char *id, const char *ow
     mg_buf_puts(b, "}");
 }
 
-static enum MHD_Result serve_models(struct MHD_Connection *c)
+static enum MHD_Result serve_models(struct MHD_Connection *c, mg_req_t *req)
 {
     mg_gen_t *g = mg_gen_acquire();
     const mg_config_t *cfg = g->cfg;
@@ -119,7 +126,7 @@ static enum MHD_Result serve_models(struct MHD_Connection *c)
     if (cfg->n_default_chain) model_entry(&r.body, &first, "default", "moongate", created);
     mg_buf_puts(&r.body, "]}");
     mg_gen_release(g);
-    return send_reply(c, NULL, &r);
+    return send_reply(c, req, &r);
 }
 
 static enum MHD_Result serve_health(mg_server_t *srv, struct MHD_Connection *c)
@@ -212,64 +219,97 @@ static enum MHD_Result drive(struct MHD_Connection *c, mg_req_t *req, mg_route_s
     return send_reply(c, req, reply);
 }
 
+static void registry_add(mg_server_t *srv, mg_req_t *req)
+{
+    pthread_mutex_lock(&srv->reg_lock);
+    req->reg_next = srv->reg;
+    if (srv->reg) srv->reg->reg_prev = req;
+    srv->reg = req;
+    pthread_mutex_unlock(&srv->reg_lock);
+}
+
+static enum MHD_Result reply_too_large(struct MHD_Connection *c, mg_req_t *req)
+{
+    char msg[128];
+    snprintf(msg, sizeof msg, "the request body exceeds gateway.maxBodyBytes (%zu bytes)",
+             req->gen->cfg->gw.max_body_bytes);
+    pthread_mutex_lock(&req->lock);
+    req->body_phase = false;
+    pthread_mutex_unlock(&req->lock);
+    return send_error(c, req, 413, "invalid_request_error", "request_too_large", msg);
+}
+
+/* First call for a request: every request but /health gets an mg_req_t, so that each one (errors
+ * included) ends with an access line. Requests that can be answered at once are answered here. */
+static enum MHD_Result on_new_request(mg_server_t *srv, struct MHD_Connection *c, const char *url,
+                                      const char *method, void **ctx)
+{
+    bool is_get = strcmp(method, "GET") == 0;
+    if (strcmp(url, "/health") == 0)
+        return is_get ? serve_health(srv, c) : send_method_error(c, NULL, "GET", "this endpoint accepts GET only");
+    mg_gen_t *g = mg_gen_acquire();
+    mg_req_t *req = mg_req_new(g, srv->up);
+    req->method = mg_xstrndup(method, strnlen(method, 16));
+    req->path = mg_xstrndup(url, strnlen(url, 512));
+    req->conn = c;
+    atomic_fetch_add(&srv->in_flight, 1);
+    registry_add(srv, req);
+    *ctx = req;
+
+    if (strcmp(url, "/v1/models") == 0) {
+        if (!is_get) return send_method_error(c, req, "GET", "this endpoint accepts GET only");
+        return serve_models(c, req);
+    }
+    if (!api_endpoint(url, &req->ep))
+        return send_error(c, req, 404, "invalid_request_error", "not_found", "no such endpoint");
+    if (strcmp(method, "POST") != 0) return send_method_error(c, req, "POST", "this endpoint accepts POST only");
+    const char *strip = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-moongate-strip-reasoning");
+    req->strip_reasoning = strip && (!strcmp(strip, "1") || mg_str_eq_nocase(strip, "true") || mg_str_eq_nocase(strip, "yes"));
+    /* A declared length over the limit is refused before a byte of the body is read. */
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > g->cfg->gw.max_body_bytes) return reply_too_large(c, req);
+    pthread_mutex_lock(&req->lock);
+    req->body_phase = true;
+    req->last_body_ms = mg_now_ms();
+    pthread_mutex_unlock(&req->lock);
+    return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **ctx)
 {
     mg_server_t *srv = cls;
     mg_req_t *req = *ctx;
-    if (!req) {
-        mg_endpoint_t ep;
-        bool is_get = strcmp(method, "GET") == 0;
-        if (strcmp(url, "/health") == 0 || strcmp(url, "/v1/models") == 0) {
-            if (!is_get) return send_error(c, NULL, 405, "invalid_request_error", "method_not_allowed", "use GET");
-            return strcmp(url, "/health") == 0 ? serve_health(srv, c) : serve_models(c);
-        }
-        if (!api_endpoint(url, &ep))
-            return send_error(c, NULL, 404, "invalid_request_error", "not_found", "no such endpoint");
-        if (strcmp(method, "POST") != 0)
-            return send_error(c, NULL, 405, "invalid_request_error", "method_not_allowed",
-                              "this endpoint accepts POST only");
-        mg_gen_t *g = mg_gen_acquire();
-        req = mg_req_new(g, srv->up);
-        req->ep = ep;
-        req->method = "POST";
-        req->path = mg_xstrdup(url);
-        req->conn = c;
-        atomic_fetch_add(&srv->in_flight, 1);
-        pthread_mutex_lock(&srv->reg_lock);
-        req->reg_next = srv->reg;
-        if (srv->reg) srv->reg->reg_prev = req;
-        srv->reg = req;
-        pthread_mutex_unlock(&srv->reg_lock);
-        *ctx = req;
-        const char *strip = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-moongate-strip-reasoning");
-        req->strip_reasoning = strip && (!strcmp(strip, "1") || mg_str_eq_nocase(strip, "true") || mg_str_eq_nocase(strip, "yes"));
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > g->cfg->gw.max_body_bytes) req->body_too_large = true;
-        return MHD_YES;
-    }
+    if (!req) return on_new_request(srv, c, url, method, ctx);
     if (*upload_size) {
-        if (!req->body_too_large) {
-            if (req->body.len + *upload_size > req->gen->cfg->gw.max_body_bytes) {
-                req->body_too_large = true;
-                mg_buf_free(&req->body);
-            } else {
-                mg_buf_append(&req->body, upload, *upload_size);
-            }
-        }
+        size_t n = *upload_size;
         *upload_size = 0;
+        if (!req->body_phase) return MHD_YES; /* already answered (413) */
+        size_t max = req->gen->cfg->gw.max_body_bytes;
+        if (req->body_too_large || req->body.len + n > max) {
+            /* A chunked body over the limit: read on and drop the rest, so the client (still
+             * sending) gets its 413 instead of a reset; past 16 times the limit, answer now. */
+            if (!req->body_too_large) mg_buf_free(&req->body);
+            req->body_too_large = true;
+            req->discarded += n;
+            if (req->discarded > 16 * max) return reply_too_large(c, req);
+        } else {
+            mg_buf_append(&req->body, upload, n);
+        }
+        pthread_mutex_lock(&req->lock);
+        req->last_body_ms = mg_now_ms();
+        pthread_mutex_unlock(&req->lock);
         return MHD_YES;
     }
     mg_reply_t reply = {.retry_after_s = -1};
-    if (req->n_attempts == 0 && !req->json) {
-        if (req->body_too_large) {
-            char msg[128];
-            snprintf(msg, sizeof msg, "the request body exceeds gateway.maxBodyBytes (%zu bytes)",
-                     req->gen->cfg->gw.max_body_bytes);
-            return send_error(c, req, 413, "invalid_request_error", "request_too_large", msg);
-        }
+    if (req->body_phase) {
+        if (req->body_too_large) return reply_too_large(c, req);
+        pthread_mutex_lock(&req->lock);
+        req->body_phase = false;
+        pthread_mutex_unlock(&req->lock);
         return drive(c, req, mg_router_begin(req, &reply), &reply);
     }
+    if (req->status) return MHD_YES; /* answered already; MHD is finishing the exchange */
     return drive(c, req, mg_router_resume(req, &reply), &reply);
 }
 
@@ -308,7 +348,15 @@ static void watch_one(mg_req_t *req, int64_t now)
 {
     bool cancel = false, w = false;
     pthread_mutex_lock(&req->lock);
-    if (req->suspended && req->conn && !req->client_gone) {
+    if (req->body_phase && req->conn && now - req->last_body_ms >= MG_WATCH_MS * 2) {
+        /* libmicrohttpd 0.9.75 in epoll mode misses an EOF that arrives together with the last
+         * bytes of a partial body, and keeps such a connection open until its timeout. A body
+         * that stalls at EOF is shut down here, which wakes MHD to close it properly. */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        char ch;
+        if (ci && recv(ci->connect_fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT) == 0) shutdown(ci->connect_fd, SHUT_RDWR);
+    } else if (req->suspended && req->conn && !req->client_gone) {
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         char ch;

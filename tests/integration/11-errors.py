@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Errors the client sees, all in OpenAI's format {"error": {"message", "type", "code"}}:
+bad JSON, missing/unknown model, body too large, wrong method, unknown path, every candidate
+failed. Never a crash, a hang or an empty reply (issue 2, item 7)."""
+
+import http.client
+import json
+import socket
+import time
+
+import mglib
+from mglib import MGTestCase, config, provider
+
+MSGS = [{"role": "user", "content": "hello"}]
+LIMIT = 4096
+
+
+class ClientErrors(MGTestCase):
+    def setUp(self):
+        self.a = self.mock("A")
+        self.gw = self.gateway(config(
+            providers={"a": provider(self.a, ["m", "other-model"])},
+            primary="a/m", aliases={"fast": "a/m"}, gateway={"maxBodyBytes": LIMIT}))
+
+    def tearDown(self):
+        # None of these may reach an upstream.
+        self.assertEqual(len(self.a.requests), 0, self.a.requests)
+
+    def test_malformed_json_is_400_invalid_json(self):
+        for body in (b"{not json", b'{"model": "a/m", "messages": [}', b'{"model": "a/m"',
+                     b"\xff\xfe garbage", b"{'model': 'a/m'}"):
+            with self.subTest(body=body):
+                r = self.gw.post_json("/v1/chat/completions", body)
+                self.assertOpenAIError(r, 400, "invalid_json")
+
+    def test_empty_body_is_400(self):
+        r = self.gw.post_json("/v1/chat/completions", b"")
+        self.assertOpenAIError(r, 400)
+
+    def test_json_that_is_not_an_object_is_400(self):
+        for body in (b"[1, 2]", b'"a/m"', b"null", b"42"):
+            with self.subTest(body=body):
+                self.assertOpenAIError(self.gw.post_json("/v1/chat/completions", body), 400)
+
+    def test_missing_model_is_404(self):
+        r = self.gw.post_json("/v1/chat/completions", {"messages": MSGS})
+        self.assertOpenAIError(r, 404, "model_not_found")
+
+    def test_model_that_is_not_a_string_is_rejected(self):
+        for model in (42, None, ["a/m"], {"id": "a/m"}, ""):
+            with self.subTest(model=model):
+                r = self.gw.post_json("/v1/chat/completions", {"model": model, "messages": MSGS})
+                self.assertIn(r.status, (400, 404), r)
+                self.assertOpenAIError(r, r.status)
+
+    def test_unknown_model_is_404_and_lists_what_exists(self):
+        r = self.gw.post_json("/v1/chat/completions", {"model": "nope/x", "messages": MSGS})
+        err = self.assertOpenAIError(r, 404, "model_not_found")
+        self.assertIn("nope/x", err["message"])
+        for known in ("a/m", "a/other-model", "fast"):
+            self.assertIn(known, err["message"])
+
+    def test_bare_upstream_id_resolves_only_when_unambiguous(self):
+        # "other-model" is a/other-model's upstream id and no other provider has it: it resolves.
+        # An id two providers share must be written provider/id.
+        r = self.gw.post_json("/v1/chat/completions", {"model": "other-model", "messages": MSGS})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-moongate-model"), "a/other-model")
+        self.a.reset_requests()
+
+    def test_ambiguous_bare_id_is_404(self):
+        b = self.mock("B")
+        gw = self.gateway(config(providers={"a": provider(self.a, ["m"]),
+                                            "b": provider(b, ["m"])}, primary="a/m"))
+        r = gw.post_json("/v1/chat/completions", {"model": "m", "messages": MSGS})
+        err = self.assertOpenAIError(r, 404, "model_not_found")
+        self.assertIn("a/m", err["message"])
+        self.assertIn("b/m", err["message"])
+        self.assertEqual(len(b.requests), 0)
+
+    def body_of_size(self, n):
+        base = {"model": "a/m", "messages": [{"role": "user", "content": ""}]}
+        pad = n - len(json.dumps(base).encode())
+        self.assertGreaterEqual(pad, 0)
+        base["messages"][0]["content"] = "x" * pad
+        b = json.dumps(base).encode()
+        self.assertEqual(len(b), n)
+        return b
+
+    def test_body_over_the_limit_is_413(self):
+        r = self.gw.post_json("/v1/chat/completions", self.body_of_size(LIMIT + 1))
+        self.assertOpenAIError(r, 413, "request_too_large")
+        r = self.gw.post_json("/v1/chat/completions", self.body_of_size(LIMIT * 5))
+        self.assertOpenAIError(r, 413, "request_too_large")
+
+    def test_body_at_the_limit_is_accepted(self):
+        r = self.gw.post_json("/v1/chat/completions", self.body_of_size(LIMIT))
+        self.assertEqual(r.status, 200, r)
+        self.a.reset_requests()
+
+    def test_chunked_body_over_the_limit_is_413(self):
+        body = self.body_of_size(LIMIT * 3)
+        c = self.gw.conn(10)
+        try:
+            c.request("POST", "/v1/chat/completions",
+                      body=iter([body[i:i + 1000] for i in range(0, len(body), 1000)]),
+                      headers={"Content-Type": "application/json"}, encode_chunked=True)
+            try:
+                r = c.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError) as e:
+                self.fail("empty reply: the connection was closed without a response (%r)\n%s"
+                          % (e, self.gw.stderr_text()[-1000:]))
+            resp = mglib.Response(r.status, r.reason, mglib._headers_dict(r.headers), r.read())
+        finally:
+            c.close()
+        self.assertOpenAIError(resp, 413, "request_too_large")
+
+    def test_declared_length_over_the_limit_is_refused_without_reading_the_body(self):
+        # A client announcing 50 MB gets 413 at once; the gateway does not wait for the bytes.
+        s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=3)
+        try:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n"
+                      b'{"model": "a/m", ')
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            except socket.timeout:
+                self.fail("no answer within 3 s to a request announcing 50 MB (got %r)" % data)
+            self.assertTrue(data.startswith(b"HTTP/1.1 413"), data[:200])
+        finally:
+            s.close()
+
+    def test_wrong_method_is_405_with_allow(self):
+        for method in ("GET", "PUT", "DELETE", "PATCH"):
+            with self.subTest(method=method):
+                r = self.gw.request(method, "/v1/chat/completions")
+                self.assertOpenAIError(r, 405, "method_not_allowed")
+                # RFC 9110 15.5.6: a 405 MUST carry Allow.
+                self.assertIn("POST", r.header("allow", ""), r)
+
+    def test_post_to_get_endpoints_is_405(self):
+        for path in ("/v1/models", "/health"):
+            with self.subTest(path=path):
+                r = self.gw.post_json(path, {})
+                self.assertOpenAIError(r, 405, "method_not_allowed")
+                self.assertIn("GET", r.header("allow", ""), r)
+
+    def test_unknown_path_is_404(self):
+        for method, path in (("GET", "/"), ("GET", "/v1/nope"), ("POST", "/v1/nope"),
+                             ("POST", "/v1/chat/completions/extra"), ("POST", "/chat/completions"),
+                             ("GET", "/v2/models")):
+            with self.subTest(method=method, path=path):
+                r = self.gw.request(method, path, b"{}" if method == "POST" else None,
+                                    {"Content-Type": "application/json"})
+                self.assertOpenAIError(r, 404, "not_found")
+
+    def test_query_string_does_not_break_routing(self):
+        r = self.gw.post_json("/v1/chat/completions?x=1", {"model": "nope/x", "messages": MSGS})
+        self.assertOpenAIError(r, 404, "model_not_found")
+
+
+class AllFailed(MGTestCase):
+    def test_every_candidate_failed_is_502_naming_each_attempt(self):
+        a, b, c = self.down(), self.mock("B"), self.mock("C")
+        b.set_behavior("fail", status=503)
+        c.set_behavior("fail", status=500)
+        gw = self.gateway(config(providers={"a": provider(a, ["m"]), "b": provider(b, ["m"]),
+                                            "c": provider(c, ["m"])},
+                                 primary="a/m", fallbacks=["b/m", "c/m"]))
+        r = gw.post_json("/v1/chat/completions", {"model": "default", "messages": MSGS})
+        err = self.assertOpenAIError(r, 502, "all_candidates_failed")
+        self.assertRoute(r, [("a/m", "connect_error"), ("b/m", "overloaded", 503),
+                             ("c/m", "server_error", 500)])
+        msg = err["message"]
+        for piece in ("a/m", "connect_error", "b/m", "503", "c/m", "500"):
+            self.assertIn(piece, msg)
+        self.assertLess(msg.index("a/m"), msg.index("b/m"))
+        self.assertLess(msg.index("b/m"), msg.index("c/m"))
+        self.assertEqual((len(b.requests), len(c.requests)), (1, 1))
+
+    def test_single_candidate_down_is_502(self):
+        a = self.down()
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"))
+        t0 = time.monotonic()
+        r = gw.post_json("/v1/chat/completions", {"model": "a/m", "messages": MSGS})
+        self.assertLess(time.monotonic() - t0, 2, "connection refused should fail fast")
+        self.assertOpenAIError(r, 502, "all_candidates_failed")
+        self.assertRoute(r, [("a/m", "connect_error")])
+
+    def test_connect_timeout_is_bounded(self):
+        h = self.blackhole()  # the SYN goes unanswered: only connectMs ends the attempt
+        b = self.mock("B")
+        gw = self.gateway(config(providers={"a": provider(h, ["m"]), "b": provider(b, ["m"])},
+                                 primary="a/m", fallbacks=["b/m"],
+                                 gateway={"timeouts": {"connectMs": 500}}))
+        t0 = time.monotonic()
+        r = gw.post_json("/v1/chat/completions", {"model": "default", "messages": MSGS})
+        elapsed = time.monotonic() - t0
+        self.assertLess(elapsed, 1.5, "connectMs=500 but took %.2fs" % elapsed)
+        self.assertGreater(elapsed, 0.45)
+        self.assertEqual(r.status, 200, r)
+        self.assertRoute(r, [("a/m", None), ("b/m", "ok", 200)])
+        self.assertIn(r.route["attempts"][0][1], ("timeout", "connect_error"), r.route["raw"])
+
+
+class Robustness(MGTestCase):
+    """Misbehaving clients: the gateway stays up and keeps answering."""
+
+    def setUp(self):
+        self.a = self.mock("A")
+        self.a.set_behavior("stall", model="stall")
+        self.gw = self.gateway(config(providers={"a": provider(self.a, ["m", "stall"])},
+                                      primary="a/m", gateway={"maxBodyBytes": LIMIT}))
+
+    def raw(self, data, read=True):
+        s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=3)
+        try:
+            s.sendall(data)
+            if not read:
+                return b""
+            out = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+                    if b"\r\n\r\n" in out:
+                        break
+            except (socket.timeout, ConnectionResetError):
+                pass
+            return out
+        finally:
+            s.close()
+
+    def assertAlive(self):
+        self.assertEqual(self.gw.get("/health").status, 200)
+        self.assertEqual(self.gw.post_json("/v1/chat/completions",
+                                           {"model": "a/m", "messages": MSGS}).status, 200)
+
+    def test_garbage_and_truncated_requests(self):
+        self.raw(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64)  # a TLS hello
+        self.raw(b"GARBAGE\r\n\r\n")
+        self.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                 b'{"model"', read=False)
+        self.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", read=False)
+        self.raw(b"GET /" + b"a" * 100000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.raw(b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"b" * 200000 + b"\r\n\r\n")
+        self.assertAlive()
+
+    def test_clients_closing_mid_body_are_accounted_for(self):
+        # Headers and part of the body, then an immediate close (EOF arrives with the data): each
+        # request must still end (access line, status 499) and leave nothing in flight, or the
+        # gateway leaks it and a graceful stop waits for it.
+        n = 20
+        for _ in range(n):
+            self.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 100\r\n\r\n" b'{"model"', read=False)
+        lines = self.gw.wait_access(n, timeout=3)
+        self.assertTrue(all(l["status"] == 499 for l in lines), lines)
+        self.assertEqual(self.gw.get("/health").json.get("in_flight", 0), 0)
+        self.assertAlive()
+
+    def test_client_that_leaves_cancels_the_upstream(self):
+        # Issue 3 item 5: a client going away cancels the upstream within 1 s (non-streaming).
+        c = http.client.HTTPConnection("127.0.0.1", self.gw.port, timeout=5)
+        c.request("POST", "/v1/chat/completions",
+                  json.dumps({"model": "a/stall", "messages": MSGS}),
+                  {"Content-Type": "application/json"})
+        self.a.wait_requests(1)
+        t0 = time.monotonic()
+        c.sock.shutdown(socket.SHUT_RDWR)
+        c.close()
+        self.a.wait_disconnect(0, timeout=3)
+        self.assertLess(time.monotonic() - t0, 1.5, "upstream cancelled too late")
+        self.assertAlive()
+
+    def test_many_clients_leaving_at_once(self):
+        conns = []
+        for _ in range(20):
+            c = http.client.HTTPConnection("127.0.0.1", self.gw.port, timeout=5)
+            c.request("POST", "/v1/chat/completions",
+                      json.dumps({"model": "a/stall", "messages": MSGS}),
+                      {"Content-Type": "application/json"})
+            conns.append(c)
+        self.a.wait_requests(20)
+        for c in conns:
+            c.close()
+        self.a.wait_for(lambda: all(q.disconnected for q in self.a.requests), 3,
+                        "all 20 upstream requests to be cancelled")
+        self.assertAlive()
+
+
+if __name__ == "__main__":
+    mglib.main()

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""GET /v1/models (OpenAI list format, provider/id entries plus aliases, models.mode merge and
+replace), GET /health, and configs written the JSON5 way (issue 2, items 3, 5 and 9)."""
+
+import mglib
+from mglib import MGTestCase, config, provider
+
+BUILTIN = ("anthropic/claude-sonnet-4-5", "anthropic/claude-opus-4-6", "openai/gpt-5")
+
+
+class Models(MGTestCase):
+    def providers(self):
+        a, b = self.down(), self.down()  # /v1/models never asks the upstreams
+        return {"lmstudio": provider(a, ["minimax-m2.1-gs32", "qwen3-8b"]),
+                "vllm": provider(b, ["llama-3.1-8b"])}
+
+    ALIASES = {"Minimax": "lmstudio/minimax-m2.1-gs32", "Opus": "lmstudio/qwen3-8b"}
+    DECLARED = {"lmstudio/minimax-m2.1-gs32", "lmstudio/qwen3-8b", "vllm/llama-3.1-8b"}
+
+    def models(self, gw):
+        r = gw.get("/v1/models")
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("application/json", r.header("content-type", ""))
+        body = r.json
+        self.assertEqual(body.get("object"), "list", body)
+        self.assertIsInstance(body.get("data"), list)
+        for e in body["data"]:
+            self.assertEqual(e.get("object"), "model", e)
+            self.assertIsInstance(e.get("id"), str, e)
+            self.assertIsInstance(e.get("created"), int, e)
+            self.assertIsInstance(e.get("owned_by"), str, e)
+        ids = [e["id"] for e in body["data"]]
+        self.assertEqual(len(ids), len(set(ids)), "duplicate ids: %r" % ids)
+        # "default" may be listed too (it is a name a client can send); nothing else is extra.
+        return body, set(ids) - {"default"}
+
+    def test_replace_lists_exactly_the_declared_models_and_aliases(self):
+        gw = self.gateway(config(providers=self.providers(), primary="lmstudio/qwen3-8b",
+                                 aliases=self.ALIASES, mode="replace"))
+        body, ids = self.models(gw)
+        self.assertEqual(ids, self.DECLARED | set(self.ALIASES))
+
+    def test_merge_adds_the_builtin_hosted_models(self):
+        gw = self.gateway(config(providers=self.providers(), primary="lmstudio/qwen3-8b",
+                                 aliases=self.ALIASES, mode="merge"))
+        body, ids = self.models(gw)
+        self.assertLessEqual(self.DECLARED | set(self.ALIASES), ids)
+        for ref in BUILTIN:
+            self.assertIn(ref, ids)
+
+    def test_mode_defaults_to_merge(self):
+        gw = self.gateway(config(providers=self.providers(), primary="lmstudio/qwen3-8b",
+                                 mode=None))
+        body, ids = self.models(gw)
+        self.assertLessEqual(self.DECLARED, ids)
+        for ref in BUILTIN:
+            self.assertIn(ref, ids)
+
+    def test_merge_with_a_declared_builtin_provider_adds_its_models(self):
+        provs = self.providers()
+        a = self.down()
+        provs["anthropic"] = provider(a, ["claude-test-x"], api="anthropic-messages",
+                                      base_url="http://127.0.0.1:%d" % a.port)
+        gw = self.gateway(config(providers=provs, primary="lmstudio/qwen3-8b", mode="merge"))
+        body, ids = self.models(gw)
+        self.assertIn("anthropic/claude-test-x", ids)
+        self.assertIn("anthropic/claude-opus-4-6", ids)
+
+    def test_alias_entries_are_marked_as_such_or_resolve(self):
+        # Whatever an alias entry carries, asking for it must work like its target.
+        m = self.mock("LM")
+        gw = self.gateway(config(providers={"lmstudio": provider(m, ["minimax-m2.1-gs32"])},
+                                 primary="lmstudio/minimax-m2.1-gs32",
+                                 aliases={"Minimax": "lmstudio/minimax-m2.1-gs32"}))
+        body, ids = self.models(gw)
+        self.assertEqual(ids, {"lmstudio/minimax-m2.1-gs32", "Minimax"})
+        for asked in ids:
+            r = gw.chat(asked)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(m.requests[-1].model, "minimax-m2.1-gs32")
+
+    def test_health(self):
+        gw = self.gateway(config(providers=self.providers(), primary="lmstudio/qwen3-8b"))
+        r = gw.get("/health")
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("application/json", r.header("content-type", ""))
+        self.assertIsInstance(r.json, dict, r)
+
+
+class Json5Config(MGTestCase):
+    def test_a_json5_config_with_everything_json5_allows(self):
+        m = self.mock("LM")
+        raw = """// LM Studio on this machine, written the way people write OpenClaw configs
+{
+  models: {
+    mode: 'replace',
+    providers: {
+      lmstudio: {
+        baseUrl: 'http://127.0.0.1:%d/v1',   /* local */
+        api: "openai-completions",
+        models: [
+          { id: 'minimax-m2.1-gs32', name: 'MiniMax M2.1', contextWindow: 0x30000,
+            maxTokens: 8192., cost: { input: .0, output: +0, cacheRead: 0, cacheWrite: 0, }, },
+        ],
+      },
+    },
+  },
+  agents: { defaults: {
+    model: { primary: 'lmstudio/minimax-m2.1-gs32', fallbacks: [], },
+    models: { 'lmstudio/minimax-m2.1-gs32': { alias: 'Min\\
+imax' } },
+  } },
+  gateway: { maxBodyBytes: 1e6, },
+}
+""" % m.port
+        gw = self.gateway(raw=raw)
+        r = gw.get("/v1/models")
+        self.assertEqual({e["id"] for e in r.json["data"]} - {"default"},
+                         {"lmstudio/minimax-m2.1-gs32", "Minimax"})
+        r = gw.chat("Minimax")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(m.requests[0].model, "minimax-m2.1-gs32")
+
+
+if __name__ == "__main__":
+    mglib.main()

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""The access log: one JSON line per request with id, model asked, attempts (outcome, status,
+latency), status, served model and total time; every line JSON; never a key or an Authorization
+value anywhere (issue 2, item 8)."""
+
+import os
+
+import mglib
+from mglib import MGTestCase, config, provider
+
+MSGS = [{"role": "user", "content": "hello"}]
+CANARY_LITERAL = "sk-canary-XYZ123"
+CANARY_ENV = "sk-canary-ENV456"
+CANARY_HEADER = "hdr-canary-789"
+CANARY_CLIENT = "client-canary-555"
+CANARY_CLIENT_X = "client-xkey-canary-666"
+ALL_CANARIES = (CANARY_LITERAL, CANARY_ENV, CANARY_HEADER, CANARY_CLIENT, CANARY_CLIENT_X)
+
+
+class AccessLog(MGTestCase):
+    def setUp(self):
+        self.a, self.b, self.c = self.down(), self.mock("B"), self.mock("C")
+        self.b.set_behavior("fail", status=503)
+        self.gw = self.gateway(config(
+            providers={"a": provider(self.a, ["m"]), "b": provider(self.b, ["m"]),
+                       "c": provider(self.c, ["m"])},
+            primary="a/m", fallbacks=["b/m", "c/m"], aliases={"fast": "c/m"}))
+
+    def test_one_line_for_a_fallback_request(self):
+        r = self.gw.chat("default")
+        self.assertEqual(r.status, 200, r)
+        (line,) = self.gw.wait_access(1)
+        self.assertIsInstance(line.get("id"), str)
+        self.assertTrue(line["id"])
+        self.assertEqual(line.get("method"), "POST")
+        self.assertEqual(line.get("path"), "/v1/chat/completions")
+        self.assertEqual(line.get("model"), "default")
+        self.assertEqual(line.get("status"), 200)
+        self.assertEqual(line.get("served"), "c/m")
+        self.assertIsInstance(line.get("total_ms"), (int, float))
+        self.assertGreaterEqual(line["total_ms"], 0)
+        attempts = line.get("attempts")
+        self.assertIsInstance(attempts, list, line)
+        self.assertEqual([(x.get("model"), x.get("outcome")) for x in attempts],
+                         [("a/m", "connect_error"), ("b/m", "overloaded"), ("c/m", "ok")], line)
+        self.assertEqual([x.get("status") for x in attempts][1:], [503, 200], line)
+        self.assertIn(attempts[0].get("status"), (None, 0), line)
+        for x in attempts:
+            self.assertIsInstance(x.get("ms"), (int, float), x)
+            self.assertGreaterEqual(x["ms"], 0)
+            self.assertLessEqual(x["ms"], line["total_ms"] + 1)
+        # The route header and the log tell the same story.
+        self.assertEqual([(m, o) for m, o, _ in r.route["attempts"]],
+                         [(x["model"], x["outcome"]) for x in attempts])
+
+    def test_alias_is_logged_as_asked(self):
+        self.gw.chat("fast")
+        (line,) = self.gw.wait_access(1)
+        self.assertEqual(line["model"], "fast")
+        self.assertEqual(line["served"], "c/m")
+
+    def test_error_requests_are_logged_too(self):
+        self.gw.chat("nope/x")                                   # 404 unknown model
+        self.gw.post_json("/v1/chat/completions", b"{bad")       # 400
+        self.gw.get("/v1/chat/completions")                      # 405
+        lines = self.gw.wait_access(3)
+        self.assertEqual([l["status"] for l in lines], [404, 400, 405], lines)
+        for l in lines:
+            self.assertIn(l.get("served"), (None,), l)
+            self.assertEqual(l.get("attempts"), [], l)
+        self.assertEqual(lines[0]["model"], "nope/x")
+
+    def test_ids_are_unique(self):
+        for _ in range(5):
+            self.gw.chat("fast")
+        lines = self.gw.wait_access(5)
+        ids = [l["id"] for l in lines]
+        self.assertEqual(len(set(ids)), 5, ids)
+
+    def test_every_line_is_a_json_object(self):
+        self.gw.chat("default")
+        self.gw.chat("nope/x")
+        self.gw.wait_access(2)
+        for l in self.gw.log_lines():
+            self.assertNotIn("_raw", l, "not a JSON object: %r" % l.get("_raw"))
+            self.assertIn("msg", l, l)
+
+
+class Secrets(MGTestCase):
+    def test_no_key_or_authorization_value_in_any_output(self):
+        a, b, c = self.mock("A"), self.mock("B"), self.mock("C")
+        a.set_behavior("fail", status=401)          # an auth failure is where keys get logged
+        b.set_behavior("fail", status=500)
+        cfg = config(providers={
+            "a": provider(a, ["m"], api_key=CANARY_LITERAL),
+            "b": provider(b, ["m"], api_key="${MG_IT_CANARY_ENV}",
+                          headers={"X-Secret-Header": CANARY_HEADER}),
+            "c": provider(c, ["m"], api_key="${MG_IT_CANARY_ENV}")},
+            primary="a/m", fallbacks=["b/m", "c/m"])
+        gw = self.gateway(cfg, env={"MG_IT_CANARY_ENV": CANARY_ENV}, secrets=ALL_CANARIES)
+        hdrs = {"Authorization": "Bearer " + CANARY_CLIENT, "x-api-key": CANARY_CLIENT_X}
+        self.assertEqual(gw.chat("default", headers=hdrs).status, 200)
+        c.set_behavior("fail", status=503)
+        self.assertEqual(gw.chat("default", headers=hdrs).status, 502)
+        gw.chat("nope/x", headers=hdrs)
+        gw.wait_access(3)
+        # The check itself runs when the test ends (MGTestCase stops the gateway and greps all of
+        # its output for every canary); do it here too for a clear message.
+        text = gw.all_output()
+        for canary in ALL_CANARIES:
+            self.assertNotIn(canary, text)
+        # The upstream got the right keys all the same.
+        self.assertEqual(a.requests[0].headers["authorization"], "Bearer " + CANARY_LITERAL)
+        self.assertEqual(b.requests[0].headers["x-secret-header"], CANARY_HEADER)
+
+    def test_a_key_echoed_by_an_upstream_is_not_logged(self):
+        # Some servers echo the request (headers included) in their error text. The gateway knows
+        # its keys, so whatever it logs or returns of an upstream's words must not carry them.
+        a, b = self.mock("A"), self.mock("B")
+        a.set_behavior("fail", status=500, body={"error": {
+            "message": "bad upstream; request had Authorization: Bearer " + CANARY_ENV,
+            "type": "server_error", "code": None}})
+        b.set_behavior("fail", status=503, body="proxy error for key " + CANARY_ENV)
+        gw = self.gateway(config(providers={
+            "a": provider(a, ["m"], api_key="${MG_IT_CANARY_ENV}"),
+            "b": provider(b, ["m"], api_key="${MG_IT_CANARY_ENV}")},
+            primary="a/m", fallbacks=["b/m"]), env={"MG_IT_CANARY_ENV": CANARY_ENV},
+            secrets=ALL_CANARIES)
+        r = gw.chat("default")
+        self.assertEqual(r.status, 502, r)
+        self.assertNotIn(CANARY_ENV, r.body.decode(), "the 502 hands the key to the client")
+        gw.wait_access(1)
+        self.assertNotIn(CANARY_ENV, gw.all_output())
+
+    def test_log_file(self):
+        c = self.mock("C")
+        cfg = config(providers={"c": provider(c, ["m"], api_key=CANARY_LITERAL)}, primary="c/m",
+                     gateway={"log": {"path": "access.log"}})
+        gw = self.gateway(cfg, secrets=ALL_CANARIES)
+        self.assertEqual(gw.chat("default",
+                                 headers={"Authorization": "Bearer " + CANARY_CLIENT}).status, 200)
+        (line,) = gw.wait_access(1)
+        self.assertEqual(line["served"], "c/m")
+        self.assertTrue(os.path.exists(gw.log_file_path()))
+        with open(gw.log_file_path()) as f:
+            text = f.read()
+        for canary in ALL_CANARIES:
+            self.assertNotIn(canary, text)
+
+
+if __name__ == "__main__":
+    mglib.main()

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""The command line around the config: `moongate check`, `serve` refusing a bad config with a
+file:line:column message, unknown OpenClaw keys tolerated with a warning, and every example under
+examples/ loading cleanly (issue 2, items 3 and 4)."""
+
+import glob
+import json
+import os
+import subprocess
+import tempfile
+
+import mglib
+from mglib import BIN, SOURCE_DIR, MGTestCase, config, provider
+
+BAD = """{
+  models: {
+    mode: "replace",
+    providers: {
+      lmstudio: {
+        baseUrl: "http://127.0.0.1:1234/v1",
+        api: "openai-completions",
+        models: [ { id: "m", name: "M", contextWindow: "big", maxTokens: 10 } ],
+      },
+    },
+  },
+}
+"""
+
+
+def run(args, env=None, timeout=10):
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run([BIN] + args, capture_output=True, text=True, timeout=timeout, env=e)
+    return p.returncode, p.stdout + p.stderr
+
+
+class Check(MGTestCase):
+    def write(self, text, name="c.json5"):
+        d = tempfile.mkdtemp(prefix="mg-it-")
+        path = os.path.join(d, name)
+        with open(path, "w") as f:
+            f.write(text)
+        self.addCleanup(lambda: (os.remove(path), os.rmdir(d)))
+        return path
+
+    def test_check_accepts_a_good_config(self):
+        path = self.write(json.dumps(config(
+            providers={"a": provider("http://127.0.0.1:1/v1", ["m"])}, primary="a/m")))
+        rc, out = run(["check", "--config", path])
+        self.assertEqual(rc, 0, out)
+
+    def test_check_rejects_a_bad_config_naming_file_line_column_and_key(self):
+        path = self.write(BAD)
+        rc, out = run(["check", "--config", path])
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn(path + ":8:", out)
+        self.assertIn("models.providers.lmstudio.models[0].contextWindow", out)
+        self.assertIn("big", out)
+
+    def test_check_reports_json5_syntax_errors_with_position(self):
+        path = self.write('{\n  models: {\n    mode: "replace",,\n  }\n}\n')
+        rc, out = run(["check", "--config", path])
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn(path + ":3:", out)
+
+    def test_check_on_a_missing_file_fails_cleanly(self):
+        rc, out = run(["check", "--config", "/nonexistent/moongate.json5"])
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("/nonexistent/moongate.json5", out)
+
+    def test_serve_refuses_a_bad_config(self):
+        path = self.write(BAD)
+        rc, out = run(["serve", "--config", path, "--listen", "127.0.0.1:%d" % mglib.free_port()])
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("contextWindow", out)
+
+    def test_unknown_cli_usage_fails(self):
+        rc, out = run(["frobnicate"])
+        self.assertNotEqual(rc, 0, out)
+        rc, out = run([])
+        self.assertNotEqual(rc, 0, out)
+
+    def test_examples_all_pass_check(self):
+        examples = sorted(glob.glob(os.path.join(SOURCE_DIR, "examples", "*.json5")) +
+                          glob.glob(os.path.join(SOURCE_DIR, "examples", "*.json")))
+        if not examples:
+            self.skipTest("no examples/*.json5 yet")
+        for path in examples:
+            with self.subTest(example=os.path.basename(path)):
+                rc, out = run(["check", "--config", path])
+                self.assertEqual(rc, 0, out)
+
+
+class UnknownKeys(MGTestCase):
+    def test_unknown_openclaw_keys_are_warnings_not_errors(self):
+        a = self.mock("A")
+        cfg = config(providers={"a": provider(a, ["m"])}, primary="a/m")
+        cfg["channels"] = {"whatsapp": {"enabled": True}}
+        cfg["agents"]["defaults"]["workspace"] = "~/openclaw"
+        gw = self.gateway(cfg)
+        self.assertEqual(gw.chat("default").status, 200)
+        warn = [l for l in gw.log_lines() if "channels" in json.dumps(l)]
+        self.assertTrue(warn, "no warning names the ignored key 'channels':\n" + gw.stderr_text())
+
+    def test_listen_flag_overrides_the_config(self):
+        a = self.mock("A")
+        other = mglib.free_port()
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"listen": "127.0.0.1:%d" % other}))
+        self.assertNotEqual(gw.port, other)
+        self.assertEqual(gw.get("/health").status, 200)   # served on --listen's port
+
+
+if __name__ == "__main__":
+    mglib.main()
