@@ -58,12 +58,14 @@ static const char *const agents_keys[] = {"defaults", NULL};
 static const char *const defaults_keys[] = {"model", "models", NULL};
 static const char *const chain_keys[] = {"primary", "fallbacks", NULL};
 static const char *const alias_keys[] = {"alias", NULL};
-static const char *const gateway_keys[] = {"listen",  "maxBodyBytes", "maxUpstreamBodyBytes",
-                                           "threads", "maxConnections", "timeouts",
-                                           "policy",  "log",          "providers", NULL};
+static const char *const gateway_keys[] = {"listen",       "maxBodyBytes",      "maxUpstreamBodyBytes",
+                                           "threads",      "maxConnections",    "timeouts",
+                                           "policy",       "log",               "providers",
+                                           "maxEventBytes", "streamBufferBytes", "drainMs",
+                                           "keepAliveMs",  NULL};
 static const char *const timeouts_keys[] = {"connectMs", "firstTokenMs", "idleMs", "totalMs", NULL};
 static const char *const log_keys[] = {"path", NULL};
-static const char *const gw_provider_keys[] = {"tags", "region", "timeouts", NULL};
+static const char *const gw_provider_keys[] = {"tags", "region", "timeouts", "stripReasoning", NULL};
 
 /* ---- messages -------------------------------------------------------------------------------- */
 
@@ -908,7 +910,7 @@ static int load_gateway_provider(loader_t *ld, const cJSON *o)
     int rc = opt_string(ld, o, "region", true, &region);
     if (rc < 0) return -1;
     if (rc) p->region = mg_xstrdup(region);
-    if (load_timeouts(ld, o, &p->timeouts)) return -1;
+    if (load_timeouts(ld, o, &p->timeouts) || opt_bool(ld, o, "stripReasoning", &p->strip_reasoning) < 0) return -1;
     const cJSON *tags = member(o, "tags");
     if (!tags) return 0;
     size_t mark = path_push_key(ld, "tags");
@@ -960,6 +962,14 @@ static int load_gateway(loader_t *ld, const cJSON *root)
     if ((rc = opt_int(ld, gw, "maxConnections", 1, 1000000, &v)) < 0) return -1;
     if (rc) g->max_connections = (unsigned)v;
     if (load_timeouts(ld, gw, &g->timeouts)) return -1;
+    if ((rc = opt_int(ld, gw, "maxEventBytes", 1024, MG_MAX_SAFE_INT, &v)) < 0) return -1;
+    if (rc) g->max_event_bytes = (size_t)v;
+    if ((rc = opt_int(ld, gw, "streamBufferBytes", 4096, MG_MAX_SAFE_INT, &v)) < 0) return -1;
+    if (rc) g->stream_buffer_bytes = (size_t)v;
+    if ((rc = opt_int(ld, gw, "drainMs", 0, MG_MAX_SAFE_INT, &v)) < 0) return -1;
+    if (rc) g->drain_ms = v;
+    if ((rc = opt_int(ld, gw, "keepAliveMs", 0, MG_MAX_SAFE_INT, &v)) < 0) return -1;
+    if (rc) g->keepalive_ms = v;
 
     if ((rc = opt_string(ld, gw, "policy", true, &s)) < 0) return -1;
     if (rc) g->policy_path = join_path(ld->cfg->base_dir, s);
@@ -1158,6 +1168,10 @@ static mg_config_t *load_text(const char *text, size_t len, const char *name, co
         .max_upstream_body_bytes = 64u << 20,
         .threads = 1,
         .max_connections = 10000,
+        .max_event_bytes = 1u << 20,
+        .stream_buffer_bytes = 256u << 10,
+        .drain_ms = 10000,
+        .keepalive_ms = 15000,
         .timeouts = {.connect_ms = 10000, .first_token_ms = 120000, .idle_ms = 60000, .total_ms = 600000},
     };
     mg_buf_reserve(&ld.path, 64); /* the path is always a valid (possibly empty) string */

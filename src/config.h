@@ -69,6 +69,7 @@ typedef struct mg_provider {
     char *region;            /* gateway.providers.<id>.region, or NULL */
     mg_timeouts_t timeouts;  /* gateway.providers.<id>.timeouts; 0 fields inherit */
     bool local;              /* baseUrl host is loopback/private, or tagged "local" */
+    bool strip_reasoning;    /* gateway.providers.<id>.stripReasoning: its clients get final text only */
     bool builtin;
 } mg_provider_t;
 
@@ -84,8 +85,10 @@ typedef struct mg_gateway_settings {
     int listen_port;        /* default 8787 */
     size_t max_body_bytes;  /* default 10 MiB */
     size_t max_upstream_body_bytes; /* non-streaming answer cap, default 64 MiB */
-    size_t max_event_bytes;     /* one upstream SSE event, default 1 MiB (0 = default) */
-    size_t stream_buffer_bytes; /* per-stream client queue before the upstream pauses, default 256 KiB (0 = default) */
+    size_t max_event_bytes;     /* one upstream SSE event, default 1 MiB */
+    size_t stream_buffer_bytes; /* per-stream client queue before the upstream pauses, default 256 KiB */
+    int64_t drain_ms;           /* graceful stop: time given to requests in flight, default 10 s */
+    int64_t keepalive_ms;       /* SSE comment on a quiet client stream, default 15 s (0 = never) */
     int threads;            /* serving threads, default 1 */
     unsigned max_connections;    /* default 10000 */
     mg_timeouts_t timeouts; /* defaults: connect 10 s, first token 120 s, idle 60 s, total 600 s */

@@ -14,7 +14,6 @@
 #include <time.h>
 
 #define MG_VERSION "0.1.0"
-#define MG_DRAIN_MS 10000
 
 static void usage(FILE *f)
 {
@@ -138,10 +137,12 @@ static int cmd_serve(const char *path, const char *listen)
         mg_log(MG_LOG_INFO, "stopping", "signal %d: draining %u requests", sig, mg_server_in_flight(srv));
         break;
     }
-    /* Graceful stop: no new connections; requests in flight get MG_DRAIN_MS to finish; then the
-     * upstream loop cancels what is left, which wakes and ends the remaining requests. */
+    /* Graceful stop: no new connections; requests in flight get gateway.drainMs to finish; then
+     * the upstream loop cancels what is left, which wakes and ends the remaining requests. */
     mg_server_quiesce(srv);
-    int64_t deadline = mg_now_ms() + MG_DRAIN_MS;
+    mg_gen_t *g = mg_gen_acquire();
+    int64_t deadline = mg_now_ms() + g->cfg->gw.drain_ms;
+    mg_gen_release(g);
     while (mg_server_in_flight(srv) > 0 && mg_now_ms() < deadline) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);

@@ -150,7 +150,7 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         cJSON *delta = cJSON_GetObjectItemCaseSensitive(c0, "delta");
         if (cJSON_IsObject(delta)) {
             if (str_item(delta, "role")) a->saw_role = true;
-            rewritten = mg_relay_normalize_reasoning(delta, req->strip_reasoning);
+            rewritten = mg_relay_normalize_reasoning(delta, a->strip_reasoning);
             const cJSON *tc = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
             content = nonempty_str(delta, "content") || nonempty_str(delta, "reasoning_content") ||
                       (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0);

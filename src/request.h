@@ -46,6 +46,7 @@ typedef struct mg_attempt {
     mg_sse_parser_t sse;
     mg_buf_t pending;     /* client bytes held back until the commit point */
     bool saw_role, saw_done, saw_finish;
+    bool strip_reasoning; /* the client's header or the provider's stripReasoning */
     mg_class_t fail_cls;  /* set when the stream itself reported an error or broke the rules */
     int64_t prompt_tokens, completion_tokens; /* from the usage chunk, -1 when none */
     /* Serving thread, once done. */

@@ -100,6 +100,7 @@ static bool start_next(mg_req_t *req)
         const mg_model_t *m = req->cands[req->next_cand++];
         const mg_provider_t *p = m->provider;
         mg_attempt_t *a = new_attempt(req, m);
+        a->strip_reasoning = req->strip_reasoning || p->strip_reasoning;
         if (p->api != MG_API_OPENAI_COMPLETIONS) {
             settle_locally(a, MG_CLASS_UNSUPPORTED, "translation to this provider's api is not implemented yet");
             continue;
@@ -260,10 +261,11 @@ static void reply_upstream_error(mg_req_t *req, mg_attempt_t *a, mg_reply_t *rep
 }
 
 /* A whole Chat Completions answer: reasoning into its one place, or out when stripping. */
-static void normalize_answer(mg_req_t *req, mg_buf_t *body)
+static void normalize_answer(mg_req_t *req, const mg_attempt_t *a, mg_buf_t *body)
 {
+    bool strip = a->strip_reasoning;
     if (req->ep != MG_EP_CHAT || !body->data) return;
-    if (!req->strip_reasoning && !memmem(body->data, body->len, "\"reasoning\"", 11)) return;
+    if (!strip && !memmem(body->data, body->len, "\"reasoning\"", 11)) return;
     cJSON *j = cJSON_ParseWithLength(body->data, body->len);
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
     bool changed = false;
@@ -271,7 +273,7 @@ static void normalize_answer(mg_req_t *req, mg_buf_t *body)
     cJSON_ArrayForEach(c, choices)
     {
         cJSON *msg = cJSON_GetObjectItemCaseSensitive(c, "message");
-        if (cJSON_IsObject(msg) && mg_relay_normalize_reasoning(msg, req->strip_reasoning)) changed = true;
+        if (cJSON_IsObject(msg) && mg_relay_normalize_reasoning(msg, strip)) changed = true;
     }
     if (changed) {
         char *p = cJSON_PrintUnformatted(j);
@@ -300,7 +302,7 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
         snprintf(a->detail, sizeof a->detail, "%s", mg_relay_answer_problem(a));
     if (a->cls == MG_CLASS_OK) {
         req->served = a->model;
-        normalize_answer(req, &a->body);
+        normalize_answer(req, a, &a->body);
         reply->status = (int)a->status;
         reply->content_type = "application/json";
         reply->body = a->body;

@@ -26,7 +26,6 @@
 #include <unistd.h>
 
 #define MG_WATCH_MS 250
-#define MG_KEEPALIVE_MS 15000
 
 struct mg_server {
     struct MHD_Daemon *daemon;
@@ -363,7 +362,8 @@ static void watch_one(mg_req_t *req, int64_t now)
         if (ci && recv(ci->connect_fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
             req->client_gone = true;
             cancel = true;
-        } else if (req->committed && !req->out_done && now - req->last_out_ms >= MG_KEEPALIVE_MS) {
+        } else if (req->committed && !req->out_done && req->gen->cfg->gw.keepalive_ms > 0 &&
+                   now - req->last_out_ms >= req->gen->cfg->gw.keepalive_ms) {
             mg_buf_puts(&req->out, ": keep-alive\n\n");
             req->last_out_ms = now;
             w = mg_req_take_wake_locked(req);

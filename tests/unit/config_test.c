@@ -646,6 +646,34 @@ MG_TEST(gateway_settings)
     expect_error("{gateway: {log: '-'}}", "cfg.json5:1:17: gateway.log: expected an object, got \"-\"");
 }
 
+MG_TEST(gateway_stream_settings_and_strip_reasoning)
+{
+    mg_config_t *cfg = load_ok("{}");
+    if (cfg) {
+        MG_CHECK_INT(cfg->gw.max_event_bytes, 1048576);
+        MG_CHECK_INT(cfg->gw.stream_buffer_bytes, 262144);
+        MG_CHECK_INT(cfg->gw.drain_ms, 10000);
+        MG_CHECK_INT(cfg->gw.keepalive_ms, 15000);
+        MG_CHECK(!mg_config_find_provider(cfg, "openai")->strip_reasoning);
+        mg_config_free(cfg);
+    }
+    cfg = load_ok("{gateway: {maxEventBytes: 4096, streamBufferBytes: 8192, drainMs: 0, keepAliveMs: 500,\n"
+                  "  providers: {openai: {stripReasoning: true}}}}");
+    if (cfg) {
+        MG_CHECK_INT(cfg->gw.max_event_bytes, 4096);
+        MG_CHECK_INT(cfg->gw.stream_buffer_bytes, 8192);
+        MG_CHECK_INT(cfg->gw.drain_ms, 0);
+        MG_CHECK_INT(cfg->gw.keepalive_ms, 500);
+        MG_CHECK(mg_config_find_provider(cfg, "openai")->strip_reasoning);
+        MG_CHECK(!mg_config_find_provider(cfg, "anthropic")->strip_reasoning);
+        mg_config_free(cfg);
+    }
+    expect_error("{gateway: {providers: {openai: {stripReasoning: 'yes'}}}}",
+                 "cfg.json5:1:49: gateway.providers.openai.stripReasoning: expected true or false, got \"yes\"");
+    expect_error("{gateway: {maxEventBytes: 10}}",
+                 "cfg.json5:1:27: gateway.maxEventBytes: expected an integer from 1024 to 9007199254740992, got 10");
+}
+
 MG_TEST(default_chain)
 {
     const char *base = "{models: {mode: 'replace', providers: {\n"
