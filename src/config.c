@@ -62,7 +62,7 @@ static const char *const gateway_keys[] = {"listen",       "maxBodyBytes",      
                                            "threads",      "maxConnections",    "timeouts",
                                            "policy",       "log",               "providers",
                                            "maxEventBytes", "streamBufferBytes", "drainMs",
-                                           "keepAliveMs",  NULL};
+                                           "keepAliveMs",  "adminKey",          NULL};
 static const char *const timeouts_keys[] = {"connectMs", "firstTokenMs", "idleMs", "totalMs", NULL};
 static const char *const log_keys[] = {"path", NULL};
 static const char *const gw_provider_keys[] = {"tags", "region", "timeouts", "stripReasoning", NULL};
@@ -971,6 +971,16 @@ static int load_gateway(loader_t *ld, const cJSON *root)
     if ((rc = opt_int(ld, gw, "keepAliveMs", 0, MG_MAX_SAFE_INT, &v)) < 0) return -1;
     if (rc) g->keepalive_ms = v;
 
+    const cJSON *ak = member(gw, "adminKey");
+    if (ak) {
+        size_t am = path_push_key(ld, "adminKey");
+        if (!cJSON_IsString(ak) || !ak->valuestring[0]) return fail_got(ld, ak, "expected a non-empty string");
+        char *env = NULL;
+        if (resolve_secret(ld, ak, true, &g->admin_key, &env)) return -1;
+        free(env);
+        path_pop(ld, am);
+    }
+
     if ((rc = opt_string(ld, gw, "policy", true, &s)) < 0) return -1;
     if (rc) g->policy_path = join_path(ld->cfg->base_dir, s);
 
@@ -1282,6 +1292,7 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->gw.listen_host);
     free(cfg->gw.policy_path);
     free(cfg->gw.log_path);
+    wipe_free(cfg->gw.admin_key);
     for (size_t i = 0; i < cfg->n_warnings; i++) free(cfg->warnings[i]);
     free(cfg->warnings);
     free(cfg->path);

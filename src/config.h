@@ -93,6 +93,7 @@ typedef struct mg_gateway_settings {
     unsigned max_connections;    /* default 10000 */
     mg_timeouts_t timeouts; /* defaults: connect 10 s, first token 120 s, idle 60 s, total 600 s */
     char *policy_path;      /* absolute, or NULL */
+    char *admin_key;        /* gateway.adminKey (may be "${ENV}"); NULL = admin endpoints from loopback only. Secret. */
     char *log_path;         /* absolute, or NULL for stderr (config "-" or absent) */
 } mg_gateway_settings_t;
 

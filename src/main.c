@@ -2,15 +2,20 @@
 #include "config.h"
 #include "gen.h"
 #include "log.h"
+#include "reload.h"
 #include "server.h"
 #include "upstream.h"
 #include "util.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 #include <time.h>
 
 #define MG_VERSION "0.1.0"
@@ -73,6 +78,29 @@ static int cmd_check(const char *path)
     return 0;
 }
 
+/* Watches the files the current generation was built from. */
+static void arm_watch(mg_watch_t *w)
+{
+    if (!w) return;
+    mg_gen_t *g = mg_gen_acquire();
+    const char *paths[] = {g->cfg->path, g->cfg->gw.policy_path};
+    mg_watch_set(w, paths, MG_ARRAY_LEN(paths));
+    mg_gen_release(g);
+}
+
+/* Reloads, then reopens the log (it may have moved, or been rotated: SIGHUP is also the rotation
+ * signal) and re-arms the watcher on the files of whichever generation is current. */
+static void reload(const char *path, const char *why, mg_watch_t *w)
+{
+    char err[1024];
+    mg_reload(path, why, err, sizeof err);
+    mg_gen_t *g = mg_gen_acquire();
+    if (mg_log_open(g->cfg->gw.log_path) != 0)
+        mg_log(MG_LOG_ERROR, "log reopen failed", "%s: %s", g->cfg->gw.log_path, strerror(errno));
+    mg_gen_release(g);
+    arm_watch(w);
+}
+
 static void raise_fd_limit(void)
 {
     struct rlimit rl;
@@ -125,18 +153,33 @@ static int cmd_serve(const char *path, const char *listen)
     srv = mg_server_start(host, port, up);
     if (!srv) goto out;
 
+    /* The main thread waits for signals (signalfd) and config/policy file changes (inotify). */
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    mg_watch_t *watch = mg_watch_new();
+    arm_watch(watch);
+    int64_t change_at = -1; /* a file changed: reload once things settle (editors write twice) */
     for (;;) {
-        int sig = 0;
-        sigwait(&set, &sig);
-        if (sig == SIGHUP) {
-            mg_gen_t *g = mg_gen_acquire();
-            if (mg_log_open(g->cfg->gw.log_path) == 0) mg_log(MG_LOG_INFO, "log reopened", "on SIGHUP");
-            mg_gen_release(g);
+        struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = watch ? mg_watch_fd(watch) : -1, .events = POLLIN}};
+        int timeout = change_at < 0 ? -1 : (int)MG_MAX(0, change_at - mg_now_ms());
+        int n = poll(pfd, 2, timeout);
+        if (n < 0 && errno != EINTR) break;
+        if (pfd[1].revents & POLLIN && mg_watch_changed(watch)) change_at = mg_now_ms() + 150;
+        if (change_at >= 0 && mg_now_ms() >= change_at) {
+            change_at = -1;
+            reload(path, "file change", watch);
+        }
+        if (!(pfd[0].revents & POLLIN)) continue;
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof si) != (ssize_t)sizeof si) continue;
+        if (si.ssi_signo == SIGHUP) {
+            reload(path, "SIGHUP", watch);
             continue;
         }
-        mg_log(MG_LOG_INFO, "stopping", "signal %d: draining %u requests", sig, mg_server_in_flight(srv));
+        mg_log(MG_LOG_INFO, "stopping", "signal %u: draining %u requests", si.ssi_signo, mg_server_in_flight(srv));
         break;
     }
+    mg_watch_free(watch);
+    close(sfd);
     /* Graceful stop: no new connections; requests in flight get gateway.drainMs to finish; then
      * the upstream loop cancels what is left, which wakes and ends the remaining requests. */
     mg_server_quiesce(srv);

@@ -10,6 +10,7 @@
 
 #include "gen.h"
 #include "log.h"
+#include "reload.h"
 #include "request.h"
 #include "router.h"
 #include "util.h"
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define MG_WATCH_MS 250
@@ -136,6 +138,64 @@ static enum MHD_Result serve_health(mg_server_t *srv, struct MHD_Connection *c)
                   (unsigned long long)g->id, atomic_load(&srv->in_flight), mg_upstream_active(srv->up));
     mg_gen_release(g);
     return send_reply(c, NULL, &r);
+}
+
+/* ---- admin ---- */
+
+/* The admin endpoints need `Authorization: Bearer <gateway.adminKey>` when an admin key is configured, and
+ * otherwise answers loopback clients only. */
+static bool admin_allowed(struct MHD_Connection *c, const mg_config_t *cfg)
+{
+    if (cfg->gw.admin_key) {
+        const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) return false;
+        auth += 7;
+        return mg_ct_equal(cfg->gw.admin_key, strlen(cfg->gw.admin_key), auth, strlen(auth));
+    }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr) return false;
+    if (ci->client_addr->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ci->client_addr;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ci->client_addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ci->client_addr;
+        return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+    }
+    return false;
+}
+
+static enum MHD_Result serve_admin(mg_server_t *srv, struct MHD_Connection *c, mg_req_t *req, const char *url,
+                                   const char *method)
+{
+    mg_reply_t r = {.status = 200, .content_type = "application/json", .retry_after_s = -1};
+    if (!admin_allowed(c, req->gen->cfg))
+        return send_error(c, req, 401, "authentication_error", "admin_unauthorized",
+                          "the admin endpoints need the admin key (gateway.adminKey) or a loopback client");
+    if (strcmp(url, "/admin/reload") == 0) {
+        if (strcmp(method, "POST") != 0) return send_method_error(c, req, "POST", "use POST /admin/reload");
+        char err[1024];
+        unsigned long long id = mg_reload(req->gen->cfg->path, "admin", err, sizeof err);
+        if (!id) return send_error(c, req, 400, "invalid_request_error", "reload_failed", err);
+        mg_buf_printf(&r.body, "{\"result\":\"ok\",\"generation\":%llu}", id);
+        return send_reply(c, req, &r);
+    }
+    if (strcmp(url, "/admin/policy") == 0) {
+        if (strcmp(method, "GET") != 0) return send_method_error(c, req, "GET", "use GET /admin/policy");
+        mg_gen_t *g = mg_gen_acquire();
+        unsigned long long ok, failed;
+        mg_reload_counts(&ok, &failed);
+        mg_buf_printf(&r.body, "{\"generation\":%llu,\"loaded_at_ms\":%lld,\"config\":{\"path\":",
+                      (unsigned long long)g->id, (long long)g->loaded_wall_ms);
+        mg_buf_json_str(&r.body, g->cfg->path);
+        mg_buf_puts(&r.body, "},\"policy\":{\"path\":");
+        mg_buf_json_str(&r.body, g->cfg->gw.policy_path);
+        mg_buf_printf(&r.body, "},\"reloads\":{\"ok\":%llu,\"failed\":%llu},\"in_flight\":%u}", ok, failed,
+                      atomic_load(&srv->in_flight));
+        mg_gen_release(g);
+        return send_reply(c, req, &r);
+    }
+    return send_error(c, req, 404, "invalid_request_error", "not_found", "no such admin endpoint");
 }
 
 /* ---- API requests ---- */
@@ -255,6 +315,7 @@ static enum MHD_Result on_new_request(mg_server_t *srv, struct MHD_Connection *c
     registry_add(srv, req);
     *ctx = req;
 
+    if (strncmp(url, "/admin/", 7) == 0) return serve_admin(srv, c, req, url, method);
     if (strcmp(url, "/v1/models") == 0) {
         if (!is_get) return send_method_error(c, req, "GET", "this endpoint accepts GET only");
         return serve_models(c, req);

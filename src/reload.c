@@ -1,0 +1,140 @@
+/* Generation reload and file watching. See reload.h. */
+#include "reload.h"
+
+#include "config.h"
+#include "gen.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long long reloads_ok, reloads_failed;
+
+unsigned long long mg_reload(const char *config_path, const char *why, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&reload_lock);
+    int64_t t0 = mg_now_us();
+    mg_config_t *cfg = mg_config_load(config_path, err, errlen);
+    unsigned long long id = 0;
+    mg_buf_t extra = {0};
+    mg_buf_puts(&extra, "\"why\":");
+    mg_buf_json_str(&extra, why);
+    if (!cfg) {
+        reloads_failed++;
+        mg_buf_puts(&extra, ",\"result\":\"error\",\"error\":");
+        mg_buf_json_str(&extra, err);
+        mg_gen_t *cur = mg_gen_acquire();
+        mg_buf_printf(&extra, ",\"generation\":%llu", cur ? (unsigned long long)cur->id : 0ULL);
+        mg_gen_release(cur);
+        mg_log_json(MG_LOG_ERROR, "reload", extra.data);
+    } else {
+        mg_gen_t *g = mg_gen_new(cfg);
+        id = g->id;
+        mg_gen_publish(g);
+        reloads_ok++;
+        mg_buf_printf(&extra, ",\"result\":\"ok\",\"generation\":%llu,\"ms\":%.3f", id,
+                      (double)(mg_now_us() - t0) / 1000.0);
+        mg_log_json(MG_LOG_INFO, "reload", extra.data);
+    }
+    mg_buf_free(&extra);
+    pthread_mutex_unlock(&reload_lock);
+    return id;
+}
+
+void mg_reload_counts(unsigned long long *ok, unsigned long long *failed)
+{
+    pthread_mutex_lock(&reload_lock);
+    *ok = reloads_ok;
+    *failed = reloads_failed;
+    pthread_mutex_unlock(&reload_lock);
+}
+
+/* ---- watching ---- */
+
+#define MG_WATCH_MAX 8
+
+struct mg_watch {
+    int fd;
+    int wd[MG_WATCH_MAX];
+    char *dir[MG_WATCH_MAX];
+    char *name[MG_WATCH_MAX];
+    size_t n;
+};
+
+mg_watch_t *mg_watch_new(void)
+{
+    mg_watch_t *w = mg_xcalloc(1, sizeof *w);
+    w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (w->fd < 0) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void clear(mg_watch_t *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->wd[i] >= 0) inotify_rm_watch(w->fd, w->wd[i]);
+        free(w->dir[i]);
+        free(w->name[i]);
+    }
+    w->n = 0;
+}
+
+void mg_watch_free(mg_watch_t *w)
+{
+    if (!w) return;
+    clear(w);
+    close(w->fd);
+    free(w);
+}
+
+int mg_watch_fd(const mg_watch_t *w)
+{
+    return w->fd;
+}
+
+void mg_watch_set(mg_watch_t *w, const char *const *paths, size_t n)
+{
+    clear(w);
+    for (size_t i = 0; i < n && w->n < MG_WATCH_MAX; i++) {
+        if (!paths[i]) continue;
+        char abs[PATH_MAX];
+        if (!realpath(paths[i], abs)) snprintf(abs, sizeof abs, "%s", paths[i]);
+        char *d = mg_xstrdup(abs), *b = mg_xstrdup(abs);
+        size_t k = w->n++;
+        w->dir[k] = mg_xstrdup(dirname(d));
+        w->name[k] = mg_xstrdup(basename(b));
+        free(d);
+        free(b);
+        /* A directory watched twice returns the same descriptor; that is fine. */
+        w->wd[k] = inotify_add_watch(w->fd, w->dir[k], IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE_SELF);
+    }
+}
+
+bool mg_watch_changed(mg_watch_t *w)
+{
+    char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+    bool changed = false;
+    for (;;) {
+        ssize_t n = read(w->fd, buf, sizeof buf);
+        if (n <= 0) break;
+        for (char *p = buf; p < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)p;
+            for (size_t i = 0; i < w->n; i++)
+                if (ev->wd == w->wd[i] && ev->len && strcmp(ev->name, w->name[i]) == 0) changed = true;
+            p += sizeof *ev + ev->len;
+        }
+    }
+    return changed;
+}

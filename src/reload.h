@@ -1,0 +1,30 @@
+/* Reload: build a new generation from the config file (and what it names), validate it off the
+ * serving path, and publish it atomically; a broken file changes nothing and says why. Requests in
+ * flight keep the generation they started with (gen.h). Triggers: SIGHUP and file changes (main.c
+ * through mg_watch_*), and POST /admin/reload (server.c).
+ *
+ * Uses config.c and gen.c; knows nothing of HTTP. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Loads config_path into a new generation and publishes it. Serialized: concurrent calls run one
+ * after the other. Returns the new generation id, or 0 with a one-line reason in err (the current
+ * generation keeps serving). why ("SIGHUP", "file change", "admin") goes into the log line. */
+unsigned long long mg_reload(const char *config_path, const char *why, char *err, size_t errlen);
+
+/* Reload counters since start, for /admin/policy and metrics. */
+void mg_reload_counts(unsigned long long *ok, unsigned long long *failed);
+
+/* A watcher for the files a generation depends on (inotify on their directories, so that editors
+ * that replace files by rename are seen too). */
+typedef struct mg_watch mg_watch_t;
+
+mg_watch_t *mg_watch_new(void);
+void mg_watch_free(mg_watch_t *w);
+/* The descriptor to poll for readability. */
+int mg_watch_fd(const mg_watch_t *w);
+/* Watches exactly these files from now on (NULL entries are skipped). */
+void mg_watch_set(mg_watch_t *w, const char *const *paths, size_t n);
+/* Reads pending events; true when one of the watched files changed. */
+bool mg_watch_changed(mg_watch_t *w);
