@@ -37,14 +37,18 @@ static void on_head(void *ud, long status, const char *headers, size_t len)
     }
 }
 
-/* Appends bytes for the client and wakes its connection if it is waiting. */
-static void queue_out(mg_req_t *req, const char *p, size_t n, bool done)
+/* Appends bytes for the client and wakes its connection if it is waiting. content says whether
+ * they carry a content-bearing event (counted, with the bytes, for the access log: a partial usage
+ * when the stream never reached its usage chunk). */
+static void queue_out(mg_req_t *req, mg_attempt_t *a, const char *p, size_t n, bool done, bool content)
 {
     pthread_mutex_lock(&req->lock);
     if (!req->out_done) {
         mg_buf_append(&req->out, p, n);
         req->out_done = done;
         req->last_out_ms = mg_now_ms();
+        a->relayed_bytes += (int64_t)n;
+        if (content) a->content_events++;
     }
     bool w = mg_req_take_wake_locked(req);
     pthread_mutex_unlock(&req->lock);
@@ -126,7 +130,7 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         if (committed) {
             mg_buf_t b = {0};
             chat_error_chunk(&b, mg_class_name(a->fail_cls), a->detail);
-            queue_out(req, b.data, b.len, true);
+            queue_out(req, a, b.data, b.len, true, false);
             mg_buf_free(&b);
         }
         cJSON_Delete(j);
@@ -138,8 +142,10 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
     if (cJSON_IsObject(usage)) {
         const cJSON *pt = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
         const cJSON *ct = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
+        pthread_mutex_lock(&req->lock); /* read by the access log, maybe while we still run */
         if (cJSON_IsNumber(pt)) a->prompt_tokens = (int64_t)pt->valuedouble;
         if (cJSON_IsNumber(ct)) a->completion_tokens = (int64_t)ct->valuedouble;
+        pthread_mutex_unlock(&req->lock);
     }
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
     bool usage_only = cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0 && cJSON_IsObject(usage);
@@ -197,7 +203,7 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
     mg_buf_puts(&b, "data: ");
     mg_buf_append(&b, data, data_len);
     mg_buf_puts(&b, "\n\n");
-    queue_out(req, b.data, b.len, false);
+    queue_out(req, a, b.data, b.len, false, content);
     mg_buf_free(&b);
     cJSON_free(printed);
     return 0;

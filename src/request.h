@@ -48,7 +48,9 @@ typedef struct mg_attempt {
     bool saw_role, saw_done, saw_finish;
     bool strip_reasoning; /* the client's header or the provider's stripReasoning */
     mg_class_t fail_cls;  /* set when the stream itself reported an error or broke the rules */
-    int64_t prompt_tokens, completion_tokens; /* from the usage chunk, -1 when none */
+    int64_t prompt_tokens, completion_tokens; /* from the usage chunk, 0 when none */
+    int64_t content_events;  /* content-bearing events relayed (a token count when usage never came) */
+    int64_t relayed_bytes;   /* bytes queued for the client */
     /* Serving thread, once done. */
     mg_class_t cls;
 } mg_attempt_t;

@@ -365,6 +365,9 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
         mg_buf_json_str(out, a->model->ref);
         mg_buf_printf(out, ",\"outcome\":\"%s\",\"status\":%ld,\"ms\":%lld", mg_class_name(cls), a->status,
                       (long long)((a->done ? a->end_ms : mg_now_ms()) - a->start_ms));
+        if (a == req->committed)
+            mg_buf_printf(out, ",\"content_events\":%lld,\"relayed_bytes\":%lld", (long long)a->content_events,
+                          (long long)a->relayed_bytes);
         if (a->prompt_tokens || a->completion_tokens)
             mg_buf_printf(out, ",\"prompt_tokens\":%lld,\"completion_tokens\":%lld", (long long)a->prompt_tokens,
                           (long long)a->completion_tokens);
