@@ -104,6 +104,78 @@ static void commit(mg_attempt_t *a, mg_xfer_t *x, const cJSON *chunk)
     mg_buf_free(&a->pending);
 }
 
+/* Whether s[0..n) could be the beginning of tag (a tag cut across two deltas). */
+static bool tag_prefix(const char *s, size_t n, const char *tag)
+{
+    return n < strlen(tag) && strncmp(s, tag, n) == 0;
+}
+
+/* Moves a leading <think>…</think> block of a Chat answer's content into reasoning_content, delta
+ * by delta, so reasoning reaches the client in its one place (and can be stripped). Tags cut
+ * across deltas are held back until they can be recognised. Returns whether delta changed. */
+bool mg_relay_split_think(mg_think_t *a, cJSON *delta)
+{
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(delta, "content");
+    if (a->state == 2 || !cJSON_IsString(c)) return false;
+    /* state 3: the think block just closed; newlines that follow it are dropped. */
+    mg_buf_t in = {0}, text = {0}, reason = {0};
+    mg_buf_append(&in, a->carry, a->carry_len);
+    mg_buf_puts(&in, c->valuestring);
+    a->carry_len = 0;
+    const char *p = in.data, *end = in.data + in.len;
+    if (a->state == 0) {
+        const char *q = p;
+        while (q < end && (*q == ' ' || *q == '\n' || *q == '\r' || *q == '\t')) q++;
+        if ((size_t)(end - q) >= 7 && memcmp(q, "<think>", 7) == 0) {
+            a->state = 1;
+            p = q + 7;
+        } else if (tag_prefix(q, (size_t)(end - q), "<think>") && in.len < sizeof a->carry) {
+            memcpy(a->carry, in.data, in.len); /* undecided: wait for more */
+            a->carry_len = in.len;
+            p = end;
+        } else {
+            a->state = 2;
+        }
+    }
+    if (a->state == 1) {
+        const char *close = memmem(p, (size_t)(end - p), "</think>", 8);
+        if (close) {
+            mg_buf_append(&reason, p, (size_t)(close - p));
+            p = close + 8;
+            a->state = 3;
+        } else {
+            /* Hold back a possible "</thi" at the end; the rest is reasoning. */
+            size_t keep = 0;
+            for (size_t k = MG_MIN((size_t)(end - p), 7); k > 0; k--)
+                if (tag_prefix(end - k, k, "</think>")) {
+                    keep = k;
+                    break;
+                }
+            mg_buf_append(&reason, p, (size_t)(end - p) - keep);
+            memcpy(a->carry, end - keep, keep);
+            a->carry_len = keep;
+            p = end;
+        }
+    }
+    if (a->state == 3) { /* just closed: drop the blank lines that separate thinking from text */
+        while (p < end && (*p == '\n' || *p == '\r')) p++;
+        if (p < end) a->state = 2;
+    }
+    if (a->state == 2) mg_buf_append(&text, p, (size_t)(end - p));
+    bool changed = a->state != 2 || reason.len || in.len != strlen(c->valuestring) ||
+                   text.len != in.len;
+    if (changed) {
+        cJSON_DeleteItemFromObjectCaseSensitive(delta, "content");
+        if (text.len) cJSON_AddStringToObject(delta, "content", text.data);
+        if (reason.len && !cJSON_GetObjectItemCaseSensitive(delta, "reasoning_content"))
+            cJSON_AddStringToObject(delta, "reasoning_content", reason.data);
+    }
+    mg_buf_free(&in);
+    mg_buf_free(&text);
+    mg_buf_free(&reason);
+    return changed;
+}
+
 static int on_event(void *ud, const mg_sse_event_t *ev)
 {
     event_ctx_t *ctx = ud;
@@ -156,7 +228,8 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         cJSON *delta = cJSON_GetObjectItemCaseSensitive(c0, "delta");
         if (cJSON_IsObject(delta)) {
             if (str_item(delta, "role")) a->saw_role = true;
-            rewritten = mg_relay_normalize_reasoning(delta, a->strip_reasoning);
+            rewritten = mg_relay_split_think(&a->think, delta);
+            rewritten = mg_relay_normalize_reasoning(delta, a->strip_reasoning) || rewritten;
             const cJSON *tc = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
             content = nonempty_str(delta, "content") || nonempty_str(delta, "reasoning_content") ||
                       (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0);

@@ -15,6 +15,11 @@ mg_xfer_callbacks_t mg_relay_callbacks(void);
  * changed. Pure. */
 bool mg_relay_normalize_reasoning(cJSON *msg, bool strip);
 
+/* Moves a leading <think>…</think> block of a Chat message's or delta's "content" into
+ * "reasoning_content", keeping state across deltas in t (zeroed at the start of an answer).
+ * Returns whether msg changed. Pure. */
+bool mg_relay_split_think(mg_think_t *t, cJSON *msg);
+
 /* The class of a settled, uncommitted attempt (serving thread, after done). */
 mg_class_t mg_relay_classify(const mg_req_t *req, const mg_attempt_t *a);
 /* For an answer mg_relay_classify rejected although the transfer and status were fine: what was

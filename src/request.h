@@ -28,6 +28,16 @@ typedef enum mg_endpoint { MG_EP_CHAT, MG_EP_RESPONSES, MG_EP_MESSAGES } mg_endp
 
 struct mg_req;
 
+/* <think>…</think> at the start of a Chat answer's content (some local models): state 0 not
+ * decided yet, 1 inside the think block, 3 just closed (blank lines dropped), 2 past it or there
+ * is none. carry holds bytes that may be
+ * the start of a tag cut across two deltas. */
+typedef struct mg_think {
+    int state;
+    char carry[16];
+    size_t carry_len;
+} mg_think_t;
+
 typedef struct mg_attempt {
     struct mg_req *req;
     const mg_model_t *model;
@@ -47,6 +57,7 @@ typedef struct mg_attempt {
     mg_buf_t pending;     /* client bytes held back until the commit point */
     bool saw_role, saw_done, saw_finish;
     bool strip_reasoning; /* the client's header or the provider's stripReasoning */
+    mg_think_t think; /* <think> splitting of a Chat answer's content */
     mg_class_t fail_cls;  /* set when the stream itself reported an error or broke the rules */
     int64_t prompt_tokens, completion_tokens; /* from the usage chunk, 0 when none */
     int64_t content_events;  /* content-bearing events relayed (a token count when usage never came) */

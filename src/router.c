@@ -265,7 +265,8 @@ static void normalize_answer(mg_req_t *req, const mg_attempt_t *a, mg_buf_t *bod
 {
     bool strip = a->strip_reasoning;
     if (req->ep != MG_EP_CHAT || !body->data) return;
-    if (!strip && !memmem(body->data, body->len, "\"reasoning\"", 11)) return;
+    if (!strip && !memmem(body->data, body->len, "\"reasoning\"", 11) && !memmem(body->data, body->len, "<think>", 7))
+        return;
     cJSON *j = cJSON_ParseWithLength(body->data, body->len);
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
     bool changed = false;
@@ -273,6 +274,18 @@ static void normalize_answer(mg_req_t *req, const mg_attempt_t *a, mg_buf_t *bod
     cJSON_ArrayForEach(c, choices)
     {
         cJSON *msg = cJSON_GetObjectItemCaseSensitive(c, "message");
+        mg_think_t think = {0};
+        if (cJSON_IsObject(msg) && mg_relay_split_think(&think, msg)) changed = true;
+        if (think.carry_len) {
+            /* The answer ended on a held-back fragment: text when no think block had opened
+             * ("<thi"), reasoning when it ended inside one ("…</thi"). */
+            const char *key = think.state == 0 ? "content" : "reasoning_content";
+            const char *prev = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, key));
+            char *joined = mg_xasprintf("%s%.*s", prev ? prev : "", (int)think.carry_len, think.carry);
+            cJSON_DeleteItemFromObjectCaseSensitive(msg, key);
+            cJSON_AddStringToObject(msg, key, joined);
+            free(joined);
+        }
         if (cJSON_IsObject(msg) && mg_relay_normalize_reasoning(msg, strip)) changed = true;
     }
     if (changed) {
