@@ -62,7 +62,10 @@ static const char *const gateway_keys[] = {"listen",       "maxBodyBytes",      
                                            "threads",      "maxConnections",    "timeouts",
                                            "policy",       "log",               "providers",
                                            "maxEventBytes", "streamBufferBytes", "drainMs",
-                                           "keepAliveMs",  "adminKey",          NULL};
+                                           "keepAliveMs",  "adminKey",          "errorPatterns",
+                                           "health",       NULL};
+static const char *const health_keys[] = {"cooldownsMs", "failuresBeforeCooldown", "maxRetries",
+                                          "retryBudgetRatio", "probeBeforeExpiryMs", NULL};
 static const char *const timeouts_keys[] = {"connectMs", "firstTokenMs", "idleMs", "totalMs", NULL};
 static const char *const log_keys[] = {"path", NULL};
 static const char *const gw_provider_keys[] = {"tags", "region", "timeouts", "stripReasoning", NULL};
@@ -929,6 +932,51 @@ static int load_gateway_provider(loader_t *ld, const cJSON *o)
     return 0;
 }
 
+/* gateway.health: the knobs of the health registry (health.h); absent ones keep its defaults. */
+static int load_health(loader_t *ld, const cJSON *gw)
+{
+    mg_health_conf_t *h = &ld->cfg->gw.health;
+    size_t mark = 0;
+    int64_t v;
+    int rc;
+    const cJSON *o = opt_object(ld, gw, "health", &mark);
+    if (!o) return ld->failed ? -1 : 0;
+    if (check_keys(ld, o, health_keys, true)) return -1;
+    const cJSON *cd = member(o, "cooldownsMs");
+    if (cd) {
+        size_t cm = path_push_key(ld, "cooldownsMs");
+        if (!cJSON_IsArray(cd) || !cd->child || cJSON_GetArraySize(cd) > (int)MG_ARRAY_LEN(h->cooldowns_ms))
+            return fail_got(ld, cd, "expected a list of 1 to 8 durations in ms");
+        size_t i = 0;
+        for (const cJSON *e = cd->child; e; e = e->next, i++) {
+            size_t im = path_push_index(ld, i);
+            if (!cJSON_IsNumber(e) || e->valuedouble < 1000 || e->valuedouble > 86400000 ||
+                e->valuedouble != (double)(int64_t)e->valuedouble)
+                return fail_got(ld, e, "expected an integer from 1000 to 86400000");
+            h->cooldowns_ms[i] = (int64_t)e->valuedouble;
+            path_pop(ld, im);
+        }
+        h->n_cooldowns = i;
+        path_pop(ld, cm);
+    }
+    if ((rc = opt_int(ld, o, "failuresBeforeCooldown", 1, 100, &v)) < 0) return -1;
+    if (rc) h->failures_before_cooldown = (int)v;
+    if ((rc = opt_int(ld, o, "maxRetries", 0, 10, &v)) < 0) return -1;
+    if (rc) h->max_retries = (int)v;
+    if ((rc = opt_int(ld, o, "probeBeforeExpiryMs", 0, 3600000, &v)) < 0) return -1;
+    if (rc) h->probe_before_expiry_ms = v;
+    const cJSON *r = member(o, "retryBudgetRatio");
+    if (r) {
+        size_t rm = path_push_key(ld, "retryBudgetRatio");
+        if (!cJSON_IsNumber(r) || r->valuedouble < 0 || r->valuedouble > 1)
+            return fail_got(ld, r, "expected a number from 0 to 1");
+        h->retry_budget_ratio = r->valuedouble;
+        path_pop(ld, rm);
+    }
+    path_pop(ld, mark);
+    return 0;
+}
+
 static int load_gateway(loader_t *ld, const cJSON *root)
 {
     mg_gateway_settings_t *g = &ld->cfg->gw;
@@ -983,6 +1031,9 @@ static int load_gateway(loader_t *ld, const cJSON *root)
 
     if ((rc = opt_string(ld, gw, "policy", true, &s)) < 0) return -1;
     if (rc) g->policy_path = join_path(ld->cfg->base_dir, s);
+    if ((rc = opt_string(ld, gw, "errorPatterns", true, &s)) < 0) return -1;
+    if (rc) g->error_patterns_path = join_path(ld->cfg->base_dir, s);
+    if (load_health(ld, gw)) return -1;
 
     const cJSON *log = opt_object(ld, gw, "log", &inner);
     if (ld->failed) return -1;
@@ -1181,6 +1232,8 @@ static mg_config_t *load_text(const char *text, size_t len, const char *name, co
         .max_event_bytes = 1u << 20,
         .stream_buffer_bytes = 256u << 10,
         .drain_ms = 10000,
+        .health = {.failures_before_cooldown = -1, .max_retries = -1, .retry_budget_ratio = -1,
+                   .probe_before_expiry_ms = -1},
         .keepalive_ms = 15000,
         .timeouts = {.connect_ms = 10000, .first_token_ms = 120000, .idle_ms = 60000, .total_ms = 600000},
     };
@@ -1291,6 +1344,7 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->default_chain);
     free(cfg->gw.listen_host);
     free(cfg->gw.policy_path);
+    free(cfg->gw.error_patterns_path);
     free(cfg->gw.log_path);
     wipe_free(cfg->gw.admin_key);
     for (size_t i = 0; i < cfg->n_warnings; i++) free(cfg->warnings[i]);

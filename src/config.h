@@ -80,6 +80,16 @@ typedef struct mg_alias {
 
 typedef enum mg_models_mode { MG_MODE_MERGE, MG_MODE_REPLACE } mg_models_mode_t;
 
+/* gateway.health: overrides of the health registry's defaults (health.h); -1 / 0 entries = default. */
+typedef struct mg_health_conf {
+    int64_t cooldowns_ms[8];
+    size_t n_cooldowns;
+    int failures_before_cooldown;
+    int max_retries;
+    double retry_budget_ratio;
+    int64_t probe_before_expiry_ms;
+} mg_health_conf_t;
+
 typedef struct mg_gateway_settings {
     char *listen_host;      /* default "127.0.0.1"; an IPv6 address comes without brackets */
     int listen_port;        /* default 8787 */
@@ -93,6 +103,8 @@ typedef struct mg_gateway_settings {
     unsigned max_connections;    /* default 10000 */
     mg_timeouts_t timeouts; /* defaults: connect 10 s, first token 120 s, idle 60 s, total 600 s */
     char *policy_path;      /* absolute, or NULL */
+    char *error_patterns_path; /* gateway.errorPatterns: the operator's Lua rules (classify.h), or NULL */
+    mg_health_conf_t health;
     char *admin_key;        /* gateway.adminKey (may be "${ENV}"); NULL = admin endpoints from loopback only. Secret. */
     char *log_path;         /* absolute, or NULL for stderr (config "-" or absent) */
 } mg_gateway_settings_t;

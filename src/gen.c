@@ -12,12 +12,21 @@ static pthread_mutex_t cur_lock = PTHREAD_MUTEX_INITIALIZER;
 static mg_gen_t *current;
 static atomic_uint_fast64_t next_id = 1;
 
-mg_gen_t *mg_gen_new(mg_config_t *cfg)
+mg_gen_t *mg_gen_build(mg_config_t *cfg, char *err, size_t errlen)
 {
+    const mg_patterns_t *pats = mg_patterns_builtin();
+    if (cfg->gw.error_patterns_path) {
+        pats = mg_patterns_load(cfg->gw.error_patterns_path, err, errlen);
+        if (!pats) {
+            mg_config_free(cfg);
+            return NULL;
+        }
+    }
     mg_gen_t *g = mg_xcalloc(1, sizeof *g);
     atomic_init(&g->refs, 1);
     g->id = atomic_fetch_add(&next_id, 1);
     g->cfg = cfg;
+    g->patterns = pats;
     g->loaded_wall_ms = mg_wall_ms();
     return g;
 }
@@ -43,6 +52,7 @@ mg_gen_t *mg_gen_acquire(void)
 void mg_gen_release(mg_gen_t *gen)
 {
     if (!gen || atomic_fetch_sub(&gen->refs, 1) != 1) return;
+    mg_patterns_release(gen->patterns);
     mg_config_free(gen->cfg);
     free(gen);
 }

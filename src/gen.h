@@ -3,6 +3,7 @@
  * keeps the generation it started with until it ends, and the old snapshot is freed when its
  * last request releases it. */
 #pragma once
+#include "classify.h"
 #include "config.h"
 
 #include <stdatomic.h>
@@ -12,11 +13,14 @@ typedef struct mg_gen {
     atomic_int refs;
     uint64_t id;          /* 1, 2, … in publishing order */
     mg_config_t *cfg;     /* owned */
+    const mg_patterns_t *patterns; /* error classification rules (one reference held) */
     int64_t loaded_wall_ms;
 } mg_gen_t;
 
-/* Wraps cfg (taking ownership) in a new generation holding one reference for the caller. */
-mg_gen_t *mg_gen_new(mg_config_t *cfg);
+/* Builds a generation from cfg (taking ownership, freed on failure): loads what the config names
+ * (the operator's error patterns) and checks it. Returns it holding one reference for the caller,
+ * or NULL with a one-line reason in err. */
+mg_gen_t *mg_gen_build(mg_config_t *cfg, char *err, size_t errlen);
 /* Makes gen current (the caller's reference moves to the global slot). */
 void mg_gen_publish(mg_gen_t *gen);
 /* The current generation with a new reference for the caller, or NULL before the first publish. */

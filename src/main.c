@@ -2,6 +2,8 @@
 #include "config.h"
 #include "gen.h"
 #include "log.h"
+#include "probe.h"
+#include "router.h"
 #include "reload.h"
 #include "server.h"
 #include "upstream.h"
@@ -65,6 +67,13 @@ static int cmd_check(const char *path)
 {
     mg_config_t *cfg = load_config(path);
     if (!cfg) return 1;
+    /* Everything a generation loads (error patterns, the policy) is checked too. */
+    char err[1024];
+    mg_gen_t *g = mg_gen_build(cfg, err, sizeof err);
+    if (!g) {
+        fprintf(stderr, "moongate: %s\n", err);
+        return 1;
+    }
     size_t models = 0;
     for (size_t i = 0; i < cfg->n_providers; i++) models += cfg->providers[i].n_models;
     printf("%s: ok: %zu providers, %zu models, %zu aliases", path, cfg->n_providers, models, cfg->n_aliases);
@@ -74,7 +83,7 @@ static int cmd_check(const char *path)
             printf("%s %s", i ? " ->" : "", cfg->default_chain[i]->ref);
     }
     printf("\n");
-    mg_config_free(cfg);
+    mg_gen_release(g);
     return 0;
 }
 
@@ -142,7 +151,16 @@ static int cmd_serve(const char *path, const char *listen)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    mg_gen_publish(mg_gen_new(cfg));
+    char err[1024];
+    mg_gen_t *gen = mg_gen_build(cfg, err, sizeof err);
+    if (!gen) {
+        fprintf(stderr, "moongate: %s\n", err);
+        free(host);
+        return 1;
+    }
+    mg_health_t *health = mg_probe_health_new(gen->cfg);
+    mg_router_set_health(health);
+    mg_gen_publish(gen);
     int rc = 1;
     mg_server_t *srv = NULL;
     mg_upstream_t *up = mg_upstream_new();
@@ -202,6 +220,8 @@ out:
     mg_server_stop(srv);
     mg_upstream_free(up);
     mg_gen_shutdown();
+    mg_router_set_health(NULL);
+    mg_health_free(health);
     mg_log_close();
     free(host);
     return rc;

@@ -6,7 +6,10 @@
  * ends the stream with an error event in the client's format and never a clean [DONE]. */
 #include "relay.h"
 
+#include "health.h"
 #include "log.h"
+#include "metrics.h"
+#include "router.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -81,6 +84,8 @@ static void commit(mg_attempt_t *a, mg_xfer_t *x, const cJSON *chunk)
 {
     mg_req_t *req = a->req;
     if (x) mg_xfer_mark_first_token(x);
+    a->ttft_ms = mg_now_ms() - a->start_ms;
+    mg_metrics_ttft(a->model->ref, (double)a->ttft_ms / 1000.0);
     mg_buf_t head = {0};
     if (!a->saw_role) {
         /* The SDK's stream helper rejects a choice whose first delta has no role. */
@@ -192,8 +197,8 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
     const char *object = j ? str_item(j, "object") : NULL;
     if (error_type || (err && !cJSON_IsNull(err)) || (object && strcmp(object, "error") == 0)) {
         /* An error inside a 200 stream (LM Studio's context overflow, vLLM, OpenRouter…). */
-        a->fail_cls = mg_classify_http(500, NULL, 0, ev->data, ev->data_len);
-        if (a->fail_cls == MG_CLASS_SERVER_ERROR || a->fail_cls == MG_CLASS_OVERLOADED) a->fail_cls = MG_CLASS_STREAM_BROKEN;
+        a->fail_cls = mg_classify_stream_error(req->gen->patterns, ev->data, ev->data_len).cls;
+        if (a->fail_cls == MG_CLASS_SERVER_ERROR) a->fail_cls = MG_CLASS_STREAM_BROKEN;
         const char *msg = NULL;
         if (cJSON_IsObject(err)) msg = str_item(err, "message");
         else if (cJSON_IsString(err)) msg = err->valuestring;
@@ -217,6 +222,9 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         pthread_mutex_lock(&req->lock); /* read by the access log, maybe while we still run */
         if (cJSON_IsNumber(pt)) a->prompt_tokens = (int64_t)pt->valuedouble;
         if (cJSON_IsNumber(ct)) a->completion_tokens = (int64_t)ct->valuedouble;
+        const cJSON *cached = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details"), "cached_tokens");
+        if (cJSON_IsNumber(cached)) a->cached_tokens = (int64_t)cached->valuedouble;
         pthread_mutex_unlock(&req->lock);
     }
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
@@ -329,6 +337,26 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
             chat_error_chunk(&tail, mg_class_name(cls), msg);
         }
     }
+    mg_health_t *h = mg_router_health();
+    if (committed && h && a->health_begun) {
+        /* The serving side stopped looking at this attempt when it committed: its end is ours to
+         * report, with the stream's latency and time to first token. */
+        const char *pid = a->model->provider->id;
+        mg_health_attempt_end(h, pid, a->model->ref);
+        a->health_begun = false;
+        mg_class_t cls = a->fail_cls             ? a->fail_cls
+                         : result == MG_XFER_OK ? (a->saw_done || a->saw_finish ? MG_CLASS_OK : MG_CLASS_STREAM_BROKEN)
+                                                : mg_classify_xfer(result);
+        if (cls != MG_CLASS_CANCELLED) {
+            mg_health_outcome_t o = mg_health_outcome(cls);
+            o.xfer = result;
+            o.http_status = a->status;
+            o.latency_ms = mg_now_ms() - a->start_ms;
+            o.ttft_ms = a->ttft_ms;
+            o.message = a->fail_cls ? a->detail : detail;
+            mg_health_report(h, pid, a->model->ref, &o, mg_now_ms());
+        }
+    }
     pthread_mutex_lock(&req->lock);
     if (committed && !req->out_done) {
         mg_buf_append(&req->out, tail.data, tail.len);
@@ -378,7 +406,7 @@ mg_xfer_callbacks_t mg_relay_callbacks(void)
 /* A 2xx whole answer must be one: a JSON object with choices and no error member. Servers that
  * report failures with 200 (an error body, an empty or cut body) are failures, classified by the
  * body's wording where it has one. */
-static mg_class_t answer_class(const mg_attempt_t *a)
+static mg_class_t answer_class(const mg_req_t *req, const mg_attempt_t *a)
 {
     cJSON *j = a->body.len ? cJSON_ParseWithLength(a->body.data, a->body.len) : NULL;
     mg_class_t c = MG_CLASS_OK;
@@ -386,7 +414,7 @@ static mg_class_t answer_class(const mg_attempt_t *a)
     if (!cJSON_IsObject(j)) {
         c = MG_CLASS_SERVER_ERROR;
     } else if (err && !cJSON_IsNull(err)) {
-        c = mg_classify_http(500, NULL, 0, a->body.data, a->body.len);
+        c = mg_classify_http2(req->gen->patterns, 500, NULL, 0, a->body.data, a->body.len).cls;
         if (c == MG_CLASS_OK) c = MG_CLASS_SERVER_ERROR;
     } else if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "choices"))) {
         c = MG_CLASS_SERVER_ERROR;
@@ -407,14 +435,22 @@ const char *mg_relay_answer_problem(const mg_attempt_t *a)
     return why;
 }
 
-mg_class_t mg_relay_classify(const mg_req_t *req, const mg_attempt_t *a)
+mg_classification_t mg_relay_classify(const mg_req_t *req, const mg_attempt_t *a)
 {
-    if (a->fail_cls) return a->fail_cls;
-    if (a->result != MG_XFER_OK) return mg_classify_xfer(a->result);
-    if (a->is_sse) return MG_CLASS_STREAM_BROKEN; /* ended before any content */
-    if (a->status < 200 || (a->status >= 300 && a->status < 400)) return MG_CLASS_SERVER_ERROR; /* no redirects */
-    mg_class_t c = mg_classify_http(a->status, a->headers.data, a->headers.len, a->body.data, a->body.len);
-    if (c != MG_CLASS_OK) return c;
-    if (req->stream) return MG_CLASS_UNSUPPORTED; /* asked to stream, got a whole body */
-    return answer_class(a);
+    mg_classification_t c = {.cls = MG_CLASS_OK, .retry_after_ms = -1, .should_retry = -1};
+    if (a->fail_cls) {
+        c.cls = a->fail_cls;
+    } else if (a->result != MG_XFER_OK) {
+        c.cls = mg_classify_xfer(a->result);
+    } else if (a->is_sse) {
+        c.cls = MG_CLASS_STREAM_BROKEN; /* ended before any content */
+    } else if (a->status < 200 || (a->status >= 300 && a->status < 400)) {
+        c.cls = MG_CLASS_SERVER_ERROR; /* no redirects */
+    } else {
+        c = mg_classify_http2(req->gen->patterns, a->status, a->headers.data, a->headers.len, a->body.data,
+                              a->body.len);
+        if (c.cls == MG_CLASS_OK && req->stream) c.cls = MG_CLASS_UNSUPPORTED; /* asked to stream, got a body */
+        else if (c.cls == MG_CLASS_OK) c.cls = answer_class(req, a);
+    }
+    return c;
 }

@@ -4,6 +4,8 @@
 #include "config.h"
 #include "gen.h"
 #include "log.h"
+#include "probe.h"
+#include "router.h"
 #include "util.h"
 
 #include <errno.h>
@@ -24,11 +26,12 @@ unsigned long long mg_reload(const char *config_path, const char *why, char *err
     pthread_mutex_lock(&reload_lock);
     int64_t t0 = mg_now_us();
     mg_config_t *cfg = mg_config_load(config_path, err, errlen);
+    mg_gen_t *g = cfg ? mg_gen_build(cfg, err, errlen) : NULL;
     unsigned long long id = 0;
     mg_buf_t extra = {0};
     mg_buf_puts(&extra, "\"why\":");
     mg_buf_json_str(&extra, why);
-    if (!cfg) {
+    if (!g) {
         reloads_failed++;
         mg_buf_puts(&extra, ",\"result\":\"error\",\"error\":");
         mg_buf_json_str(&extra, err);
@@ -37,8 +40,8 @@ unsigned long long mg_reload(const char *config_path, const char *why, char *err
         mg_gen_release(cur);
         mg_log_json(MG_LOG_ERROR, "reload", extra.data);
     } else {
-        mg_gen_t *g = mg_gen_new(cfg);
         id = g->id;
+        if (mg_router_health()) mg_probe_health_update(mg_router_health(), g->cfg);
         mg_gen_publish(g);
         reloads_ok++;
         mg_buf_printf(&extra, ",\"result\":\"ok\",\"generation\":%llu,\"ms\":%.3f", id,

@@ -59,9 +59,13 @@ typedef struct mg_attempt {
     bool strip_reasoning; /* the client's header or the provider's stripReasoning */
     mg_think_t think; /* <think> splitting of a Chat answer's content */
     mg_class_t fail_cls;  /* set when the stream itself reported an error or broke the rules */
-    int64_t prompt_tokens, completion_tokens; /* from the usage chunk, 0 when none */
+    int64_t prompt_tokens, completion_tokens; /* from the usage, 0 when none [locked] */
+    int64_t cached_tokens;                    /* prompt tokens read from a cache [locked] */
     int64_t content_events;  /* content-bearing events relayed (a token count when usage never came) */
     int64_t relayed_bytes;   /* bytes queued for the client */
+    int64_t ttft_ms;      /* time to the commit point (streams), -1 none */
+    bool is_retry;        /* a resend of the previous attempt's candidate */
+    bool health_begun;    /* counted in flight by the health registry; ended exactly once */
     /* Serving thread, once done. */
     mg_class_t cls;
 } mg_attempt_t;
@@ -106,6 +110,10 @@ typedef struct mg_req {
     int64_t last_out_ms;     /* [locked] last time bytes were queued (keep-alive timing) */
     const mg_model_t *cands[MG_MAX_CANDIDATES];
     size_t n_cands, next_cand;
+    const mg_model_t *skipped[MG_MAX_CANDIDATES]; /* passed over: cooling down, or too small a window */
+    size_t n_skipped;
+    const mg_model_t *overflowed; /* the largest window that overflowed so far */
+    unsigned retries;             /* resends of the current candidate */
     mg_attempt_t attempts[MG_MAX_ATTEMPTS];
     size_t n_attempts;
     /* The outcome, for headers and the access log. */

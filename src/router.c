@@ -1,19 +1,53 @@
 /* Plan execution: candidates, attempts, fallback, the final reply. See router.h. */
 #include "router.h"
 
+#include "health.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "metrics.h"
 #include "relay.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+static mg_health_t *health; /* process-wide; NULL in unit tests */
+
+void mg_router_set_health(mg_health_t *h)
+{
+    health = h;
+}
+
+mg_health_t *mg_router_health(void)
+{
+    return health;
+}
+
 /* ---- planning ---- */
+
+/* Keeps the candidates that are not cooling down, in order; when all are, only the one whose
+ * cooldown ends first (a stale view must not fail the request closed). The others are noted for
+ * the access log. */
+static void order_by_health(mg_req_t *req)
+{
+    if (!health || req->n_cands == 0) return;
+    size_t idx[MG_MAX_CANDIDATES];
+    size_t n = mg_health_order(health, req->cands, req->n_cands, mg_now_ms(), idx);
+    const mg_model_t *kept[MG_MAX_CANDIDATES];
+    bool keep[MG_MAX_CANDIDATES] = {0};
+    for (size_t i = 0; i < n; i++) {
+        kept[i] = req->cands[idx[i]];
+        keep[idx[i]] = true;
+    }
+    for (size_t i = 0; i < req->n_cands; i++)
+        if (!keep[i] && req->n_skipped < MG_MAX_CANDIDATES) req->skipped[req->n_skipped++] = req->cands[i];
+    memcpy(req->cands, kept, n * sizeof *kept);
+    req->n_cands = n;
+}
 
 /* The candidates for the model asked: "default" is the configured chain; a model that is part of
  * the chain starts the chain at that point (its fallbacks follow); any other model is tried alone. */
-static bool plan(mg_req_t *req)
+static bool plan_static(mg_req_t *req)
 {
     const mg_config_t *cfg = req->gen->cfg;
     if (strcmp(req->model_asked, "default") == 0) {
@@ -31,6 +65,13 @@ static bool plan(mg_req_t *req)
     }
     for (; i < cfg->n_default_chain && req->n_cands < MG_MAX_CANDIDATES; i++)
         req->cands[req->n_cands++] = cfg->default_chain[i];
+    return true;
+}
+
+static bool plan(mg_req_t *req)
+{
+    if (!plan_static(req)) return false;
+    order_by_health(req);
     return true;
 }
 
@@ -63,6 +104,7 @@ static mg_attempt_t *new_attempt(mg_req_t *req, const mg_model_t *m)
     a->req = req;
     a->model = m;
     a->start_ms = a->end_ms = mg_now_ms();
+    a->ttft_ms = -1;
     return a;
 }
 
@@ -88,83 +130,104 @@ static char *upstream_url(const mg_provider_t *p)
     return NULL;
 }
 
+/* Sends one attempt at model m (after delay_ms: a retry's backoff). Returns false when it could not
+ * even start (then it is settled locally with the reason). */
+static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t delay_ms)
+{
+    const mg_config_t *cfg = req->gen->cfg;
+    const mg_provider_t *p = m->provider;
+    mg_attempt_t *a = new_attempt(req, m);
+    a->is_retry = is_retry;
+    a->strip_reasoning = req->strip_reasoning || p->strip_reasoning;
+    if (p->api != MG_API_OPENAI_COMPLETIONS) {
+        settle_locally(a, MG_CLASS_UNSUPPORTED, "translation to this provider's api is not implemented yet");
+        return false;
+    }
+    if (p->api_key_env && !p->api_key) {
+        char d[160];
+        snprintf(d, sizeof d, "environment variable %s is not set", p->api_key_env);
+        settle_locally(a, MG_CLASS_NO_KEY, d);
+        return false;
+    }
+    mg_buf_t model = {0};
+    mg_buf_json_str(&model, m->id);
+    size_t body_len;
+    char *body = mg_json_set_member(req->body.data, req->body.len, "model", model.data, &body_len);
+    mg_buf_free(&model);
+    if (req->stream) {
+        /* Usage is always asked for, so it is always recorded; the client sees the usage chunk
+         * only if it asked (relay.c). */
+        size_t n2;
+        char *b2 = mg_json_set_member(body, body_len, "stream_options", "{\"include_usage\":true}", &n2);
+        free(body);
+        body = b2;
+        body_len = n2;
+    }
+
+    /* Headers: ours, then the provider's. Nothing of the client's is forwarded. */
+    const char *hdrs[40];
+    char *owned[40];
+    size_t nh = 0, no = 0;
+    hdrs[nh++] = "Content-Type: application/json";
+    hdrs[nh++] = req->stream ? "Accept: text/event-stream" : "Accept: application/json";
+    if (p->api_key && *p->api_key) hdrs[nh++] = owned[no++] = mg_xasprintf("Authorization: Bearer %s", p->api_key);
+    for (size_t i = 0; i < p->n_headers && nh < MG_ARRAY_LEN(hdrs); i++)
+        hdrs[nh++] = owned[no++] = mg_xasprintf("%s: %s", p->headers[i].name, p->headers[i].value);
+
+    mg_timeouts_t t = mg_config_timeouts(cfg, m);
+    char *url = upstream_url(p);
+    a->body_cap = cfg->gw.max_upstream_body_bytes;
+    mg_xfer_spec_t spec = {
+        .url = url,
+        .headers = hdrs,
+        .n_headers = nh,
+        .body = body,
+        .body_len = body_len,
+        .body_owned = true,
+        .delay_ms = delay_ms,
+        .connect_timeout_ms = t.connect_ms,
+        /* A whole (non-streamed) answer arrives at the end: first-token does not apply. */
+        .first_token_timeout_ms = req->stream ? t.first_token_ms : 0,
+        .idle_timeout_ms = t.idle_ms,
+        .total_timeout_ms = t.total_ms,
+        .cb = mg_relay_callbacks(),
+        .ud = a,
+    };
+    mg_req_ref(req); /* the attempt's reference, released by on_done */
+    a->start_ms = mg_now_ms() + delay_ms;
+    if (health) {
+        mg_health_attempt_begin(health, p->id, m->ref, is_retry, a->start_ms);
+        a->health_begun = true;
+    }
+    a->xfer = mg_xfer_submit(req->up, &spec);
+    free(url);
+    for (size_t i = 0; i < no; i++) free(owned[i]);
+    if (!a->xfer) {
+        mg_req_release(req);
+        if (a->health_begun) mg_health_attempt_end(health, p->id, m->ref);
+        a->health_begun = false;
+        settle_locally(a, MG_CLASS_CANCELLED, "gateway stopping");
+        return false;
+    }
+    return true;
+}
+
 /* Starts the next candidate that can be tried. Returns false when none is left. */
 static bool start_next(mg_req_t *req)
 {
-    const mg_config_t *cfg = req->gen->cfg;
     pthread_mutex_lock(&req->lock);
     bool gone = req->client_gone;
     pthread_mutex_unlock(&req->lock);
     if (gone) return false; /* nobody is waiting for an answer any more */
     while (req->next_cand < req->n_cands && req->n_attempts < MG_MAX_ATTEMPTS) {
         const mg_model_t *m = req->cands[req->next_cand++];
-        const mg_provider_t *p = m->provider;
-        mg_attempt_t *a = new_attempt(req, m);
-        a->strip_reasoning = req->strip_reasoning || p->strip_reasoning;
-        if (p->api != MG_API_OPENAI_COMPLETIONS) {
-            settle_locally(a, MG_CLASS_UNSUPPORTED, "translation to this provider's api is not implemented yet");
+        /* After a context overflow only a larger window is worth a try. */
+        if (req->overflowed && !mg_health_should_try(req->overflowed, m)) {
+            if (req->n_skipped < MG_MAX_CANDIDATES) req->skipped[req->n_skipped++] = m;
             continue;
         }
-        if (p->api_key_env && !p->api_key) {
-            char d[160];
-            snprintf(d, sizeof d, "environment variable %s is not set", p->api_key_env);
-            settle_locally(a, MG_CLASS_NO_KEY, d);
-            continue;
-        }
-        mg_buf_t model = {0};
-        mg_buf_json_str(&model, m->id);
-        size_t body_len;
-        char *body = mg_json_set_member(req->body.data, req->body.len, "model", model.data, &body_len);
-        mg_buf_free(&model);
-        if (req->stream) {
-            /* Usage is always asked for, so it is always recorded; the client sees the usage chunk
-             * only if it asked (relay.c). */
-            size_t n2;
-            char *b2 = mg_json_set_member(body, body_len, "stream_options", "{\"include_usage\":true}", &n2);
-            free(body);
-            body = b2;
-            body_len = n2;
-        }
-
-        /* Headers: ours, then the provider's. Nothing of the client's is forwarded. */
-        const char *hdrs[40];
-        char *owned[40];
-        size_t nh = 0, no = 0;
-        hdrs[nh++] = "Content-Type: application/json";
-        hdrs[nh++] = req->stream ? "Accept: text/event-stream" : "Accept: application/json";
-        if (p->api_key && *p->api_key) hdrs[nh++] = owned[no++] = mg_xasprintf("Authorization: Bearer %s", p->api_key);
-        for (size_t i = 0; i < p->n_headers && nh < MG_ARRAY_LEN(hdrs); i++)
-            hdrs[nh++] = owned[no++] = mg_xasprintf("%s: %s", p->headers[i].name, p->headers[i].value);
-
-        mg_timeouts_t t = mg_config_timeouts(cfg, m);
-        char *url = upstream_url(p);
-        a->body_cap = cfg->gw.max_upstream_body_bytes;
-        mg_xfer_spec_t spec = {
-            .url = url,
-            .headers = hdrs,
-            .n_headers = nh,
-            .body = body,
-            .body_len = body_len,
-            .body_owned = true,
-            .connect_timeout_ms = t.connect_ms,
-            /* A whole (non-streamed) answer arrives at the end: first-token does not apply. */
-            .first_token_timeout_ms = req->stream ? t.first_token_ms : 0,
-            .idle_timeout_ms = t.idle_ms,
-            .total_timeout_ms = t.total_ms,
-            .cb = mg_relay_callbacks(),
-            .ud = a,
-        };
-        mg_req_ref(req); /* the attempt's reference, released by on_done */
-        a->start_ms = mg_now_ms();
-        a->xfer = mg_xfer_submit(req->up, &spec);
-        free(url);
-        for (size_t i = 0; i < no; i++) free(owned[i]);
-        if (!a->xfer) {
-            mg_req_release(req);
-            settle_locally(a, MG_CLASS_CANCELLED, "gateway stopping");
-            return false;
-        }
-        return true;
+        if (submit(req, m, false, 0)) return true;
+        mg_metrics_attempt(m->ref, mg_req_current(req)->cls);
     }
     return false;
 }
@@ -187,7 +250,11 @@ static void reply_all_failed(mg_req_t *req, mg_reply_t *reply)
 /* Advances past settled attempts until one is in flight or the plan is exhausted. */
 static mg_route_step_t advance(mg_req_t *req, mg_reply_t *reply)
 {
-    if (start_next(req)) return MG_ROUTE_WAIT;
+    bool fallback = req->n_attempts > 0;
+    if (start_next(req)) {
+        if (fallback) mg_metrics_fallback();
+        return MG_ROUTE_WAIT;
+    }
     reply_all_failed(req, reply);
     return MG_ROUTE_REPLY;
 }
@@ -260,6 +327,54 @@ static void reply_upstream_error(mg_req_t *req, mg_attempt_t *a, mg_reply_t *rep
     cJSON_Delete(j);
 }
 
+/* The usage of a whole Chat Completions answer, read from its top-level "usage" member alone. */
+static void read_usage(mg_req_t *req, mg_attempt_t *a)
+{
+    size_t vs, ve;
+    if (!a->body.data || !mg_json_member_span(a->body.data, a->body.len, "usage", &vs, &ve)) return;
+    cJSON *u = cJSON_ParseWithLength(a->body.data + vs, ve - vs);
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens");
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens");
+    const cJSON *cached = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"),
+                                                           "cached_tokens");
+    pthread_mutex_lock(&req->lock);
+    if (cJSON_IsNumber(pt)) a->prompt_tokens = (int64_t)pt->valuedouble;
+    if (cJSON_IsNumber(ct)) a->completion_tokens = (int64_t)ct->valuedouble;
+    if (cJSON_IsNumber(cached)) a->cached_tokens = (int64_t)cached->valuedouble;
+    pthread_mutex_unlock(&req->lock);
+    cJSON_Delete(u);
+}
+
+/* The attempt that served the client, if any. */
+static const mg_attempt_t *served_attempt(const mg_req_t *req)
+{
+    for (size_t i = req->n_attempts; i-- > 0;)
+        if (req->served && req->attempts[i].model == req->served && req->attempts[i].cls == MG_CLASS_OK)
+            return &req->attempts[i];
+    return NULL;
+}
+
+/* Tokens and cost of the answer (per million tokens, from the catalog), non-cached input apart. */
+static double usage_cost(const mg_attempt_t *a, int64_t *in, int64_t *out, int64_t *cached)
+{
+    *cached = MG_MAX(a->cached_tokens, 0);
+    *in = MG_MAX(a->prompt_tokens - *cached, 0);
+    *out = MG_MAX(a->completion_tokens, 0);
+    return mg_cost_of(&a->model->cost, *in, *out, *cached, 0);
+}
+
+void mg_router_account(mg_req_t *req)
+{
+    pthread_mutex_lock(&req->lock);
+    const mg_attempt_t *a = served_attempt(req);
+    int64_t in = 0, out = 0, cached = 0;
+    double cost = a ? usage_cost(a, &in, &out, &cached) : 0;
+    pthread_mutex_unlock(&req->lock);
+    if (!a) return;
+    mg_metrics_tokens(a->model->ref, in, out, cached, 0);
+    mg_metrics_cost(a->model->ref, cost);
+}
+
 /* A whole Chat Completions answer: reasoning into its one place, or out when stripping. */
 static void normalize_answer(mg_req_t *req, const mg_attempt_t *a, mg_buf_t *body)
 {
@@ -309,12 +424,36 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
         req->served = a->model;
         return MG_ROUTE_STREAM;
     }
-    a->cls = mg_relay_classify(req, a);
+    mg_classification_t c = mg_relay_classify(req, a);
+    a->cls = c.cls;
     if (a->cls != MG_CLASS_OK && a->result == MG_XFER_OK && !a->is_sse && !a->detail[0] &&
         (a->status < 400))
         snprintf(a->detail, sizeof a->detail, "%s", mg_relay_answer_problem(a));
+    mg_metrics_attempt(a->model->ref, a->cls);
+
+    mg_health_decision_t d = {.action = a->cls == MG_CLASS_OK                                 ? MG_HEALTH_STOP
+                                        : mg_class_moves_on(a->cls) || !a->status ? MG_HEALTH_NEXT
+                                                                                           : MG_HEALTH_STOP};
+    if (health && a->health_begun) {
+        const char *pid = a->model->provider->id;
+        int64_t now = mg_now_ms();
+        mg_health_attempt_end(health, pid, a->model->ref);
+        a->health_begun = false;
+        if (a->cls != MG_CLASS_CANCELLED) {
+            mg_health_outcome_t o = mg_health_outcome(a->cls);
+            o.xfer = a->result;
+            o.http_status = a->status;
+            o.retry_after_ms = c.retry_after_ms;
+            o.should_retry = c.should_retry;
+            o.latency_ms = a->end_ms - a->start_ms;
+            o.message = a->detail;
+            mg_health_report(health, pid, a->model->ref, &o, now);
+            d = mg_health_decide(health, pid, a->model->ref, &o, req->retries, now);
+        }
+    }
     if (a->cls == MG_CLASS_OK) {
         req->served = a->model;
+        read_usage(req, a);
         normalize_answer(req, a, &a->body);
         reply->status = (int)a->status;
         reply->content_type = "application/json";
@@ -322,10 +461,21 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
         a->body = (mg_buf_t){0};
         return MG_ROUTE_REPLY;
     }
-    if (!mg_class_moves_on(a->cls) && a->status >= 400) {
+    if (d.action == MG_HEALTH_STOP && a->status >= 400) {
         reply_upstream_error(req, a, reply);
         return MG_ROUTE_REPLY;
     }
+    if (a->cls == MG_CLASS_CONTEXT_OVERFLOW &&
+        (!req->overflowed || req->overflowed->context_window < a->model->context_window))
+        req->overflowed = a->model;
+    pthread_mutex_lock(&req->lock);
+    bool gone = req->client_gone;
+    pthread_mutex_unlock(&req->lock);
+    if (d.action == MG_HEALTH_RETRY && !gone) {
+        req->retries++;
+        if (submit(req, a->model, true, d.delay_ms)) return MG_ROUTE_WAIT;
+    }
+    req->retries = 0;
     return advance(req, reply);
 }
 
@@ -390,6 +540,23 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
         }
         mg_buf_puts(out, "}");
     }
-    mg_buf_printf(out, "],\"client_aborted\":%s,\"total_ms\":%lld", req->client_aborted ? "true" : "false",
+    mg_buf_puts(out, "]");
+    if (req->n_skipped) {
+        mg_buf_puts(out, ",\"skipped\":[");
+        for (size_t i = 0; i < req->n_skipped; i++) {
+            if (i) mg_buf_puts(out, ",");
+            mg_buf_json_str(out, req->skipped[i]->ref);
+        }
+        mg_buf_puts(out, "]");
+    }
+    const mg_attempt_t *sa = served_attempt(req);
+    if (sa) {
+        int64_t in, o, cached;
+        double cost = usage_cost(sa, &in, &o, &cached);
+        mg_buf_printf(out, ",\"tokens\":{\"in\":%lld,\"out\":%lld,\"cached\":%lld},\"cost\":%.6g", (long long)in,
+                      (long long)o, (long long)cached, cost);
+        if (sa->ttft_ms >= 0) mg_buf_printf(out, ",\"ttft_ms\":%lld", (long long)sa->ttft_ms);
+    }
+    mg_buf_printf(out, ",\"client_aborted\":%s,\"total_ms\":%lld", req->client_aborted ? "true" : "false",
                   (long long)(mg_now_ms() - req->start_ms));
 }

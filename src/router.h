@@ -6,6 +6,7 @@
  * The candidate list is the seam for the Lua policy: today it comes from the config (the model
  * asked, or `default` = agents.defaults.model primary then fallbacks). */
 #pragma once
+#include "health.h"
 #include "request.h"
 
 typedef enum mg_route_step {
@@ -13,6 +14,10 @@ typedef enum mg_route_step {
     MG_ROUTE_REPLY, /* *reply is ready to send */
     MG_ROUTE_STREAM, /* an attempt committed: stream req->out to the client */
 } mg_route_step_t;
+
+/* The process-wide health registry the router consults and feeds (NULL: none, as in unit tests). */
+void mg_router_set_health(mg_health_t *h);
+mg_health_t *mg_router_health(void);
 
 /* Called once the whole body is in req->body. */
 mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply);
@@ -22,6 +27,9 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply);
 bool mg_router_attempt_done_locked(mg_req_t *req);
 /* The client left: cancel the attempt in flight, if any. */
 void mg_router_abort(mg_req_t *req);
+
+/* At the end of a request: tokens and cost of the answer into the metrics. */
+void mg_router_account(mg_req_t *req);
 
 /* x-moongate-route: "gen=<n>; <provider/id>=<class>[:<status>]; …" in attempt order. */
 void mg_router_route_header(const mg_req_t *req, mg_buf_t *out);

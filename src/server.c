@@ -9,7 +9,10 @@
 #include "server.h"
 
 #include "gen.h"
+#include "health.h"
 #include "log.h"
+#include "metrics.h"
+#include "probe.h"
 #include "reload.h"
 #include "request.h"
 #include "router.h"
@@ -180,6 +183,12 @@ static enum MHD_Result serve_admin(mg_server_t *srv, struct MHD_Connection *c, m
         mg_buf_printf(&r.body, "{\"result\":\"ok\",\"generation\":%llu}", id);
         return send_reply(c, req, &r);
     }
+    if (strcmp(url, "/admin/health") == 0) {
+        if (strcmp(method, "GET") != 0) return send_method_error(c, req, "GET", "use GET /admin/health");
+        if (mg_router_health()) mg_health_dump_json(mg_router_health(), &r.body, mg_now_ms());
+        else mg_buf_puts(&r.body, "{}");
+        return send_reply(c, req, &r);
+    }
     if (strcmp(url, "/admin/policy") == 0) {
         if (strcmp(method, "GET") != 0) return send_method_error(c, req, "GET", "use GET /admin/policy");
         mg_gen_t *g = mg_gen_acquire();
@@ -238,6 +247,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 
 static void stream_free(void *cls)
 {
+    mg_metrics_active_streams(-1);
     mg_req_release(cls);
 }
 
@@ -246,6 +256,7 @@ static enum MHD_Result send_stream(struct MHD_Connection *c, mg_req_t *req)
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, req, stream_free);
     if (!resp) return MHD_NO;
     mg_req_ref(req); /* the response's; released by stream_free */
+    mg_metrics_active_streams(+1);
     req->status = 200;
     add_header(resp, "Content-Type", "text/event-stream");
     add_header(resp, "Cache-Control", "no-cache");
@@ -316,6 +327,12 @@ static enum MHD_Result on_new_request(mg_server_t *srv, struct MHD_Connection *c
     *ctx = req;
 
     if (strncmp(url, "/admin/", 7) == 0) return serve_admin(srv, c, req, url, method);
+    if (strcmp(url, "/metrics") == 0) {
+        if (!is_get) return send_method_error(c, req, "GET", "this endpoint accepts GET only");
+        mg_reply_t r = {.status = 200, .content_type = MG_METRICS_CONTENT_TYPE, .retry_after_s = -1};
+        mg_metrics_render(&r.body);
+        return send_reply(c, req, &r);
+    }
     if (strcmp(url, "/v1/models") == 0) {
         if (!is_get) return send_method_error(c, req, "GET", "this endpoint accepts GET only");
         return serve_models(c, req);
@@ -396,6 +413,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum M
     pthread_mutex_unlock(&req->lock);
     mg_log_json(MG_LOG_INFO, "access", line.data);
     mg_buf_free(&line);
+    if (req->model_asked) { /* an API request (not /v1/models, /metrics, /admin) */
+        mg_metrics_request((mg_metrics_api_t)req->ep, req->served ? req->served->ref : NULL, req->status);
+        mg_metrics_latency((mg_metrics_api_t)req->ep, (double)(mg_now_ms() - req->start_ms) / 1000.0);
+        mg_router_account(req);
+    }
     atomic_fetch_sub(&srv->in_flight, 1);
     mg_req_release(req);
 }
@@ -438,10 +460,17 @@ static void watch_one(mg_req_t *req, int64_t now)
 static void *watchdog_main(void *arg)
 {
     mg_server_t *srv = arg;
+    unsigned tick = 0;
     while (!atomic_load(&srv->stopping)) {
         struct timespec ts = {0, MG_WATCH_MS * 1000000L};
         nanosleep(&ts, NULL);
         int64_t now = mg_now_ms();
+        if (++tick % (1000 / MG_WATCH_MS) == 0 && mg_router_health()) {
+            /* Once a second: expire cooldowns, probe providers near the end of theirs. */
+            mg_gen_t *g = mg_gen_acquire();
+            mg_probe_tick(mg_router_health(), g->cfg, srv->up, now);
+            mg_gen_release(g);
+        }
         pthread_mutex_lock(&srv->reg_lock);
         for (mg_req_t *r = srv->reg; r; r = r->reg_next) watch_one(r, now);
         pthread_mutex_unlock(&srv->reg_lock);

@@ -38,9 +38,12 @@ struct mg_xfer {
     mg_xfer_callbacks_t cb;
     void *ud;
     int64_t connect_timeout_ms, first_token_timeout_ms, idle_timeout_ms, total_timeout_ms;
+    int64_t delay_ms;
     /* Loop-thread state below. */
-    int64_t start_ms, last_data_ms;
+    int64_t start_ms, last_data_ms, start_at_ms;
     bool first_token, paused, head_reported, data_aborted, finished, active;
+    bool waiting; /* in the active list but not yet handed to curl (delay_ms) */
+    bool get;
     long status;
     mg_buf_t head;
     mg_xfer_t *prev, *next; /* the active list */
@@ -198,7 +201,7 @@ static void finish(mg_upstream_t *up, mg_xfer_t *x, mg_xfer_result_t r, const ch
     if (x->finished) return;
     x->finished = true;
     if (x->active) {
-        curl_multi_remove_handle(up->multi, x->easy);
+        if (!x->waiting) curl_multi_remove_handle(up->multi, x->easy);
         x->active = false;
         if (x->prev) x->prev->next = x->next;
         else up->active = x->next;
@@ -209,18 +212,31 @@ static void finish(mg_upstream_t *up, mg_xfer_t *x, mg_xfer_result_t r, const ch
     mg_xfer_release(x); /* the loop's reference */
 }
 
+/* Hands a transfer to curl; its timers start now. */
+static void launch(mg_upstream_t *up, mg_xfer_t *x)
+{
+    x->waiting = false;
+    x->start_ms = x->last_data_ms = mg_now_ms();
+    if (curl_multi_add_handle(up->multi, x->easy) != CURLM_OK)
+        finish(up, x, MG_XFER_CONNECT_ERROR, "curl_multi_add_handle failed");
+}
+
 static void start(mg_upstream_t *up, mg_xfer_t *x)
 {
     if (x->finished) return; /* cancelled before it started */
-    x->start_ms = x->last_data_ms = mg_now_ms();
     x->active = true;
     x->prev = NULL;
     x->next = up->active;
     if (up->active) up->active->prev = x;
     up->active = x;
     atomic_fetch_add(&up->n_active, 1);
-    if (curl_multi_add_handle(up->multi, x->easy) != CURLM_OK)
-        finish(up, x, MG_XFER_CONNECT_ERROR, "curl_multi_add_handle failed");
+    if (x->delay_ms > 0) {
+        /* A delayed start (a retry's backoff) waits in the active list; the timer scan starts it. */
+        x->waiting = true;
+        x->start_at_ms = mg_now_ms() + x->delay_ms;
+        return;
+    }
+    launch(up, x);
 }
 
 static mg_xfer_result_t map_curl_error(mg_xfer_t *x, CURLcode rc)
@@ -273,6 +289,11 @@ static void scan_timers(mg_upstream_t *up, int64_t now)
     mg_xfer_t *x = up->active;
     while (x) {
         mg_xfer_t *next = x->next;
+        if (x->waiting) {
+            if (now >= x->start_at_ms) launch(up, x);
+            x = next;
+            continue;
+        }
         char why[96];
         if (!x->first_token && x->first_token_timeout_ms > 0 && now - x->start_ms >= x->first_token_timeout_ms) {
             snprintf(why, sizeof why, "first-token timeout: nothing in %lld ms", (long long)x->first_token_timeout_ms);
@@ -302,7 +323,7 @@ static void process_cmds(mg_upstream_t *up)
             if (!x->finished) finish(up, x, MG_XFER_CANCELLED, "cancelled");
             break;
         case CMD_RESUME:
-            if (x->active && x->paused) {
+            if (x->active && !x->waiting && x->paused) {
                 x->paused = false;
                 x->last_data_ms = mg_now_ms();
                 curl_easy_pause(x->easy, CURLPAUSE_CONT);
@@ -428,9 +449,13 @@ static void setup_easy(mg_xfer_t *x, const char *url)
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+    if (x->get) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+    }
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
@@ -451,11 +476,13 @@ mg_xfer_t *mg_xfer_submit(mg_upstream_t *up, const mg_xfer_spec_t *spec)
     x->first_token_timeout_ms = spec->first_token_timeout_ms;
     x->idle_timeout_ms = spec->idle_timeout_ms;
     x->total_timeout_ms = spec->total_timeout_ms;
+    x->delay_ms = spec->delay_ms;
+    x->get = spec->get;
     if (spec->body_owned) {
         x->body = (char *)spec->body;
     } else {
         x->body = mg_xmalloc(spec->body_len + 1);
-        memcpy(x->body, spec->body, spec->body_len);
+        if (spec->body_len) memcpy(x->body, spec->body, spec->body_len);
     }
     x->body_len = spec->body_len;
     for (size_t i = 0; i < spec->n_headers; i++) {

@@ -49,6 +49,8 @@ typedef struct mg_xfer_spec {
     const char *url;
     const char *const *headers; /* "Name: value" strings, n_headers of them; copied */
     size_t n_headers;
+    bool get;         /* GET instead of POST (health probes); body ignored */
+    int64_t delay_ms; /* start this long after submit (a retry's backoff); 0 = at once */
     const char *body; /* POST body; copied unless body_owned */
     size_t body_len;
     bool body_owned;  /* the transfer takes ownership of body (malloc'd) */

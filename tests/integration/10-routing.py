@@ -28,8 +28,9 @@ class Fallback(MGTestCase):
         if b_behavior is not None:
             b.set_behavior(b_behavior)
         gw = self.gateway(config(
+            # c has the largest window: after a context overflow only a larger one is tried.
             providers={"a": provider(a, ["m"]), "b": provider(b, [b_model]),
-                       "c": provider(c, ["m"])},
+                       "c": provider(c, [{"id": "m", "contextWindow": 131072, "maxTokens": 4096}])},
             primary="a/m", fallbacks=["b/%s" % b_model, "c/m"], gateway=gateway))
         return gw, a, b, c
 
@@ -179,6 +180,21 @@ class Fallback(MGTestCase):
                                  r.route["raw"])
                 # A model with a bigger window may fit the request: the default moves on.
                 self.assertServedByC(r, c)
+
+    def test_context_overflow_never_moves_to_a_window_that_is_not_larger(self):
+        a, b, c = self.mock("A"), self.mock("B"), self.mock("C")
+        a.set_behavior("fail", status=400, body=ERRORS["context_openai"])
+        gw = self.gateway(config(
+            providers={"a": provider(a, [{"id": "m", "contextWindow": 65536}]),
+                       "b": provider(b, [{"id": "m", "contextWindow": 32768}]),
+                       "c": provider(c, [{"id": "m", "contextWindow": 65536}])},
+            primary="a/m", fallbacks=["b/m", "c/m"]))
+        r = gw.post_json("/v1/chat/completions", chat_body("default"))
+        self.assertEqual(r.status, 502, r)
+        self.assertRoute(r, [("a/m", "context_overflow", 400)])
+        self.assertEqual((len(b.requests), len(c.requests)), (0, 0))
+        line = gw.wait_access(1)[0]
+        self.assertEqual(line.get("skipped"), ["b/m", "c/m"], line)
 
     def test_primary_answers_and_no_fallback_is_contacted(self):
         a, b = self.mock("A"), self.mock("B")

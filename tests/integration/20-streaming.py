@@ -29,7 +29,10 @@ class Stream(MGTestCase):
         b, c = self.mock("B"), self.mock("C")
         if b_behavior is not None:
             b.set_behavior(b_behavior)
-        gw = self.gateway(config(providers={"b": provider(b, ["m"]), "c": provider(c, ["m"])},
+        # c's window is larger: the error events here read as context overflows, after which
+        # only a larger window is tried.
+        gw = self.gateway(config(providers={"b": provider(b, ["m"]),
+                                            "c": provider(c, [{"id": "m", "contextWindow": 131072}])},
                                  primary="b/m", fallbacks=["c/m"], gateway=gateway))
         return gw, b, c
 

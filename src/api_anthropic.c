@@ -1,0 +1,1115 @@
+/* Anthropic Messages codec. See api_anthropic.h; the wire facts are PROTOCOLS.md A.3 and the
+ * translation notes B.1–B.5. */
+#include "api_anthropic.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define API MG_API_ANTHROPIC_MESSAGES
+#define EMIT(ev)                                                                                   \
+    do {                                                                                           \
+        int rc_ = cb(ud, &(ev));                                                                   \
+        if (rc_) return rc_;                                                                       \
+    } while (0)
+
+/* ---- stop reasons and usage ---- */
+
+const char *mg_anthropic_stop_reason(mg_ir_finish_t f)
+{
+    switch (f) {
+    case MG_IR_FINISH_STOP_SEQUENCE: return "stop_sequence";
+    case MG_IR_FINISH_LENGTH: return "max_tokens";
+    case MG_IR_FINISH_TOOL_CALLS: return "tool_use";
+    case MG_IR_FINISH_CONTENT_FILTER: return "refusal";
+    case MG_IR_FINISH_PAUSE: return "pause_turn";
+    case MG_IR_FINISH_CONTEXT_WINDOW: return "model_context_window_exceeded";
+    default: return "end_turn";
+    }
+}
+
+mg_ir_finish_t mg_anthropic_parse_stop_reason(const char *s)
+{
+    if (!s) return MG_IR_FINISH_NONE;
+    if (strcmp(s, "stop_sequence") == 0) return MG_IR_FINISH_STOP_SEQUENCE;
+    if (strcmp(s, "max_tokens") == 0) return MG_IR_FINISH_LENGTH;
+    if (strcmp(s, "tool_use") == 0) return MG_IR_FINISH_TOOL_CALLS;
+    if (strcmp(s, "refusal") == 0) return MG_IR_FINISH_CONTENT_FILTER;
+    if (strcmp(s, "pause_turn") == 0) return MG_IR_FINISH_PAUSE;
+    if (strcmp(s, "model_context_window_exceeded") == 0) return MG_IR_FINISH_CONTEXT_WINDOW;
+    return MG_IR_FINISH_STOP;
+}
+
+/* Anthropic's own four counters; input_tokens excludes the cache (B.4). */
+typedef struct raw_usage {
+    int64_t input, output, cache_read, cache_write;
+} raw_usage_t;
+
+static void raw_usage_update(raw_usage_t *u, const cJSON *j)
+{
+    /* message_delta usage is cumulative: present fields overwrite (A.3). */
+    u->input = mg_ir_jint(j, "input_tokens", u->input);
+    u->output = mg_ir_jint(j, "output_tokens", u->output);
+    u->cache_read = mg_ir_jint(j, "cache_read_input_tokens", u->cache_read);
+    u->cache_write = mg_ir_jint(j, "cache_creation_input_tokens", u->cache_write);
+}
+
+static mg_ir_usage_t raw_usage_ir(const raw_usage_t *u)
+{
+    mg_ir_usage_t r = MG_IR_USAGE_UNKNOWN;
+    if (u->input >= 0)
+        r.input = u->input + (u->cache_read > 0 ? u->cache_read : 0) + (u->cache_write > 0 ? u->cache_write : 0);
+    r.output = u->output;
+    r.cache_read = u->cache_read;
+    r.cache_write = u->cache_write;
+    return r;
+}
+
+/* Fills an Anthropic usage object from the model's counters. with_input: also input and cache
+ * fields (always in message_start and whole responses; in message_delta only when known). */
+static void usage_fill(cJSON *j, const mg_ir_usage_t *u, bool with_input, bool with_output)
+{
+    int64_t cr = u->cache_read > 0 ? u->cache_read : 0, cw = u->cache_write > 0 ? u->cache_write : 0;
+    if (with_input) {
+        int64_t in = u->input >= 0 ? u->input - cr - cw : 0;
+        mg_ir_add_int(j, "input_tokens", in > 0 ? in : 0);
+    }
+    if (with_output) mg_ir_add_int(j, "output_tokens", u->output > 0 ? u->output : 0);
+    if (with_input) {
+        mg_ir_add_int(j, "cache_creation_input_tokens", cw);
+        mg_ir_add_int(j, "cache_read_input_tokens", cr);
+    }
+}
+
+/* ---- requests: decode ---- */
+
+static const char *const known_request_fields[] = {
+    "model",       "max_tokens",     "messages",    "system", "stream",   "tools",
+    "tool_choice", "stop_sequences", "temperature", "top_p",  "thinking", "metadata",
+};
+
+static bool is_known(const char *k)
+{
+    for (size_t i = 0; i < MG_ARRAY_LEN(known_request_fields); i++)
+        if (strcmp(k, known_request_fields[i]) == 0) return true;
+    return false;
+}
+
+static void decode_image(mg_ir_arena_t *a, const cJSON *block, mg_ir_parts_t *pv)
+{
+    const cJSON *src = mg_ir_jget(block, "source");
+    const char *st = mg_ir_jstr(src, "type");
+    if (st && strcmp(st, "base64") == 0) {
+        mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_IMAGE);
+        p->media_type = mg_ir_jstr(src, "media_type");
+        p->data = mg_ir_jstr(src, "data") ? mg_ir_jstr(src, "data") : "";
+        p->cache_control = mg_ir_jget(block, "cache_control");
+    } else if (st && strcmp(st, "url") == 0) {
+        mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_IMAGE);
+        p->url = mg_ir_jstr(src, "url") ? mg_ir_jstr(src, "url") : "";
+        p->cache_control = mg_ir_jget(block, "cache_control");
+    } else {
+        mg_ir_parts_add(a, pv, MG_IR_PART_OPAQUE)->raw = block; /* file ids and the like */
+    }
+}
+
+static const char *input_text(mg_ir_arena_t *a, const cJSON *input)
+{
+    if (!cJSON_IsObject(input)) return "{}";
+    char *s = cJSON_PrintUnformatted(input);
+    if (!s) abort();
+    const char *r = mg_ir_strdup(a, s);
+    cJSON_free(s);
+    return r;
+}
+
+/* Blocks of one message (or a tool_result's content) into parts. tool_result blocks go to
+ * results (NULL: treated as opaque). */
+static int decode_blocks(mg_ir_arena_t *a, const cJSON *content, mg_ir_parts_t *pv,
+                         mg_ir_parts_t *results, char *err, size_t errlen)
+{
+    if (!content || cJSON_IsNull(content)) return 0;
+    if (cJSON_IsString(content)) {
+        mg_ir_parts_add(a, pv, MG_IR_PART_TEXT)->text = content->valuestring;
+        return 0;
+    }
+    if (!cJSON_IsArray(content)) return mg_ir_fail(err, errlen, "content must be a string or an array of blocks");
+    const cJSON *b;
+    cJSON_ArrayForEach(b, content)
+    {
+        const char *type = mg_ir_jstr(b, "type");
+        if (!type) return mg_ir_fail(err, errlen, "a content block has no type");
+        if (strcmp(type, "text") == 0) {
+            mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_TEXT);
+            p->text = mg_ir_jstr(b, "text") ? mg_ir_jstr(b, "text") : "";
+            p->cache_control = mg_ir_jget(b, "cache_control");
+        } else if (strcmp(type, "image") == 0) {
+            decode_image(a, b, pv);
+        } else if (strcmp(type, "thinking") == 0) {
+            mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_REASONING);
+            p->text = mg_ir_jstr(b, "thinking") ? mg_ir_jstr(b, "thinking") : "";
+            p->signature = mg_ir_jstr(b, "signature");
+        } else if (strcmp(type, "redacted_thinking") == 0) {
+            mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_REASONING);
+            p->redacted = mg_ir_jstr(b, "data") ? mg_ir_jstr(b, "data") : "";
+        } else if (strcmp(type, "tool_use") == 0) {
+            mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_TOOL_CALL);
+            p->id = mg_ir_jstr(b, "id");
+            p->name = mg_ir_jstr(b, "name");
+            if (!p->id || !p->name) return mg_ir_fail(err, errlen, "a tool_use block needs an id and a name");
+            p->arguments = input_text(a, mg_ir_jget(b, "input"));
+            p->cache_control = mg_ir_jget(b, "cache_control");
+        } else if (strcmp(type, "tool_result") == 0 && results) {
+            mg_ir_part_t *p = mg_ir_parts_add(a, results, MG_IR_PART_TOOL_RESULT);
+            p->id = mg_ir_jstr(b, "tool_use_id");
+            if (!p->id) return mg_ir_fail(err, errlen, "a tool_result block needs tool_use_id");
+            p->is_error = cJSON_IsTrue(mg_ir_jget(b, "is_error"));
+            p->cache_control = mg_ir_jget(b, "cache_control");
+            mg_ir_parts_t inner = {0};
+            if (decode_blocks(a, mg_ir_jget(b, "content"), &inner, NULL, err, errlen)) return -1;
+            p->parts = inner.v;
+            p->n_parts = inner.n;
+        } else {
+            mg_ir_parts_add(a, pv, MG_IR_PART_OPAQUE)->raw = b; /* document, server tools, … */
+        }
+    }
+    return 0;
+}
+
+static void add_system(mg_ir_arena_t *a, mg_ir_parts_t *sys, const mg_ir_parts_t *pv)
+{
+    for (size_t k = 0; k < pv->n; k++)
+        if (pv->v[k].type == MG_IR_PART_TEXT) *mg_ir_parts_add(a, sys, MG_IR_PART_TEXT) = pv->v[k];
+}
+
+int mg_anthropic_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_request_t *r, char *err,
+                                size_t errlen)
+{
+    if (!cJSON_IsObject(body)) return mg_ir_fail(err, errlen, "the request body must be a JSON object");
+    mg_ir_request_init(a, r, API);
+    r->model = mg_ir_jstr(body, "model");
+    mg_ir_parts_t sys = {0};
+    mg_ir_parts_t pv = {0};
+    if (decode_blocks(a, mg_ir_jget(body, "system"), &pv, NULL, err, errlen)) return -1;
+    add_system(a, &sys, &pv);
+    const cJSON *msgs = mg_ir_jget(body, "messages"), *m;
+    if (!cJSON_IsArray(msgs)) return mg_ir_fail(err, errlen, "messages must be an array");
+    size_t cap = 0;
+    int i = 0;
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const char *role = mg_ir_jstr(m, "role");
+        if (!role) return mg_ir_fail(err, errlen, "messages[%d] has no role", i);
+        mg_ir_parts_t parts = {0}, results = {0};
+        bool user = strcmp(role, "user") == 0;
+        if (decode_blocks(a, mg_ir_jget(m, "content"), &parts, user ? &results : NULL, err, errlen)) return -1;
+        if (user) {
+            /* Tool results first (Anthropic puts them first anyway), then the rest. */
+            if (results.n) mg_ir_add_message(a, r, &cap, MG_IR_TOOL, &results);
+            if (parts.n || !results.n) mg_ir_add_message(a, r, &cap, MG_IR_USER, &parts);
+        } else if (strcmp(role, "assistant") == 0) {
+            mg_ir_add_message(a, r, &cap, MG_IR_ASSISTANT, &parts);
+        } else if (strcmp(role, "system") == 0) {
+            add_system(a, &sys, &parts);
+        } else {
+            return mg_ir_fail(err, errlen, "messages[%d]: unknown role \"%s\"", i, role);
+        }
+        i++;
+    }
+    r->system = sys.v;
+    r->n_system = sys.n;
+
+    const cJSON *tools = mg_ir_jget(body, "tools"), *t;
+    if (cJSON_IsArray(tools)) {
+        r->tools = mg_ir_alloc(a, (size_t)(cJSON_GetArraySize(tools) + 1) * sizeof *r->tools);
+        cJSON_ArrayForEach(t, tools)
+        {
+            mg_ir_tool_t *o = &r->tools[r->n_tools++];
+            o->strict = -1;
+            const char *type = mg_ir_jstr(t, "type");
+            if (type && strcmp(type, "custom") != 0) { /* server tools: web_search_…, bash_…, */
+                o->raw = t;
+                o->name = type;
+                continue;
+            }
+            o->name = mg_ir_jstr(t, "name");
+            if (!o->name) return mg_ir_fail(err, errlen, "a tool has no name");
+            o->description = mg_ir_jstr(t, "description");
+            const cJSON *schema = mg_ir_jget(t, "input_schema");
+            o->parameters = cJSON_IsObject(schema) ? schema : NULL;
+            o->cache_control = mg_ir_jget(t, "cache_control");
+            const cJSON *strict = mg_ir_jget(t, "strict");
+            if (cJSON_IsBool(strict)) o->strict = cJSON_IsTrue(strict);
+        }
+    }
+    const cJSON *tc = mg_ir_jget(body, "tool_choice");
+    const char *tct = mg_ir_jstr(tc, "type");
+    if (tct) {
+        if (strcmp(tct, "any") == 0) r->tool_choice = MG_IR_TOOL_CHOICE_REQUIRED;
+        else if (strcmp(tct, "none") == 0) r->tool_choice = MG_IR_TOOL_CHOICE_NONE;
+        else if (strcmp(tct, "tool") == 0 && mg_ir_jstr(tc, "name")) {
+            r->tool_choice = MG_IR_TOOL_CHOICE_NAMED;
+            r->tool_choice_name = mg_ir_jstr(tc, "name");
+        } else r->tool_choice = MG_IR_TOOL_CHOICE_AUTO;
+        if (cJSON_IsTrue(mg_ir_jget(tc, "disable_parallel_tool_use"))) r->parallel_tool_calls = 0;
+    }
+    r->max_output_tokens = mg_ir_jint(body, "max_tokens", -1);
+    const cJSON *ss = mg_ir_jget(body, "stop_sequences"), *s;
+    if (cJSON_IsArray(ss)) {
+        r->stop = mg_ir_alloc(a, (size_t)(cJSON_GetArraySize(ss) + 1) * sizeof *r->stop);
+        cJSON_ArrayForEach(s, ss)
+        {
+            if (cJSON_IsString(s)) r->stop[r->n_stop++] = s->valuestring;
+        }
+    }
+    const cJSON *v;
+    if (cJSON_IsNumber(v = mg_ir_jget(body, "temperature"))) {
+        r->has_temperature = true;
+        r->temperature = v->valuedouble;
+    }
+    if (cJSON_IsNumber(v = mg_ir_jget(body, "top_p"))) {
+        r->has_top_p = true;
+        r->top_p = v->valuedouble;
+    }
+    const cJSON *th = mg_ir_jget(body, "thinking");
+    const char *tht = mg_ir_jstr(th, "type");
+    if (tht) {
+        if (strcmp(tht, "enabled") == 0) r->reasoning_budget = mg_ir_jint(th, "budget_tokens", 1024);
+        else if (strcmp(tht, "adaptive") == 0) r->reasoning_adaptive = true;
+        else if (strcmp(tht, "disabled") == 0) r->effort = MG_IR_EFFORT_NONE;
+    }
+    r->user = mg_ir_jstr(mg_ir_jget(body, "metadata"), "user_id");
+    r->stream = cJSON_IsTrue(mg_ir_jget(body, "stream"));
+    const cJSON *f;
+    cJSON_ArrayForEach(f, body)
+    {
+        if (!is_known(f->string)) cJSON_AddItemToObject(r->extras, f->string, cJSON_Duplicate(f, true));
+    }
+    return 0;
+}
+
+/* ---- requests: encode ---- */
+
+static void add_cache_control(cJSON *o, const mg_ir_part_t *p)
+{
+    mg_ir_add_dup(o, "cache_control", p->cache_control);
+}
+
+static cJSON *text_block(const char *text, const mg_ir_part_t *p)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "text");
+    cJSON_AddStringToObject(o, "text", text);
+    if (p) add_cache_control(o, p);
+    return o;
+}
+
+static cJSON *image_block(const mg_ir_part_t *p)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "image");
+    cJSON *src = cJSON_AddObjectToObject(o, "source");
+    if (p->data) {
+        cJSON_AddStringToObject(src, "type", "base64");
+        cJSON_AddStringToObject(src, "media_type", p->media_type ? p->media_type : "image/png");
+        cJSON_AddStringToObject(src, "data", p->data);
+    } else {
+        cJSON_AddStringToObject(src, "type", "url");
+        cJSON_AddStringToObject(src, "url", p->url ? p->url : "");
+    }
+    add_cache_control(o, p);
+    return o;
+}
+
+static cJSON *tool_use_input(const char *arguments)
+{
+    /* Arguments are JSON text in the model; Anthropic wants an object (B.5.4). Anything else
+     * (empty, truncated, not an object) becomes {} as LiteLLM does. */
+    cJSON *in = arguments ? cJSON_ParseWithLengthOpts(arguments, strlen(arguments), NULL, false) : NULL;
+    if (!cJSON_IsObject(in)) {
+        cJSON_Delete(in);
+        in = cJSON_CreateObject();
+    }
+    return in;
+}
+
+static cJSON *tool_result_block(const mg_ir_part_t *p)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "tool_result");
+    cJSON_AddStringToObject(o, "tool_use_id", p->id ? p->id : "");
+    bool images = false;
+    for (size_t i = 0; i < p->n_parts; i++)
+        images |= p->parts[i].type == MG_IR_PART_IMAGE;
+    if (images) {
+        cJSON *c = cJSON_AddArrayToObject(o, "content");
+        for (size_t i = 0; i < p->n_parts; i++) {
+            const mg_ir_part_t *q = &p->parts[i];
+            if (q->type == MG_IR_PART_TEXT && q->text && *q->text) cJSON_AddItemToArray(c, text_block(q->text, q));
+            else if (q->type == MG_IR_PART_IMAGE) cJSON_AddItemToArray(c, image_block(q));
+        }
+    } else {
+        char *s = mg_ir_join_text(p->parts, p->n_parts, "\n\n");
+        cJSON_AddStringToObject(o, "content", s ? s : "");
+        free(s);
+    }
+    if (p->is_error) cJSON_AddBoolToObject(o, "is_error", true);
+    add_cache_control(o, p);
+    return o;
+}
+
+static int opaque_fail(const mg_ir_part_t *p, char *err, size_t errlen)
+{
+    const char *t = mg_ir_jstr(p->raw, "type");
+    return mg_ir_fail(err, errlen, "content of type \"%s\" cannot be sent to %s", t ? t : "?", mg_api_name(API));
+}
+
+/* One model message into blocks (appended to blocks). */
+static int message_blocks(const mg_ir_request_t *ir, const mg_ir_message_t *m, cJSON *blocks, char *err,
+                          size_t errlen)
+{
+    bool same = mg_ir_same_api(ir->source, API);
+    for (size_t k = 0; k < m->n_parts; k++) {
+        const mg_ir_part_t *p = &m->parts[k];
+        switch (p->type) {
+        case MG_IR_PART_TEXT:
+            /* Anthropic rejects empty text blocks. */
+            if (p->text && *p->text) cJSON_AddItemToArray(blocks, text_block(p->text, p));
+            break;
+        case MG_IR_PART_IMAGE: cJSON_AddItemToArray(blocks, image_block(p)); break;
+        case MG_IR_PART_TOOL_CALL: {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "tool_use");
+            cJSON_AddStringToObject(o, "id", p->id ? p->id : "");
+            cJSON_AddStringToObject(o, "name", p->name ? p->name : "");
+            cJSON_AddItemToObject(o, "input", tool_use_input(p->arguments));
+            add_cache_control(o, p);
+            cJSON_AddItemToArray(blocks, o);
+            break;
+        }
+        case MG_IR_PART_TOOL_RESULT: cJSON_AddItemToArray(blocks, tool_result_block(p)); break;
+        case MG_IR_PART_REASONING:
+            /* Only thinking Anthropic signed can go back (B.5.5); other reasoning is dropped. */
+            if (p->redacted) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "type", "redacted_thinking");
+                cJSON_AddStringToObject(o, "data", p->redacted);
+                cJSON_AddItemToArray(blocks, o);
+            } else if (p->signature && *p->signature) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "type", "thinking");
+                cJSON_AddStringToObject(o, "thinking", p->text ? p->text : "");
+                cJSON_AddStringToObject(o, "signature", p->signature);
+                cJSON_AddItemToArray(blocks, o);
+            }
+            break;
+        case MG_IR_PART_OPAQUE:
+            if (!same) return opaque_fail(p, err, errlen);
+            cJSON_AddItemToArray(blocks, cJSON_Duplicate(p->raw, true));
+            break;
+        }
+    }
+    return 0;
+}
+
+static bool is_tool_result(const cJSON *b)
+{
+    const char *t = mg_ir_jstr(b, "type");
+    return t && strcmp(t, "tool_result") == 0;
+}
+
+/* tool_result blocks must open a user message: a stable partition, results first. */
+static void results_first(cJSON *blocks)
+{
+    cJSON *results = cJSON_CreateArray(), *rest = cJSON_CreateArray();
+    while (cJSON_GetArraySize(blocks) > 0) {
+        cJSON *b = cJSON_DetachItemFromArray(blocks, 0);
+        cJSON_AddItemToArray(is_tool_result(b) ? results : rest, b);
+    }
+    while (cJSON_GetArraySize(results) > 0)
+        cJSON_AddItemToArray(blocks, cJSON_DetachItemFromArray(results, 0));
+    while (cJSON_GetArraySize(rest) > 0)
+        cJSON_AddItemToArray(blocks, cJSON_DetachItemFromArray(rest, 0));
+    cJSON_Delete(results);
+    cJSON_Delete(rest);
+}
+
+static cJSON *new_message(cJSON *msgs, const char *role)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "role", role);
+    cJSON_AddArrayToObject(o, "content");
+    cJSON_AddItemToArray(msgs, o);
+    return o;
+}
+
+static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, size_t errlen)
+{
+    cJSON *last = NULL;
+    const char *last_role = NULL;
+    for (size_t i = 0; i < ir->n_messages; i++) {
+        const mg_ir_message_t *m = &ir->messages[i];
+        const char *role = m->role == MG_IR_ASSISTANT ? "assistant" : "user";
+        cJSON *blocks = cJSON_CreateArray();
+        if (message_blocks(ir, m, blocks, err, errlen)) {
+            cJSON_Delete(blocks);
+            return -1;
+        }
+        if (cJSON_GetArraySize(blocks) == 0) { /* nothing Anthropic accepts: skip the message */
+            cJSON_Delete(blocks);
+            continue;
+        }
+        if (!last || strcmp(last_role, role) != 0) {
+            if (!last && strcmp(role, "user") != 0) {
+                /* The first message must be a user one. */
+                cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(new_message(msgs, "user"), "content"),
+                                     text_block(".", NULL));
+            }
+            last = new_message(msgs, role);
+            last_role = role;
+        }
+        cJSON *content = cJSON_GetObjectItemCaseSensitive(last, "content");
+        while (cJSON_GetArraySize(blocks) > 0)
+            cJSON_AddItemToArray(content, cJSON_DetachItemFromArray(blocks, 0));
+        cJSON_Delete(blocks);
+        if (strcmp(role, "user") == 0) results_first(content);
+    }
+    if (!last) cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(new_message(msgs, "user"), "content"),
+                                    text_block(".", NULL));
+    return 0;
+}
+
+cJSON *mg_anthropic_encode_request(const mg_ir_request_t *ir, const mg_ir_request_opts_t *opts,
+                                   char *err, size_t errlen)
+{
+    bool same = mg_ir_same_api(ir->source, API);
+    if (ir->n > 1) {
+        mg_ir_fail(err, errlen, "n > 1 cannot be sent to %s", mg_api_name(API));
+        return NULL;
+    }
+    if (ir->previous_response_id) {
+        mg_ir_fail(err, errlen, "previous_response_id needs an openai-responses upstream");
+        return NULL;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model", opts && opts->model ? opts->model : ir->model ? ir->model : "");
+    int64_t max_tokens = ir->max_output_tokens >= 0                  ? ir->max_output_tokens
+                         : opts && opts->default_max_tokens > 0 ? opts->default_max_tokens
+                                                                : 4096;
+    if (max_tokens < 1) max_tokens = 1;
+    mg_ir_add_int(o, "max_tokens", max_tokens);
+    /* Empty text blocks are refused: decide on the parts that go out. One plain part is a string. */
+    size_t n_sys = 0, last = 0;
+    for (size_t i = 0; i < ir->n_system; i++)
+        if (ir->system[i].text && *ir->system[i].text) n_sys++, last = i;
+    if (n_sys) {
+        if (n_sys == 1 && !ir->system[last].cache_control) {
+            cJSON_AddStringToObject(o, "system", ir->system[last].text);
+        } else {
+            cJSON *sys = cJSON_AddArrayToObject(o, "system");
+            for (size_t i = 0; i < ir->n_system; i++)
+                if (ir->system[i].text && *ir->system[i].text)
+                    cJSON_AddItemToArray(sys, text_block(ir->system[i].text, &ir->system[i]));
+        }
+    }
+    cJSON *msgs = cJSON_AddArrayToObject(o, "messages");
+    if (encode_messages(ir, msgs, err, errlen)) goto error;
+    if (ir->n_tools) {
+        cJSON *tools = cJSON_AddArrayToObject(o, "tools");
+        for (size_t i = 0; i < ir->n_tools; i++) {
+            const mg_ir_tool_t *t = &ir->tools[i];
+            if (t->raw) {
+                if (!same) {
+                    mg_ir_fail(err, errlen, "tool of type \"%s\" cannot be sent to %s", t->name ? t->name : "?",
+                               mg_api_name(API));
+                    goto error;
+                }
+                cJSON_AddItemToArray(tools, cJSON_Duplicate(t->raw, true));
+                continue;
+            }
+            cJSON *tj = cJSON_CreateObject();
+            cJSON_AddStringToObject(tj, "name", t->name);
+            if (t->description) cJSON_AddStringToObject(tj, "description", t->description);
+            if (t->parameters) mg_ir_add_dup(tj, "input_schema", t->parameters);
+            else cJSON_AddItemToObject(tj, "input_schema", mg_ir_empty_schema());
+            if (same && t->strict >= 0) cJSON_AddBoolToObject(tj, "strict", t->strict);
+            mg_ir_add_dup(tj, "cache_control", t->cache_control);
+            cJSON_AddItemToArray(tools, tj);
+        }
+        const char *type = NULL;
+        switch (ir->tool_choice) {
+        case MG_IR_TOOL_CHOICE_AUTO: type = "auto"; break;
+        case MG_IR_TOOL_CHOICE_NONE: type = "none"; break;
+        case MG_IR_TOOL_CHOICE_REQUIRED: type = "any"; break;
+        case MG_IR_TOOL_CHOICE_NAMED: type = "tool"; break;
+        case MG_IR_TOOL_CHOICE_UNSET: type = ir->parallel_tool_calls == 0 ? "auto" : NULL; break;
+        }
+        if (type) {
+            cJSON *tc = cJSON_AddObjectToObject(o, "tool_choice");
+            cJSON_AddStringToObject(tc, "type", type);
+            if (ir->tool_choice == MG_IR_TOOL_CHOICE_NAMED) cJSON_AddStringToObject(tc, "name", ir->tool_choice_name);
+            if (ir->parallel_tool_calls == 0 && ir->tool_choice != MG_IR_TOOL_CHOICE_NONE)
+                cJSON_AddBoolToObject(tc, "disable_parallel_tool_use", true);
+        }
+    }
+    if (ir->n_stop) {
+        cJSON *s = cJSON_AddArrayToObject(o, "stop_sequences");
+        for (size_t i = 0; i < ir->n_stop; i++)
+            cJSON_AddItemToArray(s, cJSON_CreateString(ir->stop[i]));
+    }
+    /* Thinking: a budget from the effort, at least 1024 and below max_tokens (Anthropic's rules);
+     * with max_tokens too small to think in, no thinking. */
+    bool thinking = false;
+    mg_ir_effort_t eff = mg_ir_request_effort(ir);
+    if (same && ir->reasoning_adaptive) {
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "thinking"), "type", "adaptive");
+        thinking = true;
+    } else if (eff == MG_IR_EFFORT_NONE) {
+        if (same) cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "thinking"), "type", "disabled");
+    } else if (eff != MG_IR_EFFORT_UNSET) {
+        int64_t budget = ir->reasoning_budget >= 0 ? ir->reasoning_budget : mg_ir_effort_budget(eff);
+        if (budget < 1024) budget = 1024;
+        if (budget >= max_tokens) budget = max_tokens - 1;
+        if (budget >= 1024) {
+            cJSON *th = cJSON_AddObjectToObject(o, "thinking");
+            cJSON_AddStringToObject(th, "type", "enabled");
+            mg_ir_add_int(th, "budget_tokens", budget);
+            thinking = true;
+        }
+    }
+    if (ir->has_temperature) {
+        double t = ir->temperature > 1.0 ? 1.0 : ir->temperature < 0 ? 0 : ir->temperature; /* OpenAI allows 0–2 */
+        if (!thinking || t == 1.0) cJSON_AddNumberToObject(o, "temperature", t);
+    }
+    if (ir->has_top_p && (!thinking || ir->top_p >= 0.95)) cJSON_AddNumberToObject(o, "top_p", ir->top_p);
+    if (ir->user) cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "metadata"), "user_id", ir->user);
+    if (ir->stream) cJSON_AddBoolToObject(o, "stream", true);
+    if (same) {
+        const cJSON *f;
+        cJSON_ArrayForEach(f, ir->extras)
+        {
+            if (!cJSON_GetObjectItemCaseSensitive(o, f->string))
+                cJSON_AddItemToObject(o, f->string, cJSON_Duplicate(f, true));
+        }
+    }
+    return o;
+error:
+    cJSON_Delete(o);
+    return NULL;
+}
+
+/* ---- whole responses ---- */
+
+int mg_anthropic_decode_response(const cJSON *body, mg_ir_arena_t *a, const mg_ir_decode_opts_t *opts,
+                                 mg_ir_response_t *out, char *err, size_t errlen)
+{
+    (void)opts;
+    memset(out, 0, sizeof *out);
+    out->usage = MG_IR_USAGE_UNKNOWN;
+    mg_ir_error_t e;
+    if (mg_ir_error_from_json(body, 0, &e)) return mg_ir_fail(err, errlen, "upstream error: %s", e.message);
+    const cJSON *content = mg_ir_jget(body, "content");
+    if (!cJSON_IsArray(content)) return mg_ir_fail(err, errlen, "the answer has no content array");
+    out->id = mg_ir_jstr(body, "id");
+    out->model = mg_ir_jstr(body, "model");
+    mg_ir_parts_t pv = {0};
+    const cJSON *b;
+    cJSON_ArrayForEach(b, content)
+    {
+        const char *type = mg_ir_jstr(b, "type");
+        if (!type) continue;
+        if (strcmp(type, "text") == 0) {
+            mg_ir_parts_add(a, &pv, MG_IR_PART_TEXT)->text = mg_ir_jstr(b, "text") ? mg_ir_jstr(b, "text") : "";
+        } else if (strcmp(type, "thinking") == 0) {
+            mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_REASONING);
+            p->text = mg_ir_jstr(b, "thinking") ? mg_ir_jstr(b, "thinking") : "";
+            p->signature = mg_ir_jstr(b, "signature");
+        } else if (strcmp(type, "redacted_thinking") == 0) {
+            mg_ir_parts_add(a, &pv, MG_IR_PART_REASONING)->redacted = mg_ir_jstr(b, "data") ? mg_ir_jstr(b, "data") : "";
+        } else if (strcmp(type, "tool_use") == 0) {
+            mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TOOL_CALL);
+            p->id = mg_ir_jstr(b, "id") ? mg_ir_jstr(b, "id") : "";
+            p->name = mg_ir_jstr(b, "name") ? mg_ir_jstr(b, "name") : "";
+            p->arguments = input_text(a, mg_ir_jget(b, "input"));
+        }
+        /* server tool blocks and the like have no place in the other APIs */
+    }
+    out->parts = pv.v;
+    out->n_parts = pv.n;
+    out->finish = mg_anthropic_parse_stop_reason(mg_ir_jstr(body, "stop_reason"));
+    out->stop_sequence = mg_ir_jstr(body, "stop_sequence");
+    const cJSON *u = mg_ir_jget(body, "usage");
+    if (cJSON_IsObject(u)) {
+        raw_usage_t ru = {-1, -1, -1, -1};
+        raw_usage_update(&ru, u);
+        out->usage = raw_usage_ir(&ru);
+    }
+    return 0;
+}
+
+cJSON *mg_anthropic_encode_response(const mg_ir_response_t *r, const mg_ir_output_opts_t *opts)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", opts->id ? opts->id : r->id ? r->id : "msg_moongate");
+    cJSON_AddStringToObject(o, "type", "message");
+    cJSON_AddStringToObject(o, "role", "assistant");
+    cJSON_AddStringToObject(o, "model", opts->model ? opts->model : r->model ? r->model : "");
+    cJSON *content = cJSON_AddArrayToObject(o, "content");
+    bool tools = false;
+    for (size_t i = 0; i < r->n_parts; i++) {
+        const mg_ir_part_t *p = &r->parts[i];
+        if (p->type == MG_IR_PART_REASONING) {
+            if (opts->strip_reasoning) continue;
+            cJSON *b = cJSON_CreateObject();
+            if (p->redacted) {
+                cJSON_AddStringToObject(b, "type", "redacted_thinking");
+                cJSON_AddStringToObject(b, "data", p->redacted);
+            } else {
+                cJSON_AddStringToObject(b, "type", "thinking");
+                cJSON_AddStringToObject(b, "thinking", p->text ? p->text : "");
+                cJSON_AddStringToObject(b, "signature", p->signature ? p->signature : "");
+            }
+            cJSON_AddItemToArray(content, b);
+        } else if (p->type == MG_IR_PART_TEXT) {
+            if (p->text && *p->text) cJSON_AddItemToArray(content, text_block(p->text, NULL));
+        } else if (p->type == MG_IR_PART_TOOL_CALL) {
+            cJSON *b = cJSON_CreateObject();
+            cJSON_AddStringToObject(b, "type", "tool_use");
+            cJSON_AddStringToObject(b, "id", p->id ? p->id : "");
+            cJSON_AddStringToObject(b, "name", p->name ? p->name : "");
+            cJSON_AddItemToObject(b, "input", tool_use_input(p->arguments));
+            cJSON_AddItemToArray(content, b);
+            tools = true;
+        }
+    }
+    mg_ir_finish_t f = mg_ir_effective_finish(r->finish, tools);
+    cJSON_AddStringToObject(o, "stop_reason", mg_anthropic_stop_reason(f));
+    if (f == MG_IR_FINISH_STOP_SEQUENCE && r->stop_sequence) cJSON_AddStringToObject(o, "stop_sequence", r->stop_sequence);
+    else cJSON_AddNullToObject(o, "stop_sequence");
+    usage_fill(cJSON_AddObjectToObject(o, "usage"), &r->usage, true, true);
+    return o;
+}
+
+char *mg_anthropic_encode_error(int status, const char *type, const char *code, const char *message)
+{
+    (void)code;
+    mg_buf_t b = {0};
+    mg_buf_puts(&b, "{\"type\":\"error\",\"error\":{\"type\":");
+    mg_buf_json_str(&b, mg_ir_error_type(API, status, type));
+    mg_buf_puts(&b, ",\"message\":");
+    mg_buf_json_str(&b, message ? message : "error");
+    mg_buf_puts(&b, "}}");
+    return mg_buf_steal(&b);
+}
+
+/* ---- stream decoder ---- */
+
+enum { BLK_OTHER, BLK_TEXT, BLK_THINKING, BLK_TOOL };
+#define MAX_BLOCKS 4096 /* a content-block index past this is ignored (fuzzed input) */
+
+typedef struct ant_dec {
+    bool started, have_stop, ended;
+    raw_usage_t usage;
+    uint8_t *kinds; /* by content-block index */
+    int *tool_of;   /* by content-block index: the tool-call ordinal */
+    int cap;
+    int n_tools;
+} ant_dec_t;
+
+void *mg_anthropic_decoder_new(const mg_ir_decode_opts_t *opts)
+{
+    (void)opts;
+    ant_dec_t *d = mg_xcalloc(1, sizeof *d);
+    d->usage = (raw_usage_t){-1, -1, -1, -1};
+    return d;
+}
+
+void mg_anthropic_decoder_free(void *st)
+{
+    ant_dec_t *d = st;
+    if (!d) return;
+    free(d->kinds);
+    free(d->tool_of);
+    free(d);
+}
+
+static int block_kind(const ant_dec_t *d, int64_t index)
+{
+    return index >= 0 && index < d->cap ? d->kinds[index] : BLK_OTHER;
+}
+
+static void set_block(ant_dec_t *d, int64_t index, int kind, int tool)
+{
+    if (index < 0 || index >= MAX_BLOCKS) return;
+    if (index >= d->cap) {
+        int ncap = d->cap ? d->cap : 8;
+        while (ncap <= index)
+            ncap *= 2;
+        d->kinds = mg_xrealloc(d->kinds, (size_t)ncap);
+        d->tool_of = mg_xrealloc(d->tool_of, (size_t)ncap * sizeof *d->tool_of);
+        memset(d->kinds + d->cap, BLK_OTHER, (size_t)(ncap - d->cap));
+        d->cap = ncap;
+    }
+    d->kinds[index] = (uint8_t)kind;
+    d->tool_of[index] = tool;
+}
+
+static int text_event(mg_ir_event_type_t type, const char *s, int index, mg_ir_event_cb cb, void *ud)
+{
+    if (!s || !*s) return 0;
+    mg_ir_event_t ev = {.type = type, .text = s, .text_len = strlen(s), .index = index};
+    return cb(ud, &ev);
+}
+
+static int on_block_start(ant_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *ud)
+{
+    int64_t index = mg_ir_jint(j, "index", -1);
+    const cJSON *b = mg_ir_jget(j, "content_block");
+    const char *type = mg_ir_jstr(b, "type");
+    if (!type) return 0;
+    if (strcmp(type, "text") == 0) {
+        set_block(d, index, BLK_TEXT, -1);
+        return text_event(MG_IR_EV_TEXT_DELTA, mg_ir_jstr(b, "text"), 0, cb, ud);
+    }
+    if (strcmp(type, "thinking") == 0) {
+        set_block(d, index, BLK_THINKING, -1);
+        int rc = text_event(MG_IR_EV_REASONING_DELTA, mg_ir_jstr(b, "thinking"), 0, cb, ud);
+        return rc ? rc : text_event(MG_IR_EV_REASONING_SIGNATURE, mg_ir_jstr(b, "signature"), 0, cb, ud);
+    }
+    if (strcmp(type, "tool_use") == 0) {
+        int tool = d->n_tools++;
+        set_block(d, index, BLK_TOOL, tool);
+        char idb[32];
+        snprintf(idb, sizeof idb, "toolu_%d", tool);
+        const char *id = mg_ir_jstr(b, "id");
+        mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = tool, .id = id && *id ? id : idb,
+                            .name = mg_ir_jstr(b, "name") ? mg_ir_jstr(b, "name") : ""};
+        EMIT(ev);
+        /* Some compatible servers put the whole input here instead of streaming it. */
+        const cJSON *input = mg_ir_jget(b, "input");
+        if (cJSON_IsObject(input) && input->child) {
+            char *s = cJSON_PrintUnformatted(input);
+            if (!s) abort();
+            mg_ir_event_t dv = {.type = MG_IR_EV_TOOL_CALL_DELTA, .index = tool, .text = s, .text_len = strlen(s)};
+            int rc = cb(ud, &dv);
+            cJSON_free(s);
+            return rc;
+        }
+        return 0;
+    }
+    set_block(d, index, BLK_OTHER, -1); /* redacted_thinking, server tools: no place elsewhere */
+    return 0;
+}
+
+static int on_block_delta(ant_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *ud)
+{
+    int64_t index = mg_ir_jint(j, "index", -1);
+    int kind = block_kind(d, index);
+    const cJSON *delta = mg_ir_jget(j, "delta");
+    const char *type = mg_ir_jstr(delta, "type");
+    if (!type || kind == BLK_OTHER) return 0;
+    if (strcmp(type, "text_delta") == 0 && kind == BLK_TEXT)
+        return text_event(MG_IR_EV_TEXT_DELTA, mg_ir_jstr(delta, "text"), 0, cb, ud);
+    if (strcmp(type, "thinking_delta") == 0 && kind == BLK_THINKING)
+        return text_event(MG_IR_EV_REASONING_DELTA, mg_ir_jstr(delta, "thinking"), 0, cb, ud);
+    if (strcmp(type, "signature_delta") == 0 && kind == BLK_THINKING)
+        return text_event(MG_IR_EV_REASONING_SIGNATURE, mg_ir_jstr(delta, "signature"), 0, cb, ud);
+    if (strcmp(type, "input_json_delta") == 0 && kind == BLK_TOOL)
+        return text_event(MG_IR_EV_TOOL_CALL_DELTA, mg_ir_jstr(delta, "partial_json"), d->tool_of[index], cb, ud);
+    return 0; /* citations_delta and future kinds */
+}
+
+static int dec_event(ant_dec_t *d, const char *type, const cJSON *j, mg_ir_event_cb cb, void *ud)
+{
+    if (strcmp(type, "message_start") == 0) {
+        if (d->started) return 0;
+        d->started = true;
+        const cJSON *m = mg_ir_jget(j, "message");
+        raw_usage_update(&d->usage, mg_ir_jget(m, "usage"));
+        mg_ir_event_t ev = {.type = MG_IR_EV_START, .id = mg_ir_jstr(m, "id"), .model = mg_ir_jstr(m, "model"),
+                            .usage = raw_usage_ir(&d->usage)};
+        return cb(ud, &ev);
+    }
+    if (!d->started) {
+        /* A server that skipped message_start: the model still needs a START first. */
+        d->started = true;
+        mg_ir_event_t ev = {.type = MG_IR_EV_START, .usage = MG_IR_USAGE_UNKNOWN};
+        EMIT(ev);
+    }
+    if (strcmp(type, "content_block_start") == 0) return on_block_start(d, j, cb, ud);
+    if (strcmp(type, "content_block_delta") == 0) return on_block_delta(d, j, cb, ud);
+    if (strcmp(type, "content_block_stop") == 0) {
+        if (block_kind(d, mg_ir_jint(j, "index", -1)) == BLK_OTHER) return 0;
+        mg_ir_event_t ev = {.type = MG_IR_EV_BLOCK_END};
+        return cb(ud, &ev);
+    }
+    if (strcmp(type, "message_delta") == 0) {
+        const cJSON *u = mg_ir_jget(j, "usage");
+        if (cJSON_IsObject(u)) {
+            raw_usage_update(&d->usage, u);
+            mg_ir_event_t ev = {.type = MG_IR_EV_USAGE, .usage = raw_usage_ir(&d->usage)};
+            EMIT(ev);
+        }
+        const cJSON *delta = mg_ir_jget(j, "delta");
+        const char *sr = mg_ir_jstr(delta, "stop_reason");
+        if (sr && !d->have_stop) { /* the first stop reason counts */
+            d->have_stop = true;
+            mg_ir_event_t ev = {.type = MG_IR_EV_FINISH, .finish = mg_anthropic_parse_stop_reason(sr),
+                                .stop_sequence = mg_ir_jstr(delta, "stop_sequence")};
+            EMIT(ev);
+        }
+        return 0;
+    }
+    if (strcmp(type, "message_stop") == 0) {
+        d->ended = true;
+        mg_ir_event_t ev = {.type = MG_IR_EV_END};
+        return cb(ud, &ev);
+    }
+    return 0; /* ping and future events */
+}
+
+int mg_anthropic_decoder_feed(void *st, const char *type, size_t type_len, const char *data,
+                              size_t data_len, mg_ir_event_cb cb, void *ud)
+{
+    ant_dec_t *d = st;
+    if (d->ended) return 0;
+    cJSON *j = cJSON_ParseWithLengthOpts(data, data_len, NULL, false);
+    /* The payload's own "type" names the event; the `event:` line is the fallback. */
+    char tbuf[64];
+    const char *t = mg_ir_jstr(j, "type");
+    if (!t) {
+        size_t n = MG_MIN(type_len, sizeof tbuf - 1);
+        memcpy(tbuf, type, n);
+        tbuf[n] = '\0';
+        t = tbuf;
+    }
+    int rc = 0;
+    if (strcmp(t, "error") == 0) {
+        mg_ir_error_t e;
+        char *msg = NULL;
+        if (!j || !mg_ir_error_from_json(j, 0, &e)) {
+            msg = mg_xstrndup(data, MG_MIN(data_len, 500));
+            e = (mg_ir_error_t){500, "api_error", NULL, msg};
+        }
+        d->ended = true;
+        mg_ir_event_t ev = {.type = MG_IR_EV_ERROR, .error = e};
+        rc = cb(ud, &ev);
+        free(msg);
+    } else if (j) {
+        rc = dec_event(d, t, j, cb, ud);
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+int mg_anthropic_decoder_finish(void *st, mg_ir_event_cb cb, void *ud)
+{
+    ant_dec_t *d = st;
+    if (d->ended) return 0;
+    d->ended = true;
+    if (d->have_stop) {
+        mg_ir_event_t ev = {.type = MG_IR_EV_END};
+        return cb(ud, &ev);
+    }
+    mg_ir_event_t ev = {.type = MG_IR_EV_ERROR,
+                        .error = {502, "api_error", NULL, "the upstream stream ended before the answer was complete"}};
+    return cb(ud, &ev);
+}
+
+/* ---- stream encoder ---- */
+
+typedef struct ant_enc {
+    char *id, *model;
+    bool strip;
+    bool started, done, any_tool;
+    int open;       /* BLK_OTHER (= none open), BLK_TEXT, BLK_THINKING, BLK_TOOL */
+    int open_tool;  /* the tool-call ordinal of an open tool_use block */
+    int next_index; /* the next content-block index */
+    mg_ir_finish_t finish;
+    char *stop_sequence;
+    mg_ir_usage_t usage;
+    mg_buf_t scratch;
+} ant_enc_t;
+
+void *mg_anthropic_encoder_new(const mg_ir_output_opts_t *opts)
+{
+    ant_enc_t *e = mg_xcalloc(1, sizeof *e);
+    e->id = opts->id ? mg_xstrdup(opts->id) : NULL;
+    e->model = opts->model ? mg_xstrdup(opts->model) : NULL;
+    e->strip = opts->strip_reasoning;
+    e->usage = MG_IR_USAGE_UNKNOWN;
+    e->open_tool = -1;
+    return e;
+}
+
+void mg_anthropic_encoder_free(void *st)
+{
+    ant_enc_t *e = st;
+    if (!e) return;
+    free(e->id);
+    free(e->model);
+    free(e->stop_sequence);
+    mg_buf_free(&e->scratch);
+    free(e);
+}
+
+bool mg_anthropic_encoder_done(const void *st)
+{
+    return ((const ant_enc_t *)st)->done;
+}
+
+static void enc_start(ant_enc_t *e, const mg_ir_event_t *ev, mg_buf_t *out)
+{
+    if (e->started) return;
+    e->started = true;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "type", "message_start");
+    cJSON *m = cJSON_AddObjectToObject(j, "message");
+    cJSON_AddStringToObject(m, "id", e->id ? e->id : ev && ev->id ? ev->id : "msg_moongate");
+    cJSON_AddStringToObject(m, "type", "message");
+    cJSON_AddStringToObject(m, "role", "assistant");
+    cJSON_AddStringToObject(m, "model", e->model ? e->model : ev && ev->model ? ev->model : "");
+    cJSON_AddArrayToObject(m, "content");
+    cJSON_AddNullToObject(m, "stop_reason");
+    cJSON_AddNullToObject(m, "stop_sequence");
+    mg_ir_usage_t u = ev ? ev->usage : MG_IR_USAGE_UNKNOWN;
+    usage_fill(cJSON_AddObjectToObject(m, "usage"), &u, true, true);
+    mg_ir_sse_json(out, "message_start", j);
+    cJSON_Delete(j);
+}
+
+static void close_block(ant_enc_t *e, mg_buf_t *out)
+{
+    if (e->open == BLK_OTHER) return;
+    mg_buf_reset(&e->scratch);
+    mg_buf_printf(&e->scratch, "{\"type\":\"content_block_stop\",\"index\":%d}", e->next_index - 1);
+    mg_ir_sse_frame(out, "content_block_stop", e->scratch.data, e->scratch.len);
+    e->open = BLK_OTHER;
+    e->open_tool = -1;
+}
+
+/* Opens a block of kind unless one is open; content_block is its start JSON. */
+static void open_block(ant_enc_t *e, int kind, const char *content_block, mg_buf_t *out)
+{
+    close_block(e, out);
+    mg_buf_reset(&e->scratch);
+    mg_buf_printf(&e->scratch, "{\"type\":\"content_block_start\",\"index\":%d,\"content_block\":%s}",
+                  e->next_index++, content_block);
+    mg_ir_sse_frame(out, "content_block_start", e->scratch.data, e->scratch.len);
+    e->open = kind;
+}
+
+static void block_delta(ant_enc_t *e, const char *delta_type, const char *field, const char *s,
+                        size_t n, mg_buf_t *out)
+{
+    mg_buf_reset(&e->scratch);
+    mg_buf_puts(&e->scratch, "{\"type\":\"content_block_delta\",\"index\":");
+    mg_ir_buf_int(&e->scratch, e->next_index - 1);
+    mg_buf_puts(&e->scratch, ",\"delta\":{\"type\":\"");
+    mg_buf_puts(&e->scratch, delta_type);
+    mg_buf_puts(&e->scratch, "\",\"");
+    mg_buf_puts(&e->scratch, field);
+    mg_buf_puts(&e->scratch, "\":");
+    mg_buf_json_strn(&e->scratch, s, n);
+    mg_buf_puts(&e->scratch, "}}");
+    mg_ir_sse_frame(out, "content_block_delta", e->scratch.data, e->scratch.len);
+}
+
+void mg_anthropic_encoder_push(void *st, const mg_ir_event_t *ev, mg_buf_t *out)
+{
+    ant_enc_t *e = st;
+    if (e->done) return;
+    switch (ev->type) {
+    case MG_IR_EV_START: enc_start(e, ev, out); break;
+    case MG_IR_EV_REASONING_DELTA:
+        if (e->strip || !ev->text_len) break;
+        enc_start(e, NULL, out);
+        if (e->open != BLK_THINKING)
+            open_block(e, BLK_THINKING, "{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}", out);
+        block_delta(e, "thinking_delta", "thinking", ev->text, ev->text_len, out);
+        break;
+    case MG_IR_EV_REASONING_SIGNATURE:
+        if (e->strip || !ev->text_len || e->open != BLK_THINKING) break;
+        block_delta(e, "signature_delta", "signature", ev->text, ev->text_len, out);
+        break;
+    case MG_IR_EV_TEXT_DELTA:
+        if (!ev->text_len) break;
+        enc_start(e, NULL, out);
+        if (e->open != BLK_TEXT) open_block(e, BLK_TEXT, "{\"type\":\"text\",\"text\":\"\"}", out);
+        block_delta(e, "text_delta", "text", ev->text, ev->text_len, out);
+        break;
+    case MG_IR_EV_TOOL_CALL_START: {
+        enc_start(e, NULL, out);
+        mg_buf_t cbj = {0};
+        mg_buf_puts(&cbj, "{\"type\":\"tool_use\",\"id\":");
+        mg_buf_json_str(&cbj, ev->id ? ev->id : "");
+        mg_buf_puts(&cbj, ",\"name\":");
+        mg_buf_json_str(&cbj, ev->name ? ev->name : "");
+        mg_buf_puts(&cbj, ",\"input\":{}}");
+        open_block(e, BLK_TOOL, cbj.data, out);
+        mg_buf_free(&cbj);
+        e->open_tool = ev->index;
+        e->any_tool = true;
+        break;
+    }
+    case MG_IR_EV_TOOL_CALL_DELTA:
+        /* Anthropic cannot reopen a closed block: fragments of any other call are dropped. */
+        if (!ev->text_len || e->open != BLK_TOOL || e->open_tool != ev->index) break;
+        block_delta(e, "input_json_delta", "partial_json", ev->text, ev->text_len, out);
+        break;
+    case MG_IR_EV_BLOCK_END: close_block(e, out); break;
+    case MG_IR_EV_FINISH:
+        close_block(e, out);
+        if (e->finish == MG_IR_FINISH_NONE) {
+            e->finish = ev->finish;
+            e->stop_sequence = ev->stop_sequence ? mg_xstrdup(ev->stop_sequence) : NULL;
+        }
+        break;
+    case MG_IR_EV_USAGE: e->usage = ev->usage; break;
+    case MG_IR_EV_END: {
+        enc_start(e, NULL, out);
+        close_block(e, out);
+        /* B.5.1: the stop reason waits for the usage so one message_delta carries both; the SDK
+         * needs usage.output_tokens there. */
+        mg_ir_finish_t f = mg_ir_effective_finish(e->finish, e->any_tool);
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "type", "message_delta");
+        cJSON *d = cJSON_AddObjectToObject(j, "delta");
+        cJSON_AddStringToObject(d, "stop_reason", mg_anthropic_stop_reason(f));
+        if (f == MG_IR_FINISH_STOP_SEQUENCE && e->stop_sequence) cJSON_AddStringToObject(d, "stop_sequence", e->stop_sequence);
+        else cJSON_AddNullToObject(d, "stop_sequence");
+        usage_fill(cJSON_AddObjectToObject(j, "usage"), &e->usage, e->usage.input >= 0, true);
+        mg_ir_sse_json(out, "message_delta", j);
+        cJSON_Delete(j);
+        mg_ir_sse_frame(out, "message_stop", "{\"type\":\"message_stop\"}", 23);
+        e->done = true;
+        break;
+    }
+    case MG_IR_EV_ERROR: {
+        int status = ev->error.status ? ev->error.status : 500;
+        char *body = mg_anthropic_encode_error(status, ev->error.type, ev->error.code, ev->error.message);
+        mg_ir_sse_frame(out, "error", body, strlen(body));
+        free(body);
+        e->done = true;
+        break;
+    }
+    }
+}
+
+const mg_ir_codec_t mg_anthropic_codec = {
+    .api = API,
+    .name = "anthropic-messages",
+    .decode_request = mg_anthropic_decode_request,
+    .encode_request = mg_anthropic_encode_request,
+    .decode_response = mg_anthropic_decode_response,
+    .encode_response = mg_anthropic_encode_response,
+    .encode_error = mg_anthropic_encode_error,
+    .decoder_new = mg_anthropic_decoder_new,
+    .decoder_feed = mg_anthropic_decoder_feed,
+    .decoder_finish = mg_anthropic_decoder_finish,
+    .decoder_free = mg_anthropic_decoder_free,
+    .encoder_new = mg_anthropic_encoder_new,
+    .encoder_push = mg_anthropic_encoder_push,
+    .encoder_done = mg_anthropic_encoder_done,
+    .encoder_free = mg_anthropic_encoder_free,
+};

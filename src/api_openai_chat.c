@@ -1,0 +1,1224 @@
+/* OpenAI Chat Completions codec. See api_openai_chat.h; the wire facts are PROTOCOLS.md A.1, A.6
+ * and the translation notes B.1–B.5. */
+#include "api_openai_chat.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define API MG_API_OPENAI_COMPLETIONS
+#define EMIT(ev)                                                                                   \
+    do {                                                                                           \
+        int rc_ = cb(ud, &(ev));                                                                   \
+        if (rc_) return rc_;                                                                       \
+    } while (0)
+
+/* ---- finish reasons and usage ---- */
+
+const char *mg_openai_chat_finish_reason(mg_ir_finish_t f)
+{
+    switch (f) {
+    case MG_IR_FINISH_LENGTH:
+    case MG_IR_FINISH_CONTEXT_WINDOW: return "length";
+    case MG_IR_FINISH_TOOL_CALLS: return "tool_calls";
+    case MG_IR_FINISH_CONTENT_FILTER: return "content_filter";
+    default: return "stop"; /* stop, stop_sequence, pause_turn (as Portkey maps it) */
+    }
+}
+
+mg_ir_finish_t mg_openai_chat_parse_finish(const char *s)
+{
+    if (!s) return MG_IR_FINISH_NONE;
+    if (strcmp(s, "length") == 0) return MG_IR_FINISH_LENGTH;
+    if (strcmp(s, "tool_calls") == 0 || strcmp(s, "function_call") == 0) return MG_IR_FINISH_TOOL_CALLS;
+    if (strcmp(s, "content_filter") == 0) return MG_IR_FINISH_CONTENT_FILTER;
+    return MG_IR_FINISH_STOP;
+}
+
+static mg_ir_usage_t usage_from_json(const cJSON *u)
+{
+    mg_ir_usage_t r = MG_IR_USAGE_UNKNOWN;
+    r.input = mg_ir_jint(u, "prompt_tokens", -1);
+    r.output = mg_ir_jint(u, "completion_tokens", -1);
+    r.cache_read = mg_ir_jint(mg_ir_jget(u, "prompt_tokens_details"), "cached_tokens", -1);
+    r.reasoning = mg_ir_jint(mg_ir_jget(u, "completion_tokens_details"), "reasoning_tokens", -1);
+    r.cache_write = mg_ir_jint(u, "cache_creation_input_tokens", -1); /* LiteLLM's extension */
+    return r;
+}
+
+static cJSON *usage_to_json(const mg_ir_usage_t *u)
+{
+    int64_t in = u->input > 0 ? u->input : 0, out = u->output > 0 ? u->output : 0;
+    cJSON *j = cJSON_CreateObject();
+    mg_ir_add_int(j, "prompt_tokens", in);
+    mg_ir_add_int(j, "completion_tokens", out);
+    mg_ir_add_int(j, "total_tokens", in + out);
+    if (u->cache_read >= 0) {
+        cJSON *d = cJSON_AddObjectToObject(j, "prompt_tokens_details");
+        mg_ir_add_int(d, "cached_tokens", u->cache_read);
+    }
+    if (u->reasoning >= 0) {
+        cJSON *d = cJSON_AddObjectToObject(j, "completion_tokens_details");
+        mg_ir_add_int(d, "reasoning_tokens", u->reasoning);
+    }
+    return j;
+}
+
+static bool usage_known(const mg_ir_usage_t *u)
+{
+    return u->input >= 0 || u->output >= 0;
+}
+
+/* ---- <think>…</think> in content ----
+ * Some local models (DeepSeek-R1 and Qwen3 distills behind servers that do not separate
+ * reasoning) write their reasoning into content between <think> and </think>. Only a <think>
+ * that opens the content (after whitespace) counts, so an answer that merely mentions the tag is
+ * left alone; a tag cut across deltas is held back until it is whole. */
+
+enum { THINK_PRE, THINK_IN, THINK_POST, THINK_TEXT, THINK_OFF };
+
+typedef struct think {
+    int mode;
+    bool trim; /* just after <think>: the blank lines there are not reasoning */
+    mg_buf_t hold;
+} think_t;
+
+static size_t skip_ws(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
+        i++;
+    return i;
+}
+
+/* Splits n bytes of content into reasoning (appended to r) and text (appended to t). The
+ * reasoning of one call always precedes its text. */
+static void think_feed(think_t *th, const char *p, size_t n, mg_buf_t *r, mg_buf_t *t)
+{
+    static const char open_tag[] = "<think>", close_tag[] = "</think>";
+    mg_buf_t work = {0};
+    for (;;) {
+        switch (th->mode) {
+        case THINK_OFF:
+        case THINK_TEXT: mg_buf_append(t, p, n); goto out;
+        case THINK_PRE: {
+            mg_buf_append(&th->hold, p, n);
+            size_t ws = skip_ws(th->hold.data, th->hold.len);
+            const char *s = th->hold.data + ws;
+            size_t k = th->hold.len - ws;
+            if (k >= 7 && memcmp(s, open_tag, 7) == 0) {
+                th->mode = THINK_IN;
+                th->trim = true;
+                mg_buf_reset(&work);
+                mg_buf_append(&work, s + 7, k - 7);
+                mg_buf_reset(&th->hold);
+                p = work.data ? work.data : "";
+                n = work.len;
+                continue;
+            }
+            /* Maybe a tag: wait (for a bounded run of leading blanks). */
+            if (k < 7 && ws <= 256 && memcmp(s, open_tag, k) == 0) goto out;
+            th->mode = THINK_TEXT;
+            mg_buf_append(t, th->hold.data, th->hold.len);
+            mg_buf_reset(&th->hold);
+            goto out;
+        }
+        case THINK_IN: {
+            mg_buf_t cat = {0};
+            mg_buf_append(&cat, th->hold.data ? th->hold.data : "", th->hold.len);
+            mg_buf_append(&cat, p, n);
+            mg_buf_reset(&th->hold);
+            const char *s = cat.data ? cat.data : "";
+            size_t len = cat.len, i;
+            if (th->trim) {
+                size_t ws = skip_ws(s, len);
+                s += ws;
+                len -= ws;
+                th->trim = len == 0;
+            }
+            for (i = 0; i + 8 <= len; i++)
+                if (memcmp(s + i, close_tag, 8) == 0) break;
+            if (i + 8 <= len) {
+                mg_buf_append(r, s, i);
+                th->mode = THINK_POST;
+                mg_buf_reset(&work);
+                mg_buf_append(&work, s + i + 8, len - i - 8);
+                mg_buf_free(&cat);
+                p = work.data ? work.data : "";
+                n = work.len;
+                continue;
+            }
+            /* Keep the longest tail that could be the start of "</think>". */
+            size_t keep = len < 7 ? len : 7;
+            while (keep && memcmp(s + len - keep, close_tag, keep) != 0)
+                keep--;
+            mg_buf_append(r, s, len - keep);
+            mg_buf_append(&th->hold, s + len - keep, keep);
+            mg_buf_free(&cat);
+            goto out;
+        }
+        case THINK_POST: {
+            size_t ws = skip_ws(p, n); /* the blank lines after </think> are not the answer */
+            if (ws < n) {
+                th->mode = THINK_TEXT;
+                mg_buf_append(t, p + ws, n - ws);
+            }
+            goto out;
+        }
+        }
+    }
+out:
+    mg_buf_free(&work);
+}
+
+/* End of content: whatever was held back goes out as what it was. */
+static void think_flush(think_t *th, mg_buf_t *r, mg_buf_t *t)
+{
+    if (th->hold.len) {
+        if (th->mode == THINK_IN) mg_buf_append(r, th->hold.data, th->hold.len);
+        else mg_buf_append(t, th->hold.data, th->hold.len);
+    }
+    mg_buf_reset(&th->hold);
+    if (th->mode == THINK_PRE) th->mode = THINK_TEXT;
+}
+
+/* ---- requests: decode ---- */
+
+static const char *const known_request_fields[] = {
+    "model",       "messages",    "stream",     "stream_options",      "max_tokens",
+    "max_completion_tokens",      "stop",       "temperature",         "top_p",
+    "tools",       "tool_choice", "parallel_tool_calls",               "reasoning_effort",
+    "user",        "response_format",           "n",
+};
+
+static bool is_known(const char *k, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(k, list[i]) == 0) return true;
+    return false;
+}
+
+static const char *args_text(mg_ir_arena_t *a, const cJSON *v)
+{
+    if (cJSON_IsString(v)) return *v->valuestring ? v->valuestring : "{}";
+    if (cJSON_IsObject(v) || cJSON_IsArray(v)) {
+        char *s = cJSON_PrintUnformatted(v);
+        if (!s) abort();
+        const char *r = mg_ir_strdup(a, s);
+        cJSON_free(s);
+        return r;
+    }
+    return "{}";
+}
+
+static void decode_image(mg_ir_arena_t *a, const cJSON *item, mg_ir_parts_t *pv)
+{
+    const cJSON *iu = mg_ir_jget(item, "image_url");
+    const char *url = cJSON_IsString(iu) ? iu->valuestring : mg_ir_jstr(iu, "url");
+    mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_IMAGE);
+    p->detail = mg_ir_jstr(iu, "detail");
+    if (!mg_ir_parse_data_url(a, url, &p->media_type, &p->data)) p->url = url ? url : "";
+}
+
+/* content: a string, null, or an array of parts. */
+static int decode_content(mg_ir_arena_t *a, const cJSON *content, mg_ir_parts_t *pv, char *err,
+                          size_t errlen)
+{
+    if (!content || cJSON_IsNull(content)) return 0;
+    if (cJSON_IsString(content)) {
+        mg_ir_parts_add(a, pv, MG_IR_PART_TEXT)->text = content->valuestring;
+        return 0;
+    }
+    if (!cJSON_IsArray(content)) return mg_ir_fail(err, errlen, "message content must be a string or an array");
+    const cJSON *item;
+    cJSON_ArrayForEach(item, content)
+    {
+        const char *type = mg_ir_jstr(item, "type");
+        if (!type) return mg_ir_fail(err, errlen, "a content part has no type");
+        if (strcmp(type, "text") == 0) {
+            const char *t = mg_ir_jstr(item, "text");
+            mg_ir_parts_add(a, pv, MG_IR_PART_TEXT)->text = t ? t : "";
+        } else if (strcmp(type, "refusal") == 0) {
+            const char *t = mg_ir_jstr(item, "refusal");
+            mg_ir_parts_add(a, pv, MG_IR_PART_TEXT)->text = t ? t : "";
+        } else if (strcmp(type, "image_url") == 0) {
+            decode_image(a, item, pv);
+        } else {
+            mg_ir_parts_add(a, pv, MG_IR_PART_OPAQUE)->raw = item; /* input_audio, file */
+        }
+    }
+    return 0;
+}
+
+static int decode_messages(const cJSON *msgs, mg_ir_arena_t *a, mg_ir_request_t *r, char *err,
+                           size_t errlen)
+{
+    if (!cJSON_IsArray(msgs)) return mg_ir_fail(err, errlen, "messages must be an array");
+    mg_ir_parts_t sys = {0};
+    size_t cap = 0;
+    const cJSON *m;
+    int i = 0;
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const char *role = mg_ir_jstr(m, "role");
+        if (!role) return mg_ir_fail(err, errlen, "messages[%d] has no role", i);
+        const cJSON *content = mg_ir_jget(m, "content");
+        mg_ir_parts_t pv = {0};
+        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
+            /* B.1: every system and developer message becomes the system prompt. */
+            if (decode_content(a, content, &pv, err, errlen)) return -1;
+            for (size_t k = 0; k < pv.n; k++)
+                if (pv.v[k].type == MG_IR_PART_TEXT) *mg_ir_parts_add(a, &sys, MG_IR_PART_TEXT) = pv.v[k];
+        } else if (strcmp(role, "user") == 0) {
+            if (decode_content(a, content, &pv, err, errlen)) return -1;
+            mg_ir_add_message(a, r, &cap, MG_IR_USER, &pv);
+        } else if (strcmp(role, "assistant") == 0) {
+            const char *rc = mg_ir_jstr(m, "reasoning_content");
+            if (!rc || !*rc) rc = mg_ir_jstr(m, "reasoning");
+            if (rc && *rc) mg_ir_parts_add(a, &pv, MG_IR_PART_REASONING)->text = rc;
+            if (decode_content(a, content, &pv, err, errlen)) return -1;
+            const cJSON *tcs = mg_ir_jget(m, "tool_calls"), *tc;
+            cJSON_ArrayForEach(tc, mg_ir_arr(tcs))
+            {
+                const cJSON *fn = mg_ir_jget(tc, "function");
+                mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TOOL_CALL);
+                p->id = mg_ir_jstr(tc, "id");
+                p->name = mg_ir_jstr(fn, "name");
+                if (!p->id || !p->name) return mg_ir_fail(err, errlen, "messages[%d]: a tool call needs an id and a function name", i);
+                p->arguments = args_text(a, mg_ir_jget(fn, "arguments"));
+            }
+            mg_ir_add_message(a, r, &cap, MG_IR_ASSISTANT, &pv);
+        } else if (strcmp(role, "tool") == 0 || strcmp(role, "function") == 0) {
+            mg_ir_parts_t res = {0};
+            mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TOOL_RESULT);
+            p->id = mg_ir_jstr(m, strcmp(role, "tool") == 0 ? "tool_call_id" : "name");
+            if (!p->id) return mg_ir_fail(err, errlen, "messages[%d]: a tool message needs tool_call_id", i);
+            if (decode_content(a, content, &res, err, errlen)) return -1;
+            p->parts = res.v;
+            p->n_parts = res.n;
+            mg_ir_add_message(a, r, &cap, MG_IR_TOOL, &pv);
+        } else {
+            return mg_ir_fail(err, errlen, "messages[%d]: unknown role \"%s\"", i, role);
+        }
+        i++;
+    }
+    r->system = sys.v;
+    r->n_system = sys.n;
+    return 0;
+}
+
+static int decode_tools(const cJSON *tools, mg_ir_arena_t *a, mg_ir_request_t *r, char *err, size_t errlen)
+{
+    if (!tools || cJSON_IsNull(tools)) return 0;
+    if (!cJSON_IsArray(tools)) return mg_ir_fail(err, errlen, "tools must be an array");
+    int n = cJSON_GetArraySize(tools), i = 0;
+    r->tools = mg_ir_alloc(a, (size_t)(n ? n : 1) * sizeof *r->tools);
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        mg_ir_tool_t *o = &r->tools[r->n_tools++];
+        o->strict = -1;
+        const char *type = mg_ir_jstr(t, "type");
+        const cJSON *fn = mg_ir_jget(t, "function");
+        if ((!type || strcmp(type, "function") == 0) && cJSON_IsObject(fn)) {
+            o->name = mg_ir_jstr(fn, "name");
+            if (!o->name) return mg_ir_fail(err, errlen, "tools[%d] has no function name", i);
+            o->description = mg_ir_jstr(fn, "description");
+            const cJSON *params = mg_ir_jget(fn, "parameters");
+            o->parameters = cJSON_IsObject(params) ? params : NULL;
+            const cJSON *strict = mg_ir_jget(fn, "strict");
+            if (cJSON_IsBool(strict)) o->strict = cJSON_IsTrue(strict);
+        } else {
+            o->raw = t;
+            o->name = mg_ir_jstr(t, "type");
+        }
+        i++;
+    }
+    return 0;
+}
+
+static void decode_tool_choice(const cJSON *tc, mg_ir_request_t *r)
+{
+    if (cJSON_IsString(tc)) {
+        const char *s = tc->valuestring;
+        if (strcmp(s, "none") == 0) r->tool_choice = MG_IR_TOOL_CHOICE_NONE;
+        else if (strcmp(s, "required") == 0) r->tool_choice = MG_IR_TOOL_CHOICE_REQUIRED;
+        else r->tool_choice = MG_IR_TOOL_CHOICE_AUTO;
+    } else if (cJSON_IsObject(tc)) {
+        const char *name = mg_ir_jstr(mg_ir_jget(tc, "function"), "name");
+        if (name) {
+            r->tool_choice = MG_IR_TOOL_CHOICE_NAMED;
+            r->tool_choice_name = name;
+        } else {
+            r->tool_choice = MG_IR_TOOL_CHOICE_AUTO;
+        }
+    }
+}
+
+static void decode_stop(const cJSON *stop, mg_ir_arena_t *a, mg_ir_request_t *r)
+{
+    if (cJSON_IsString(stop)) {
+        r->stop = mg_ir_alloc(a, sizeof *r->stop);
+        r->stop[r->n_stop++] = stop->valuestring;
+    } else if (cJSON_IsArray(stop)) {
+        r->stop = mg_ir_alloc(a, (size_t)(cJSON_GetArraySize(stop) + 1) * sizeof *r->stop);
+        const cJSON *s;
+        cJSON_ArrayForEach(s, stop)
+        {
+            if (cJSON_IsString(s)) r->stop[r->n_stop++] = s->valuestring;
+        }
+    }
+}
+
+int mg_openai_chat_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_request_t *r,
+                                  char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(body)) return mg_ir_fail(err, errlen, "the request body must be a JSON object");
+    mg_ir_request_init(a, r, API);
+    r->model = mg_ir_jstr(body, "model");
+    if (decode_messages(mg_ir_jget(body, "messages"), a, r, err, errlen)) return -1;
+    if (decode_tools(mg_ir_jget(body, "tools"), a, r, err, errlen)) return -1;
+    decode_tool_choice(mg_ir_jget(body, "tool_choice"), r);
+    const cJSON *v = mg_ir_jget(body, "parallel_tool_calls");
+    if (cJSON_IsBool(v)) r->parallel_tool_calls = cJSON_IsTrue(v);
+    int64_t mct = mg_ir_jint(body, "max_completion_tokens", -1);
+    if (mct >= 0) {
+        r->max_output_tokens = mct;
+        r->max_completion_tokens_field = true;
+    } else {
+        r->max_output_tokens = mg_ir_jint(body, "max_tokens", -1);
+    }
+    decode_stop(mg_ir_jget(body, "stop"), a, r);
+    if (cJSON_IsNumber(v = mg_ir_jget(body, "temperature"))) {
+        r->has_temperature = true;
+        r->temperature = v->valuedouble;
+    }
+    if (cJSON_IsNumber(v = mg_ir_jget(body, "top_p"))) {
+        r->has_top_p = true;
+        r->top_p = v->valuedouble;
+    }
+    r->effort = mg_ir_effort_parse(mg_ir_jstr(body, "reasoning_effort"));
+    if (r->effort == MG_IR_EFFORT_UNSET) /* OpenRouter / Ollama {"reasoning":{"effort":…}}; kept in extras too */
+        r->effort = mg_ir_effort_parse(mg_ir_jstr(mg_ir_jget(body, "reasoning"), "effort"));
+    r->stream = cJSON_IsTrue(mg_ir_jget(body, "stream"));
+    r->include_usage = cJSON_IsTrue(mg_ir_jget(mg_ir_jget(body, "stream_options"), "include_usage"));
+    r->user = mg_ir_jstr(body, "user");
+    const cJSON *rf = mg_ir_jget(body, "response_format");
+    const char *rft = mg_ir_jstr(rf, "type");
+    if (rft) {
+        if (strcmp(rft, "json_object") == 0) {
+            r->format = MG_IR_FORMAT_JSON_OBJECT;
+        } else if (strcmp(rft, "json_schema") == 0) {
+            const cJSON *js = mg_ir_jget(rf, "json_schema");
+            r->format = MG_IR_FORMAT_JSON_SCHEMA;
+            r->format_name = mg_ir_jstr(js, "name");
+            r->format_schema = mg_ir_jget(js, "schema");
+            const cJSON *st = mg_ir_jget(js, "strict");
+            if (cJSON_IsBool(st)) r->format_strict = cJSON_IsTrue(st);
+        } else {
+            r->format = MG_IR_FORMAT_TEXT;
+        }
+    }
+    int64_t n = mg_ir_jint(body, "n", 1);
+    r->n = n > 1 ? (int)MG_MIN(n, 128) : 1;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, body)
+    {
+        if (!is_known(f->string, known_request_fields, MG_ARRAY_LEN(known_request_fields)))
+            cJSON_AddItemToObject(r->extras, f->string, cJSON_Duplicate(f, true));
+    }
+    return 0;
+}
+
+/* ---- requests: encode ---- */
+
+static cJSON *image_json(const mg_ir_part_t *p)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "image_url");
+    cJSON *iu = cJSON_AddObjectToObject(o, "image_url");
+    if (p->data) {
+        char *u = mg_ir_data_url(p->media_type, p->data);
+        cJSON_AddStringToObject(iu, "url", u);
+        free(u);
+    } else {
+        cJSON_AddStringToObject(iu, "url", p->url ? p->url : "");
+    }
+    if (p->detail) cJSON_AddStringToObject(iu, "detail", p->detail);
+    return o;
+}
+
+/* User content: a plain string when it is one text, else an array of parts. */
+static cJSON *user_content(const mg_ir_request_t *ir, const mg_ir_part_t *parts, size_t n,
+                           char *err, size_t errlen)
+{
+    /* Only text, images and this API's own parts go out; one lone text is a plain string. */
+    size_t kept = 0, last = 0;
+    for (size_t i = 0; i < n; i++)
+        if (parts[i].type == MG_IR_PART_TEXT || parts[i].type == MG_IR_PART_IMAGE || parts[i].type == MG_IR_PART_OPAQUE)
+            kept++, last = i;
+    if (kept == 1 && parts[last].type == MG_IR_PART_TEXT) return cJSON_CreateString(parts[last].text);
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) {
+        const mg_ir_part_t *p = &parts[i];
+        if (p->type == MG_IR_PART_TEXT) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "text");
+            cJSON_AddStringToObject(o, "text", p->text);
+            cJSON_AddItemToArray(arr, o);
+        } else if (p->type == MG_IR_PART_IMAGE) {
+            cJSON_AddItemToArray(arr, image_json(p));
+        } else if (p->type == MG_IR_PART_OPAQUE) {
+            if (!mg_ir_same_api(ir->source, API)) {
+                const char *t = mg_ir_jstr(p->raw, "type");
+                mg_ir_fail(err, errlen, "content of type \"%s\" cannot be sent to %s", t ? t : "?",
+                           mg_api_name(API));
+                cJSON_Delete(arr);
+                return NULL;
+            }
+            cJSON_AddItemToArray(arr, cJSON_Duplicate(p->raw, true));
+        }
+    }
+    return arr;
+}
+
+static cJSON *tool_result_text(const mg_ir_part_t *p)
+{
+    char *s = mg_ir_join_text(p->parts, p->n_parts, "\n\n");
+    cJSON *j = cJSON_CreateString(s ? s : "");
+    free(s);
+    return j;
+}
+
+static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, size_t errlen)
+{
+    if (ir->n_system) {
+        char *s = mg_ir_join_text(ir->system, ir->n_system, "\n\n");
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "system");
+        cJSON_AddStringToObject(m, "content", s ? s : "");
+        cJSON_AddItemToArray(msgs, m);
+        free(s);
+    }
+    for (size_t i = 0; i < ir->n_messages; i++) {
+        const mg_ir_message_t *m = &ir->messages[i];
+        if (m->role == MG_IR_USER) {
+            /* A user message may carry tool results when a decoder left them there. */
+            cJSON *c = user_content(ir, m->parts, m->n_parts, err, errlen);
+            if (!c) return -1;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "role", "user");
+            cJSON_AddItemToObject(o, "content", c);
+            cJSON_AddItemToArray(msgs, o);
+        } else if (m->role == MG_IR_ASSISTANT) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "role", "assistant");
+            char *text = mg_ir_join_text(m->parts, m->n_parts, "\n\n");
+            cJSON *tcs = NULL;
+            for (size_t k = 0; k < m->n_parts; k++) {
+                const mg_ir_part_t *p = &m->parts[k];
+                if (p->type == MG_IR_PART_OPAQUE && !mg_ir_same_api(ir->source, API)) {
+                    free(text);
+                    cJSON_Delete(tcs);
+                    cJSON_Delete(o);
+                    return mg_ir_fail(err, errlen, "assistant content of type \"%s\" cannot be sent to %s",
+                                      mg_ir_jstr(p->raw, "type") ? mg_ir_jstr(p->raw, "type") : "?",
+                                      mg_api_name(API));
+                }
+                if (p->type != MG_IR_PART_TOOL_CALL) continue;
+                if (!tcs) tcs = cJSON_CreateArray();
+                cJSON *tc = cJSON_CreateObject();
+                cJSON_AddStringToObject(tc, "id", p->id);
+                cJSON_AddStringToObject(tc, "type", "function");
+                cJSON *fn = cJSON_AddObjectToObject(tc, "function");
+                cJSON_AddStringToObject(fn, "name", p->name);
+                cJSON_AddStringToObject(fn, "arguments", p->arguments ? p->arguments : "{}");
+                cJSON_AddItemToArray(tcs, tc);
+            }
+            /* Reasoning is not sent back: several servers reject reasoning_content on input. */
+            if (text) cJSON_AddStringToObject(o, "content", text);
+            else if (tcs) cJSON_AddNullToObject(o, "content");
+            else cJSON_AddStringToObject(o, "content", "");
+            free(text);
+            if (tcs) cJSON_AddItemToObject(o, "tool_calls", tcs);
+            cJSON_AddItemToArray(msgs, o);
+        } else {
+            /* One Chat tool message per result; images in results follow as a user message. */
+            cJSON *images = NULL;
+            for (size_t k = 0; k < m->n_parts; k++) {
+                const mg_ir_part_t *p = &m->parts[k];
+                if (p->type != MG_IR_PART_TOOL_RESULT) continue;
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "role", "tool");
+                cJSON_AddStringToObject(o, "tool_call_id", p->id ? p->id : "");
+                cJSON_AddItemToObject(o, "content", tool_result_text(p));
+                cJSON_AddItemToArray(msgs, o);
+                for (size_t q = 0; q < p->n_parts; q++) {
+                    if (p->parts[q].type != MG_IR_PART_IMAGE) continue;
+                    if (!images) images = cJSON_CreateArray();
+                    cJSON_AddItemToArray(images, image_json(&p->parts[q]));
+                }
+            }
+            if (images) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "role", "user");
+                cJSON_AddItemToObject(o, "content", images);
+                cJSON_AddItemToArray(msgs, o);
+            }
+        }
+    }
+    return 0;
+}
+
+cJSON *mg_openai_chat_encode_request(const mg_ir_request_t *ir, const mg_ir_request_opts_t *opts,
+                                     char *err, size_t errlen)
+{
+    bool same = mg_ir_same_api(ir->source, API);
+    if (ir->previous_response_id && !mg_ir_same_api(ir->source, API)) {
+        mg_ir_fail(err, errlen, "previous_response_id needs an openai-responses upstream");
+        return NULL;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model", opts && opts->model ? opts->model : ir->model ? ir->model : "");
+    cJSON *msgs = cJSON_AddArrayToObject(o, "messages");
+    if (encode_messages(ir, msgs, err, errlen)) goto error;
+    if (ir->n_tools) {
+        cJSON *tools = cJSON_AddArrayToObject(o, "tools");
+        for (size_t i = 0; i < ir->n_tools; i++) {
+            const mg_ir_tool_t *t = &ir->tools[i];
+            if (t->raw) {
+                if (!same) {
+                    mg_ir_fail(err, errlen, "tool of type \"%s\" cannot be sent to %s", t->name ? t->name : "?",
+                               mg_api_name(API));
+                    goto error;
+                }
+                cJSON_AddItemToArray(tools, cJSON_Duplicate(t->raw, true));
+                continue;
+            }
+            cJSON *tj = cJSON_CreateObject();
+            cJSON_AddStringToObject(tj, "type", "function");
+            cJSON *fn = cJSON_AddObjectToObject(tj, "function");
+            cJSON_AddStringToObject(fn, "name", t->name);
+            if (t->description) cJSON_AddStringToObject(fn, "description", t->description);
+            if (t->parameters) mg_ir_add_dup(fn, "parameters", t->parameters);
+            else cJSON_AddItemToObject(fn, "parameters", mg_ir_empty_schema());
+            if (t->strict >= 0) cJSON_AddBoolToObject(fn, "strict", t->strict);
+            cJSON_AddItemToArray(tools, tj);
+        }
+        if (ir->parallel_tool_calls >= 0) cJSON_AddBoolToObject(o, "parallel_tool_calls", ir->parallel_tool_calls);
+    }
+    switch (ir->tool_choice) {
+    case MG_IR_TOOL_CHOICE_UNSET: break;
+    case MG_IR_TOOL_CHOICE_AUTO: cJSON_AddStringToObject(o, "tool_choice", "auto"); break;
+    case MG_IR_TOOL_CHOICE_NONE: cJSON_AddStringToObject(o, "tool_choice", "none"); break;
+    case MG_IR_TOOL_CHOICE_REQUIRED: cJSON_AddStringToObject(o, "tool_choice", "required"); break;
+    case MG_IR_TOOL_CHOICE_NAMED: {
+        cJSON *tc = cJSON_AddObjectToObject(o, "tool_choice");
+        cJSON_AddStringToObject(tc, "type", "function");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(tc, "function"), "name", ir->tool_choice_name);
+        break;
+    }
+    }
+    if (ir->max_output_tokens >= 0) {
+        bool mct = (same && ir->max_completion_tokens_field) || (opts && opts->prefer_max_completion_tokens);
+        mg_ir_add_int(o, mct ? "max_completion_tokens" : "max_tokens", ir->max_output_tokens);
+    }
+    if (ir->n_stop) {
+        cJSON *s = cJSON_AddArrayToObject(o, "stop");
+        for (size_t i = 0; i < ir->n_stop; i++)
+            cJSON_AddItemToArray(s, cJSON_CreateString(ir->stop[i]));
+    }
+    if (ir->has_temperature) cJSON_AddNumberToObject(o, "temperature", ir->temperature);
+    if (ir->has_top_p) cJSON_AddNumberToObject(o, "top_p", ir->top_p);
+    mg_ir_effort_t eff = mg_ir_request_effort(ir);
+    /* "none" is only forwarded as the client wrote it; Anthropic's "thinking disabled" means
+     * "do not ask", not "ask for none" (which older models reject). The OpenRouter-style
+     * `reasoning` object of a Chat client travels in extras instead. */
+    if (eff != MG_IR_EFFORT_UNSET && (eff != MG_IR_EFFORT_NONE || same) &&
+        !(same && cJSON_GetObjectItemCaseSensitive(ir->extras, "reasoning")))
+        cJSON_AddStringToObject(o, "reasoning_effort", mg_ir_effort_name(eff));
+    if (ir->format == MG_IR_FORMAT_TEXT || ir->format == MG_IR_FORMAT_JSON_OBJECT) {
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "response_format"), "type",
+                                ir->format == MG_IR_FORMAT_TEXT ? "text" : "json_object");
+    } else if (ir->format == MG_IR_FORMAT_JSON_SCHEMA) {
+        cJSON *rf = cJSON_AddObjectToObject(o, "response_format");
+        cJSON_AddStringToObject(rf, "type", "json_schema");
+        cJSON *js = cJSON_AddObjectToObject(rf, "json_schema");
+        cJSON_AddStringToObject(js, "name", ir->format_name ? ir->format_name : "response");
+        mg_ir_add_dup(js, "schema", ir->format_schema);
+        if (ir->format_strict >= 0) cJSON_AddBoolToObject(js, "strict", ir->format_strict);
+    }
+    if (ir->n > 1) mg_ir_add_int(o, "n", ir->n);
+    if (ir->user) cJSON_AddStringToObject(o, "user", ir->user);
+    if (ir->stream) {
+        cJSON_AddBoolToObject(o, "stream", true);
+        /* Always: Anthropic's message_delta and Responses' response.completed need the usage
+         * (B.5.1); the Chat encoder drops the chunk if the client did not ask for it. */
+        cJSON_AddBoolToObject(cJSON_AddObjectToObject(o, "stream_options"), "include_usage", true);
+    }
+    if (same) {
+        const cJSON *f;
+        cJSON_ArrayForEach(f, ir->extras)
+        {
+            if (!cJSON_GetObjectItemCaseSensitive(o, f->string))
+                cJSON_AddItemToObject(o, f->string, cJSON_Duplicate(f, true));
+        }
+    }
+    return o;
+error:
+    cJSON_Delete(o);
+    return NULL;
+}
+
+/* ---- whole responses ---- */
+
+int mg_openai_chat_decode_response(const cJSON *body, mg_ir_arena_t *a,
+                                   const mg_ir_decode_opts_t *opts, mg_ir_response_t *out,
+                                   char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    out->usage = MG_IR_USAGE_UNKNOWN;
+    mg_ir_error_t e;
+    if (mg_ir_error_from_json(body, 0, &e)) return mg_ir_fail(err, errlen, "upstream error: %s", e.message);
+    const cJSON *choices = mg_ir_jget(body, "choices");
+    const cJSON *c0 = cJSON_IsArray(choices) ? cJSON_GetArrayItem(choices, 0) : NULL;
+    if (!cJSON_IsObject(c0)) return mg_ir_fail(err, errlen, "the answer has no choices");
+    out->id = mg_ir_jstr(body, "id");
+    out->model = mg_ir_jstr(body, "model");
+    out->created = mg_ir_jint(body, "created", 0);
+    const char *fr = mg_ir_jstr(c0, "finish_reason");
+    if (fr && strcmp(fr, "error") == 0) return mg_ir_fail(err, errlen, "upstream error: finish_reason \"error\"");
+    out->finish = mg_openai_chat_parse_finish(fr);
+    const cJSON *msg = mg_ir_jget(c0, "message");
+    mg_ir_parts_t pv = {0};
+    const char *rc = mg_ir_jstr(msg, "reasoning_content");
+    if (!rc || !*rc) rc = mg_ir_jstr(msg, "reasoning");
+    if (rc && *rc) mg_ir_parts_add(a, &pv, MG_IR_PART_REASONING)->text = rc;
+    const cJSON *content = mg_ir_jget(msg, "content");
+    mg_ir_parts_t cv = {0};
+    if (decode_content(a, content, &cv, err, errlen)) return -1;
+    mg_buf_t text = {0};
+    for (size_t i = 0; i < cv.n; i++)
+        if (cv.v[i].type == MG_IR_PART_TEXT) mg_buf_puts(&text, cv.v[i].text);
+    const char *refusal = mg_ir_jstr(msg, "refusal");
+    if (refusal && *refusal) mg_buf_puts(&text, refusal);
+    if (text.len) {
+        think_t th = {.mode = opts && opts->no_think_tags ? THINK_OFF : THINK_PRE};
+        mg_buf_t r = {0}, t = {0};
+        think_feed(&th, text.data, text.len, &r, &t);
+        think_flush(&th, &r, &t);
+        if (r.len) mg_ir_parts_add(a, &pv, MG_IR_PART_REASONING)->text = mg_ir_strndup(a, r.data, r.len);
+        if (t.len) mg_ir_parts_add(a, &pv, MG_IR_PART_TEXT)->text = mg_ir_strndup(a, t.data, t.len);
+        mg_buf_free(&r);
+        mg_buf_free(&t);
+        mg_buf_free(&th.hold);
+    }
+    mg_buf_free(&text);
+    const cJSON *tcs = mg_ir_jget(msg, "tool_calls"), *tc;
+    int k = 0;
+    cJSON_ArrayForEach(tc, mg_ir_arr(tcs))
+    {
+        const cJSON *fn = mg_ir_jget(tc, "function");
+        mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TOOL_CALL);
+        p->id = mg_ir_jstr(tc, "id");
+        if (!p->id) {
+            char idb[32];
+            snprintf(idb, sizeof idb, "call_%d", k);
+            p->id = mg_ir_strdup(a, idb);
+        }
+        p->name = mg_ir_jstr(fn, "name") ? mg_ir_jstr(fn, "name") : "";
+        p->arguments = args_text(a, mg_ir_jget(fn, "arguments"));
+        k++;
+    }
+    out->parts = pv.v;
+    out->n_parts = pv.n;
+    const cJSON *u = mg_ir_jget(body, "usage");
+    if (cJSON_IsObject(u)) out->usage = usage_from_json(u);
+    return 0;
+}
+
+cJSON *mg_openai_chat_encode_response(const mg_ir_response_t *r, const mg_ir_output_opts_t *opts)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", opts->id ? opts->id : r->id ? r->id : "chatcmpl-moongate");
+    cJSON_AddStringToObject(o, "object", "chat.completion");
+    mg_ir_add_int(o, "created", mg_ir_created(opts, r->created));
+    cJSON_AddStringToObject(o, "model", opts->model ? opts->model : r->model ? r->model : "");
+    cJSON *choice = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), choice);
+    mg_ir_add_int(choice, "index", 0);
+    cJSON *msg = cJSON_AddObjectToObject(choice, "message");
+    cJSON_AddStringToObject(msg, "role", "assistant");
+    mg_buf_t text = {0}, reasoning = {0};
+    bool any_text = false, any_reasoning = false;
+    cJSON *tcs = NULL;
+    for (size_t i = 0; i < r->n_parts; i++) {
+        const mg_ir_part_t *p = &r->parts[i];
+        if (p->type == MG_IR_PART_TEXT) {
+            mg_buf_puts(&text, p->text ? p->text : "");
+            any_text = true;
+        } else if (p->type == MG_IR_PART_REASONING && !opts->strip_reasoning && p->text) {
+            mg_buf_puts(&reasoning, p->text);
+            any_reasoning = true;
+        } else if (p->type == MG_IR_PART_TOOL_CALL) {
+            if (!tcs) tcs = cJSON_CreateArray();
+            cJSON *tc = cJSON_CreateObject();
+            cJSON_AddStringToObject(tc, "id", p->id ? p->id : "");
+            cJSON_AddStringToObject(tc, "type", "function");
+            cJSON *fn = cJSON_AddObjectToObject(tc, "function");
+            cJSON_AddStringToObject(fn, "name", p->name ? p->name : "");
+            cJSON_AddStringToObject(fn, "arguments", p->arguments ? p->arguments : "{}");
+            cJSON_AddItemToArray(tcs, tc);
+        }
+    }
+    if (any_text) cJSON_AddStringToObject(msg, "content", text.data ? text.data : "");
+    else if (tcs) cJSON_AddNullToObject(msg, "content");
+    else cJSON_AddStringToObject(msg, "content", "");
+    if (any_reasoning) cJSON_AddStringToObject(msg, "reasoning_content", reasoning.data ? reasoning.data : "");
+    if (tcs) cJSON_AddItemToObject(msg, "tool_calls", tcs);
+    cJSON_AddNullToObject(msg, "refusal");
+    cJSON_AddNullToObject(choice, "logprobs");
+    cJSON_AddStringToObject(choice, "finish_reason",
+                            mg_openai_chat_finish_reason(mg_ir_effective_finish(r->finish, tcs != NULL)));
+    if (usage_known(&r->usage)) cJSON_AddItemToObject(o, "usage", usage_to_json(&r->usage));
+    mg_buf_free(&text);
+    mg_buf_free(&reasoning);
+    return o;
+}
+
+char *mg_openai_chat_encode_error(int status, const char *type, const char *code, const char *message)
+{
+    mg_buf_t b = {0};
+    mg_buf_puts(&b, "{\"error\":{\"message\":");
+    mg_buf_json_str(&b, message ? message : "error");
+    mg_buf_puts(&b, ",\"type\":");
+    mg_buf_json_str(&b, mg_ir_error_type(API, status, type));
+    mg_buf_puts(&b, ",\"param\":null,\"code\":");
+    mg_buf_json_str(&b, code);
+    mg_buf_puts(&b, "}}");
+    return mg_buf_steal(&b);
+}
+
+/* ---- stream decoder ---- */
+
+typedef struct chat_tool {
+    int up_index; /* the upstream's tool_calls[].index, -1 when it sent none */
+    char *id;
+} chat_tool_t;
+
+typedef struct chat_dec {
+    bool started, finished, ended;
+    think_t think;
+    chat_tool_t *tools;
+    int n_tools, cap_tools;
+    mg_buf_t r, t; /* think_feed output */
+} chat_dec_t;
+
+void *mg_openai_chat_decoder_new(const mg_ir_decode_opts_t *opts)
+{
+    chat_dec_t *d = mg_xcalloc(1, sizeof *d);
+    d->think.mode = opts && opts->no_think_tags ? THINK_OFF : THINK_PRE;
+    return d;
+}
+
+void mg_openai_chat_decoder_free(void *st)
+{
+    chat_dec_t *d = st;
+    if (!d) return;
+    for (int i = 0; i < d->n_tools; i++)
+        free(d->tools[i].id);
+    free(d->tools);
+    mg_buf_free(&d->think.hold);
+    mg_buf_free(&d->r);
+    mg_buf_free(&d->t);
+    free(d);
+}
+
+/* Emits what think_feed/think_flush left in d->r and d->t: reasoning first. */
+static int emit_split(chat_dec_t *d, mg_ir_event_cb cb, void *ud)
+{
+    mg_ir_event_t ev = {.type = MG_IR_EV_REASONING_DELTA};
+    int rc = 0;
+    if (d->r.len) {
+        ev.text = d->r.data;
+        ev.text_len = d->r.len;
+        rc = cb(ud, &ev);
+    }
+    if (!rc && d->t.len) {
+        ev.type = MG_IR_EV_TEXT_DELTA;
+        ev.text = d->t.data;
+        ev.text_len = d->t.len;
+        rc = cb(ud, &ev);
+    }
+    mg_buf_reset(&d->r);
+    mg_buf_reset(&d->t);
+    return rc;
+}
+
+static int flush_think(chat_dec_t *d, mg_ir_event_cb cb, void *ud)
+{
+    think_flush(&d->think, &d->r, &d->t);
+    return emit_split(d, cb, ud);
+}
+
+static int emit_error(chat_dec_t *d, const mg_ir_error_t *e, mg_ir_event_cb cb, void *ud)
+{
+    mg_ir_event_t ev = {.type = MG_IR_EV_ERROR, .error = *e};
+    d->ended = true;
+    return cb(ud, &ev);
+}
+
+static chat_tool_t *find_tool(chat_dec_t *d, int up_index, const char *id)
+{
+    for (int i = 0; i < d->n_tools; i++) {
+        if (up_index >= 0 && d->tools[i].up_index == up_index) return &d->tools[i];
+        if (up_index < 0 && id && strcmp(d->tools[i].id, id) == 0) return &d->tools[i];
+    }
+    if (up_index < 0 && !id && d->n_tools) return &d->tools[d->n_tools - 1];
+    return NULL;
+}
+
+static int decode_tool_deltas(chat_dec_t *d, const cJSON *tcs, mg_ir_event_cb cb, void *ud)
+{
+    const cJSON *tc;
+    cJSON_ArrayForEach(tc, tcs)
+    {
+        int up = (int)mg_ir_jint(tc, "index", -1);
+        const char *id = mg_ir_jstr(tc, "id");
+        const cJSON *fn = mg_ir_jget(tc, "function");
+        const char *name = mg_ir_jstr(fn, "name");
+        const char *args = mg_ir_jstr(fn, "arguments");
+        if (id && !*id) id = NULL;
+        chat_tool_t *t = find_tool(d, up, id);
+        if (!t) {
+            if (d->n_tools == d->cap_tools) {
+                d->cap_tools = d->cap_tools ? d->cap_tools * 2 : 4;
+                d->tools = mg_xrealloc(d->tools, (size_t)d->cap_tools * sizeof *d->tools);
+            }
+            t = &d->tools[d->n_tools];
+            t->up_index = up;
+            t->id = id ? mg_xstrdup(id) : mg_xasprintf("call_%d", d->n_tools);
+            mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = d->n_tools++, .id = t->id,
+                                .name = name ? name : ""};
+            EMIT(ev);
+        }
+        if (args && *args) {
+            mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_DELTA, .index = (int)(t - d->tools),
+                                .text = args, .text_len = strlen(args)};
+            EMIT(ev);
+        }
+    }
+    return 0;
+}
+
+static int decode_chunk(chat_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *ud)
+{
+    if (!d->started) {
+        d->started = true;
+        mg_ir_event_t ev = {.type = MG_IR_EV_START, .id = mg_ir_jstr(j, "id"),
+                            .model = mg_ir_jstr(j, "model"), .created = mg_ir_jint(j, "created", 0),
+                            .usage = MG_IR_USAGE_UNKNOWN};
+        EMIT(ev);
+    }
+    const cJSON *choices = mg_ir_jget(j, "choices"), *c, *c0 = NULL;
+    cJSON_ArrayForEach(c, mg_ir_arr(choices))
+    {
+        if (mg_ir_jint(c, "index", 0) == 0) {
+            c0 = c;
+            break;
+        }
+    }
+    int rc;
+    if (c0) {
+        const cJSON *delta = mg_ir_jget(c0, "delta");
+        /* Servers name the reasoning field differently (A.1, A.6): accept both, never both. */
+        const char *rs = mg_ir_jstr(delta, "reasoning_content");
+        if (!rs || !*rs) rs = mg_ir_jstr(delta, "reasoning");
+        if (rs && *rs) {
+            mg_ir_event_t ev = {.type = MG_IR_EV_REASONING_DELTA, .text = rs, .text_len = strlen(rs)};
+            EMIT(ev);
+        }
+        const char *content = mg_ir_jstr(delta, "content");
+        if (content && *content) {
+            think_feed(&d->think, content, strlen(content), &d->r, &d->t);
+            if ((rc = emit_split(d, cb, ud))) return rc;
+        }
+        const char *refusal = mg_ir_jstr(delta, "refusal");
+        if (refusal && *refusal) {
+            mg_ir_event_t ev = {.type = MG_IR_EV_TEXT_DELTA, .text = refusal, .text_len = strlen(refusal)};
+            EMIT(ev);
+        }
+        const cJSON *tcs = mg_ir_jget(delta, "tool_calls");
+        if (cJSON_IsArray(tcs) && cJSON_GetArraySize(tcs) > 0) {
+            if ((rc = flush_think(d, cb, ud))) return rc;
+            if ((rc = decode_tool_deltas(d, tcs, cb, ud))) return rc;
+        }
+        const char *fr = mg_ir_jstr(c0, "finish_reason");
+        if (fr && !d->finished) { /* the first finish_reason counts */
+            if (strcmp(fr, "error") == 0) {
+                /* OpenRouter: a failure after generation started (A.6). */
+                mg_ir_error_t e = {502, "server_error", NULL, "the upstream reported finish_reason \"error\""};
+                return emit_error(d, &e, cb, ud);
+            }
+            if ((rc = flush_think(d, cb, ud))) return rc;
+            d->finished = true;
+            mg_ir_event_t ev = {.type = MG_IR_EV_FINISH, .finish = mg_openai_chat_parse_finish(fr)};
+            EMIT(ev);
+        }
+    }
+    const cJSON *u = mg_ir_jget(j, "usage");
+    if (cJSON_IsObject(u)) {
+        mg_ir_event_t ev = {.type = MG_IR_EV_USAGE, .usage = usage_from_json(u)};
+        EMIT(ev);
+    }
+    return 0;
+}
+
+int mg_openai_chat_decoder_feed(void *st, const char *type, size_t type_len, const char *data,
+                                size_t data_len, mg_ir_event_cb cb, void *ud)
+{
+    chat_dec_t *d = st;
+    if (d->ended) return 0;
+    size_t ws = skip_ws(data, data_len);
+    if (data_len - ws >= 6 && memcmp(data + ws, "[DONE]", 6) == 0) {
+        int rc = flush_think(d, cb, ud);
+        if (rc) return rc;
+        d->ended = true;
+        mg_ir_event_t ev = {.type = MG_IR_EV_END};
+        return cb(ud, &ev);
+    }
+    bool error_event = type_len == 5 && memcmp(type, "error", 5) == 0; /* LM Studio */
+    cJSON *j = cJSON_ParseWithLengthOpts(data, data_len, NULL, false);
+    int rc = 0;
+    mg_ir_error_t e;
+    if (!j) {
+        if (error_event) {
+            char *msg = mg_xstrndup(data, MG_MIN(data_len, 500));
+            e = (mg_ir_error_t){500, "server_error", NULL, msg};
+            rc = emit_error(d, &e, cb, ud);
+            free(msg);
+        }
+        return rc; /* not JSON: nothing a Chat client could use */
+    }
+    const cJSON *err = mg_ir_jget(j, "error");
+    const char *object = mg_ir_jstr(j, "object");
+    if (error_event || (err && !cJSON_IsNull(err)) || (object && strcmp(object, "error") == 0)) {
+        if (!mg_ir_error_from_json(j, 0, &e)) e = (mg_ir_error_t){500, "server_error", NULL, "upstream error"};
+        rc = emit_error(d, &e, cb, ud);
+    } else {
+        rc = decode_chunk(d, j, cb, ud);
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+int mg_openai_chat_decoder_finish(void *st, mg_ir_event_cb cb, void *ud)
+{
+    chat_dec_t *d = st;
+    if (d->ended) return 0;
+    int rc = flush_think(d, cb, ud);
+    if (rc) return rc;
+    if (d->finished) {
+        /* A stream that ends after its finish_reason without [DONE] is accepted by the SDK. */
+        d->ended = true;
+        mg_ir_event_t ev = {.type = MG_IR_EV_END};
+        return cb(ud, &ev);
+    }
+    mg_ir_error_t e = {502, "server_error", NULL, "the upstream stream ended before the answer was complete"};
+    return emit_error(d, &e, cb, ud);
+}
+
+/* ---- stream encoder ---- */
+
+typedef struct chat_enc {
+    char *id, *model;
+    int64_t created;
+    bool strip, include_usage;
+    bool started, finish_sent, done, any_tool;
+    int cur_tool; /* the call whose arguments are streaming, -1 none */
+    size_t cur_args;
+    mg_ir_usage_t usage;
+    bool have_usage;
+    mg_buf_t head;  /* {"id":…,"object":"chat.completion.chunk","created":…,"model":… */
+    mg_buf_t delta; /* scratch */
+} chat_enc_t;
+
+void *mg_openai_chat_encoder_new(const mg_ir_output_opts_t *opts)
+{
+    chat_enc_t *e = mg_xcalloc(1, sizeof *e);
+    e->id = opts->id ? mg_xstrdup(opts->id) : NULL;
+    e->model = opts->model ? mg_xstrdup(opts->model) : NULL;
+    e->created = opts->created;
+    e->strip = opts->strip_reasoning;
+    e->include_usage = opts->include_usage;
+    e->cur_tool = -1;
+    e->usage = MG_IR_USAGE_UNKNOWN;
+    return e;
+}
+
+void mg_openai_chat_encoder_free(void *st)
+{
+    chat_enc_t *e = st;
+    if (!e) return;
+    free(e->id);
+    free(e->model);
+    mg_buf_free(&e->head);
+    mg_buf_free(&e->delta);
+    free(e);
+}
+
+bool mg_openai_chat_encoder_done(const void *st)
+{
+    return ((const chat_enc_t *)st)->done;
+}
+
+/* data: {head,"choices":[{"index":0,"delta":<delta>,"logprobs":null,"finish_reason":<fr>}]} */
+static void chunk(chat_enc_t *e, mg_buf_t *out, const char *delta, const char *finish)
+{
+    mg_buf_puts(out, "data: ");
+    mg_buf_append(out, e->head.data, e->head.len);
+    mg_buf_puts(out, ",\"choices\":[{\"index\":0,\"delta\":");
+    mg_buf_puts(out, delta);
+    mg_buf_puts(out, ",\"logprobs\":null,\"finish_reason\":");
+    mg_buf_json_str(out, finish);
+    mg_buf_puts(out, "}]}\n\n");
+}
+
+static void enc_start(chat_enc_t *e, const mg_ir_event_t *ev, mg_buf_t *out)
+{
+    if (e->started) return;
+    e->started = true;
+    const char *id = e->id ? e->id : ev && ev->id ? ev->id : "chatcmpl-moongate";
+    const char *model = e->model ? e->model : ev && ev->model ? ev->model : "";
+    mg_ir_output_opts_t o = {.created = e->created};
+    mg_buf_puts(&e->head, "{\"id\":");
+    mg_buf_json_str(&e->head, id);
+    mg_buf_printf(&e->head, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
+                  (long long)mg_ir_created(&o, ev ? ev->created : 0));
+    mg_buf_json_str(&e->head, model);
+    /* The SDK's stream helper requires the role on a choice's first delta (B.5.7). */
+    chunk(e, out, "{\"role\":\"assistant\",\"content\":\"\"}", NULL);
+}
+
+static void close_tool(chat_enc_t *e, mg_buf_t *out)
+{
+    if (e->cur_tool >= 0 && e->cur_args == 0) {
+        /* A call without arguments: "{}" so the client's JSON.parse of the arguments works. */
+        mg_buf_reset(&e->delta);
+        mg_buf_printf(&e->delta, "{\"tool_calls\":[{\"index\":%d,\"function\":{\"arguments\":\"{}\"}}]}", e->cur_tool);
+        chunk(e, out, e->delta.data, NULL);
+    }
+    e->cur_tool = -1;
+}
+
+static void send_finish(chat_enc_t *e, mg_ir_finish_t f, mg_buf_t *out)
+{
+    if (e->finish_sent) return;
+    e->finish_sent = true;
+    chunk(e, out, "{}", mg_openai_chat_finish_reason(mg_ir_effective_finish(f, e->any_tool)));
+}
+
+void mg_openai_chat_encoder_push(void *st, const mg_ir_event_t *ev, mg_buf_t *out)
+{
+    chat_enc_t *e = st;
+    if (e->done) return;
+    switch (ev->type) {
+    case MG_IR_EV_START: enc_start(e, ev, out); break;
+    case MG_IR_EV_REASONING_DELTA:
+    case MG_IR_EV_TEXT_DELTA: {
+        bool reasoning = ev->type == MG_IR_EV_REASONING_DELTA;
+        if (!ev->text_len || (reasoning && e->strip)) break;
+        enc_start(e, NULL, out);
+        close_tool(e, out);
+        mg_buf_reset(&e->delta);
+        mg_buf_puts(&e->delta, reasoning ? "{\"reasoning_content\":" : "{\"content\":");
+        mg_buf_json_strn(&e->delta, ev->text, ev->text_len);
+        mg_buf_puts(&e->delta, "}");
+        chunk(e, out, e->delta.data, NULL);
+        break;
+    }
+    case MG_IR_EV_REASONING_SIGNATURE: break; /* Chat has no place for it */
+    case MG_IR_EV_TOOL_CALL_START:
+        enc_start(e, NULL, out);
+        close_tool(e, out);
+        mg_buf_reset(&e->delta);
+        mg_buf_printf(&e->delta, "{\"tool_calls\":[{\"index\":%d,\"id\":", ev->index);
+        mg_buf_json_str(&e->delta, ev->id ? ev->id : "");
+        mg_buf_puts(&e->delta, ",\"type\":\"function\",\"function\":{\"name\":");
+        mg_buf_json_str(&e->delta, ev->name ? ev->name : "");
+        mg_buf_puts(&e->delta, ",\"arguments\":\"\"}}]}");
+        chunk(e, out, e->delta.data, NULL);
+        e->cur_tool = ev->index;
+        e->cur_args = 0;
+        e->any_tool = true;
+        break;
+    case MG_IR_EV_TOOL_CALL_DELTA:
+        if (!ev->text_len) break;
+        enc_start(e, NULL, out);
+        mg_buf_reset(&e->delta);
+        mg_buf_puts(&e->delta, "{\"tool_calls\":[{\"index\":");
+        mg_ir_buf_int(&e->delta, ev->index);
+        mg_buf_puts(&e->delta, ",\"function\":{\"arguments\":");
+        mg_buf_json_strn(&e->delta, ev->text, ev->text_len);
+        mg_buf_puts(&e->delta, "}}]}");
+        chunk(e, out, e->delta.data, NULL);
+        if (ev->index == e->cur_tool) e->cur_args += ev->text_len;
+        break;
+    case MG_IR_EV_BLOCK_END: close_tool(e, out); break;
+    case MG_IR_EV_FINISH:
+        enc_start(e, NULL, out);
+        close_tool(e, out);
+        send_finish(e, ev->finish, out);
+        break;
+    case MG_IR_EV_USAGE:
+        e->usage = ev->usage;
+        e->have_usage = true;
+        break;
+    case MG_IR_EV_END:
+        enc_start(e, NULL, out);
+        close_tool(e, out);
+        send_finish(e, MG_IR_FINISH_NONE, out);
+        if (e->include_usage && e->have_usage && usage_known(&e->usage)) {
+            cJSON *u = usage_to_json(&e->usage);
+            char *us = cJSON_PrintUnformatted(u);
+            if (!us) abort();
+            mg_buf_puts(out, "data: ");
+            mg_buf_append(out, e->head.data, e->head.len);
+            mg_buf_puts(out, ",\"choices\":[],\"usage\":");
+            mg_buf_puts(out, us);
+            mg_buf_puts(out, "}\n\n");
+            cJSON_free(us);
+            cJSON_Delete(u);
+        }
+        mg_buf_puts(out, "data: [DONE]\n\n");
+        e->done = true;
+        break;
+    case MG_IR_EV_ERROR: {
+        /* The SDK throws APIError on a chunk with a top-level error (A.1); no [DONE] follows. */
+        int status = ev->error.status ? ev->error.status : 500;
+        char *body = mg_openai_chat_encode_error(status, ev->error.type, ev->error.code, ev->error.message);
+        mg_ir_sse_frame(out, NULL, body, strlen(body));
+        free(body);
+        e->done = true;
+        break;
+    }
+    }
+}
+
+const mg_ir_codec_t mg_openai_chat_codec = {
+    .api = API,
+    .name = "openai-completions",
+    .decode_request = mg_openai_chat_decode_request,
+    .encode_request = mg_openai_chat_encode_request,
+    .decode_response = mg_openai_chat_decode_response,
+    .encode_response = mg_openai_chat_encode_response,
+    .encode_error = mg_openai_chat_encode_error,
+    .decoder_new = mg_openai_chat_decoder_new,
+    .decoder_feed = mg_openai_chat_decoder_feed,
+    .decoder_finish = mg_openai_chat_decoder_finish,
+    .decoder_free = mg_openai_chat_decoder_free,
+    .encoder_new = mg_openai_chat_encoder_new,
+    .encoder_push = mg_openai_chat_encoder_push,
+    .encoder_done = mg_openai_chat_encoder_done,
+    .encoder_free = mg_openai_chat_encoder_free,
+};

@@ -1,0 +1,216 @@
+/* Unit tests for api_anthropic.c: the request rules Anthropic enforces (alternation, first user
+ * message, tool results first, no empty text, signed thinking only, thinking budget below
+ * max_tokens), the stream decoder (cumulative usage, errors, unknown blocks) and the encoder's
+ * block framing. */
+#include "api_anthropic.h"
+#include "ir_testlib.h"
+#include "mg_test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ANT MG_API_ANTHROPIC_MESSAGES
+#define CHAT MG_API_OPENAI_COMPLETIONS
+
+static cJSON *translate_req(mg_api_t from, mg_api_t to, const char *json, const mg_ir_request_opts_t *o, char *err)
+{
+    cJSON *body = cJSON_Parse(json);
+    mg_ir_arena_t *a = mg_ir_arena_new();
+    mg_ir_request_t ir;
+    cJSON *out = NULL;
+    if (mg_ir_decode_request(from, body, a, &ir, err, 200) == 0) out = mg_ir_encode_request(to, &ir, o, err, 200);
+    mg_ir_arena_free(a);
+    cJSON_Delete(body);
+    return out;
+}
+
+static char *compact(const cJSON *j)
+{
+    return cJSON_PrintUnformatted(j);
+}
+
+MG_TEST(alternation_first_user_and_tool_results_first)
+{
+    char err[200] = "";
+    mg_ir_request_opts_t o = {.model = "up", .default_max_tokens = 1000};
+    cJSON *out = translate_req(CHAT, ANT,
+        "{\"model\":\"m\",\"messages\":["
+        "{\"role\":\"assistant\",\"content\":\"prefill\"},"
+        "{\"role\":\"assistant\",\"content\":\"\",\"reasoning_content\":\"unsigned\",\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"not json\"}}]},"
+        "{\"role\":\"user\",\"content\":\"between\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"r1\"},"
+        "{\"role\":\"user\",\"content\":\"\"}]}", &o, err);
+    MG_CHECK(out != NULL);
+    char *s = compact(mg_ir_jget(out, "messages"));
+    MG_CHECK_STR(s, "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\".\"}]},"
+                    "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"prefill\"},{\"type\":\"tool_use\",\"id\":\"c1\",\"name\":\"f\",\"input\":{}}]},"
+                    "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"c1\",\"content\":\"r1\"},{\"type\":\"text\",\"text\":\"between\"}]}]");
+    MG_CHECK_INT(mg_ir_jint(out, "max_tokens", -1), 1000);
+    cJSON_free(s);
+    cJSON_Delete(out);
+    /* No messages at all (a system prompt only) still makes a valid request. */
+    out = translate_req(CHAT, ANT, "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"s\"}]}", &(mg_ir_request_opts_t){.model = "up"}, err);
+    s = compact(out);
+    MG_CHECK_STR(s, "{\"model\":\"up\",\"max_tokens\":4096,\"system\":\"s\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\".\"}]}]}");
+    cJSON_free(s);
+    cJSON_Delete(out);
+}
+
+MG_TEST(thinking_budget_temperature_and_tool_choice)
+{
+    char err[200] = "";
+    mg_ir_request_opts_t o = {.model = "up"};
+    cJSON *out = translate_req(CHAT, ANT, "{\"model\":\"m\",\"max_tokens\":1500,\"reasoning_effort\":\"high\",\"temperature\":0.2,\"top_p\":0.5,"
+                                          "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &o, err);
+    MG_CHECK_INT(mg_ir_jint(mg_ir_jget(out, "thinking"), "budget_tokens", -1), 1499);
+    MG_CHECK(!mg_ir_jget(out, "temperature") && !mg_ir_jget(out, "top_p")); /* refused with thinking */
+    cJSON_Delete(out);
+    out = translate_req(CHAT, ANT, "{\"model\":\"m\",\"max_tokens\":800,\"reasoning_effort\":\"low\",\"temperature\":1.7,"
+                                   "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &o, err);
+    MG_CHECK(!mg_ir_jget(out, "thinking")); /* no room to think in 800 tokens */
+    MG_CHECK(cJSON_GetNumberValue(mg_ir_jget(out, "temperature")) == 1.0); /* clamped to Anthropic's range */
+    cJSON_Delete(out);
+    out = translate_req(CHAT, ANT, "{\"model\":\"m\",\"reasoning_effort\":\"none\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &o, err);
+    MG_CHECK(!mg_ir_jget(out, "thinking"));
+    cJSON_Delete(out);
+    const char *tools = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}]";
+    char buf[600];
+    snprintf(buf, sizeof buf, "{\"model\":\"m\",%s,\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", tools);
+    out = translate_req(CHAT, ANT, buf, &o, err);
+    char *s = compact(mg_ir_jget(out, "tool_choice"));
+    MG_CHECK_STR(s, "{\"type\":\"tool\",\"name\":\"f\"}");
+    cJSON_free(s);
+    cJSON_Delete(out);
+    snprintf(buf, sizeof buf, "{\"model\":\"m\",%s,\"parallel_tool_calls\":false,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", tools);
+    out = translate_req(CHAT, ANT, buf, &o, err);
+    s = compact(mg_ir_jget(out, "tool_choice"));
+    MG_CHECK_STR(s, "{\"type\":\"auto\",\"disable_parallel_tool_use\":true}");
+    cJSON_free(s);
+    cJSON_Delete(out);
+    /* tool_choice without tools is not sent (Anthropic refuses it). */
+    out = translate_req(CHAT, ANT, "{\"model\":\"m\",\"tool_choice\":\"none\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &o, err);
+    MG_CHECK(!mg_ir_jget(out, "tool_choice"));
+    cJSON_Delete(out);
+}
+
+MG_TEST(decoding_anthropic_requests)
+{
+    char err[200] = "";
+    mg_ir_request_opts_t o = {.model = "up"};
+    /* SDK 1.11 role:"system" messages join the system prompt; thinking disabled asks nothing. */
+    cJSON *out = translate_req(ANT, CHAT, "{\"model\":\"m\",\"max_tokens\":5,\"system\":[{\"type\":\"text\",\"text\":\"a\"}],"
+                                          "\"thinking\":{\"type\":\"disabled\"},"
+                                          "\"messages\":[{\"role\":\"system\",\"content\":\"b\"},{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"is_error\":true,\"content\":\"failed\"},{\"type\":\"text\",\"text\":\"so?\"}]}]}",
+                               &o, err);
+    char *s = compact(mg_ir_jget(out, "messages"));
+    MG_CHECK_STR(s, "[{\"role\":\"system\",\"content\":\"a\\n\\nb\"},{\"role\":\"tool\",\"tool_call_id\":\"t1\",\"content\":\"failed\"},{\"role\":\"user\",\"content\":\"so?\"}]");
+    MG_CHECK(!mg_ir_jget(out, "reasoning_effort"));
+    cJSON_free(s);
+    cJSON_Delete(out);
+    /* Adaptive thinking is a medium effort elsewhere; same API keeps it adaptive. */
+    const char *adaptive = "{\"model\":\"m\",\"max_tokens\":5,\"thinking\":{\"type\":\"adaptive\"},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    out = translate_req(ANT, CHAT, adaptive, &o, err);
+    MG_CHECK_STR(mg_ir_jstr(out, "reasoning_effort"), "medium");
+    cJSON_Delete(out);
+    out = translate_req(ANT, ANT, adaptive, &o, err);
+    MG_CHECK_STR(mg_ir_jstr(mg_ir_jget(out, "thinking"), "type"), "adaptive");
+    cJSON_Delete(out);
+    /* Server tools and documents are Anthropic-only. */
+    out = translate_req(ANT, CHAT, "{\"model\":\"m\",\"max_tokens\":5,\"tools\":[{\"type\":\"web_search_20250305\",\"name\":\"web_search\"}],\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &o, err);
+    MG_CHECK(out == NULL && strstr(err, "web_search_20250305"));
+    out = translate_req(ANT, MG_API_OPENAI_RESPONSES, "{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"document\",\"source\":{}}]}]}", &o, err);
+    MG_CHECK(out == NULL && strstr(err, "document"));
+    out = translate_req(ANT, ANT, "{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"document\",\"source\":{}}]}]}", &o, err);
+    MG_CHECK(out != NULL);
+    cJSON_Delete(out);
+}
+
+MG_TEST(stream_decoder_usage_errors_and_unknown_blocks)
+{
+    const char *sse =
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m1\",\"model\":\"x\",\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n"
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"server_tool_use\",\"id\":\"s\",\"name\":\"web_search\",\"input\":{}}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{}\"}}\n\n"
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"citations_delta\",\"citation\":{}}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n"
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n"
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\",\"input\":{\"a\":1}}}\n\n"
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":2}\n\n"
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":7,\"input_tokens\":6}}\n\n";
+    char *log = ir_decode_log(ANT, sse, 3, NULL);
+    /* No message_stop, but a stop reason: a clean end. message_delta usage overwrites. */
+    MG_CHECK_STR(log, "start[m1|x] t\"hi\" / tc0[t|f] a0\"{\"a\":1}\" / usage[16,7,10,-1,-1] finish:tool_calls end");
+    free(log);
+    log = ir_decode_log(ANT, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\"}}\n\n"
+                             "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n", 0, NULL);
+    MG_CHECK_STR(log, "start[m|] err[529|overloaded_error||Overloaded]");
+    free(log);
+    log = ir_decode_log(ANT, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\"}}\n\n", 0, NULL);
+    MG_CHECK(strstr(log, "err[502|api_error||the upstream stream ended") != NULL);
+    free(log);
+}
+
+MG_TEST(encoder_blocks_signatures_and_strip)
+{
+    mg_ir_event_t evs[] = {
+        IR_REASON_EV("hmm"), /* before START: message_start still comes first */
+        {.type = MG_IR_EV_REASONING_SIGNATURE, .text = "sig1", .text_len = 4},
+        IR_TEXT_EV("a"),
+        {.type = MG_IR_EV_REASONING_SIGNATURE, .text = "late", .text_len = 4}, /* no thinking block open: dropped */
+        {.type = MG_IR_EV_TOOL_CALL_START, .index = 0, .id = "c1", .name = "f"},
+        {.type = MG_IR_EV_TOOL_CALL_DELTA, .index = 1, .text = "{lost}", .text_len = 6}, /* not the open call */
+        {.type = MG_IR_EV_TOOL_CALL_DELTA, .index = 0, .text = "{}", .text_len = 2},
+        {.type = MG_IR_EV_USAGE, .usage = {100, 7, 90, -1, -1}},
+        {.type = MG_IR_EV_END},
+    };
+    mg_ir_output_opts_t o = {.model = "shown"};
+    char *out = ir_encode(ANT, &o, evs, MG_ARRAY_LEN(evs));
+    MG_CHECK(strncmp(out, "event: message_start\n", 21) == 0);
+    MG_CHECK(strstr(out, "\"model\":\"shown\"") != NULL);
+    MG_CHECK(strstr(out, "{\"type\":\"signature_delta\",\"signature\":\"sig1\"}") != NULL);
+    MG_CHECK(!strstr(out, "late") && !strstr(out, "lost"));
+    MG_CHECK_INT(ir_count(out, "event: content_block_start"), 3);
+    MG_CHECK_INT(ir_count(out, "event: content_block_stop"), 3);
+    MG_CHECK(strstr(out, "\"index\":2,\"content_block\":{\"type\":\"tool_use\"") != NULL);
+    /* END without FINISH but with a call: tool_use; input excludes the cache. */
+    MG_CHECK(strstr(out, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},"
+                         "\"usage\":{\"input_tokens\":10,\"output_tokens\":7,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":90}}") != NULL);
+    MG_CHECK(strstr(out, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n") != NULL);
+    /* Every data line has an event line before it. */
+    MG_CHECK_INT(ir_count(out, "event: "), ir_count(out, "data: "));
+    free(out);
+    o.strip_reasoning = true;
+    out = ir_encode(ANT, &o, evs, MG_ARRAY_LEN(evs));
+    MG_CHECK(!strstr(out, "thinking") && !strstr(out, "sig1"));
+    MG_CHECK(strstr(out, "\"index\":0,\"content_block\":{\"type\":\"text\"") != NULL);
+    free(out);
+    mg_ir_event_t err[] = {{.type = MG_IR_EV_START, .id = "m"}, IR_TEXT_EV("x"),
+                           {.type = MG_IR_EV_ERROR, .error = {429, "rate_limit_exceeded", NULL, "slow"}}};
+    out = ir_encode(ANT, &(mg_ir_output_opts_t){0}, err, 3);
+    MG_CHECK(strstr(out, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"slow\"}}\n\n") != NULL);
+    MG_CHECK(!strstr(out, "message_stop"));
+    free(out);
+}
+
+MG_TEST(whole_response_stop_sequence_and_redacted)
+{
+    mg_ir_arena_t *a = mg_ir_arena_new();
+    char err[100];
+    cJSON *j = cJSON_Parse("{\"id\":\"m\",\"type\":\"message\",\"content\":[{\"type\":\"redacted_thinking\",\"data\":\"xx\"},{\"type\":\"text\",\"text\":\"t\"}],"
+                           "\"stop_reason\":\"stop_sequence\",\"stop_sequence\":\"END\",\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}");
+    mg_ir_response_t r;
+    MG_CHECK(mg_anthropic_decode_response(j, a, NULL, &r, err, sizeof err) == 0);
+    cJSON *out = mg_anthropic_encode_response(&r, &(mg_ir_output_opts_t){0});
+    char *s = cJSON_PrintUnformatted(out);
+    MG_CHECK_STR(s, "{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"\",\"content\":[{\"type\":\"redacted_thinking\",\"data\":\"xx\"},"
+                    "{\"type\":\"text\",\"text\":\"t\"}],\"stop_reason\":\"stop_sequence\",\"stop_sequence\":\"END\","
+                    "\"usage\":{\"input_tokens\":1,\"output_tokens\":2,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0}}");
+    cJSON_free(s);
+    cJSON_Delete(out);
+    cJSON_Delete(j);
+    mg_ir_arena_free(a);
+}
+
+MG_TEST_MAIN()
