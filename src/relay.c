@@ -19,7 +19,10 @@
 
 typedef struct event_ctx {
     mg_attempt_t *a;
-    mg_xfer_t *x; /* NULL at end of stream */
+    mg_xfer_t *x;               /* NULL at end of stream */
+    const mg_sse_event_t *ev;   /* the upstream event being decoded (NULL at end of stream) */
+    bool content;               /* it carried content (or finished the answer) */
+    bool failed;                /* it was an error */
 } event_ctx_t;
 
 static void on_head(void *ud, long status, const char *headers, size_t len)
@@ -36,7 +39,20 @@ static void on_head(void *ud, long status, const char *headers, size_t len)
                 break;
             }
         }
-        if (a->is_sse) mg_sse_init(&a->sse, a->req->gen->cfg->gw.max_event_bytes);
+        if (a->is_sse) {
+            mg_req_t *req = a->req;
+            /* A Responses upstream repeats the whole answer in response.completed: let that one
+             * event be as large as a whole answer may be. */
+            size_t max = req->gen->cfg->gw.max_event_bytes;
+            if (a->model->provider->api == MG_API_OPENAI_RESPONSES)
+                max = MG_MAX(max, req->gen->cfg->gw.max_upstream_body_bytes);
+            mg_sse_init(&a->sse, max);
+            if (a->mode != MG_RELAY_CHAT_RAW) a->dec = mg_ir_decoder_new(a->model->provider->api, NULL);
+            if (a->mode == MG_RELAY_TRANSLATE) {
+                mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .include_usage = req->wants_usage};
+                a->enc = mg_ir_encoder_new(req->client_api, &o);
+            }
+        }
     }
 }
 
@@ -80,12 +96,26 @@ static void chat_error_chunk(mg_buf_t *b, const char *code, const char *message)
     mg_buf_puts(b, "}}\n\n");
 }
 
-static void commit(mg_attempt_t *a, mg_xfer_t *x, const cJSON *chunk)
+/* The commit point: the held-back bytes (head, then pending) go to the client; from now on every
+ * event does. */
+static void commit_with(mg_attempt_t *a, mg_xfer_t *x, const mg_buf_t *head)
 {
     mg_req_t *req = a->req;
     if (x) mg_xfer_mark_first_token(x);
     a->ttft_ms = mg_now_ms() - a->start_ms;
     mg_metrics_ttft(a->model->ref, (double)a->ttft_ms / 1000.0);
+    pthread_mutex_lock(&req->lock);
+    if (head) mg_buf_append(&req->out, head->data, head->len);
+    mg_buf_append(&req->out, a->pending.data, a->pending.len);
+    req->committed = a;
+    req->last_out_ms = mg_now_ms();
+    pthread_mutex_unlock(&req->lock);
+    mg_buf_free(&a->pending);
+}
+
+static void commit(mg_attempt_t *a, mg_xfer_t *x, const cJSON *chunk)
+{
+    mg_req_t *req = a->req;
     mg_buf_t head = {0};
     if (!a->saw_role) {
         /* The SDK's stream helper rejects a choice whose first delta has no role. */
@@ -99,14 +129,113 @@ static void commit(mg_attempt_t *a, mg_xfer_t *x, const cJSON *chunk)
                            "\"logprobs\":null,\"finish_reason\":null}]}\n\n");
         a->saw_role = true;
     }
-    pthread_mutex_lock(&req->lock);
-    mg_buf_append(&req->out, head.data, head.len);
-    mg_buf_append(&req->out, a->pending.data, a->pending.len);
-    req->committed = a;
-    req->last_out_ms = mg_now_ms();
-    pthread_mutex_unlock(&req->lock);
+    commit_with(a, x, &head);
     mg_buf_free(&head);
-    mg_buf_free(&a->pending);
+}
+
+/* Bytes for the client from the decoded paths: held back before the commit point, queued after.
+ * content commits first. */
+static int emit(event_ctx_t *ctx, const char *p, size_t n, bool content, bool done)
+{
+    mg_attempt_t *a = ctx->a;
+    mg_req_t *req = a->req;
+    if (req->committed != a && content) commit_with(a, ctx->x, NULL);
+    if (req->committed == a) {
+        queue_out(req, a, p, n, done, content);
+        return 0;
+    }
+    if (a->pending.len + n > MG_MAX_PENDING_BYTES) {
+        a->fail_cls = MG_CLASS_STREAM_BROKEN;
+        snprintf(a->detail, sizeof a->detail, "over %u bytes of events before any content", MG_MAX_PENDING_BYTES);
+        return 1;
+    }
+    mg_buf_append(&a->pending, p, n);
+    return 0;
+}
+
+/* One decoded event (MG_RELAY_RAW and MG_RELAY_TRANSLATE). */
+static int on_ir(void *ud, const mg_ir_event_t *ev)
+{
+    event_ctx_t *ctx = ud;
+    mg_attempt_t *a = ctx->a;
+    mg_req_t *req = a->req;
+    switch (ev->type) {
+    case MG_IR_EV_USAGE:
+        pthread_mutex_lock(&req->lock);
+        if (ev->usage.input >= 0) a->prompt_tokens = ev->usage.input;
+        if (ev->usage.output >= 0) a->completion_tokens = ev->usage.output;
+        if (ev->usage.cache_read >= 0) a->cached_tokens = ev->usage.cache_read;
+        pthread_mutex_unlock(&req->lock);
+        break;
+    case MG_IR_EV_FINISH: a->saw_finish = true; break;
+    case MG_IR_EV_END: a->saw_done = true; break;
+    case MG_IR_EV_ERROR: {
+        /* An error inside a 200 stream: a failure, never content. */
+        ctx->failed = true;
+        a->fail_cls = ctx->ev ? mg_classify_stream_error(req->gen->patterns, ctx->ev->data, ctx->ev->data_len).cls
+                              : MG_CLASS_STREAM_BROKEN;
+        if (a->fail_cls == MG_CLASS_SERVER_ERROR) a->fail_cls = MG_CLASS_STREAM_BROKEN;
+        snprintf(a->detail, sizeof a->detail, "error event in stream: %s",
+                 ev->error.message ? ev->error.message : "(no message)");
+        if (req->committed != a || a->mode != MG_RELAY_TRANSLATE) return 1; /* RAW forwards it as is */
+        break;
+    }
+    default: break;
+    }
+    bool reasoning = ev->type == MG_IR_EV_REASONING_DELTA || ev->type == MG_IR_EV_REASONING_SIGNATURE;
+    bool content = (mg_ir_event_is_content(ev) && !(reasoning && a->strip_reasoning)) ||
+                   ev->type == MG_IR_EV_FINISH || ev->type == MG_IR_EV_END;
+    ctx->content = ctx->content || content;
+    if (a->mode != MG_RELAY_TRANSLATE) return 0;
+    mg_buf_t b = {0};
+    mg_ir_encoder_push(a->enc, ev, &b);
+    int rc = b.len || content ? emit(ctx, b.data ? b.data : "", b.len, content, mg_ir_encoder_done(a->enc)) : 0;
+    mg_buf_free(&b);
+    if (ev->type == MG_IR_EV_ERROR) return 1;
+    return rc;
+}
+
+/* An error event in the client's dialect, for a RAW stream that broke after its commit point (a
+ * TRANSLATE stream gets one from its encoder). */
+static void client_error_event(mg_buf_t *b, mg_api_t api, const char *code, const char *message)
+{
+    if (api == MG_API_ANTHROPIC_MESSAGES) {
+        mg_buf_puts(b, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":");
+        mg_buf_json_str(b, message);
+        mg_buf_puts(b, "}}\n\n");
+    } else if (api == MG_API_OPENAI_RESPONSES) {
+        mg_buf_puts(b, "event: error\ndata: {\"type\":\"error\",\"code\":");
+        mg_buf_json_str(b, code);
+        mg_buf_puts(b, ",\"message\":");
+        mg_buf_json_str(b, message);
+        mg_buf_puts(b, ",\"param\":null}\n\n");
+    } else {
+        chat_error_chunk(b, code, message);
+    }
+}
+
+/* MG_RELAY_RAW and MG_RELAY_TRANSLATE: decode the event; RAW forwards its bytes as they came. */
+static int on_decoded_event(event_ctx_t *ctx, const mg_sse_event_t *ev)
+{
+    mg_attempt_t *a = ctx->a;
+    ctx->ev = ev;
+    ctx->content = ctx->failed = false;
+    int rc = mg_ir_decoder_feed(a->dec, ev->type, ev->type_len, ev->data, ev->data_len, on_ir, ctx);
+    if (a->mode == MG_RELAY_RAW && (rc == 0 || (ctx->failed && a->req->committed == a))) {
+        mg_buf_t b = {0};
+        if (!(ev->type_len == 7 && memcmp(ev->type, "message", 7) == 0)) {
+            mg_buf_puts(&b, "event: ");
+            mg_buf_append(&b, ev->type, ev->type_len);
+            mg_buf_puts(&b, "\n");
+        }
+        mg_buf_puts(&b, "data: ");
+        mg_buf_append(&b, ev->data, ev->data_len);
+        mg_buf_puts(&b, "\n\n");
+        int e = emit(ctx, b.data, b.len, ctx->content, ctx->failed);
+        mg_buf_free(&b);
+        if (rc == 0) rc = e;
+    }
+    return rc;
 }
 
 /* Whether s[0..n) could be the beginning of tag (a tag cut across two deltas). */
@@ -185,6 +314,7 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
 {
     event_ctx_t *ctx = ud;
     mg_attempt_t *a = ctx->a;
+    if (a->mode != MG_RELAY_CHAT_RAW) return on_decoded_event(ctx, ev);
     mg_req_t *req = a->req;
     bool committed = req->committed == a; /* written only by this thread */
     if (ev->data_len >= 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
@@ -306,7 +436,7 @@ static size_t on_data(void *ud, mg_xfer_t *x, const char *p, size_t n)
         pthread_mutex_unlock(&req->lock);
         if (full) return MG_XFER_DATA_PAUSE; /* the reader resumes us once it has drained */
     }
-    event_ctx_t ctx = {a, x};
+    event_ctx_t ctx = {a, x, NULL, false, false};
     int rc = mg_sse_feed(&a->sse, p, n, on_event, &ctx);
     if (rc < 0 && !a->fail_cls) {
         a->fail_cls = MG_CLASS_STREAM_BROKEN;
@@ -321,20 +451,31 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
     mg_req_t *req = a->req;
     if (a->is_sse && result == MG_XFER_OK && !a->fail_cls) {
         /* The SDKs dispatch an unterminated last event; so do we. */
-        event_ctx_t ctx = {a, NULL};
+        event_ctx_t ctx = {a, NULL, NULL, false, false};
         mg_sse_finish(&a->sse, true, on_event, &ctx);
+        /* A decoder knows whether the answer was complete: END, or an ERROR when it stopped short. */
+        if (a->dec && !a->fail_cls) {
+            ctx.ev = NULL;
+            mg_ir_decoder_finish(a->dec, on_ir, &ctx);
+        }
     }
     bool committed = req->committed == a;
     mg_buf_t tail = {0};
     if (committed && !a->fail_cls) {
-        if (result == MG_XFER_OK && (a->saw_done || a->saw_finish)) {
-            mg_buf_puts(&tail, "data: [DONE]\n\n");
+        bool complete = result == MG_XFER_OK && (a->saw_done || a->saw_finish);
+        if (complete) {
+            if (a->mode == MG_RELAY_CHAT_RAW) mg_buf_puts(&tail, "data: [DONE]\n\n");
         } else {
             char msg[256];
             mg_class_t cls = result == MG_XFER_OK ? MG_CLASS_STREAM_BROKEN : mg_classify_xfer(result);
             snprintf(msg, sizeof msg, "the upstream stream ended early (%s%s%s)", mg_class_name(cls),
                      *detail ? ": " : "", detail);
-            chat_error_chunk(&tail, mg_class_name(cls), msg);
+            if (a->mode == MG_RELAY_TRANSLATE) {
+                mg_ir_event_t err = {.type = MG_IR_EV_ERROR, .error = {502, "api_error", mg_class_name(cls), msg}};
+                mg_ir_encoder_push(a->enc, &err, &tail);
+            } else {
+                client_error_event(&tail, req->client_api, mg_class_name(cls), msg);
+            }
         }
     }
     mg_health_t *h = mg_router_health();
@@ -408,6 +549,18 @@ mg_xfer_callbacks_t mg_relay_callbacks(void)
  * body's wording where it has one. */
 static mg_class_t answer_class(const mg_req_t *req, const mg_attempt_t *a)
 {
+    mg_api_t up = a->model->provider->api;
+    if (up != MG_API_OPENAI_COMPLETIONS) {
+        /* A Responses or Messages answer is one when its own decoder can read it. */
+        cJSON *j = a->body.len ? cJSON_ParseWithLength(a->body.data, a->body.len) : NULL;
+        mg_ir_arena_t *arena = mg_ir_arena_new();
+        mg_ir_response_t r;
+        char err[128];
+        bool ok = j && mg_ir_codec(up)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0;
+        mg_ir_arena_free(arena);
+        cJSON_Delete(j);
+        return ok ? MG_CLASS_OK : MG_CLASS_SERVER_ERROR;
+    }
     cJSON *j = a->body.len ? cJSON_ParseWithLength(a->body.data, a->body.len) : NULL;
     mg_class_t c = MG_CLASS_OK;
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");

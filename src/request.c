@@ -50,9 +50,12 @@ void mg_req_release(mg_req_t *req)
         mg_buf_free(&a->body);
         mg_buf_free(&a->pending);
         mg_sse_free(&a->sse);
+        mg_ir_decoder_free(a->dec);
+        mg_ir_encoder_free(a->enc);
     }
     mg_buf_free(&req->out);
     mg_buf_free(&req->body);
+    mg_ir_arena_free(req->arena); /* before the JSON: the model borrows from it */
     cJSON_Delete(req->json);
     free(req->model_asked);
     free(req->path);
@@ -79,9 +82,18 @@ void mg_reply_error(mg_reply_t *r, mg_endpoint_t ep, int status, const char *typ
     r->status = status;
     r->content_type = "application/json";
     if (ep == MG_EP_MESSAGES) {
-        /* Anthropic: {"type":"error","error":{"type":…,"message":…}} */
+        /* Anthropic: {"type":"error","error":{"type":…,"message":…}}, with its own type names. */
+        const char *t = status == 401   ? "authentication_error"
+                        : status == 402 ? "billing_error"
+                        : status == 403 ? "permission_error"
+                        : status == 404 ? "not_found_error"
+                        : status == 413 ? "request_too_large"
+                        : status == 429 ? "rate_limit_error"
+                        : status == 529 || status == 503 ? "overloaded_error"
+                        : status >= 500 ? "api_error"
+                                        : "invalid_request_error";
         mg_buf_puts(&r->body, "{\"type\":\"error\",\"error\":{\"type\":");
-        mg_buf_json_str(&r->body, type);
+        mg_buf_json_str(&r->body, t);
         mg_buf_puts(&r->body, ",\"message\":");
         mg_buf_json_str(&r->body, message);
         mg_buf_puts(&r->body, "}}");

@@ -14,6 +14,7 @@
 #include "upstream.h"
 #include "util.h"
 
+#include "ir.h"
 #include "sse.h"
 
 #include <cjson/cJSON.h>
@@ -27,6 +28,13 @@
 typedef enum mg_endpoint { MG_EP_CHAT, MG_EP_RESPONSES, MG_EP_MESSAGES } mg_endpoint_t;
 
 struct mg_req;
+
+/* How an attempt's stream reaches the client. */
+typedef enum mg_relay_mode {
+    MG_RELAY_CHAT_RAW,  /* Chat client, Chat upstream: events pass byte for byte (reasoning fixed up) */
+    MG_RELAY_RAW,       /* same API (Responses, Messages): events pass byte for byte */
+    MG_RELAY_TRANSLATE, /* different APIs, or reasoning stripped: decoded and re-encoded (ir.h) */
+} mg_relay_mode_t;
 
 /* <think>…</think> at the start of a Chat answer's content (some local models): state 0 not
  * decided yet, 1 inside the think block, 3 just closed (blank lines dropped), 2 past it or there
@@ -58,6 +66,9 @@ typedef struct mg_attempt {
     bool saw_role, saw_done, saw_finish;
     bool strip_reasoning; /* the client's header or the provider's stripReasoning */
     mg_think_t think; /* <think> splitting of a Chat answer's content */
+    mg_relay_mode_t mode;
+    mg_ir_decoder_t *dec; /* MG_RELAY_RAW / TRANSLATE: the upstream's events, decoded */
+    mg_ir_encoder_t *enc; /* MG_RELAY_TRANSLATE: the client's events, encoded */
     mg_class_t fail_cls;  /* set when the stream itself reported an error or broke the rules */
     int64_t prompt_tokens, completion_tokens; /* from the usage, 0 when none [locked] */
     int64_t cached_tokens;                    /* prompt tokens read from a cache [locked] */
@@ -100,6 +111,10 @@ typedef struct mg_req {
     char *model_asked;
     bool stream;
     bool wants_usage; /* stream_options.include_usage from the client */
+    mg_api_t client_api;  /* the API the client speaks (from the endpoint) */
+    mg_ir_arena_t *arena; /* the decoded request and what lives as long as it */
+    mg_ir_request_t ir;   /* the client's request in the internal model, once decoded */
+    bool ir_ready;
     bool strip_reasoning; /* drop reasoning so only final text reaches the client */
     /* The client-bound stream once committed. */
     mg_attempt_t *committed; /* [locked] the attempt whose answer the client gets */

@@ -139,29 +139,46 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
     mg_attempt_t *a = new_attempt(req, m);
     a->is_retry = is_retry;
     a->strip_reasoning = req->strip_reasoning || p->strip_reasoning;
-    if (p->api != MG_API_OPENAI_COMPLETIONS) {
-        settle_locally(a, MG_CLASS_UNSUPPORTED, "translation to this provider's api is not implemented yet");
-        return false;
-    }
     if (p->api_key_env && !p->api_key) {
         char d[160];
         snprintf(d, sizeof d, "environment variable %s is not set", p->api_key_env);
         settle_locally(a, MG_CLASS_NO_KEY, d);
         return false;
     }
-    mg_buf_t model = {0};
-    mg_buf_json_str(&model, m->id);
-    size_t body_len;
-    char *body = mg_json_set_member(req->body.data, req->body.len, "model", model.data, &body_len);
-    mg_buf_free(&model);
-    if (req->stream) {
-        /* Usage is always asked for, so it is always recorded; the client sees the usage chunk
-         * only if it asked (relay.c). */
-        size_t n2;
-        char *b2 = mg_json_set_member(body, body_len, "stream_options", "{\"include_usage\":true}", &n2);
-        free(body);
-        body = b2;
-        body_len = n2;
+    /* Same API: the body passes through with only the model changed (and, for Chat streams, usage
+     * asked for). Otherwise, or when a Responses/Messages client must not see reasoning, the
+     * request goes through the internal model (ir.h) into the upstream's API. */
+    bool same = p->api == req->client_api;
+    a->mode = same && req->client_api == MG_API_OPENAI_COMPLETIONS ? MG_RELAY_CHAT_RAW
+              : same && !a->strip_reasoning                         ? MG_RELAY_RAW
+                                                                    : MG_RELAY_TRANSLATE;
+    char *body = NULL;
+    size_t body_len = 0;
+    if (same) {
+        mg_buf_t model = {0};
+        mg_buf_json_str(&model, m->id);
+        body = mg_json_set_member(req->body.data, req->body.len, "model", model.data, &body_len);
+        mg_buf_free(&model);
+        if (req->stream && p->api == MG_API_OPENAI_COMPLETIONS) {
+            /* Usage is always asked for, so it is always recorded; the client sees the usage
+             * chunk only if it asked (relay.c). */
+            size_t n2;
+            char *b2 = mg_json_set_member(body, body_len, "stream_options", "{\"include_usage\":true}", &n2);
+            free(body);
+            body = b2;
+            body_len = n2;
+        }
+    } else {
+        char err[256];
+        mg_ir_request_opts_t o = {.model = m->id, .default_max_tokens = m->max_tokens};
+        cJSON *j = mg_ir_encode_request(p->api, &req->ir, &o, err, sizeof err);
+        if (!j) {
+            settle_locally(a, MG_CLASS_UNSUPPORTED, err);
+            return false;
+        }
+        body = cJSON_PrintUnformatted(j);
+        body_len = strlen(body);
+        cJSON_Delete(j);
     }
 
     /* Headers: ours, then the provider's. Nothing of the client's is forwarded. */
@@ -170,7 +187,12 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
     size_t nh = 0, no = 0;
     hdrs[nh++] = "Content-Type: application/json";
     hdrs[nh++] = req->stream ? "Accept: text/event-stream" : "Accept: application/json";
-    if (p->api_key && *p->api_key) hdrs[nh++] = owned[no++] = mg_xasprintf("Authorization: Bearer %s", p->api_key);
+    if (p->api == MG_API_ANTHROPIC_MESSAGES) {
+        if (p->api_key && *p->api_key) hdrs[nh++] = owned[no++] = mg_xasprintf("x-api-key: %s", p->api_key);
+        hdrs[nh++] = "anthropic-version: 2023-06-01";
+    } else if (p->api_key && *p->api_key) {
+        hdrs[nh++] = owned[no++] = mg_xasprintf("Authorization: Bearer %s", p->api_key);
+    }
     for (size_t i = 0; i < p->n_headers && nh < MG_ARRAY_LEN(hdrs); i++)
         hdrs[nh++] = owned[no++] = mg_xasprintf("%s: %s", p->headers[i].name, p->headers[i].value);
 
@@ -277,6 +299,10 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
         return MG_ROUTE_REPLY;
     }
     req->model_asked = mg_xstrdup(model->valuestring);
+    static const mg_api_t client_apis[] = {[MG_EP_CHAT] = MG_API_OPENAI_COMPLETIONS,
+                                           [MG_EP_RESPONSES] = MG_API_OPENAI_RESPONSES,
+                                           [MG_EP_MESSAGES] = MG_API_ANTHROPIC_MESSAGES};
+    req->client_api = client_apis[req->ep];
     const cJSON *stream = cJSON_GetObjectItemCaseSensitive(req->json, "stream");
     req->stream = cJSON_IsTrue(stream);
     if (req->stream) {
@@ -288,6 +314,24 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
     if (!plan(req)) {
         reply_unknown_model(req, reply);
         return MG_ROUTE_REPLY;
+    }
+    /* The internal model is built only when some candidate speaks another API than the client (or
+     * must strip reasoning from a Responses/Messages stream): a matching request passes through
+     * untouched, whatever it holds. */
+    bool need_ir = false;
+    for (size_t i = 0; i < req->n_cands; i++) {
+        const mg_provider_t *p = req->cands[i]->provider;
+        need_ir = need_ir || p->api != req->client_api ||
+                  ((req->strip_reasoning || p->strip_reasoning) && req->client_api != MG_API_OPENAI_COMPLETIONS);
+    }
+    if (need_ir) {
+        char err[256];
+        req->arena = mg_ir_arena_new();
+        if (mg_ir_decode_request(req->client_api, req->json, req->arena, &req->ir, err, sizeof err) != 0) {
+            mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_request", err);
+            return MG_ROUTE_REPLY;
+        }
+        req->ir_ready = true;
     }
     return advance(req, reply);
 }
@@ -306,8 +350,24 @@ static void reply_upstream_error(mg_req_t *req, mg_attempt_t *a, mg_reply_t *rep
     cJSON *j = a->body.len ? cJSON_ParseWithLength(a->body.data, a->body.len) : NULL;
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
     const char *msg = NULL;
+    if (a->model->provider->api != req->client_api && !(req->client_api != MG_API_ANTHROPIC_MESSAGES &&
+                                                        a->model->provider->api != MG_API_ANTHROPIC_MESSAGES)) {
+        /* Between Anthropic's error shape and OpenAI's: re-encoded in the client's. */
+        mg_ir_arena_t *arena = mg_ir_arena_new();
+        mg_ir_error_t e;
+        mg_ir_error_from_body(arena, a->status, a->body.data, a->body.len, &e);
+        char *txt = mg_ir_encode_error(req->client_api, &e);
+        reply->status = (int)a->status;
+        reply->content_type = "application/json";
+        mg_buf_reset(&reply->body);
+        mg_buf_puts(&reply->body, txt);
+        free(txt);
+        mg_ir_arena_free(arena);
+        cJSON_Delete(j);
+        return;
+    }
     if (cJSON_IsObject(err) && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(err, "message")) &&
-        req->ep != MG_EP_MESSAGES) {
+        (req->ep != MG_EP_MESSAGES || cJSON_IsString(cJSON_GetObjectItemCaseSensitive(err, "type")))) {
         reply->status = (int)a->status;
         reply->content_type = "application/json";
         reply->body = a->body;
@@ -343,6 +403,36 @@ static void read_usage(mg_req_t *req, mg_attempt_t *a)
     if (cJSON_IsNumber(cached)) a->cached_tokens = (int64_t)cached->valuedouble;
     pthread_mutex_unlock(&req->lock);
     cJSON_Delete(u);
+}
+
+/* A whole answer from a Responses or Messages upstream, or for a Responses or Messages client:
+ * through the internal model (its usage recorded on the way), unless the APIs match and nothing
+ * is stripped, in which case only the usage is read. */
+static void translate_answer(mg_req_t *req, mg_attempt_t *a)
+{
+    mg_api_t up = a->model->provider->api;
+    cJSON *j = cJSON_ParseWithLength(a->body.data, a->body.len);
+    mg_ir_arena_t *arena = mg_ir_arena_new();
+    mg_ir_response_t r;
+    char err[256];
+    if (j && mg_ir_codec(up)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0) {
+        pthread_mutex_lock(&req->lock);
+        if (r.usage.input >= 0) a->prompt_tokens = r.usage.input;
+        if (r.usage.output >= 0) a->completion_tokens = r.usage.output;
+        if (r.usage.cache_read >= 0) a->cached_tokens = r.usage.cache_read;
+        pthread_mutex_unlock(&req->lock);
+        if (up != req->client_api || a->strip_reasoning) {
+            mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning};
+            cJSON *out = mg_ir_codec(req->client_api)->encode_response(&r, &o);
+            char *txt = cJSON_PrintUnformatted(out);
+            mg_buf_reset(&a->body);
+            mg_buf_puts(&a->body, txt);
+            cJSON_free(txt);
+            cJSON_Delete(out);
+        }
+    }
+    mg_ir_arena_free(arena);
+    cJSON_Delete(j);
 }
 
 /* The attempt that served the client, if any. */
@@ -453,8 +543,12 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
     }
     if (a->cls == MG_CLASS_OK) {
         req->served = a->model;
-        read_usage(req, a);
-        normalize_answer(req, a, &a->body);
+        if (a->model->provider->api == MG_API_OPENAI_COMPLETIONS && req->client_api == MG_API_OPENAI_COMPLETIONS) {
+            read_usage(req, a);
+            normalize_answer(req, a, &a->body);
+        } else {
+            translate_answer(req, a);
+        }
         reply->status = (int)a->status;
         reply->content_type = "application/json";
         reply->body = a->body;

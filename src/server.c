@@ -114,12 +114,47 @@ static void model_entry(mg_buf_t *b, bool *first, const char *id, const char *ow
     mg_buf_puts(b, "}");
 }
 
+/* Anthropic's list shape ({"data":[{"type":"model","id","display_name","created_at"}],"has_more",
+ * "first_id","last_id"}), for clients that send anthropic-version. */
+static void anthropic_models(const mg_config_t *cfg, int64_t loaded_ms, mg_buf_t *b)
+{
+    char created[32];
+    time_t t = (time_t)(loaded_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    const char *first = NULL, *last = NULL;
+    mg_buf_puts(b, "{\"data\":[");
+    for (size_t p = 0; p < cfg->n_providers; p++) {
+        for (size_t k = 0; k < cfg->providers[p].n_models; k++) {
+            const mg_model_t *m = &cfg->providers[p].models[k];
+            mg_buf_puts(b, first ? ",{\"type\":\"model\",\"id\":" : "{\"type\":\"model\",\"id\":");
+            mg_buf_json_str(b, m->ref);
+            mg_buf_puts(b, ",\"display_name\":");
+            mg_buf_json_str(b, m->name);
+            mg_buf_printf(b, ",\"created_at\":\"%s\"}", created);
+            if (!first) first = m->ref;
+            last = m->ref;
+        }
+    }
+    mg_buf_puts(b, "],\"has_more\":false,\"first_id\":");
+    mg_buf_json_str(b, first);
+    mg_buf_puts(b, ",\"last_id\":");
+    mg_buf_json_str(b, last);
+    mg_buf_puts(b, "}");
+}
+
 static enum MHD_Result serve_models(struct MHD_Connection *c, mg_req_t *req)
 {
     mg_gen_t *g = mg_gen_acquire();
     const mg_config_t *cfg = g->cfg;
     int64_t created = g->loaded_wall_ms / 1000;
     mg_reply_t r = {.status = 200, .content_type = "application/json", .retry_after_s = -1};
+    if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version")) {
+        anthropic_models(cfg, g->loaded_wall_ms, &r.body);
+        mg_gen_release(g);
+        return send_reply(c, req, &r);
+    }
     bool first = true;
     mg_buf_puts(&r.body, "{\"object\":\"list\",\"data\":[");
     for (size_t p = 0; p < cfg->n_providers; p++)
@@ -211,9 +246,15 @@ static enum MHD_Result serve_admin(mg_server_t *srv, struct MHD_Connection *c, m
 
 static bool api_endpoint(const char *url, mg_endpoint_t *ep)
 {
-    if (strcmp(url, "/v1/chat/completions") == 0) {
-        *ep = MG_EP_CHAT;
-        return true;
+    static const struct {
+        const char *path;
+        mg_endpoint_t ep;
+    } eps[] = {{"/v1/chat/completions", MG_EP_CHAT}, {"/v1/responses", MG_EP_RESPONSES}, {"/v1/messages", MG_EP_MESSAGES}};
+    for (size_t i = 0; i < MG_ARRAY_LEN(eps); i++) {
+        if (strcmp(url, eps[i].path) == 0) {
+            *ep = eps[i].ep;
+            return true;
+        }
     }
     return false;
 }
