@@ -652,6 +652,8 @@ class MockUpstream:
                 return await self._stream(conn, req, b, extra, self._anthropic_events(req, b))
             return await self._send_json(conn, req, 200, self._anthropic_body(req), extra)
         if kind == "responses":
+            if stream:
+                return await self._stream(conn, req, b, extra, self._responses_events(req, b))
             return await self._send_json(conn, req, 200, self._responses_body(req), extra)
         if stream:
             return await self._stream(conn, req, b, extra, self._chat_events(req, b))
@@ -802,6 +804,55 @@ class MockUpstream:
                                                      "stop_sequence": None},
                                            "usage": {"output_tokens": completion}}))
         frames.append(ev("message_stop", {}))
+        return frames
+
+    def _responses_events(self, req, b):
+        """The Responses API's event sequence (PROTOCOLS.md A.2) for a text answer: created,
+        in_progress, output_item.added, content_part.added, output_text.delta xN, the .done
+        events, and response.completed carrying the whole output and the usage."""
+        rid, mid = "resp_%s_%d" % (self.name, req.index), "msg_%s_%d" % (self.name, req.index)
+        n = int(b.get("events", 5))
+        text = self.text_for(req.model)
+        pieces = [text] + [" w%d" % i for i in range(1, n)] if n > 0 else []
+        full = "".join(pieces)
+        prompt, completion = self._usage_numbers(req, len(pieces))
+        seq = [0]
+
+        def ev(name, obj):
+            obj = dict({"type": name, "sequence_number": seq[0]}, **obj)
+            seq[0] += 1
+            return ("event: %s\ndata: %s\n\n" % (name, json.dumps(obj, separators=(",", ":")))
+                    ).encode()
+
+        def response(status, output, usage):
+            return {"id": rid, "object": "response", "created_at": 1750000000, "status": status,
+                    "model": req.model, "output": output, "usage": usage, "error": None,
+                    "incomplete_details": None}
+
+        part = {"type": "output_text", "text": "", "annotations": []}
+        item = {"id": mid, "type": "message", "status": "in_progress", "role": "assistant",
+                "content": []}
+        done_item = dict(item, status="completed", content=[dict(part, text=full)])
+        frames = [ev("response.created", {"response": response("in_progress", [], None)}),
+                  ev("response.in_progress", {"response": response("in_progress", [], None)}),
+                  ev("response.output_item.added", {"output_index": 0, "item": item}),
+                  ev("response.content_part.added", {"item_id": mid, "output_index": 0,
+                                                     "content_index": 0, "part": part})]
+        for p in pieces:
+            frames.append(ev("response.output_text.delta", {"item_id": mid, "output_index": 0,
+                                                            "content_index": 0, "delta": p,
+                                                            "logprobs": []}))
+        frames.append(ev("response.output_text.done", {"item_id": mid, "output_index": 0,
+                                                       "content_index": 0, "text": full}))
+        frames.append(ev("response.content_part.done", {"item_id": mid, "output_index": 0,
+                                                        "content_index": 0,
+                                                        "part": dict(part, text=full)}))
+        frames.append(ev("response.output_item.done", {"output_index": 0, "item": done_item}))
+        usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0},
+                 "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": prompt + completion}
+        frames.append(ev("response.completed", {"response": response("completed", [done_item],
+                                                                     usage)}))
         return frames
 
     def _error_frame(self, req, b):

@@ -1,0 +1,91 @@
+// The official SDKs on every client endpoint, against every upstream kind: openai's
+// responses.create / responses.stream and @anthropic-ai/sdk's messages.create / messages.stream,
+// through the real moongate binary to mock upstreams that speak Chat Completions, Responses or
+// Anthropic Messages (translated when the APIs differ, passed through when they match).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
+import { startMock, startGateway, provider } from './harness.mjs';
+
+let up, gw, openai, anthropic;
+const kinds = { chat: 'openai-completions', resp: 'openai-responses', anth: 'anthropic-messages' };
+
+before(async () => {
+  up = await startMock({ name: 'U', behavior: { mode: 'answer', events: 6 } });
+  const providers = {};
+  for (const [id, api] of Object.entries(kinds)) {
+    // Anthropic's base URL has no /v1 (moongate appends /v1/messages).
+    const p = provider(up, ['m'], api);
+    if (api === 'anthropic-messages') p.baseUrl = up.url.replace(/\/v1$/, '');
+    providers[id] = p;
+  }
+  gw = await startGateway({ models: { mode: 'replace', providers } });
+  openai = new OpenAI({ baseURL: gw.baseURL, apiKey: 'client-key', maxRetries: 0 });
+  anthropic = new Anthropic({ baseURL: gw.baseURL.replace(/\/v1$/, ''), apiKey: 'client-key', maxRetries: 0 });
+});
+
+after(async () => {
+  await gw?.stop();
+  up?.stop();
+});
+
+const want = (id) => 'mock U saw model m' + [1, 2, 3, 4, 5].map((i) => ` w${i}`).join('');
+
+for (const id of Object.keys(kinds)) {
+  test(`responses.create → ${kinds[id]} upstream`, async () => {
+    const r = await openai.responses.create({ model: `${id}/m`, input: 'hello' });
+    assert.equal(r.status, 'completed');
+    assert.equal(r.output_text, 'mock U saw model m');
+    assert.ok(r.usage.output_tokens > 0);
+  });
+
+  test(`responses.stream → ${kinds[id]} upstream`, async () => {
+    const stream = openai.responses.stream({ model: `${id}/m`, input: 'hello' });
+    let deltas = '';
+    stream.on('response.output_text.delta', (e) => { deltas += e.delta; });
+    const final = await stream.finalResponse();
+    assert.equal(final.output_text, want(id));
+    assert.equal(deltas, want(id));
+  });
+
+  test(`messages.create → ${kinds[id]} upstream`, async () => {
+    const m = await anthropic.messages.create({ model: `${id}/m`, max_tokens: 100, messages: [{ role: 'user', content: 'hello' }] });
+    assert.equal(m.type, 'message');
+    assert.equal(m.content[0].type, 'text');
+    assert.equal(m.content[0].text, 'mock U saw model m');
+    assert.equal(m.stop_reason, 'end_turn');
+  });
+
+  test(`messages.stream → ${kinds[id]} upstream`, async () => {
+    const stream = anthropic.messages.stream({ model: `${id}/m`, max_tokens: 100, messages: [{ role: 'user', content: 'hello' }] });
+    let text = '';
+    stream.on('text', (t) => { text += t; });
+    const final = await stream.finalMessage();
+    assert.equal(text, want(id));
+    assert.equal(final.content[0].text, want(id));
+    assert.ok(final.usage.output_tokens > 0);
+  });
+
+  test(`chat.completions.stream() → ${kinds[id]} upstream`, async () => {
+    const final = await openai.chat.completions.stream({ model: `${id}/m`, messages: [{ role: 'user', content: 'hello' }] }).finalChatCompletion();
+    assert.equal(final.choices[0].message.content, want(id));
+  });
+}
+
+test('errors reach each SDK in its own format', async () => {
+  await assert.rejects(
+    anthropic.messages.create({ model: 'nope/x', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof Anthropic.NotFoundError && e.error?.error?.type === 'not_found_error',
+  );
+  await assert.rejects(openai.responses.create({ model: 'nope/x', input: 'x' }), (e) => e instanceof OpenAI.NotFoundError);
+});
+
+test('models.list in both shapes', async () => {
+  const ids = [];
+  for await (const m of openai.models.list()) ids.push(m.id);
+  assert.ok(ids.includes('anth/m') && ids.includes('chat/m'), ids.join(','));
+  const am = [];
+  for await (const m of anthropic.models.list()) am.push(m.id);
+  assert.ok(am.includes('resp/m'), am.join(','));
+});
