@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Health, cooldowns and metrics through the real binary (issues 6 and 8): failures put a
+provider or a single model into cooldown, later requests skip it (and say so), the cooldown is
+visible in /admin/health and /metrics, an active GET /models probe ends it, and the metrics count
+requests, attempts and fallbacks."""
+
+import time
+
+import mglib
+from mglib import MGTestCase, config, provider
+
+
+def health(gw):
+    r = gw.get("/admin/health")
+    assert r.status == 200, r
+    return r.json
+
+
+def entry(h, key):
+    """A provider ("a") or a model ("a/m", listed under its provider) of /admin/health."""
+    for p in h.get("providers", []):
+        if p.get("id") == key:
+            return p
+        for m in p.get("models", []):
+            if m.get("ref") == key:
+                return m
+    raise AssertionError("%s not in /admin/health: %r" % (key, h))
+
+
+def metric(text, name, **labels):
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all('%s="%s"' % (k, v) in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+class Cooldowns(MGTestCase):
+    def test_overloaded_provider_cools_down_and_is_skipped(self):
+        a, b = self.mock("A"), self.mock("B")
+        a.set_behavior("fail", status=503)
+        gw = self.gateway(config(providers={"a": provider(a, ["m"]), "b": provider(b, ["m"])},
+                                 primary="a/m", fallbacks=["b/m"],
+                                 gateway={"health": {"failuresBeforeCooldown": 2, "maxRetries": 0}}))
+        for _ in range(2):
+            r = gw.chat("default")
+            self.assertEqual(r.header("x-moongate-model"), "b/m", r)
+        self.assertEqual(len(a.requests), 2)
+        e = entry(health(gw), "a")
+        self.assertEqual(e["state"], "cooling_down", e)
+        self.assertEqual(e["cooldown_class"], "overloaded", e)
+        self.assertGreater(e["cooldown_remaining_ms"], 20000, e)
+        # Now a is skipped without being asked.
+        r = gw.chat("default")
+        self.assertEqual(r.status, 200, r)
+        self.assertRoute(r, [("b/m", "ok", 200)])
+        self.assertEqual(len(a.requests), 2)
+        line = gw.wait_access(3)[-1]
+        self.assertEqual(line.get("skipped"), ["a/m"], line)
+        changes = [l for l in gw.log_lines() if l.get("msg") == "health"]
+        self.assertEqual(len([c for c in changes if c.get("key") == "a" and c.get("state") == "cooling_down"]), 1,
+                         changes)
+        m = gw.get("/metrics").body.decode()
+        self.assertEqual(metric(m, "moongate_providers_cooling_down"), 1.0, m)
+
+    def test_model_scoped_cooldown_leaves_the_sibling(self):
+        a, b = self.mock("A"), self.mock("B")
+        a.set_behavior("fail", model="gone", status=404,
+                       body={"error": {"message": "model \"gone\" not found, try pulling it first",
+                                       "type": "not_found_error"}})
+        gw = self.gateway(config(providers={"a": provider(a, ["gone", "here"]), "b": provider(b, ["m"])},
+                                 primary="a/gone", fallbacks=["b/m"]))
+        r = gw.chat("default")
+        self.assertRoute(r, [("a/gone", "model_not_found", 404), ("b/m", "ok", 200)])
+        self.assertEqual(entry(health(gw), "a/gone")["state"], "cooling_down")
+        self.assertEqual(entry(health(gw), "a")["state"], "healthy")
+        r = gw.chat("a/here")
+        self.assertEqual(r.header("x-moongate-model"), "a/here", r)
+
+    def test_every_candidate_cooling_down_still_tries_the_soonest(self):
+        a = self.mock("A")
+        a.set_behavior("fail", status=503)
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"health": {"failuresBeforeCooldown": 1, "maxRetries": 0}}))
+        self.assertEqual(gw.chat("default").status, 502)
+        self.assertEqual(entry(health(gw), "a")["state"], "cooling_down")
+        a.set_behavior("answer")
+        r = gw.chat("default")
+        self.assertEqual(r.status, 200, r)  # tried although cooling down: nothing else could be
+        self.assertEqual(entry(health(gw), "a")["state"], "healthy")
+
+    def test_probe_ends_a_cooldown_near_its_expiry(self):
+        a = self.mock("A")
+        a.set_behavior("fail", status=503)
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"health": {"failuresBeforeCooldown": 1, "maxRetries": 0,
+                                                     "cooldownsMs": [3000], "probeBeforeExpiryMs": 3000}}))
+        gw.chat("default")
+        a.set_behavior("answer")
+        a.wait_for(lambda: any(q.method == "GET" and q.path.endswith("/models") for q in a.requests), 4,
+                   "a GET /v1/models probe")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and entry(health(gw), "a")["state"] != "healthy":
+            time.sleep(0.05)
+        self.assertEqual(entry(health(gw), "a")["state"], "healthy")
+
+
+class Metrics(MGTestCase):
+    def test_requests_attempts_and_fallbacks_are_counted(self):
+        a, b = self.down(), self.mock("B")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"]), "b": provider(b, ["m"])},
+                                 primary="a/m", fallbacks=["b/m"]))
+        for _ in range(3):
+            self.assertEqual(gw.chat("default").status, 200)
+        gw.chat("nope/x")
+        gw.wait_access(4)
+        r = gw.get("/metrics")
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("text/plain", r.header("content-type", ""))
+        m = r.body.decode()
+        self.assertEqual(metric(m, "moongate_requests_total", api="chat", model="b/m", status="200"), 3.0, m)
+        self.assertEqual(metric(m, "moongate_requests_total", api="chat", status="404"), 1.0, m)
+        self.assertGreaterEqual(metric(m, "moongate_attempts_total", model="a/m", outcome="connect_error") or 0, 1.0, m)
+        self.assertEqual(metric(m, "moongate_attempts_total", model="b/m", outcome="ok"), 3.0, m)
+        self.assertGreaterEqual(metric(m, "moongate_fallbacks_total") or 0, 1.0, m)
+        self.assertGreater(metric(m, "moongate_tokens_total", model="b/m", direction="out") or 0, 0, m)
+        self.assertEqual(metric(m, "moongate_request_duration_seconds_count", api="chat"), 4.0, m)
+
+
+if __name__ == "__main__":
+    mglib.main()
