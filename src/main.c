@@ -110,13 +110,18 @@ static void reload(const char *path, const char *why, mg_watch_t *w)
     arm_watch(w);
 }
 
-static void raise_fd_limit(void)
+/* Raises the descriptor limit to its hard maximum and returns it. A proxied request needs two
+ * descriptors (client and upstream), so this bounds how many connections can be served. */
+static long raise_fd_limit(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
     }
+    return rl.rlim_cur == RLIM_INFINITY ? -1 : (long)rl.rlim_cur;
 }
 
 static int cmd_serve(const char *path, const char *listen)
@@ -140,7 +145,17 @@ static int cmd_serve(const char *path, const char *listen)
         mg_config_free(cfg);
         return 1;
     }
-    raise_fd_limit();
+    long fds = raise_fd_limit();
+    if (fds > 0 && (long)cfg->gw.max_connections * 2 + 64 > fds) {
+        /* Past this, upstream sockets would fail to open and a healthy upstream would be blamed
+         * (connect_error): accept fewer clients instead. */
+        unsigned fit = (unsigned)MG_MAX((fds - 64) / 2, 1);
+        fprintf(stderr,
+                "moongate: warning: the descriptor limit (%ld) allows %u connections, not gateway.maxConnections "
+                "(%u); using %u (raise `ulimit -n` to serve more)\n",
+                fds, fit, cfg->gw.max_connections, fit);
+        cfg->gw.max_connections = fit;
+    }
 
     /* Signals are taken synchronously by this thread; every thread started below inherits the mask. */
     sigset_t set;

@@ -400,6 +400,9 @@ mg_upstream_t *mg_upstream_new(void)
     curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
     curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
+    /* Idle upstream connections kept for reuse: enough for bursts, bounded so a burst does not
+     * leave thousands of sockets (and their buffers) open afterwards. */
+    curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, 512L);
     if (pthread_create(&up->thread, NULL, loop_main, up) != 0) goto error;
     return up;
 error:
