@@ -51,7 +51,8 @@ static int parse_listen(const char *s, char **host, int *port)
     return 0;
 }
 
-static mg_config_t *load_config(const char *path)
+/* Loads the config; its warnings go to stderr as text (check) or as JSON log lines (serve). */
+static mg_config_t *load_config(const char *path, bool json_log)
 {
     char err[1024];
     mg_config_t *cfg = mg_config_load(path, err, sizeof err);
@@ -59,13 +60,16 @@ static mg_config_t *load_config(const char *path)
         fprintf(stderr, "moongate: %s\n", err);
         return NULL;
     }
-    for (size_t i = 0; i < cfg->n_warnings; i++) fprintf(stderr, "moongate: warning: %s\n", cfg->warnings[i]);
+    for (size_t i = 0; i < cfg->n_warnings; i++) {
+        if (json_log) mg_log(MG_LOG_WARN, "config", "%s", cfg->warnings[i]);
+        else fprintf(stderr, "moongate: warning: %s\n", cfg->warnings[i]);
+    }
     return cfg;
 }
 
 static int cmd_check(const char *path)
 {
-    mg_config_t *cfg = load_config(path);
+    mg_config_t *cfg = load_config(path, false);
     if (!cfg) return 1;
     /* Everything a generation loads (error patterns, the policy) is checked too. */
     char err[1024];
@@ -126,7 +130,7 @@ static long raise_fd_limit(void)
 
 static int cmd_serve(const char *path, const char *listen)
 {
-    mg_config_t *cfg = load_config(path);
+    mg_config_t *cfg = load_config(path, true);
     if (!cfg) return 1;
     char *host = NULL;
     int port = cfg->gw.listen_port;
@@ -150,10 +154,10 @@ static int cmd_serve(const char *path, const char *listen)
         /* Past this, upstream sockets would fail to open and a healthy upstream would be blamed
          * (connect_error): accept fewer clients instead. */
         unsigned fit = (unsigned)MG_MAX((fds - 64) / 2, 1);
-        fprintf(stderr,
-                "moongate: warning: the descriptor limit (%ld) allows %u connections, not gateway.maxConnections "
-                "(%u); using %u (raise `ulimit -n` to serve more)\n",
-                fds, fit, cfg->gw.max_connections, fit);
+        mg_log(MG_LOG_WARN, "descriptor limit",
+               "the descriptor limit (%ld) allows %u connections, not gateway.maxConnections (%u); using %u "
+               "(raise `ulimit -n` to serve more)",
+               fds, fit, cfg->gw.max_connections, fit);
         cfg->gw.max_connections = fit;
     }
 
