@@ -63,12 +63,13 @@ static const char *const gateway_keys[] = {"listen",       "maxBodyBytes",      
                                            "policy",       "log",               "providers",
                                            "maxEventBytes", "streamBufferBytes", "drainMs",
                                            "keepAliveMs",  "adminKey",          "errorPatterns",
-                                           "health",       NULL};
+                                           "health",       "compaction",        NULL};
+static const char *const compaction_keys[] = {"enabled", "marginTokens", NULL};
 static const char *const health_keys[] = {"cooldownsMs", "failuresBeforeCooldown", "maxRetries",
                                           "retryBudgetRatio", "probeBeforeExpiryMs", NULL};
 static const char *const timeouts_keys[] = {"connectMs", "firstTokenMs", "idleMs", "totalMs", NULL};
 static const char *const log_keys[] = {"path", NULL};
-static const char *const gw_provider_keys[] = {"tags", "region", "timeouts", "stripReasoning", NULL};
+static const char *const gw_provider_keys[] = {"tags", "region", "timeouts", "stripReasoning", "safety", NULL};
 
 /* ---- messages -------------------------------------------------------------------------------- */
 
@@ -479,7 +480,7 @@ static size_t provider_append(loader_t *ld, const char *id, bool builtin)
     size_t k = cfg->n_providers;
     cfg->providers = mg_xrealloc(cfg->providers, (k + 1) * sizeof *cfg->providers);
     ld->key_in_config = mg_xrealloc(ld->key_in_config, (k + 1) * sizeof *ld->key_in_config);
-    cfg->providers[k] = (mg_provider_t){.id = mg_xstrdup(id), .api = MG_API_OPENAI_COMPLETIONS, .builtin = builtin};
+    cfg->providers[k] = (mg_provider_t){.id = mg_xstrdup(id), .api = MG_API_OPENAI_COMPLETIONS, .builtin = builtin, .safety = -1};
     ld->key_in_config[k] = false;
     cfg->n_providers = k + 1;
     return k;
@@ -914,6 +915,9 @@ static int load_gateway_provider(loader_t *ld, const cJSON *o)
     if (rc < 0) return -1;
     if (rc) p->region = mg_xstrdup(region);
     if (load_timeouts(ld, o, &p->timeouts) || opt_bool(ld, o, "stripReasoning", &p->strip_reasoning) < 0) return -1;
+    bool safety;
+    if ((rc = opt_bool(ld, o, "safety", &safety)) < 0) return -1;
+    if (rc) p->safety = safety ? 1 : 0;
     const cJSON *tags = member(o, "tags");
     if (!tags) return 0;
     size_t mark = path_push_key(ld, "tags");
@@ -1034,6 +1038,15 @@ static int load_gateway(loader_t *ld, const cJSON *root)
     if ((rc = opt_string(ld, gw, "errorPatterns", true, &s)) < 0) return -1;
     if (rc) g->error_patterns_path = join_path(ld->cfg->base_dir, s);
     if (load_health(ld, gw)) return -1;
+    const cJSON *cp = opt_object(ld, gw, "compaction", &inner);
+    if (ld->failed) return -1;
+    if (cp) {
+        if (check_keys(ld, cp, compaction_keys, true) || opt_bool(ld, cp, "enabled", &g->compaction.enabled) < 0)
+            return -1;
+        if ((rc = opt_int(ld, cp, "marginTokens", 0, 1000000, &v)) < 0) return -1;
+        if (rc) g->compaction.margin_tokens = v;
+        path_pop(ld, inner);
+    }
 
     const cJSON *log = opt_object(ld, gw, "log", &inner);
     if (ld->failed) return -1;
@@ -1232,6 +1245,7 @@ static mg_config_t *load_text(const char *text, size_t len, const char *name, co
         .max_event_bytes = 1u << 20,
         .stream_buffer_bytes = 256u << 10,
         .drain_ms = 10000,
+        .compaction = {.enabled = true, .margin_tokens = 512},
         .health = {.failures_before_cooldown = -1, .max_retries = -1, .retry_budget_ratio = -1,
                    .probe_before_expiry_ms = -1},
         .keepalive_ms = 15000,

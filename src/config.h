@@ -70,6 +70,7 @@ typedef struct mg_provider {
     mg_timeouts_t timeouts;  /* gateway.providers.<id>.timeouts; 0 fields inherit */
     bool local;              /* baseUrl host is loopback/private, or tagged "local" */
     bool strip_reasoning;    /* gateway.providers.<id>.stripReasoning: its clients get final text only */
+    int safety;              /* gateway.providers.<id>.safety: -1 default (on for local), 0 off, 1 on */
     bool builtin;
 } mg_provider_t;
 
@@ -105,6 +106,10 @@ typedef struct mg_gateway_settings {
     char *policy_path;      /* absolute, or NULL */
     char *error_patterns_path; /* gateway.errorPatterns: the operator's Lua rules (classify.h), or NULL */
     mg_health_conf_t health;
+    struct {
+        bool enabled;          /* gateway.compaction.enabled (default true) */
+        int64_t margin_tokens; /* kept free besides the reserved output (default 512) */
+    } compaction;
     char *admin_key;        /* gateway.adminKey (may be "${ENV}"); NULL = admin endpoints from loopback only. Secret. */
     char *log_path;         /* absolute, or NULL for stderr (config "-" or absent) */
 } mg_gateway_settings_t;

@@ -179,6 +179,8 @@ static int cmd_serve(const char *path, const char *listen)
     }
     mg_health_t *health = mg_probe_health_new(gen->cfg);
     mg_router_set_health(health);
+    mg_tokens_calib_t *calib = mg_tokens_calib_new();
+    mg_router_set_calib(calib);
     mg_gen_publish(gen);
     int rc = 1;
     mg_server_t *srv = NULL;
@@ -241,6 +243,8 @@ out:
     mg_gen_shutdown();
     mg_router_set_health(NULL);
     mg_health_free(health);
+    mg_router_set_calib(NULL);
+    mg_tokens_calib_free(calib);
     mg_log_close();
     free(host);
     return rc;

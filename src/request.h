@@ -14,6 +14,7 @@
 #include "upstream.h"
 #include "util.h"
 
+#include "compact.h"
 #include "ir.h"
 #include "sse.h"
 
@@ -75,6 +76,8 @@ typedef struct mg_attempt {
     int64_t content_events;  /* content-bearing events relayed (a token count when usage never came) */
     int64_t relayed_bytes;   /* bytes queued for the client */
     int64_t ttft_ms;      /* time to the commit point (streams), -1 none */
+    mg_compact_report_t compaction; /* what safety filters and compaction did to this candidate's copy */
+    int64_t raw_estimate; /* raw token estimate of what was sent (calibration), 0 unknown */
     bool is_retry;        /* a resend of the previous attempt's candidate */
     bool health_begun;    /* counted in flight by the health registry; ended exactly once */
     /* Serving thread, once done. */
@@ -115,6 +118,7 @@ typedef struct mg_req {
     mg_ir_arena_t *arena; /* the decoded request and what lives as long as it */
     mg_ir_request_t ir;   /* the client's request in the internal model, once decoded */
     bool ir_ready;
+    int64_t est_tokens;   /* the largest estimate that overflowed a candidate (for the final 400) */
     bool strip_reasoning; /* drop reasoning so only final text reaches the client */
     /* The client-bound stream once committed. */
     mg_attempt_t *committed; /* [locked] the attempt whose answer the client gets */

@@ -6,12 +6,24 @@
 #include "log.h"
 #include "metrics.h"
 #include "relay.h"
+#include "tokens.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static mg_health_t *health; /* process-wide; NULL in unit tests */
+static mg_health_t *health;       /* process-wide; NULL in unit tests */
+static mg_tokens_calib_t *calib;  /* process-wide token calibration; NULL: raw estimates */
+
+void mg_router_set_calib(mg_tokens_calib_t *c)
+{
+    calib = c;
+}
+
+mg_tokens_calib_t *mg_router_calib(void)
+{
+    return calib;
+}
 
 void mg_router_set_health(mg_health_t *h)
 {
@@ -152,9 +164,38 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
     a->mode = same && req->client_api == MG_API_OPENAI_COMPLETIONS ? MG_RELAY_CHAT_RAW
               : same && !a->strip_reasoning                         ? MG_RELAY_RAW
                                                                     : MG_RELAY_TRANSLATE;
+    /* Safety filters and compaction work on this candidate's own copy of the request: what fits
+     * and needs no filtering goes out as the client sent it. */
+    bool rewrite = false;
+    mg_ir_request_t cand;
+    mg_compact_report_init(&a->compaction);
+    if (req->ir_ready) {
+        cand = req->ir;
+        if (p->safety > 0 || (p->safety < 0 && p->local)) {
+            mg_safety_opts_t so;
+            mg_safety_opts_init(&so);
+            rewrite = mg_safety_filter(req->arena, &cand, &so, &a->compaction) == 1;
+        }
+        int64_t budget = mg_compact_budget(m, cand.max_output_tokens, cfg->gw.compaction.margin_tokens);
+        mg_compact_opts_t co;
+        mg_compact_opts_init(&co);
+        co.enabled = cfg->gw.compaction.enabled;
+        co.tokens = (mg_tokens_opts_t){.calib = calib, .model_ref = m->ref};
+        int rc = mg_compact(req->arena, &cand, budget, &co, &a->compaction);
+        if (rc == MG_COMPACT_OVERFLOW) {
+            char d[160];
+            snprintf(d, sizeof d, "estimated %lld prompt tokens, over this model's budget of %lld (window %lld)",
+                     (long long)a->compaction.tokens_before, (long long)budget, (long long)m->context_window);
+            req->est_tokens = MG_MAX(req->est_tokens, a->compaction.tokens_before);
+            settle_locally(a, MG_CLASS_CONTEXT_OVERFLOW, d);
+            return false;
+        }
+        rewrite = rewrite || rc == MG_COMPACT_CHANGED;
+        a->raw_estimate = a->compaction.raw_after;
+    }
     char *body = NULL;
     size_t body_len = 0;
-    if (same) {
+    if (same && !rewrite) {
         mg_buf_t model = {0};
         mg_buf_json_str(&model, m->id);
         body = mg_json_set_member(req->body.data, req->body.len, "model", model.data, &body_len);
@@ -170,8 +211,9 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
         }
     } else {
         char err[256];
-        mg_ir_request_opts_t o = {.model = m->id, .default_max_tokens = m->max_tokens};
-        cJSON *j = mg_ir_encode_request(p->api, &req->ir, &o, err, sizeof err);
+        mg_ir_request_opts_t o = {.model = m->id,
+                                  .default_max_tokens = mg_compact_reserved_output(m, cand.max_output_tokens)};
+        cJSON *j = mg_ir_encode_request(p->api, &cand, &o, err, sizeof err);
         if (!j) {
             settle_locally(a, MG_CLASS_UNSUPPORTED, err);
             return false;
@@ -256,6 +298,26 @@ static bool start_next(mg_req_t *req)
 
 static void reply_all_failed(mg_req_t *req, mg_reply_t *reply)
 {
+    bool overflow = req->n_attempts > 0;
+    for (size_t i = 0; i < req->n_attempts; i++)
+        overflow = overflow && (req->attempts[i].cls == MG_CLASS_CONTEXT_OVERFLOW || req->attempts[i].cls == MG_CLASS_NO_KEY);
+    if (overflow) {
+        /* Nothing could take the request: a client error, named with the figures. */
+        const mg_model_t *largest = NULL;
+        for (size_t i = 0; i < req->n_cands; i++)
+            if (!largest || req->cands[i]->context_window > largest->context_window) largest = req->cands[i];
+        mg_buf_t msg = {0};
+        if (req->est_tokens > 0)
+            mg_buf_printf(&msg, "the request is estimated at %lld prompt tokens", (long long)req->est_tokens);
+        else
+            mg_buf_puts(&msg, "the request does not fit the context window of any candidate");
+        if (largest)
+            mg_buf_printf(&msg, "; the largest context window available is %lld tokens (%s), output reserved included",
+                          (long long)largest->context_window, largest->ref);
+        mg_reply_error(reply, req->ep, 400, "invalid_request_error", "context_length_exceeded", msg.data);
+        mg_buf_free(&msg);
+        return;
+    }
     mg_buf_t msg = {0};
     mg_buf_printf(&msg, "all %zu candidate%s failed:", req->n_attempts, req->n_attempts == 1 ? "" : "s");
     for (size_t i = 0; i < req->n_attempts; i++) {
@@ -324,14 +386,16 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
         need_ir = need_ir || p->api != req->client_api ||
                   ((req->strip_reasoning || p->strip_reasoning) && req->client_api != MG_API_OPENAI_COMPLETIONS);
     }
-    if (need_ir) {
-        char err[256];
-        req->arena = mg_ir_arena_new();
-        if (mg_ir_decode_request(req->client_api, req->json, req->arena, &req->ir, err, sizeof err) != 0) {
-            mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_request", err);
-            return MG_ROUTE_REPLY;
-        }
+    /* Compaction and the safety filters need the internal model of every request; a request the
+     * decoder cannot read still passes through to an upstream of its own API (which then says what
+     * is wrong with it), but cannot be translated. */
+    char err[256];
+    req->arena = mg_ir_arena_new();
+    if (mg_ir_decode_request(req->client_api, req->json, req->arena, &req->ir, err, sizeof err) == 0) {
         req->ir_ready = true;
+    } else if (need_ir) {
+        mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_request", err);
+        return MG_ROUTE_REPLY;
     }
     return advance(req, reply);
 }
@@ -453,14 +517,25 @@ static double usage_cost(const mg_attempt_t *a, int64_t *in, int64_t *out, int64
     return mg_cost_of(&a->model->cost, *in, *out, *cached, 0);
 }
 
+bool mg_router_compaction_header(const mg_req_t *req, mg_buf_t *out)
+{
+    const mg_attempt_t *a = served_attempt(req);
+    if (!a || !mg_compact_report_changed(&a->compaction)) return false;
+    mg_compact_report_header(&a->compaction, out);
+    return true;
+}
+
 void mg_router_account(mg_req_t *req)
 {
     pthread_mutex_lock(&req->lock);
     const mg_attempt_t *a = served_attempt(req);
     int64_t in = 0, out = 0, cached = 0;
     double cost = a ? usage_cost(a, &in, &out, &cached) : 0;
+    int64_t reported = a ? a->prompt_tokens : 0;
     pthread_mutex_unlock(&req->lock);
     if (!a) return;
+    if (calib && a->raw_estimate > 0 && reported > 0 && !req->ir.previous_response_id)
+        mg_tokens_calib_observe(calib, a->model->ref, a->raw_estimate, reported);
     mg_metrics_tokens(a->model->ref, in, out, cached, 0);
     mg_metrics_cost(a->model->ref, cost);
 }
@@ -644,6 +719,13 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
         mg_buf_puts(out, "]");
     }
     const mg_attempt_t *sa = served_attempt(req);
+    if (sa && mg_compact_report_changed(&sa->compaction)) {
+        mg_buf_t h = {0};
+        mg_compact_report_header(&sa->compaction, &h);
+        mg_buf_puts(out, ",\"compaction\":");
+        mg_buf_json_str(out, h.data);
+        mg_buf_free(&h);
+    }
     if (sa) {
         int64_t in, o, cached;
         double cost = usage_cost(sa, &in, &o, &cached);

@@ -8,6 +8,7 @@
 #pragma once
 #include "health.h"
 #include "request.h"
+#include "tokens.h"
 
 typedef enum mg_route_step {
     MG_ROUTE_WAIT,  /* an attempt is in flight: wait until req->wake is called, then resume */
@@ -19,6 +20,10 @@ typedef enum mg_route_step {
 void mg_router_set_health(mg_health_t *h);
 mg_health_t *mg_router_health(void);
 
+/* The process-wide token calibration (tokens.h), kept across reloads (NULL: raw estimates). */
+void mg_router_set_calib(mg_tokens_calib_t *c);
+mg_tokens_calib_t *mg_router_calib(void);
+
 /* Called once the whole body is in req->body. */
 mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply);
 /* Called after the current attempt is done (mg_req_current(req)->done seen under the lock). */
@@ -28,7 +33,11 @@ bool mg_router_attempt_done_locked(mg_req_t *req);
 /* The client left: cancel the attempt in flight, if any. */
 void mg_router_abort(mg_req_t *req);
 
-/* At the end of a request: tokens and cost of the answer into the metrics. */
+/* x-moongate-compaction for the answer, when the request was changed to fit; false if not. */
+bool mg_router_compaction_header(const mg_req_t *req, mg_buf_t *out);
+
+/* At the end of a request: tokens and cost of the answer into the metrics, and the reported
+ * prompt size into the token calibration. */
 void mg_router_account(mg_req_t *req);
 
 /* x-moongate-route: "gen=<n>; <provider/id>=<class>[:<status>]; …" in attempt order. */

@@ -81,6 +81,9 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, mg_req_t *req, mg_re
             mg_buf_free(&route);
         }
         if (req->served) add_header(resp, "x-moongate-model", req->served->ref);
+        mg_buf_t cmp = {0};
+        if (req->served && mg_router_compaction_header(req, &cmp)) add_header(resp, "x-moongate-compaction", cmp.data);
+        mg_buf_free(&cmp);
     }
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
@@ -222,6 +225,13 @@ static enum MHD_Result serve_admin(mg_server_t *srv, struct MHD_Connection *c, m
         if (strcmp(method, "GET") != 0) return send_method_error(c, req, "GET", "use GET /admin/health");
         if (mg_router_health()) mg_health_dump_json(mg_router_health(), &r.body, mg_now_ms());
         else mg_buf_puts(&r.body, "{}");
+        if (mg_router_calib() && r.body.len && r.body.data[r.body.len - 1] == '}') {
+            /* The token estimate's per-model calibration sits beside the health entries. */
+            r.body.len--;
+            mg_buf_puts(&r.body, r.body.len > 1 ? ",\"token_calibration\":" : "\"token_calibration\":");
+            mg_tokens_calib_dump_json(mg_router_calib(), &r.body);
+            mg_buf_puts(&r.body, "}");
+        }
         return send_reply(c, req, &r);
     }
     if (strcmp(url, "/admin/policy") == 0) {
@@ -307,6 +317,9 @@ static enum MHD_Result send_stream(struct MHD_Connection *c, mg_req_t *req)
     add_header(resp, "x-moongate-route", route.data);
     mg_buf_free(&route);
     add_header(resp, "x-moongate-model", req->served->ref);
+    mg_buf_t cmp = {0};
+    if (mg_router_compaction_header(req, &cmp)) add_header(resp, "x-moongate-compaction", cmp.data);
+    mg_buf_free(&cmp);
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return ret;

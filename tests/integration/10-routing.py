@@ -190,7 +190,9 @@ class Fallback(MGTestCase):
                        "c": provider(c, [{"id": "m", "contextWindow": 65536}])},
             primary="a/m", fallbacks=["b/m", "c/m"]))
         r = gw.post_json("/v1/chat/completions", chat_body("default"))
-        self.assertEqual(r.status, 502, r)
+        # Nothing could take it: a client error naming the largest window there is.
+        err = self.assertOpenAIError(r, 400, "context_length_exceeded")
+        self.assertIn("65536", err["message"])
         self.assertRoute(r, [("a/m", "context_overflow", 400)])
         self.assertEqual((len(b.requests), len(c.requests)), (0, 0))
         line = gw.wait_access(1)[0]
