@@ -1,0 +1,97 @@
+-- The checks of `moongate test` (policy test files), compiled into the binary. Runs in the test
+-- file's own sandbox, not in policy states. check(case, result) compares one case's `expect`
+-- with what the policy did; the file format is documented in docs/POLICIES.md ("Testing").
+local type, tostring, concat, find, format = type, tostring, table.concat, string.find, string.format
+
+local testing = {}
+
+local OPTION_KEYS = {
+  "connect_ms", "first_token_ms", "idle_ms", "total_ms", "max_output_tokens", "compaction", "strip_reasoning",
+}
+
+-- "[a/b, c/d]" or "reject 403 code: message" or "policy error: ...".
+function testing.describe(r)
+  if not r.ok then return "policy error: " .. tostring(r.error) end
+  if r.action then
+    return r.action .. (r.action == "retry" and (" after " .. tostring(r.delay_ms) .. " ms") or "")
+  end
+  if r.rejected then return format("reject %d %s: %s", r.status, r.code, r.message) end
+  local parts = {}
+  for i, c in ipairs(r.candidates) do
+    local opts = {}
+    for _, k in ipairs(OPTION_KEYS) do
+      if c[k] ~= nil then opts[#opts + 1] = k .. "=" .. tostring(c[k]) end
+    end
+    parts[i] = c.model .. (#opts > 0 and ("{" .. concat(opts, ",") .. "}") or "")
+  end
+  return "[" .. concat(parts, ", ") .. "]"
+end
+
+local function fail(r, fmt, ...)
+  return false, format(fmt, ...) .. "; got " .. testing.describe(r)
+end
+
+local function check_candidate(want, got, i, r)
+  if type(want) == "string" then
+    if not got or got.model ~= want then return fail(r, "candidate #%d: expected %s", i, want) end
+    return true
+  end
+  if type(want) ~= "table" or type(want.model) ~= "string" then
+    error(format("expect.candidates[%d] must be a ref or {model = ref, option = value...}", i), 0)
+  end
+  if not got or got.model ~= want.model then return fail(r, "candidate #%d: expected %s", i, want.model) end
+  for k, v in pairs(want) do
+    if k ~= "model" then
+      local g = got[k]
+      if g ~= v then
+        return fail(r, "candidate #%d (%s): expected %s = %s, got %s", i, want.model, k, tostring(v), tostring(g))
+      end
+    end
+  end
+  return true
+end
+
+function testing.check(case, r)
+  local e = case.expect
+  if type(e) ~= "table" then error("the case has no `expect` table", 0) end
+  if e.error then
+    if r.ok then return fail(r, "expected a policy error containing %q", e.error) end
+    if not find(r.error, e.error, 1, true) then return fail(r, "expected a policy error containing %q", e.error) end
+    return true
+  end
+  if not r.ok then return false, "unexpected " .. testing.describe(r) end
+  if e.action then
+    if r.action ~= e.action then return fail(r, "expected action %s", e.action) end
+    if e.delay_ms and r.delay_ms ~= e.delay_ms then return fail(r, "expected delay_ms %d", e.delay_ms) end
+  elseif e.reject then
+    local want = e.reject
+    if not r.rejected then return fail(r, "expected a rejection") end
+    if want.status and r.status ~= want.status then return fail(r, "expected status %d", want.status) end
+    if want.code and r.code ~= want.code then return fail(r, "expected code %s", want.code) end
+    if want.message and r.message ~= want.message then return fail(r, "expected message %q", want.message) end
+    if want.message_contains and not find(r.message, want.message_contains, 1, true) then
+      return fail(r, "expected a message containing %q", want.message_contains)
+    end
+  elseif e.candidates or e.first then
+    if r.rejected then return fail(r, "expected candidates") end
+    if e.candidates then
+      for i = 1, #e.candidates do
+        local ok, why = check_candidate(e.candidates[i], r.candidates[i], i, r)
+        if not ok then return false, why end
+      end
+      if #r.candidates ~= #e.candidates then return fail(r, "expected %d candidates", #e.candidates) end
+    end
+    if e.first then
+      local ok, why = check_candidate(e.first, r.candidates[1], 1, r)
+      if not ok then return false, why end
+    end
+  elseif not e.trace then
+    error("`expect` needs one of candidates, first, reject, error, action or trace", 0)
+  end
+  if e.trace and not find(r.trace or "", e.trace, 1, true) then
+    return false, format("expected the trace to contain %q; got %q", e.trace, r.trace or "")
+  end
+  return true
+end
+
+return testing

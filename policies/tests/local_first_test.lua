@@ -1,0 +1,52 @@
+-- Tests for policies/local_first.lua, run by `moongate test policies/tests`.
+-- lmstudio: 32768-token window, max 8192 out; ollama: 8192-token window, max 2048 out.
+local QWEN, LLAMA = "lmstudio/qwen3-coder-30b", "ollama/llama3.1:8b"
+local SONNET, HAIKU = "anthropic/claude-sonnet-4-5", "anthropic/claude-haiku-4-5"
+local function l(ref) return { model = ref, first_token_ms = 180000 } end
+
+return {
+  config = "../../examples/policy-local-first.json5",
+  cases = {
+    { name = "a small prompt goes to both local models first",
+      request = { model = "default", prompt_tokens = 1000 },
+      expect = { candidates = { l(QWEN), l(LLAMA), SONNET, HAIKU } } },
+    { name = "a prompt too large for ollama skips it",
+      request = { model = "default", prompt_tokens = 7000 },
+      expect = { candidates = { l(QWEN), SONNET, HAIKU }, trace = LLAMA .. ": does not fit (7000 prompt tokens)" } },
+    { name = "a prompt too large for every local model goes hosted",
+      request = { model = "default", prompt_tokens = 30000 },
+      expect = { candidates = { SONNET, HAIKU } } },
+    { name = "the requested output counts against the window",
+      request = { model = "default", prompt_tokens = 1000, max_output_tokens = 30000 },
+      expect = { candidates = { l(QWEN), SONNET, HAIKU } } },
+    { name = "the requested output can also overflow the bigger window",
+      request = { model = "default", prompt_tokens = 1000, max_output_tokens = 32000 },
+      expect = { candidates = { SONNET, HAIKU } } },
+    { name = "an unhealthy local model becomes the last resort",
+      request = { model = "default" },
+      state = { models = { [QWEN] = { healthy = false } } },
+      expect = { candidates = { l(LLAMA), SONNET, HAIKU, l(QWEN) }, trace = QWEN .. ": unhealthy, last" } },
+    { name = "a local provider cooling down becomes the last resort",
+      request = { model = "default" },
+      state = { providers = { ollama = { cooling_down = true, cooldown_ms = 10000 } } },
+      expect = { candidates = { l(QWEN), SONNET, HAIKU, l(LLAMA) } } },
+    { name = "images never go to text-only local models",
+      request = { model = "default", has_images = true },
+      expect = { candidates = { SONNET, HAIKU } } },
+    { name = "the alias of the primary is the whole chain",
+      request = { model = "qwen" },
+      expect = { candidates = { l(QWEN), l(LLAMA), SONNET, HAIKU } } },
+    { name = "a local model asked by name keeps its hosted fallbacks",
+      request = { model = "llama" },
+      expect = { candidates = { l(LLAMA), SONNET, HAIKU } } },
+    { name = "a local model asked by name that cannot fit goes hosted",
+      request = { model = LLAMA, prompt_tokens = 9000 },
+      expect = { candidates = { SONNET, HAIKU } } },
+    { name = "a hosted model asked by name stays hosted",
+      request = { model = HAIKU },
+      expect = { candidates = { HAIKU } } },
+    { name = "an unknown model is a 404",
+      request = { model = "llama-9000" },
+      expect = { reject = { status = 404, code = "model_not_found" } } },
+  },
+}
