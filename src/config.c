@@ -63,7 +63,8 @@ static const char *const gateway_keys[] = {"listen",       "maxBodyBytes",      
                                            "policy",       "log",               "providers",
                                            "maxEventBytes", "streamBufferBytes", "drainMs",
                                            "keepAliveMs",  "adminKey",          "errorPatterns",
-                                           "health",       "compaction",        NULL};
+                                           "health",       "compaction",        "policyCpuMs",
+                                           "policyMemoryMb", "onPolicyError",   NULL};
 static const char *const compaction_keys[] = {"enabled", "marginTokens", NULL};
 static const char *const health_keys[] = {"cooldownsMs", "failuresBeforeCooldown", "maxRetries",
                                           "retryBudgetRatio", "probeBeforeExpiryMs", NULL};
@@ -1035,6 +1036,18 @@ static int load_gateway(loader_t *ld, const cJSON *root)
 
     if ((rc = opt_string(ld, gw, "policy", true, &s)) < 0) return -1;
     if (rc) g->policy_path = join_path(ld->cfg->base_dir, s);
+    if ((rc = opt_int(ld, gw, "policyCpuMs", 1, 1000, &v)) < 0) return -1;
+    if (rc) g->policy_cpu_ms = v;
+    if ((rc = opt_int(ld, gw, "policyMemoryMb", 1, 4096, &v)) < 0) return -1;
+    if (rc) g->policy_memory_mb = v;
+    if ((rc = opt_string(ld, gw, "onPolicyError", true, &s)) < 0) return -1;
+    if (rc) {
+        if (strcmp(s, "error") && strcmp(s, "static")) {
+            path_push_key(ld, "onPolicyError");
+            return fail_got(ld, member(gw, "onPolicyError"), "expected \"error\" or \"static\"");
+        }
+        g->policy_error_static = strcmp(s, "static") == 0;
+    }
     if ((rc = opt_string(ld, gw, "errorPatterns", true, &s)) < 0) return -1;
     if (rc) g->error_patterns_path = join_path(ld->cfg->base_dir, s);
     if (load_health(ld, gw)) return -1;

@@ -22,7 +22,17 @@ mg_gen_t *mg_gen_build(mg_config_t *cfg, char *err, size_t errlen)
             return NULL;
         }
     }
+    mg_policy_limits_t lim = mg_policy_limits_default();
+    if (cfg->gw.policy_cpu_ms > 0) lim.cpu_ms = cfg->gw.policy_cpu_ms;
+    if (cfg->gw.policy_memory_mb > 0) lim.mem_bytes = cfg->gw.policy_memory_mb << 20;
+    mg_policy_t *policy = mg_policy_load(cfg, &lim, err, errlen);
+    if (!policy) {
+        mg_patterns_release(pats);
+        mg_config_free(cfg);
+        return NULL;
+    }
     mg_gen_t *g = mg_xcalloc(1, sizeof *g);
+    g->policy = policy;
     atomic_init(&g->refs, 1);
     g->id = atomic_fetch_add(&next_id, 1);
     g->cfg = cfg;
@@ -53,6 +63,7 @@ void mg_gen_release(mg_gen_t *gen)
 {
     if (!gen || atomic_fetch_sub(&gen->refs, 1) != 1) return;
     mg_patterns_release(gen->patterns);
+    mg_policy_free(gen->policy); /* it borrows the config */
     mg_config_free(gen->cfg);
     free(gen);
 }

@@ -5,6 +5,7 @@
 #pragma once
 #include "classify.h"
 #include "config.h"
+#include "policy.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -14,11 +15,12 @@ typedef struct mg_gen {
     uint64_t id;          /* 1, 2, … in publishing order */
     mg_config_t *cfg;     /* owned */
     const mg_patterns_t *patterns; /* error classification rules (one reference held) */
+    mg_policy_t *policy;           /* the routing policy (owned; freed before cfg, which it borrows) */
     int64_t loaded_wall_ms;
 } mg_gen_t;
 
 /* Builds a generation from cfg (taking ownership, freed on failure): loads what the config names
- * (the operator's error patterns) and checks it. Returns it holding one reference for the caller,
+ * (the operator's error patterns, the routing policy) and checks it. Returns it holding one reference for the caller,
  * or NULL with a one-line reason in err. */
 mg_gen_t *mg_gen_build(mg_config_t *cfg, char *err, size_t errlen);
 /* Makes gen current (the caller's reference moves to the global slot). */

@@ -2,6 +2,7 @@
 #include "config.h"
 #include "gen.h"
 #include "log.h"
+#include "policy_cli.h"
 #include "probe.h"
 #include "router.h"
 #include "reload.h"
@@ -28,7 +29,10 @@ static void usage(FILE *f)
             "moongate %s, an LLM routing gateway\n\n"
             "usage:\n"
             "  moongate serve --config FILE [--listen HOST:PORT]   serve the gateway\n"
-            "  moongate check --config FILE                        validate a config and exit\n"
+            "  moongate check --config FILE                        validate a config (and its policy) and exit\n"
+            "  moongate route --config FILE --request REQ.json [--state STATE.json]\n"
+            "                                                      print the plan the policy makes, sending nothing\n"
+            "  moongate test DIR|FILE                              run policy test files (Lua)\n"
             "  moongate version\n",
             MG_VERSION);
 }
@@ -257,12 +261,18 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
-    const char *config = NULL, *listen = NULL;
+    const char *config = NULL, *listen = NULL, *request = NULL, *state = NULL, *target = NULL;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             config = argv[++i];
         } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
             listen = argv[++i];
+        } else if (strcmp(argv[i], "--request") == 0 && i + 1 < argc) {
+            request = argv[++i];
+        } else if (strcmp(argv[i], "--state") == 0 && i + 1 < argc) {
+            state = argv[++i];
+        } else if (strcmp(cmd, "test") == 0 && !target && argv[i][0] != '-') {
+            target = argv[i];
         } else {
             fprintf(stderr, "moongate: unknown argument %s\n", argv[i]);
             usage(stderr);
@@ -280,6 +290,20 @@ int main(int argc, char **argv)
     if ((strcmp(cmd, "serve") == 0 || strcmp(cmd, "check") == 0) && !config) {
         fprintf(stderr, "moongate %s: --config FILE is required\n", cmd);
         return 2;
+    }
+    if (strcmp(cmd, "route") == 0) {
+        if (!config || !request) {
+            fprintf(stderr, "moongate route: --config FILE and --request REQ.json are required\n");
+            return 2;
+        }
+        return mg_cli_route(config, request, state, stdout);
+    }
+    if (strcmp(cmd, "test") == 0) {
+        if (!target) {
+            fprintf(stderr, "moongate test: a directory or file of policy tests is required\n");
+            return 2;
+        }
+        return mg_cli_test(target, stdout);
     }
     if (strcmp(cmd, "serve") == 0) return cmd_serve(config, listen);
     if (strcmp(cmd, "check") == 0) return cmd_check(config);

@@ -60,6 +60,11 @@ void mg_req_release(mg_req_t *req)
     free(req->model_asked);
     free(req->path);
     free(req->method);
+    for (size_t i = 0; i < req->n_hdrs; i++) {
+        free((char *)req->hdrs[i].name);
+        free((char *)req->hdrs[i].value);
+    }
+    free(req->hdrs);
     mg_gen_release(req->gen);
     pthread_mutex_destroy(&req->lock);
     free(req);

@@ -16,6 +16,7 @@
 
 #include "compact.h"
 #include "ir.h"
+#include "policy.h"
 #include "sse.h"
 
 #include <cjson/cJSON.h>
@@ -128,7 +129,12 @@ typedef struct mg_req {
     size_t out_cap;          /* pause the upstream above this many queued bytes */
     int64_t last_out_ms;     /* [locked] last time bytes were queued (keep-alive timing) */
     const mg_model_t *cands[MG_MAX_CANDIDATES];
+    mg_candidate_t cand_opts[MG_MAX_CANDIDATES]; /* the policy's options for each candidate */
     size_t n_cands, next_cand;
+    mg_route_input_t pin;       /* the request as the policy sees it (borrows from req) */
+    mg_kv_t *hdrs;              /* request headers (credentials left out), lower-case names */
+    size_t n_hdrs;
+    char trace[MG_POLICY_TRACE_MAX]; /* the policy's decision trace */
     const mg_model_t *skipped[MG_MAX_CANDIDATES]; /* passed over: cooling down, or too small a window */
     size_t n_skipped;
     const mg_model_t *overflowed; /* the largest window that overflowed so far */

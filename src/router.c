@@ -46,45 +46,127 @@ static void order_by_health(mg_req_t *req)
     size_t idx[MG_MAX_CANDIDATES];
     size_t n = mg_health_order(health, req->cands, req->n_cands, mg_now_ms(), idx);
     const mg_model_t *kept[MG_MAX_CANDIDATES];
+    mg_candidate_t kept_opts[MG_MAX_CANDIDATES];
     bool keep[MG_MAX_CANDIDATES] = {0};
     for (size_t i = 0; i < n; i++) {
         kept[i] = req->cands[idx[i]];
+        kept_opts[i] = req->cand_opts[idx[i]];
         keep[idx[i]] = true;
     }
     for (size_t i = 0; i < req->n_cands; i++)
         if (!keep[i] && req->n_skipped < MG_MAX_CANDIDATES) req->skipped[req->n_skipped++] = req->cands[i];
     memcpy(req->cands, kept, n * sizeof *kept);
+    memcpy(req->cand_opts, kept_opts, n * sizeof *kept_opts);
     req->n_cands = n;
 }
 
-/* The candidates for the model asked: "default" is the configured chain; a model that is part of
- * the chain starts the chain at that point (its fallbacks follow); any other model is tried alone. */
-static bool plan_static(mg_req_t *req)
+static void reply_unknown_model(mg_req_t *req, mg_reply_t *reply);
+
+/* ---- the policy's view of live state (health.c) ---- */
+
+static void live_fill(const mg_health_stats_t *st, int64_t now, mg_live_state_t *out)
 {
-    const mg_config_t *cfg = req->gen->cfg;
-    if (strcmp(req->model_asked, "default") == 0) {
-        for (size_t i = 0; i < cfg->n_default_chain && req->n_cands < MG_MAX_CANDIDATES; i++)
-            req->cands[req->n_cands++] = cfg->default_chain[i];
-        return req->n_cands > 0;
-    }
-    const mg_model_t *m = mg_config_find_model(cfg, req->model_asked);
-    if (!m) return false;
-    size_t i = 0;
-    while (i < cfg->n_default_chain && cfg->default_chain[i] != m) i++;
-    if (i == cfg->n_default_chain) {
-        req->cands[req->n_cands++] = m;
-        return true;
-    }
-    for (; i < cfg->n_default_chain && req->n_cands < MG_MAX_CANDIDATES; i++)
-        req->cands[req->n_cands++] = cfg->default_chain[i];
+    out->healthy = st->healthy;
+    out->cooling_down = st->cooling_down;
+    out->cooldown_until_ms = st->cooling_down ? mg_wall_ms() + (st->cooldown_until_ms - now) : 0;
+    out->latency_ms_p50 = st->latency_samples ? (double)st->latency_p50 : -1;
+    out->ttft_ms_p50 = st->ttft_samples ? (double)st->ttft_p50 : -1;
+    out->in_flight = st->in_flight;
+    out->error_rate = st->error_rate;
+    out->last_error_class = st->failures_total ? mg_class_name(st->last_class) : NULL;
+}
+
+static bool live_model(void *ud, const mg_model_t *m, mg_live_state_t *out)
+{
+    mg_health_stats_t st;
+    int64_t now = mg_now_ms();
+    if (!health || !mg_health_query(health, m->provider->id, m->ref, now, &st) || !st.known) return false;
+    live_fill(&st, now, out);
     return true;
 }
 
-static bool plan(mg_req_t *req)
+static bool live_provider(void *ud, const mg_provider_t *p, mg_live_state_t *out)
 {
-    if (!plan_static(req)) return false;
+    mg_health_stats_t st;
+    int64_t now = mg_now_ms();
+    if (!health || !mg_health_query(health, p->id, NULL, now, &st) || !st.known) return false;
+    live_fill(&st, now, out);
+    return true;
+}
+
+static const mg_live_view_t live_view = {NULL, live_model, live_provider};
+
+static bool has_part(const mg_ir_request_t *ir, mg_ir_part_type_t t)
+{
+    for (size_t i = 0; i < ir->n_messages; i++)
+        for (size_t k = 0; k < ir->messages[i].n_parts; k++)
+            if (ir->messages[i].parts[k].type == t) return true;
+    return false;
+}
+
+/* The request as the policy sees it; borrowed from req, valid as long as req. */
+static void fill_input(mg_req_t *req)
+{
+    static const char *const ep_names[] = {"chat", "responses", "messages"};
+    mg_route_input_t *in = &req->pin;
+    memset(in, 0, sizeof *in);
+    in->cfg = req->gen->cfg;
+    in->model = req->model_asked;
+    in->endpoint = ep_names[req->ep];
+    in->stream = req->stream;
+    in->max_output_tokens = req->ir_ready ? req->ir.max_output_tokens : -1;
+    if (req->ir_ready) {
+        mg_tokens_opts_t to = {.calib = NULL};
+        in->prompt_tokens = mg_tokens_estimate(&req->ir, &to);
+        in->has_tools = req->ir.n_tools > 0;
+        in->has_images = has_part(&req->ir, MG_IR_PART_IMAGE);
+    } else {
+        in->prompt_tokens = (int64_t)(req->body.len / 3);
+    }
+    in->headers = req->hdrs;
+    in->n_headers = req->n_hdrs;
+    for (size_t i = 0; i < req->n_hdrs; i++)
+        if (strcmp(req->hdrs[i].name, "x-moongate-region") == 0) in->data_region = req->hdrs[i].value;
+}
+
+/* Asks the policy for the plan. Returns false with *reply set when the request ends here (a
+ * rejection, or a policy that failed). */
+static bool plan(mg_req_t *req, mg_reply_t *reply)
+{
+    fill_input(req);
+    mg_plan_t pl;
+    int rc = mg_policy_route(req->gen->policy, &req->pin, &live_view, &pl);
+    mg_metrics_policy_decision((double)pl.elapsed_us / 1e6);
+    if (rc < 0) {
+        mg_log(MG_LOG_ERROR, "policy", "%s", pl.error);
+        if (!req->gen->cfg->gw.policy_error_static) {
+            mg_reply_error(reply, req->ep, 500, "server_error", "policy_error", pl.error);
+            return false;
+        }
+        mg_policy_static_plan(req->gen->cfg, &req->pin, &pl); /* gateway.onPolicyError: "static" */
+    }
+    snprintf(req->trace, sizeof req->trace, "%s", pl.trace);
+    if (pl.rejected) {
+        if (pl.status == 404 && strcmp(pl.code, "model_not_found") == 0)
+            reply_unknown_model(req, reply); /* the same 404, listing what exists */
+        else
+            mg_reply_error(reply, req->ep, pl.status, "invalid_request_error", pl.code, pl.message);
+        return false;
+    }
+    for (size_t i = 0; i < pl.n_cands && req->n_cands < MG_MAX_CANDIDATES; i++) {
+        req->cand_opts[req->n_cands] = pl.cands[i];
+        req->cands[req->n_cands++] = pl.cands[i].model;
+    }
     order_by_health(req);
     return true;
+}
+
+/* The policy's options for candidate m (defaults when it has none). */
+static mg_candidate_t cand_options(const mg_req_t *req, const mg_model_t *m)
+{
+    for (size_t i = 0; i < req->n_cands; i++)
+        if (req->cands[i] == m) return req->cand_opts[i];
+    return (mg_candidate_t){.model = m, .max_output_tokens = -1, .compaction = -1, .strip_reasoning = -1};
 }
 
 static void reply_unknown_model(mg_req_t *req, mg_reply_t *reply)
@@ -150,7 +232,9 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
     const mg_provider_t *p = m->provider;
     mg_attempt_t *a = new_attempt(req, m);
     a->is_retry = is_retry;
-    a->strip_reasoning = req->strip_reasoning || p->strip_reasoning;
+    mg_candidate_t opt = cand_options(req, m);
+    a->strip_reasoning = opt.strip_reasoning >= 0 ? opt.strip_reasoning || req->strip_reasoning
+                                                  : req->strip_reasoning || p->strip_reasoning;
     if (p->api_key_env && !p->api_key) {
         char d[160];
         snprintf(d, sizeof d, "environment variable %s is not set", p->api_key_env);
@@ -171,6 +255,10 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
     mg_compact_report_init(&a->compaction);
     if (req->ir_ready) {
         cand = req->ir;
+        if (opt.max_output_tokens > 0 && (cand.max_output_tokens < 0 || cand.max_output_tokens > opt.max_output_tokens)) {
+            cand.max_output_tokens = opt.max_output_tokens; /* the policy's output cap */
+            rewrite = true;
+        }
         if (p->safety > 0 || (p->safety < 0 && p->local)) {
             mg_safety_opts_t so;
             mg_safety_opts_init(&so);
@@ -179,7 +267,7 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
         int64_t budget = mg_compact_budget(m, cand.max_output_tokens, cfg->gw.compaction.margin_tokens);
         mg_compact_opts_t co;
         mg_compact_opts_init(&co);
-        co.enabled = cfg->gw.compaction.enabled;
+        co.enabled = opt.compaction >= 0 ? opt.compaction == 1 : cfg->gw.compaction.enabled;
         co.tokens = (mg_tokens_opts_t){.calib = calib, .model_ref = m->ref};
         int rc = mg_compact(req->arena, &cand, budget, &co, &a->compaction);
         if (rc == MG_COMPACT_OVERFLOW) {
@@ -239,6 +327,10 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
         hdrs[nh++] = owned[no++] = mg_xasprintf("%s: %s", p->headers[i].name, p->headers[i].value);
 
     mg_timeouts_t t = mg_config_timeouts(cfg, m);
+    if (opt.connect_ms > 0) t.connect_ms = opt.connect_ms;
+    if (opt.first_token_ms > 0) t.first_token_ms = opt.first_token_ms;
+    if (opt.idle_ms > 0) t.idle_ms = opt.idle_ms;
+    if (opt.total_ms > 0) t.total_ms = opt.total_ms;
     char *url = upstream_url(p);
     a->body_cap = cfg->gw.max_upstream_body_bytes;
     mg_xfer_spec_t spec = {
@@ -373,27 +465,22 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
         const mg_gateway_settings_t *gw = &req->gen->cfg->gw;
         req->out_cap = gw->stream_buffer_bytes ? gw->stream_buffer_bytes : 256 * 1024;
     }
-    if (!plan(req)) {
-        reply_unknown_model(req, reply);
-        return MG_ROUTE_REPLY;
-    }
-    /* The internal model is built only when some candidate speaks another API than the client (or
-     * must strip reasoning from a Responses/Messages stream): a matching request passes through
-     * untouched, whatever it holds. */
+    /* Compaction, the safety filters and the policy's view (token estimate, tools, images) need
+     * the internal model of every request; a request the decoder cannot read still passes through
+     * to an upstream of its own API (which then says what is wrong with it), but cannot be
+     * translated. */
+    char err[256];
+    req->arena = mg_ir_arena_new();
+    req->ir_ready = mg_ir_decode_request(req->client_api, req->json, req->arena, &req->ir, err, sizeof err) == 0;
+    if (!plan(req, reply)) return MG_ROUTE_REPLY;
     bool need_ir = false;
     for (size_t i = 0; i < req->n_cands; i++) {
         const mg_provider_t *p = req->cands[i]->provider;
-        need_ir = need_ir || p->api != req->client_api ||
-                  ((req->strip_reasoning || p->strip_reasoning) && req->client_api != MG_API_OPENAI_COMPLETIONS);
+        bool strip = req->cand_opts[i].strip_reasoning >= 0 ? req->cand_opts[i].strip_reasoning || req->strip_reasoning
+                                                            : req->strip_reasoning || p->strip_reasoning;
+        need_ir = need_ir || p->api != req->client_api || (strip && req->client_api != MG_API_OPENAI_COMPLETIONS);
     }
-    /* Compaction and the safety filters need the internal model of every request; a request the
-     * decoder cannot read still passes through to an upstream of its own API (which then says what
-     * is wrong with it), but cannot be translated. */
-    char err[256];
-    req->arena = mg_ir_arena_new();
-    if (mg_ir_decode_request(req->client_api, req->json, req->arena, &req->ir, err, sizeof err) == 0) {
-        req->ir_ready = true;
-    } else if (need_ir) {
+    if (need_ir && !req->ir_ready) {
         mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_request", err);
         return MG_ROUTE_REPLY;
     }
@@ -533,6 +620,18 @@ void mg_router_account(mg_req_t *req)
     double cost = a ? usage_cost(a, &in, &out, &cached) : 0;
     int64_t reported = a ? a->prompt_tokens : 0;
     pthread_mutex_unlock(&req->lock);
+    if (req->gen->policy && mg_policy_has_hook(req->gen->policy, "on_complete")) {
+        mg_completion_t c = {.model = a ? a->model : NULL,
+                             .status = req->status,
+                             .prompt_tokens = a ? a->prompt_tokens : -1,
+                             .completion_tokens = a ? a->completion_tokens : -1,
+                             .latency_ms = mg_now_ms() - req->start_ms,
+                             .ttft_ms = a ? a->ttft_ms : -1,
+                             .attempts = (int)req->n_attempts};
+        const mg_attempt_t *last = mg_req_current(req);
+        if (!a && last) c.error_class = mg_class_name(last->cls);
+        mg_policy_on_complete(req->gen->policy, &req->pin, &live_view, &c);
+    }
     if (!a) return;
     if (calib && a->raw_estimate > 0 && reported > 0 && !req->ir.previous_response_id)
         mg_tokens_calib_observe(calib, a->model->ref, a->raw_estimate, reported);
@@ -634,6 +733,25 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
         reply_upstream_error(req, a, reply);
         return MG_ROUTE_REPLY;
     }
+    if (a->cls != MG_CLASS_OK && a->cls != MG_CLASS_CANCELLED && mg_policy_has_hook(req->gen->policy, "on_failure")) {
+        /* The policy's on_failure has the last word over the defaults. */
+        size_t idx = 0;
+        while (idx < req->n_cands && req->cands[idx] != a->model) idx++;
+        mg_failure_t f = {idx, a->model, mg_class_name(a->cls), a->status, c.retry_after_ms, (int)req->n_attempts};
+        mg_failure_decision_t fd;
+        if (mg_policy_on_failure(req->gen->policy, &req->pin, &live_view, &f, &fd) < 0)
+            mg_log(MG_LOG_ERROR, "policy", "%s", fd.error);
+        else if (fd.action == MG_FAILURE_STOP)
+            d.action = MG_HEALTH_STOP;
+        else if (fd.action == MG_FAILURE_RETRY && req->retries < 5)
+            d = (mg_health_decision_t){.action = MG_HEALTH_RETRY, .delay_ms = fd.delay_ms};
+        else if (fd.action == MG_FAILURE_NEXT && d.action == MG_HEALTH_RETRY)
+            d.action = MG_HEALTH_NEXT;
+    }
+    if (d.action == MG_HEALTH_STOP && a->cls != MG_CLASS_OK && a->status < 400) {
+        reply_all_failed(req, reply);
+        return MG_ROUTE_REPLY;
+    }
     if (a->cls == MG_CLASS_CONTEXT_OVERFLOW &&
         (!req->overflowed || req->overflowed->context_window < a->model->context_window))
         req->overflowed = a->model;
@@ -663,6 +781,11 @@ void mg_router_abort(mg_req_t *req)
 void mg_router_route_header(const mg_req_t *req, mg_buf_t *out)
 {
     mg_buf_printf(out, "gen=%llu", (unsigned long long)req->gen->id);
+    if (req->trace[0]) {
+        /* The policy's decision trace; its own "; " separators become ", " inside the value. */
+        mg_buf_puts(out, "; trace=");
+        for (const char *p = req->trace; *p; p++) mg_buf_append(out, *p == ';' ? "," : p, 1);
+    }
     for (size_t i = 0; i < req->n_attempts; i++) {
         const mg_attempt_t *a = &req->attempts[i];
         mg_buf_printf(out, "; %s=%s", a->model->ref, mg_class_name(a->cls));
@@ -710,6 +833,10 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
         mg_buf_puts(out, "}");
     }
     mg_buf_puts(out, "]");
+    if (req->trace[0]) {
+        mg_buf_puts(out, ",\"trace\":");
+        mg_buf_json_str(out, req->trace);
+    }
     if (req->n_skipped) {
         mg_buf_puts(out, ",\"skipped\":[");
         for (size_t i = 0; i < req->n_skipped; i++) {

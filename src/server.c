@@ -19,6 +19,7 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <sys/socket.h>
@@ -243,7 +244,16 @@ static enum MHD_Result serve_admin(mg_server_t *srv, struct MHD_Connection *c, m
                       (unsigned long long)g->id, (long long)g->loaded_wall_ms);
         mg_buf_json_str(&r.body, g->cfg->path);
         mg_buf_puts(&r.body, "},\"policy\":{\"path\":");
-        mg_buf_json_str(&r.body, g->cfg->gw.policy_path);
+        mg_buf_json_str(&r.body, mg_policy_path(g->policy));
+        mg_buf_puts(&r.body, ",\"sha256\":");
+        mg_buf_json_str(&r.body, mg_policy_sha256(g->policy));
+        mg_buf_printf(&r.body, ",\"loaded_at_ms\":%lld,\"on_failure\":%s,\"on_complete\":%s",
+                      (long long)mg_policy_loaded_ms(g->policy),
+                      mg_policy_has_hook(g->policy, "on_failure") ? "true" : "false",
+                      mg_policy_has_hook(g->policy, "on_complete") ? "true" : "false");
+        mg_policy_stats_t ps = mg_policy_stats(g->policy);
+        mg_buf_printf(&r.body, ",\"decisions\":%llu,\"errors\":%llu", (unsigned long long)ps.decisions,
+                      (unsigned long long)ps.errors);
         mg_buf_printf(&r.body, "},\"reloads\":{\"ok\":%llu,\"failed\":%llu},\"in_flight\":%u}", ok, failed,
                       atomic_load(&srv->in_flight));
         mg_gen_release(g);
@@ -343,6 +353,21 @@ static enum MHD_Result drive(struct MHD_Connection *c, mg_req_t *req, mg_route_s
     return send_reply(c, req, reply);
 }
 
+/* Request headers as the policy sees them: lower-case names, credentials left out. */
+static enum MHD_Result keep_header(void *cls, enum MHD_ValueKind kind, const char *name, const char *value)
+{
+    static const char *const secret[] = {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"};
+    mg_req_t *req = cls;
+    if (!name || !value || req->n_hdrs >= 64) return MHD_YES;
+    for (size_t i = 0; i < MG_ARRAY_LEN(secret); i++)
+        if (mg_str_eq_nocase(name, secret[i])) return MHD_YES;
+    req->hdrs = mg_xrealloc(req->hdrs, (req->n_hdrs + 1) * sizeof *req->hdrs);
+    char *n = mg_xstrdup(name);
+    for (char *p = n; *p; p++) *p = (char)tolower((unsigned char)*p);
+    req->hdrs[req->n_hdrs++] = (mg_kv_t){n, mg_xstrdup(value)};
+    return MHD_YES;
+}
+
 static void registry_add(mg_server_t *srv, mg_req_t *req)
 {
     pthread_mutex_lock(&srv->reg_lock);
@@ -394,6 +419,7 @@ static enum MHD_Result on_new_request(mg_server_t *srv, struct MHD_Connection *c
     if (!api_endpoint(url, &req->ep))
         return send_error(c, req, 404, "invalid_request_error", "not_found", "no such endpoint");
     if (strcmp(method, "POST") != 0) return send_method_error(c, req, "POST", "this endpoint accepts POST only");
+    MHD_get_connection_values(c, MHD_HEADER_KIND, keep_header, req);
     const char *strip = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-moongate-strip-reasoning");
     req->strip_reasoning = strip && (!strcmp(strip, "1") || mg_str_eq_nocase(strip, "true") || mg_str_eq_nocase(strip, "yes"));
     /* A declared length over the limit is refused before a byte of the body is read. */

@@ -150,6 +150,9 @@ def parse_route(value):
         if k == "gen":
             out["gen"] = v
             continue
+        if k == "trace":  # the policy's decision trace
+            out["trace"] = v
+            continue
         outcome, _, status = v.partition(":")
         out["attempts"].append((k, outcome, int(status) if status.isdigit() else
                                 (status or None)))

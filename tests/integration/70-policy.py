@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Lua routing policies through the real binary (issue 4): the policy's plan decides the order,
+its rejection reaches the client in its API's format, a region restriction refuses rather than
+egresses, a policy that loops or errors fails only its request (500 policy_error, within budget),
+the trace is in x-moongate-route and the log, a broken policy is never swapped in, and
+`moongate route` / `moongate test` work offline."""
+
+import json
+import os
+import subprocess
+import time
+
+import mglib
+from mglib import BIN, MGTestCase, config, provider
+
+REPO = os.environ.get("MG_SOURCE_DIR") or os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+REVERSED = """
+function route(req)
+  gw.trace("reversed %s", req.model)
+  return {"b/m", "a/m"}
+end
+"""
+
+REGIONAL = """
+function route(req)
+  if req.data_region == "mars" then return gw.reject(403, "region_not_allowed", "nothing runs on mars") end
+  return {"a/m"}
+end
+"""
+
+LOOPS = """
+function route(req)
+  if req.model == "spin" then while true do pcall(function() while true do end end) end end
+  if req.model == "boom" then error("kaboom") end
+  return {"a/m"}
+end
+"""
+
+
+class Policy(MGTestCase):
+    def setUp(self):
+        self.a, self.b = self.mock("A"), self.mock("B")
+
+    def gw_with(self, source, **gateway):
+        gw = self.gateway(start=False, cfg=config(
+            providers={"a": provider(self.a, ["m"]), "b": provider(self.b, ["m"])},
+            primary="a/m", gateway=dict({"policy": "policy.lua"}, **gateway)))
+        with open(os.path.join(gw.dir, "policy.lua"), "w") as f:
+            f.write(source)
+        gw.start()
+        return gw
+
+    def test_the_policy_orders_the_candidates_and_traces(self):
+        gw = self.gw_with(REVERSED)
+        r = gw.chat("default")
+        self.assertEqual(r.header("x-moongate-model"), "b/m", r)
+        self.assertIn("reversed default", r.route.get("trace", ""), r.route["raw"])
+        line = gw.wait_access(1)[0]
+        self.assertIn("reversed default", line.get("trace", ""), line)
+        p = gw.get("/admin/policy").json
+        self.assertEqual(len(p["policy"]["sha256"]), 64, p)
+        self.assertTrue(p["policy"]["path"].endswith("policy.lua"), p)
+
+    def test_a_rejection_reaches_the_client(self):
+        gw = self.gw_with(REGIONAL)
+        r = gw.chat("default", headers={"x-moongate-region": "mars"})
+        err = self.assertOpenAIError(r, 403, "region_not_allowed")
+        self.assertIn("mars", err["message"])
+        self.assertEqual(len(self.a.requests) + len(self.b.requests), 0, "nothing left the gateway")
+        r = gw.post_json("/v1/messages", {"model": "default", "max_tokens": 5,
+                                          "messages": [{"role": "user", "content": "x"}]},
+                         headers={"x-moongate-region": "mars"})
+        self.assertEqual(r.status, 403, r)
+        self.assertEqual(r.json["type"], "error", r)
+        self.assertEqual(r.json["error"]["type"], "permission_error", r)
+
+    def test_a_runaway_policy_fails_only_its_request(self):
+        gw = self.gw_with(LOOPS)
+        t0 = time.monotonic()
+        r = gw.chat("spin")
+        self.assertLess(time.monotonic() - t0, 3.0, "the CPU budget did not stop the loop")
+        err = self.assertOpenAIError(r, 500, "policy_error")
+        self.assertIn("policy.lua", err["message"])
+        err = self.assertOpenAIError(gw.chat("boom"), 500, "policy_error")
+        self.assertIn("kaboom", err["message"])
+        self.assertEqual(gw.chat("default").status, 200)  # everyone else is served
+
+    def test_on_policy_error_static_routes_by_the_chain(self):
+        gw = self.gw_with(LOOPS, onPolicyError="static")
+        r = gw.chat("boom")
+        self.assertEqual(r.status, 404, r)  # the static plan: "boom" is no model
+        r = gw.chat("default")
+        self.assertEqual(r.status, 200, r)
+
+    def test_a_broken_policy_is_never_swapped_in(self):
+        gw = self.gw_with(REVERSED)
+        with open(os.path.join(gw.dir, "policy.lua"), "w") as f:
+            f.write("function route(req) return {\"nope/x\"} end")
+        r = gw.request("POST", "/admin/reload")
+        err = self.assertOpenAIError(r, 400, "reload_failed")
+        self.assertIn("policy.lua", err["message"])
+        self.assertEqual(gw.chat("default").header("x-moongate-model"), "b/m")
+
+
+class Offline(MGTestCase):
+    def test_moongate_test_runs_the_shipped_policy_tests(self):
+        p = subprocess.run([BIN, "test", os.path.join(REPO, "policies", "tests")], capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"\n(\d+) passed, 0 failed")
+
+    def test_moongate_route_prints_the_plan(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"]), "b": provider(a, ["m"])},
+                                 primary="a/m", fallbacks=["b/m"]), start=False)
+        req = os.path.join(gw.dir, "req.json")
+        with open(req, "w") as f:
+            json.dump({"model": "default", "prompt_tokens": 1200, "stream": True}, f)
+        p = subprocess.run([BIN, "route", "--config", gw.config_path, "--request", req],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertLess(p.stdout.find("a/m"), p.stdout.find("b/m"), p.stdout)
+        self.assertEqual(len(a.requests), 0, "route sends nothing")
+
+
+if __name__ == "__main__":
+    mglib.main()
