@@ -20,6 +20,7 @@
 #include "config.h"
 
 #include "json5.h"
+#include "keys.h"
 #include "mg_embedded.h"
 #include "util.h"
 
@@ -64,7 +65,8 @@ static const char *const gateway_keys[] = {"listen",       "maxBodyBytes",      
                                            "maxEventBytes", "streamBufferBytes", "drainMs",
                                            "keepAliveMs",  "adminKey",          "errorPatterns",
                                            "health",       "compaction",        "policyCpuMs",
-                                           "policyMemoryMb", "onPolicyError",   NULL};
+                                           "policyMemoryMb", "onPolicyError",   "keys",
+                                           NULL};
 static const char *const compaction_keys[] = {"enabled", "marginTokens", NULL};
 static const char *const health_keys[] = {"cooldownsMs", "failuresBeforeCooldown", "maxRetries",
                                           "retryBudgetRatio", "probeBeforeExpiryMs", NULL};
@@ -1088,6 +1090,10 @@ static void finish_providers(mg_config_t *cfg)
         char host[256];
         bool local = p->base_url && url_host(p->base_url, host, sizeof host) && host_is_local(host);
         for (size_t j = 0; j < p->n_tags; j++) local = local || !strcmp(p->tags[j], "local");
+        /* "hosted" wins: a proxy on this machine (LiteLLM, say) that forwards to a hosted
+         * provider is egress, whatever its address. */
+        for (size_t j = 0; j < p->n_tags; j++)
+            if (!strcmp(p->tags[j], "hosted")) local = false;
         p->local = local;
         const char *derived = local ? "local" : "hosted";
         char **tags = mg_xcalloc(p->n_tags + 1, sizeof *tags);
@@ -1216,6 +1222,21 @@ static int load_chain(loader_t *ld, const cJSON *defaults)
     return 0;
 }
 
+/* gateway.keys (keys.c), once the catalog and aliases are known so that model names resolve. */
+static int load_keys(loader_t *ld, const cJSON *root)
+{
+    const cJSON *gw = member(root, "gateway");
+    const cJSON *k = cJSON_IsObject(gw) ? member(gw, "keys") : NULL;
+    if (!k || cJSON_IsNull(k)) return 0;
+    const cJSON *node = NULL;
+    char msg[512];
+    if (mg_keys_load_ex(k, ld->cfg, "gateway.keys", &ld->cfg->gw.keys, &node, msg, sizeof msg) == 0) return 0;
+    ld->failed = true;
+    mg_json5_pos_t pos = mg_json5_pos_of(ld->doc, node ? node : k);
+    if (ld->errlen) snprintf(ld->err, ld->errlen, "%s:%d:%d: %s", ld->file, pos.value_line, pos.value_column, msg);
+    return -1;
+}
+
 static int load_agents(loader_t *ld, const cJSON *root)
 {
     size_t mark = 0, inner = 0;
@@ -1283,7 +1304,7 @@ static mg_config_t *load_text(const char *text, size_t len, const char *name, co
     if (check_keys(&ld, doc.root, top_keys, false) || load_models(&ld, doc.root) || load_gateway(&ld, doc.root))
         goto done;
     finish_providers(cfg);
-    if (load_agents(&ld, doc.root)) goto done;
+    if (load_agents(&ld, doc.root) || load_keys(&ld, doc.root)) goto done;
     result = cfg, cfg = NULL;
 done:
     mg_json5_free(&doc);
@@ -1374,6 +1395,7 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->gw.error_patterns_path);
     free(cfg->gw.log_path);
     wipe_free(cfg->gw.admin_key);
+    mg_keys_free(cfg->gw.keys);
     for (size_t i = 0; i < cfg->n_warnings; i++) free(cfg->warnings[i]);
     free(cfg->warnings);
     free(cfg->path);

@@ -91,6 +91,8 @@ typedef struct mg_health_conf {
     int64_t probe_before_expiry_ms;
 } mg_health_conf_t;
 
+struct mg_keys;
+
 typedef struct mg_gateway_settings {
     char *listen_host;      /* default "127.0.0.1"; an IPv6 address comes without brackets */
     int listen_port;        /* default 8787 */
@@ -114,6 +116,7 @@ typedef struct mg_gateway_settings {
         bool enabled;          /* gateway.compaction.enabled (default true) */
         int64_t margin_tokens; /* kept free besides the reserved output (default 512) */
     } compaction;
+    struct mg_keys *keys;   /* gateway.keys (keys.h): client API keys; NULL = none required */
     char *admin_key;        /* gateway.adminKey (may be "${ENV}"); NULL = admin endpoints from loopback only. Secret. */
     char *log_path;         /* absolute, or NULL for stderr (config "-" or absent) */
 } mg_gateway_settings_t;

@@ -3,6 +3,7 @@
 
 #include "config.h"
 #include "gen.h"
+#include "keys.h"
 #include "log.h"
 #include "probe.h"
 #include "router.h"
@@ -40,6 +41,9 @@ unsigned long long mg_reload(const char *config_path, const char *why, char *err
         mg_gen_release(cur);
         mg_log_json(MG_LOG_ERROR, "reload", extra.data);
     } else {
+        mg_gen_t *cur = mg_gen_acquire();
+        if (cur) mg_keys_adopt_state(g->cfg->gw.keys, cur->cfg->gw.keys); /* limits carry over */
+        mg_gen_release(cur);
         id = g->id;
         if (mg_router_health()) mg_probe_health_update(mg_router_health(), g->cfg);
         mg_gen_publish(g);

@@ -16,6 +16,7 @@
 
 #include "compact.h"
 #include "ir.h"
+#include "keys.h"
 #include "policy.h"
 #include "sse.h"
 
@@ -132,6 +133,7 @@ typedef struct mg_req {
     mg_candidate_t cand_opts[MG_MAX_CANDIDATES]; /* the policy's options for each candidate */
     size_t n_cands, next_cand;
     mg_route_input_t pin;       /* the request as the policy sees it (borrows from req) */
+    const mg_key_t *key;        /* the caller's key (gateway.keys), or NULL when none are configured */
     mg_kv_t *hdrs;              /* request headers (credentials left out), lower-case names */
     size_t n_hdrs;
     char trace[MG_POLICY_TRACE_MAX]; /* the policy's decision trace */

@@ -125,6 +125,13 @@ static void fill_input(mg_req_t *req)
     }
     in->headers = req->hdrs;
     in->n_headers = req->n_hdrs;
+    if (req->key) {
+        in->key_id = req->key->id;
+        if (req->key->n_regions) {
+            in->allowed_regions = (const char *const *)req->key->regions;
+            in->n_allowed_regions = req->key->n_regions;
+        }
+    }
     for (size_t i = 0; i < req->n_hdrs; i++)
         if (strcmp(req->hdrs[i].name, "x-moongate-region") == 0) in->data_region = req->hdrs[i].value;
 }
@@ -469,6 +476,17 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
      * the internal model of every request; a request the decoder cannot read still passes through
      * to an upstream of its own API (which then says what is wrong with it), but cannot be
      * translated. */
+    if (req->key) {
+        const char *region = NULL;
+        for (size_t i = 0; i < req->n_hdrs; i++)
+            if (strcmp(req->hdrs[i].name, "x-moongate-region") == 0) region = req->hdrs[i].value;
+        mg_key_verdict_t v;
+        if (mg_keys_check(req->key, req->model_asked, region, mg_wall_ms(), &v) != 0) {
+            mg_reply_error(reply, req->ep, v.status, v.type, v.code, v.message);
+            reply->retry_after_s = v.status == 429 ? v.retry_after_s : -1;
+            return MG_ROUTE_REPLY;
+        }
+    }
     char err[256];
     req->arena = mg_ir_arena_new();
     req->ir_ready = mg_ir_decode_request(req->client_api, req->json, req->arena, &req->ir, err, sizeof err) == 0;
@@ -637,6 +655,7 @@ void mg_router_account(mg_req_t *req)
         mg_tokens_calib_observe(calib, a->model->ref, a->raw_estimate, reported);
     mg_metrics_tokens(a->model->ref, in, out, cached, 0);
     mg_metrics_cost(a->model->ref, cost);
+    mg_keys_account(req->key, in + out + cached, cost, mg_wall_ms());
 }
 
 /* A whole Chat Completions answer: reasoning into its one place, or out when stripping. */
@@ -798,6 +817,10 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
     static const char *const ep_names[] = {"chat", "responses", "messages"};
     mg_buf_puts(out, "\"id\":");
     mg_buf_json_str(out, req->id);
+    if (req->key) {
+        mg_buf_puts(out, ",\"key\":");
+        mg_buf_json_str(out, req->key->id);
+    }
     mg_buf_puts(out, ",\"method\":");
     mg_buf_json_str(out, req->method);
     mg_buf_puts(out, ",\"path\":");

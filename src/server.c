@@ -10,6 +10,7 @@
 
 #include "gen.h"
 #include "health.h"
+#include "keys.h"
 #include "log.h"
 #include "metrics.h"
 #include "probe.h"
@@ -412,12 +413,26 @@ static enum MHD_Result on_new_request(mg_server_t *srv, struct MHD_Connection *c
         mg_metrics_render(&r.body);
         return send_reply(c, req, &r);
     }
-    if (strcmp(url, "/v1/models") == 0) {
+    bool models = strcmp(url, "/v1/models") == 0;
+    if (!models && !api_endpoint(url, &req->ep))
+        return send_error(c, req, 404, "invalid_request_error", "not_found", "no such endpoint");
+    if (models && MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version")) req->ep = MG_EP_MESSAGES;
+    if (g->cfg->gw.keys) {
+        /* Client keys: Authorization: Bearer or x-api-key (Anthropic's SDKs), compared in
+         * constant time (keys.c). The key never reaches a log line or an upstream. */
+        size_t n = 0;
+        const char *pk = mg_keys_presented(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+                                           MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key"), &n);
+        if (!pk)
+            return send_error(c, req, 401, "authentication_error", "missing_api_key",
+                              "this gateway needs an API key: send Authorization: Bearer <key> or x-api-key: <key>");
+        req->key = mg_keys_find_n(g->cfg->gw.keys, pk, n);
+        if (!req->key) return send_error(c, req, 401, "authentication_error", "invalid_api_key", "invalid API key");
+    }
+    if (models) {
         if (!is_get) return send_method_error(c, req, "GET", "this endpoint accepts GET only");
         return serve_models(c, req);
     }
-    if (!api_endpoint(url, &req->ep))
-        return send_error(c, req, 404, "invalid_request_error", "not_found", "no such endpoint");
     if (strcmp(method, "POST") != 0) return send_method_error(c, req, "POST", "this endpoint accepts POST only");
     MHD_get_connection_values(c, MHD_HEADER_KIND, keep_header, req);
     const char *strip = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-moongate-strip-reasoning");
@@ -608,10 +623,15 @@ mg_server_t *mg_server_start(const char *host, int port, mg_upstream_t *up)
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     int bound = info ? info->port : port;
     mg_buf_t extra = {0};
-    mg_buf_printf(&extra, "\"addr\":\"%s%s%s:%d\",\"threads\":%d,\"generation\":%llu",
+    size_t nkeys = gw->keys ? mg_keys_count(gw->keys) : 0;
+    bool loopback = strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0;
+    mg_buf_printf(&extra, "\"addr\":\"%s%s%s:%d\",\"threads\":%d,\"generation\":%llu,\"client_keys\":%zu",
                   strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", bound, gw->threads,
-                  (unsigned long long)g->id);
-    mg_log_json(MG_LOG_INFO, "listening", extra.data);
+                  (unsigned long long)g->id, nkeys);
+    if (!nkeys)
+        mg_buf_puts(&extra, loopback ? ",\"note\":\"no client keys configured: listening on loopback only\""
+                                     : ",\"note\":\"no client keys configured and not on loopback: anyone who can reach this address can use it\"");
+    mg_log_json(nkeys || loopback ? MG_LOG_INFO : MG_LOG_WARN, "listening", extra.data);
     mg_buf_free(&extra);
     mg_gen_release(g);
     return srv;
