@@ -506,13 +506,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum M
     mg_router_access_json(req, &line);
     req->conn = NULL;
     pthread_mutex_unlock(&req->lock);
-    mg_log_json(MG_LOG_INFO, "access", line.data);
-    mg_buf_free(&line);
     if (req->model_asked) { /* an API request (not /v1/models, /metrics, /admin) */
+        /* Counted before the access line is written, so whoever reads the line sees the counts. */
         mg_metrics_request((mg_metrics_api_t)req->ep, req->served ? req->served->ref : NULL, req->status);
         mg_metrics_latency((mg_metrics_api_t)req->ep, (double)(mg_now_ms() - req->start_ms) / 1000.0);
         mg_router_account(req);
     }
+    mg_log_json(MG_LOG_INFO, "access", line.data);
+    mg_buf_free(&line);
     atomic_fetch_sub(&srv->in_flight, 1);
     mg_req_release(req);
 }

@@ -56,7 +56,8 @@ class Cooldowns(MGTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertRoute(r, [("b/m", "ok", 200)])
         self.assertEqual(len(a.requests), 2)
-        line = gw.wait_access(3)[-1]
+        chat = lambda l: l.get("path") == "/v1/chat/completions"  # noqa: E731 (not the admin GETs)
+        line = gw.wait_access(3, pred=chat)[-1]
         self.assertEqual(line.get("skipped"), ["a/m"], line)
         changes = [l for l in gw.log_lines() if l.get("msg") == "health"]
         self.assertEqual(len([c for c in changes if c.get("key") == "a" and c.get("state") == "cooling_down"]), 1,
