@@ -66,7 +66,7 @@ static const char *const gateway_keys[] = {"listen",       "maxBodyBytes",      
                                            "keepAliveMs",  "adminKey",          "errorPatterns",
                                            "health",       "compaction",        "policyCpuMs",
                                            "policyMemoryMb", "onPolicyError",   "keys",
-                                           NULL};
+                                           "allowedRegions", "maxConnectionsPerIp", NULL};
 static const char *const compaction_keys[] = {"enabled", "marginTokens", NULL};
 static const char *const health_keys[] = {"cooldownsMs", "failuresBeforeCooldown", "maxRetries",
                                           "retryBudgetRatio", "probeBeforeExpiryMs", NULL};
@@ -1038,6 +1038,22 @@ static int load_gateway(loader_t *ld, const cJSON *root)
 
     if ((rc = opt_string(ld, gw, "policy", true, &s)) < 0) return -1;
     if (rc) g->policy_path = join_path(ld->cfg->base_dir, s);
+    if ((rc = opt_int(ld, gw, "maxConnectionsPerIp", 0, 1000000, &v)) < 0) return -1;
+    if (rc) g->max_connections_per_ip = (unsigned)v;
+    const cJSON *ar = member(gw, "allowedRegions");
+    if (ar) {
+        size_t am = path_push_key(ld, "allowedRegions");
+        if (!cJSON_IsArray(ar)) return fail_got(ld, ar, "expected an array of region names");
+        g->allowed_regions = mg_xcalloc((size_t)cJSON_GetArraySize(ar) + 1, sizeof *g->allowed_regions);
+        size_t i = 0;
+        for (const cJSON *e = ar->child; e; e = e->next, i++) {
+            size_t im = path_push_index(ld, i);
+            if (!cJSON_IsString(e) || !e->valuestring[0]) return fail_got(ld, e, "expected a non-empty string");
+            g->allowed_regions[g->n_allowed_regions++] = mg_xstrdup(e->valuestring);
+            path_pop(ld, im);
+        }
+        path_pop(ld, am);
+    }
     if ((rc = opt_int(ld, gw, "policyCpuMs", 1, 1000, &v)) < 0) return -1;
     if (rc) g->policy_cpu_ms = v;
     if ((rc = opt_int(ld, gw, "policyMemoryMb", 1, 4096, &v)) < 0) return -1;
@@ -1396,6 +1412,8 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->gw.log_path);
     wipe_free(cfg->gw.admin_key);
     mg_keys_free(cfg->gw.keys);
+    for (size_t i = 0; i < cfg->gw.n_allowed_regions; i++) free(cfg->gw.allowed_regions[i]);
+    free(cfg->gw.allowed_regions);
     for (size_t i = 0; i < cfg->n_warnings; i++) free(cfg->warnings[i]);
     free(cfg->warnings);
     free(cfg->path);

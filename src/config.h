@@ -117,6 +117,10 @@ typedef struct mg_gateway_settings {
         int64_t margin_tokens; /* kept free besides the reserved output (default 512) */
     } compaction;
     struct mg_keys *keys;   /* gateway.keys (keys.h): client API keys; NULL = none required */
+    char **allowed_regions; /* gateway.allowedRegions: hosted providers outside them are never
+                               contacted (local ones always may be); NULL = no restriction */
+    size_t n_allowed_regions;
+    unsigned max_connections_per_ip; /* gateway.maxConnectionsPerIp, 0 = unlimited */
     char *admin_key;        /* gateway.adminKey (may be "${ENV}"); NULL = admin endpoints from loopback only. Secret. */
     char *log_path;         /* absolute, or NULL for stderr (config "-" or absent) */
 } mg_gateway_settings_t;

@@ -5,6 +5,7 @@
 #include "gen.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
 #include "probe.h"
 #include "router.h"
 #include "util.h"
@@ -34,6 +35,7 @@ unsigned long long mg_reload(const char *config_path, const char *why, char *err
     mg_buf_json_str(&extra, why);
     if (!g) {
         reloads_failed++;
+        mg_metrics_reload(false);
         mg_buf_puts(&extra, ",\"result\":\"error\",\"error\":");
         mg_buf_json_str(&extra, err);
         mg_gen_t *cur = mg_gen_acquire();
@@ -48,6 +50,7 @@ unsigned long long mg_reload(const char *config_path, const char *why, char *err
         if (mg_router_health()) mg_probe_health_update(mg_router_health(), g->cfg);
         mg_gen_publish(g);
         reloads_ok++;
+        mg_metrics_reload(true);
         mg_buf_printf(&extra, ",\"result\":\"ok\",\"generation\":%llu,\"ms\":%.3f", id,
                       (double)(mg_now_us() - t0) / 1000.0);
         mg_log_json(MG_LOG_INFO, "reload", extra.data);

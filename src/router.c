@@ -125,6 +125,10 @@ static void fill_input(mg_req_t *req)
     }
     in->headers = req->hdrs;
     in->n_headers = req->n_hdrs;
+    if (req->gen->cfg->gw.allowed_regions) {
+        in->gateway_regions = (const char *const *)req->gen->cfg->gw.allowed_regions;
+        in->n_gateway_regions = req->gen->cfg->gw.n_allowed_regions;
+    }
     if (req->key) {
         in->key_id = req->key->id;
         if (req->key->n_regions) {

@@ -612,6 +612,7 @@ mg_server_t *mg_server_start(const char *host, int port, mg_upstream_t *up)
         flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_CONNECTION_LIMIT, gw->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, gw->max_connections_per_ip,
         MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->daemon) {

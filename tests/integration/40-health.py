@@ -107,6 +107,23 @@ class Cooldowns(MGTestCase):
         self.assertEqual(entry(health(gw), "a")["state"], "healthy")
 
 
+class RetryBudget(MGTestCase):
+    def test_an_upstream_answering_only_503_gets_at_most_1_2x_the_requests(self):
+        # Retries are allowed for overloaded, but only within the retry budget (0.2 per request):
+        # a dead upstream must not be hammered. Cooldowns are kept out of the way (a long run of
+        # failures before cooling) so the budget alone is what limits the sends.
+        a = self.mock("A")
+        a.set_behavior("fail", status=503)
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"health": {"failuresBeforeCooldown": 100}}))
+        n = 60
+        for _ in range(n):
+            self.assertEqual(gw.chat("default").status, 502)
+        sent = len([q for q in a.requests if q.method == "POST"])
+        self.assertGreaterEqual(sent, n)
+        self.assertLessEqual(sent, int(n * 1.2), "%d upstream requests for %d client requests" % (sent, n))
+
+
 class Metrics(MGTestCase):
     def test_requests_attempts_and_fallbacks_are_counted(self):
         a, b = self.down(), self.mock("B")

@@ -104,6 +104,19 @@ class Policy(MGTestCase):
         self.assertEqual(gw.chat("default").header("x-moongate-model"), "b/m")
 
 
+class GatewayRegions(MGTestCase):
+    def test_gateway_allowed_regions_refuse_rather_than_egress(self):
+        a, b = self.mock("A"), self.mock("B")
+        gw = self.gateway(config(
+            providers={"a": provider(a, ["m"]), "b": provider(b, ["m"])}, primary="b/m", fallbacks=["a/m"],
+            gateway={"allowedRegions": ["eu"],
+                     "providers": {"a": {"region": "us", "tags": ["hosted"]},
+                                   "b": {"region": "us", "tags": ["hosted"]}}}))
+        err = self.assertOpenAIError(gw.chat("default"), 403, "region_not_allowed")
+        self.assertIn("us", err["message"])
+        self.assertEqual(len(a.requests) + len(b.requests), 0, "nothing left the gateway")
+
+
 class Offline(MGTestCase):
     def test_moongate_test_runs_the_shipped_policy_tests(self):
         p = subprocess.run([BIN, "test", os.path.join(REPO, "policies", "tests")], capture_output=True,
