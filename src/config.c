@@ -1333,27 +1333,8 @@ done:
 /* Reads a whole file into a fresh NUL-terminated buffer. */
 static int read_file(const char *path, char **text, size_t *len, char *err, size_t errlen)
 {
-    mg_buf_t b = {0};
-    FILE *f = fopen(path, "rb");
-    char chunk[65536];
-    size_t n;
-    if (!f) goto error;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (b.len + n > MG_CONFIG_MAX_FILE) {
-            errno = EFBIG;
-            goto error;
-        }
-        mg_buf_append(&b, chunk, n);
-    }
-    if (ferror(f)) goto error;
-    fclose(f);
-    *len = b.len;
-    *text = mg_buf_steal(&b);
-    return 0;
-error:
+    if (mg_read_file(path, MG_CONFIG_MAX_FILE, text, len) == 0) return 0;
     snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-    if (f) fclose(f);
-    mg_buf_free(&b);
     return -1;
 }
 

@@ -391,27 +391,8 @@ static void push_json(lua_State *L, const cJSON *v)
 static int read_text(const char *path, size_t max, char **text, size_t *len, char *err,
                      size_t errlen)
 {
-    mg_buf_t b = {0};
-    FILE *f = fopen(path, "rb");
-    char chunk[65536];
-    size_t n;
-    if (!f) goto error;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (b.len + n > max) {
-            errno = EFBIG;
-            goto error;
-        }
-        mg_buf_append(&b, chunk, n);
-    }
-    if (ferror(f)) goto error;
-    fclose(f);
-    *len = b.len;
-    *text = b.data ? mg_buf_steal(&b) : mg_xstrdup("");
-    return 0;
-error:
+    if (mg_read_file(path, max, text, len) == 0) return 0;
     snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-    if (f) fclose(f);
-    mg_buf_free(&b);
     return -1;
 }
 

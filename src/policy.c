@@ -8,6 +8,8 @@
  * at a time). A state that hit a limit is freed at once and rebuilt on the next call. */
 #include "policy.h"
 
+#include "sha256.h"
+
 #include "lua_api.h"
 #include "util.h"
 
@@ -44,87 +46,6 @@ struct mg_policy {
     atomic_uint_fast64_t decisions, errors, timeouts, memory_errors, states_created, state_bytes;
 };
 
-/* ---- sha256 (FIPS 180-4) -----------------------------------------------------------------------
- */
-
-typedef struct sha256 {
-    uint32_t h[8];
-    uint64_t len;
-    uint8_t block[64];
-    size_t n;
-} sha256_t;
-
-static const uint32_t sha_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sha_block(sha256_t *s, const uint8_t *b)
-{
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 |
-               (uint32_t)b[4 * i + 2] << 8 | b[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = s->h[0], bb = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4], f = s->h[5],
-             g = s->h[6], h = s->h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 =
-            h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + sha_k[i] + w[i];
-        uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & bb) ^ (a & c) ^ (bb & c));
-        h = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = bb;
-        bb = a;
-        a = t1 + t2;
-    }
-    s->h[0] += a;
-    s->h[1] += bb;
-    s->h[2] += c;
-    s->h[3] += d;
-    s->h[4] += e;
-    s->h[5] += f;
-    s->h[6] += g;
-    s->h[7] += h;
-}
-
-static void sha256_hex(const void *data, size_t len, char out[65])
-{
-    sha256_t s = {.h = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c,
-                        0x1f83d9ab, 0x5be0cd19}};
-    const uint8_t *p = data;
-    s.len = (uint64_t)len * 8;
-    for (; len >= 64; p += 64, len -= 64)
-        sha_block(&s, p);
-    memcpy(s.block, p, len);
-    s.block[len++] = 0x80;
-    if (len > 56) {
-        memset(s.block + len, 0, 64 - len);
-        sha_block(&s, s.block);
-        len = 0;
-    }
-    memset(s.block + len, 0, 56 - len);
-    for (int i = 0; i < 8; i++)
-        s.block[56 + i] = (uint8_t)(s.len >> (56 - 8 * i));
-    sha_block(&s, s.block);
-    for (int i = 0; i < 8; i++)
-        snprintf(out + 8 * i, 9, "%08x", s.h[i]);
-}
 
 /* ---- thread slots -----------------------------------------------------------------------------
  */
@@ -447,27 +368,8 @@ static mg_policy_limits_t normalize(const mg_policy_limits_t *l)
 
 static int read_source(const char *path, char **text, size_t *len, char *err, size_t errlen)
 {
-    mg_buf_t b = {0};
-    FILE *f = fopen(path, "rb");
-    char chunk[65536];
-    size_t n;
-    if (!f) goto error;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (b.len + n > MG_POLICY_MAX_FILE) {
-            errno = EFBIG;
-            goto error;
-        }
-        mg_buf_append(&b, chunk, n);
-    }
-    if (ferror(f)) goto error;
-    fclose(f);
-    *len = b.len;
-    *text = b.data ? mg_buf_steal(&b) : mg_xstrdup("");
-    return 0;
-error:
+    if (mg_read_file(path, MG_POLICY_MAX_FILE, text, len) == 0) return 0;
     snprintf(err, errlen, "%s: cannot read the policy: %s", path, strerror(errno));
-    if (f) fclose(f);
-    mg_buf_free(&b);
     return -1;
 }
 
@@ -509,7 +411,7 @@ mg_policy_t *mg_policy_load_file(const mg_config_t *cfg, const char *path,
         p->display = mg_xstrdup(MG_DEFAULT_NAME);
         p->chunkname = mg_xstrdup("=moongate:default_policy.lua");
     }
-    sha256_hex(p->source, p->source_len, p->sha256);
+    mg_sha256_hex(p->source, p->source_len, p->sha256);
 
     char msg[MG_POLICY_MSG_MAX];
     sb = new_state(p, msg, sizeof msg);

@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +166,34 @@ char *mg_buf_steal(mg_buf_t *b)
     b->data = NULL;
     b->len = b->cap = 0;
     return p;
+}
+
+int mg_read_file(const char *path, size_t max, char **text, size_t *len)
+{
+    mg_buf_t b = {0};
+    FILE *f = fopen(path, "rb");
+    char chunk[65536];
+    size_t n;
+    int saved;
+    if (!f) return -1;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (b.len + n > max) {
+            errno = EFBIG;
+            goto error;
+        }
+        mg_buf_append(&b, chunk, n);
+    }
+    if (ferror(f)) goto error;
+    fclose(f);
+    *len = b.len;
+    *text = mg_buf_steal(&b); /* "" for an empty file */
+    return 0;
+error:
+    saved = errno;
+    fclose(f);
+    mg_buf_free(&b);
+    errno = saved;
+    return -1;
 }
 
 int64_t mg_now_ms(void)

@@ -48,6 +48,10 @@ void mg_buf_free(mg_buf_t *b);
 /* Hands the bytes to the caller (who frees them) and leaves b empty. */
 char *mg_buf_steal(mg_buf_t *b);
 
+/* Reads the whole file at path (at most max bytes) into a fresh NUL-terminated buffer the caller
+ * frees. Returns 0, or -1 with errno set (EFBIG when the file is larger than max). */
+int mg_read_file(const char *path, size_t max, char **text, size_t *len);
+
 /* Monotonic clock in milliseconds / microseconds; wall clock in milliseconds since the epoch. */
 int64_t mg_now_ms(void);
 int64_t mg_now_us(void);
