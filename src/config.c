@@ -66,7 +66,8 @@ static const char *const gateway_keys[] = {"listen",       "maxBodyBytes",      
                                            "keepAliveMs",  "adminKey",          "errorPatterns",
                                            "health",       "compaction",        "policyCpuMs",
                                            "policyMemoryMb", "onPolicyError",   "keys",
-                                           "allowedRegions", "maxConnectionsPerIp", NULL};
+                                           "allowedRegions", "maxConnectionsPerIp", "bodyTimeoutMs",
+                                           NULL};
 static const char *const compaction_keys[] = {"enabled", "marginTokens", NULL};
 static const char *const health_keys[] = {"cooldownsMs", "failuresBeforeCooldown", "maxRetries",
                                           "retryBudgetRatio", "probeBeforeExpiryMs", NULL};
@@ -1038,6 +1039,8 @@ static int load_gateway(loader_t *ld, const cJSON *root)
 
     if ((rc = opt_string(ld, gw, "policy", true, &s)) < 0) return -1;
     if (rc) g->policy_path = join_path(ld->cfg->base_dir, s);
+    if ((rc = opt_int(ld, gw, "bodyTimeoutMs", 100, 3600000, &v)) < 0) return -1;
+    if (rc) g->body_timeout_ms = v;
     if ((rc = opt_int(ld, gw, "maxConnectionsPerIp", 0, 1000000, &v)) < 0) return -1;
     if (rc) g->max_connections_per_ip = (unsigned)v;
     const cJSON *ar = member(gw, "allowedRegions");
@@ -1295,6 +1298,7 @@ static mg_config_t *load_text(const char *text, size_t len, const char *name, co
         .max_event_bytes = 1u << 20,
         .stream_buffer_bytes = 256u << 10,
         .drain_ms = 10000,
+        .body_timeout_ms = 30000,
         .compaction = {.enabled = true, .margin_tokens = 512},
         .health = {.failures_before_cooldown = -1, .max_retries = -1, .retry_budget_ratio = -1,
                    .probe_before_expiry_ms = -1},

@@ -121,6 +121,8 @@ typedef struct mg_gateway_settings {
                                contacted (local ones always may be); NULL = no restriction */
     size_t n_allowed_regions;
     unsigned max_connections_per_ip; /* gateway.maxConnectionsPerIp, 0 = unlimited */
+    int64_t body_timeout_ms; /* gateway.bodyTimeoutMs: a request body must arrive whole within this
+                                (an absolute deadline against slow senders), default 30 s */
     char *admin_key;        /* gateway.adminKey (may be "${ENV}"); NULL = admin endpoints from loopback only. Secret. */
     char *log_path;         /* absolute, or NULL for stderr (config "-" or absent) */
 } mg_gateway_settings_t;

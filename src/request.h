@@ -109,6 +109,7 @@ typedef struct mg_req {
     char *path;
     bool body_phase;     /* [locked] headers seen, body not complete yet */
     int64_t last_body_ms; /* [locked] last time body bytes arrived */
+    bool body_timed_out;  /* [locked] the watchdog ended a body past gateway.bodyTimeoutMs */
     mg_buf_t body;
     bool body_too_large;
     size_t discarded; /* body bytes dropped after the limit */

@@ -494,7 +494,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum M
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
         req->client_aborted = true;
         mg_router_abort(req);
-        if (!req->status || req->client_gone) req->status = 499; /* nginx's "client closed request", for the log */
+        pthread_mutex_lock(&req->lock);
+        bool timed_out = req->body_timed_out;
+        pthread_mutex_unlock(&req->lock);
+        /* For the log: 408 for a body past its deadline, else nginx's 499 "client closed request". */
+        if (!req->status || req->client_gone) req->status = timed_out ? 408 : 499;
     }
     pthread_mutex_lock(&srv->reg_lock);
     if (req->reg_prev) req->reg_prev->reg_next = req->reg_next;
@@ -529,11 +533,17 @@ static void watch_one(mg_req_t *req, int64_t now)
     if (req->body_phase && req->conn && now - req->last_body_ms >= MG_WATCH_MS * 2) {
         /* libmicrohttpd 0.9.75 in epoll mode misses an EOF that arrives together with the last
          * bytes of a partial body, and keeps such a connection open until its timeout. A body
-         * that stalls at EOF is shut down here, which wakes MHD to close it properly. */
+         * that stalls at EOF is shut down here, which wakes MHD to close it properly. The same
+         * for a body still incomplete past gateway.bodyTimeoutMs: a slow sender (slowloris)
+         * holds nothing for longer than that, however it paces its bytes. */
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         char ch;
-        if (ci && recv(ci->connect_fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT) == 0) shutdown(ci->connect_fd, SHUT_RDWR);
+        bool late = now - req->start_ms >= req->gen->cfg->gw.body_timeout_ms;
+        if (ci && (late || recv(ci->connect_fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT) == 0)) {
+            if (late) req->body_timed_out = true; /* the access line says 408 */
+            shutdown(ci->connect_fd, SHUT_RDWR);
+        }
     } else if (req->suspended && req->conn && !req->client_gone) {
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);

@@ -68,6 +68,42 @@ class Stop(MGTestCase):
         a.wait_disconnect(0, timeout=3)
 
 
+class SlowSenders(MGTestCase):
+    def test_a_body_trickled_past_the_deadline_is_cut_and_others_are_served(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"bodyTimeoutMs": 1000}))
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        t0 = time.monotonic()
+        closed = False
+        while time.monotonic() - t0 < 4:
+            try:
+                s.sendall(b" ")          # a byte every 100 ms: never idle, never done
+                time.sleep(0.1)
+                if s.recv(1, socket.MSG_DONTWAIT) == b"":
+                    closed = True        # the gateway closed its side
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = True
+                break
+            # meanwhile everyone else is served
+            self.assertEqual(gw.chat("default").status, 200)
+        if not closed:
+            try:
+                closed = s.recv(1) == b""
+            except OSError:
+                closed = True
+        s.close()
+        self.assertTrue(closed, "the slow sender kept its connection past the body deadline")
+        self.assertLess(time.monotonic() - t0, 3.0)
+        line = gw.wait_access(1, pred=lambda l: l.get("status") == 408)[0]
+        self.assertEqual(line["path"], "/v1/chat/completions", line)
+        self.assertEqual(len([q for q in a.requests if q.json and q.json.get("messages") is None]), 0)
+
+
 class Hygiene(MGTestCase):
     def test_client_headers_stay_home_and_set_cookie_never_comes_back(self):
         a = self.mock("A", behavior={"mode": "answer",
