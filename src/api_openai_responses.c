@@ -361,6 +361,12 @@ static int encode_user(const mg_ir_request_t *ir, const mg_ir_message_t *m, cJSO
     for (size_t k = 0; k < m->n_parts; k++)
         if (m->parts[k].type == MG_IR_PART_TEXT || m->parts[k].type == MG_IR_PART_IMAGE || m->parts[k].type == MG_IR_PART_OPAQUE)
             kept++, last = k;
+    if (kept == 0) {
+        /* Nothing this API can carry (a user turn of reasoning only): no empty message, which
+         * the decoder would drop anyway (found by fuzzing: re-encoding was not idempotent). */
+        cJSON_Delete(o);
+        return 0;
+    }
     if (kept == 1 && m->parts[last].type == MG_IR_PART_TEXT) {
         cJSON_AddStringToObject(o, "content", m->parts[last].text);
     } else {

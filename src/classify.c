@@ -783,7 +783,7 @@ static void convert_rule(lua_State *L, builder_t *b, lua_Integer n, int t)
         lua_Integer k = list ? (lua_Integer)lua_rawlen(L, -1) : 1;
         for (lua_Integer i = 1; i <= k; i++) {
             if (list) lua_rawgeti(L, -1, i);
-            size_t ul;
+            size_t ul = 0;
             const char *u = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &ul) : NULL;
             if (!u || ul == 0 || memchr(u, '\0', ul))
                 rule_error(L, b, n, "'unless' entries must be non-empty strings");
