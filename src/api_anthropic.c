@@ -876,13 +876,7 @@ int mg_anthropic_decoder_feed(void *st, const char *type, size_t type_len, const
     cJSON *j = cJSON_ParseWithLengthOpts(data, data_len, NULL, false);
     /* The payload's own "type" names the event; the `event:` line is the fallback. */
     char tbuf[64];
-    const char *t = mg_ir_jstr(j, "type");
-    if (!t) {
-        size_t n = MG_MIN(type_len, sizeof tbuf - 1);
-        memcpy(tbuf, type, n);
-        tbuf[n] = '\0';
-        t = tbuf;
-    }
+    const char *t = mg_ir_event_type(j, type, type_len, tbuf, sizeof tbuf);
     int rc = 0;
     if (strcmp(t, "error") == 0) {
         mg_ir_error_t e;

@@ -990,13 +990,7 @@ int mg_openai_responses_decoder_feed(void *st, const char *type, size_t type_len
     if (d->ended) return 0;
     cJSON *j = cJSON_ParseWithLengthOpts(data, data_len, NULL, false);
     char tbuf[96];
-    const char *t = mg_ir_jstr(j, "type");
-    if (!t) {
-        size_t n = MG_MIN(type_len, sizeof tbuf - 1);
-        memcpy(tbuf, type, n);
-        tbuf[n] = '\0';
-        t = tbuf;
-    }
+    const char *t = mg_ir_event_type(j, type, type_len, tbuf, sizeof tbuf);
     int rc = 0;
     if (j) {
         rc = dec_event(d, t, j, cb, ud);

@@ -601,6 +601,16 @@ const char *mg_ir_jstr(const cJSON *o, const char *key)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+const char *mg_ir_event_type(const cJSON *j, const char *type, size_t type_len, char *buf, size_t buflen)
+{
+    const char *t = mg_ir_jstr(j, "type");
+    if (t) return t;
+    size_t n = MG_MIN(type_len, buflen - 1);
+    memcpy(buf, type, n);
+    buf[n] = '\0';
+    return buf;
+}
+
 int64_t mg_ir_jint(const cJSON *o, const char *key, int64_t dflt)
 {
     const cJSON *v = mg_ir_jget(o, key);

@@ -425,6 +425,9 @@ void mg_ir_collector_free(mg_ir_collector_t *c);
  * Small helpers shared by the codecs (not for other modules). */
 
 const char *mg_ir_jstr(const cJSON *o, const char *key);   /* string member or NULL */
+/* The name of a stream event: its payload's own "type", else the SSE `event:` line (copied into
+ * buf, cut to fit). The result is borrowed from j or buf. */
+const char *mg_ir_event_type(const cJSON *j, const char *type, size_t type_len, char *buf, size_t buflen);
 /* x when it is an array, else NULL: for cJSON_ArrayForEach (whose argument is unparenthesised). */
 static inline cJSON *mg_ir_arr(const cJSON *x)
 {
