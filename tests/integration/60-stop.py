@@ -104,6 +104,27 @@ class SlowSenders(MGTestCase):
         self.assertEqual(len([q for q in a.requests if q.json and q.json.get("messages") is None]), 0)
 
 
+class Limits(MGTestCase):
+    def test_connections_per_ip_are_capped(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"maxConnectionsPerIp": 2}))
+        held = [socket.create_connection(("127.0.0.1", gw.port), timeout=5) for _ in range(2)]
+        time.sleep(0.2)
+        third = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        third.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            got = third.recv(100)
+        except OSError:
+            got = b""
+        self.assertEqual(got, b"", "a third connection from the same address was served")
+        third.close()
+        for h in held:
+            h.close()
+        time.sleep(0.2)
+        self.assertEqual(gw.get("/health").status, 200)  # served again once the others left
+
+
 class Hygiene(MGTestCase):
     def test_client_headers_stay_home_and_set_cookie_never_comes_back(self):
         a = self.mock("A", behavior={"mode": "answer",
