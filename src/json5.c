@@ -381,7 +381,7 @@ static int parse_escape(parser_t *p, mg_buf_t *out, loc_t start)
         return 0;
     }
     unsigned char c = p->s[p->i];
-    uint32_t cp;
+    uint32_t cp = 0;
     switch (c) {
     case 'b': cp = '\b'; break;
     case 'f': cp = '\f'; break;

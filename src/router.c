@@ -218,7 +218,7 @@ static void settle_locally(mg_attempt_t *a, mg_class_t cls, const char *detail)
 {
     a->done = true;
     a->cls = cls;
-    snprintf(a->detail, sizeof a->detail, "%s", detail);
+    snprintf(a->detail, sizeof a->detail, "%.*s", (int)sizeof a->detail - 1, detail);
 }
 
 static char *upstream_url(const mg_provider_t *p)
