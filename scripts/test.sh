@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The second set-up command, and exactly what CI runs (.ci/run): installs what is missing, builds
 # with warnings as errors, and runs the whole suite (unit, fuzz-corpus replay, integration against
-# the real binary, official-SDK clients) with ctest; then does the same under ASan+UBSan.
+# the real binary, official-SDK clients) with ctest; checks that an optimised build is warning-free
+# too; then runs the suite again under ASan+UBSan.
 # MG_SKIP_SANITIZE=1 skips the sanitizer pass (for a quick local run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ jobs=$(nproc)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug -DMG_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs"
+# An optimised build too: some warnings (-Wformat-truncation, -Wmaybe-uninitialized) only show there.
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DMG_WERROR=ON -DMG_BUILD_TESTS=OFF -DMG_BUILD_BENCH=OFF >/dev/null
+cmake --build build-release -j"$jobs"
 if [[ ${MG_SKIP_SANITIZE:-0} != 1 ]]; then
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMG_WERROR=ON -DMG_SANITIZE=ON >/dev/null
   cmake --build build-asan -j"$jobs"
