@@ -506,15 +506,9 @@ cJSON *mg_openai_responses_encode_request(const mg_ir_request_t *ir, const mg_ir
         cJSON *tools = cJSON_AddArrayToObject(o, "tools");
         for (size_t i = 0; i < ir->n_tools; i++) {
             const mg_ir_tool_t *t = &ir->tools[i];
-            if (t->raw) {
-                if (!same) {
-                    mg_ir_fail(err, errlen, "tool of type \"%s\" cannot be sent to %s", t->name ? t->name : "?",
-                               mg_api_name(API));
-                    goto error;
-                }
-                cJSON_AddItemToArray(tools, cJSON_Duplicate(t->raw, true));
-                continue;
-            }
+            int raw = mg_ir_encode_raw_tool(tools, t, same, API, err, errlen);
+            if (raw < 0) goto error;
+            if (raw) continue;
             cJSON *tj = cJSON_CreateObject();
             cJSON_AddStringToObject(tj, "type", "function");
             cJSON_AddStringToObject(tj, "name", t->name);
@@ -565,14 +559,7 @@ cJSON *mg_openai_responses_encode_request(const mg_ir_request_t *ir, const mg_ir
         }
     }
     if (ir->stream) cJSON_AddBoolToObject(o, "stream", true);
-    if (same) {
-        const cJSON *f;
-        cJSON_ArrayForEach(f, ir->extras)
-        {
-            if (!cJSON_GetObjectItemCaseSensitive(o, f->string))
-                cJSON_AddItemToObject(o, f->string, cJSON_Duplicate(f, true));
-        }
-    }
+    if (same) mg_ir_copy_extras(o, ir);
     return o;
 error:
     cJSON_Delete(o);
