@@ -5,6 +5,8 @@
 #   bench/streams.sh                      1,000 and 10,000 streams, 20 events 500 ms apart
 #   bench/streams.sh --smoke              200 streams, 5 events 200 ms apart (< 20 s; exit 1 on drops)
 #   bench/streams.sh --streams "500 2000" --events 40 --pacing-ms 250
+#   bench/streams.sh --h2 --streams 10000 --events 40 --pacing-ms 1000
+#   bench/streams.sh --h2 --streams 10000 --events 40 --pacing-ms 1000
 #
 # For every N it runs bench/stream_load against bench/mock_upstream directly (the baseline), then
 # against a freshly started moongate (pinned to CPU 0; the mock and the load client share CPU 1)
@@ -17,7 +19,11 @@
 # work directory with logs and configs), --ramp-ms MS (streams start evenly over it; default
 # max(pacing, N/5): <= 5,000 new connections per second), --quiet (only the table),
 # --wait-quiet S (before each run wait up to S s for other work on the machine to fall under 10%
-# CPU; the busy figure seen is printed with the results either way), --prio (run the mock,
+# CPU; the busy figure seen is printed with the results either way), --h2 (moongate reaches the mock
+# through nghttpx, Debian's nghttp2-proxy, terminating TLS with a throw-away certificate and speaking
+# HTTP/2 to moongate (provider http2 + caFile), so ~100 streams share one upstream connection: with
+# HTTP/1.1 each stream costs moongate two descriptors and 10,000 streams do not fit a 20,000 limit;
+# nghttpx runs on the load CPU and its hop counts in "added" latency), --prio (run the mock,
 # moongate and the client under SCHED_RR priority 1 so other work on a shared machine cannot
 # preempt them; root; PRIO_CMD="nice -n -20" for a milder variant).
 # Loopback only. Every process it starts is killed on exit; every step has a time limit.
@@ -35,6 +41,7 @@ QUIET=0
 THREADS=1
 WAIT_QUIET=0
 PRIO=0
+H2=0
 BUSY=0
 RAMP_MS=
 MOONGATE=${MOONGATE:-}
@@ -55,6 +62,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1 ;;
     --wait-quiet) WAIT_QUIET=$2; shift ;;
     --prio) PRIO=1 ;;
+    --h2) H2=1 ;;
     --quiet) QUIET=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "streams.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -160,19 +168,40 @@ wait_for "$WORK/mock.out" READY 5 || die "mock_upstream did not start: $(cat "$W
 MOCK_PORT=$(awk '/^READY/{print $2}' "$WORK/mock.out")
 MOCK_URL=http://127.0.0.1:$MOCK_PORT/v1/chat/completions
 
+# ---- with --h2: nghttpx in front of the mock, TLS + HTTP/2 towards moongate ----
+UPSTREAM_BASE=http://127.0.0.1:$MOCK_PORT/v1
+UPSTREAM_EXTRA=
+if [ "$H2" = 1 ]; then
+    NGHTTPX=$(command -v nghttpx || echo /usr/sbin/nghttpx)
+    [ -x "$NGHTTPX" ] || die "--h2 needs nghttpx (apt-get install nghttp2-proxy)"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1 || die "openssl failed"
+    H2_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "${PIN_LOAD[@]}" "$NGHTTPX" --conf=/dev/null --frontend="127.0.0.1,$H2_PORT" "$WORK/key.pem" "$WORK/cert.pem" \
+        --backend="127.0.0.1,$MOCK_PORT" --workers=1 --no-ocsp --backend-keep-alive-timeout=60s \
+        --rlimit-nofile="$(ulimit -Hn)" --errorlog-file="$WORK/nghttpx.err" --accesslog-file=/dev/null \
+        >/dev/null 2>&1 &
+    PIDS+=($!)
+    wait_for "$WORK/nghttpx.err" "Created worker thread" 10 || die "nghttpx did not start: $(tail -3 "$WORK/nghttpx.err")"
+    UPSTREAM_BASE=https://127.0.0.1:$H2_PORT/v1
+    UPSTREAM_EXTRA="providers: { mock: { http2: true, caFile: \"$WORK/cert.pem\" } },"
+fi
+
 say "machine: $(nproc) CPUs, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
 say "moongate: $MOONGATE (build type ${BUILD_TYPE:-unknown}), gateway CPU $GW_CPU, mock + client CPU $LOAD_CPU, fd limit $FDS$([ "$PRIO" = 1 ] && echo ", priority: ${PRIO_ARGV[*]}")"
+[ "$H2" = 1 ] && say "upstream: HTTP/2 over TLS through nghttpx (pid on CPU $LOAD_CPU) to the mock; direct runs go to the mock"
 say "load: $EVENTS events per stream, ${PACING} ms apart (each stream lasts ~$(awk -v e="$EVENTS" -v p="$PACING" 'BEGIN { printf "%.1f", (e - 1) * p / 1000 }') s)"
 
 start_moongate() { # N -> sets GW_PID, GW_URL
     local n=$1 maxc=20000
     [ "$n" -ge 19000 ] && maxc=$((n + 1000))
+    [ "$H2" = 1 ] && maxc=$((n + 1000)) # one descriptor per client: keep under the clamp
     cat >"$WORK/moongate-$n.json5" <<EOF
 {
-  models: { mode: "replace", providers: { mock: { baseUrl: "http://127.0.0.1:$MOCK_PORT/v1", apiKey: "x",
+  models: { mode: "replace", providers: { mock: { baseUrl: "$UPSTREAM_BASE", apiKey: "x",
             api: "openai-completions", models: [{ id: "m" }] } } },
   agents: { defaults: { model: { primary: "mock/m" } } },
-  gateway: { threads: $THREADS, maxConnections: $maxc,
+  gateway: { threads: $THREADS, maxConnections: $maxc, $UPSTREAM_EXTRA
              timeouts: { firstTokenMs: 60000, idleMs: 120000, totalMs: 3600000 } },
 }
 EOF
@@ -204,7 +233,7 @@ run_load() { # label url n pid [extra args...] -> sets RESULT to the client's RE
 ROWS=()
 TOTAL_DROPPED=0
 for N in $STREAMS; do
-    if [ $((2 * N + 16)) -gt "$FDS" ]; then
+    if [ "$H2" = 0 ] && [ $((2 * N + 16)) -gt "$FDS" ]; then
         say "note: $N streams through a proxy need ~$((2 * N + 16)) descriptors in moongate (one per client, one per" \
             "upstream, ~16 of its own); the limit here is $FDS, so about $(((2 * N + 16 - FDS + 1) / 2)) will fail upstream"
     fi

@@ -7,6 +7,7 @@ local testing = {}
 
 local OPTION_KEYS = {
   "connect_ms", "first_token_ms", "idle_ms", "total_ms", "max_output_tokens", "compaction", "strip_reasoning",
+  "summarizer",
 }
 
 -- "[a/b, c/d]" or "reject 403 code: message" or "policy error: ...".

@@ -6,7 +6,8 @@ set -euo pipefail
 need=(build-essential cmake pkg-config liblua5.4-dev libcurl4-openssl-dev libcjson-dev
       libmicrohttpd-dev python3 curl)
 if [[ ${1:-} == --test ]]; then
-  need+=(clang libclang-rt-dev nodejs npm)
+  # nghttp2-proxy (nghttpx), openssl and iproute2 (ss): the HTTP/2-over-TLS upstream test.
+  need+=(clang libclang-rt-dev nodejs npm nghttp2-proxy openssl iproute2)
 fi
 
 missing=()

@@ -207,7 +207,7 @@ bool mg_compact_report_changed(const mg_compact_report_t *r)
 
 static const char *const FILTER_NAMES[] = {
     "control_tokens", "old_reasoning", "tool_result_cap", "shrink",
-    "drop_turns",     "summary",       "drop_steps",
+    "drop_turns",     "summary",       "drop_steps",      "policy",
 };
 
 const char *mg_compact_filter_name(unsigned bit)

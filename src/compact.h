@@ -57,6 +57,7 @@ enum {
     MG_COMPACT_F_SUMMARY = 1u << 5,         /* "summary": dropped turns replaced by a summary */
     MG_COMPACT_F_DROP_STEPS = 1u << 6,      /* "drop_steps": early tool steps of the current turn
                                                dropped (only with opts.drop_current_steps) */
+    MG_COMPACT_F_POLICY = 1u << 7,          /* "policy": the policy's compact hook compacted it */
 };
 
 typedef struct mg_compact_report {
@@ -169,7 +170,7 @@ typedef struct mg_safety_opts {
     size_t n_extra_tokens;
 } mg_safety_opts_t;
 
-/* All three on, tool results capped at 64 KiB, no extra tokens. */
+/* All three on, tool results capped at 32 KiB, no extra tokens. */
 void mg_safety_opts_init(mg_safety_opts_t *o);
 
 /* Applies the filters in place (same arena rules as compaction). Never touches system parts,

@@ -5,7 +5,8 @@
  * validate block by block: `models` (in "merge" mode on top of the built-in catalog, which is
  * embedded from src/builtin_catalog.json5 and goes through the very same validation), `gateway`
  * (which names catalog providers), then `agents` (aliases and the default chain, which resolve
- * against the finished catalog). Every message reads "FILE:LINE:COL: key.path: message": the
+ * against the finished catalog) and the names that may be aliases (gateway.compaction.summarizer,
+ * gateway.keys). Every message reads "FILE:LINE:COL: key.path: message": the
  * key path lives in one buffer that each level pushes onto and pops. The first error ends the
  * load; warnings (keys OpenClaw knows and we do not, unset environment variables) accumulate.
  *
@@ -67,13 +68,19 @@ static const char *const gateway_keys[] = {"listen",       "maxBodyBytes",      
                                            "health",       "compaction",        "policyCpuMs",
                                            "policyMemoryMb", "onPolicyError",   "keys",
                                            "allowedRegions", "maxConnectionsPerIp", "bodyTimeoutMs",
-                                           NULL};
-static const char *const compaction_keys[] = {"enabled", "marginTokens", NULL};
+                                           "headerTimeoutMs", "maxHeaderBytes", NULL};
+static const char *const compaction_keys[] = {
+    "enabled",        "marginTokens",     "extraControlTokens", "toolResultMaxBytes",
+    "messageMaxBytes", "minKeepBytes",    "dropCurrentSteps",   "summarizer",
+    "summaryTimeoutMs", "summaryMaxTokens", NULL};
+static const char *const safety_keys[] = {"controlTokens", "oldReasoning", "toolResultMaxBytes",
+                                          "extraControlTokens", NULL};
 static const char *const health_keys[] = {"cooldownsMs", "failuresBeforeCooldown", "maxRetries",
                                           "retryBudgetRatio", "probeBeforeExpiryMs", NULL};
 static const char *const timeouts_keys[] = {"connectMs", "firstTokenMs", "idleMs", "totalMs", NULL};
-static const char *const log_keys[] = {"path", NULL};
-static const char *const gw_provider_keys[] = {"tags", "region", "timeouts", "stripReasoning", "safety", NULL};
+static const char *const log_keys[] = {"path", "content", "contentMaxBytes", NULL};
+static const char *const gw_provider_keys[] = {"tags",   "region", "timeouts", "stripReasoning",
+                                               "safety", "http2",  "caFile", NULL};
 
 /* ---- messages -------------------------------------------------------------------------------- */
 
@@ -484,7 +491,13 @@ static size_t provider_append(loader_t *ld, const char *id, bool builtin)
     size_t k = cfg->n_providers;
     cfg->providers = mg_xrealloc(cfg->providers, (k + 1) * sizeof *cfg->providers);
     ld->key_in_config = mg_xrealloc(ld->key_in_config, (k + 1) * sizeof *ld->key_in_config);
-    cfg->providers[k] = (mg_provider_t){.id = mg_xstrdup(id), .api = MG_API_OPENAI_COMPLETIONS, .builtin = builtin, .safety = -1};
+    cfg->providers[k] = (mg_provider_t){.id = mg_xstrdup(id),
+                                        .api = MG_API_OPENAI_COMPLETIONS,
+                                        .builtin = builtin,
+                                        .safety = -1,
+                                        .safety_conf = {.control_tokens = -1,
+                                                        .old_reasoning = -1,
+                                                        .tool_result_max_bytes = -1}};
     ld->key_in_config[k] = false;
     cfg->n_providers = k + 1;
     return k;
@@ -905,6 +918,65 @@ static int load_timeouts(loader_t *ld, const cJSON *parent, mg_timeouts_t *t)
     return 0;
 }
 
+/* extraControlTokens: a list of literal strings the control-token filter strips. Each must be
+ * one visible token: not empty, at most 128 bytes, no control characters, and not starting with
+ * white space (the filter replaces a token by a line feed, so a token made of or starting with
+ * white space could never be told apart from the text around it). Duplicates are dropped. */
+static int load_token_list(loader_t *ld, const cJSON *obj, char ***out, size_t *n)
+{
+    const cJSON *v = member(obj, "extraControlTokens");
+    if (!v) return 0;
+    size_t mark = path_push_key(ld, "extraControlTokens");
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > MG_MAX_EXTRA_TOKENS)
+        return fail_got(ld, v, "expected an array of at most 64 strings");
+    *out = mg_xcalloc((size_t)cJSON_GetArraySize(v) + 1, sizeof **out);
+    size_t i = 0;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        size_t im = path_push_index(ld, i);
+        const char *t = cJSON_IsString(e) ? e->valuestring : NULL;
+        if (!t || !*t || strlen(t) > 128 || has_control(t) || *t == ' ')
+            return fail_got(ld, e,
+                            "expected a token of 1 to 128 bytes, without control characters or a "
+                            "leading space");
+        bool dup = false;
+        for (size_t j = 0; j < *n && !dup; j++) dup = strcmp((*out)[j], t) == 0;
+        if (!dup) (*out)[(*n)++] = mg_xstrdup(t);
+        path_pop(ld, im);
+    }
+    path_pop(ld, mark);
+    return 0;
+}
+
+/* gateway.providers.<id>.safety: true/false, or an object of filter settings (which turns the
+ * filters on). */
+static int load_safety(loader_t *ld, const cJSON *o, mg_provider_t *p)
+{
+    const cJSON *v = member(o, "safety");
+    if (!v) return 0;
+    size_t mark = path_push_key(ld, "safety");
+    if (!cJSON_IsObject(v)) {
+        if (!cJSON_IsBool(v)) return fail_got(ld, v, "expected true, false or an object");
+        p->safety = cJSON_IsTrue(v) ? 1 : 0;
+        path_pop(ld, mark);
+        return 0;
+    }
+    mg_safety_conf_t *sc = &p->safety_conf;
+    bool b;
+    int64_t n;
+    int rc;
+    if (check_keys(ld, v, safety_keys, true)) return -1;
+    if ((rc = opt_bool(ld, v, "controlTokens", &b)) < 0) return -1;
+    if (rc) sc->control_tokens = b;
+    if ((rc = opt_bool(ld, v, "oldReasoning", &b)) < 0) return -1;
+    if (rc) sc->old_reasoning = b;
+    if ((rc = opt_int(ld, v, "toolResultMaxBytes", 0, MG_MAX_SAFE_INT, &n)) < 0) return -1;
+    if (rc) sc->tool_result_max_bytes = n;
+    if (load_token_list(ld, v, &sc->extra_tokens, &sc->n_extra_tokens)) return -1;
+    p->safety = 1;
+    path_pop(ld, mark);
+    return 0;
+}
+
 /* gateway.providers.<id>: tags, region and timeouts of a catalog provider. */
 static int load_gateway_provider(loader_t *ld, const cJSON *o)
 {
@@ -919,9 +991,20 @@ static int load_gateway_provider(loader_t *ld, const cJSON *o)
     if (rc < 0) return -1;
     if (rc) p->region = mg_xstrdup(region);
     if (load_timeouts(ld, o, &p->timeouts) || opt_bool(ld, o, "stripReasoning", &p->strip_reasoning) < 0) return -1;
-    bool safety;
-    if ((rc = opt_bool(ld, o, "safety", &safety)) < 0) return -1;
-    if (rc) p->safety = safety ? 1 : 0;
+    if (load_safety(ld, o, p)) return -1;
+    if (opt_bool(ld, o, "http2", &p->http2) < 0) return -1;
+    if (p->http2 && p->base_url && strncmp(p->base_url, "https://", 8) != 0) {
+        /* h2c is not offered: Debian 12's libcurl (7.88.1) fails requests that reuse a
+         * prior-knowledge connection (curl issue 10634), and its Upgrade path dropped streams
+         * under load in our runs. */
+        path_push_key(ld, "http2");
+        return fail(ld, member(o, "http2"), false,
+                    "HTTP/2 needs an https baseUrl (cleartext h2c is not supported); this provider's is %s",
+                    p->base_url);
+    }
+    const char *ca;
+    if ((rc = opt_string(ld, o, "caFile", true, &ca)) < 0) return -1;
+    if (rc) p->ca_file = join_path(ld->cfg->base_dir, ca);
     const cJSON *tags = member(o, "tags");
     if (!tags) return 0;
     size_t mark = path_push_key(ld, "tags");
@@ -985,6 +1068,48 @@ static int load_health(loader_t *ld, const cJSON *gw)
     return 0;
 }
 
+/* gateway.compaction. The summarizer is only type-checked here: it may be an alias, which is known
+ * once `agents` is loaded (load_summarizer). */
+static int load_compaction(loader_t *ld, const cJSON *gw)
+{
+    mg_compaction_conf_t *c = &ld->cfg->gw.compaction;
+    size_t mark = 0;
+    int64_t v;
+    int rc;
+    const char *s;
+    const cJSON *cp = opt_object(ld, gw, "compaction", &mark);
+    if (!cp) return ld->failed ? -1 : 0;
+    if (check_keys(ld, cp, compaction_keys, true) || opt_bool(ld, cp, "enabled", &c->enabled) < 0 ||
+        opt_bool(ld, cp, "dropCurrentSteps", &c->drop_current_steps) < 0)
+        return -1;
+    if ((rc = opt_int(ld, cp, "marginTokens", 0, 1000000, &v)) < 0) return -1;
+    if (rc) c->margin_tokens = v;
+    if ((rc = opt_int(ld, cp, "toolResultMaxBytes", 256, 1 << 30, &v)) < 0) return -1;
+    if (rc) c->tool_result_max_bytes = (size_t)v;
+    if ((rc = opt_int(ld, cp, "messageMaxBytes", 256, 1 << 30, &v)) < 0) return -1;
+    if (rc) c->message_max_bytes = (size_t)v;
+    if ((rc = opt_int(ld, cp, "minKeepBytes", 64, 1 << 30, &v)) < 0) return -1;
+    if (rc) {
+        /* The later passes halve the caps down to this floor: above them it would never apply. */
+        size_t tr = c->tool_result_max_bytes ? c->tool_result_max_bytes : 16 * 1024;
+        size_t msg = c->message_max_bytes ? c->message_max_bytes : 8 * 1024;
+        if ((size_t)v > tr || (size_t)v > msg) {
+            path_push_key(ld, "minKeepBytes");
+            return fail(ld, member(cp, "minKeepBytes"), false,
+                        "must not exceed toolResultMaxBytes (%zu) or messageMaxBytes (%zu)", tr, msg);
+        }
+        c->min_keep_bytes = (size_t)v;
+    }
+    if (load_token_list(ld, cp, &c->extra_tokens, &c->n_extra_tokens)) return -1;
+    if (opt_string(ld, cp, "summarizer", true, &s) < 0) return -1;
+    if ((rc = opt_int(ld, cp, "summaryTimeoutMs", 100, 600000, &v)) < 0) return -1;
+    if (rc) c->summary_timeout_ms = v;
+    if ((rc = opt_int(ld, cp, "summaryMaxTokens", 16, 65536, &v)) < 0) return -1;
+    if (rc) c->summary_max_tokens = v;
+    path_pop(ld, mark);
+    return 0;
+}
+
 static int load_gateway(loader_t *ld, const cJSON *root)
 {
     mg_gateway_settings_t *g = &ld->cfg->gw;
@@ -1041,6 +1166,10 @@ static int load_gateway(loader_t *ld, const cJSON *root)
     if (rc) g->policy_path = join_path(ld->cfg->base_dir, s);
     if ((rc = opt_int(ld, gw, "bodyTimeoutMs", 100, 3600000, &v)) < 0) return -1;
     if (rc) g->body_timeout_ms = v;
+    if ((rc = opt_int(ld, gw, "headerTimeoutMs", 100, 3600000, &v)) < 0) return -1;
+    if (rc) g->header_timeout_ms = v;
+    if ((rc = opt_int(ld, gw, "maxHeaderBytes", 1024, 1 << 20, &v)) < 0) return -1;
+    if (rc) g->max_header_bytes = (size_t)v;
     if ((rc = opt_int(ld, gw, "maxConnectionsPerIp", 0, 1000000, &v)) < 0) return -1;
     if (rc) g->max_connections_per_ip = (unsigned)v;
     const cJSON *ar = member(gw, "allowedRegions");
@@ -1072,21 +1201,16 @@ static int load_gateway(loader_t *ld, const cJSON *root)
     if ((rc = opt_string(ld, gw, "errorPatterns", true, &s)) < 0) return -1;
     if (rc) g->error_patterns_path = join_path(ld->cfg->base_dir, s);
     if (load_health(ld, gw)) return -1;
-    const cJSON *cp = opt_object(ld, gw, "compaction", &inner);
-    if (ld->failed) return -1;
-    if (cp) {
-        if (check_keys(ld, cp, compaction_keys, true) || opt_bool(ld, cp, "enabled", &g->compaction.enabled) < 0)
-            return -1;
-        if ((rc = opt_int(ld, cp, "marginTokens", 0, 1000000, &v)) < 0) return -1;
-        if (rc) g->compaction.margin_tokens = v;
-        path_pop(ld, inner);
-    }
+    if (load_compaction(ld, gw)) return -1;
 
     const cJSON *log = opt_object(ld, gw, "log", &inner);
     if (ld->failed) return -1;
     if (log) {
         if (check_keys(ld, log, log_keys, true) || (rc = opt_string(ld, log, "path", true, &s)) < 0) return -1;
         if (rc && strcmp(s, "-") != 0) g->log_path = join_path(ld->cfg->base_dir, s);
+        if (opt_bool(ld, log, "content", &g->log_content) < 0) return -1;
+        if ((rc = opt_int(ld, log, "contentMaxBytes", 0, 16 << 20, &v)) < 0) return -1;
+        if (rc) g->log_content_max_bytes = (size_t)v;
         path_pop(ld, inner);
     }
 
@@ -1241,6 +1365,29 @@ static int load_chain(loader_t *ld, const cJSON *defaults)
     return 0;
 }
 
+/* gateway.compaction.summarizer, once aliases are known: it must be a catalog model (the gateway
+ * sends the dropped turns there, so it is held to the same rule as a policy's candidates). */
+static int load_summarizer(loader_t *ld, const cJSON *root)
+{
+    const cJSON *gw = member(root, "gateway");
+    const cJSON *cp = cJSON_IsObject(gw) ? member(gw, "compaction") : NULL;
+    const cJSON *v = cJSON_IsObject(cp) ? member(cp, "summarizer") : NULL;
+    if (!v) return 0; /* its type was checked with the rest of gateway.compaction */
+    size_t mark = path_push_key(ld, "gateway");
+    path_push_key(ld, "compaction");
+    path_push_key(ld, "summarizer");
+    const mg_model_t *m = mg_config_find_model(ld->cfg, v->valuestring);
+    if (!m) {
+        char *q = quote(v->valuestring);
+        fail(ld, v, false, "unknown model %s (not a provider/id, an alias or a model id)", q);
+        free(q);
+        return -1;
+    }
+    ld->cfg->gw.compaction.summarizer = m;
+    path_pop(ld, mark);
+    return 0;
+}
+
 /* gateway.keys (keys.c), once the catalog and aliases are known so that model names resolve. */
 static int load_keys(loader_t *ld, const cJSON *root)
 {
@@ -1299,7 +1446,11 @@ static mg_config_t *load_text(const char *text, size_t len, const char *name, co
         .stream_buffer_bytes = 256u << 10,
         .drain_ms = 10000,
         .body_timeout_ms = 30000,
-        .compaction = {.enabled = true, .margin_tokens = 512},
+        .header_timeout_ms = 30000,
+        .max_header_bytes = 16u << 10,
+        .log_content_max_bytes = 4096,
+        .compaction = {.enabled = true, .margin_tokens = 512, .summary_timeout_ms = 10000,
+                       .summary_max_tokens = 1024},
         .health = {.failures_before_cooldown = -1, .max_retries = -1, .retry_budget_ratio = -1,
                    .probe_before_expiry_ms = -1},
         .keepalive_ms = 15000,
@@ -1324,7 +1475,7 @@ static mg_config_t *load_text(const char *text, size_t len, const char *name, co
     if (check_keys(&ld, doc.root, top_keys, false) || load_models(&ld, doc.root) || load_gateway(&ld, doc.root))
         goto done;
     finish_providers(cfg);
-    if (load_agents(&ld, doc.root) || load_keys(&ld, doc.root)) goto done;
+    if (load_agents(&ld, doc.root) || load_summarizer(&ld, doc.root) || load_keys(&ld, doc.root)) goto done;
     result = cfg, cfg = NULL;
 done:
     mg_json5_free(&doc);
@@ -1374,6 +1525,7 @@ void mg_config_free(mg_config_t *cfg)
         mg_provider_t *p = &cfg->providers[k];
         free(p->id);
         free(p->base_url);
+        free(p->ca_file);
         wipe_free(p->api_key);
         free(p->api_key_env);
         for (size_t i = 0; i < p->n_headers; i++) {
@@ -1386,6 +1538,8 @@ void mg_config_free(mg_config_t *cfg)
         for (size_t i = 0; i < p->n_tags; i++) free(p->tags[i]);
         free(p->tags);
         free(p->region);
+        for (size_t i = 0; i < p->safety_conf.n_extra_tokens; i++) free(p->safety_conf.extra_tokens[i]);
+        free(p->safety_conf.extra_tokens);
     }
     free(cfg->providers);
     for (size_t i = 0; i < cfg->n_aliases; i++) free(cfg->aliases[i].alias);
@@ -1399,6 +1553,8 @@ void mg_config_free(mg_config_t *cfg)
     mg_keys_free(cfg->gw.keys);
     for (size_t i = 0; i < cfg->gw.n_allowed_regions; i++) free(cfg->gw.allowed_regions[i]);
     free(cfg->gw.allowed_regions);
+    for (size_t i = 0; i < cfg->gw.compaction.n_extra_tokens; i++) free(cfg->gw.compaction.extra_tokens[i]);
+    free(cfg->gw.compaction.extra_tokens);
     for (size_t i = 0; i < cfg->n_warnings; i++) free(cfg->warnings[i]);
     free(cfg->warnings);
     free(cfg->path);

@@ -41,6 +41,19 @@ typedef struct mg_header {
 
 struct mg_provider;
 
+/* Longest list of extraControlTokens (per provider, and gateway-wide). */
+#define MG_MAX_EXTRA_TOKENS 64
+
+/* gateway.providers.<id>.safety as an object: the safety filters' settings (compact.h
+ * mg_safety_opts_t); -1 fields keep the filter's default. */
+typedef struct mg_safety_conf {
+    int control_tokens;            /* controlTokens: -1 default (on), 0 off, 1 on */
+    int old_reasoning;             /* oldReasoning: -1 default (on), 0 off, 1 on */
+    int64_t tool_result_max_bytes; /* toolResultMaxBytes: -1 default, 0 no cap */
+    char **extra_tokens;           /* extraControlTokens: literal strings, ASCII case-insensitive */
+    size_t n_extra_tokens;
+} mg_safety_conf_t;
+
 typedef struct mg_model {
     char *id;   /* the upstream's model id, sent in the request body */
     char *name; /* display name (defaults to id) */
@@ -70,7 +83,12 @@ typedef struct mg_provider {
     mg_timeouts_t timeouts;  /* gateway.providers.<id>.timeouts; 0 fields inherit */
     bool local;              /* baseUrl host is loopback/private, or tagged "local" */
     bool strip_reasoning;    /* gateway.providers.<id>.stripReasoning: its clients get final text only */
-    int safety;              /* gateway.providers.<id>.safety: -1 default (on for local), 0 off, 1 on */
+    int safety;              /* gateway.providers.<id>.safety: -1 default (on for local), 0 off, 1 on
+                                (an object is on, with the settings below) */
+    mg_safety_conf_t safety_conf;
+    bool http2;              /* gateway.providers.<id>.http2: the (https) upstream speaks HTTP/2, so
+                                streams share connections: wait for one rather than open more */
+    char *ca_file;           /* gateway.providers.<id>.caFile: CA bundle for its TLS (absolute), or NULL */
     bool builtin;
 } mg_provider_t;
 
@@ -93,6 +111,26 @@ typedef struct mg_health_conf {
 
 struct mg_keys;
 
+/* gateway.compaction (compact.h has what each knob does). */
+typedef struct mg_compaction_conf {
+    bool enabled;          /* gateway.compaction.enabled (default true) */
+    int64_t margin_tokens; /* kept free besides the reserved output (default 512) */
+    /* The compaction caps (compact.h mg_compact_opts_t); 0 = the module's default. */
+    size_t tool_result_max_bytes; /* toolResultMaxBytes (16 KiB) */
+    size_t message_max_bytes;     /* messageMaxBytes (8 KiB) */
+    size_t min_keep_bytes;        /* minKeepBytes (512) */
+    bool drop_current_steps;      /* dropCurrentSteps (false) */
+    char **extra_tokens; /* extraControlTokens: stripped for every provider whose safety
+                            filters are on, besides the provider's own */
+    size_t n_extra_tokens;
+    /* summarizer: the catalog model that summarizes dropped turns, NULL = none (a policy may
+     * name one per candidate); summaryTimeoutMs (10 s); summaryMaxTokens (1024): the
+     * summarizer's output cap, and the room kept for the summary. */
+    const mg_model_t *summarizer;
+    int64_t summary_timeout_ms;
+    int64_t summary_max_tokens;
+} mg_compaction_conf_t;
+
 typedef struct mg_gateway_settings {
     char *listen_host;      /* default "127.0.0.1"; an IPv6 address comes without brackets */
     int listen_port;        /* default 8787 */
@@ -112,10 +150,7 @@ typedef struct mg_gateway_settings {
                                  static chain instead of a 500 policy_error */
     char *error_patterns_path; /* gateway.errorPatterns: the operator's Lua rules (classify.h), or NULL */
     mg_health_conf_t health;
-    struct {
-        bool enabled;          /* gateway.compaction.enabled (default true) */
-        int64_t margin_tokens; /* kept free besides the reserved output (default 512) */
-    } compaction;
+    mg_compaction_conf_t compaction; /* gateway.compaction */
     struct mg_keys *keys;   /* gateway.keys (keys.h): client API keys; NULL = none required */
     char **allowed_regions; /* gateway.allowedRegions: hosted providers outside them are never
                                contacted (local ones always may be); NULL = no restriction */
@@ -123,6 +158,12 @@ typedef struct mg_gateway_settings {
     unsigned max_connections_per_ip; /* gateway.maxConnectionsPerIp, 0 = unlimited */
     int64_t body_timeout_ms; /* gateway.bodyTimeoutMs: a request body must arrive whole within this
                                 (an absolute deadline against slow senders), default 30 s */
+    int64_t header_timeout_ms; /* gateway.headerTimeoutMs: a connection must deliver a complete
+                                  request head within this from when it opened or finished its
+                                  previous request (slowloris; idle keep-alives close too), 30 s */
+    size_t max_header_bytes;   /* gateway.maxHeaderBytes: request line + headers, default 16 KiB */
+    bool log_content;          /* gateway.log.content: prompt and answer text in the access line */
+    size_t log_content_max_bytes; /* gateway.log.contentMaxBytes: cap per text, default 4096 */
     char *admin_key;        /* gateway.adminKey (may be "${ENV}"); NULL = admin endpoints from loopback only. Secret. */
     char *log_path;         /* absolute, or NULL for stderr (config "-" or absent) */
 } mg_gateway_settings_t;

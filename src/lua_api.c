@@ -12,6 +12,7 @@
 #include "lua_api.h"
 
 #include "classify.h"
+#include "compact.h"
 #include "log.h"
 #include "mg_embedded.h"
 #include "util.h"
@@ -24,7 +25,8 @@
 #include <string.h>
 
 /* registry keys (unique addresses) */
-static const char route_key = 0, failure_key = 0, complete_key = 0; /* the hooks */
+static const char route_key = 0, failure_key = 0, complete_key = 0, compact_key = 0; /* hooks */
+static const char msgs_key = 0;      /* compact: req.messages of the call in progress */
 static const char req_key = 0;       /* the req object (one per state, reads host->in) */
 static const char names_key = 0;     /* ref or alias → light userdata mg_model_t* */
 static const char models_key = 0;    /* ref → model proxy */
@@ -44,7 +46,9 @@ typedef struct host {
     const mg_live_view_t *live;
     mg_trace_t *trace;
     char route_where[200]; /* "file:line" of route's definition, for errors about its result */
-    bool has_route, has_failure, has_complete;
+    char compact_where[200]; /* the same for compact */
+    bool has_route, has_failure, has_complete, has_compact;
+    double ratio; /* compact: the candidate's calibration (1 in the other phases) */
 } host_t;
 
 static _Atomic(mg_lua_log_fn) log_fn;
@@ -89,6 +93,8 @@ const char *mg_phase_name(unsigned phase)
         return "failure";
     case MG_PHASE_COMPLETE:
         return "complete";
+    case MG_PHASE_COMPACT:
+        return "compact";
     default:
         return "none";
     }
@@ -424,12 +430,13 @@ enum {
     F_KEY_ID,
     F_DATA_REGION,
     F_ALLOWED_REGIONS,
+    F_MESSAGES, /* compact only: built per call (mg_lua_compact) */
     F_COUNT
 };
 static const char *const req_fields[] = {
-    NULL,        "model",       "endpoint",        "prompt_tokens", "max_output_tokens",
-    "has_tools", "has_images",  "stream",          "headers",       "metadata",
-    "key_id",    "data_region", "allowed_regions",
+    NULL,        "model",       "endpoint",        "prompt_tokens",   "max_output_tokens",
+    "has_tools", "has_images",  "stream",          "headers",         "metadata",
+    "key_id",    "data_region", "allowed_regions", "messages",
 };
 static const char headers_key = 0, metadata_key = 0; /* registry: the two sub-objects */
 
@@ -437,7 +444,8 @@ static const mg_route_input_t *req_input(lua_State *L)
 {
     host_t *h = host_of(L);
     if (!h->in)
-        luaL_error(L, "req is only valid during a call of route, on_failure or on_complete");
+        luaL_error(L, "req is only valid during a call of route, on_failure, on_complete or "
+                      "compact");
     return h->in;
 }
 
@@ -486,6 +494,12 @@ static void push_req_field(lua_State *L, const mg_route_input_t *in, int f)
         else
             lua_pushnil(L);
         break;
+    case F_MESSAGES: /* nil outside compact, so that pairs(req) skips it */
+        if (host_of(L)->phase == MG_PHASE_COMPACT)
+            lua_rawgetp(L, LUA_REGISTRYINDEX, &msgs_key);
+        else
+            lua_pushnil(L);
+        break;
     case F_ALLOWED_REGIONS:
         if (!in->allowed_regions) {
             lua_pushnil(L);
@@ -512,6 +526,8 @@ static int req_index(lua_State *L)
             return luaL_error(L, "req has no field '%s'", lua_tostring(L, 2));
         return luaL_error(L, "req has no %s field", luaL_typename(L, 2));
     }
+    if (f == F_MESSAGES && host_of(L)->phase != MG_PHASE_COMPACT)
+        return luaL_error(L, "req.messages is only available in compact(req, budget, model)");
     push_req_field(L, in, f);
     return 1;
 }
@@ -884,24 +900,38 @@ static int l_region_allows(lua_State *L)
     return 1;
 }
 
+/* gw.tokens(text) → the gateway's token estimate of a text (tokens.h): calibrated for the
+ * candidate in compact, like the `tokens` of req.messages; raw in the other phases. */
+static int l_tokens(lua_State *L)
+{
+    host_t *h = api_enter(L);
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    int64_t raw = mg_tokens_text(s, n);
+    lua_pushinteger(L, h->phase == MG_PHASE_COMPACT ? mg_tokens_scale(raw, h->ratio) : raw);
+    return 1;
+}
+
 typedef struct api_fn {
     const char *name;
     lua_CFunction fn;
     unsigned phases;
 } api_fn_t;
 
-#define PH_LIVE (MG_PHASE_ROUTE | MG_PHASE_FAILURE | MG_PHASE_COMPLETE)
+#define PH_LIVE (MG_PHASE_ROUTE | MG_PHASE_FAILURE | MG_PHASE_COMPLETE | MG_PHASE_COMPACT)
+#define PH_TRACE (MG_PHASE_ROUTE | MG_PHASE_FAILURE | MG_PHASE_COMPACT)
 static const api_fn_t api_fns[] = {
     {"resolve", l_resolve, MG_PHASE_ALL},                  /* name → model or nil */
     {"health", l_health, PH_LIVE},                         /* model → live state table */
     {"provider_health", l_provider_health, PH_LIVE},       /* provider id → live state table */
     {"healthy", l_healthy, PH_LIVE},                       /* model → usable now? */
-    {"trace", l_trace, MG_PHASE_ROUTE | MG_PHASE_FAILURE}, /* append to the decision trace */
+    {"trace", l_trace, PH_TRACE},                          /* append to the decision trace */
     {"log", l_log, MG_PHASE_ALL},                          /* one log line */
     {"reject", l_reject, MG_PHASE_ROUTE},                  /* a rejection for route to return */
     {"now", l_now, MG_PHASE_ALL},                          /* wall clock ms */
     {"phase", l_phase, MG_PHASE_ALL},                      /* current phase name */
     {"region_allows", l_region_allows, MG_PHASE_ALL},      /* C's region rule */
+    {"tokens", l_tokens, MG_PHASE_ALL},                    /* text → token estimate */
     {NULL, NULL, 0},
 };
 
@@ -1039,7 +1069,7 @@ static int build(lua_State *L)
     if (lua_type(L, -1) == LUA_TFUNCTION) {
         lua_setfield(L, env, "route");
     } else if (lua_type(L, -1) == LUA_TTABLE) {
-        static const char *const hooks[] = {"route", "on_failure", "on_complete"};
+        static const char *const hooks[] = {"route", "on_failure", "on_complete", "compact"};
         for (size_t i = 0; i < MG_ARRAY_LEN(hooks); i++) {
             lua_getfield(L, -1, hooks[i]);
             if (!lua_isnil(L, -1))
@@ -1068,6 +1098,13 @@ static int build(lua_State *L)
     h->has_route = take_hook(L, env, "route", &route_key);
     h->has_failure = take_hook(L, env, "on_failure", &failure_key);
     h->has_complete = take_hook(L, env, "on_complete", &complete_key);
+    h->has_compact = take_hook(L, env, "compact", &compact_key);
+    if (h->has_compact) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &compact_key);
+        lua_getinfo(L, ">S", &ar);
+        snprintf(h->compact_where, sizeof h->compact_where, "%s:%d", ar.short_src,
+                 ar.linedefined);
+    }
 
     /* freeze: every function of the chunk shares its _ENV upvalue, so replacing it once swaps
      * the environment for all of them */
@@ -1091,6 +1128,7 @@ mg_sandbox_t *mg_lua_state_new(const mg_config_t *cfg, const char *text, size_t 
     h->cfg = cfg;
     h->display = mg_xstrdup(display);
     h->phase = MG_PHASE_LOAD;
+    h->ratio = 1.0;
     sb->host = h;
     sb->log = sandbox_log;
     build_args_t a = {cfg, text, len, chunkname};
@@ -1121,6 +1159,7 @@ bool mg_lua_state_has(mg_sandbox_t *sb, const char *hook)
     if (!strcmp(hook, "route")) return h->has_route;
     if (!strcmp(hook, "on_failure")) return h->has_failure;
     if (!strcmp(hook, "on_complete")) return h->has_complete;
+    if (!strcmp(hook, "compact")) return h->has_compact;
     return false;
 }
 
@@ -1180,15 +1219,43 @@ static void opt_flag(lua_State *L, int t, const char *k, int *out, int i)
 
 static const char *const option_keys[] = {
     "model",      "connect_ms",        "first_token_ms", "idle_ms",         "total_ms",
-    "timeout_ms", "max_output_tokens", "compaction",     "strip_reasoning", NULL,
+    "timeout_ms", "max_output_tokens", "compaction",     "strip_reasoning", "summarizer",
+    NULL,
 };
+
+/* summarizer = ref, alias or catalog model (summarize the dropped turns with it), or false (no
+ * summary even when the config names a summarizer); nil keeps the config's. */
+static void opt_summarizer(lua_State *L, int t, mg_candidate_t *c, int i)
+{
+    host_t *h = host_of(L);
+    int ty = lua_getfield(L, t, "summarizer");
+    if (ty == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+        c->summarize = 0;
+    } else if (ty != LUA_TNIL) {
+        const mg_model_t *m = to_model(L, -1);
+        if (!m && ty == LUA_TSTRING)
+            luaL_error(L,
+                       "%s: route returned candidate #%d with summarizer '%s', which is not a "
+                       "model of the catalog",
+                       h->route_where, i, lua_tostring(L, -1));
+        if (!m)
+            luaL_error(L,
+                       "%s: route returned candidate #%d with summarizer = %s (expected a model "
+                       "ref, a model from gw.catalog, or false)",
+                       h->route_where, i, luaL_tolstring(L, -1, NULL));
+        c->summarize = 1;
+        c->summarizer = m;
+    }
+    lua_pop(L, 1);
+}
 
 /* Entry #i of route's result, at idx. */
 static void add_candidate(lua_State *L, mg_raw_plan_t *out, int idx, int i)
 {
     host_t *h = host_of(L);
     idx = lua_absindex(L, idx);
-    mg_candidate_t c = {.max_output_tokens = -1, .compaction = -1, .strip_reasoning = -1};
+    mg_candidate_t c = {
+        .max_output_tokens = -1, .compaction = -1, .strip_reasoning = -1, .summarize = -1};
     int ty = lua_type(L, idx);
     if (ty == LUA_TSTRING) {
         c.model = to_model(L, idx);
@@ -1230,7 +1297,7 @@ static void add_candidate(lua_State *L, mg_raw_plan_t *out, int idx, int i)
                                 L,
                                 "%s: route returned candidate #%d with unknown option '%s' (known: "
                                 "connect_ms, first_token_ms, idle_ms, total_ms, timeout_ms, "
-                                "max_output_tokens, compaction, strip_reasoning)",
+                                "max_output_tokens, compaction, strip_reasoning, summarizer)",
                                 h->route_where, i, luaL_tolstring(L, -1, NULL));
                     }
                 } else {
@@ -1244,6 +1311,7 @@ static void add_candidate(lua_State *L, mg_raw_plan_t *out, int idx, int i)
                 opt_ms(L, idx, "max_output_tokens", 1, &c.max_output_tokens, i);
                 opt_flag(L, idx, "compaction", &c.compaction, i);
                 opt_flag(L, idx, "strip_reasoning", &c.strip_reasoning, i);
+                opt_summarizer(L, idx, &c, i);
             }
         }
     } else {
@@ -1500,4 +1568,352 @@ int mg_lua_on_complete(mg_sandbox_t *sb, const mg_route_input_t *in, const mg_li
     int rc = mg_sandbox_cpcall(sb, call_complete, (void *)c, err, errlen);
     leave(sb);
     return rc;
+}
+
+/* ---- compact ----------------------------------------------------------------------------------
+ *
+ * The conversation as the hook sees it (docs/POLICIES.md "compact"):
+ *   message = {role = "user" | "assistant" | "tool", content = {part, ...}, tokens = n}
+ *   part    = {type = "text", text = s}
+ *           | {type = "tool_call", id = s, name = s, arguments = JSON text}
+ *           | {type = "tool_result", id = s, is_error = b, content = {text and image parts}}
+ *           | {type = "image", url = s?, media_type = s?} | {type = "reasoning", text = s?}
+ *           | {type = "other"}
+ * Every part table handed out is remembered for the call (table → the IR part), so a part the
+ * hook keeps comes back with everything it carried (signatures, media, cache_control), and only
+ * the fields a policy may write (texts, ids, names, arguments) are read from the table. Media,
+ * reasoning and other parts can be kept or dropped, not made. The result is read with raw
+ * accesses only, so no metamethod of the policy runs during the conversion. */
+
+#define MG_COMPACT_MAX_MESSAGES 100000
+#define MG_COMPACT_MAX_PARTS 10000
+
+static const char *const part_type_names[] = {
+    [MG_IR_PART_TEXT] = "text",           [MG_IR_PART_IMAGE] = "image",
+    [MG_IR_PART_TOOL_CALL] = "tool_call", [MG_IR_PART_TOOL_RESULT] = "tool_result",
+    [MG_IR_PART_REASONING] = "reasoning", [MG_IR_PART_OPAQUE] = "other",
+};
+static const char *const role_names[] = {
+    [MG_IR_USER] = "user", [MG_IR_ASSISTANT] = "assistant", [MG_IR_TOOL] = "tool"};
+
+/* Pushes part p as a table and records it in the identity map (stack index map). LJMP. */
+static void push_part(lua_State *L, const mg_ir_part_t *p, int map)
+{
+    lua_createtable(L, 0, 5);
+    set_str(L, "type", part_type_names[p->type]);
+    switch (p->type) {
+    case MG_IR_PART_TEXT:
+        set_str(L, "text", p->text ? p->text : "");
+        break;
+    case MG_IR_PART_IMAGE:
+        set_str(L, "url", p->url);
+        set_str(L, "media_type", p->media_type);
+        break;
+    case MG_IR_PART_TOOL_CALL:
+        set_str(L, "id", p->id);
+        set_str(L, "name", p->name);
+        set_str(L, "arguments", p->arguments ? p->arguments : "{}");
+        break;
+    case MG_IR_PART_TOOL_RESULT:
+        set_str(L, "id", p->id);
+        set_bool(L, "is_error", p->is_error);
+        lua_createtable(L, (int)p->n_parts, 0);
+        for (size_t k = 0; k < p->n_parts; k++) {
+            push_part(L, &p->parts[k], map);
+            lua_rawseti(L, -2, (lua_Integer)k + 1);
+        }
+        lua_setfield(L, -2, "content");
+        break;
+    case MG_IR_PART_REASONING:
+        set_str(L, "text", p->text);
+        break;
+    case MG_IR_PART_OPAQUE:
+        break;
+    }
+    lua_pushvalue(L, -1);
+    lua_pushlightuserdata(L, (void *)p);
+    lua_rawset(L, map);
+}
+
+/* Pushes req.messages for the call. LJMP. */
+static void push_messages(lua_State *L, const mg_compact_call_t *c, int map)
+{
+    const mg_ir_request_t *r = c->req;
+    int64_t img = mg_tokens_image_cost(&c->tokens);
+    double ratio = host_of(L)->ratio;
+    lua_createtable(L, (int)r->n_messages, 0);
+    for (size_t i = 0; i < r->n_messages; i++) {
+        const mg_ir_message_t *m = &r->messages[i];
+        lua_createtable(L, 0, 3);
+        set_str(L, "role", role_names[m->role]);
+        lua_createtable(L, (int)m->n_parts, 0);
+        for (size_t j = 0; j < m->n_parts; j++) {
+            push_part(L, &m->parts[j], map);
+            lua_rawseti(L, -2, (lua_Integer)j + 1);
+        }
+        lua_setfield(L, -2, "content");
+        set_int(L, "tokens", mg_tokens_scale(mg_tokens_message(m, img), ratio));
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+/* Reading the hook's result back. */
+typedef struct conv {
+    mg_compact_call_t *c;
+    int map;        /* stack index of the identity map */
+    char path[96];  /* "messages[3].content[2]", for messages */
+    const char *where;
+} conv_t;
+
+static int conv_fail(lua_State *L, const conv_t *cv, const char *what, const char *detail)
+{
+    return luaL_error(L, "%s: compact returned %s%s%s", cv->where, cv->path[0] ? cv->path : "",
+                      cv->path[0] ? ": " : "", lua_pushfstring(L, what, detail ? detail : ""));
+}
+
+/* t[k] as a string (borrowed from t, which keeps it alive), NULL when absent and !required.
+ * LJMP. */
+static const char *field_str(lua_State *L, const conv_t *cv, int t, const char *k, bool required)
+{
+    lua_pushstring(L, k);
+    int ty = lua_rawget(L, t);
+    const char *s = NULL;
+    if (ty == LUA_TSTRING) {
+        size_t n;
+        s = lua_tolstring(L, -1, &n);
+        if (memchr(s, 0, n)) conv_fail(L, cv, "'%s' contains a NUL byte", k);
+    } else if (ty != LUA_TNIL || required) {
+        conv_fail(L, cv, "'%s' must be a string", k);
+    }
+    lua_pop(L, 1);
+    return s;
+}
+
+/* s in the arena unless it equals the original (then the original, shared). */
+static const char *keep_or_copy(mg_ir_arena_t *a, const char *s, const char *orig)
+{
+    if (orig && strcmp(s, orig) == 0) return orig;
+    return mg_ir_strdup(a, s);
+}
+
+static void conv_content(lua_State *L, conv_t *cv, int t, bool in_result, mg_ir_part_t **parts,
+                         size_t *n_parts);
+
+/* The part at idx into *out. in_result: inside a tool result (text and images only). LJMP. */
+static void conv_part(lua_State *L, conv_t *cv, int idx, mg_ir_part_t *out, bool in_result)
+{
+    mg_ir_arena_t *a = cv->c->arena;
+    idx = lua_absindex(L, idx);
+    memset(out, 0, sizeof *out);
+    if (lua_type(L, idx) == LUA_TSTRING) { /* a bare string is a text part */
+        size_t n;
+        const char *t = lua_tolstring(L, idx, &n);
+        if (memchr(t, 0, n)) conv_fail(L, cv, "a text contains a NUL byte%s", "");
+        out->type = MG_IR_PART_TEXT;
+        out->text = mg_ir_strndup(a, t, n);
+        return;
+    }
+    if (!lua_istable(L, idx)) conv_fail(L, cv, "a part must be a table or a string, not a %s", luaL_typename(L, idx));
+    lua_pushvalue(L, idx);
+    const mg_ir_part_t *orig = lua_rawget(L, cv->map) == LUA_TLIGHTUSERDATA ? lua_touserdata(L, -1) : NULL;
+    lua_pop(L, 1);
+    const char *ty = field_str(L, cv, idx, "type", true);
+    int type = -1;
+    for (int k = 0; k < (int)MG_ARRAY_LEN(part_type_names) && type < 0; k++)
+        if (strcmp(ty, part_type_names[k]) == 0) type = k;
+    if (type < 0) conv_fail(L, cv, "unknown part type '%s'", ty);
+    if (in_result && type != MG_IR_PART_TEXT && type != MG_IR_PART_IMAGE)
+        conv_fail(L, cv, "a tool result holds only text and image parts, not %s", ty);
+    if (orig && (int)orig->type != type) orig = NULL; /* its type changed: a new part */
+    if (orig)
+        *out = *orig;
+    else
+        out->type = (mg_ir_part_type_t)type;
+    switch (out->type) {
+    case MG_IR_PART_TEXT:
+        out->text = keep_or_copy(a, field_str(L, cv, idx, "text", true), orig ? orig->text : NULL);
+        break;
+    case MG_IR_PART_TOOL_CALL: {
+        out->id = keep_or_copy(a, field_str(L, cv, idx, "id", true), orig ? orig->id : NULL);
+        out->name = keep_or_copy(a, field_str(L, cv, idx, "name", true), orig ? orig->name : NULL);
+        const char *args = field_str(L, cv, idx, "arguments", false);
+        if (!args) args = "{}";
+        if (!orig || !orig->arguments || strcmp(args, orig->arguments) != 0) {
+            /* The encoders put arguments into JSON documents (Anthropic's input object). */
+            cJSON *j = cJSON_Parse(args);
+            bool ok = j != NULL;
+            cJSON_Delete(j);
+            if (!ok) conv_fail(L, cv, "'arguments' must be a JSON text%s", "");
+            out->arguments = mg_ir_strdup(a, args);
+        }
+        break;
+    }
+    case MG_IR_PART_TOOL_RESULT: {
+        out->id = keep_or_copy(a, field_str(L, cv, idx, "id", true), orig ? orig->id : NULL);
+        lua_pushliteral(L, "is_error");
+        int bt = lua_rawget(L, idx);
+        if (bt != LUA_TNIL && bt != LUA_TBOOLEAN) conv_fail(L, cv, "'is_error' must be a boolean%s", "");
+        out->is_error = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        size_t mark = strlen(cv->path);
+        conv_content(L, cv, idx, true, &out->parts, &out->n_parts);
+        cv->path[mark] = '\0';
+        break;
+    }
+    default: /* image, reasoning, other: kept as they were, or not at all */
+        if (!orig)
+            conv_fail(L, cv, "an %s part can only be kept from req.messages, not made", ty);
+        break;
+    }
+}
+
+/* t.content (a string, or a list of parts) into *parts. LJMP. */
+static void conv_content(lua_State *L, conv_t *cv, int t, bool in_result, mg_ir_part_t **parts,
+                         size_t *n_parts)
+{
+    mg_ir_arena_t *a = cv->c->arena;
+    lua_pushliteral(L, "content");
+    int ty = lua_rawget(L, t);
+    int ci = lua_gettop(L);
+    size_t mark = strlen(cv->path);
+    if (ty == LUA_TSTRING) {
+        mg_ir_part_t *p = mg_ir_alloc(a, sizeof *p);
+        conv_part(L, cv, ci, p, in_result);
+        *parts = p;
+        *n_parts = 1;
+    } else if (ty == LUA_TTABLE) {
+        size_t n = lua_rawlen(L, ci);
+        if (n > MG_COMPACT_MAX_PARTS) conv_fail(L, cv, "more than 10000 parts in one message%s", "");
+        mg_ir_part_t *p = n ? mg_ir_alloc(a, n * sizeof *p) : NULL;
+        for (size_t j = 0; j < n; j++) {
+            snprintf(cv->path + mark, sizeof cv->path - mark, ".content[%zu]", j + 1);
+            lua_rawgeti(L, ci, (lua_Integer)j + 1);
+            conv_part(L, cv, -1, &p[j], in_result);
+            lua_pop(L, 1);
+        }
+        cv->path[mark] = '\0';
+        *parts = p;
+        *n_parts = n;
+    } else {
+        conv_fail(L, cv, "'content' must be a string or a list of parts, not %s", lua_typename(L, ty));
+    }
+    lua_pop(L, 1);
+}
+
+/* The hook's result (at idx) into c->result. LJMP. */
+static void conv_messages(lua_State *L, conv_t *cv, int idx)
+{
+    mg_compact_call_t *c = cv->c;
+    idx = lua_absindex(L, idx);
+    if (!lua_istable(L, idx))
+        conv_fail(L, cv, "a %s (expected a list of messages, or nil)", luaL_typename(L, idx));
+    size_t n = lua_rawlen(L, idx);
+    if (n > MG_COMPACT_MAX_MESSAGES) conv_fail(L, cv, "more than 100000 messages%s", "");
+    mg_ir_message_t *msgs = n ? mg_ir_alloc(c->arena, n * sizeof *msgs) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(cv->path, sizeof cv->path, "messages[%zu]", i + 1);
+        lua_rawgeti(L, idx, (lua_Integer)i + 1);
+        int m = lua_gettop(L);
+        if (!lua_istable(L, m)) conv_fail(L, cv, "a message must be a table, not %s", luaL_typename(L, m));
+        const char *role = field_str(L, cv, m, "role", true);
+        int r = -1;
+        for (int k = 0; k < (int)MG_ARRAY_LEN(role_names) && r < 0; k++)
+            if (strcmp(role, role_names[k]) == 0) r = k;
+        if (r < 0) conv_fail(L, cv, "unknown role '%s' (expected user, assistant or tool)", role);
+        msgs[i].role = (mg_ir_role_t)r;
+        conv_content(L, cv, m, false, &msgs[i].parts, &msgs[i].n_parts);
+        lua_pop(L, 1);
+    }
+    c->result = *c->req;
+    c->result.messages = msgs;
+    c->result.n_messages = n;
+}
+
+typedef struct compact_args {
+    mg_compact_call_t *c;
+    bool returned; /* the hook returned messages (not nil) */
+} compact_args_t;
+
+/* Runs protected: builds req.messages, calls compact(req, budget, model), reads its result. */
+static int call_compact(lua_State *L)
+{
+    compact_args_t *a = lua_touserdata(L, 1);
+    mg_compact_call_t *c = a->c;
+    host_t *h = host_of(L);
+    lua_newtable(L);
+    int map = lua_gettop(L);
+    push_messages(L, c, map);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &msgs_key);
+    /* What the messages may take: the budget less what the hook cannot change (system prompt,
+     * tools), both as calibrated as message.tokens is. */
+    int64_t base = mg_tokens_scale(mg_tokens_request_base(c->req, mg_tokens_image_cost(&c->tokens)),
+                                   h->ratio);
+    int64_t budget = c->budget == INT64_MAX ? MG_MAX_SAFE_INT : c->budget - base;
+    lua_pushcfunction(L, mg_lua_msgh);
+    int msgh = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &compact_key);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &req_key);
+    lua_pushinteger(L, budget);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &models_key);
+    lua_getfield(L, -1, c->model->ref);
+    lua_remove(L, -2);
+    if (lua_pcall(L, 3, 1, msgh) != LUA_OK) return lua_error(L); /* already positioned */
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &msgs_key); /* the copy is the hook's no more */
+    if (lua_isnil(L, -1)) return 0;
+    conv_t cv = {.c = c, .map = map, .where = h->compact_where};
+    conv_messages(L, &cv, -1);
+    a->returned = true;
+    return 0;
+}
+
+static int clear_messages(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &msgs_key);
+    return 0;
+}
+
+/* The longest string of the conversation, to refuse before handing over what the sandbox's
+ * string limit would refuse halfway (which would also poison the state). */
+static size_t longest_text(const mg_ir_part_t *parts, size_t n)
+{
+    size_t m = 0;
+    for (size_t j = 0; j < n; j++) {
+        const mg_ir_part_t *p = &parts[j];
+        const char *s[] = {p->text, p->arguments, p->id, p->name, p->url, p->media_type};
+        for (size_t k = 0; k < MG_ARRAY_LEN(s); k++)
+            if (s[k]) m = MG_MAX(m, strlen(s[k]));
+        if (p->n_parts) m = MG_MAX(m, longest_text(p->parts, p->n_parts));
+    }
+    return m;
+}
+
+int mg_lua_compact(mg_sandbox_t *sb, const mg_route_input_t *in, const mg_live_view_t *live,
+                   mg_compact_call_t *c, int64_t budget_ms, char *err, size_t errlen)
+{
+    host_t *h = sb->host;
+    size_t longest = 0;
+    for (size_t i = 0; i < c->req->n_messages; i++)
+        longest = MG_MAX(longest, longest_text(c->req->messages[i].parts, c->req->messages[i].n_parts));
+    if (longest + 64 > sb->max_string) {
+        snprintf(err, errlen,
+                 "%s: compact not called: the conversation holds a text of %zu bytes, over the "
+                 "policy's string limit of %zu bytes",
+                 h->compact_where, longest, sb->max_string);
+        return -1;
+    }
+    mg_trace_t trace;
+    mg_trace_init(&trace, c->trace, sizeof c->trace);
+    enter(sb, MG_PHASE_COMPACT, in, live, &trace, budget_ms);
+    h->ratio = c->tokens.calib && c->tokens.model_ref
+                   ? mg_tokens_calib_ratio(c->tokens.calib, c->tokens.model_ref)
+                   : 1.0;
+    compact_args_t a = {c, false};
+    int rc = mg_sandbox_cpcall(sb, call_compact, &a, err, errlen);
+    if (rc && !sb->poisoned) mg_sandbox_cpcall(sb, clear_messages, NULL, NULL, 0);
+    h->ratio = 1.0;
+    leave(sb);
+    if (rc) return -1;
+    return a.returned ? 1 : 0;
 }

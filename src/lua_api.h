@@ -18,7 +18,8 @@ enum {
     MG_PHASE_ROUTE = 1u << 1,    /* route(req) */
     MG_PHASE_FAILURE = 1u << 2,  /* on_failure(req, failure) */
     MG_PHASE_COMPLETE = 1u << 3, /* on_complete(req, result) */
-    MG_PHASE_ALL = 0xF,
+    MG_PHASE_COMPACT = 1u << 4,  /* compact(req, budget, model) */
+    MG_PHASE_ALL = 0x1F,
 };
 const char *mg_phase_name(unsigned phase);
 
@@ -57,7 +58,7 @@ mg_sandbox_t *mg_lua_state_new(const mg_config_t *cfg, const char *text, size_t 
                                const char *chunkname, const char *display,
                                const mg_policy_limits_t *limits, char *err, size_t errlen);
 void mg_lua_state_free(mg_sandbox_t *sb);
-/* Whether the chunk defined this hook ("route", "on_failure", "on_complete"). */
+/* Whether the chunk defined this hook ("route", "on_failure", "on_complete", "compact"). */
 bool mg_lua_state_has(mg_sandbox_t *sb, const char *hook);
 
 /* route(req) within budget_ms. Returns 0 with out filled (candidates resolved to catalog models,
@@ -72,6 +73,11 @@ int mg_lua_on_failure(mg_sandbox_t *sb, const mg_route_input_t *in, const mg_liv
 /* on_complete(req, result); the state must define it. */
 int mg_lua_on_complete(mg_sandbox_t *sb, const mg_route_input_t *in, const mg_live_view_t *live,
                        const mg_completion_t *c, int64_t budget_ms, char *err, size_t errlen);
+
+/* compact(req, budget, model); the state must define it. Returns 1 (c->result set), 0 (the hook
+ * returned nil) or -1 with err = "file:line: message". See mg_policy_compact. */
+int mg_lua_compact(mg_sandbox_t *sb, const mg_route_input_t *in, const mg_live_view_t *live,
+                   mg_compact_call_t *c, int64_t budget_ms, char *err, size_t errlen);
 
 /* The embedded built-in default policy (lua/default_policy.lua). */
 const char *mg_lua_default_policy(size_t *len);

@@ -687,6 +687,11 @@ static void push_result(lua_State *L, const mg_tresult_t *r)
             lua_pushboolean(L, c->strip_reasoning);
             lua_setfield(L, -2, "strip_reasoning");
         }
+        if (c->summarize == 1)
+            lua_pushstring(L, c->summarizer->ref);
+        else if (c->summarize == 0)
+            lua_pushboolean(L, 0);
+        if (c->summarize >= 0) lua_setfield(L, -2, "summarizer");
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     lua_setfield(L, -2, "candidates");

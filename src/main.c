@@ -118,8 +118,8 @@ static void reload(const char *path, const char *why, mg_watch_t *w)
     arm_watch(w);
 }
 
-/* Raises the descriptor limit to its hard maximum and returns it. A proxied request needs two
- * descriptors (client and upstream), so this bounds how many connections can be served. */
+/* Raises the descriptor limit to its hard maximum and returns it: it bounds how many connections
+ * can be served. */
 static long raise_fd_limit(void)
 {
     struct rlimit rl;
@@ -154,10 +154,16 @@ static int cmd_serve(const char *path, const char *listen)
         return 1;
     }
     long fds = raise_fd_limit();
-    if (fds > 0 && (long)cfg->gw.max_connections * 2 + 64 > fds) {
+    /* A client connection costs one descriptor and its upstream transfer another, unless every
+     * provider speaks HTTP/2 (gateway.providers.<id>.http2), where ~100 streams share one. */
+    bool shared = cfg->n_providers > 0;
+    for (size_t i = 0; i < cfg->n_providers; i++) shared = shared && cfg->providers[i].http2;
+    long need = shared ? (long)cfg->gw.max_connections + (long)cfg->gw.max_connections / 100 + 64
+                       : (long)cfg->gw.max_connections * 2 + 64;
+    if (fds > 0 && need > fds) {
         /* Past this, upstream sockets would fail to open and a healthy upstream would be blamed
          * (connect_error): accept fewer clients instead. */
-        unsigned fit = (unsigned)MG_MAX((fds - 64) / 2, 1);
+        unsigned fit = (unsigned)MG_MAX(shared ? (fds - 64) * 100 / 101 : (fds - 64) / 2, 1);
         mg_log(MG_LOG_WARN, "descriptor limit",
                "the descriptor limit (%ld) allows %u connections, not gateway.maxConnections (%u); using %u "
                "(raise `ulimit -n` to serve more)",

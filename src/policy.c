@@ -37,7 +37,7 @@ struct mg_policy {
     char sha256[65];
     int64_t loaded_ms;
     mg_policy_limits_t limits;
-    bool has_failure, has_complete;
+    bool has_failure, has_complete, has_compact;
     mg_sandbox_t *slots[MG_POLICY_SLOTS]; /* slots[i] belongs to the thread holding slot i */
     bool busy[MG_POLICY_SLOTS];           /* the slot's state is in use (guards re-entry) */
     pthread_mutex_t pool_lock;
@@ -192,6 +192,11 @@ static bool region_allowed(const mg_route_input_t *in, const mg_model_t *m)
     return true;
 }
 
+bool mg_policy_region_ok(const mg_route_input_t *in, const mg_model_t *m)
+{
+    return region_allowed(in, m);
+}
+
 static void region_list(mg_buf_t *b, const char *const *list, size_t n)
 {
     mg_buf_puts(b, "[");
@@ -290,7 +295,8 @@ static void plan_reset(mg_plan_t *out)
 static mg_candidate_t plain(const mg_model_t *m)
 {
     return (mg_candidate_t){
-        .model = m, .max_output_tokens = -1, .compaction = -1, .strip_reasoning = -1};
+        .model = m, .max_output_tokens = -1, .compaction = -1, .strip_reasoning = -1,
+        .summarize = -1};
 }
 
 static void unknown_model_message(const mg_config_t *cfg, const char *name, mg_buf_t *msg)
@@ -421,6 +427,7 @@ mg_policy_t *mg_policy_load_file(const mg_config_t *cfg, const char *path,
     }
     p->has_failure = mg_lua_state_has(sb, "on_failure");
     p->has_complete = mg_lua_state_has(sb, "on_complete");
+    p->has_compact = mg_lua_state_has(sb, "compact");
 
     /* self-check: one decision for "default" on a synthetic request, nothing known live */
     mg_route_input_t in = {.cfg = cfg,
@@ -497,6 +504,7 @@ bool mg_policy_has_hook(const mg_policy_t *p, const char *name)
 {
     if (!strcmp(name, "on_failure")) return p->has_failure;
     if (!strcmp(name, "on_complete")) return p->has_complete;
+    if (!strcmp(name, "compact")) return p->has_compact;
     return !strcmp(name, "route");
 }
 
@@ -592,6 +600,26 @@ void mg_policy_on_complete(mg_policy_t *p, const mg_route_input_t *in, const mg_
         snprintf(line, sizeof line, "on_complete failed: %s", err);
         mg_lua_log(MG_LOG_WARN, p->display, line);
     }
+}
+
+int mg_policy_compact(mg_policy_t *p, const mg_route_input_t *in, const mg_live_view_t *live,
+                      mg_compact_call_t *c)
+{
+    c->trace[0] = c->error[0] = '\0';
+    if (!p->has_compact) return 0;
+    char err[MG_ERR_MAX];
+    int slot;
+    mg_sandbox_t *sb = acquire(p, &slot, err, sizeof err);
+    int rc = -1;
+    if (sb) {
+        rc = mg_lua_compact(sb, in, live, c, p->limits.cpu_ms, err, sizeof err);
+        release(p, slot, sb);
+    }
+    if (rc < 0) {
+        snprintf(c->error, sizeof c->error, "policy_error: %s", err);
+        count_failure(p, err);
+    }
+    return rc;
 }
 
 void mg_policy_set_log(mg_policy_log_fn fn)

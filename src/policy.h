@@ -18,7 +18,9 @@
  * chain: see mg_policy_static_plan). */
 #pragma once
 #include "config.h"
+#include "ir.h"
 #include "log.h"
+#include "tokens.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -105,6 +107,10 @@ typedef struct mg_candidate {
     int64_t max_output_tokens;                             /* -1 = unchanged */
     int compaction;                                        /* -1 default, 0 off, 1 on */
     int strip_reasoning;                                   /* -1 default, 0 off, 1 on */
+    /* Who summarizes the turns compaction drops for this candidate: -1 the config's
+     * gateway.compaction.summarizer, 0 nobody (deterministic note), 1 `summarizer`. */
+    int summarize;
+    const mg_model_t *summarizer; /* a model of the policy's config when summarize == 1 */
 } mg_candidate_t;
 
 typedef struct mg_plan {
@@ -147,7 +153,8 @@ const char *mg_policy_path(const mg_policy_t *p); /* absolute path, or "(built-i
 const char *mg_policy_source(const mg_policy_t *p, size_t *len);
 const char *mg_policy_sha256(const mg_policy_t *p); /* 64 lower-case hex digits of the source */
 int64_t mg_policy_loaded_ms(const mg_policy_t *p);  /* wall clock of the load */
-bool mg_policy_has_hook(const mg_policy_t *p, const char *name); /* "on_failure" / "on_complete" */
+/* "route" (always), "on_failure", "on_complete", "compact". */
+bool mg_policy_has_hook(const mg_policy_t *p, const char *name);
 
 typedef struct mg_policy_stats {
     uint64_t decisions, errors, timeouts, memory_errors, states_created;
@@ -181,6 +188,10 @@ void mg_policy_static_plan(const mg_config_t *cfg, const mg_route_input_t *in, m
 /* Whether a provider region is allowed by one restriction entry: equal ignoring case, or the
  * entry is a prefix followed by '-' ("eu" allows "eu-west-1"), or the entry is "*". */
 bool mg_region_allows(const char *allowed, const char *region);
+/* Whether the request in may send data to model m under its region restrictions (the rule C
+ * applies to candidates: local providers always, hosted ones when every list set allows their
+ * region). For anything else the gateway sends the request's content to, e.g. a summarizer. */
+bool mg_policy_region_ok(const mg_route_input_t *in, const mg_model_t *m);
 
 /* ---- hooks (thread-safe) --------------------------------------------------------------------- */
 
@@ -223,6 +234,31 @@ typedef struct mg_completion {
 /* Calls on_complete(req, result) if the policy defines it. Errors are logged, never returned. */
 void mg_policy_on_complete(mg_policy_t *p, const mg_route_input_t *in, const mg_live_view_t *live,
                            const mg_completion_t *c);
+
+/* ---- compaction (thread-safe) ---------------------------------------------------------------- */
+
+/* What compact(req, budget, model) sees and returns (docs/POLICIES.md "compact"). */
+typedef struct mg_compact_call {
+    const mg_model_t *model;     /* the candidate */
+    int64_t budget;              /* its prompt budget in tokens (mg_compact_budget) */
+    mg_tokens_opts_t tokens;     /* how the gateway estimates for this model (calibration) */
+    const mg_ir_request_t *req;  /* the candidate's copy of the request (borrowed) */
+    mg_ir_arena_t *arena;        /* where the result is built (the request's arena) */
+    /* out */
+    mg_ir_request_t result; /* *req with the hook's messages, when the call returned 1 */
+    char trace[256];        /* what the hook traced */
+    char error[MG_POLICY_MSG_MAX];
+} mg_compact_call_t;
+
+/* Asks the policy's compact(req, budget, model) hook to make the request fit: req.messages is
+ * the conversation (system prompt and tools are never the hook's to change), budget the tokens
+ * those messages may take. Returns 1 with c->result holding the hook's messages (converted into
+ * the arena; original parts kept where the hook kept them), 0 when the policy has no such hook
+ * or it returned nil (the gateway compacts), -1 when it failed (c->error: "policy_error:
+ * file:line: message"; a bad return value is a failure too). The result is NOT checked against
+ * the budget or the request rules: the caller runs mg_compact_validate on it. */
+int mg_policy_compact(mg_policy_t *p, const mg_route_input_t *in, const mg_live_view_t *live,
+                      mg_compact_call_t *c);
 
 /* ---- logging --------------------------------------------------------------------------------- */
 

@@ -56,6 +56,8 @@ static void print_candidate(FILE *out, size_t i, const mg_candidate_t *c)
     if (c->compaction >= 0) fprintf(out, "  compaction=%s", c->compaction ? "on" : "off");
     if (c->strip_reasoning >= 0)
         fprintf(out, "  strip_reasoning=%s", c->strip_reasoning ? "on" : "off");
+    if (c->summarize >= 0)
+        fprintf(out, "  summarizer=%s", c->summarize ? c->summarizer->ref : "none");
     fprintf(out, "\n");
 }
 

@@ -141,6 +141,8 @@ static void start_probe(mg_health_t *h, const mg_provider_t *p, mg_upstream_t *u
         .headers = hdrs,
         .n_headers = nh,
         .get = true,
+        .http2 = p->http2,
+        .ca_file = p->ca_file,
         .connect_timeout_ms = 3000,
         .total_timeout_ms = 10000,
         .cb = {probe_head, probe_data, probe_done},

@@ -167,6 +167,7 @@ static int on_ir(void *ud, const mg_ir_event_t *ev)
         if (ev->usage.cache_read >= 0) a->cached_tokens = ev->usage.cache_read;
         pthread_mutex_unlock(&req->lock);
         break;
+    case MG_IR_EV_TEXT_DELTA: mg_req_note_answer(a, ev->text, ev->text_len); break;
     case MG_IR_EV_FINISH: a->saw_finish = true; break;
     case MG_IR_EV_END: a->saw_done = true; break;
     case MG_IR_EV_ERROR: {
@@ -371,6 +372,8 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
             const cJSON *tc = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
             content = nonempty_str(delta, "content") || nonempty_str(delta, "reasoning_content") ||
                       (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0);
+            const cJSON *txt = cJSON_GetObjectItemCaseSensitive(delta, "content");
+            if (cJSON_IsString(txt)) mg_req_note_answer(a, txt->valuestring, strlen(txt->valuestring));
         }
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c0, "finish_reason");
         if (cJSON_IsString(fr)) {

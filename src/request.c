@@ -35,6 +35,27 @@ mg_req_t *mg_req_new(mg_gen_t *gen, mg_upstream_t *up)
     return req;
 }
 
+size_t mg_utf8_fit(const char *s, size_t len, size_t max)
+{
+    if (len <= max) return len;
+    size_t n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--; /* s[n] continues a character */
+    return n;
+}
+
+void mg_req_note_answer(mg_attempt_t *a, const char *text, size_t len)
+{
+    mg_req_t *req = a->req;
+    const mg_gateway_settings_t *gw = &req->gen->cfg->gw;
+    if (!gw->log_content || !len) return;
+    pthread_mutex_lock(&req->lock);
+    size_t room = gw->log_content_max_bytes > a->answer.len ? gw->log_content_max_bytes - a->answer.len : 0;
+    size_t n = mg_utf8_fit(text, len, room);
+    if (n) mg_buf_append(&a->answer, text, n);
+    if (n < len) a->answer_cut = true;
+    pthread_mutex_unlock(&req->lock);
+}
+
 void mg_req_ref(mg_req_t *req)
 {
     atomic_fetch_add(&req->refs, 1);
@@ -49,10 +70,13 @@ void mg_req_release(mg_req_t *req)
         mg_buf_free(&a->headers);
         mg_buf_free(&a->body);
         mg_buf_free(&a->pending);
+        mg_buf_free(&a->answer);
         mg_sse_free(&a->sse);
         mg_ir_decoder_free(a->dec);
         mg_ir_encoder_free(a->enc);
     }
+    mg_xfer_release(req->summary.xfer);
+    mg_buf_free(&req->summary.body);
     mg_buf_free(&req->out);
     mg_buf_free(&req->body);
     mg_ir_arena_free(req->arena); /* before the JSON: the model borrows from it */

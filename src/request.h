@@ -79,12 +79,38 @@ typedef struct mg_attempt {
     int64_t relayed_bytes;   /* bytes queued for the client */
     int64_t ttft_ms;      /* time to the commit point (streams), -1 none */
     mg_compact_report_t compaction; /* what safety filters and compaction did to this candidate's copy */
+    char compaction_note[256]; /* why a summary or the policy's compaction was not used, or ""
+                                  (the access log's "compaction_note") */
+    mg_buf_t answer;      /* gateway.log.content: the answer's text for the access line, capped [locked] */
+    bool answer_cut;      /* [locked] more text came than the cap let in */
     int64_t raw_estimate; /* raw token estimate of what was sent (calibration), 0 unknown */
     bool is_retry;        /* a resend of the previous attempt's candidate */
     bool health_begun;    /* counted in flight by the health registry; ended exactly once */
     /* Serving thread, once done. */
     mg_class_t cls;
 } mg_attempt_t;
+
+/* A summarizer run for the current attempt (compaction dropped turns, and a summarizer is named):
+ * the candidate is built but not sent until it ends. At most one per request at a time. The
+ * transfer's callbacks (router.c) write the fields marked (up) and then `done` under req->lock;
+ * the serving thread reads them once it saw `done`. */
+typedef struct mg_summary_run {
+    bool active;             /* the current attempt waits for this run */
+    bool done;               /* [locked] the transfer ended */
+    mg_xfer_t *xfer;         /* the serving side's reference */
+    const mg_model_t *model; /* the summarizer */
+    int64_t start_ms;
+    long status;             /* (up) */
+    mg_buf_t body;           /* (up) the answer, capped */
+    mg_xfer_result_t result; /* (up) */
+    char detail[160];        /* (up) */
+    /* The candidate: compacted with room kept for the summary (reserved), and the deterministic
+     * result that stands when the summary cannot be had (fallback). */
+    mg_ir_request_t reserved, fallback;
+    mg_compact_report_t reserved_report, fallback_report;
+    mg_compact_opts_t opts;
+    int64_t budget, delay_ms;
+} mg_summary_run_t;
 
 /* What the client gets when the answer is a whole body (not a stream). */
 typedef struct mg_reply {
@@ -142,6 +168,7 @@ typedef struct mg_req {
     size_t n_skipped;
     const mg_model_t *overflowed; /* the largest window that overflowed so far */
     unsigned retries;             /* resends of the current candidate */
+    mg_summary_run_t summary;     /* a summarizer run the current attempt waits for */
     mg_attempt_t attempts[MG_MAX_ATTEMPTS];
     size_t n_attempts;
     /* The outcome, for headers and the access log. */
@@ -163,6 +190,12 @@ void mg_req_wake(mg_req_t *req);
 mg_req_t *mg_req_new(mg_gen_t *gen, mg_upstream_t *up);
 void mg_req_ref(mg_req_t *req);
 void mg_req_release(mg_req_t *req);
+
+/* gateway.log.content: adds answer text to a's access-log copy, up to gateway.log.contentMaxBytes
+ * (cut at a UTF-8 boundary). A no-op when the option is off. Takes req->lock. */
+void mg_req_note_answer(mg_attempt_t *a, const char *text, size_t len);
+/* How much of s (len bytes) fits in max bytes without splitting a UTF-8 character. */
+size_t mg_utf8_fit(const char *s, size_t len, size_t max);
 
 /* The attempt in flight, or NULL. */
 mg_attempt_t *mg_req_current(mg_req_t *req);

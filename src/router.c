@@ -8,6 +8,9 @@
 #include "relay.h"
 #include "tokens.h"
 
+#include "summary.h"
+
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,8 +238,303 @@ static char *upstream_url(const mg_provider_t *p)
     return NULL;
 }
 
-/* Sends one attempt at model m (after delay_ms: a retry's backoff). Returns false when it could not
- * even start (then it is settled locally with the reason). */
+/* Headers of a request to provider p: ours, then the provider's. Nothing of the client's is
+ * forwarded. */
+typedef struct up_headers {
+    const char *v[40];
+    char *owned[40];
+    size_t n, n_owned;
+} up_headers_t;
+
+static void upstream_headers(const mg_provider_t *p, bool stream, up_headers_t *h)
+{
+    h->n = h->n_owned = 0;
+    h->v[h->n++] = "Content-Type: application/json";
+    h->v[h->n++] = stream ? "Accept: text/event-stream" : "Accept: application/json";
+    if (p->api == MG_API_ANTHROPIC_MESSAGES) {
+        if (p->api_key && *p->api_key)
+            h->v[h->n++] = h->owned[h->n_owned++] = mg_xasprintf("x-api-key: %s", p->api_key);
+        h->v[h->n++] = "anthropic-version: 2023-06-01";
+    } else if (p->api_key && *p->api_key) {
+        h->v[h->n++] = h->owned[h->n_owned++] =
+            mg_xasprintf("Authorization: Bearer %s", p->api_key);
+    }
+    for (size_t i = 0; i < p->n_headers && h->n < MG_ARRAY_LEN(h->v); i++)
+        h->v[h->n++] = h->owned[h->n_owned++] =
+            mg_xasprintf("%s: %s", p->headers[i].name, p->headers[i].value);
+}
+
+static void up_headers_free(up_headers_t *h)
+{
+    for (size_t i = 0; i < h->n_owned; i++)
+        free(h->owned[i]);
+    h->n_owned = 0;
+}
+
+/* ---- compaction: the candidate's settings, the policy's hook, summaries ---- */
+
+/* The safety filters for provider p: its gateway.providers.<id>.safety object over the
+ * defaults, and the extra control tokens of gateway.compaction then its own. extra must have
+ * room for 2 * MG_MAX_EXTRA_TOKENS entries; so borrows it and the config. */
+static void safety_opts_for(const mg_config_t *cfg, const mg_provider_t *p, mg_safety_opts_t *so,
+                            const char **extra)
+{
+    const mg_safety_conf_t *sc = &p->safety_conf;
+    mg_safety_opts_init(so);
+    if (sc->control_tokens >= 0) so->control_tokens = sc->control_tokens;
+    if (sc->old_reasoning >= 0) so->old_reasoning = sc->old_reasoning;
+    if (sc->tool_result_max_bytes >= 0)
+        so->tool_result_max_bytes = (size_t)sc->tool_result_max_bytes;
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->gw.compaction.n_extra_tokens; i++)
+        extra[n++] = cfg->gw.compaction.extra_tokens[i];
+    for (size_t i = 0; i < sc->n_extra_tokens; i++)
+        extra[n++] = sc->extra_tokens[i];
+    so->extra_tokens = extra;
+    so->n_extra_tokens = n;
+}
+
+/* Tokens of the "[Summary of N earlier turns by moongate: …]" wrapper, kept besides the summary. */
+#define SUMMARY_WRAPPER_TOKENS 32
+
+/* Compaction for candidate m: gateway.compaction over the module's defaults, the policy's
+ * compaction option first. */
+static void compact_opts_for(const mg_config_t *cfg, const mg_model_t *m, const mg_candidate_t *opt,
+                             mg_compact_opts_t *co)
+{
+    const mg_compaction_conf_t *cc = &cfg->gw.compaction;
+    mg_compact_opts_init(co);
+    co->enabled = opt->compaction >= 0 ? opt->compaction == 1 : cc->enabled;
+    co->tokens = (mg_tokens_opts_t){.calib = calib, .model_ref = m->ref};
+    if (cc->tool_result_max_bytes) co->tool_result_max_bytes = cc->tool_result_max_bytes;
+    if (cc->message_max_bytes) co->message_max_bytes = cc->message_max_bytes;
+    if (cc->min_keep_bytes) co->min_keep_bytes = cc->min_keep_bytes;
+    co->drop_current_steps = cc->drop_current_steps;
+    co->summary_reserve_tokens = cc->summary_max_tokens + SUMMARY_WRAPPER_TOKENS;
+    co->summary_timeout_ms = cc->summary_timeout_ms;
+}
+
+/* Who summarizes the turns dropped for this candidate: the policy's choice, else the config's. */
+static const mg_model_t *summarizer_for(const mg_req_t *req, const mg_candidate_t *opt)
+{
+    if (opt->summarize == 0) return NULL;
+    if (opt->summarize == 1) return opt->summarizer;
+    return req->gen->cfg->gw.compaction.summarizer;
+}
+
+/* Appends "; text" to the request's trace (x-moongate-route, the access log), printable ASCII
+ * only, cut to fit. */
+static void trace_note(mg_req_t *req, const char *text)
+{
+    size_t len = strlen(req->trace), cap = sizeof req->trace;
+    if (len && len + 2 < cap) {
+        memcpy(req->trace + len, "; ", 2);
+        len += 2;
+    }
+    for (const char *c = text; *c && len + 1 < cap; c++)
+        req->trace[len++] = (*c >= 0x20 && *c < 0x7f) ? *c : '?';
+    req->trace[len] = '\0';
+}
+
+/* Records why a summary or the policy's compaction was not used: the attempt's note (access log)
+ * and a warning line. */
+static void compaction_note(mg_req_t *req, mg_attempt_t *a, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void compaction_note(mg_req_t *req, mg_attempt_t *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->compaction_note, sizeof a->compaction_note, fmt, ap);
+    va_end(ap);
+    mg_log(MG_LOG_WARN, "compaction", "%s %s: %s", req->id, a->model->ref, a->compaction_note);
+}
+
+/* The policy's compact hook, for a candidate the request does not fit: 1 with *cand replaced by
+ * the hook's result once C has checked it (well formed, within budget), else 0 (the hook left it
+ * to the gateway, or failed, or its result was refused: the note says which) and the caller
+ * compacts deterministically. */
+static int policy_compact(mg_req_t *req, mg_attempt_t *a, mg_ir_request_t *cand, int64_t budget,
+                          const mg_compact_opts_t *co)
+{
+    mg_compact_call_t call = {.model = a->model,
+                              .budget = budget,
+                              .tokens = co->tokens,
+                              .req = cand,
+                              .arena = req->arena};
+    int rc = mg_policy_compact(req->gen->policy, &req->pin, &live_view, &call);
+    if (call.trace[0]) trace_note(req, call.trace);
+    if (rc == 0) return 0;
+    char why[MG_POLICY_MSG_MAX];
+    if (rc < 0) {
+        compaction_note(req, a,
+                        "the policy's compact hook failed, compacted by moongate instead: %s",
+                        call.error);
+        trace_note(req, "compact hook failed");
+        return 0;
+    }
+    if (mg_compact_validate(&call.result, budget, &co->tokens, why, sizeof why) != 0) {
+        compaction_note(req, a,
+                        "the policy's compact hook returned a request that was refused, compacted "
+                        "by moongate instead: %s",
+                        why);
+        trace_note(req, "compact hook result refused");
+        return 0;
+    }
+    mg_compact_report_t *r = &a->compaction;
+    r->budget = budget;
+    r->tokens_before = mg_tokens_estimate(cand, &co->tokens);
+    r->raw_after = mg_tokens_estimate(&call.result,
+                                      &(mg_tokens_opts_t){.image_tokens = co->tokens.image_tokens});
+    r->tokens_after = mg_tokens_estimate(&call.result, &co->tokens);
+    if (call.result.n_messages < cand->n_messages)
+        r->dropped_messages += (int)(cand->n_messages - call.result.n_messages);
+    r->filters |= MG_COMPACT_F_POLICY;
+    *cand = call.result;
+    return 1;
+}
+
+/* The summarizer's transfer (upstream thread): the answer is collected whole, under a cap. */
+#define SUMMARY_BODY_MAX (1u << 20)
+
+static void summary_head(void *ud, long status, const char *headers, size_t len)
+{
+    mg_req_t *req = ud;
+    req->summary.status = status;
+}
+
+static size_t summary_data(void *ud, mg_xfer_t *x, const char *p, size_t n)
+{
+    mg_req_t *req = ud;
+    if (req->summary.body.len + n > SUMMARY_BODY_MAX) return MG_XFER_DATA_ABORT;
+    mg_buf_append(&req->summary.body, p, n);
+    return n;
+}
+
+static void summary_done(void *ud, mg_xfer_result_t result, const char *detail)
+{
+    mg_req_t *req = ud;
+    pthread_mutex_lock(&req->lock);
+    req->summary.result = result;
+    snprintf(req->summary.detail, sizeof req->summary.detail, "%s", detail);
+    req->summary.done = true;
+    bool w = mg_req_take_wake_locked(req);
+    pthread_mutex_unlock(&req->lock);
+    if (w) mg_req_wake(req);
+    mg_req_release(req); /* the run's reference */
+}
+
+/* Asks summarizer s (non-streaming, through the upstream loop) for a summary of the turns
+ * compaction drops from this candidate, and parks the candidate: it is compacted again from
+ * filtered with room kept for the summary, and the deterministic result (cand, a->compaction)
+ * is kept for when no summary comes. Returns true when the run started (the request waits:
+ * finish_summary sends the candidate), false when there is to be no summary (the note says why)
+ * and the caller sends cand now. */
+static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
+                          const mg_ir_request_t *filtered, const mg_compact_report_t *filtered_rep,
+                          const mg_ir_request_t *cand, int64_t budget, const mg_compact_opts_t *co,
+                          int64_t delay_ms)
+{
+    const mg_config_t *cfg = req->gen->cfg;
+    const mg_provider_t *sp = s->provider;
+    mg_summary_run_t *run = &req->summary;
+    if (!mg_policy_region_ok(&req->pin, s)) {
+        compaction_note(req, a,
+                        "no summary: summarizer %s (region %s) may not receive this request's data",
+                        s->ref, sp->region ? sp->region : "none");
+        return false;
+    }
+    if (sp->api_key_env && !sp->api_key) {
+        compaction_note(req, a,
+                        "no summary: summarizer %s needs environment variable %s, which is not set",
+                        s->ref, sp->api_key_env);
+        return false;
+    }
+    mg_ir_request_t reserved = *filtered;
+    mg_compact_report_t rrep = *filtered_rep;
+    if (mg_compact(req->arena, &reserved, budget - co->summary_reserve_tokens, co, &rrep) !=
+            MG_COMPACT_CHANGED ||
+        rrep.note_index < 0 || rrep.n_dropped == 0) {
+        compaction_note(req, a, "no summary: no room for one in this model's budget of %lld tokens",
+                        (long long)budget);
+        return false;
+    }
+    int64_t max_tokens = cfg->gw.compaction.summary_max_tokens;
+    size_t cap = mg_summary_input_cap(s, max_tokens);
+    if (!cap) {
+        compaction_note(req, a, "no summary: summarizer %s has too small a context window", s->ref);
+        return false;
+    }
+    mg_safety_opts_t so;
+    const char *extra[2 * MG_MAX_EXTRA_TOKENS];
+    safety_opts_for(cfg, sp, &so, extra);
+    mg_ir_request_t sreq;
+    mg_summary_request(req->arena, rrep.dropped, rrep.n_dropped,
+                       rrep.dropped_turns - filtered_rep->dropped_turns, cap, max_tokens, &so,
+                       &sreq);
+    char err[256];
+    mg_ir_request_opts_t o = {.model = s->id, .default_max_tokens = max_tokens};
+    cJSON *j = mg_ir_encode_request(sp->api, &sreq, &o, err, sizeof err);
+    if (!j) {
+        compaction_note(req, a, "no summary: the request for %s cannot be encoded: %s", s->ref,
+                        err);
+        return false;
+    }
+    char *body = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+
+    run->model = s;
+    run->reserved = reserved;
+    run->reserved_report = rrep;
+    run->fallback = *cand;
+    run->fallback_report = a->compaction;
+    run->opts = *co;
+    run->budget = budget;
+    run->delay_ms = delay_ms;
+    run->status = 0;
+    run->result = MG_XFER_OK;
+    run->detail[0] = '\0';
+    mg_buf_reset(&run->body);
+    run->done = false;
+    run->start_ms = mg_now_ms();
+    mg_timeouts_t t = mg_config_timeouts(cfg, s);
+    int64_t tmo = cfg->gw.compaction.summary_timeout_ms;
+    up_headers_t hd;
+    upstream_headers(sp, false, &hd);
+    char *url = upstream_url(sp);
+    mg_xfer_spec_t spec = {
+        .url = url,
+        .headers = hd.v,
+        .n_headers = hd.n,
+        .body = body,
+        .body_len = strlen(body),
+        .body_owned = true,
+        .http2 = sp->http2,
+        .connect_timeout_ms = t.connect_ms > 0 ? MG_MIN(t.connect_ms, tmo) : tmo,
+        .total_timeout_ms = tmo, /* the bound on the whole summary: a late answer is no answer */
+        .cb = {summary_head, summary_data, summary_done},
+        .ud = req,
+    };
+    mg_req_ref(req); /* the run's reference, released by summary_done */
+    run->active = true;
+    run->xfer = mg_xfer_submit(req->up, &spec);
+    free(url);
+    up_headers_free(&hd);
+    if (!run->xfer) {
+        run->active = false;
+        mg_req_release(req);
+        compaction_note(req, a, "no summary: the gateway is stopping");
+        return false;
+    }
+    return true;
+}
+
+static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *cand, bool rewrite,
+                         int64_t delay_ms);
+
+/* Starts one attempt at model m (after delay_ms: a retry's backoff): filters and compacts the
+ * candidate's copy of the request, then sends it, or first waits for a summary of the turns it
+ * dropped (the attempt is then in flight as far as the server can tell). Returns false when it
+ * could not even start (then it is settled locally with the reason). */
 static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t delay_ms)
 {
     const mg_config_t *cfg = req->gen->cfg;
@@ -264,34 +562,64 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
     bool rewrite = false;
     mg_ir_request_t cand;
     mg_compact_report_init(&a->compaction);
-    if (req->ir_ready) {
-        cand = req->ir;
-        if (opt.max_output_tokens > 0 && (cand.max_output_tokens < 0 || cand.max_output_tokens > opt.max_output_tokens)) {
-            cand.max_output_tokens = opt.max_output_tokens; /* the policy's output cap */
-            rewrite = true;
-        }
-        if (p->safety > 0 || (p->safety < 0 && p->local)) {
-            mg_safety_opts_t so;
-            mg_safety_opts_init(&so);
-            rewrite = mg_safety_filter(req->arena, &cand, &so, &a->compaction) == 1;
-        }
-        int64_t budget = mg_compact_budget(m, cand.max_output_tokens, cfg->gw.compaction.margin_tokens);
-        mg_compact_opts_t co;
-        mg_compact_opts_init(&co);
-        co.enabled = opt.compaction >= 0 ? opt.compaction == 1 : cfg->gw.compaction.enabled;
-        co.tokens = (mg_tokens_opts_t){.calib = calib, .model_ref = m->ref};
-        int rc = mg_compact(req->arena, &cand, budget, &co, &a->compaction);
-        if (rc == MG_COMPACT_OVERFLOW) {
-            char d[160];
-            snprintf(d, sizeof d, "estimated %lld prompt tokens, over this model's budget of %lld (window %lld)",
-                     (long long)a->compaction.tokens_before, (long long)budget, (long long)m->context_window);
-            req->est_tokens = MG_MAX(req->est_tokens, a->compaction.tokens_before);
-            settle_locally(a, MG_CLASS_CONTEXT_OVERFLOW, d);
-            return false;
-        }
-        rewrite = rewrite || rc == MG_COMPACT_CHANGED;
-        a->raw_estimate = a->compaction.raw_after;
+    a->compaction_note[0] = '\0';
+    if (!req->ir_ready) return send_attempt(req, a, NULL, false, delay_ms);
+    cand = req->ir;
+    if (opt.max_output_tokens > 0 && (cand.max_output_tokens < 0 || cand.max_output_tokens > opt.max_output_tokens)) {
+        cand.max_output_tokens = opt.max_output_tokens; /* the policy's output cap */
+        rewrite = true;
     }
+    if (p->safety > 0 || (p->safety < 0 && p->local)) {
+        mg_safety_opts_t so;
+        const char *extra[2 * MG_MAX_EXTRA_TOKENS];
+        safety_opts_for(cfg, p, &so, extra);
+        rewrite = mg_safety_filter(req->arena, &cand, &so, &a->compaction) == 1 || rewrite;
+    }
+    int64_t budget = mg_compact_budget(m, cand.max_output_tokens, cfg->gw.compaction.margin_tokens);
+    mg_compact_opts_t co;
+    compact_opts_for(cfg, m, &opt, &co);
+    /* What the filters left, before anything is cut: where a summary run starts again. */
+    const mg_ir_request_t filtered = cand;
+    const mg_compact_report_t filtered_rep = a->compaction;
+    /* The policy's compact hook has the first go, for a request that does not fit and may be
+     * compacted; the deterministic compaction otherwise, and whenever the hook's result fails. */
+    bool hook = co.enabled && budget != INT64_MAX && req->gen->policy &&
+                mg_policy_has_hook(req->gen->policy, "compact") &&
+                mg_tokens_estimate(&cand, &co.tokens) > budget;
+    int rc;
+    if (hook && policy_compact(req, a, &cand, budget, &co) == 1)
+        rc = MG_COMPACT_CHANGED;
+    else
+        rc = mg_compact(req->arena, &cand, budget, &co, &a->compaction);
+    if (rc == MG_COMPACT_OVERFLOW) {
+        char d[160];
+        snprintf(d, sizeof d, "estimated %lld prompt tokens, over this model's budget of %lld (window %lld)",
+                 (long long)a->compaction.tokens_before, (long long)budget, (long long)m->context_window);
+        req->est_tokens = MG_MAX(req->est_tokens, a->compaction.tokens_before);
+        settle_locally(a, MG_CLASS_CONTEXT_OVERFLOW, d);
+        return false;
+    }
+    rewrite = rewrite || rc == MG_COMPACT_CHANGED;
+    a->raw_estimate = a->compaction.raw_after;
+    const mg_model_t *summarizer = summarizer_for(req, &opt);
+    if (rc == MG_COMPACT_CHANGED && a->compaction.n_dropped > 0 && summarizer &&
+        start_summary(req, a, summarizer, &filtered, &filtered_rep, &cand, budget, &co, delay_ms))
+        return true; /* the candidate goes out once the summarizer has answered (finish_summary) */
+    return send_attempt(req, a, &cand, rewrite, delay_ms);
+}
+
+/* Sends attempt a with the candidate's request cand (NULL: the client's request could not be
+ * decoded, so only its own bytes can go, to an upstream of its own API), re-encoded when rewrite
+ * or the APIs differ. Returns false when it could not even start (then it is settled locally). */
+static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *cand, bool rewrite,
+                         int64_t delay_ms)
+{
+    const mg_config_t *cfg = req->gen->cfg;
+    const mg_model_t *m = a->model;
+    const mg_provider_t *p = m->provider;
+    const mg_candidate_t opt = cand_options(req, m);
+    bool same = p->api == req->client_api;
+    bool is_retry = a->is_retry;
     char *body = NULL;
     size_t body_len = 0;
     if (same && !rewrite) {
@@ -308,11 +636,14 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
             body = b2;
             body_len = n2;
         }
+    } else if (!cand) {
+        settle_locally(a, MG_CLASS_UNSUPPORTED, "the request could not be decoded for translation");
+        return false;
     } else {
         char err[256];
         mg_ir_request_opts_t o = {.model = m->id,
-                                  .default_max_tokens = mg_compact_reserved_output(m, cand.max_output_tokens)};
-        cJSON *j = mg_ir_encode_request(p->api, &cand, &o, err, sizeof err);
+                                  .default_max_tokens = mg_compact_reserved_output(m, cand->max_output_tokens)};
+        cJSON *j = mg_ir_encode_request(p->api, cand, &o, err, sizeof err);
         if (!j) {
             settle_locally(a, MG_CLASS_UNSUPPORTED, err);
             return false;
@@ -322,20 +653,8 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
         cJSON_Delete(j);
     }
 
-    /* Headers: ours, then the provider's. Nothing of the client's is forwarded. */
-    const char *hdrs[40];
-    char *owned[40];
-    size_t nh = 0, no = 0;
-    hdrs[nh++] = "Content-Type: application/json";
-    hdrs[nh++] = req->stream ? "Accept: text/event-stream" : "Accept: application/json";
-    if (p->api == MG_API_ANTHROPIC_MESSAGES) {
-        if (p->api_key && *p->api_key) hdrs[nh++] = owned[no++] = mg_xasprintf("x-api-key: %s", p->api_key);
-        hdrs[nh++] = "anthropic-version: 2023-06-01";
-    } else if (p->api_key && *p->api_key) {
-        hdrs[nh++] = owned[no++] = mg_xasprintf("Authorization: Bearer %s", p->api_key);
-    }
-    for (size_t i = 0; i < p->n_headers && nh < MG_ARRAY_LEN(hdrs); i++)
-        hdrs[nh++] = owned[no++] = mg_xasprintf("%s: %s", p->headers[i].name, p->headers[i].value);
+    up_headers_t hd;
+    upstream_headers(p, req->stream, &hd);
 
     mg_timeouts_t t = mg_config_timeouts(cfg, m);
     if (opt.connect_ms > 0) t.connect_ms = opt.connect_ms;
@@ -346,11 +665,13 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
     a->body_cap = cfg->gw.max_upstream_body_bytes;
     mg_xfer_spec_t spec = {
         .url = url,
-        .headers = hdrs,
-        .n_headers = nh,
+        .headers = hd.v,
+        .n_headers = hd.n,
         .body = body,
         .body_len = body_len,
         .body_owned = true,
+        .http2 = p->http2,
+        .ca_file = p->ca_file,
         .delay_ms = delay_ms,
         .connect_timeout_ms = t.connect_ms,
         /* A whole (non-streamed) answer arrives at the end: first-token does not apply. */
@@ -368,7 +689,7 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
     }
     a->xfer = mg_xfer_submit(req->up, &spec);
     free(url);
-    for (size_t i = 0; i < no; i++) free(owned[i]);
+    up_headers_free(&hd);
     if (!a->xfer) {
         mg_req_release(req);
         if (a->health_begun) mg_health_attempt_end(health, p->id, m->ref);
@@ -512,6 +833,7 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
 bool mg_router_attempt_done_locked(mg_req_t *req)
 {
     mg_attempt_t *a = mg_req_current(req);
+    if (req->summary.active) return req->summary.done; /* the attempt waits for its summary */
     return !a || a->done || req->committed;
 }
 
@@ -608,6 +930,22 @@ static void translate_answer(mg_req_t *req, mg_attempt_t *a)
     cJSON_Delete(j);
 }
 
+/* gateway.log.content, whole answers: the text of the answer as the client gets it. */
+static void note_answer(mg_req_t *req, mg_attempt_t *a)
+{
+    cJSON *j = cJSON_ParseWithLength(a->body.data, a->body.len);
+    mg_ir_arena_t *arena = mg_ir_arena_new();
+    mg_ir_response_t r;
+    char err[128];
+    if (j && mg_ir_codec(req->client_api)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0) {
+        char *text = mg_ir_join_text(r.parts, r.n_parts, "");
+        if (text) mg_req_note_answer(a, text, strlen(text));
+        free(text);
+    }
+    mg_ir_arena_free(arena);
+    cJSON_Delete(j);
+}
+
 /* The attempt that served the client, if any. */
 static const mg_attempt_t *served_attempt(const mg_req_t *req)
 {
@@ -699,8 +1037,64 @@ static void normalize_answer(mg_req_t *req, const mg_attempt_t *a, mg_buf_t *bod
     cJSON_Delete(j);
 }
 
+/* The summarizer run the current attempt waited for has ended: the candidate goes out with the
+ * summary in place of the drop note, or, on any failure (no answer in time, an error status, an
+ * answer that cannot be read, an empty or unfitting summary), with the deterministic note, and
+ * the attempt's note says why. */
+static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
+{
+    mg_summary_run_t *run = &req->summary;
+    mg_attempt_t *a = mg_req_current(req);
+    run->active = false;
+    mg_xfer_release(run->xfer);
+    run->xfer = NULL;
+    pthread_mutex_lock(&req->lock);
+    bool gone = req->client_gone;
+    pthread_mutex_unlock(&req->lock);
+    if (gone || req->client_aborted) {
+        settle_locally(a, MG_CLASS_CANCELLED, "the client left while the summary was being made");
+        mg_metrics_attempt(a->model->ref, a->cls);
+        return advance(req, reply);
+    }
+    char why[256] = "";
+    const char *text = NULL;
+    size_t len = 0;
+    int64_t took = mg_now_ms() - run->start_ms;
+    if (run->result == MG_XFER_TIMEOUT_TOTAL || run->result == MG_XFER_TIMEOUT_CONNECT)
+        snprintf(why, sizeof why, "no answer within summaryTimeoutMs (%lld ms)",
+                 (long long)run->opts.summary_timeout_ms);
+    else if (run->result != MG_XFER_OK)
+        snprintf(why, sizeof why, "%s%s%s", mg_xfer_result_name(run->result),
+                 run->detail[0] ? ": " : "", run->detail);
+    else if (run->status < 200 || run->status >= 300)
+        snprintf(why, sizeof why, "it answered HTTP %ld", run->status);
+    else if (mg_summary_read(run->model->provider->api, run->body.data, run->body.len, req->arena,
+                             &text, &len, why, sizeof why) != 0)
+        ; /* why says what was wrong with the answer */
+    else if (mg_compact_insert_summary(req->arena, &run->reserved, run->budget, &run->opts,
+                                       &run->reserved_report, text, len) != 0)
+        snprintf(why, sizeof why, "its summary did not fit the model's budget");
+    mg_buf_free(&run->body);
+    mg_ir_request_t cand;
+    if (!why[0]) {
+        cand = run->reserved;
+        a->compaction = run->reserved_report;
+        a->compaction.budget = run->budget;
+    } else {
+        cand = run->fallback;
+        a->compaction = run->fallback_report;
+        compaction_note(req, a, "summary by %s failed after %lld ms, the drop note stands: %s",
+                        run->model->ref, (long long)took, why);
+    }
+    a->raw_estimate = a->compaction.raw_after;
+    if (send_attempt(req, a, &cand, true, run->delay_ms)) return MG_ROUTE_WAIT;
+    mg_metrics_attempt(a->model->ref, a->cls);
+    return advance(req, reply);
+}
+
 mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
 {
+    if (req->summary.active) return finish_summary(req, reply);
     mg_attempt_t *a = mg_req_current(req);
     pthread_mutex_lock(&req->lock);
     bool committed = req->committed == a;
@@ -746,6 +1140,7 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
         } else {
             translate_answer(req, a);
         }
+        if (req->gen->cfg->gw.log_content) note_answer(req, a);
         reply->status = (int)a->status;
         reply->content_type = "application/json";
         reply->body = a->body;
@@ -791,6 +1186,14 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
 
 void mg_router_abort(mg_req_t *req)
 {
+    if (req->summary.active) {
+        /* The attempt has not left yet: stop its summarizer (its end wakes the request). */
+        pthread_mutex_lock(&req->lock);
+        bool running = !req->summary.done;
+        pthread_mutex_unlock(&req->lock);
+        if (running && req->summary.xfer) mg_xfer_cancel(req->summary.xfer);
+        return;
+    }
     mg_attempt_t *a = mg_req_current(req);
     if (!a || !a->xfer) return;
     pthread_mutex_lock(&req->lock);
@@ -857,6 +1260,10 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
             mg_buf_puts(out, ",\"detail\":");
             mg_buf_json_str(out, a->detail);
         }
+        if (a->compaction_note[0]) { /* why a summary or the policy's compaction was not used */
+            mg_buf_puts(out, ",\"compaction_note\":");
+            mg_buf_json_str(out, a->compaction_note);
+        }
         mg_buf_puts(out, "}");
     }
     mg_buf_puts(out, "]");
@@ -886,6 +1293,20 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
         mg_buf_printf(out, ",\"tokens\":{\"in\":%lld,\"out\":%lld,\"cached\":%lld},\"cost\":%.6g", (long long)in,
                       (long long)o, (long long)cached, cost);
         if (sa->ttft_ms >= 0) mg_buf_printf(out, ",\"ttft_ms\":%lld", (long long)sa->ttft_ms);
+    }
+    const mg_gateway_settings_t *gw = &req->gen->cfg->gw;
+    if (gw->log_content && req->model_asked) {
+        /* Off by default: prompts and answers are the users' data. The prompt is the request
+         * body as the client sent it; the answer, the text it got. Both capped. */
+        size_t n = mg_utf8_fit(req->body.data ? req->body.data : "", req->body.len, gw->log_content_max_bytes);
+        mg_buf_puts(out, ",\"prompt\":");
+        mg_buf_json_strn(out, req->body.data ? req->body.data : "", n);
+        if (n < req->body.len) mg_buf_printf(out, ",\"prompt_cut_bytes\":%zu", req->body.len - n);
+        if (sa) {
+            mg_buf_puts(out, ",\"answer\":");
+            mg_buf_json_strn(out, sa->answer.data ? sa->answer.data : "", sa->answer.len);
+            if (sa->answer_cut) mg_buf_puts(out, ",\"answer_cut\":true");
+        }
     }
     mg_buf_printf(out, ",\"client_aborted\":%s,\"total_ms\":%lld", req->client_aborted ? "true" : "false",
                   (long long)(mg_now_ms() - req->start_ms));

@@ -34,8 +34,22 @@
 
 #define MG_WATCH_MS 250
 
+/* One per accepted connection (MHD's socket context), for the request-head deadline: MHD calls
+ * nothing of ours until a request's headers are complete, so a client that sends them slowly, or
+ * never, would otherwise hold its connection for as long as it keeps trickling bytes. */
+typedef struct mg_conn {
+    struct mg_conn *prev, *next;
+    MHD_socket fd;
+    int64_t since_ms; /* opened, or finished its previous request: the head is due from here */
+    bool in_request;  /* headers complete: the request's own deadlines apply */
+    bool started;     /* a request line arrived (the URI callback): a slow head, not an idle one */
+    bool cut;
+} mg_conn_t;
+
 struct mg_server {
     struct MHD_Daemon *daemon;
+    pthread_mutex_t conn_lock; /* guards conns */
+    mg_conn_t *conns;
     pthread_t watchdog;
     bool watchdog_running;
     atomic_bool stopping;
@@ -378,6 +392,96 @@ static void registry_add(mg_server_t *srv, mg_req_t *req)
     pthread_mutex_unlock(&srv->reg_lock);
 }
 
+/* ---- connections and the request-head deadline ---- */
+
+static mg_conn_t *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    mg_server_t *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        mg_conn_t *k = mg_xcalloc(1, sizeof *k);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        k->fd = ci ? ci->connect_fd : MHD_INVALID_SOCKET;
+        k->since_ms = mg_now_ms();
+        pthread_mutex_lock(&srv->conn_lock);
+        k->next = srv->conns;
+        if (srv->conns) srv->conns->prev = k;
+        srv->conns = k;
+        pthread_mutex_unlock(&srv->conn_lock);
+        *socket_ctx = k;
+        return;
+    }
+    /* MHD closes the socket only after this notification: once k is unlinked here, the watchdog
+     * can no longer shut down a descriptor number that a new connection may reuse. */
+    mg_conn_t *k = *socket_ctx;
+    if (!k) return;
+    pthread_mutex_lock(&srv->conn_lock);
+    if (k->prev) k->prev->next = k->next;
+    else srv->conns = k->next;
+    if (k->next) k->next->prev = k->prev;
+    pthread_mutex_unlock(&srv->conn_lock);
+    free(k);
+    *socket_ctx = NULL;
+}
+
+/* The request line has arrived (MHD's URI callback): what follows is a request head, not idling.
+ * Returns the request's initial context, which must stay NULL for on_request. */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    mg_server_t *srv = cls;
+    (void)uri;
+    mg_conn_t *k = conn_of(c);
+    if (k) {
+        pthread_mutex_lock(&srv->conn_lock);
+        k->started = true;
+        pthread_mutex_unlock(&srv->conn_lock);
+    }
+    return NULL;
+}
+
+static void conn_set_in_request(mg_server_t *srv, struct MHD_Connection *c, bool in_request)
+{
+    mg_conn_t *k = conn_of(c);
+    if (!k) return;
+    pthread_mutex_lock(&srv->conn_lock);
+    k->in_request = in_request;
+    if (!in_request) { /* the next head is due from now (keep-alive) */
+        k->started = false;
+        k->since_ms = mg_now_ms();
+    }
+    pthread_mutex_unlock(&srv->conn_lock);
+}
+
+/* Shuts down connections whose request head is not complete within gateway.headerTimeoutMs of
+ * their opening (or of their previous request's end), however their bytes are paced; MHD then
+ * closes them. One warning per pass for slow heads; idle keep-alive connections go quietly. */
+static void watch_conns(mg_server_t *srv, int64_t now, int64_t limit_ms)
+{
+    unsigned slow = 0, idle = 0;
+    pthread_mutex_lock(&srv->conn_lock);
+    for (mg_conn_t *k = srv->conns; k; k = k->next) {
+        if (k->in_request || k->cut || now - k->since_ms < limit_ms || k->fd == MHD_INVALID_SOCKET) continue;
+        k->cut = true;
+        shutdown(k->fd, SHUT_RDWR);
+        if (k->started) slow++;
+        else idle++;
+    }
+    pthread_mutex_unlock(&srv->conn_lock);
+    if (slow)
+        mg_log(MG_LOG_WARN, "request head timeout",
+               "closed %u connection(s) whose request headers were not complete within gateway.headerTimeoutMs (%lld ms)",
+               slow, (long long)limit_ms);
+    if (idle)
+        mg_log(MG_LOG_DEBUG, "idle connection closed", "%u keep-alive connection(s) idle for %lld ms", idle,
+               (long long)limit_ms);
+}
+
 static enum MHD_Result reply_too_large(struct MHD_Connection *c, mg_req_t *req)
 {
     char msg[128];
@@ -405,6 +509,24 @@ static enum MHD_Result on_new_request(mg_server_t *srv, struct MHD_Connection *c
     atomic_fetch_add(&srv->in_flight, 1);
     registry_add(srv, req);
     *ctx = req;
+
+    /* An oversized head is answered in the API's own error format (a head beyond what
+     * libmicrohttpd's connection buffer holds gets its plain page before this code runs). */
+    size_t max_head = g->cfg->gw.max_header_bytes, url_len = strlen(url);
+    const union MHD_ConnectionInfo *hi = MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (url_len > max_head / 2 || (hi && hi->header_size > max_head)) {
+        if (!api_endpoint(url, &req->ep) && MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version"))
+            req->ep = MG_EP_MESSAGES;
+        char msg[160];
+        if (url_len > max_head / 2) {
+            snprintf(msg, sizeof msg, "the URL is %zu bytes; the limit is half of gateway.maxHeaderBytes (%zu)",
+                     url_len, max_head / 2);
+            return send_error(c, req, 414, "invalid_request_error", "uri_too_long", msg);
+        }
+        snprintf(msg, sizeof msg, "the request headers are %zu bytes; gateway.maxHeaderBytes is %zu",
+                 hi->header_size, max_head);
+        return send_error(c, req, 431, "invalid_request_error", "request_header_fields_too_large", msg);
+    }
 
     if (strncmp(url, "/admin/", 7) == 0) return serve_admin(srv, c, req, url, method);
     if (strcmp(url, "/metrics") == 0) {
@@ -452,7 +574,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 {
     mg_server_t *srv = cls;
     mg_req_t *req = *ctx;
-    if (!req) return on_new_request(srv, c, url, method, ctx);
+    if (!req) {
+        conn_set_in_request(srv, c, true);
+        return on_new_request(srv, c, url, method, ctx);
+    }
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
@@ -489,6 +614,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum M
 {
     mg_server_t *srv = cls;
     mg_req_t *req = *ctx;
+    conn_set_in_request(srv, c, false);
     if (!req) return;
     *ctx = NULL;
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
@@ -571,12 +697,13 @@ static void *watchdog_main(void *arg)
         struct timespec ts = {0, MG_WATCH_MS * 1000000L};
         nanosleep(&ts, NULL);
         int64_t now = mg_now_ms();
-        if (++tick % (1000 / MG_WATCH_MS) == 0 && mg_router_health()) {
-            /* Once a second: expire cooldowns, probe providers near the end of theirs. */
-            mg_gen_t *g = mg_gen_acquire();
+        mg_gen_t *g = mg_gen_acquire();
+        /* Once a second: expire cooldowns, probe providers near the end of theirs. */
+        if (++tick % (1000 / MG_WATCH_MS) == 0 && mg_router_health())
             mg_probe_tick(mg_router_health(), g->cfg, srv->up, now);
-            mg_gen_release(g);
-        }
+        int64_t head_ms = g->cfg->gw.header_timeout_ms;
+        mg_gen_release(g);
+        watch_conns(srv, now, head_ms);
         pthread_mutex_lock(&srv->reg_lock);
         for (mg_req_t *r = srv->reg; r; r = r->reg_next) watch_one(r, now);
         pthread_mutex_unlock(&srv->reg_lock);
@@ -590,7 +717,10 @@ __attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const ch
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
-    mg_log(MG_LOG_WARN, "http", "%s", msg);
+    /* A client that closes before finishing its request (or one the head deadline cut) is
+     * routine, not a warning: under a slowloris flood it would be one line per connection. */
+    bool routine = strncmp(msg, "Connection socket is closed", 27) == 0;
+    mg_log(routine ? MG_LOG_DEBUG : MG_LOG_WARN, "http", "%s", msg);
 }
 
 mg_server_t *mg_server_start(const char *host, int port, mg_upstream_t *up)
@@ -611,6 +741,7 @@ mg_server_t *mg_server_start(const char *host, int port, mg_upstream_t *up)
     srv->up = up;
     srv->quiesced = MHD_INVALID_SOCKET;
     pthread_mutex_init(&srv->reg_lock, NULL);
+    pthread_mutex_init(&srv->conn_lock, NULL);
     mg_req_wake_fn = wake;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -621,12 +752,15 @@ mg_server_t *mg_server_start(const char *host, int port, mg_upstream_t *up)
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_URI_LOG_CALLBACK, on_request_line, srv,
         MHD_OPTION_CONNECTION_LIMIT, gw->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, gw->max_connections_per_ip,
         MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->daemon) {
         mg_log(MG_LOG_ERROR, "listen failed", "cannot listen on %s:%d (address in use, or not permitted)", host, port);
+        pthread_mutex_destroy(&srv->reg_lock);
+        pthread_mutex_destroy(&srv->conn_lock);
         free(srv);
         mg_gen_release(g);
         return NULL;
@@ -666,6 +800,7 @@ void mg_server_stop(mg_server_t *srv)
     if (srv->watchdog_running) pthread_join(srv->watchdog, NULL);
     MHD_stop_daemon(srv->daemon);
     pthread_mutex_destroy(&srv->reg_lock);
+    pthread_mutex_destroy(&srv->conn_lock);
     if (srv->quiesced != MHD_INVALID_SOCKET) close(srv->quiesced);
     free(srv);
 }

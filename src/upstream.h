@@ -54,6 +54,8 @@ typedef struct mg_xfer_spec {
     const char *body; /* POST body; copied unless body_owned */
     size_t body_len;
     bool body_owned;  /* the transfer takes ownership of body (malloc'd) */
+    bool http2;       /* the upstream multiplexes: new transfers wait for a shared connection */
+    const char *ca_file; /* CA bundle to verify the upstream's certificate; NULL = the system's */
     int64_t connect_timeout_ms;
     int64_t first_token_timeout_ms; /* until mg_xfer_mark_first_token; 0 = none */
     int64_t idle_timeout_ms;        /* between reads once data flows; 0 = none */

@@ -66,6 +66,7 @@ import asyncio
 import json
 import random
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -427,8 +428,9 @@ class MockUpstream:
     """A mock LLM server. Create with start(); all methods are thread-safe enough for tests."""
 
     def __init__(self, name="A", behavior=None, models=None, host="127.0.0.1", port=0,
-                 log=False):
+                 log=False, tls=None):
         self.name = name
+        self.tls = tls                 # (certfile, keyfile): serve https
         self.host = host
         self._want_port = port
         self.port = None
@@ -446,12 +448,12 @@ class MockUpstream:
     # -- addresses
     @property
     def url(self):
-        """Base URL as a provider's baseUrl: http://127.0.0.1:PORT/v1"""
-        return "http://%s:%d/v1" % (self.host, self.port)
+        """Base URL as a provider's baseUrl: http://127.0.0.1:PORT/v1 (https with tls)"""
+        return "%s/v1" % self.root
 
     @property
     def root(self):
-        return "http://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host, self.port)
 
     # -- behaviour
     def set_behavior(self, mode="answer", model=None, **opts):
@@ -558,9 +560,13 @@ class MockUpstream:
     # -- lifecycle
     async def _start(self):
         self.loop = asyncio.get_running_loop()
+        ctx = None
+        if self.tls:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(*self.tls)
         self._server = await self.loop.create_server(lambda: _Conn(self), self.host,
                                                      self._want_port, reuse_address=True,
-                                                     backlog=4096)
+                                                     backlog=4096, ssl=ctx)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _stop(self):
@@ -1043,14 +1049,16 @@ class Blackhole:
         self.stop()
 
 
-def start(name="A", behavior=None, models=None, port=0, log=False, **opts):
+def start(name="A", behavior=None, models=None, port=0, log=False, tls=None, **opts):
     """Starts a mock in this process (on the shared background loop) and returns it.
-    behavior: a mode name or dict for the default; opts are that mode's options."""
+    behavior: a mode name or dict for the default; opts are that mode's options.
+    tls: (certfile, keyfile) to serve https."""
     if isinstance(behavior, str):
         behavior = _behavior(behavior, **opts)
     elif behavior is None and opts:
         behavior = _behavior("answer", **opts)
-    return MockUpstream(name=name, behavior=behavior, models=models, port=port, log=log).start()
+    return MockUpstream(name=name, behavior=behavior, models=models, port=port, log=log,
+                        tls=tls).start()
 
 
 def down():

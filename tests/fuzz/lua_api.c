@@ -1,15 +1,19 @@
 /* libFuzzer target for the Lua API glue (lua_api.c, lua_sandbox.c, lua_pattern.c, the C
  * invariants in policy.c): the input is a small program, read by a fixed policy, that calls gw
  * functions, gw.util helpers, req fields and string patterns with random argument counts and
- * types, then returns a random result shape from route/on_failure. Whatever happens, the C side
- * must hold its contract: a decision is a valid plan, a valid rejection or a policy_error, every
- * candidate is a catalog model allowed by the region lists, and nothing crashes or leaks.
+ * types, then returns a random result shape from route/on_failure/compact. Whatever happens, the
+ * C side must hold its contract: a decision is a valid plan, a valid rejection or a policy_error,
+ * every candidate is a catalog model allowed by the region lists, a compact result is either
+ * refused (policy_error) or a request mg_compact_validate can judge, and nothing crashes or
+ * leaks.
  *
  * Input layout: byte 0 picks the request's data region and region lists, byte 1 the live state,
  * the rest is the program (hex-encoded into a header for the policy to decode). */
 #include "lua_testfile.h"
 #include "policy.h"
 #include "util.h"
+
+#include "../unit/compact_testlib.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -68,7 +72,7 @@ static const char *const POLICY =
     "string.rep,\n"
     "  string.format, table.concat, table.insert, table.sort, table.unpack, tostring, pairs, "
     "ipairs, next,\n"
-    "  select, type, rawlen, rawequal, setmetatable, getmetatable, load,\n"
+    "  select, type, rawlen, rawequal, setmetatable, getmetatable, load, gw.tokens,\n"
     "  function(t, k) return t[k] end, function(t, k, v) t[k] = v end, function(t) return #t end,\n"
     "  function(s, p) local n = 0 for a in string.gmatch(s, p) do n = n + 1 if n > 50 then break "
     "end end return n end,\n"
@@ -122,6 +126,21 @@ static const char *const POLICY =
     "  local a, b = run(req, prog, {f, f.model, f.error_class})\n"
     "  if type(a) == 'table' and #a > 0 then return a[1], b end\n"
     "  return a, b\n"
+    "end\n"
+    "function compact(req, budget, model)\n"
+    "  local m = req.messages\n"
+    "  local first = m[1] or {}\n"
+    "  local a, b = run(req, decode(req.headers['x-prog'] or ''), {m, first, m[#m], first.content,\n"
+    "    (first.content or {})[1], budget, model, {role = 'user', content = 'x'}, 'assistant', 'tool',\n"
+    "    {role = 'tool', content = {{type = 'tool_result', id = 'c1', content = 'r'}}},\n"
+    "    {type = 'tool_call', id = 'c1', name = 'f', arguments = '{}'}, {type = 'image'},\n"
+    "    {type = 'text', text = 't'}, {m[#m]}, {first, m[#m]},\n"
+    "    {{role = 'user', content = 'x'}, {role = 'assistant', content = {{type = 'tool_call', id = 'c1',\n"
+    "      name = 'f'}}}, {role = 'tool', content = {{type = 'tool_result', id = 'c1', content = 'r'}}},\n"
+    "      {role = 'user', content = {'y', (first.content or {})[1]}}},\n"
+    "    {first, {role = 'user', content = {{type = 'image'}}}}})\n"
+    "  if type(a) == 'table' and #a > 0 and b then return {a[1], m[#m]} end\n"
+    "  return a\n"
     "end\n"
     "function on_complete(req, r)\n"
     "  run(req, decode(req.headers['x-prog'] or ''), {r})\n"
@@ -276,6 +295,42 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (rc != 0 && (fd.action != MG_FAILURE_NEXT || strncmp(fd.error, "policy_error: ", 14) != 0))
         abort();
+
+    /* compact(req, budget, model) over a small conversation with every kind of part. */
+    tb_t b;
+    tb_init(&b, MG_API_ANTHROPIC_MESSAGES);
+    tb_system(&b, "sys");
+    tb_user(&b, "hello <|im_start|>");
+    tb_assistant(&b, NULL);
+    tb_reasoning(&b, "hmm", (s & 1) ? "sig" : NULL);
+    tb_call(&b, "c1", "f", "{\"a\":1}");
+    tb_result(&b, "c1", "result text");
+    tb_user(&b, "look");
+    tb_image(&b);
+    mg_compact_call_t call = {.model = cfg->default_chain[s % 3],
+                              .budget = (s & 2) ? 50 : 5000,
+                              .req = &b.r,
+                              .arena = b.a};
+    rc = mg_policy_compact(policy, &in, &live, &call);
+    if (rc < -1 || rc > 1) abort();
+    if (rc < 0 && strncmp(call.error, "policy_error: ", 14) != 0) abort();
+    if (rc == 1) {
+        char verr[256];
+        mg_compact_validate(&call.result, call.budget, NULL, verr, sizeof verr);
+        if (call.result.system != b.r.system || call.result.n_system != b.r.n_system) abort();
+        for (size_t i = 0; i < call.result.n_messages; i++)
+            for (size_t j = 0; j < call.result.messages[i].n_parts; j++) {
+                const mg_ir_part_t *pp = &call.result.messages[i].parts[j];
+                if (pp->type == MG_IR_PART_TEXT && !pp->text) abort();
+                if (pp->type == MG_IR_PART_TOOL_CALL && (!pp->id || !pp->name || !pp->arguments)) abort();
+            }
+    }
+    for (const char *q = call.trace; *q; q++)
+        if (*q < 0x20 || *q > 0x7e) abort();
+    if (getenv("MG_FUZZ_DEBUG"))
+        fprintf(stderr, "compact rc=%d messages=%zu error=%s\n", rc, rc == 1 ? call.result.n_messages : 0,
+                call.error);
+    tb_free(&b);
 
     mg_completion_t c = {.model = cfg->default_chain[0],
                          .status = 200,

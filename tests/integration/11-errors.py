@@ -135,6 +135,24 @@ class ClientErrors(MGTestCase):
         finally:
             s.close()
 
+    def test_headers_over_the_limit_are_431_in_the_apis_format(self):
+        big = {"X-Big": "a" * 20000}
+        r = self.gw.post_json("/v1/chat/completions", {"model": "a/m", "messages": MSGS}, headers=big)
+        self.assertOpenAIError(r, 431, "request_header_fields_too_large")
+        self.assertIn("maxHeaderBytes", r.json["error"]["message"])
+        r = self.gw.post_json("/v1/messages", {"model": "a/m", "max_tokens": 5, "messages": MSGS}, headers=big)
+        self.assertEqual(r.status, 431, r)
+        self.assertEqual(r.json["type"], "error", r)
+        self.assertEqual(r.json["error"]["type"], "invalid_request_error", r)
+        # Under the limit: an ordinary request with a few large headers is fine.
+        r = self.gw.post_json("/v1/chat/completions", {"model": "nope", "messages": MSGS},
+                              headers={"X-Big": "a" * 8000})
+        self.assertOpenAIError(r, 404)
+
+    def test_url_over_half_the_header_limit_is_414(self):
+        r = self.gw.post_json("/v1/chat/completions/" + "x" * 9000, {"model": "a/m", "messages": MSGS})
+        self.assertOpenAIError(r, 414, "uri_too_long")
+
     def test_wrong_method_is_405_with_allow(self):
         for method in ("GET", "PUT", "DELETE", "PATCH"):
             with self.subTest(method=method):

@@ -3,6 +3,7 @@
 latency), status, served model and total time; every line JSON; never a key or an Authorization
 value anywhere (issue 2, item 8)."""
 
+import json
 import os
 
 import mglib
@@ -146,6 +147,64 @@ class Secrets(MGTestCase):
             text = f.read()
         for canary in ALL_CANARIES:
             self.assertNotIn(canary, text)
+
+
+class ContentLogging(MGTestCase):
+    """gateway.log.content: prompt and answer text in the access line, off by default, capped."""
+
+    def test_off_by_default(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"))
+        self.assertEqual(gw.chat("default", content="secret question").status, 200)
+        (line,) = gw.wait_access(1)
+        self.assertNotIn("prompt", line)
+        self.assertNotIn("answer", line)
+        self.assertNotIn("secret question", gw.all_output())
+
+    def test_prompt_and_answer_whole_and_streamed_in_each_api(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"log": {"content": True}}))
+        want = "mock A saw model m"
+        r = gw.chat("default", content="question one")
+        self.assertEqual(r.status, 200, r)
+        line = gw.wait_access(1)[-1]
+        self.assertIn("question one", line["prompt"])
+        self.assertEqual(line["answer"], want)
+        s = gw.stream_all({"model": "default", "stream": True, "messages": [
+            {"role": "user", "content": "question two"}]})
+        self.assertEqual(s.status, 200)
+        line = gw.wait_access(2)[-1]
+        self.assertIn("question two", line["prompt"])
+        self.assertEqual(line["answer"], s.text)
+        self.assertTrue(line["answer"].startswith(want), line)
+        # Translated: an Anthropic client on an OpenAI upstream, streamed and whole.
+        body = {"model": "default", "max_tokens": 50, "messages": [{"role": "user", "content": "question three"}]}
+        s = gw.stream_all(dict(body, stream=True), path="/v1/messages")
+        self.assertEqual(s.status, 200)
+        line = gw.wait_access(3)[-1]
+        self.assertEqual(line["api"], "messages")
+        events = [json.loads(e["data"]) for e in mglib.parse_sse(s.raw)[0]]
+        streamed = "".join(e["delta"].get("text", "") for e in events if e.get("type") == "content_block_delta")
+        self.assertTrue(streamed.startswith(want), streamed)
+        self.assertEqual(line["answer"], streamed)
+        r = gw.post_json("/v1/messages", body)
+        self.assertEqual(r.status, 200, r)
+        line = gw.wait_access(4)[-1]
+        self.assertEqual((line["api"], line["answer"]), ("messages", want))
+        self.assertIn("question three", line["prompt"])
+
+    def test_capped_at_a_character_boundary(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"log": {"content": True, "contentMaxBytes": 40}}))
+        r = gw.chat("default", content="\u00e9" * 100)   # two bytes each
+        self.assertEqual(r.status, 200, r)
+        (line,) = gw.wait_access(1)
+        self.assertLessEqual(len(line["prompt"].encode()), 40)
+        self.assertGreater(line["prompt_cut_bytes"], 0)
+        self.assertEqual(line["answer"], "mock A saw model m")   # 18 bytes: under the cap
+        self.assertNotIn("answer_cut", line)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 finish within gateway.drainMs, then ends the rest with an error event in their API's format, and
 exits 0 with no crash or sanitizer report; plus header hygiene seen by an echoing upstream."""
 
+import json
 import signal
 import socket
 import threading
@@ -102,6 +103,70 @@ class SlowSenders(MGTestCase):
         line = gw.wait_access(1, pred=lambda l: l.get("status") == 408)[0]
         self.assertEqual(line["path"], "/v1/chat/completions", line)
         self.assertEqual(len([q for q in a.requests if q.json and q.json.get("messages") is None]), 0)
+
+    def _trickle_until_closed(self, gw, first, step, limit_s):
+        """Sends first, then step every 100 ms; returns the seconds until the gateway closed
+        the connection (None if it did not within limit_s). Others are served meanwhile."""
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        t0 = time.monotonic()
+        try:
+            if first:
+                s.sendall(first)
+            while time.monotonic() - t0 < limit_s:
+                try:
+                    if step:
+                        s.sendall(step)
+                    time.sleep(0.1)
+                    if s.recv(1, socket.MSG_DONTWAIT) == b"":
+                        return time.monotonic() - t0
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    return time.monotonic() - t0
+                self.assertEqual(gw.chat("default").status, 200)
+            return None
+        finally:
+            s.close()
+
+    def test_headers_trickled_past_the_deadline_are_cut(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"headerTimeoutMs": 1000}))
+        # Slowloris: a header line every 100 ms, never the blank line that ends the head.
+        took = self._trickle_until_closed(gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n",
+                                          b"X-a: b\r\n", 4)
+        self.assertIsNotNone(took, "the slow head kept its connection past headerTimeoutMs")
+        self.assertLess(took, 2.5)
+        deadline = time.monotonic() + 3       # the warning follows the close: let it arrive
+        while "request head timeout" not in gw.stderr_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn("request head timeout", gw.stderr_text())
+        # The request line itself trickled a byte at a time is cut the same way.
+        took = self._trickle_until_closed(gw, b"", b"P", 4)
+        self.assertIsNotNone(took)
+        self.assertLess(took, 2.5)
+        self.assertEqual(len([q for q in a.requests if q.json and q.json.get("messages") is None]), 0)
+
+    def test_idle_keep_alive_is_closed_and_busy_keep_alive_is_not(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"headerTimeoutMs": 1000}))
+        # The deadline restarts after each request: five requests 400 ms apart on one
+        # connection (2 s in all) are all served on it.
+        c = gw.conn()
+        body = json.dumps({"model": "default", "messages": [{"role": "user", "content": "hi"}]})
+        for _ in range(5):
+            c.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            time.sleep(0.4)
+        sock = c.sock
+        # Then idle: closed after the deadline, quietly (no warning).
+        time.sleep(1.8)
+        self.assertEqual(sock.recv(1, socket.MSG_DONTWAIT), b"")
+        c.close()
+        self.assertNotIn("request head timeout", gw.stderr_text())
 
 
 class Limits(MGTestCase):

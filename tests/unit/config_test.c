@@ -176,6 +176,40 @@ MG_TEST(error_names_file_line_column_and_key_path)
                  "integer, got \"big\"");
 }
 
+MG_TEST(head_limits_content_logging_and_http2)
+{
+    mg_config_t *cfg = load_ok(ONE_PROVIDER("http://h", "gateway: {}"));
+    if (cfg) { /* the defaults */
+        MG_CHECK_INT(cfg->gw.header_timeout_ms, 30000);
+        MG_CHECK_INT((long long)cfg->gw.max_header_bytes, 16384);
+        MG_CHECK(!cfg->gw.log_content && cfg->gw.log_content_max_bytes == 4096);
+        MG_CHECK(!cfg->providers[0].http2);
+        mg_config_free(cfg);
+    }
+    cfg = load_ok(ONE_PROVIDER("https://h", "gateway: {headerTimeoutMs: 5000, maxHeaderBytes: 8192, "
+                                            "log: {content: true, contentMaxBytes: 100}, "
+                                            "providers: {p: {http2: true, caFile: 'ca/internal.pem'}}}"));
+    if (cfg) {
+        MG_CHECK_INT(cfg->gw.header_timeout_ms, 5000);
+        MG_CHECK_INT((long long)cfg->gw.max_header_bytes, 8192);
+        MG_CHECK(cfg->gw.log_content && cfg->gw.log_content_max_bytes == 100);
+        MG_CHECK(cfg->providers[0].http2);
+        MG_CHECK_STR(cfg->providers[0].ca_file, "/etc/mg/ca/internal.pem"); /* relative to the config */
+        mg_config_free(cfg);
+    }
+    expect_error_at(ONE_PROVIDER("http://h", "gateway: {providers: {p: {http2: true}}}"), "true}",
+                    "gateway.providers.p.http2: HTTP/2 needs an https baseUrl (cleartext h2c is not "
+                    "supported); this provider's is http://h");
+    expect_error_at(ONE_PROVIDER("http://h", "gateway: {headerTimeoutMs: 50}"), "50}",
+                    "gateway.headerTimeoutMs: expected an integer from 100 to 3600000, got 50");
+    expect_error_at(ONE_PROVIDER("http://h", "gateway: {maxHeaderBytes: 'big'}"), "'big'",
+                    "gateway.maxHeaderBytes: expected an integer from 1024 to 1048576, got \"big\"");
+    expect_error_at(ONE_PROVIDER("http://h", "gateway: {log: {content: 'yes'}}"), "'yes'",
+                    "gateway.log.content: expected true or false, got \"yes\"");
+    expect_error_at(ONE_PROVIDER("http://h", "gateway: {providers: {p: {http2: 1}}}"), "1}",
+                    "gateway.providers.p.http2: expected true or false, got 1");
+}
+
 MG_TEST(got_values_are_shown_by_kind)
 {
     expect_error(ONE_PROVIDER("http://h", "gateway: {threads: 65}"),
@@ -927,3 +961,119 @@ MG_TEST(example_scenarios)
 }
 
 MG_TEST_MAIN()
+
+/* gateway.compaction: every knob, the summarizer resolved like a chain entry (alias included). */
+MG_TEST(gateway_compaction_settings)
+{
+    mg_config_t *cfg = load_ok("{}");
+    if (cfg) {
+        const mg_compaction_conf_t *c = &cfg->gw.compaction;
+        MG_CHECK(c->enabled && !c->drop_current_steps && c->summarizer == NULL);
+        MG_CHECK_INT(c->margin_tokens, 512);
+        MG_CHECK_INT(c->tool_result_max_bytes, 0); /* 0: compact.c's default */
+        MG_CHECK_INT(c->n_extra_tokens, 0);
+        MG_CHECK_INT(c->summary_timeout_ms, 10000);
+        MG_CHECK_INT(c->summary_max_tokens, 1024);
+        mg_config_free(cfg);
+    }
+    const char *text = "{models: {mode: 'replace', providers: {\n"
+                       "  lm: {baseUrl: 'http://127.0.0.1:1234/v1', models: [{id: 'small'}, {id: 'tiny'}]}}},\n"
+                       " agents: {defaults: {model: 'lm/small', models: {'lm/tiny': {alias: 'Sum'}}}},\n"
+                       " gateway: {compaction: {enabled: false, marginTokens: 100, toolResultMaxBytes: 4096,\n"
+                       "   messageMaxBytes: 2048, minKeepBytes: 256, dropCurrentSteps: true,\n"
+                       "   extraControlTokens: ['<|custom|>', '###END', '<|custom|>'], summarizer: 'sum',\n"
+                       "   summaryTimeoutMs: 2500, summaryMaxTokens: 300}}}";
+    cfg = load_ok(text);
+    if (cfg) {
+        const mg_compaction_conf_t *c = &cfg->gw.compaction;
+        MG_CHECK(!c->enabled && c->drop_current_steps);
+        MG_CHECK_INT(c->margin_tokens, 100);
+        MG_CHECK_INT(c->tool_result_max_bytes, 4096);
+        MG_CHECK_INT(c->message_max_bytes, 2048);
+        MG_CHECK_INT(c->min_keep_bytes, 256);
+        MG_CHECK_INT(c->n_extra_tokens, 2); /* the duplicate is dropped */
+        if (c->n_extra_tokens == 2) {
+            MG_CHECK_STR(c->extra_tokens[0], "<|custom|>");
+            MG_CHECK_STR(c->extra_tokens[1], "###END");
+        }
+        MG_CHECK(c->summarizer == mg_config_find_model(cfg, "lm/tiny"));
+        MG_CHECK_INT(c->summary_timeout_ms, 2500);
+        MG_CHECK_INT(c->summary_max_tokens, 300);
+        mg_config_free(cfg);
+    }
+}
+
+MG_TEST(gateway_compaction_errors)
+{
+    expect_error("{gateway: {compaction: {extraControlTokens: 'x'}}}",
+                 "cfg.json5:1:45: gateway.compaction.extraControlTokens: expected an array of at most 64 "
+                 "strings, got \"x\"");
+    expect_error("{gateway: {compaction: {extraControlTokens: ['ok', ' lead']}}}",
+                 "cfg.json5:1:52: gateway.compaction.extraControlTokens[1]: expected a token of 1 to 128 bytes, "
+                 "without control characters or a leading space, got \" lead\"");
+    expect_error("{gateway: {compaction: {extraControlTokens: ['']}}}",
+                 "cfg.json5:1:46: gateway.compaction.extraControlTokens[0]: expected a token of 1 to 128 bytes, "
+                 "without control characters or a leading space, got \"\"");
+    expect_error("{gateway: {compaction: {toolResultMaxBytes: 'big'}}}",
+                 "cfg.json5:1:45: gateway.compaction.toolResultMaxBytes: expected an integer from 256 to "
+                 "1073741824, got \"big\"");
+    expect_error("{gateway: {compaction: {dropCurrentSteps: 1}}}",
+                 "cfg.json5:1:43: gateway.compaction.dropCurrentSteps: expected true or false, got 1");
+    expect_error("{gateway: {compaction: {minKeepBytes: 9000}}}",
+                 "cfg.json5:1:39: gateway.compaction.minKeepBytes: must not exceed toolResultMaxBytes (16384) or "
+                 "messageMaxBytes (8192)");
+    expect_error("{gateway: {compaction: {summaryTimeoutMs: 0}}}",
+                 "cfg.json5:1:43: gateway.compaction.summaryTimeoutMs: expected an integer from 100 to 600000, "
+                 "got 0");
+    expect_error("{gateway: {compaction: {summaryMaxTokens: -5}}}",
+                 "cfg.json5:1:43: gateway.compaction.summaryMaxTokens: expected an integer from 16 to 65536, "
+                 "got -5");
+    expect_error("{gateway: {compaction: {summarizer: 3}}}",
+                 "cfg.json5:1:37: gateway.compaction.summarizer: expected a non-empty string, got 3");
+    const char *unknown = "{gateway: {compaction: {\n  summarizer: 'nope/model'}}}";
+    expect_error_at(unknown, "'nope/model'",
+                    "gateway.compaction.summarizer: unknown model \"nope/model\" (not a provider/id, an alias or a "
+                    "model id)");
+    expect_error("{gateway: {compaction: {summary: true}}}",
+                 "cfg.json5:1:25: gateway.compaction.summary: unknown key");
+}
+
+/* gateway.providers.<id>.safety: a boolean as before, or an object of filter settings. */
+MG_TEST(gateway_provider_safety_object)
+{
+    mg_config_t *cfg = load_ok("{gateway: {providers: {openai: {safety: false}, anthropic: {safety: {}}}}}");
+    if (cfg) {
+        MG_CHECK_INT(mg_config_find_provider(cfg, "openai")->safety, 0);
+        const mg_provider_t *a = mg_config_find_provider(cfg, "anthropic");
+        MG_CHECK_INT(a->safety, 1); /* an object turns the filters on */
+        MG_CHECK_INT(a->safety_conf.control_tokens, -1);
+        MG_CHECK_INT(a->safety_conf.old_reasoning, -1);
+        MG_CHECK_INT(a->safety_conf.tool_result_max_bytes, -1);
+        mg_config_free(cfg);
+    }
+    cfg = load_ok("{gateway: {providers: {openai: {safety: {controlTokens: false, oldReasoning: true,\n"
+                  "  toolResultMaxBytes: 0, extraControlTokens: ['[[stop]]', '<END>']}}}}}");
+    if (cfg) {
+        const mg_provider_t *o = mg_config_find_provider(cfg, "openai");
+        MG_CHECK_INT(o->safety, 1);
+        MG_CHECK_INT(o->safety_conf.control_tokens, 0);
+        MG_CHECK_INT(o->safety_conf.old_reasoning, 1);
+        MG_CHECK_INT(o->safety_conf.tool_result_max_bytes, 0);
+        MG_CHECK_INT(o->safety_conf.n_extra_tokens, 2);
+        if (o->safety_conf.n_extra_tokens == 2) MG_CHECK_STR(o->safety_conf.extra_tokens[1], "<END>");
+        MG_CHECK_INT(mg_config_find_provider(cfg, "anthropic")->safety, -1);
+        mg_config_free(cfg);
+    }
+    expect_error("{gateway: {providers: {openai: {safety: 'yes'}}}}",
+                 "cfg.json5:1:41: gateway.providers.openai.safety: expected true, false or an object, got \"yes\"");
+    expect_error("{gateway: {providers: {openai: {safety: {controlTokens: 1}}}}}",
+                 "cfg.json5:1:57: gateway.providers.openai.safety.controlTokens: expected true or false, got 1");
+    expect_error("{gateway: {providers: {openai: {safety: {toolResultMaxBytes: -1}}}}}",
+                 "cfg.json5:1:62: gateway.providers.openai.safety.toolResultMaxBytes: expected a non-negative "
+                 "integer, got -1");
+    expect_error("{gateway: {providers: {openai: {safety: {extraControlTokens: [7]}}}}}",
+                 "cfg.json5:1:63: gateway.providers.openai.safety.extraControlTokens[0]: expected a token of 1 "
+                 "to 128 bytes, without control characters or a leading space, got 7");
+    expect_error("{gateway: {providers: {openai: {safety: {filters: []}}}}}",
+                 "cfg.json5:1:42: gateway.providers.openai.safety.filters: unknown key");
+}
