@@ -509,6 +509,7 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
         .body_len = strlen(body),
         .body_owned = true,
         .http2 = sp->http2,
+        .ca_file = sp->ca_file,
         .connect_timeout_ms = t.connect_ms > 0 ? MG_MIN(t.connect_ms, tmo) : tmo,
         .total_timeout_ms = tmo, /* the bound on the whole summary: a late answer is no answer */
         .cb = {summary_head, summary_data, summary_done},
