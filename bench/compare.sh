@@ -1,0 +1,604 @@
+#!/usr/bin/env bash
+# The comparison benchmark of issue 9 item 1, in one command: the same wrk load against the
+# upstream directly, nginx as a plain reverse proxy (the no-logic floor), Portkey's gateway
+# (@portkey-ai/gateway on Node) and moongate with a shipped policy; then streaming (time to first
+# token, events per second) through each; the concurrent-streams run (bench/streams.sh); and the
+# micro-benchmarks. Prints markdown tables on stdout (progress on stderr).
+#
+#   bench/compare.sh                  the full run (~6 min)
+#   bench/compare.sh --quick          3 s wrk runs, fewer streams: checks that everything works
+#   bench/compare.sh --origins mock --peers "nginx moongate" --duration 5
+#
+# Placement: the peer under test (nginx, Portkey or moongate) runs alone on CPU 1 (`taskset -c 1`);
+# wrk, the upstream and the streaming client share CPU 0. Upstreams ("origins"): `mock` is
+# bench/mock_upstream (C, epoll; also serves the streams), `nginx` is nginx answering a fixed body
+# (`return 200`), the fastest origin there is. For every origin and peer:
+#   saturation  wrk -t1 -c<--conns> for --duration s: requests/s, p50/p99, the peer's CPU time per
+#               request (utime+stime from /proc/PID/stat before and after);
+#   1 conn      wrk -c1: latency with no queueing;
+#   half        half of the saturated rate: Debian's wrk has no fixed-rate mode, so bench/wrk/chat.lua
+#               paces the requests itself (WRK_RATE: send slots 1/R apart through wrk's delay()
+#               hook, 1 ms timer resolution) over 16 connections; the upstream directly is
+#               measured at the same rate and connection count, and "added" is the difference.
+# Every peer gets a 2 s warm-up first and is checked with one request (HTTP 200, a completion in
+# the body) before it is measured; a peer that does not start or answer stops the script. Each
+# measurement also reports the "other work" on the machine meanwhile (/proc/stat minus this
+# script's processes), so a run disturbed by something else shows it.
+#
+# Options: --duration S (10), --conns N (64), --origins "mock nginx", --peers "direct nginx
+# portkey moongate", --policy FILE (policies/fallback.lua), --streams "1000" (bench/streams.sh
+# runs; "" skips), --no-stream (skip the streaming part), --no-micro, --build-dir DIR
+# (build-compare, configured Release if missing), --no-build, --no-install (do not apt-get/npm),
+# --prio (SCHED_RR priority 1 for every process measured, for a shared machine; note that the
+# kernel's RT throttling then caps each CPU at 95%, which lowers saturated figures), --keep (keep the
+# work directory), --quick.
+# Installs what is missing: wrk and nginx with apt-get, Portkey with npm into BUILD_DIR/portkey
+# (versions pinned in bench/portkey/package.json). nginx runs from its own config and prefix in the
+# work directory, never the system service. Loopback only; nothing is sent to a hosted provider.
+# Every process it starts is killed on exit (and on Ctrl-C); every step has a time limit.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$REPO/build-compare}
+DURATION=10
+CONNS=64
+ORIGINS="mock nginx"
+PEERS="direct nginx portkey moongate"
+POLICY=$REPO/policies/fallback.lua
+STREAMS_RUN="1000"
+STREAMING=1
+MICRO=1
+BUILD=1
+INSTALL=1
+PRIO=0
+KEEP=0
+QUICK=0
+HALF_CONNS=16
+WARM_S=2
+TTFT_N=200
+EV_N=32
+EV_EVENTS=2000
+CMDLINE="bench/compare.sh $*"
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --duration) DURATION=$2; shift ;;
+    --conns) CONNS=$2; shift ;;
+    --origins) ORIGINS=$2; shift ;;
+    --peers) PEERS=$2; shift ;;
+    --policy) POLICY=$(realpath "$2"); shift ;;
+    --streams) STREAMS_RUN=$2; shift ;;
+    --no-stream) STREAMING=0 ;;
+    --no-micro) MICRO=0 ;;
+    --build-dir) BUILD_DIR=$(realpath -m "$2"); shift ;;
+    --no-build) BUILD=0 ;;
+    --no-install) INSTALL=0 ;;
+    --prio) PRIO=1 ;;
+    --keep) KEEP=1 ;;
+    --quick) QUICK=1 DURATION=3 WARM_S=1 STREAMS_RUN=200 TTFT_N=50 EV_EVENTS=500 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "compare.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+say() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+die() { echo "compare.sh: $*" >&2; exit 2; }
+
+# ---- what it needs ----
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
+    [ "$INSTALL" = 1 ] || die "wrk and nginx are needed (apt-get install -y wrk nginx)"
+    say "installing wrk and nginx (apt-get)"
+    timeout 600 apt-get install -y wrk nginx >/dev/null 2>&1 || die "apt-get install -y wrk nginx failed"
+fi
+case " $PEERS " in *" portkey "*) NEED_PORTKEY=1 ;; *) NEED_PORTKEY=0 ;; esac
+PORTKEY_DIR=$BUILD_DIR/portkey
+PORTKEY_JS=$PORTKEY_DIR/node_modules/@portkey-ai/gateway/build/start-server.js
+if [ "$NEED_PORTKEY" = 1 ]; then
+    command -v node >/dev/null || die "node is needed for Portkey (or leave portkey out of --peers)"
+    if [ ! -f "$PORTKEY_JS" ] || ! cmp -s "$REPO/bench/portkey/package.json" "$PORTKEY_DIR/package.json"; then
+        [ "$INSTALL" = 1 ] || die "Portkey is not installed in $PORTKEY_DIR (drop --no-install)"
+        say "installing Portkey's gateway with npm into $PORTKEY_DIR"
+        mkdir -p "$PORTKEY_DIR" && cp "$REPO/bench/portkey/package.json" "$PORTKEY_DIR/package.json"
+        (cd "$PORTKEY_DIR" && timeout 600 npm install --no-audit --no-fund >npm.log 2>&1) ||
+            die "npm install failed: $(tail -5 "$PORTKEY_DIR/npm.log")"
+        [ -f "$PORTKEY_JS" ] || die "npm install did not produce $PORTKEY_JS"
+    fi
+fi
+
+if [ "$BUILD" = 1 ]; then
+    if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+        say "configuring $BUILD_DIR (Release)"
+        cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null || die "cmake configure failed"
+    fi
+    say "building moongate, the bench tools and the micro-benchmarks in $BUILD_DIR"
+    timeout 900 cmake --build "$BUILD_DIR" -j"$(nproc)" --target moongate bench_mock_upstream bench_stream_load \
+        bench_sse bench_compact bench_policy >"$BUILD_DIR/compare-build.log" 2>&1 ||
+        { tail -30 "$BUILD_DIR/compare-build.log" >&2; die "build failed"; }
+fi
+MOCK=$BUILD_DIR/bench/mock_upstream
+LOAD=$BUILD_DIR/bench/stream_load
+MOONGATE=$BUILD_DIR/moongate
+LUA=$REPO/bench/wrk/chat.lua
+for b in "$MOCK" "$LOAD" "$MOONGATE"; do [ -x "$b" ] || die "missing $b (build first, or drop --no-build)"; done
+[ -f "$POLICY" ] || die "no policy file $POLICY"
+BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null)
+
+# ---- CPUs, priorities ----
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
+if [ "$(nproc)" -ge 2 ]; then LOAD_CPU=0 PEER_CPU=1; else LOAD_CPU=0 PEER_CPU=0; say "warning: one CPU: everything shares it"; fi
+PIN_PEER=(taskset -c "$PEER_CPU") PIN_LOAD=(taskset -c "$LOAD_CPU")
+if [ "$PRIO" = 1 ]; then
+    read -r -a PRIO_ARGV <<<"${PRIO_CMD:-chrt -r 1}"
+    "${PRIO_ARGV[@]}" true 2>/dev/null || die "--prio: '${PRIO_ARGV[*]}' is not permitted here (needs root)"
+    PIN_PEER=("${PRIO_ARGV[@]}" "${PIN_PEER[@]}") PIN_LOAD=("${PRIO_ARGV[@]}" "${PIN_LOAD[@]}")
+fi
+HZ=$(getconf CLK_TCK)
+
+# ---- processes: ours only, killed on exit ----
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/moongate-compare.XXXXXX")
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    sleep 0.3
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    if [ "$KEEP" = 1 ]; then echo "compare.sh: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop_pid() { # pid: TERM, then KILL after 5 s
+    local p=$1 i
+    kill -TERM "$p" 2>/dev/null || return 0
+    for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+    return 0
+}
+
+wait_for() { # file, pattern, seconds
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+    return 1
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port, pid, seconds: listening (and the process still alive)
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        kill -0 "$2" 2>/dev/null || return 1
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'; }
+# Other work on the machine during a measurement: user+nice+system ticks of all CPUs (/proc/stat)
+# minus what this script's processes used: the peer, the upstream, and every child this shell has
+# waited for (wrk, stream_load: this shell's cutime+cstime). Softirq time is left out on both sides.
+sys_ticks() { awk '/^cpu /{ print $2 + $3 + $4 }' /proc/stat; }
+self_ticks() { sed 's/^.*) //' "/proc/$$/stat" | awk '{ print $12 + $13 + $14 + $15 }'; }
+OTHER_MAX=0
+others_begin() { O_S=$(sys_ticks) O_SELF=$(self_ticks) O_T=$(date +%s%N); O_P=(); local p; for p in "$@"; do O_P+=("$p:$(cpu_ticks "$p")"); done; }
+others_end() { # -> OTHERS (CPUs' worth of other work, e.g. 0.02), OTHER_MAX updated
+    local s self t used=0 e p v n
+    s=$(sys_ticks) self=$(self_ticks) t=$(date +%s%N)
+    for e in "${O_P[@]}"; do
+        p=${e%%:*} v=${e#*:}
+        n=$(cpu_ticks "$p")
+        used=$((used + ${n:-$v} - v))
+    done
+    OTHERS=$(awk -v d=$((s - O_S - (self - O_SELF) - used)) -v hz="$HZ" -v w=$((t - O_T)) 'BEGIN { x = d / hz / (w / 1e9); if (x < 0) x = 0; printf "%.2f", x }')
+    OTHER_MAX=$(awk -v a="$OTHER_MAX" -v b="$OTHERS" 'BEGIN { print (b > a ? b : a) }')
+}
+
+busy_pct() { # % of all CPUs busy over the next $1 s
+    local a b
+    a=$(awk '/^cpu /{b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat)
+    sleep "$1"
+    b=$(awk '/^cpu /{b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2];
+        printf "%d", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
+}
+
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; } # key=value field of a result line
+
+# ---- results: R[origin.peer.key] ----
+declare -A R
+
+# run_wrk LABEL URL CONNS SECONDS PID [wrk args...] -> WRK line in $WRK_LINE, plus the peer's CPU.
+run_wrk() {
+    local label=$1 url=$2 c=$3 d=$4 pid=$5
+    shift 5
+    local c0 c1 t0 t1 wp
+    local procs=("$pid")
+    [ "$CUR_ORIGIN_PID" != "$pid" ] && procs+=("$CUR_ORIGIN_PID")
+    others_begin "${procs[@]}"
+    c0=$(cpu_ticks "$pid")
+    t0=$(date +%s%N)
+    WRK_RATE=${WRK_RATE:-} timeout -k 5 $((d + 30)) "${PIN_LOAD[@]}" wrk -t1 -c"$c" -d"${d}s" --timeout 10s -s "$LUA" "$@" "$url" \
+        >"$WORK/wrk-$label.out" 2>&1 &
+    wp=$!
+    PIDS+=("$wp")
+    wait "$wp"
+    t1=$(date +%s%N)
+    c1=$(cpu_ticks "$pid")
+    others_end
+    kill -0 "$pid" 2>/dev/null || die "$label: the process measured (pid $pid) exited during the run"
+    WRK_LINE=$(grep '^WRK ' "$WORK/wrk-$label.out") || die "$label: wrk failed: $(tail -5 "$WORK/wrk-$label.out")"
+    local req dur
+    req=$(field "$WRK_LINE" requests)
+    dur=$(field "$WRK_LINE" duration_us)
+    [ "$req" -gt 0 ] || die "$label: no request completed: $(tail -5 "$WORK/wrk-$label.out")"
+    WRK_LINE="$WRK_LINE rps=$(awk -v r="$req" -v d="$dur" 'BEGIN { printf "%.0f", r / (d / 1e6) }')"
+    WRK_LINE="$WRK_LINE cpu_us_req=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v r="$req" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }')"
+    WRK_LINE="$WRK_LINE cpu_pct=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v w=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 * t / hz / (w / 1e9) }')"
+    local errs
+    errs=$(awk -v l="$WRK_LINE" 'BEGIN { n = split(l, f, " "); s = 0; for (i = 1; i <= n; i++) if (f[i] ~ /^err_/) { split(f[i], kv, "="); s += kv[2] } print s }')
+    WRK_LINE="$WRK_LINE errors=$errs others=$OTHERS"
+    say "    $label: c=$c${WRK_RATE:+ paced at $WRK_RATE/s} $(field "$WRK_LINE" rps) req/s, p50 $(field "$WRK_LINE" p50_us) us, p99 $(field "$WRK_LINE" p99_us) us, CPU $(field "$WRK_LINE" cpu_us_req) us/req ($(field "$WRK_LINE" cpu_pct)% of a core), errors $errs; other work $OTHERS CPU"
+}
+
+# ---- origins ----
+MOCK_PID= MOCK_PORT= CUR_ORIGIN_PID=
+start_mock() {
+    "${PIN_LOAD[@]}" "$MOCK" --port 0 --events "$EV_EVENTS" --pacing-ms 0 >"$WORK/mock.out" 2>"$WORK/mock.err" &
+    MOCK_PID=$!
+    PIDS+=("$MOCK_PID")
+    wait_for "$WORK/mock.out" READY 5 || die "mock_upstream did not start: $(cat "$WORK/mock.err")"
+    MOCK_PORT=$(awk '/^READY/{print $2}' "$WORK/mock.out")
+}
+
+NGINX_COMMON="daemon off; master_process off; worker_rlimit_nofile 65536;"
+nginx_temp_paths() { # prefix
+    local t
+    for t in client_body proxy fastcgi uwsgi scgi; do printf '  %s_temp_path %s/%s;\n' "$t" "$1" "$t"; done
+}
+
+ORIGIN_PID= ORIGIN_PORT=
+start_nginx_origin() {
+    local dir=$WORK/nginx-origin body
+    mkdir -p "$dir/logs"
+    # The same answer as the mock's non-streamed one, byte for byte.
+    body=$(curl -s -m 5 "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" -H 'content-type: application/json' \
+        -d '{"model":"default","messages":[{"role":"user","content":"hi"}]}')
+    case $body in *chat.completion*) ;; *) die "could not fetch the mock's answer for the nginx origin" ;; esac
+    ORIGIN_PORT=$(free_port)
+    cat >"$dir/nginx.conf" <<EOF
+$NGINX_COMMON
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 16384; }
+http {
+$(nginx_temp_paths "$dir")
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$ORIGIN_PORT;
+    location / { default_type application/json; return 200 '$body'; }
+  }
+}
+EOF
+    "${PIN_LOAD[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" >"$dir/stdout" 2>&1 &
+    ORIGIN_PID=$!
+    PIDS+=("$ORIGIN_PID")
+    wait_port "$ORIGIN_PORT" "$ORIGIN_PID" 5 || die "nginx (origin) did not start: $(tail -5 "$dir/logs/error.log" "$dir/stdout" 2>/dev/null)"
+}
+
+# ---- peers: start_<peer> ORIGIN_BASE (http://127.0.0.1:PORT/v1) -> P_PID, P_URL, P_HDRS ----
+P_PID= P_URL= P_HDRS=() P_LOG=
+
+start_direct() { # the origin itself: nothing to start
+    P_URL=$1/chat/completions P_HDRS=() P_LOG=
+    P_PID=$CUR_ORIGIN_PID
+}
+
+start_nginx() {
+    local dir=$WORK/nginx-proxy-$CUR_ORIGIN port hostport=${1#http://}
+    hostport=${hostport%%/*}
+    mkdir -p "$dir/logs"
+    port=$(free_port)
+    # A plain reverse proxy as one would configure it for an LLM API: upstream keep-alive, no
+    # response buffering (so streams flow event by event), the default access log.
+    cat >"$dir/nginx.conf" <<EOF
+$NGINX_COMMON
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 16384; }
+http {
+$(nginx_temp_paths "$dir")
+  access_log $dir/logs/access.log;
+  keepalive_requests 1000000;
+  upstream origin { server $hostport; keepalive 256; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+EOF
+    "${PIN_PEER[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" >"$dir/stdout" 2>&1 &
+    P_PID=$!
+    PIDS+=("$P_PID")
+    P_LOG=$dir/logs/error.log
+    wait_port "$port" "$P_PID" 5 || die "nginx (proxy) did not start: $(tail -5 "$dir/logs/error.log" "$dir/stdout" 2>/dev/null)"
+    P_URL=http://127.0.0.1:$port/v1/chat/completions P_HDRS=()
+}
+
+start_portkey() {
+    local port
+    port=$(free_port)
+    P_LOG=$WORK/portkey-$CUR_ORIGIN.log
+    # NODE_ENV=production and --headless: no UI routes, no log streaming. The preload only serves
+    # bench/stream_load, which cannot send x-portkey-* headers (wrk sends them itself).
+    (cd "$PORTKEY_DIR" && NODE_ENV=production PORTKEY_BENCH_HOST=$1 exec "${PIN_PEER[@]}" node \
+        -r "$REPO/bench/portkey/default-headers.cjs" "$PORTKEY_JS" --port="$port" --headless) >"$P_LOG" 2>&1 &
+    P_PID=$!
+    PIDS+=("$P_PID")
+    wait_port "$port" "$P_PID" 20 || die "Portkey did not start: $(tail -5 "$P_LOG")"
+    P_URL=http://127.0.0.1:$port/v1/chat/completions
+    P_HDRS=(-H "x-portkey-provider: openai" -H "x-portkey-custom-host: $1")
+}
+
+start_moongate() {
+    local cfg=$WORK/moongate-$CUR_ORIGIN.json5 port
+    P_LOG=$WORK/moongate-$CUR_ORIGIN.log
+    # Two providers on the same origin so the fallback policy has a chain to walk; "default" in
+    # the request body resolves to it. Everything else is moongate's defaults (compaction on,
+    # health tracking, the JSON access log on stderr, here a file).
+    cat >"$cfg" <<EOF
+{
+  models: { mode: "replace", providers: {
+    origin: { baseUrl: "$1", apiKey: "bench", api: "openai-completions", models: [{ id: "m", contextWindow: 128000 }] },
+    backup: { baseUrl: "$1", apiKey: "bench", api: "openai-completions", models: [{ id: "m2", contextWindow: 128000 }] },
+  } },
+  agents: { defaults: { model: { primary: "origin/m", fallbacks: ["backup/m2"] } } },
+  gateway: { policy: "$POLICY" },
+}
+EOF
+    "$MOONGATE" check --config "$cfg" >"$WORK/moongate-check.out" 2>&1 || die "moongate check failed: $(tail -5 "$WORK/moongate-check.out")"
+    "${PIN_PEER[@]}" "$MOONGATE" serve --config "$cfg" --listen 127.0.0.1:0 2>"$P_LOG" &
+    P_PID=$!
+    PIDS+=("$P_PID")
+    wait_for "$P_LOG" '"listening"' 10 || die "moongate did not start: $(tail -5 "$P_LOG")"
+    port=$(grep -m1 '"listening"' "$P_LOG" | sed -E 's/.*"addr":"[^"]*:([0-9]+)".*/\1/')
+    P_URL=http://127.0.0.1:$port/v1/chat/completions P_HDRS=()
+}
+
+check_peer() { # peer: one request must come back 200 with a completion
+    local out code
+    out=$(curl -s -m 10 -o "$WORK/check.body" -w '%{http_code}' "$P_URL" -H 'content-type: application/json' \
+        "${P_HDRS[@]}" -d '{"model":"default","messages":[{"role":"user","content":"hi"}]}')
+    code=$out
+    if [ "$code" != 200 ] || ! grep -q '"chat.completion"' "$WORK/check.body"; then
+        die "$1 answered HTTP $code: $(head -c 300 "$WORK/check.body")${P_LOG:+; log: $(tail -3 "$P_LOG" | cut -c1-300)}"
+    fi
+}
+
+# Streaming through the current peer (mock origin only): time to first token and per-event latency
+# for TTFT_N streams of 5 events started over 2 s; then events per second, EV_N streams of
+# EV_EVENTS events each, all at once and as fast as the mock writes (pacing 0).
+run_streams() { # origin peer
+    local key=$1.$2 lp procs=("$P_PID")
+    [ "$CUR_ORIGIN_PID" != "$P_PID" ] && procs+=("$CUR_ORIGIN_PID")
+    others_begin "${procs[@]}"
+    timeout -k 5 60 "${PIN_LOAD[@]}" "$LOAD" --url "$P_URL" -n "$TTFT_N" --events 5 --max-tokens 5 --ramp-ms 2000 \
+        --batch 8 --timeout-s 40 --pid "$P_PID" --label "ttft-$2" >"$WORK/ttft-$2.out" 2>"$WORK/ttft-$2.err" &
+    lp=$!
+    PIDS+=("$lp")
+    wait "$lp"
+    others_end
+    R[$key.ttft]=$(grep '^RESULT' "$WORK/ttft-$2.out") || die "stream_load (TTFT, $2) failed: $(tail -5 "$WORK/ttft-$2.err")"
+    say "    streams TTFT: $(sed -n 's/^  time to first event us: //p' "$WORK/ttft-$2.err"); dropped $(field "${R[$key.ttft]}" dropped); other work $OTHERS CPU"
+    others_begin "${procs[@]}"
+    timeout -k 5 120 "${PIN_LOAD[@]}" "$LOAD" --url "$P_URL" -n "$EV_N" --events "$EV_EVENTS" --ramp-ms 0 \
+        --timeout-s 100 --pid "$P_PID" --label "events-$2" >"$WORK/events-$2.out" 2>"$WORK/events-$2.err" &
+    lp=$!
+    PIDS+=("$lp")
+    wait "$lp"
+    others_end
+    R[$key.events]=$(grep '^RESULT' "$WORK/events-$2.out") || die "stream_load (events, $2) failed: $(tail -5 "$WORK/events-$2.err")"
+    say "    streams events: $(sed -n 's/^  events //p' "$WORK/events-$2.err"); dropped $(field "${R[$key.events]}" dropped); other work $OTHERS CPU"
+}
+
+# ---- the run ----
+DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null | grep -c . || true)
+DIRTY_FILES=$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null | awk '{ print $NF }' | paste -sd, -)
+MACHINE="$(nproc) CPUs ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
+BUSY=$(busy_pct 2)
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+PK_VER=$( [ -f "$PORTKEY_DIR/node_modules/@portkey-ai/gateway/package.json" ] && sed -n 's/^ *"version": "\(.*\)",/\1/p' "$PORTKEY_DIR/node_modules/@portkey-ai/gateway/package.json" | head -1)
+say "machine: $MACHINE; ${BUSY}% busy, load $LOADAVG"
+say "peer on CPU $PEER_CPU; wrk, upstream and stream client on CPU $LOAD_CPU; wrk runs ${DURATION} s, saturation at $CONNS connections"
+
+start_mock
+for ORIGIN in $ORIGINS; do
+    CUR_ORIGIN=$ORIGIN
+    case $ORIGIN in
+    mock) CUR_ORIGIN_PID=$MOCK_PID BASE=http://127.0.0.1:$MOCK_PORT/v1 ;;
+    nginx)
+        start_nginx_origin
+        CUR_ORIGIN_PID=$ORIGIN_PID BASE=http://127.0.0.1:$ORIGIN_PORT/v1 ;;
+    *) die "unknown origin $ORIGIN (mock, nginx)" ;;
+    esac
+    DIRECT_URL=$BASE/chat/completions
+    for PEER in $PEERS; do
+        case $PEER in direct | nginx | portkey | moongate) ;; *) die "unknown peer $PEER" ;; esac
+        say "== origin $ORIGIN, peer $PEER"
+        "start_$PEER" "$BASE"
+        check_peer "$PEER"
+        key=$ORIGIN.$PEER
+        R[$key.idle_rss]=$(awk '/VmRSS/{print $2}' "/proc/$P_PID/status")
+        run_wrk "$key-warmup" "$P_URL" "$CONNS" "$WARM_S" "$P_PID" "${P_HDRS[@]}"
+        run_wrk "$key-sat" "$P_URL" "$CONNS" "$DURATION" "$P_PID" "${P_HDRS[@]}"
+        R[$key.sat]=$WRK_LINE
+        R[$key.rss]=$(awk '/VmRSS/{print $2}' "/proc/$P_PID/status")
+        run_wrk "$key-one" "$P_URL" 1 "$DURATION" "$P_PID" "${P_HDRS[@]}"
+        R[$key.one]=$WRK_LINE
+        if [ "$PEER" != direct ]; then
+            HALF_RATE=$(($(field "${R[$key.sat]}" rps) / 2))
+            WRK_RATE=$HALF_RATE run_wrk "$key-half" "$P_URL" "$HALF_CONNS" "$DURATION" "$P_PID" "${P_HDRS[@]}"
+            R[$key.half]="$WRK_LINE target=$HALF_RATE"
+        fi
+        if [ "$ORIGIN" = mock ] && [ "$STREAMING" = 1 ]; then run_streams "$ORIGIN" "$PEER"; fi
+        if [ "$PEER" != direct ]; then
+            if ! kill -0 "$P_PID" 2>/dev/null; then die "$PEER exited during the run${P_LOG:+: $(tail -3 "$P_LOG")}"; fi
+            stop_pid "$P_PID"
+            # The upstream directly at the same rate, for "added latency".
+            WRK_RATE=$HALF_RATE run_wrk "$ORIGIN-direct-for-$PEER" "$DIRECT_URL" "$HALF_CONNS" "$DURATION" "$CUR_ORIGIN_PID"
+            R[$ORIGIN.direct.for.$PEER]=$WRK_LINE
+        fi
+    done
+    [ "$ORIGIN" = nginx ] && stop_pid "$ORIGIN_PID"
+done
+
+# ---- concurrent streams (bench/streams.sh) ----
+STREAMS_TABLE=
+if [ -n "$STREAMS_RUN" ]; then
+    say "== concurrent streams: bench/streams.sh --streams \"$STREAMS_RUN\""
+    sargs=(--no-build --build-dir "$BUILD_DIR" --quiet --streams "$STREAMS_RUN")
+    [ "$PRIO" = 1 ] && sargs+=(--prio)
+    STREAMS_TABLE=$(timeout -k 5 900 "$REPO/bench/streams.sh" "${sargs[@]}" 2>"$WORK/streams.err") ||
+        say "    streams.sh failed: $(tail -3 "$WORK/streams.err")"
+fi
+
+# ---- micro-benchmarks ----
+if [ "$MICRO" = 1 ]; then
+    say "== micro-benchmarks"
+    ( cd "$REPO" && timeout 300 "${PIN_PEER[@]}" "$BUILD_DIR/bench/sse_bench" $([ "$QUICK" = 1 ] && echo 64 || echo 256) ) >"$WORK/sse.out" 2>&1 || say "    sse_bench failed"
+    ( cd "$REPO" && timeout 300 "${PIN_PEER[@]}" "$BUILD_DIR/bench/compact_bench" ) >"$WORK/compact.out" 2>&1 || say "    compact_bench failed"
+    ( cd "$REPO" && timeout 300 "${PIN_PEER[@]}" "$BUILD_DIR/bench/policy_bench" $([ "$QUICK" = 1 ] && echo 50000) ) >"$WORK/policy.out" 2>&1 || say "    policy_bench failed"
+fi
+
+# ---- tables ----
+ms() { awk -v u="$1" 'BEGIN { if (u == "" || u < 0) print "n/a"; else printf "%.2f", u / 1000 }'; }
+added() { awk -v g="$1" -v d="$2" 'BEGIN { if (g == "" || d == "") print "n/a"; else printf "%+.2f", (g - d) / 1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+name() { case $1 in direct) echo "upstream directly" ;; nginx) echo "nginx (reverse proxy)" ;; portkey) echo "Portkey ${PK_VER:-}" ;; moongate) echo "moongate ($(basename "$POLICY"))" ;; esac; }
+
+echo
+echo "Date: $DATE. Machine: $MACHINE; ${BUSY}% busy and load average $LOADAVG before the run."
+echo "moongate at commit $COMMIT$([ "$DIRTY" -gt 0 ] && echo " plus uncommitted changes to $DIRTY files ($DIRTY_FILES)"), build type ${BUILD_TYPE:-unknown}; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'); wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'); node $(node --version 2>/dev/null)."
+echo "Command: \`$CMDLINE\`. Peer on CPU $PEER_CPU; wrk (1 thread), the upstream and the stream client on CPU $LOAD_CPU."
+echo "Other work on the machine during the wrk and streaming measurements: at most $OTHER_MAX CPU (/proc/stat minus this script's processes; per run in the progress log)."
+echo
+for ORIGIN in $ORIGINS; do
+    echo "Throughput, upstream \`$ORIGIN\` ($([ "$ORIGIN" = mock ] && echo "bench/mock_upstream" || echo "nginx return 200")); wrk -t1 -c$CONNS -d${DURATION}s, 655-byte JSON POST:"
+    echo
+    echo "| peer | requests/s | p50 (ms) | p99 (ms) | CPU per request (µs) | CPU of its core | errors | RSS after (MiB) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for PEER in $PEERS; do
+        l=${R[$ORIGIN.$PEER.sat]:-}
+        [ -n "$l" ] || continue
+        echo "| $(name "$PEER")$([ "$PEER" = direct ] && echo " (CPU: the upstream's)") | $(field "$l" rps) | $(ms "$(field "$l" p50_us)") | $(ms "$(field "$l" p99_us)") | $(field "$l" cpu_us_req) | $(field "$l" cpu_pct)% | $(field "$l" errors) | $(awk -v k="${R[$ORIGIN.$PEER.rss]}" 'BEGIN { printf "%.1f", k / 1024 }') |"
+    done
+    mg=$(field "${R[$ORIGIN.moongate.sat]:-}" rps)
+    echo
+    echo "Ratios (requests/s at saturation): moongate / nginx = $(ratio "$mg" "$(field "${R[$ORIGIN.nginx.sat]:-}" rps)"), moongate / Portkey = $(ratio "$mg" "$(field "${R[$ORIGIN.portkey.sat]:-}" rps)"), moongate / upstream directly = $(ratio "$mg" "$(field "${R[$ORIGIN.direct.sat]:-}" rps)")."
+    echo
+    echo "Latency, upstream \`$ORIGIN\` (added = the peer's percentile minus the upstream's directly; at 1 connection, and paced at half of the peer's saturated rate over $HALF_CONNS connections, the upstream directly paced at the same rate):"
+    echo
+    echo "| peer | 1 conn p50 / p99 (ms) | added at 1 conn p50 / p99 | half saturation: requests/s (% of sat.) | p50 / p99 (ms) | upstream directly, same rate | added at half sat. p50 / p99 |"
+    echo "|---|---|---|---|---|---|---|"
+    d1=${R[$ORIGIN.direct.one]:-}
+    for PEER in $PEERS; do
+        l=${R[$ORIGIN.$PEER.one]:-}
+        [ -n "$l" ] || continue
+        if [ "$PEER" = direct ]; then
+            echo "| $(name direct) | $(ms "$(field "$l" p50_us)") / $(ms "$(field "$l" p99_us)") | | | | | |"
+            continue
+        fi
+        h=${R[$ORIGIN.$PEER.half]}
+        dh=${R[$ORIGIN.direct.for.$PEER]:-}
+        echo "| $(name "$PEER") | $(ms "$(field "$l" p50_us)") / $(ms "$(field "$l" p99_us)") | $(added "$(field "$l" p50_us)" "$(field "$d1" p50_us)") / $(added "$(field "$l" p99_us)" "$(field "$d1" p99_us)")" \
+            "| $(field "$h" rps) ($(awk -v a="$(field "$h" rps)" -v b="$(field "${R[$ORIGIN.$PEER.sat]}" rps)" 'BEGIN { printf "%.0f%%", 100 * a / b }')) | $(ms "$(field "$h" p50_us)") / $(ms "$(field "$h" p99_us)")" \
+            "| $(ms "$(field "$dh" p50_us)") / $(ms "$(field "$dh" p99_us)") | $(added "$(field "$h" p50_us)" "$(field "$dh" p50_us)") / $(added "$(field "$h" p99_us)" "$(field "$dh" p99_us)") |"
+    done
+    echo
+done
+
+if [ "$STREAMING" = 1 ] && [[ " $ORIGINS " == *" mock "* ]]; then
+    echo "Streaming through each peer (upstream bench/mock_upstream): TTFT = $TTFT_N streams of 5 events started over 2 s, time from connect() to the first content event; events/s = $EV_N streams of $EV_EVENTS events at once, the mock writing as fast as it can."
+    echo
+    echo "| peer | TTFT p50 / p99 (ms) | TTFT added p50 / p99 (ms) | events/s | CPU per event (µs) | dropped |"
+    echo "|---|---|---|---:|---:|---:|"
+    dt=${R[mock.direct.ttft]:-}
+    for PEER in $PEERS; do
+        t=${R[mock.$PEER.ttft]:-}
+        e=${R[mock.$PEER.events]:-}
+        [ -n "$t" ] || continue
+        echo "| $(name "$PEER")$([ "$PEER" = direct ] && echo " (CPU: the mock's)") | $(ms "$(field "$t" ttft_p50_us)") / $(ms "$(field "$t" ttft_p99_us)")" \
+            "| $([ "$PEER" = direct ] && echo "" || echo "$(added "$(field "$t" ttft_p50_us)" "$(field "$dt" ttft_p50_us)") / $(added "$(field "$t" ttft_p99_us)" "$(field "$dt" ttft_p99_us)")")" \
+            "| $(awk -v n="$(field "$e" events)" -v w="$(field "$e" wall_s)" 'BEGIN { printf "%.0f", n / w }')" \
+            "| $(awk -v c="$(field "$e" cpu_s)" -v n="$(field "$e" events)" 'BEGIN { printf "%.2f", c * 1e6 / n }')" \
+            "| $(($(field "$t" dropped) + $(field "$e" dropped))) |"
+    done
+    echo
+fi
+
+if [ -n "$STREAMS_TABLE" ]; then
+    echo "Concurrent slow streams (bench/streams.sh --streams \"$STREAMS_RUN\"; its own placement: moongate on CPU 0, mock and client on CPU 1):"
+    echo "$STREAMS_TABLE"
+    echo
+fi
+
+SSE_MBS= POL_US= EST_US= CMP_US=
+if [ "$MICRO" = 1 ]; then
+    SSE_MBS=$(awk '/^openai-chat LF/ { print $3 }' "$WORK/sse.out")
+    POL_US=$(awk -v p="$(basename "$POLICY")" 'index($0, p) == 1 { print $2; exit }' "$WORK/policy.out")
+    EST_US=$(awk '/^estimate: 100 KB agent conversation/ { for (i = 1; i <= NF; i++) if ($i == "median") { print $(i + 1); exit } }' "$WORK/compact.out")
+    CMP_US=$(awk '/^compact the 100 KB conversation into 8000 tokens/ { for (i = 1; i <= NF; i++) if ($i == "median") { print $(i + 1); exit } }' "$WORK/compact.out")
+    echo "Micro-benchmarks (each pinned to CPU $PEER_CPU):"
+    echo
+    echo "| what | result |"
+    echo "|---|---:|"
+    echo "| SSE parsing, OpenAI chunks, 16 KiB feeds (sse_bench) | ${SSE_MBS:-n/a} MB/s |"
+    echo "| policy decision, $(basename "$POLICY"), CPU time (policy_bench) | ${POL_US:-n/a} µs |"
+    echo "| token estimate, 100 KB agent conversation, median (compact_bench) | ${EST_US:-n/a} µs |"
+    echo "| compaction of that conversation to 8,000 tokens, median | ${CMP_US:-n/a} µs |"
+    echo
+    echo '<details><summary>micro-benchmark output</summary>'
+    echo
+    echo '```'
+    cat "$WORK/sse.out" "$WORK/policy.out" "$WORK/compact.out"
+    echo '```'
+    echo '</details>'
+    echo
+fi
+
+# ---- targets ----
+verdict() { awk -v v="$1" -v t="$2" -v dir="$3" 'BEGIN { if (v == "" || v == "n/a") print "n/a";
+    else if ((dir == "ge" && v + 0 >= t + 0) || (dir == "le" && v + 0 <= t + 0)) print "met"; else print "NOT met" }'; }
+echo "Targets:"
+echo
+echo "| target | upstream | result | |"
+echo "|---|---|---|---|"
+for ORIGIN in $ORIGINS; do
+    mg=$(field "${R[$ORIGIN.moongate.sat]:-}" rps)
+    r=$(ratio "$mg" "$(field "${R[$ORIGIN.nginx.sat]:-}" rps)")
+    echo "| throughput ≥ 0.8× nginx's | $ORIGIN | ${r}× | $(verdict "$r" 0.8 ge) |"
+    r=$(ratio "$mg" "$(field "${R[$ORIGIN.portkey.sat]:-}" rps)")
+    echo "| throughput ≥ 20× Portkey's | $ORIGIN | ${r}× | $(verdict "$r" 20 ge) |"
+    h=${R[$ORIGIN.moongate.half]:-}
+    if [ -n "$h" ]; then
+        dh=${R[$ORIGIN.direct.for.moongate]:-}
+        a=$(awk -v g="$(field "$h" p99_us)" -v d="$(field "$dh" p99_us)" 'BEGIN { printf "%.2f", (g - d) / 1000 }')
+        echo "| added p99 ≤ 1 ms at half of saturation | $ORIGIN | ${a} ms | $(verdict "$a" 1 le) |"
+    fi
+done
+[ "$MICRO" = 1 ] && echo "| SSE parsing ≥ 1 GB/s | | ${SSE_MBS:-n/a} MB/s | $(verdict "${SSE_MBS:-}" 1000 ge) |"
+echo
+exit 0
