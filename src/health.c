@@ -38,6 +38,11 @@ typedef struct ent {
     unsigned in_flight;
     int32_t lat[RING], ttft[RING];
     uint32_t lat_n, lat_i, ttft_n, ttft_i;
+    /* Percentiles of the two rings (latency p50/p95/p99, then TTFT), computed when asked for and
+     * kept until the next sample: policies query health several times per request, and sorting
+     * 256 samples each time was a measurable share of the gateway's CPU. */
+    int64_t pct[6];
+    bool pct_valid;
     struct {
         int64_t epoch;
         uint32_t ok, fail;
@@ -415,6 +420,7 @@ static void succeed_entry(mg_health_t *h, ent_t *e, const mg_health_outcome_t *o
     e->level = 0;
     ring_add(e->lat, &e->lat_n, &e->lat_i, o->latency_ms);
     ring_add(e->ttft, &e->ttft_n, &e->ttft_i, o->ttft_ms);
+    e->pct_valid = false;
     window_add(&h->s, e, true, now);
     end_cooldown(h, e, "success", now);
 }
@@ -657,7 +663,8 @@ static void percentiles(const int32_t *ring, uint32_t n, int64_t *p50, int64_t *
     }
 }
 
-static void fill_stats(const mg_health_t *h, const ent_t *e, int64_t now, mg_health_stats_t *st)
+/* Called with h->lock held (the percentile cache is written). */
+static void fill_stats(const mg_health_t *h, ent_t *e, int64_t now, mg_health_stats_t *st)
 {
     const ent_t *pe = e->is_provider ? e : e->provider;
     const ent_t *me = e->is_provider ? NULL : e;
@@ -678,9 +685,14 @@ static void fill_stats(const mg_health_t *h, const ent_t *e, int64_t now, mg_hea
     st->failures_total = e->failures;
     st->successes_total = e->successes;
     st->rejected_total = e->rejected;
-    percentiles(e->lat, e->lat_n, &st->latency_p50, &st->latency_p95, &st->latency_p99);
+    if (!e->pct_valid) {
+        percentiles(e->lat, e->lat_n, &e->pct[0], &e->pct[1], &e->pct[2]);
+        percentiles(e->ttft, e->ttft_n, &e->pct[3], &e->pct[4], &e->pct[5]);
+        e->pct_valid = true;
+    }
+    st->latency_p50 = e->pct[0], st->latency_p95 = e->pct[1], st->latency_p99 = e->pct[2];
     st->latency_samples = e->lat_n;
-    percentiles(e->ttft, e->ttft_n, &st->ttft_p50, &st->ttft_p95, &st->ttft_p99);
+    st->ttft_p50 = e->pct[3], st->ttft_p95 = e->pct[4], st->ttft_p99 = e->pct[5];
     st->ttft_samples = e->ttft_n;
     st->in_flight = e->in_flight;
     int64_t bucket_ms = h->s.error_window_ms / WIN_BUCKETS;
@@ -749,7 +761,7 @@ static void json_pcts(mg_buf_t *out, const char *name, int64_t p50, int64_t p95,
                   (long long)p50, (long long)p95, (long long)p99, n);
 }
 
-static void json_entry(const mg_health_t *h, mg_buf_t *out, const ent_t *e, int64_t now)
+static void json_entry(const mg_health_t *h, mg_buf_t *out, ent_t *e, int64_t now)
 {
     mg_health_stats_t st;
     memset(&st, 0, sizeof st);
