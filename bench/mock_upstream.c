@@ -13,12 +13,20 @@
  * taken just before the write, so a client on the same machine can compute the latency of each
  * event (its receive time minus T) and check that none is lost, duplicated or reordered.
  *
+ * Seeded content (for checking every byte, tests/soak/): when the request body contains
+ * `mgseed=<decimal>` anywhere (e.g. in the user's message, which survives any API translation),
+ * the text of content chunk i is `--event-bytes` characters of [a-z0-5], character k being
+ * SEED_ALPHABET[splitmix64(seed + (i * 2^20 + k + 1) * 0x9E3779B97F4A7C15) >> 59]. A client
+ * that knows its seed can so check each event's text exactly, whatever API it speaks.
+ *
  * Requests must carry their body with Content-Length (what curl and every SDK send); a chunked
  * request body is refused with 411. Streamed answers are chunked (HTTP/1.1), or close-delimited
  * with `--close` (and always for an HTTP/1.0 request).
  *
  * Pacing uses one binary min-heap of deadlines keyed by connection, so 10,000+ concurrent slow
- * streams cost O(log n) per event and nothing while they wait.
+ * streams cost O(log n) per event and nothing while they wait. A stream whose client has more than
+ * 64 KiB unread (the socket would block) produces nothing more until it catches up, so a slow
+ * reader holds the mock's memory bounded however long the answer (--events).
  *
  * Prints `READY <port>` on stdout once listening (use --port 0 for an ephemeral port) and a line
  * of counters on stderr when it gets SIGINT or SIGTERM. */
@@ -46,6 +54,7 @@
 #define MAX_REQUEST_BYTES (4u << 20) /* head + body; more is answered 413 and closed */
 #define MAX_HEAD_BYTES (64u << 10)
 #define READ_CHUNK 16384
+#define MAX_PENDING_OUT (64u << 10) /* a stream whose client lags this much is paused */
 
 /* ---- options ---- */
 
@@ -131,6 +140,8 @@ typedef struct conn {
     int64_t deadline;  /* of the next chunk, µs */
     size_t heap_idx;   /* SIZE_MAX when not waiting */
     char model[64];
+    bool seeded;       /* the request carried mgseed=: content chunks are a function of seed, seq */
+    uint64_t seed;
     struct conn *prev, *next; /* every open connection, so exit can free them */
 } conn_t;
 
@@ -293,16 +304,37 @@ static void put_error(conn_t *c, int status, const char *reason, const char *msg
     put_response(c, status, reason, "application/json", body, (size_t)n);
 }
 
+static uint64_t splitmix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* The seeded text of content chunk `seq` (see the top of the file); out holds --event-bytes + 1. */
+static void seeded_fill(char *out, uint64_t seed, int seq)
+{
+    static const char SEED_ALPHABET[] = "abcdefghijklmnopqrstuvwxyz012345";
+    for (int k = 0; k < opt.event_bytes; k++) {
+        uint64_t x = seed + ((uint64_t)seq * (1u << 20) + (uint64_t)k + 1) * 0x9E3779B97F4A7C15ULL;
+        out[k] = SEED_ALPHABET[splitmix64(x) >> 59];
+    }
+    out[opt.event_bytes] = '\0';
+}
+
 /* The next content chunk, or (after the last) the finish chunk, usage chunk and [DONE]. */
 static void stream_step(conn_t *c, int64_t now)
 {
     char ev[16384];
     if (c->seq < c->n_events) {
+        char seeded[8001];
+        if (c->seeded) seeded_fill(seeded, c->seed, c->seq);
         int n = snprintf(ev, sizeof ev,
                          "{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
                          "\"model\":\"%s\",\"seq\":%d,\"ts\":%" PRId64 ",\"choices\":[{\"index\":0,\"delta\":{%s"
                          "\"content\":\"%s\"},\"logprobs\":null,\"finish_reason\":null}]}",
-                         c->model, c->seq, now_us(), c->seq == 0 ? "\"role\":\"assistant\"," : "", event_fill);
+                         c->model, c->seq, now_us(), c->seq == 0 ? "\"role\":\"assistant\"," : "",
+                         c->seeded ? seeded : event_fill);
         put_event(c, ev, (size_t)n);
         c->seq++;
         stats.events++;
@@ -462,6 +494,13 @@ static int conn_process(conn_t *c)
             const char *sv = json_value(body, body_len, "\"stream\"");
             bool stream = sv && (size_t)(body + body_len - sv) >= 4 && memcmp(sv, "true", 4) == 0;
             c->n_events = opt.events;
+            const char *sd = memmem(body, body_len, "mgseed=", 7);
+            c->seeded = sd && sd + 7 < body + body_len && sd[7] >= '0' && sd[7] <= '9';
+            c->seed = 0;
+            if (c->seeded) {
+                for (sd += 7; sd < body + body_len && *sd >= '0' && *sd <= '9'; sd++)
+                    c->seed = c->seed * 10 + (uint64_t)(*sd - '0');
+            }
             const char *mt = json_value(body, body_len, "\"max_tokens\"");
             if (mt && *mt >= '0' && *mt <= '9') {
                 long k = strtol(mt, NULL, 10);
@@ -678,6 +717,13 @@ int main(int argc, char **argv)
         while (heap_n && heap[0]->deadline <= now) {
             conn_t *c = heap[0];
             heap_remove(c);
+            if (c->out.len - c->out.off > MAX_PENDING_OUT) {
+                /* The client is not reading: write nothing more until it does, as a real server
+                 * would (the stream's next event waits; checked again every 10 ms). */
+                c->deadline = now + 10000;
+                heap_push(c);
+                continue;
+            }
             stream_step(c, now);
             if (c->st == ST_READ) {
                 if (conn_process(c) < 0) continue; /* flushes too, and serves a pipelined request */

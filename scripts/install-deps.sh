@@ -6,8 +6,9 @@ set -euo pipefail
 need=(build-essential cmake pkg-config liblua5.4-dev libcurl4-openssl-dev libcjson-dev
       libmicrohttpd-dev python3 curl)
 if [[ ${1:-} == --test ]]; then
-  # nghttp2-proxy (nghttpx), openssl and iproute2 (ss): the HTTP/2-over-TLS upstream test.
-  need+=(clang libclang-rt-dev nodejs npm nghttp2-proxy openssl iproute2)
+  # nghttp2-proxy (nghttpx), openssl and iproute2 (ss): the HTTP/2-over-TLS upstream test;
+  # slowhttptest: the slow-client smoke (tests/soak/).
+  need+=(clang libclang-rt-dev nodejs npm nghttp2-proxy openssl iproute2 slowhttptest)
 fi
 
 missing=()

@@ -9,7 +9,9 @@
             self.assertEqual(r.status, 200, r)
 
 Environment: MOONGATE_BIN (default <repo>/build/moongate), MG_SOURCE_DIR (default: two levels
-above this file). Every gateway is stopped at the end of its test with SIGTERM, and the test fails
+above this file), MG_TIMEOUT_SCALE (default 1: multiplies the time a gateway gets to start, to
+stop and to log; scripts/valgrind.sh points MOONGATE_BIN at a script that execs valgrind, which
+needs more). Every gateway is stopped at the end of its test with SIGTERM, and the test fails
 if it crashed (signal exit, sanitizer report), took more than 5 s to stop, or wrote any API key
 value the config contains (or any extra secret the test names) to stdout/stderr/log file.
 Python 3 standard library only.
@@ -32,6 +34,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("MG_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
 BIN = os.environ.get("MOONGATE_BIN") or os.path.join(SOURCE_DIR, "build", "moongate")
+TIMEOUT_SCALE = max(1.0, float(os.environ.get("MG_TIMEOUT_SCALE") or 1))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests"))
 
 import mock_upstream  # noqa: E402  (tests/mock_upstream.py)
@@ -228,6 +231,7 @@ class Gateway:
 
     # -- process
     def start(self, timeout=10.0):
+        timeout *= TIMEOUT_SCALE
         self.port = free_port()
         args = [BIN, "serve", "--config", self.config_path,
                 "--listen", "127.0.0.1:%d" % self.port] + self.extra_args
@@ -277,6 +281,7 @@ class Gateway:
 
     def stop(self, timeout=5.0):
         """SIGTERM, wait, kill. Returns a list of problems (empty when all is well)."""
+        timeout *= TIMEOUT_SCALE
         problems = []
         if self.proc is None:
             return problems
@@ -364,7 +369,7 @@ class Gateway:
 
     def wait_access(self, n=1, timeout=3.0, pred=None):
         """Waits for at least n access lines (matching pred); returns them."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * TIMEOUT_SCALE
         while True:
             lines = [l for l in self.access_lines() if pred is None or pred(l)]
             if len(lines) >= n:
