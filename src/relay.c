@@ -372,8 +372,10 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
             const cJSON *tc = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
             content = nonempty_str(delta, "content") || nonempty_str(delta, "reasoning_content") ||
                       (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0);
-            const cJSON *txt = cJSON_GetObjectItemCaseSensitive(delta, "content");
-            if (cJSON_IsString(txt)) mg_req_note_answer(a, txt->valuestring, strlen(txt->valuestring));
+            if (req->gen->cfg->gw.log_content) {
+                const cJSON *txt = cJSON_GetObjectItemCaseSensitive(delta, "content");
+                if (cJSON_IsString(txt)) mg_req_note_answer(a, txt->valuestring, strlen(txt->valuestring));
+            }
         }
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c0, "finish_reason");
         if (cJSON_IsString(fr)) {

@@ -44,7 +44,6 @@ struct mg_xfer {
     bool first_token, paused, head_reported, data_aborted, finished, active;
     bool waiting; /* in the active list but not yet handed to curl (delay_ms) */
     bool get, http2;
-    char *ca_file;
     long status;
     mg_buf_t head;
     mg_xfer_t *prev, *next; /* the active list */
@@ -92,7 +91,6 @@ static void xfer_free(mg_xfer_t *x)
     if (x->easy) curl_easy_cleanup(x->easy);
     curl_slist_free_all(x->headers);
     free(x->body);
-    free(x->ca_file);
     mg_buf_free(&x->head);
     free(x);
 }
@@ -442,7 +440,8 @@ void mg_upstream_free(mg_upstream_t *up)
 
 /* The easy handle is built here, on the caller's thread: until it is queued nobody else can see
  * it, and the loop thread then only adds it to the multi. */
-static void setup_easy(mg_xfer_t *x, const char *url)
+/* ca_file: NULL or a CA bundle path (curl keeps its own copy). */
+static void setup_easy(mg_xfer_t *x, const char *url, const char *ca_file)
 {
     CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, url);
@@ -458,7 +457,7 @@ static void setup_easy(mg_xfer_t *x, const char *url)
      * wait for a connection to be known as multiplexing instead of opening its own: one
      * descriptor per ~100 streams instead of one per stream. */
     if (x->http2) curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-    if (x->ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, x->ca_file);
+    if (ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
     if (x->get) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
@@ -490,7 +489,6 @@ mg_xfer_t *mg_xfer_submit(mg_upstream_t *up, const mg_xfer_spec_t *spec)
     x->delay_ms = spec->delay_ms;
     x->get = spec->get;
     x->http2 = spec->http2;
-    x->ca_file = spec->ca_file ? mg_xstrdup(spec->ca_file) : NULL;
     if (spec->body_owned) {
         x->body = (char *)spec->body;
     } else {
@@ -507,7 +505,7 @@ mg_xfer_t *mg_xfer_submit(mg_upstream_t *up, const mg_xfer_spec_t *spec)
     x->headers = curl_slist_append(x->headers, "Expect:");
     x->easy = curl_easy_init();
     if (!x->easy || !x->headers) abort();
-    setup_easy(x, spec->url);
+    setup_easy(x, spec->url, spec->ca_file);
     if (!push_cmd(up, CMD_SUBMIT, x)) {
         xfer_free(x); /* never queued: no callback will come */
         return NULL;
