@@ -193,13 +193,7 @@ static int cmd_serve(const char *path, const char *listen)
     mg_router_set_calib(calib);
     mg_gen_publish(gen);
     int rc = 1;
-    mg_server_t *srv = NULL;
-    mg_upstream_t *up = mg_upstream_new();
-    if (!up) {
-        mg_log(MG_LOG_ERROR, "start failed", "cannot start the upstream loop");
-        goto out;
-    }
-    srv = mg_server_start(host, port, up);
+    mg_server_t *srv = mg_server_start(host, port);
     if (!srv) goto out;
 
     /* The main thread waits for signals (signalfd) and config/policy file changes (inotify). */
@@ -230,7 +224,7 @@ static int cmd_serve(const char *path, const char *listen)
     mg_watch_free(watch);
     close(sfd);
     /* Graceful stop: no new connections; requests in flight get gateway.drainMs to finish; then
-     * the upstream loop cancels what is left, which wakes and ends the remaining requests. */
+     * the upstream transfers left are cancelled, which wakes and ends the remaining requests. */
     mg_server_quiesce(srv);
     mg_gen_t *g = mg_gen_acquire();
     int64_t deadline = mg_now_ms() + g->cfg->gw.drain_ms;
@@ -239,7 +233,7 @@ static int cmd_serve(const char *path, const char *listen)
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    mg_upstream_stop(up);
+    mg_server_stop_upstreams(srv);
     deadline = mg_now_ms() + 2000;
     while (mg_server_in_flight(srv) > 0 && mg_now_ms() < deadline) {
         struct timespec ts = {0, 10 * 1000 * 1000};
@@ -249,7 +243,6 @@ static int cmd_serve(const char *path, const char *listen)
     rc = 0;
 out:
     mg_server_stop(srv);
-    mg_upstream_free(up);
     mg_gen_shutdown();
     mg_router_set_health(NULL);
     mg_health_free(health);

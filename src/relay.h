@@ -3,7 +3,8 @@
  * until its first content-bearing event (the commit point), then relayed to the client's output
  * queue as it arrives, with backpressure. Errors inside the stream are failures, never content.
  *
- * Runs only on the upstream thread, except mg_relay_callbacks which is a constant. */
+ * Runs only on the request's serving thread (its upstream loop), except mg_relay_callbacks which is
+ * a constant. */
 #pragma once
 #include "request.h"
 

@@ -1,11 +1,13 @@
 /* libmicrohttpd glue. See server.h.
  *
- * MHD runs with its internal epoll thread(s) (gateway.threads) and suspend/resume. An API request
- * goes: first call → a mg_req_t becomes the connection's context; upload calls → the body
+ * One worker per serving thread (gateway.threads): an MHD daemon in external epoll mode with
+ * suspend/resume, run as the driver of that thread's upstream loop (upstream.h), so a request and
+ * its upstream transfers live on one thread. The daemons share one listening socket. An API
+ * request goes: first call → a mg_req_t becomes the connection's context; upload calls → the body
  * accumulates under gateway.maxBodyBytes; final call → the router starts an attempt and the
- * connection is suspended; the upstream thread resumes it when the attempt ends; MHD calls the
- * handler again and the router either replies or starts the next attempt. The completion
- * callback writes the access line and cancels an attempt left running by a vanished client. */
+ * connection is suspended; the attempt's end resumes it; MHD calls the handler again and the
+ * router either replies or starts the next attempt. The completion callback writes the access
+ * line and cancels an attempt left running by a vanished client. */
 #include "server.h"
 
 #include "gen.h"
@@ -44,25 +46,46 @@ typedef struct mg_conn {
     bool in_request;  /* headers complete: the request's own deadlines apply */
     bool started;     /* a request line arrived (the URI callback): a slow head, not an idle one */
     bool cut;
+    struct mg_ip_count *ip; /* its client address's count (gateway.maxConnectionsPerIp) */
 } mg_conn_t;
 
-struct mg_server {
+/* Open connections per client address, across all workers. */
+typedef struct mg_ip_count {
+    struct mg_ip_count *next;
+    unsigned n;
+    int family;
+    unsigned char addr[16];
+} mg_ip_count_t;
+#define MG_IP_BUCKETS 1024
+
+typedef struct mg_worker {
+    struct mg_server *srv;
     struct MHD_Daemon *daemon;
-    pthread_mutex_t conn_lock; /* guards conns */
+    mg_upstream_t *up;
+    MHD_socket quiesced; /* its listening socket once quiesced: ours to close after the stop */
+    bool running;
+} mg_worker_t;
+
+struct mg_server {
+    mg_worker_t *workers;
+    int n_workers;
+    pthread_mutex_t conn_lock; /* guards conns and ips */
     mg_conn_t *conns;
+    mg_ip_count_t *ips[MG_IP_BUCKETS];
+    unsigned max_per_ip;
     pthread_t watchdog;
     bool watchdog_running;
     atomic_bool stopping;
     pthread_mutex_t reg_lock; /* guards the registry of live requests */
     mg_req_t *reg;
-    MHD_socket quiesced; /* the listening socket once quiesced: ours to close after the stop */
-    mg_upstream_t *up;
     atomic_uint in_flight;
 };
 
+/* In external mode libmicrohttpd handles a resume on its next MHD_run: the loop is told to run it. */
 static void wake(mg_req_t *req)
 {
     MHD_resume_connection(req->conn);
+    mg_upstream_kick(req->up);
 }
 
 static void add_header(struct MHD_Response *resp, const char *name, const char *value)
@@ -187,12 +210,19 @@ static enum MHD_Result serve_models(struct MHD_Connection *c, mg_req_t *req)
     return send_reply(c, req, &r);
 }
 
+static size_t upstream_active(mg_server_t *srv)
+{
+    size_t n = 0;
+    for (int i = 0; i < srv->n_workers; i++) n += mg_upstream_active(srv->workers[i].up);
+    return n;
+}
+
 static enum MHD_Result serve_health(mg_server_t *srv, struct MHD_Connection *c)
 {
     mg_gen_t *g = mg_gen_acquire();
     mg_reply_t r = {.status = 200, .content_type = "application/json", .retry_after_s = -1};
     mg_buf_printf(&r.body, "{\"status\":\"ok\",\"generation\":%llu,\"in_flight\":%u,\"upstream_active\":%zu}",
-                  (unsigned long long)g->id, atomic_load(&srv->in_flight), mg_upstream_active(srv->up));
+                  (unsigned long long)g->id, atomic_load(&srv->in_flight), upstream_active(srv));
     mg_gen_release(g);
     return send_reply(c, NULL, &r);
 }
@@ -400,20 +430,75 @@ static mg_conn_t *conn_of(struct MHD_Connection *c)
     return ci ? ci->socket_context : NULL;
 }
 
+/* The count of the connection's client address, created at 0 if new (conn_lock held). NULL for an
+ * address that is neither IPv4 nor IPv6. */
+static mg_ip_count_t *ip_count_locked(mg_server_t *srv, const struct sockaddr *sa)
+{
+    unsigned char key[16];
+    size_t len;
+    if (!sa) return NULL;
+    if (sa->sa_family == AF_INET) {
+        memcpy(key, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        len = 4;
+    } else if (sa->sa_family == AF_INET6) {
+        memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        len = 16;
+    } else {
+        return NULL;
+    }
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) h = (h ^ key[i]) * 16777619u;
+    mg_ip_count_t **slot = &srv->ips[h % MG_IP_BUCKETS];
+    for (mg_ip_count_t *e = *slot; e; e = e->next)
+        if (e->family == sa->sa_family && memcmp(e->addr, key, len) == 0) return e;
+    mg_ip_count_t *e = mg_xcalloc(1, sizeof *e);
+    e->family = sa->sa_family;
+    memcpy(e->addr, key, len);
+    e->next = *slot;
+    *slot = e;
+    return e;
+}
+
+static void ip_release_locked(mg_server_t *srv, mg_ip_count_t *e)
+{
+    if (!e || --e->n) return;
+    for (mg_ip_count_t **p = &srv->ips[0]; p < &srv->ips[MG_IP_BUCKETS]; p++) {
+        for (mg_ip_count_t **q = p; *q; q = &(*q)->next) {
+            if (*q == e) {
+                *q = e->next;
+                free(e);
+                return;
+            }
+        }
+    }
+}
+
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
-    mg_server_t *srv = cls;
+    mg_server_t *srv = ((mg_worker_t *)cls)->srv;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         mg_conn_t *k = mg_xcalloc(1, sizeof *k);
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         k->fd = ci ? ci->connect_fd : MHD_INVALID_SOCKET;
         k->since_ms = mg_now_ms();
+        const union MHD_ConnectionInfo *ai = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        bool over = false;
         pthread_mutex_lock(&srv->conn_lock);
         k->next = srv->conns;
         if (srv->conns) srv->conns->prev = k;
         srv->conns = k;
+        if (srv->max_per_ip && (k->ip = ip_count_locked(srv, ai ? ai->client_addr : NULL))) {
+            k->ip->n++;
+            over = k->ip->n > srv->max_per_ip;
+        }
         pthread_mutex_unlock(&srv->conn_lock);
+        /* Over gateway.maxConnectionsPerIp (counted across all serving threads): closed before a
+         * byte is read, as libmicrohttpd's own limit does. */
+        if (over && k->fd != MHD_INVALID_SOCKET) {
+            k->cut = true;
+            shutdown(k->fd, SHUT_RDWR);
+        }
         *socket_ctx = k;
         return;
     }
@@ -425,6 +510,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
     if (k->prev) k->prev->next = k->next;
     else srv->conns = k->next;
     if (k->next) k->next->prev = k->prev;
+    ip_release_locked(srv, k->ip);
     pthread_mutex_unlock(&srv->conn_lock);
     free(k);
     *socket_ctx = NULL;
@@ -434,7 +520,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
  * Returns the request's initial context, which must stay NULL for on_request. */
 static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *c)
 {
-    mg_server_t *srv = cls;
+    mg_server_t *srv = ((mg_worker_t *)cls)->srv;
     (void)uri;
     mg_conn_t *k = conn_of(c);
     if (k) {
@@ -495,14 +581,15 @@ static enum MHD_Result reply_too_large(struct MHD_Connection *c, mg_req_t *req)
 
 /* First call for a request: every request but /health gets an mg_req_t, so that each one (errors
  * included) ends with an access line. Requests that can be answered at once are answered here. */
-static enum MHD_Result on_new_request(mg_server_t *srv, struct MHD_Connection *c, const char *url,
+static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, const char *url,
                                       const char *method, void **ctx)
 {
+    mg_server_t *srv = w->srv;
     bool is_get = strcmp(method, "GET") == 0;
     if (strcmp(url, "/health") == 0)
         return is_get ? serve_health(srv, c) : send_method_error(c, NULL, "GET", "this endpoint accepts GET only");
     mg_gen_t *g = mg_gen_acquire();
-    mg_req_t *req = mg_req_new(g, srv->up);
+    mg_req_t *req = mg_req_new(g, w->up);
     req->method = mg_xstrndup(method, strnlen(method, 16));
     req->path = mg_xstrndup(url, strnlen(url, 512));
     req->conn = c;
@@ -572,11 +659,11 @@ static enum MHD_Result on_new_request(mg_server_t *srv, struct MHD_Connection *c
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **ctx)
 {
-    mg_server_t *srv = cls;
+    mg_worker_t *w = cls;
     mg_req_t *req = *ctx;
     if (!req) {
-        conn_set_in_request(srv, c, true);
-        return on_new_request(srv, c, url, method, ctx);
+        conn_set_in_request(w->srv, c, true);
+        return on_new_request(w, c, url, method, ctx);
     }
     if (*upload_size) {
         size_t n = *upload_size;
@@ -612,7 +699,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum MHD_RequestTerminationCode toe)
 {
-    mg_server_t *srv = cls;
+    mg_server_t *srv = ((mg_worker_t *)cls)->srv;
     mg_req_t *req = *ctx;
     conn_set_in_request(srv, c, false);
     if (!req) return;
@@ -700,7 +787,7 @@ static void *watchdog_main(void *arg)
         mg_gen_t *g = mg_gen_acquire();
         /* Once a second: expire cooldowns, probe providers near the end of theirs. */
         if (++tick % (1000 / MG_WATCH_MS) == 0 && mg_router_health())
-            mg_probe_tick(mg_router_health(), g->cfg, srv->up, now);
+            mg_probe_tick(mg_router_health(), g->cfg, srv->workers[0].up, now);
         int64_t head_ms = g->cfg->gw.header_timeout_ms;
         mg_gen_release(g);
         watch_conns(srv, now, head_ms);
@@ -723,7 +810,68 @@ __attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const ch
     mg_log(routine ? MG_LOG_DEBUG : MG_LOG_WARN, "http", "%s", msg);
 }
 
-mg_server_t *mg_server_start(const char *host, int port, mg_upstream_t *up)
+/* The driver of a worker's loop: MHD's epoll descriptor, MHD_run, MHD's timeout. */
+static void worker_run(void *ud)
+{
+    MHD_run(((mg_worker_t *)ud)->daemon);
+}
+
+static int64_t worker_timeout(void *ud)
+{
+    MHD_UNSIGNED_LONG_LONG t;
+    if (MHD_get_timeout(((mg_worker_t *)ud)->daemon, &t) != MHD_YES) return -1;
+    return t > INT32_MAX ? INT32_MAX : (int64_t)t;
+}
+
+/* Creates worker i's daemon and loop (not yet running). The first daemon binds sa; the others
+ * take a duplicate of its listening socket. */
+static bool worker_init(mg_server_t *srv, int i, const struct addrinfo *ai, int port, MHD_socket listen_fd,
+                        const mg_gateway_settings_t *gw)
+{
+    mg_worker_t *w = &srv->workers[i];
+    w->srv = srv;
+    w->quiesced = MHD_INVALID_SOCKET;
+    w->up = mg_upstream_new();
+    if (!w->up) return false;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    MHD_socket dup_fd = MHD_INVALID_SOCKET;
+    if (i > 0 && (dup_fd = dup(listen_fd)) < 0) return false;
+    struct MHD_OptionItem where[] = {
+        i == 0 ? (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr}
+               : (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, dup_fd, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    /* gateway.maxConnections is split between the serving threads. */
+    unsigned limit = (gw->max_connections + (unsigned)srv->n_workers - 1) / (unsigned)srv->n_workers;
+    w->daemon = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, on_request, w, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_ARRAY, where,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection, w,
+        MHD_OPTION_URI_LOG_CALLBACK, on_request_line, w, MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
+    if (!w->daemon) {
+        if (dup_fd != MHD_INVALID_SOCKET) close(dup_fd);
+        return false;
+    }
+    return true;
+}
+
+static void workers_free(mg_server_t *srv)
+{
+    /* The loops end first (cancelling their transfers), so that no MHD_run races the stop; then the
+     * daemons close what is left, whose completion callbacks find the transfers already over. */
+    for (int i = 0; i < srv->n_workers; i++)
+        if (srv->workers[i].up) mg_upstream_join(srv->workers[i].up);
+    for (int i = 0; i < srv->n_workers; i++) {
+        mg_worker_t *w = &srv->workers[i];
+        if (w->daemon) MHD_stop_daemon(w->daemon);
+        if (w->quiesced != MHD_INVALID_SOCKET) close(w->quiesced);
+    }
+    for (int i = 0; i < srv->n_workers; i++) mg_upstream_free(srv->workers[i].up);
+    free(srv->workers);
+}
+
+mg_server_t *mg_server_start(const char *host, int port)
 {
     mg_gen_t *g = mg_gen_acquire();
     const mg_gateway_settings_t *gw = &g->cfg->gw;
@@ -738,27 +886,34 @@ mg_server_t *mg_server_start(const char *host, int port, mg_upstream_t *up)
         return NULL;
     }
     mg_server_t *srv = mg_xcalloc(1, sizeof *srv);
-    srv->up = up;
-    srv->quiesced = MHD_INVALID_SOCKET;
+    srv->n_workers = gw->threads > 0 ? gw->threads : 1;
+    srv->workers = mg_xcalloc((size_t)srv->n_workers, sizeof *srv->workers);
+    srv->max_per_ip = gw->max_connections_per_ip;
     pthread_mutex_init(&srv->reg_lock, NULL);
     pthread_mutex_init(&srv->conn_lock, NULL);
     mg_req_wake_fn = wake;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    struct MHD_OptionItem pool[] = {
-        {gw->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)gw->threads, NULL},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    srv->daemon = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_URI_LOG_CALLBACK, on_request_line, srv,
-        MHD_OPTION_CONNECTION_LIMIT, gw->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, gw->max_connections_per_ip,
-        MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
+    MHD_socket listen_fd = MHD_INVALID_SOCKET;
+    const char *failed = NULL;
+    for (int i = 0; i < srv->n_workers && !failed; i++) {
+        if (!worker_init(srv, i, ai, port, listen_fd, gw)) {
+            failed = i == 0 ? "address in use, or not permitted" : "cannot start a serving thread";
+            break;
+        }
+        if (i == 0) {
+            const union MHD_DaemonInfo *li = MHD_get_daemon_info(srv->workers[0].daemon, MHD_DAEMON_INFO_LISTEN_FD);
+            listen_fd = li ? li->listen_fd : MHD_INVALID_SOCKET;
+        }
+    }
     freeaddrinfo(ai);
-    if (!srv->daemon) {
-        mg_log(MG_LOG_ERROR, "listen failed", "cannot listen on %s:%d (address in use, or not permitted)", host, port);
+    for (int i = 0; i < srv->n_workers && !failed; i++) {
+        mg_worker_t *w = &srv->workers[i];
+        const union MHD_DaemonInfo *ei = MHD_get_daemon_info(w->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        mg_loop_driver_t drv = {.fd = ei ? ei->epoll_fd : -1, .run = worker_run, .timeout_ms = worker_timeout, .ud = w};
+        if (drv.fd < 0 || !mg_upstream_run(w->up, &drv)) failed = "cannot start a serving thread";
+    }
+    if (failed) {
+        mg_log(MG_LOG_ERROR, "listen failed", "cannot listen on %s:%d (%s)", host, port, failed);
+        workers_free(srv);
         pthread_mutex_destroy(&srv->reg_lock);
         pthread_mutex_destroy(&srv->conn_lock);
         free(srv);
@@ -766,13 +921,13 @@ mg_server_t *mg_server_start(const char *host, int port, mg_upstream_t *up)
         return NULL;
     }
     srv->watchdog_running = pthread_create(&srv->watchdog, NULL, watchdog_main, srv) == 0;
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->workers[0].daemon, MHD_DAEMON_INFO_BIND_PORT);
     int bound = info ? info->port : port;
     mg_buf_t extra = {0};
     size_t nkeys = gw->keys ? mg_keys_count(gw->keys) : 0;
     bool loopback = strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0;
     mg_buf_printf(&extra, "\"addr\":\"%s%s%s:%d\",\"threads\":%d,\"generation\":%llu,\"client_keys\":%zu",
-                  strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", bound, gw->threads,
+                  strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", bound, srv->n_workers,
                   (unsigned long long)g->id, nkeys);
     if (!nkeys)
         mg_buf_puts(&extra, loopback ? ",\"note\":\"no client keys configured: listening on loopback only\""
@@ -785,7 +940,15 @@ mg_server_t *mg_server_start(const char *host, int port, mg_upstream_t *up)
 
 void mg_server_quiesce(mg_server_t *srv)
 {
-    if (srv->quiesced == MHD_INVALID_SOCKET) srv->quiesced = MHD_quiesce_daemon(srv->daemon);
+    for (int i = 0; i < srv->n_workers; i++) {
+        mg_worker_t *w = &srv->workers[i];
+        if (w->quiesced == MHD_INVALID_SOCKET) w->quiesced = MHD_quiesce_daemon(w->daemon);
+    }
+}
+
+void mg_server_stop_upstreams(mg_server_t *srv)
+{
+    for (int i = 0; i < srv->n_workers; i++) mg_upstream_stop(srv->workers[i].up);
 }
 
 unsigned mg_server_in_flight(mg_server_t *srv)
@@ -798,9 +961,15 @@ void mg_server_stop(mg_server_t *srv)
     if (!srv) return;
     atomic_store(&srv->stopping, true);
     if (srv->watchdog_running) pthread_join(srv->watchdog, NULL);
-    MHD_stop_daemon(srv->daemon);
+    workers_free(srv);
     pthread_mutex_destroy(&srv->reg_lock);
     pthread_mutex_destroy(&srv->conn_lock);
-    if (srv->quiesced != MHD_INVALID_SOCKET) close(srv->quiesced);
+    for (size_t i = 0; i < MG_IP_BUCKETS; i++) {
+        while (srv->ips[i]) {
+            mg_ip_count_t *e = srv->ips[i];
+            srv->ips[i] = e->next;
+            free(e);
+        }
+    }
     free(srv);
 }

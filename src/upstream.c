@@ -1,10 +1,13 @@
 /* libcurl multi loop on its own thread, driven by epoll through curl's socket interface so that
- * thousands of concurrent transfers cost O(active sockets) per wake-up, not O(all). See upstream.h.
+ * thousands of concurrent transfers cost O(active sockets) per wake-up, not O(all). The same loop
+ * runs a driver (the HTTP server's event source), so a request is read, routed, sent upstream,
+ * answered and written back on one thread, without a hand-off. See upstream.h.
  *
- * Threads: every curl call happens on the loop thread. Other threads talk to it only through the
- * command queue (submit, cancel, resume) and the eventfd that wakes it. The first-token and idle
- * timers are ours (curl has only connect and total); a scan every MG_SCAN_MS enforces them, so
- * they fire within their value + MG_SCAN_MS. */
+ * Threads: every curl call happens on the loop thread. Code running on the loop thread (the
+ * driver's callbacks) queues its commands (submit, cancel, resume) on a local list that the loop
+ * works through before it waits again; other threads use the locked queue and the eventfd that
+ * wakes the loop. The first-token and idle timers are ours (curl has only connect and total); a
+ * scan every MG_SCAN_MS enforces them, so they fire within their value + MG_SCAN_MS. */
 #include "upstream.h"
 
 #include "util.h"
@@ -20,6 +23,9 @@
 #include <unistd.h>
 
 #define MG_SCAN_MS 100
+/* Easy handles kept for reuse (reset, not freed): creating and freeing one per attempt cost about a
+ * tenth of the gateway's CPU per request. */
+#define MG_EASY_POOL 256
 
 typedef enum { CMD_SUBMIT, CMD_CANCEL, CMD_RESUME } cmd_kind_t;
 
@@ -49,20 +55,44 @@ struct mg_xfer {
     mg_xfer_t *prev, *next; /* the active list */
 };
 
+typedef struct mg_fd_state {
+    uint32_t events;  /* registered for these */
+    bool registered;  /* in the epoll set */
+    bool wanted;      /* curl watches it */
+} mg_fd_state_t;
+
+typedef struct cmd_queue {
+    cmd_t *cmds;
+    size_t n, cap;
+} cmd_queue_t;
+
 struct mg_upstream {
     pthread_t thread;
+    bool thread_started;
     int epfd, evfd;
+    mg_loop_driver_t drv;
+    bool has_drv;
     CURLM *multi;
+    CURL *pool[MG_EASY_POOL]; /* reset easy handles (loop thread only) */
+    mg_fd_state_t *fds;       /* by descriptor: curl's sockets in epfd (see on_socket) */
+    size_t n_fds;
+    size_t n_pool;
     int64_t curl_deadline_ms; /* -1 when curl wants no timeout */
     int64_t next_scan_ms;
     mg_xfer_t *active;
     atomic_size_t n_active;
-    pthread_mutex_t lock; /* guards cmds and stopping */
-    cmd_t *cmds;
-    size_t n_cmds, cap_cmds;
-    bool stopping;
+    pthread_mutex_t lock; /* guards cmds, stopping and exiting */
+    cmd_queue_t cmds;     /* from other threads */
+    cmd_queue_t local;    /* from the loop thread itself (no lock) */
+    atomic_bool stopping; /* no new transfers; the running ones are cancelled */
+    atomic_bool kick;     /* run the driver again (mg_upstream_kick) */
+    bool cancelled_all;   /* loop thread: stopping has been carried out */
+    bool exiting;         /* the loop thread ends */
     bool joined;
 };
+
+/* The loop this thread runs, if any: commands from it need neither the lock nor a wake-up. */
+static _Thread_local mg_upstream_t *tl_loop;
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void)
@@ -88,7 +118,7 @@ const char *mg_xfer_result_name(mg_xfer_result_t r)
 
 static void xfer_free(mg_xfer_t *x)
 {
-    if (x->easy) curl_easy_cleanup(x->easy);
+    if (x->easy) curl_easy_cleanup(x->easy); /* never handed back to the pool (see finish) */
     curl_slist_free_all(x->headers);
     free(x->body);
     mg_buf_free(&x->head);
@@ -107,19 +137,29 @@ static void wake(mg_upstream_t *up)
     (void)w; /* EAGAIN means the counter is already non-zero: the loop will wake anyway */
 }
 
+static void queue_push(cmd_queue_t *q, cmd_kind_t kind, mg_xfer_t *x)
+{
+    if (q->n == q->cap) {
+        q->cap = q->cap ? q->cap * 2 : 64;
+        q->cmds = mg_xrealloc(q->cmds, q->cap * sizeof *q->cmds);
+    }
+    atomic_fetch_add(&x->refs, 1);
+    q->cmds[q->n++] = (cmd_t){kind, x};
+}
+
 static bool push_cmd(mg_upstream_t *up, cmd_kind_t kind, mg_xfer_t *x)
 {
+    if (kind == CMD_SUBMIT && atomic_load(&up->stopping)) return false;
+    if (tl_loop == up) { /* the loop works through these before it waits again */
+        queue_push(&up->local, kind, x);
+        return true;
+    }
     pthread_mutex_lock(&up->lock);
     if (up->stopping && kind == CMD_SUBMIT) {
         pthread_mutex_unlock(&up->lock);
         return false;
     }
-    if (up->n_cmds == up->cap_cmds) {
-        up->cap_cmds = up->cap_cmds ? up->cap_cmds * 2 : 64;
-        up->cmds = mg_xrealloc(up->cmds, up->cap_cmds * sizeof *up->cmds);
-    }
-    atomic_fetch_add(&x->refs, 1);
-    up->cmds[up->n_cmds++] = (cmd_t){kind, x};
+    queue_push(&up->cmds, kind, x);
     pthread_mutex_unlock(&up->lock);
     wake(up);
     return true;
@@ -167,24 +207,62 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
+/* curl's sockets in the loop's epoll set. A socket curl stops watching (its transfer ended, the
+ * connection goes back to the cache) stays registered, so the next transfer on it costs no
+ * epoll_ctl; an event on such a socket removes it then (the idle connection was closed by its
+ * peer, which curl finds out on reuse). curl closes its sockets through on_close_socket, which
+ * forgets them. Loop thread only (and the thread that frees the loop). */
+static void fd_state_grow(mg_upstream_t *up, int fd)
+{
+    if ((size_t)fd < up->n_fds) return;
+    size_t n = MG_MAX((size_t)fd + 1, up->n_fds * 2);
+    up->fds = mg_xrealloc(up->fds, n * sizeof *up->fds);
+    memset(up->fds + up->n_fds, 0, (n - up->n_fds) * sizeof *up->fds);
+    up->n_fds = n;
+}
+
 static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
     mg_upstream_t *up = userp;
+    (void)e;
+    (void)socketp;
+    if (s < 0) return 0;
+    fd_state_grow(up, s);
+    mg_fd_state_t *st = &up->fds[s];
     if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(up->epfd, EPOLL_CTL_DEL, s, NULL);
+        st->wanted = false; /* still registered: see above */
         return 0;
     }
-    struct epoll_event ev = {0};
-    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    ev.data.fd = s;
-    int op = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    uint32_t events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    st->wanted = true;
+    if (st->registered && st->events == events) return 0;
+    struct epoll_event ev = {.events = events, .data.fd = s};
+    int op = st->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     if (epoll_ctl(up->epfd, op, s, &ev) != 0) {
-        /* curl can reuse a descriptor number it closed without telling us; fix the set up. */
+        /* Out of step with the kernel (a descriptor closed behind our back): try the other way. */
         op = (op == EPOLL_CTL_ADD) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-        epoll_ctl(up->epfd, op, s, &ev);
+        if (epoll_ctl(up->epfd, op, s, &ev) != 0) return 0;
     }
-    if (!socketp) curl_multi_assign(up->multi, s, (void *)1);
+    st->registered = true;
+    st->events = events;
     return 0;
+}
+
+/* An event on a socket: true if curl wants it; otherwise the socket leaves the epoll set. */
+static bool fd_wanted(mg_upstream_t *up, int fd)
+{
+    if (fd < 0 || (size_t)fd >= up->n_fds || !up->fds[fd].registered) return false;
+    if (up->fds[fd].wanted) return true;
+    epoll_ctl(up->epfd, EPOLL_CTL_DEL, fd, NULL);
+    up->fds[fd].registered = false;
+    return false;
+}
+
+static int on_close_socket(void *clientp, curl_socket_t s)
+{
+    mg_upstream_t *up = clientp;
+    if (s >= 0 && (size_t)s < up->n_fds) up->fds[s] = (mg_fd_state_t){0}; /* close removes it from epoll */
+    return close(s);
 }
 
 static int on_timer(CURLM *m, long timeout_ms, void *userp)
@@ -209,6 +287,13 @@ static void finish(mg_upstream_t *up, mg_xfer_t *x, mg_xfer_result_t r, const ch
         atomic_fetch_sub(&up->n_active, 1);
     }
     if (x->cb.on_done) x->cb.on_done(x->ud, r, detail ? detail : "");
+    /* Nothing touches the easy handle after on_done: back to the pool, reset (its connection stays
+     * in the multi handle's cache). */
+    if (x->easy && !x->active && up->n_pool < MG_EASY_POOL && tl_loop == up) {
+        curl_easy_reset(x->easy);
+        up->pool[up->n_pool++] = x->easy;
+        x->easy = NULL;
+    }
     mg_xfer_release(x); /* the loop's reference */
 }
 
@@ -224,6 +309,10 @@ static void launch(mg_upstream_t *up, mg_xfer_t *x)
 static void start(mg_upstream_t *up, mg_xfer_t *x)
 {
     if (x->finished) return; /* cancelled before it started */
+    if (atomic_load(&up->stopping)) { /* queued just before the stop */
+        finish(up, x, MG_XFER_CANCELLED, "gateway stopping");
+        return;
+    }
     x->active = true;
     x->prev = NULL;
     x->next = up->active;
@@ -307,14 +396,8 @@ static void scan_timers(mg_upstream_t *up, int64_t now)
     }
 }
 
-static void process_cmds(mg_upstream_t *up)
+static void run_cmds(mg_upstream_t *up, cmd_t *cmds, size_t n)
 {
-    pthread_mutex_lock(&up->lock);
-    cmd_t *cmds = up->cmds;
-    size_t n = up->n_cmds;
-    up->cmds = NULL;
-    up->n_cmds = up->cap_cmds = 0;
-    pthread_mutex_unlock(&up->lock);
     for (size_t i = 0; i < n; i++) {
         mg_xfer_t *x = cmds[i].x;
         switch (cmds[i].kind) {
@@ -332,55 +415,114 @@ static void process_cmds(mg_upstream_t *up)
         }
         mg_xfer_release(x);
     }
-    free(cmds);
+}
+
+/* Commands from other threads. */
+static void process_cmds(mg_upstream_t *up)
+{
+    pthread_mutex_lock(&up->lock);
+    cmd_queue_t q = up->cmds;
+    up->cmds = (cmd_queue_t){0};
+    pthread_mutex_unlock(&up->lock);
+    run_cmds(up, q.cmds, q.n);
+    free(q.cmds);
+}
+
+/* Commands from the loop thread itself; running them may queue more (a transfer that fails to
+ * start reports at once, and its on_done may resume a request). */
+static void process_local(mg_upstream_t *up)
+{
+    while (up->local.n) {
+        cmd_queue_t q = up->local;
+        up->local = (cmd_queue_t){0};
+        run_cmds(up, q.cmds, q.n);
+        free(q.cmds);
+    }
+}
+
+static void cancel_all(mg_upstream_t *up)
+{
+    while (up->active) finish(up, up->active, MG_XFER_CANCELLED, "gateway stopping");
+}
+
+static void drive_curl_timeout(mg_upstream_t *up, int *running)
+{
+    if (up->curl_deadline_ms >= 0 && mg_now_ms() >= up->curl_deadline_ms) {
+        up->curl_deadline_ms = -1;
+        curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, running);
+    }
 }
 
 static void *loop_main(void *arg)
 {
     mg_upstream_t *up = arg;
+    tl_loop = up;
     struct epoll_event evs[256];
     int running = 0;
+    int64_t drv_due_ms = -1; /* the driver's own timeout, as an absolute time; -1: none */
     for (;;) {
         int64_t now = mg_now_ms();
         int64_t wait = 1000;
         if (up->curl_deadline_ms >= 0) wait = MG_MAX(0, up->curl_deadline_ms - now);
         if (up->active) wait = MG_MIN(wait, MG_MAX(0, up->next_scan_ms - now));
+        if (drv_due_ms >= 0) wait = MG_MIN(wait, MG_MAX(0, drv_due_ms - now));
+        if (up->local.n || atomic_load(&up->kick)) wait = 0;
         int n = epoll_wait(up->epfd, evs, (int)MG_ARRAY_LEN(evs), (int)wait);
-        bool woke = false;
+        bool woke = false, drv_ready = false;
         for (int i = 0; i < n; i++) {
-            if (evs[i].data.fd == up->evfd) {
+            int fd = evs[i].data.fd;
+            if (fd == up->evfd) {
                 uint64_t v;
                 ssize_t r = read(up->evfd, &v, sizeof v);
                 (void)r;
                 woke = true;
                 continue;
             }
+            if (up->has_drv && fd == up->drv.fd) {
+                drv_ready = true;
+                continue;
+            }
+            if (!fd_wanted(up, fd)) continue;
             int flags = 0;
             if (evs[i].events & EPOLLIN) flags |= CURL_CSELECT_IN;
             if (evs[i].events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
             if (evs[i].events & (EPOLLERR | EPOLLHUP)) flags |= CURL_CSELECT_ERR;
-            curl_multi_socket_action(up->multi, evs[i].data.fd, flags, &running);
+            curl_multi_socket_action(up->multi, fd, flags, &running);
+        }
+        if (woke) process_cmds(up);
+        if (atomic_load(&up->stopping) && !up->cancelled_all) {
+            up->cancelled_all = true;
+            cancel_all(up);
+        }
+        /* The driver (the HTTP server) reads requests and writes answers; what it submits starts
+         * right after, in this same pass, and what that ends (resuming requests) goes back to the
+         * driver at once. */
+        now = mg_now_ms();
+        bool run_drv = up->has_drv && (drv_ready || (drv_due_ms >= 0 && now >= drv_due_ms));
+        for (int round = 0; round < 16; round++) {
+            if (run_drv || atomic_exchange(&up->kick, false)) up->drv.run(up->drv.ud);
+            process_local(up);
+            drive_curl_timeout(up, &running);
+            read_done(up);
+            run_drv = false;
+            if (!up->has_drv || !atomic_load(&up->kick)) break;
         }
         now = mg_now_ms();
-        if (up->curl_deadline_ms >= 0 && now >= up->curl_deadline_ms) {
-            up->curl_deadline_ms = -1;
-            curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-        }
-        read_done(up);
-        if (woke) {
-            process_cmds(up);
-            read_done(up);
-        }
         if (now >= up->next_scan_ms) {
             scan_timers(up, now);
             up->next_scan_ms = now + MG_SCAN_MS;
         }
+        if (up->has_drv) {
+            int64_t t = up->drv.timeout_ms(up->drv.ud);
+            drv_due_ms = t < 0 ? -1 : mg_now_ms() + t;
+        }
         pthread_mutex_lock(&up->lock);
-        bool stop = up->stopping && up->n_cmds == 0;
+        bool stop = up->exiting && up->cmds.n == 0;
         pthread_mutex_unlock(&up->lock);
-        if (stop) break;
+        if (stop && !up->local.n) break;
     }
-    while (up->active) finish(up, up->active, MG_XFER_CANCELLED, "gateway stopping");
+    cancel_all(up);
+    tl_loop = NULL;
     return NULL;
 }
 
@@ -403,7 +545,6 @@ mg_upstream_t *mg_upstream_new(void)
     /* Idle upstream connections kept for reuse: enough for bursts, bounded so a burst does not
      * leave thousands of sockets (and their buffers) open afterwards. */
     curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, 512L);
-    if (pthread_create(&up->thread, NULL, loop_main, up) != 0) goto error;
     return up;
 error:
     if (up->multi) curl_multi_cleanup(up->multi);
@@ -414,14 +555,41 @@ error:
     return NULL;
 }
 
+bool mg_upstream_run(mg_upstream_t *up, const mg_loop_driver_t *drv)
+{
+    if (drv) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = drv->fd};
+        if (epoll_ctl(up->epfd, EPOLL_CTL_ADD, drv->fd, &ev) != 0) return false;
+        up->drv = *drv;
+        up->has_drv = true;
+    }
+    up->thread_started = pthread_create(&up->thread, NULL, loop_main, up) == 0;
+    return up->thread_started;
+}
+
+void mg_upstream_kick(mg_upstream_t *up)
+{
+    atomic_store(&up->kick, true);
+    if (tl_loop != up) wake(up);
+}
+
 void mg_upstream_stop(mg_upstream_t *up)
 {
     pthread_mutex_lock(&up->lock);
+    atomic_store(&up->stopping, true);
+    pthread_mutex_unlock(&up->lock);
+    wake(up);
+}
+
+void mg_upstream_join(mg_upstream_t *up)
+{
+    pthread_mutex_lock(&up->lock);
     bool joined = up->joined;
-    up->stopping = true;
+    atomic_store(&up->stopping, true);
+    up->exiting = true;
     up->joined = true;
     pthread_mutex_unlock(&up->lock);
-    if (joined) return;
+    if (joined || !up->thread_started) return;
     wake(up);
     pthread_join(up->thread, NULL);
 }
@@ -429,9 +597,14 @@ void mg_upstream_stop(mg_upstream_t *up)
 void mg_upstream_free(mg_upstream_t *up)
 {
     if (!up) return;
-    mg_upstream_stop(up);
+    mg_upstream_join(up);
     process_cmds(up); /* release anything queued after the loop's last look */
+    run_cmds(up, up->local.cmds, up->local.n);
+    free(up->local.cmds);
+    cancel_all(up);
+    for (size_t i = 0; i < up->n_pool; i++) curl_easy_cleanup(up->pool[i]);
     curl_multi_cleanup(up->multi);
+    free(up->fds);
     close(up->epfd);
     close(up->evfd);
     pthread_mutex_destroy(&up->lock);
@@ -439,13 +612,16 @@ void mg_upstream_free(mg_upstream_t *up)
 }
 
 /* The easy handle is built here, on the caller's thread: until it is queued nobody else can see
- * it, and the loop thread then only adds it to the multi. */
+ * it, and the loop thread then only adds it to the multi. On the loop thread it comes from the
+ * pool of reset handles. */
 /* ca_file: NULL or a CA bundle path (curl keeps its own copy). */
 static void setup_easy(mg_xfer_t *x, const char *url, const char *ca_file)
 {
     CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, x->up);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -503,7 +679,8 @@ mg_xfer_t *mg_xfer_submit(mg_upstream_t *up, const mg_xfer_spec_t *spec)
     }
     /* No "Expect: 100-continue" round trip for large bodies. */
     x->headers = curl_slist_append(x->headers, "Expect:");
-    x->easy = curl_easy_init();
+    if (tl_loop == up && up->n_pool) x->easy = up->pool[--up->n_pool];
+    else x->easy = curl_easy_init();
     if (!x->easy || !x->headers) abort();
     setup_easy(x, spec->url, spec->ca_file);
     if (!push_cmd(up, CMD_SUBMIT, x)) {

@@ -1,7 +1,9 @@
-/* The upstream client: one thread running a libcurl multi loop on epoll, with connection reuse.
- * Serving threads never call curl; they hand transfers to this thread through a locked queue and
- * an eventfd wake-up. Each transfer reports through three callbacks, all run on the upstream
- * thread: on_head (status and headers), on_data (body bytes; may ask to pause), on_done (exactly
+/* The upstream client: a thread running a libcurl multi loop on epoll, with connection reuse, and
+ * beside it a driver: the HTTP server's event source, so that serving and upstream work share one
+ * thread and a request needs no hand-off. The server runs one such loop per serving thread.
+ * Commands from the loop's own thread are queued locally; other threads hand them over through a
+ * locked queue and an eventfd wake-up. Each transfer reports through three callbacks, all run on
+ * the loop thread: on_head (status and headers), on_data (body bytes; may ask to pause), on_done (exactly
  * once per submitted transfer, whatever happened, including cancel).
  *
  * Uses libcurl only; knows nothing of HTTP serving, JSON or Lua. */
@@ -64,14 +66,31 @@ typedef struct mg_xfer_spec {
     void *ud;
 } mg_xfer_spec_t;
 
-/* Creates the loop and starts its thread. Returns NULL on failure. */
-mg_upstream_t *mg_upstream_new(void);
-/* Stops the loop: every transfer still running ends with MG_XFER_CANCELLED, later submits fail
- * (return NULL), cancels and resumes become no-ops. The object stays valid until freed. */
-void mg_upstream_stop(mg_upstream_t *up);
-/* Stops (if not yet) and frees. */
-void mg_upstream_free(mg_upstream_t *up);
+/* Another event source run on the loop's thread: the HTTP server. The loop watches fd and calls
+ * run() when it is readable, or when timeout_ms() (asked after every pass; < 0: none) has passed.
+ * Transfers submitted from run() start in the same pass, with no wake-up. */
+typedef struct mg_loop_driver {
+    int fd;
+    void (*run)(void *ud);
+    int64_t (*timeout_ms)(void *ud);
+    void *ud;
+} mg_loop_driver_t;
 
+/* Creates the loop; it runs once mg_upstream_run starts its thread. Returns NULL on failure. */
+mg_upstream_t *mg_upstream_new(void);
+/* Starts the loop's thread, with a driver (copied) or NULL. Returns false on failure. */
+bool mg_upstream_run(mg_upstream_t *up, const mg_loop_driver_t *drv);
+/* Asks the loop to run its driver soon (at once when called from the loop thread, after the
+ * current step). Thread-safe. */
+void mg_upstream_kick(mg_upstream_t *up);
+/* Stops taking transfers: every transfer still running ends with MG_XFER_CANCELLED, later submits
+ * fail (return NULL). The loop keeps running its driver. Thread-safe. */
+void mg_upstream_stop(mg_upstream_t *up);
+/* Stops, ends the loop's thread (the driver is no longer run) and waits for it. Not from the loop
+ * thread. */
+void mg_upstream_join(mg_upstream_t *up);
+/* Joins (if not yet) and frees. */
+void mg_upstream_free(mg_upstream_t *up);
 /* Queues a transfer. Thread-safe. Returns a handle holding one reference for the caller (release
  * it with mg_xfer_release), or NULL if the loop is stopping (then no callback is ever called). */
 mg_xfer_t *mg_xfer_submit(mg_upstream_t *up, const mg_xfer_spec_t *spec);
