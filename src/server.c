@@ -63,7 +63,6 @@ typedef struct mg_worker {
     struct MHD_Daemon *daemon;
     mg_upstream_t *up;
     MHD_socket quiesced; /* its listening socket once quiesced: ours to close after the stop */
-    bool running;
 } mg_worker_t;
 
 struct mg_server {
@@ -430,6 +429,13 @@ static mg_conn_t *conn_of(struct MHD_Connection *c)
     return ci ? ci->socket_context : NULL;
 }
 
+static size_t ip_bucket(const unsigned char *key, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) h = (h ^ key[i]) * 16777619u;
+    return h % MG_IP_BUCKETS;
+}
+
 /* The count of the connection's client address, created at 0 if new (conn_lock held). NULL for an
  * address that is neither IPv4 nor IPv6. */
 static mg_ip_count_t *ip_count_locked(mg_server_t *srv, const struct sockaddr *sa)
@@ -446,9 +452,7 @@ static mg_ip_count_t *ip_count_locked(mg_server_t *srv, const struct sockaddr *s
     } else {
         return NULL;
     }
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) h = (h ^ key[i]) * 16777619u;
-    mg_ip_count_t **slot = &srv->ips[h % MG_IP_BUCKETS];
+    mg_ip_count_t **slot = &srv->ips[ip_bucket(key, len)];
     for (mg_ip_count_t *e = *slot; e; e = e->next)
         if (e->family == sa->sa_family && memcmp(e->addr, key, len) == 0) return e;
     mg_ip_count_t *e = mg_xcalloc(1, sizeof *e);
@@ -462,13 +466,11 @@ static mg_ip_count_t *ip_count_locked(mg_server_t *srv, const struct sockaddr *s
 static void ip_release_locked(mg_server_t *srv, mg_ip_count_t *e)
 {
     if (!e || --e->n) return;
-    for (mg_ip_count_t **p = &srv->ips[0]; p < &srv->ips[MG_IP_BUCKETS]; p++) {
-        for (mg_ip_count_t **q = p; *q; q = &(*q)->next) {
-            if (*q == e) {
-                *q = e->next;
-                free(e);
-                return;
-            }
+    for (mg_ip_count_t **q = &srv->ips[ip_bucket(e->addr, e->family == AF_INET ? 4 : 16)]; *q; q = &(*q)->next) {
+        if (*q == e) {
+            *q = e->next;
+            free(e);
+            return;
         }
     }
 }
