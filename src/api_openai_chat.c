@@ -194,7 +194,7 @@ static const char *const known_request_fields[] = {
 static bool is_known(const char *k, const char *const *list, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (strcmp(k, list[i]) == 0) return true;
+        if (k[0] == list[i][0] && strcmp(k, list[i]) == 0) return true;
     return false;
 }
 

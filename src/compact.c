@@ -525,8 +525,10 @@ static bool fits(const cstate_t *st)
     return mg_tokens_scale(st->total, st->ratio) <= st->budget;
 }
 
+/* costs false: the token costs and total are left at 0 (the safety filters never weigh them,
+ * and estimating every message was most of their time). */
 static void init_state(cstate_t *st, mg_ir_arena_t *a, const mg_ir_request_t *in, int64_t img,
-                       double ratio, int64_t budget)
+                       double ratio, int64_t budget, bool costs)
 {
     memset(st, 0, sizeof *st);
     st->a = a;
@@ -536,11 +538,12 @@ static void init_state(cstate_t *st, mg_ir_arena_t *a, const mg_ir_request_t *in
     st->budget = budget;
     st->n = in->n_messages;
     st->w = mg_ir_alloc(a, (st->n + 1) * sizeof *st->w);
-    st->total = mg_tokens_request_base(in, img);
+    st->total = costs ? mg_tokens_request_base(in, img) : 0;
     for (size_t i = 0; i < st->n; i++) {
         wmsg_t *w = &st->w[i];
         w->m = in->messages[i];
         w->n_live = w->m.n_parts;
+        if (!costs) continue;
         w->cost = wmsg_cost(st, w);
         st->total += w->cost;
     }
@@ -837,7 +840,7 @@ static void compact_run(mg_ir_arena_t *a, const mg_ir_request_t *in, int64_t bud
     double ratio = o->tokens.calib && o->tokens.model_ref
                        ? mg_tokens_calib_ratio(o->tokens.calib, o->tokens.model_ref)
                        : 1.0;
-    init_state(&st, a, in, img, ratio, budget);
+    init_state(&st, a, in, img, ratio, budget, true);
     mg_compact_report_t *r = &res->rep;
     r->budget = budget;
     r->tokens_before = mg_tokens_scale(st.total, ratio);
@@ -1212,7 +1215,7 @@ int mg_safety_filter(mg_ir_arena_t *a, mg_ir_request_t *req, const mg_safety_opt
         opts = &dflt;
     }
     cstate_t st;
-    init_state(&st, a, req, MG_TOKENS_IMAGE_DEFAULT, 1.0, INT64_MAX);
+    init_state(&st, a, req, MG_TOKENS_IMAGE_DEFAULT, 1.0, INT64_MAX, false);
     int removed = 0;
     int64_t elided = 0;
     for (size_t i = 0; i < st.n; i++) {

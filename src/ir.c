@@ -9,6 +9,7 @@
 #include "classify.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,10 @@
 /* ---- arena ---- */
 
 #define ARENA_CHUNK 8192
+/* Standard chunks of freed arenas are kept for the next ones (at most this many, process-wide):
+ * every request makes an arena or two, and a block this size is a "large" request for glibc's
+ * malloc, which consolidates its fast bins on each one. */
+#define ARENA_CACHE_MAX 64
 
 typedef struct arena_chunk {
     struct arena_chunk *next;
@@ -31,6 +36,27 @@ struct mg_ir_arena {
     size_t n_kept, cap_kept;
 };
 
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static arena_chunk_t *cache_head; /* [cache_lock] */
+static size_t cache_n;            /* [cache_lock] */
+
+static arena_chunk_t *chunk_new(void)
+{
+    pthread_mutex_lock(&cache_lock);
+    arena_chunk_t *c = cache_head;
+    if (c) {
+        cache_head = c->next;
+        cache_n--;
+    }
+    pthread_mutex_unlock(&cache_lock);
+    if (!c) {
+        c = mg_xmalloc(sizeof *c + ARENA_CHUNK);
+        c->cap = ARENA_CHUNK;
+    }
+    c->used = 0;
+    return c;
+}
+
 mg_ir_arena_t *mg_ir_arena_new(void)
 {
     return mg_xcalloc(1, sizeof(mg_ir_arena_t));
@@ -39,17 +65,40 @@ mg_ir_arena_t *mg_ir_arena_new(void)
 void mg_ir_arena_free(mg_ir_arena_t *a)
 {
     if (!a) return;
-    for (arena_chunk_t *c = a->head, *next; c; c = next) {
-        next = c->next;
-        free(c);
-    }
     for (size_t i = 0; i < a->n_kept; i++)
         cJSON_Delete(a->kept[i]);
     free(a->kept);
+    arena_chunk_t *keep = NULL, *keep_tail = NULL;
+    size_t n_keep = 0;
+    for (arena_chunk_t *c = a->head, *next; c; c = next) {
+        next = c->next;
+        if (!MG_ASAN && c->cap == ARENA_CHUNK && n_keep < ARENA_CACHE_MAX) {
+            c->next = keep;
+            if (!keep) keep_tail = c;
+            keep = c;
+            n_keep++;
+        } else {
+            free(c);
+        }
+    }
     free(a);
+    if (!keep) return;
+    pthread_mutex_lock(&cache_lock);
+    if (cache_n + n_keep <= ARENA_CACHE_MAX) {
+        keep_tail->next = cache_head;
+        cache_head = keep;
+        cache_n += n_keep;
+        keep = NULL;
+    }
+    pthread_mutex_unlock(&cache_lock);
+    for (arena_chunk_t *c = keep, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
 }
 
-void *mg_ir_alloc(mg_ir_arena_t *a, size_t n)
+/* n bytes, aligned for any type, not zeroed. */
+static void *arena_take(mg_ir_arena_t *a, size_t n)
 {
     const size_t align = _Alignof(max_align_t);
     n = (n + align - 1) & ~(align - 1);
@@ -68,19 +117,68 @@ void *mg_ir_alloc(mg_ir_arena_t *a, size_t n)
                 big->next = NULL;
                 a->head = big;
             }
-            memset(big->mem, 0, n);
             return big->mem;
         }
-        c = mg_xmalloc(sizeof *c + ARENA_CHUNK);
-        c->used = 0;
-        c->cap = ARENA_CHUNK;
+        c = chunk_new();
         c->next = a->head;
         a->head = c;
     }
     void *p = c->mem + c->used;
     c->used += n;
-    memset(p, 0, n);
     return p;
+}
+
+void *mg_ir_alloc(mg_ir_arena_t *a, size_t n)
+{
+    void *p = arena_take(a, n);
+    memset(p, 0, n ? n : 1);
+    return p;
+}
+
+/* ---- cJSON documents in the arena ----
+ * cJSON has one set of allocation hooks for the whole process. Ours send an allocation to the
+ * calling thread's parse arena while mg_ir_parse_json runs, and to malloc otherwise (so what
+ * cJSON allocates elsewhere may still be freed with free()). */
+
+static _Thread_local mg_ir_arena_t *parse_arena;
+
+static bool arena_owns(const mg_ir_arena_t *a, const void *p)
+{
+    const unsigned char *q = p;
+    for (const arena_chunk_t *c = a->head; c; c = c->next)
+        if (q >= c->mem && q < c->mem + c->cap) return true;
+    return false;
+}
+
+static void *json_malloc(size_t n)
+{
+    if (parse_arena) return arena_take(parse_arena, n);
+    return malloc(n);
+}
+
+static void json_free(void *p)
+{
+    /* During a parse, cJSON frees only what that parse allocated (a partial tree on error): it
+     * stays in the arena until the arena goes. */
+    if (parse_arena && arena_owns(parse_arena, p)) return;
+    free(p);
+}
+
+/* Installed before main, while the process has one thread. */
+__attribute__((constructor)) static void json_hooks_init(void)
+{
+    cJSON_Hooks h = {json_malloc, json_free};
+    cJSON_InitHooks(&h);
+}
+
+cJSON *mg_ir_parse_json(mg_ir_arena_t *a, const char *text, size_t len, const char **end)
+{
+    const char *e = NULL;
+    parse_arena = a;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, len, &e, 0);
+    parse_arena = NULL;
+    if (end) *end = e;
+    return j;
 }
 
 char *mg_ir_strndup(mg_ir_arena_t *a, const char *s, size_t n)
@@ -592,7 +690,12 @@ void mg_ir_collector_free(mg_ir_collector_t *c)
 
 const cJSON *mg_ir_jget(const cJSON *o, const char *key)
 {
-    return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
+    if (!cJSON_IsObject(o) || !key) return NULL;
+    /* cJSON_GetObjectItemCaseSensitive's walk (the first match; a nameless item ends it), with
+     * the first byte compared before strcmp: decoders ask for many members a request lacks. */
+    for (const cJSON *c = o->child; c && c->string; c = c->next)
+        if (c->string[0] == key[0] && strcmp(c->string, key) == 0) return c;
+    return NULL;
 }
 
 const char *mg_ir_jstr(const cJSON *o, const char *key)

@@ -41,6 +41,12 @@ void mg_ir_arena_free(mg_ir_arena_t *a);
 void *mg_ir_alloc(mg_ir_arena_t *a, size_t n);
 char *mg_ir_strdup(mg_ir_arena_t *a, const char *s);          /* NULL → NULL */
 char *mg_ir_strndup(mg_ir_arena_t *a, const char *s, size_t n); /* NUL-terminated copy */
+/* Parses len bytes of JSON as cJSON_ParseWithLengthOpts(text, len, end, 0) does, into a tree
+ * whose nodes and strings live in the arena: it goes with the arena, never through cJSON_Delete.
+ * Read it only: nothing may be detached from it, replaced or deleted in it, or set through a
+ * cJSON call that frees (cJSON_SetValuestring…); copy with cJSON_Duplicate to edit. NULL when the
+ * text is not JSON (its partial tree stays in the arena). end may be NULL. */
+cJSON *mg_ir_parse_json(mg_ir_arena_t *a, const char *text, size_t len, const char **end);
 /* Takes ownership of j: it is deleted with the arena. Returns j. */
 cJSON *mg_ir_keep_json(mg_ir_arena_t *a, cJSON *j);
 /* Grows an arena array of elem-sized items from n to at least n + 1 (amortised doubling; the old

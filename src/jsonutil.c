@@ -11,12 +11,18 @@ static size_t skip_ws(const char *t, size_t i, size_t n)
     return i;
 }
 
-/* i at an opening quote; returns the index after the closing quote. */
+/* i at an opening quote; returns the index after the closing quote. A quote closes the string
+ * unless an odd run of backslashes precedes it (each backslash escapes the byte after it), so the
+ * scan jumps from quote to quote (memchr) instead of walking every byte. */
 static size_t skip_string(const char *t, size_t i, size_t n)
 {
-    for (i++; i < n; i++) {
-        if (t[i] == '\\') i++;
-        else if (t[i] == '"') return i + 1;
+    for (i++; i < n;) {
+        const char *q = memchr(t + i, '"', n - i);
+        if (!q) return n;
+        size_t k = (size_t)(q - t), b = 0;
+        while (k - b > i && t[k - b - 1] == '\\') b++; /* the run stays inside the string */
+        if (b % 2 == 0) return k + 1;
+        i = k + 1;
     }
     return n;
 }
@@ -27,8 +33,13 @@ static size_t skip_value(const char *t, size_t i, size_t n)
     if (i >= n) return n;
     if (t[i] == '"') return skip_string(t, i, n);
     if (t[i] == '{' || t[i] == '[') {
+        /* Bytes that matter inside a container: quotes and brackets. */
+        static const unsigned char stop[256] = {
+            ['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1, [']'] = 1};
         int depth = 0;
         for (; i < n; i++) {
+            while (i < n && !stop[(unsigned char)t[i]]) i++;
+            if (i >= n) break;
             char c = t[i];
             if (c == '"') {
                 i = skip_string(t, i, n) - 1;
@@ -82,6 +93,7 @@ char *mg_json_set_member(const char *t, size_t n, const char *key, const char *r
 {
     size_t vs, ve;
     mg_buf_t b = {0};
+    mg_buf_reserve(&b, n + strlen(raw) + strlen(key) + 8); /* one allocation */
     if (mg_json_member_span(t, n, key, &vs, &ve)) {
         mg_buf_append(&b, t, vs);
         mg_buf_puts(&b, raw);
@@ -99,4 +111,202 @@ char *mg_json_set_member(const char *t, size_t n, const char *key, const char *r
     }
     *out_len = b.len;
     return mg_buf_steal(&b);
+}
+
+/* ---- strict check ---- */
+
+#define STRICT_MAX_DEPTH 256 /* cJSON refuses past 1000 */
+#define STRICT_MAX_NUMBER 60 /* cJSON reads at most 63 bytes of a number */
+
+typedef struct strict {
+    const char *t;
+    size_t n, i;
+    int depth;
+    const char *const *keys; /* top-level members to capture (mg_json_strict_members) */
+    size_t n_keys;
+    mg_json_span_t *spans;
+} strict_t;
+
+static bool is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static void st_ws(strict_t *s)
+{
+    while (s->i < s->n && is_ws(s->t[s->i]))
+        s->i++;
+}
+
+static int hex_val(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* \uXXXX at t[i] (the backslash): its code, or -1. */
+static long st_hex4(const strict_t *s, size_t i)
+{
+    if (s->n - i < 6 || s->t[i] != '\\' || s->t[i + 1] != 'u') return -1;
+    long v = 0;
+    for (size_t k = 2; k < 6; k++) {
+        int h = hex_val(s->t[i + k]);
+        if (h < 0) return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+/* A string at s->i (its opening quote). Escapes as RFC 8259 allows and cJSON reads them: a \u
+ * surrogate only as a high-low pair. No raw control bytes. is_key: no escapes at all. */
+static bool st_string(strict_t *s, bool is_key)
+{
+    if (s->i >= s->n || s->t[s->i] != '"') return false;
+    for (s->i++; s->i < s->n; s->i++) {
+        unsigned char c = (unsigned char)s->t[s->i];
+        if (c == '"') {
+            s->i++;
+            return true;
+        }
+        if (c < 0x20) return false;
+        if (c != '\\') continue;
+        if (is_key || s->i + 1 >= s->n) return false;
+        char e = s->t[s->i + 1];
+        if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' ||
+            e == 't') {
+            s->i++;
+            continue;
+        }
+        long u = st_hex4(s, s->i);
+        if (u < 0 || (u >= 0xDC00 && u <= 0xDFFF)) return false;
+        if (u >= 0xD800 && u <= 0xDBFF) {
+            long lo = st_hex4(s, s->i + 6);
+            if (lo < 0xDC00 || lo > 0xDFFF) return false;
+            s->i += 6;
+        }
+        s->i += 5; /* the loop steps past the last hex digit */
+    }
+    return false;
+}
+
+/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static bool st_number(strict_t *s)
+{
+    size_t start = s->i, i = s->i, n = s->n;
+    const char *t = s->t;
+    if (i < n && t[i] == '-') i++;
+    if (i >= n) return false;
+    if (t[i] == '0')
+        i++;
+    else if (t[i] >= '1' && t[i] <= '9')
+        while (i < n && t[i] >= '0' && t[i] <= '9')
+            i++;
+    else
+        return false;
+    if (i < n && t[i] == '.') {
+        i++;
+        if (i >= n || t[i] < '0' || t[i] > '9') return false;
+        while (i < n && t[i] >= '0' && t[i] <= '9')
+            i++;
+    }
+    if (i < n && (t[i] == 'e' || t[i] == 'E')) {
+        i++;
+        if (i < n && (t[i] == '+' || t[i] == '-')) i++;
+        if (i >= n || t[i] < '0' || t[i] > '9') return false;
+        while (i < n && t[i] >= '0' && t[i] <= '9')
+            i++;
+    }
+    s->i = i;
+    return i - start <= STRICT_MAX_NUMBER;
+}
+
+static bool st_literal(strict_t *s, const char *lit, size_t len)
+{
+    if (s->n - s->i < len || memcmp(s->t + s->i, lit, len) != 0) return false;
+    s->i += len;
+    return true;
+}
+
+static bool st_value(strict_t *s)
+{
+    if (s->i >= s->n) return false;
+    switch (s->t[s->i]) {
+    case '"':
+        return st_string(s, false);
+    case 't':
+        return st_literal(s, "true", 4);
+    case 'f':
+        return st_literal(s, "false", 5);
+    case 'n':
+        return st_literal(s, "null", 4);
+    case '{':
+    case '[': {
+        bool obj = s->t[s->i] == '{';
+        char close = obj ? '}' : ']';
+        if (++s->depth > STRICT_MAX_DEPTH) return false;
+        s->i++;
+        st_ws(s);
+        if (s->i < s->n && s->t[s->i] == close) {
+            s->i++;
+            s->depth--;
+            return true;
+        }
+        for (;;) {
+            mg_json_span_t *want = NULL;
+            if (obj) {
+                size_t ks = s->i + 1;
+                if (!st_string(s, true)) return false;
+                if (s->depth == 1) { /* a member of the root object: one asked for, first time? */
+                    size_t kl = s->i - 1 - ks;
+                    for (size_t k = 0; k < s->n_keys && !want; k++)
+                        if (!s->spans[k].found && strlen(s->keys[k]) == kl &&
+                            memcmp(s->keys[k], s->t + ks, kl) == 0)
+                            want = &s->spans[k];
+                }
+                st_ws(s);
+                if (s->i >= s->n || s->t[s->i] != ':') return false;
+                s->i++;
+                st_ws(s);
+            }
+            size_t vs = s->i;
+            if (!st_value(s)) return false;
+            if (want) *want = (mg_json_span_t){true, vs, s->i};
+            st_ws(s);
+            if (s->i >= s->n) return false;
+            if (s->t[s->i] == ',') {
+                s->i++;
+                st_ws(s);
+                continue;
+            }
+            if (s->t[s->i] != close) return false;
+            s->i++;
+            s->depth--;
+            return true;
+        }
+    }
+    default:
+        return st_number(s);
+    }
+}
+
+bool mg_json_strict(const char *text, size_t len, char *root)
+{
+    return mg_json_strict_members(text, len, root, NULL, 0, NULL);
+}
+
+bool mg_json_strict_members(const char *text, size_t len, char *root, const char *const *keys,
+                            size_t n_keys, mg_json_span_t *spans)
+{
+    strict_t s = {text, len, 0, 0, keys, n_keys, spans};
+    for (size_t k = 0; k < n_keys; k++)
+        spans[k] = (mg_json_span_t){false, 0, 0};
+    if (!text) return false;
+    st_ws(&s);
+    if (s.i >= len) return false;
+    if (root) *root = text[s.i];
+    if (!st_value(&s)) return false;
+    st_ws(&s);
+    return s.i == len;
 }

@@ -59,29 +59,68 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC) of now into ts; returns its length. The calendar part is
+ * formatted once per second per thread. */
+static size_t format_ts(char ts[40])
+{
+    static _Thread_local time_t cached_sec = (time_t)-1;
+    static _Thread_local char cached[20]; /* "YYYY-MM-DDTHH:MM:SS" */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long ms = now.tv_nsec / 1000000;
+    if (now.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&now.tv_sec, &tm);
+        size_t k = strftime(ts, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (k != sizeof cached - 1) { /* not a four-digit year: as it comes, uncached */
+            snprintf(ts + k, 40 - k, ".%03ldZ", ms);
+            return strlen(ts);
+        }
+        memcpy(cached, ts, sizeof cached);
+        cached_sec = now.tv_sec;
+    }
+    memcpy(ts, cached, 19);
+    ts[19] = '.';
+    ts[20] = (char)('0' + ms / 100);
+    ts[21] = (char)('0' + ms / 10 % 10);
+    ts[22] = (char)('0' + ms % 10);
+    ts[23] = 'Z';
+    ts[24] = '\0';
+    return 24;
+}
+
 void mg_log_json(mg_log_level_t level, const char *msg, const char *extra)
 {
     if (level < log_min) return;
     char ts[40];
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    struct tm tm;
-    gmtime_r(&now.tv_sec, &tm);
-    size_t k = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + k, sizeof ts - k, ".%03ldZ", now.tv_nsec / 1000000);
+    size_t ts_len = format_ts(ts);
 
-    mg_buf_t b = {0};
-    mg_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts, level_name[level]);
-    mg_buf_json_str(&b, msg);
-    if (extra && *extra) {
+    /* Assembled in place when the line fits (an access line does), on the heap otherwise. */
+    char stack[2048];
+    mg_buf_t b = {stack, 0, sizeof stack};
+    stack[0] = '\0';
+    size_t msg_len = msg ? strlen(msg) : 0, extra_len = extra ? strlen(extra) : 0;
+    /* A JSON escape is at most 6 bytes. */
+    bool fits = 64 + ts_len + 6 * msg_len + extra_len < sizeof stack;
+    if (!fits) b = (mg_buf_t){0};
+    mg_buf_puts(&b, "{\"ts\":\"");
+    mg_buf_append(&b, ts, ts_len);
+    mg_buf_puts(&b, "\",\"level\":\"");
+    mg_buf_puts(&b, level_name[level]);
+    mg_buf_puts(&b, "\",\"msg\":");
+    if (msg)
+        mg_buf_json_strn(&b, msg, msg_len);
+    else
+        mg_buf_puts(&b, "null");
+    if (extra_len) {
         mg_buf_puts(&b, ",");
-        mg_buf_puts(&b, extra);
+        mg_buf_append(&b, extra, extra_len);
     }
     mg_buf_puts(&b, "}\n");
     pthread_mutex_lock(&log_lock);
     write_all(log_fd, b.data, b.len);
     pthread_mutex_unlock(&log_lock);
-    mg_buf_free(&b);
+    if (!fits) mg_buf_free(&b);
 }
 
 void mg_log(mg_log_level_t level, const char *msg, const char *fmt, ...)

@@ -2,8 +2,8 @@
  * gateway records, and their text exposition (format 0.0.4) for GET /metrics. Uses only atomics
  * on the hot path; knows nothing of HTTP, curl or Lua.
  *
- * Thread safety: every mg_metrics_* recorder may run on any thread at any time (serving threads
- * and the upstream thread record concurrently). A recorder is a few relaxed atomic adds; the
+ * Thread safety: every mg_metrics_* recorder may run on any thread at any time (the serving
+ * threads record concurrently). A recorder is a few relaxed atomic adds; the
  * model label is found in a lock-free hash table, and a mutex is taken only the first time a model
  * (or a new api/model/status combination of moongate_requests_total) is seen. Rendering reads the
  * atomics without stopping the recorders: each value is exact, a scrape is not a snapshot across

@@ -7,6 +7,7 @@
 #include "relay.h"
 
 #include "health.h"
+#include "jsonutil.h"
 #include "log.h"
 #include "metrics.h"
 #include "router.h"
@@ -552,22 +553,41 @@ mg_xfer_callbacks_t mg_relay_callbacks(void)
 /* A 2xx whole answer must be one: a JSON object with choices and no error member. Servers that
  * report failures with 200 (an error body, an empty or cut body) are failures, classified by the
  * body's wording where it has one. */
+/* answer_class for a Chat answer that is strict JSON (mg_json_strict_members), from its text and
+ * the spans of its "error" and "choices" members: the same verdict, with no tree built. */
+static mg_class_t chat_answer_class_text(const mg_req_t *req, const mg_attempt_t *a, char root,
+                                         const mg_json_span_t *error, const mg_json_span_t *choices)
+{
+    const char *t = a->body.data;
+    if (root != '{') return MG_CLASS_SERVER_ERROR;
+    if (error->found && t[error->start] != 'n') { /* present and not null */
+        mg_class_t c = mg_classify_http2(req->gen->patterns, 500, NULL, 0, t, a->body.len).cls;
+        return c == MG_CLASS_OK ? MG_CLASS_SERVER_ERROR : c;
+    }
+    if (!choices->found || t[choices->start] != '[') return MG_CLASS_SERVER_ERROR;
+    return MG_CLASS_OK;
+}
+
 static mg_class_t answer_class(const mg_req_t *req, const mg_attempt_t *a)
 {
     mg_api_t up = a->model->provider->api;
+    static const char *const keys[2] = {"error", "choices"};
+    mg_json_span_t spans[2];
+    char root;
+    if (up == MG_API_OPENAI_COMPLETIONS && mg_json_strict_members(a->body.data, a->body.len, &root, keys, 2, spans))
+        return chat_answer_class_text(req, a, root, &spans[0], &spans[1]);
+    /* The answer is only read here: parsed into a scratch arena (no node-by-node frees). */
+    mg_ir_arena_t *arena = mg_ir_arena_new();
+    cJSON *j = a->body.len ? mg_ir_parse_json(arena, a->body.data, a->body.len, NULL) : NULL;
+    mg_class_t c = MG_CLASS_OK;
     if (up != MG_API_OPENAI_COMPLETIONS) {
         /* A Responses or Messages answer is one when its own decoder can read it. */
-        cJSON *j = a->body.len ? cJSON_ParseWithLength(a->body.data, a->body.len) : NULL;
-        mg_ir_arena_t *arena = mg_ir_arena_new();
         mg_ir_response_t r;
         char err[128];
         bool ok = j && mg_ir_codec(up)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0;
         mg_ir_arena_free(arena);
-        cJSON_Delete(j);
         return ok ? MG_CLASS_OK : MG_CLASS_SERVER_ERROR;
     }
-    cJSON *j = a->body.len ? cJSON_ParseWithLength(a->body.data, a->body.len) : NULL;
-    mg_class_t c = MG_CLASS_OK;
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
     if (!cJSON_IsObject(j)) {
         c = MG_CLASS_SERVER_ERROR;
@@ -577,7 +597,7 @@ static mg_class_t answer_class(const mg_req_t *req, const mg_attempt_t *a)
     } else if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "choices"))) {
         c = MG_CLASS_SERVER_ERROR;
     }
-    cJSON_Delete(j);
+    mg_ir_arena_free(arena);
     return c;
 }
 

@@ -1,10 +1,10 @@
 /* One client request as it moves through the gateway: the body, the plan (ordered candidates),
- * the attempts and the reply. Shared by exactly two threads: the serving thread that owns it and
- * the upstream thread running its current attempt.
+ * the attempts and the reply. It lives on one serving thread, which also runs its upstream
+ * transfers (upstream.h); the watchdog thread looks at it too (vanished clients, keep-alives).
  *
- * Locking: `lock` guards the fields marked [locked]. The upstream thread writes an attempt's
- * result fields, then sets `done` under the lock; the serving thread reads them only after it saw
- * `done` under the lock. Everything else belongs to the serving thread.
+ * Locking: `lock` guards the fields marked [locked]. A transfer's callbacks write an attempt's
+ * result fields, then set `done` under the lock; the router reads them only after it saw `done`
+ * under the lock. Everything else belongs to the serving thread.
  * Lifetime: reference-counted; the serving side holds one reference until the HTTP exchange is
  * over, and each attempt in flight holds one. */
 #pragma once
@@ -139,7 +139,7 @@ typedef struct mg_req {
     mg_buf_t body;
     bool body_too_large;
     size_t discarded; /* body bytes dropped after the limit */
-    cJSON *json;  /* the parsed request body */
+    cJSON *json;  /* the parsed request body, in `arena` (mg_ir_parse_json): never cJSON_Delete it */
     char *model_asked;
     bool stream;
     bool wants_usage; /* stream_options.include_usage from the client */
@@ -169,7 +169,7 @@ typedef struct mg_req {
     const mg_model_t *overflowed; /* the largest window that overflowed so far */
     unsigned retries;             /* resends of the current candidate */
     mg_summary_run_t summary;     /* a summarizer run the current attempt waits for */
-    mg_attempt_t attempts[MG_MAX_ATTEMPTS];
+    mg_attempt_t attempts[MG_MAX_ATTEMPTS]; /* only [0, n_attempts) is initialised (mg_req_new) */
     size_t n_attempts;
     /* The outcome, for headers and the access log. */
     int status;

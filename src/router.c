@@ -10,6 +10,7 @@
 
 #include "summary.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,7 +160,9 @@ static bool plan(mg_req_t *req, mg_reply_t *reply)
         }
         mg_policy_static_plan(req->gen->cfg, &req->pin, &pl); /* gateway.onPolicyError: "static" */
     }
-    snprintf(req->trace, sizeof req->trace, "%s", pl.trace);
+    size_t tl = strnlen(pl.trace, sizeof req->trace - 1); /* as snprintf "%s", without printf */
+    memcpy(req->trace, pl.trace, tl);
+    req->trace[tl] = '\0';
     if (pl.rejected) {
         if (pl.status == 404 && strcmp(pl.code, "model_not_found") == 0)
             reply_unknown_model(req, reply); /* the same 404, listing what exists */
@@ -224,15 +227,27 @@ static void settle_locally(mg_attempt_t *a, mg_class_t cls, const char *detail)
     snprintf(a->detail, sizeof a->detail, "%.*s", (int)sizeof a->detail - 1, detail);
 }
 
+/* a, b and c end to end in a fresh string the caller frees (one allocation, no printf). */
+static char *join3(const char *a, const char *b, const char *c)
+{
+    size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
+    char *p = mg_xmalloc(la + lb + lc + 1);
+    memcpy(p, a, la);
+    memcpy(p + la, b, lb);
+    memcpy(p + la + lb, c, lc);
+    p[la + lb + lc] = '\0';
+    return p;
+}
+
 static char *upstream_url(const mg_provider_t *p)
 {
     switch (p->api) {
-    case MG_API_OPENAI_COMPLETIONS: return mg_xasprintf("%s/chat/completions", p->base_url);
-    case MG_API_OPENAI_RESPONSES: return mg_xasprintf("%s/responses", p->base_url);
+    case MG_API_OPENAI_COMPLETIONS: return join3(p->base_url, "/chat/completions", "");
+    case MG_API_OPENAI_RESPONSES: return join3(p->base_url, "/responses", "");
     case MG_API_ANTHROPIC_MESSAGES: {
         size_t n = strlen(p->base_url);
         bool has_v1 = n >= 3 && strcmp(p->base_url + n - 3, "/v1") == 0;
-        return mg_xasprintf("%s%s/messages", p->base_url, has_v1 ? "" : "/v1");
+        return join3(p->base_url, has_v1 ? "" : "/v1", "/messages");
     }
     }
     return NULL;
@@ -253,15 +268,13 @@ static void upstream_headers(const mg_provider_t *p, bool stream, up_headers_t *
     h->v[h->n++] = stream ? "Accept: text/event-stream" : "Accept: application/json";
     if (p->api == MG_API_ANTHROPIC_MESSAGES) {
         if (p->api_key && *p->api_key)
-            h->v[h->n++] = h->owned[h->n_owned++] = mg_xasprintf("x-api-key: %s", p->api_key);
+            h->v[h->n++] = h->owned[h->n_owned++] = join3("x-api-key: ", p->api_key, "");
         h->v[h->n++] = "anthropic-version: 2023-06-01";
     } else if (p->api_key && *p->api_key) {
-        h->v[h->n++] = h->owned[h->n_owned++] =
-            mg_xasprintf("Authorization: Bearer %s", p->api_key);
+        h->v[h->n++] = h->owned[h->n_owned++] = join3("Authorization: Bearer ", p->api_key, "");
     }
     for (size_t i = 0; i < p->n_headers && h->n < MG_ARRAY_LEN(h->v); i++)
-        h->v[h->n++] = h->owned[h->n_owned++] =
-            mg_xasprintf("%s: %s", p->headers[i].name, p->headers[i].value);
+        h->v[h->n++] = h->owned[h->n_owned++] = join3(p->headers[i].name, ": ", p->headers[i].value);
 }
 
 static void up_headers_free(up_headers_t *h)
@@ -770,8 +783,9 @@ static mg_route_step_t advance(mg_req_t *req, mg_reply_t *reply)
 
 mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
 {
-    const char *end = NULL;
-    req->json = cJSON_ParseWithLengthOpts(req->body.data ? req->body.data : "", req->body.len, &end, 0);
+    /* The document lives in the request's arena, as long as the model that borrows from it. */
+    req->arena = mg_ir_arena_new();
+    req->json = mg_ir_parse_json(req->arena, req->body.data ? req->body.data : "", req->body.len, NULL);
     if (!req->json || !cJSON_IsObject(req->json)) {
         mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_json",
                        req->json ? "the request body must be a JSON object"
@@ -814,7 +828,6 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
         }
     }
     char err[256];
-    req->arena = mg_ir_arena_new();
     req->ir_ready = mg_ir_decode_request(req->client_api, req->json, req->arena, &req->ir, err, sizeof err) == 0;
     if (!plan(req, reply)) return MG_ROUTE_REPLY;
     bool need_ir = false;
@@ -883,22 +896,71 @@ static void reply_upstream_error(mg_req_t *req, mg_attempt_t *a, mg_reply_t *rep
     cJSON_Delete(j);
 }
 
+/* A number member (its value's span, when found) of strict JSON text read as cJSON_IsNumber and
+ * (int64_t)valuedouble would: 1 a number (*v set), 0 absent or not a number, -1 not sure (not a
+ * plain integer of at most 15 digits: ask cJSON). */
+static int usage_int(const char *t, const mg_json_span_t *sp, int64_t *v)
+{
+    if (!sp->found) return 0;
+    size_t vs = sp->start, ve = sp->end;
+    bool neg = t[vs] == '-';
+    size_t i = vs + neg;
+    if (!neg && (t[i] < '0' || t[i] > '9')) return 0; /* a string, an object, true… */
+    if (ve - i > 15) return -1;
+    int64_t x = 0;
+    for (; i < ve; i++) {
+        if (t[i] < '0' || t[i] > '9') return -1; /* a fraction or an exponent */
+        x = x * 10 + (t[i] - '0');
+    }
+    *v = neg ? -x : x;
+    return 1;
+}
+
+/* read_usage on strict JSON text: false when it cannot say for sure (cJSON reads it then). */
+static bool read_usage_text(const char *t, size_t n, int64_t *pt, bool *has_pt, int64_t *ct, bool *has_ct,
+                            int64_t *cached, bool *has_cached)
+{
+    static const char *const keys[3] = {"prompt_tokens", "completion_tokens", "prompt_tokens_details"};
+    static const char *const inner_keys[1] = {"cached_tokens"};
+    mg_json_span_t sp[3], in[1] = {{false, 0, 0}};
+    char root, inner_root;
+    if (!mg_json_strict_members(t, n, &root, keys, 3, sp) || root != '{') return false;
+    /* The details object is strict too (inside strict text): this pass only finds its member. */
+    if (sp[2].found && t[sp[2].start] == '{' &&
+        !mg_json_strict_members(t + sp[2].start, sp[2].end - sp[2].start, &inner_root, inner_keys, 1, in))
+        return false;
+    int r1 = usage_int(t, &sp[0], pt), r2 = usage_int(t, &sp[1], ct);
+    int r3 = usage_int(t + (sp[2].found ? sp[2].start : 0), &in[0], cached);
+    if (r1 < 0 || r2 < 0 || r3 < 0) return false;
+    *has_pt = r1 == 1, *has_ct = r2 == 1, *has_cached = r3 == 1;
+    return true;
+}
+
 /* The usage of a whole Chat Completions answer, read from its top-level "usage" member alone. */
 static void read_usage(mg_req_t *req, mg_attempt_t *a)
 {
     size_t vs, ve;
     if (!a->body.data || !mg_json_member_span(a->body.data, a->body.len, "usage", &vs, &ve)) return;
-    cJSON *u = cJSON_ParseWithLength(a->body.data + vs, ve - vs);
-    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens");
-    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens");
-    const cJSON *cached = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"),
-                                                           "cached_tokens");
+    int64_t pt = 0, ct = 0, cached = 0;
+    bool has_pt, has_ct, has_cached;
+    if (read_usage_text(a->body.data + vs, ve - vs, &pt, &has_pt, &ct, &has_ct, &cached, &has_cached)) {
+        pthread_mutex_lock(&req->lock);
+        if (has_pt) a->prompt_tokens = pt;
+        if (has_ct) a->completion_tokens = ct;
+        if (has_cached) a->cached_tokens = cached;
+        pthread_mutex_unlock(&req->lock);
+        return;
+    }
+    cJSON *u = mg_ir_parse_json(req->arena, a->body.data + vs, ve - vs, NULL); /* serving thread's */
+    const cJSON *jpt = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens");
+    const cJSON *jct = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens");
+    const cJSON *jcached = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"),
+                                                            "cached_tokens");
     pthread_mutex_lock(&req->lock);
-    if (cJSON_IsNumber(pt)) a->prompt_tokens = (int64_t)pt->valuedouble;
-    if (cJSON_IsNumber(ct)) a->completion_tokens = (int64_t)ct->valuedouble;
-    if (cJSON_IsNumber(cached)) a->cached_tokens = (int64_t)cached->valuedouble;
+    if (cJSON_IsNumber(jpt)) a->prompt_tokens = (int64_t)jpt->valuedouble;
+    if (cJSON_IsNumber(jct)) a->completion_tokens = (int64_t)jct->valuedouble;
+    if (cJSON_IsNumber(jcached)) a->cached_tokens = (int64_t)jcached->valuedouble;
     pthread_mutex_unlock(&req->lock);
-    cJSON_Delete(u);
 }
 
 /* A whole answer from a Responses or Messages upstream, or for a Responses or Messages client:
@@ -907,8 +969,8 @@ static void read_usage(mg_req_t *req, mg_attempt_t *a)
 static void translate_answer(mg_req_t *req, mg_attempt_t *a)
 {
     mg_api_t up = a->model->provider->api;
-    cJSON *j = cJSON_ParseWithLength(a->body.data, a->body.len);
     mg_ir_arena_t *arena = mg_ir_arena_new();
+    cJSON *j = mg_ir_parse_json(arena, a->body.data ? a->body.data : "", a->body.len, NULL);
     mg_ir_response_t r;
     char err[256];
     if (j && mg_ir_codec(up)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0) {
@@ -928,14 +990,13 @@ static void translate_answer(mg_req_t *req, mg_attempt_t *a)
         }
     }
     mg_ir_arena_free(arena);
-    cJSON_Delete(j);
 }
 
 /* gateway.log.content, whole answers: the text of the answer as the client gets it. */
 static void note_answer(mg_req_t *req, mg_attempt_t *a)
 {
-    cJSON *j = cJSON_ParseWithLength(a->body.data, a->body.len);
     mg_ir_arena_t *arena = mg_ir_arena_new();
+    cJSON *j = mg_ir_parse_json(arena, a->body.data ? a->body.data : "", a->body.len, NULL);
     mg_ir_response_t r;
     char err[128];
     if (j && mg_ir_codec(req->client_api)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0) {
@@ -944,7 +1005,6 @@ static void note_answer(mg_req_t *req, mg_attempt_t *a)
         free(text);
     }
     mg_ir_arena_free(arena);
-    cJSON_Delete(j);
 }
 
 /* The attempt that served the client, if any. */
@@ -1207,7 +1267,9 @@ void mg_router_abort(mg_req_t *req)
 
 void mg_router_route_header(const mg_req_t *req, mg_buf_t *out)
 {
-    mg_buf_printf(out, "gen=%llu", (unsigned long long)req->gen->id);
+    mg_buf_reserve(out, 128);
+    mg_buf_puts(out, "gen=");
+    mg_buf_put_u64(out, (uint64_t)req->gen->id);
     if (req->trace[0]) {
         /* The policy's decision trace; its own "; " separators become ", " inside the value. */
         mg_buf_puts(out, "; trace=");
@@ -1215,14 +1277,23 @@ void mg_router_route_header(const mg_req_t *req, mg_buf_t *out)
     }
     for (size_t i = 0; i < req->n_attempts; i++) {
         const mg_attempt_t *a = &req->attempts[i];
-        mg_buf_printf(out, "; %s=%s", a->model->ref, mg_class_name(a->cls));
-        if (a->status) mg_buf_printf(out, ":%ld", a->status);
+        mg_buf_puts(out, "; ");
+        mg_buf_puts(out, a->model->ref);
+        mg_buf_puts(out, "=");
+        mg_buf_puts(out, mg_class_name(a->cls));
+        if (a->status) {
+            mg_buf_puts(out, ":");
+            mg_buf_put_i64(out, a->status);
+        }
     }
 }
 
+/* The access line is written once per request: its fields are appended directly rather than
+ * through printf. */
 void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
 {
     static const char *const ep_names[] = {"chat", "responses", "messages"};
+    mg_buf_reserve(out, 768);
     mg_buf_puts(out, "\"id\":");
     mg_buf_json_str(out, req->id);
     if (req->key) {
@@ -1233,12 +1304,18 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
     mg_buf_json_str(out, req->method);
     mg_buf_puts(out, ",\"path\":");
     mg_buf_json_str(out, req->path);
-    mg_buf_printf(out, ",\"api\":\"%s\",\"gen\":%llu,\"model\":", ep_names[req->ep],
-                  (unsigned long long)req->gen->id);
+    mg_buf_puts(out, ",\"api\":\"");
+    mg_buf_puts(out, ep_names[req->ep]);
+    mg_buf_puts(out, "\",\"gen\":");
+    mg_buf_put_u64(out, (uint64_t)req->gen->id);
+    mg_buf_puts(out, ",\"model\":");
     mg_buf_json_str(out, req->model_asked);
-    mg_buf_printf(out, ",\"stream\":%s,\"status\":%d,\"served\":", req->stream ? "true" : "false", req->status);
+    mg_buf_puts(out, req->stream ? ",\"stream\":true,\"status\":" : ",\"stream\":false,\"status\":");
+    mg_buf_put_i64(out, req->status);
+    mg_buf_puts(out, ",\"served\":");
     mg_buf_json_str(out, req->served ? req->served->ref : NULL);
     mg_buf_puts(out, ",\"attempts\":[");
+    int64_t now = -1; /* read once, and only when an attempt is still running */
     for (size_t i = 0; i < req->n_attempts; i++) {
         const mg_attempt_t *a = &req->attempts[i];
         mg_class_t cls = a->cls;
@@ -1247,16 +1324,27 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
             if (a->fail_cls) cls = a->fail_cls;
             else if (a->result != MG_XFER_OK) cls = mg_classify_xfer(a->result);
         }
-        mg_buf_printf(out, "%s{\"model\":", i ? "," : "");
+        mg_buf_puts(out, i ? ",{\"model\":" : "{\"model\":");
         mg_buf_json_str(out, a->model->ref);
-        mg_buf_printf(out, ",\"outcome\":\"%s\",\"status\":%ld,\"ms\":%lld", mg_class_name(cls), a->status,
-                      (long long)((a->done ? a->end_ms : mg_now_ms()) - a->start_ms));
-        if (a == req->committed)
-            mg_buf_printf(out, ",\"content_events\":%lld,\"relayed_bytes\":%lld", (long long)a->content_events,
-                          (long long)a->relayed_bytes);
-        if (a->prompt_tokens || a->completion_tokens)
-            mg_buf_printf(out, ",\"prompt_tokens\":%lld,\"completion_tokens\":%lld", (long long)a->prompt_tokens,
-                          (long long)a->completion_tokens);
+        mg_buf_puts(out, ",\"outcome\":\"");
+        mg_buf_puts(out, mg_class_name(cls));
+        mg_buf_puts(out, "\",\"status\":");
+        mg_buf_put_i64(out, a->status);
+        mg_buf_puts(out, ",\"ms\":");
+        if (!a->done && now < 0) now = mg_now_ms();
+        mg_buf_put_i64(out, (a->done ? a->end_ms : now) - a->start_ms);
+        if (a == req->committed) {
+            mg_buf_puts(out, ",\"content_events\":");
+            mg_buf_put_i64(out, a->content_events);
+            mg_buf_puts(out, ",\"relayed_bytes\":");
+            mg_buf_put_i64(out, a->relayed_bytes);
+        }
+        if (a->prompt_tokens || a->completion_tokens) {
+            mg_buf_puts(out, ",\"prompt_tokens\":");
+            mg_buf_put_i64(out, a->prompt_tokens);
+            mg_buf_puts(out, ",\"completion_tokens\":");
+            mg_buf_put_i64(out, a->completion_tokens);
+        }
         if (a->detail[0]) {
             mg_buf_puts(out, ",\"detail\":");
             mg_buf_json_str(out, a->detail);
@@ -1291,9 +1379,18 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
     if (sa) {
         int64_t in, o, cached;
         double cost = usage_cost(sa, &in, &o, &cached);
-        mg_buf_printf(out, ",\"tokens\":{\"in\":%lld,\"out\":%lld,\"cached\":%lld},\"cost\":%.6g", (long long)in,
-                      (long long)o, (long long)cached, cost);
-        if (sa->ttft_ms >= 0) mg_buf_printf(out, ",\"ttft_ms\":%lld", (long long)sa->ttft_ms);
+        mg_buf_puts(out, ",\"tokens\":{\"in\":");
+        mg_buf_put_i64(out, in);
+        mg_buf_puts(out, ",\"out\":");
+        mg_buf_put_i64(out, o);
+        mg_buf_puts(out, ",\"cached\":");
+        mg_buf_put_i64(out, cached);
+        if (cost == 0 && !signbit(cost)) mg_buf_puts(out, "},\"cost\":0"); /* what %.6g writes */
+        else mg_buf_printf(out, "},\"cost\":%.6g", cost);
+        if (sa->ttft_ms >= 0) {
+            mg_buf_puts(out, ",\"ttft_ms\":");
+            mg_buf_put_i64(out, sa->ttft_ms);
+        }
     }
     const mg_gateway_settings_t *gw = &req->gen->cfg->gw;
     if (gw->log_content && req->model_asked) {
@@ -1302,13 +1399,17 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
         size_t n = mg_utf8_fit(req->body.data ? req->body.data : "", req->body.len, gw->log_content_max_bytes);
         mg_buf_puts(out, ",\"prompt\":");
         mg_buf_json_strn(out, req->body.data ? req->body.data : "", n);
-        if (n < req->body.len) mg_buf_printf(out, ",\"prompt_cut_bytes\":%zu", req->body.len - n);
+        if (n < req->body.len) {
+            mg_buf_puts(out, ",\"prompt_cut_bytes\":");
+            mg_buf_put_u64(out, req->body.len - n);
+        }
         if (sa) {
             mg_buf_puts(out, ",\"answer\":");
             mg_buf_json_strn(out, sa->answer.data ? sa->answer.data : "", sa->answer.len);
             if (sa->answer_cut) mg_buf_puts(out, ",\"answer_cut\":true");
         }
     }
-    mg_buf_printf(out, ",\"client_aborted\":%s,\"total_ms\":%lld", req->client_aborted ? "true" : "false",
-                  (long long)(mg_now_ms() - req->start_ms));
+    mg_buf_puts(out, req->client_aborted ? ",\"client_aborted\":true,\"total_ms\":"
+                                         : ",\"client_aborted\":false,\"total_ms\":");
+    mg_buf_put_i64(out, mg_now_ms() - req->start_ms);
 }

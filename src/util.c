@@ -76,24 +76,37 @@ void mg_buf_reserve(mg_buf_t *b, size_t extra)
 
 void mg_buf_append(mg_buf_t *b, const void *p, size_t n)
 {
-    mg_buf_reserve(b, n);
+    if (b->len + n + 1 > b->cap) mg_buf_reserve(b, n);
     if (n) memcpy(b->data + b->len, p, n);
     b->len += n;
     b->data[b->len] = '\0';
 }
 
-void mg_buf_puts(mg_buf_t *b, const char *s)
-{
-    mg_buf_append(b, s, strlen(s));
-}
-
 void mg_buf_printf(mg_buf_t *b, const char *fmt, ...)
 {
     va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n <= 0) return;
+    int n;
+    if (b->data && b->cap - b->len > 1) {
+        /* One pass when the text fits the room already there (the usual case for short fields);
+         * a second one, after growing, only when it did not. */
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        n = vsnprintf(b->data + b->len, room, fmt, ap);
+        va_end(ap);
+        if (n <= 0) {
+            b->data[b->len] = '\0';
+            return;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+    } else {
+        va_start(ap, fmt);
+        n = vsnprintf(NULL, 0, fmt, ap);
+        va_end(ap);
+        if (n <= 0) return;
+    }
     mg_buf_reserve(b, (size_t)n);
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
@@ -101,28 +114,51 @@ void mg_buf_printf(mg_buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+void mg_buf_put_u64(mg_buf_t *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    mg_buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+void mg_buf_put_i64(mg_buf_t *b, int64_t v)
+{
+    if (v < 0) {
+        mg_buf_append(b, "-", 1);
+        mg_buf_put_u64(b, (uint64_t)0 - (uint64_t)v); /* INT64_MIN included */
+        return;
+    }
+    mg_buf_put_u64(b, (uint64_t)v);
+}
+
 void mg_buf_json_strn(mg_buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     mg_buf_reserve(b, n + 2);
     b->data[b->len++] = '"';
+    size_t run = 0; /* start of the pending run of bytes that need no escaping */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (i > run) mg_buf_append(b, s + run, i - run);
+        run = i + 1;
         switch (c) {
         case '"': mg_buf_append(b, "\\\"", 2); break;
         case '\\': mg_buf_append(b, "\\\\", 2); break;
         case '\n': mg_buf_append(b, "\\n", 2); break;
         case '\r': mg_buf_append(b, "\\r", 2); break;
         case '\t': mg_buf_append(b, "\\t", 2); break;
-        default:
-            if (c < 0x20) {
-                char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-                mg_buf_append(b, esc, 6);
-            } else {
-                mg_buf_append(b, &s[i], 1);
-            }
+        default: {
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            mg_buf_append(b, esc, 6);
+        }
         }
     }
+    if (n > run) mg_buf_append(b, s + run, n - run);
     mg_buf_append(b, "\"", 1);
 }
 

@@ -8,6 +8,20 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+/* 1 when built with AddressSanitizer: the caches of freed objects (request.c, the IR arena) stand
+ * aside then, so that it sees every use after free. */
+#if defined(__SANITIZE_ADDRESS__)
+#define MG_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MG_ASAN 1
+#endif
+#endif
+#ifndef MG_ASAN
+#define MG_ASAN 0
+#endif
 
 #define MG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define MG_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -36,8 +50,15 @@ typedef struct mg_buf {
 
 void mg_buf_reserve(mg_buf_t *b, size_t extra);
 void mg_buf_append(mg_buf_t *b, const void *p, size_t n);
-void mg_buf_puts(mg_buf_t *b, const char *s);
+/* Inline so that the length of a literal (most calls) is known at compile time. */
+static inline void mg_buf_puts(mg_buf_t *b, const char *s)
+{
+    mg_buf_append(b, s, strlen(s));
+}
 void mg_buf_printf(mg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends the decimal form of v (what printf's %lld / %llu would write). */
+void mg_buf_put_i64(mg_buf_t *b, int64_t v);
+void mg_buf_put_u64(mg_buf_t *b, uint64_t v);
 /* Appends s as a JSON string literal, quotes included. */
 void mg_buf_json_str(mg_buf_t *b, const char *s);
 void mg_buf_json_strn(mg_buf_t *b, const char *s, size_t n);
