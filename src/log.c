@@ -89,6 +89,33 @@ static size_t format_ts(char ts[40])
     return 24;
 }
 
+/* Lines of a batch (mg_log_batch_begin/end), per thread: static storage, nothing to free when a
+ * thread ends. */
+#define MG_LOG_BATCH_BYTES (32 * 1024)
+static _Thread_local bool batching;
+static _Thread_local size_t batch_len;
+static _Thread_local char batch[MG_LOG_BATCH_BYTES];
+
+static void batch_flush(void)
+{
+    if (!batch_len) return;
+    pthread_mutex_lock(&log_lock);
+    write_all(log_fd, batch, batch_len);
+    pthread_mutex_unlock(&log_lock);
+    batch_len = 0;
+}
+
+void mg_log_batch_begin(void)
+{
+    batching = true;
+}
+
+void mg_log_batch_end(void)
+{
+    batch_flush();
+    batching = false;
+}
+
 void mg_log_json(mg_log_level_t level, const char *msg, const char *extra)
 {
     if (level < log_min) return;
@@ -117,9 +144,15 @@ void mg_log_json(mg_log_level_t level, const char *msg, const char *extra)
         mg_buf_append(&b, extra, extra_len);
     }
     mg_buf_puts(&b, "}\n");
-    pthread_mutex_lock(&log_lock);
-    write_all(log_fd, b.data, b.len);
-    pthread_mutex_unlock(&log_lock);
+    if (batching && b.len <= sizeof batch) {
+        if (batch_len + b.len > sizeof batch) batch_flush();
+        memcpy(batch + batch_len, b.data, b.len);
+        batch_len += b.len;
+    } else {
+        pthread_mutex_lock(&log_lock);
+        write_all(log_fd, b.data, b.len);
+        pthread_mutex_unlock(&log_lock);
+    }
     if (!fits) mg_buf_free(&b);
 }
 

@@ -815,7 +815,9 @@ __attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const ch
 /* The driver of a worker's loop: MHD's epoll descriptor, MHD_run, MHD's timeout. */
 static void worker_run(void *ud)
 {
+    mg_log_batch_begin(); /* the access lines of the requests this pass completes: one write */
     MHD_run(((mg_worker_t *)ud)->daemon);
+    mg_log_batch_end();
 }
 
 static int64_t worker_timeout(void *ud)
