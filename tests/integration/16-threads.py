@@ -43,14 +43,14 @@ class Threads(MGTestCase):
         for t in ts:
             t.start()
         # While they wait on the upstream, /health counts the transfers of all threads.
-        a.wait_requests(n, timeout=10)
+        a.wait_requests(n, timeout=10 * mglib.TIMEOUT_SCALE)
         h = gw.get("/health").json
         self.assertGreaterEqual(h["upstream_active"], n // 2, h)
         for t in ts:
             t.join(20)
         self.assertEqual(results, [(200, True)] * n)
-        # All at once, not one thread at a time: 24 requests of 300 ms each.
-        self.assertLess(time.monotonic() - t0, 4.0)
+        # All at once, not one at a time: 24 requests of 300 ms each would take 7.2 s in a row.
+        self.assertLess(time.monotonic() - t0, 4.0 * mglib.TIMEOUT_SCALE)
         self.assertEqual(len(gw.wait_access(n)), n)
 
     def test_fallback_and_keep_alive_across_threads(self):
@@ -75,8 +75,13 @@ class Threads(MGTestCase):
         a = self.mock("A")
         gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
                                  gateway={"threads": THREADS, "maxConnectionsPerIp": 3}))
-        held = [socket.create_connection(("127.0.0.1", gw.port), timeout=5) for _ in range(3)]
-        time.sleep(0.3)
+        held = [socket.create_connection(("127.0.0.1", gw.port), timeout=5 * mglib.TIMEOUT_SCALE)
+                for _ in range(3)]
+        body = b'{"model":"default","messages":[{"role":"user","content":"x"}]}'
+        for h in held:  # served (so accepted and counted) before the extra ones arrive; kept open
+            h.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.assertTrue(h.recv(100).startswith(b"HTTP/1.1 200"))
         refused = 0
         for _ in range(3):
             extra = socket.create_connection(("127.0.0.1", gw.port), timeout=5)

@@ -63,7 +63,7 @@ class Reload(MGTestCase):
     def test_file_change_is_picked_up_without_a_signal(self):
         gw = self.gateway(self.cfg("a/m"))
         self.write(gw, self.cfg("b/m"))
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 3 * mglib.TIMEOUT_SCALE
         while time.monotonic() < deadline and self.served(gw)[0] != "b/m":
             time.sleep(0.05)
         self.assertEqual(self.served(gw)[0], "b/m")
