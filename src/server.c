@@ -658,6 +658,9 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
     return MHD_YES;
 }
 
+/* The context of a GET between its first and second call (see on_request). */
+static char deferred_get;
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **ctx)
 {
@@ -665,6 +668,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     mg_req_t *req = *ctx;
     if (!req) {
         conn_set_in_request(w->srv, c, true);
+        /* libmicrohttpd 0.9.75 closes the connection after a reply queued in the very first call
+         * (it cannot know the request had no body to skip): a GET or HEAD is answered on the
+         * second call, so that health checks and model lists keep their connection. */
+        if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) {
+            *ctx = &deferred_get;
+            return MHD_YES;
+        }
+        return on_new_request(w, c, url, method, ctx);
+    }
+    if (req == (mg_req_t *)&deferred_get) {
+        *ctx = NULL;
         return on_new_request(w, c, url, method, ctx);
     }
     if (*upload_size) {
@@ -704,6 +718,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum M
     mg_server_t *srv = ((mg_worker_t *)cls)->srv;
     mg_req_t *req = *ctx;
     conn_set_in_request(srv, c, false);
+    if (req == (mg_req_t *)&deferred_get) *ctx = req = NULL;
     if (!req) return;
     *ctx = NULL;
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {

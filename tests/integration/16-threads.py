@@ -75,6 +75,9 @@ class Threads(MGTestCase):
         a = self.mock("A")
         gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
                                  gateway={"threads": THREADS, "maxConnectionsPerIp": 3}))
+        # The start-up check's connection (a keep-alive GET /health the client then closed) must be
+        # gone from the server's count first, or it takes one of the slots.
+        time.sleep(0.3 * mglib.TIMEOUT_SCALE)
         held = [socket.create_connection(("127.0.0.1", gw.port), timeout=5 * mglib.TIMEOUT_SCALE)
                 for _ in range(3)]
         body = b'{"model":"default","messages":[{"role":"user","content":"x"}]}'

@@ -174,6 +174,9 @@ class Limits(MGTestCase):
         a = self.mock("A")
         gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
                                  gateway={"maxConnectionsPerIp": 2}))
+        # The start-up check's connection (a keep-alive GET /health the client then closed) must be
+        # gone from the server's count first, or it takes one of the slots.
+        time.sleep(0.3 * mglib.TIMEOUT_SCALE)
         held = [socket.create_connection(("127.0.0.1", gw.port), timeout=5) for _ in range(2)]
         time.sleep(0.2)
         third = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
@@ -188,6 +191,31 @@ class Limits(MGTestCase):
             h.close()
         time.sleep(0.2)
         self.assertEqual(gw.get("/health").status, 200)  # served again once the others left
+
+
+class KeepAlive(MGTestCase):
+    def test_get_endpoints_keep_the_connection(self):
+        # libmicrohttpd closes after a reply queued on its first call; GETs are answered on the
+        # second, so a health checker or an SDK listing models keeps its connection.
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"))
+        c = gw.conn()
+        socks = []
+        for path in ("/health", "/v1/models", "/metrics", "/health"):
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200, path)
+            self.assertNotEqual((r.getheader("connection") or "").lower(), "close", path)
+            socks.append(c.sock)
+        self.assertTrue(all(s is socks[0] for s in socks), "a GET reply closed the connection")
+        # A POST on the same connection still works after them.
+        c.request("POST", "/v1/chat/completions",
+                  body=b'{"model":"default","messages":[{"role":"user","content":"x"}]}',
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        self.assertEqual(r.status, 200, r.read())
+        c.close()
 
 
 class Hygiene(MGTestCase):
