@@ -115,9 +115,16 @@ async def run(args, procs):
         if alive_at_end else (0, {}, b"")
     problems = gw.stop()
 
-    # Classify against the kills.
+    # Classify against the kills. A stream whose last bytes A had already written when it died can
+    # still end cleanly a moment after the kill (they were in the kernel's or moongate's buffers).
+    # An "ok" stream is complete and byte-exact, so it lost nothing: it counts as hit only if it
+    # was still open SETTLE_S after the kill, which a stream A had not finished cannot be.
+    SETTLE_S = 0.1
+
     def in_flight_at(r, tk):
-        return r.t_head is not None and r.t_head <= tk and r.t_end >= tk
+        if r.t_head is None or r.t_head > tk:
+            return False
+        return r.t_end >= tk + (SETTLE_S if r.kind == "ok" else 0.0)
 
     bad = [r for r in results if r.kind not in ("ok", "error_event")]
     errs = [r for r in results if r.kind == "error_event"]
