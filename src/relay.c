@@ -550,9 +550,6 @@ mg_xfer_callbacks_t mg_relay_callbacks(void)
     return (mg_xfer_callbacks_t){on_head, on_data, on_done};
 }
 
-/* A 2xx whole answer must be one: a JSON object with choices and no error member. Servers that
- * report failures with 200 (an error body, an empty or cut body) are failures, classified by the
- * body's wording where it has one. */
 /* answer_class for a Chat answer that is strict JSON (mg_json_strict_members), from its text and
  * the spans of its "error" and "choices" members: the same verdict, with no tree built. */
 static mg_class_t chat_answer_class_text(const mg_req_t *req, const mg_attempt_t *a, char root,
@@ -568,14 +565,21 @@ static mg_class_t chat_answer_class_text(const mg_req_t *req, const mg_attempt_t
     return MG_CLASS_OK;
 }
 
-static mg_class_t answer_class(const mg_req_t *req, const mg_attempt_t *a)
+/* A 2xx whole answer must be one: a JSON object with choices and no error member. Servers that
+ * report failures with 200 (an error body, an empty or cut body) are failures, classified by the
+ * body's wording where it has one. A Chat answer's strict pass also notes where its usage is
+ * (a->usage), for the router's read_usage. */
+static mg_class_t answer_class(const mg_req_t *req, mg_attempt_t *a)
 {
     mg_api_t up = a->model->provider->api;
-    static const char *const keys[2] = {"error", "choices"};
-    mg_json_span_t spans[2];
+    static const char *const keys[3] = {"error", "choices", "usage"};
+    mg_json_span_t spans[3];
     char root;
-    if (up == MG_API_OPENAI_COMPLETIONS && mg_json_strict_members(a->body.data, a->body.len, &root, keys, 2, spans))
+    if (up == MG_API_OPENAI_COMPLETIONS && mg_json_strict_members(a->body.data, a->body.len, &root, keys, 3, spans)) {
+        a->usage_known = root == '{';
+        a->usage = spans[2];
         return chat_answer_class_text(req, a, root, &spans[0], &spans[1]);
+    }
     /* The answer is only read here: parsed into a scratch arena (no node-by-node frees). */
     mg_ir_arena_t *arena = mg_ir_arena_new();
     cJSON *j = a->body.len ? mg_ir_parse_json(arena, a->body.data, a->body.len, NULL) : NULL;
@@ -613,7 +617,7 @@ const char *mg_relay_answer_problem(const mg_attempt_t *a)
     return why;
 }
 
-mg_classification_t mg_relay_classify(const mg_req_t *req, const mg_attempt_t *a)
+mg_classification_t mg_relay_classify(const mg_req_t *req, mg_attempt_t *a)
 {
     mg_classification_t c = {.cls = MG_CLASS_OK, .retry_after_ms = -1, .should_retry = -1};
     if (a->fail_cls) {

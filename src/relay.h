@@ -22,7 +22,7 @@ bool mg_relay_normalize_reasoning(cJSON *msg, bool strip);
 bool mg_relay_split_think(mg_think_t *t, cJSON *msg);
 
 /* The class of a settled, uncommitted attempt (serving thread, after done). */
-mg_classification_t mg_relay_classify(const mg_req_t *req, const mg_attempt_t *a);
+mg_classification_t mg_relay_classify(const mg_req_t *req, mg_attempt_t *a);
 /* For an answer mg_relay_classify rejected although the transfer and status were fine: what was
  * wrong with it (static string), for the route trace. */
 const char *mg_relay_answer_problem(const mg_attempt_t *a);

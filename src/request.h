@@ -16,6 +16,7 @@
 
 #include "compact.h"
 #include "ir.h"
+#include "jsonutil.h"
 #include "keys.h"
 #include "policy.h"
 #include "sse.h"
@@ -88,6 +89,8 @@ typedef struct mg_attempt {
     bool health_begun;    /* counted in flight by the health registry; ended exactly once */
     /* Serving thread, once done. */
     mg_class_t cls;
+    bool usage_known;     /* the classifier's strict pass over a Chat answer noted its "usage" */
+    mg_json_span_t usage; /* … and where its value is (found false: the answer has none) */
 } mg_attempt_t;
 
 /* A summarizer run for the current attempt (compaction dropped turns, and a summarizer is named):

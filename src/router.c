@@ -936,11 +936,17 @@ static bool read_usage_text(const char *t, size_t n, int64_t *pt, bool *has_pt, 
     return true;
 }
 
-/* The usage of a whole Chat Completions answer, read from its top-level "usage" member alone. */
+/* The usage of a whole Chat Completions answer, read from its top-level "usage" member alone:
+ * where the classifier's pass left it, or found now. */
 static void read_usage(mg_req_t *req, mg_attempt_t *a)
 {
     size_t vs, ve;
-    if (!a->body.data || !mg_json_member_span(a->body.data, a->body.len, "usage", &vs, &ve)) return;
+    if (a->usage_known) {
+        if (!a->usage.found) return;
+        vs = a->usage.start, ve = a->usage.end;
+    } else if (!a->body.data || !mg_json_member_span(a->body.data, a->body.len, "usage", &vs, &ve)) {
+        return;
+    }
     int64_t pt = 0, ct = 0, cached = 0;
     bool has_pt, has_ct, has_cached;
     if (read_usage_text(a->body.data + vs, ve - vs, &pt, &has_pt, &ct, &has_ct, &cached, &has_cached)) {

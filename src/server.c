@@ -63,6 +63,7 @@ typedef struct mg_worker {
     struct MHD_Daemon *daemon;
     mg_upstream_t *up;
     MHD_socket quiesced; /* its listening socket once quiesced: ours to close after the stop */
+    atomic_uint_fast64_t requests; /* requests this thread has taken (GET /health shows them) */
 } mg_worker_t;
 
 struct mg_server {
@@ -71,7 +72,6 @@ struct mg_server {
     pthread_mutex_t conn_lock; /* guards conns and ips */
     mg_conn_t *conns;
     mg_ip_count_t *ips[MG_IP_BUCKETS];
-    unsigned max_per_ip;
     pthread_t watchdog;
     bool watchdog_running;
     atomic_bool stopping;
@@ -220,9 +220,14 @@ static enum MHD_Result serve_health(mg_server_t *srv, struct MHD_Connection *c)
 {
     mg_gen_t *g = mg_gen_acquire();
     mg_reply_t r = {.status = 200, .content_type = "application/json", .retry_after_s = -1};
-    mg_buf_printf(&r.body, "{\"status\":\"ok\",\"generation\":%llu,\"in_flight\":%u,\"upstream_active\":%zu}",
+    mg_buf_printf(&r.body, "{\"status\":\"ok\",\"generation\":%llu,\"in_flight\":%u,\"upstream_active\":%zu",
                   (unsigned long long)g->id, atomic_load(&srv->in_flight), upstream_active(srv));
     mg_gen_release(g);
+    mg_buf_puts(&r.body, ",\"requests_by_thread\":[");
+    for (int i = 0; i < srv->n_workers; i++)
+        mg_buf_printf(&r.body, "%s%llu", i ? "," : "",
+                      (unsigned long long)atomic_load_explicit(&srv->workers[i].requests, memory_order_relaxed));
+    mg_buf_puts(&r.body, "]}");
     return send_reply(c, NULL, &r);
 }
 
@@ -485,15 +490,17 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
         k->fd = ci ? ci->connect_fd : MHD_INVALID_SOCKET;
         k->since_ms = mg_now_ms();
         const union MHD_ConnectionInfo *ai = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        /* Every address is counted, so that a limit a reload sets or lowers counts the
+         * connections already open too. */
+        mg_gen_t *g = mg_gen_acquire();
+        unsigned limit = g ? g->cfg->gw.max_connections_per_ip : 0;
+        mg_gen_release(g);
         bool over = false;
         pthread_mutex_lock(&srv->conn_lock);
         k->next = srv->conns;
         if (srv->conns) srv->conns->prev = k;
         srv->conns = k;
-        if (srv->max_per_ip && (k->ip = ip_count_locked(srv, ai ? ai->client_addr : NULL))) {
-            k->ip->n++;
-            over = k->ip->n > srv->max_per_ip;
-        }
+        if ((k->ip = ip_count_locked(srv, ai ? ai->client_addr : NULL))) over = ++k->ip->n > limit && limit;
         pthread_mutex_unlock(&srv->conn_lock);
         /* Over gateway.maxConnectionsPerIp (counted across all serving threads): closed before a
          * byte is read, as libmicrohttpd's own limit does. */
@@ -587,6 +594,7 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
                                       const char *method, void **ctx)
 {
     mg_server_t *srv = w->srv;
+    atomic_fetch_add_explicit(&w->requests, 1, memory_order_relaxed);
     bool is_get = strcmp(method, "GET") == 0;
     if (strcmp(url, "/health") == 0)
         return is_get ? serve_health(srv, c) : send_method_error(c, NULL, "GET", "this endpoint accepts GET only");
@@ -907,7 +915,6 @@ mg_server_t *mg_server_start(const char *host, int port)
     mg_server_t *srv = mg_xcalloc(1, sizeof *srv);
     srv->n_workers = gw->threads > 0 ? gw->threads : 1;
     srv->workers = mg_xcalloc((size_t)srv->n_workers, sizeof *srv->workers);
-    srv->max_per_ip = gw->max_connections_per_ip;
     pthread_mutex_init(&srv->reg_lock, NULL);
     pthread_mutex_init(&srv->conn_lock, NULL);
     mg_req_wake_fn = wake;

@@ -71,7 +71,6 @@ struct mg_upstream {
     bool thread_started;
     int epfd, evfd;
     mg_loop_driver_t drv;
-    bool has_drv;
     CURLM *multi;
     CURL *pool[MG_EASY_POOL]; /* reset easy handles (loop thread only) */
     mg_fd_state_t *fds;       /* by descriptor: curl's sockets in epfd (see on_socket) */
@@ -478,7 +477,7 @@ static void *loop_main(void *arg)
                 woke = true;
                 continue;
             }
-            if (up->has_drv && fd == up->drv.fd) {
+            if (fd == up->drv.fd) {
                 drv_ready = true;
                 continue;
             }
@@ -498,24 +497,22 @@ static void *loop_main(void *arg)
          * right after, in this same pass, and what that ends (resuming requests) goes back to the
          * driver at once. */
         now = mg_now_ms();
-        bool run_drv = up->has_drv && (drv_ready || (drv_due_ms >= 0 && now >= drv_due_ms));
+        bool run_drv = drv_ready || (drv_due_ms >= 0 && now >= drv_due_ms);
         for (int round = 0; round < 16; round++) {
             if (run_drv || atomic_exchange(&up->kick, false)) up->drv.run(up->drv.ud);
             process_local(up);
             drive_curl_timeout(up, &running);
             read_done(up);
             run_drv = false;
-            if (!up->has_drv || !atomic_load(&up->kick)) break;
+            if (!atomic_load(&up->kick)) break;
         }
         now = mg_now_ms();
         if (now >= up->next_scan_ms) {
             scan_timers(up, now);
             up->next_scan_ms = now + MG_SCAN_MS;
         }
-        if (up->has_drv) {
-            int64_t t = up->drv.timeout_ms(up->drv.ud);
-            drv_due_ms = t < 0 ? -1 : mg_now_ms() + t;
-        }
+        int64_t t = up->drv.timeout_ms(up->drv.ud);
+        drv_due_ms = t < 0 ? -1 : mg_now_ms() + t;
         pthread_mutex_lock(&up->lock);
         bool stop = up->exiting && up->cmds.n == 0;
         pthread_mutex_unlock(&up->lock);
@@ -557,12 +554,9 @@ error:
 
 bool mg_upstream_run(mg_upstream_t *up, const mg_loop_driver_t *drv)
 {
-    if (drv) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.fd = drv->fd};
-        if (epoll_ctl(up->epfd, EPOLL_CTL_ADD, drv->fd, &ev) != 0) return false;
-        up->drv = *drv;
-        up->has_drv = true;
-    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = drv->fd};
+    if (epoll_ctl(up->epfd, EPOLL_CTL_ADD, drv->fd, &ev) != 0) return false;
+    up->drv = *drv;
     up->thread_started = pthread_create(&up->thread, NULL, loop_main, up) == 0;
     return up->thread_started;
 }

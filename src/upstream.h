@@ -78,7 +78,7 @@ typedef struct mg_loop_driver {
 
 /* Creates the loop; it runs once mg_upstream_run starts its thread. Returns NULL on failure. */
 mg_upstream_t *mg_upstream_new(void);
-/* Starts the loop's thread, with a driver (copied) or NULL. Returns false on failure. */
+/* Starts the loop's thread, with its driver (copied). Returns false on failure. */
 bool mg_upstream_run(mg_upstream_t *up, const mg_loop_driver_t *drv);
 /* Asks the loop to run its driver soon (at once when called from the loop thread, after the
  * current step). Thread-safe. */

@@ -333,6 +333,11 @@ class Rewrite(MGTestCase):
         self.assertEqual(r.json["usage"]["total_tokens"],
                          r.json["usage"]["prompt_tokens"] + r.json["usage"]["completion_tokens"])
         self.assertIn("application/json", r.header("content-type", ""))
+        # The answer's usage is what the access line records for the attempt.
+        line = self.gw.wait_access(1, pred=lambda l: l.get("id") == r.header("x-request-id"))[0]
+        att = line["attempts"][-1]
+        self.assertEqual((att.get("prompt_tokens"), att.get("completion_tokens")),
+                         (r.json["usage"]["prompt_tokens"], r.json["usage"]["completion_tokens"]), line)
 
     def test_alias_lookup_falls_back_to_case_insensitive(self):
         r = self.gw.post_json("/v1/chat/completions", chat_body("minimax"))

@@ -170,27 +170,75 @@ class SlowSenders(MGTestCase):
 
 
 class Limits(MGTestCase):
-    def test_connections_per_ip_are_capped(self):
+    """gateway.maxConnectionsPerIp, which moongate counts itself across all serving threads."""
+
+    BODY = b'{"model":"default","messages":[{"role":"user","content":"x"}]}'
+
+    def start(self, gateway):
         a = self.mock("A")
-        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
-                                 gateway={"maxConnectionsPerIp": 2}))
-        # The start-up check's connection (a keep-alive GET /health the client then closed) must be
-        # gone from the server's count first, or it takes one of the slots.
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m", gateway=gateway))
+        self.taken = sum(gw.get("/health").json["requests_by_thread"])
+        # The connections of the start-up check and of that GET (keep-alive, then closed by the
+        # client) must be gone from the server's count first, or they take slots.
         time.sleep(0.3 * mglib.TIMEOUT_SCALE)
-        held = [socket.create_connection(("127.0.0.1", gw.port), timeout=5) for _ in range(2)]
-        time.sleep(0.2)
-        third = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
-        third.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        try:
-            got = third.recv(100)
-        except OSError:
-            got = b""
-        self.assertEqual(got, b"", "a third connection from the same address was served")
-        third.close()
+        return gw
+
+    def hold(self, gw, n):
+        """n connections, each served one request (so accepted and counted) and kept open."""
+        held = []
+        for _ in range(n):
+            h = socket.create_connection(("127.0.0.1", gw.port), timeout=5 * mglib.TIMEOUT_SCALE)
+            h.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(self.BODY), self.BODY))
+            self.assertTrue(h.recv(100).startswith(b"HTTP/1.1 200"))
+            held.append(h)
+        return held
+
+    def refused(self, gw, tries):
+        """How many of tries new connections were closed unanswered."""
+        n = 0
+        for _ in range(tries):
+            extra = socket.create_connection(("127.0.0.1", gw.port), timeout=5 * mglib.TIMEOUT_SCALE)
+            extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                got = extra.recv(100)
+            except OSError:
+                got = b""
+            n += got == b""
+            extra.close()
+        return n
+
+    def release(self, gw, held):
         for h in held:
             h.close()
-        time.sleep(0.2)
-        self.assertEqual(gw.get("/health").status, 200)  # served again once the others left
+        time.sleep(0.3)
+        # Counted down again as they close: new connections are served.
+        for _ in range(4):
+            self.assertEqual(gw.get("/health").status, 200)
+
+    def test_connections_per_ip_are_capped(self):
+        for threads, cap in ((1, 2), (3, 3)):
+            with self.subTest(threads=threads):
+                gw = self.start({"threads": threads, "maxConnectionsPerIp": cap})
+                held = self.hold(gw, cap)
+                self.assertEqual(self.refused(gw, 3), 3, "connections over the cap were served")
+                self.release(gw, held)
+                # Requests taken, by all threads together: the held ones, release's and this one;
+                # none from the refused connections.
+                self.assertEqual(sum(gw.get("/health").json["requests_by_thread"]), self.taken + cap + 4 + 1)
+
+    def test_a_reload_applies_a_new_cap_to_open_connections(self):
+        gw = self.start({"threads": 2})
+        held = self.hold(gw, 3)
+        self.assertEqual(self.refused(gw, 1), 0)
+        cfg = dict(gw.cfg)
+        cfg["gateway"] = dict(cfg["gateway"], maxConnectionsPerIp=3)
+        with open(gw.config_path, "w") as f:
+            json.dump(cfg, f)
+        self.assertEqual(gw.request("POST", "/admin/reload").status, 200)
+        time.sleep(0.3)  # the reload's own connection is gone from the count
+        self.assertEqual(self.refused(gw, 2), 2, "the three connections open before the reload were not counted")
+        self.release(gw, held)
 
 
 class KeepAlive(MGTestCase):
