@@ -127,6 +127,7 @@ void mg_req_release(mg_req_t *req)
     }
     mg_xfer_release(req->summary.xfer);
     mg_buf_free(&req->summary.body);
+    mg_buf_free(&req->summary.headers);
     mg_buf_free(&req->out);
     if (req->body.cap > REQ_BODY_KEEP) mg_buf_free(&req->body); /* else kept with the object */
     mg_ir_arena_free(req->arena); /* the JSON (mg_ir_parse_json) and the model that borrows from it */

@@ -104,7 +104,9 @@ typedef struct mg_summary_run {
     const mg_model_t *model; /* the summarizer */
     int64_t start_ms;
     long status;             /* (up) */
+    mg_buf_t headers;        /* (up) the answer's header block (Retry-After, for health) */
     mg_buf_t body;           /* (up) the answer, capped */
+    bool health_begun;       /* counted in flight by the health registry; ended exactly once */
     mg_xfer_result_t result; /* (up) */
     char detail[160];        /* (up) */
     /* The candidate: compacted with room kept for the summary (reserved), and the deterministic

@@ -413,6 +413,8 @@ static void summary_head(void *ud, long status, const char *headers, size_t len)
 {
     mg_req_t *req = ud;
     req->summary.status = status;
+    mg_buf_reset(&req->summary.headers);
+    mg_buf_append(&req->summary.headers, headers, len);
 }
 
 static size_t summary_data(void *ud, mg_xfer_t *x, const char *p, size_t n)
@@ -434,6 +436,31 @@ static void summary_done(void *ud, mg_xfer_result_t result, const char *detail)
     pthread_mutex_unlock(&req->lock);
     if (w) mg_req_wake(req);
     mg_req_release(req); /* the run's reference */
+}
+
+/* Ends the summary run's health attempt: its outcome counts for the summarizer as an attempt's
+ * would (latency, cooldowns); a cancelled one is not counted. */
+static void summary_health(mg_req_t *req, mg_class_t cls)
+{
+    mg_summary_run_t *run = &req->summary;
+    if (!health || !run->health_begun) return;
+    const char *pid = run->model->provider->id;
+    int64_t now = mg_now_ms();
+    mg_health_attempt_end(health, pid, run->model->ref);
+    run->health_begun = false;
+    if (cls == MG_CLASS_CANCELLED) return;
+    mg_health_outcome_t o = mg_health_outcome(cls);
+    o.xfer = run->result;
+    o.http_status = run->status;
+    o.latency_ms = now - run->start_ms;
+    if (cls != MG_CLASS_OK) {
+        mg_classification_t c = mg_classify_http2(req->gen->patterns, run->status, run->headers.data,
+                                                  run->headers.len, run->body.data, run->body.len);
+        o.retry_after_ms = c.retry_after_ms;
+        o.should_retry = c.should_retry;
+        o.message = run->detail[0] ? run->detail : NULL;
+    }
+    mg_health_report(health, pid, run->model->ref, &o, now);
 }
 
 /* Asks summarizer s (non-streaming, through the upstream loop) for a summary of the turns
@@ -460,6 +487,14 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
         compaction_note(req, a,
                         "no summary: summarizer %s needs environment variable %s, which is not set",
                         s->ref, sp->api_key_env);
+        return false;
+    }
+    /* A summarizer that is failing would hold every such request for summaryTimeoutMs: while it
+     * cools down, the drop note stands at once. */
+    int64_t until = 0;
+    if (health && !mg_health_available(health, sp->id, s->ref, mg_now_ms(), &until)) {
+        compaction_note(req, a, "no summary: summarizer %s is cooling down for %lld ms more", s->ref,
+                        (long long)MG_MAX(0, until - mg_now_ms()));
         return false;
     }
     mg_ir_request_t reserved = *filtered;
@@ -507,6 +542,7 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
     run->result = MG_XFER_OK;
     run->detail[0] = '\0';
     mg_buf_reset(&run->body);
+    mg_buf_reset(&run->headers);
     run->done = false;
     run->start_ms = mg_now_ms();
     mg_timeouts_t t = mg_config_timeouts(cfg, s);
@@ -530,11 +566,16 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
     };
     mg_req_ref(req); /* the run's reference, released by summary_done */
     run->active = true;
+    if (health) {
+        mg_health_attempt_begin(health, sp->id, s->ref, false, run->start_ms);
+        run->health_begun = true;
+    }
     run->xfer = mg_xfer_submit(req->up, &spec);
     free(url);
     up_headers_free(&hd);
     if (!run->xfer) {
         run->active = false;
+        summary_health(req, MG_CLASS_CANCELLED);
         mg_req_release(req);
         compaction_note(req, a, "no summary: the gateway is stopping");
         return false;
@@ -1119,6 +1160,7 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
     bool gone = req->client_gone;
     pthread_mutex_unlock(&req->lock);
     if (gone || req->client_aborted) {
+        summary_health(req, MG_CLASS_CANCELLED);
         settle_locally(a, MG_CLASS_CANCELLED, "the client left while the summary was being made");
         mg_metrics_attempt(a->model->ref, a->cls);
         return advance(req, reply);
@@ -1127,21 +1169,30 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
     const char *text = NULL;
     size_t len = 0;
     int64_t took = mg_now_ms() - run->start_ms;
-    if (run->result == MG_XFER_TIMEOUT_TOTAL || run->result == MG_XFER_TIMEOUT_CONNECT)
+    mg_class_t cls = MG_CLASS_OK; /* the summarizer's, for health */
+    if (run->result == MG_XFER_TIMEOUT_TOTAL || run->result == MG_XFER_TIMEOUT_CONNECT) {
         snprintf(why, sizeof why, "no answer within summaryTimeoutMs (%lld ms)",
                  (long long)run->opts.summary_timeout_ms);
-    else if (run->result != MG_XFER_OK)
+        cls = mg_classify_xfer(run->result);
+    } else if (run->result != MG_XFER_OK) {
         snprintf(why, sizeof why, "%s%s%s", mg_xfer_result_name(run->result),
                  run->detail[0] ? ": " : "", run->detail);
-    else if (run->status < 200 || run->status >= 300)
+        cls = mg_classify_xfer(run->result);
+    } else if (run->status < 200 || run->status >= 300) {
         snprintf(why, sizeof why, "it answered HTTP %ld", run->status);
-    else if (mg_summary_read(run->model->provider->api, run->body.data, run->body.len, req->arena,
-                             &text, &len, why, sizeof why) != 0)
-        ; /* why says what was wrong with the answer */
-    else if (mg_compact_insert_summary(req->arena, &run->reserved, run->budget, &run->opts,
-                                       &run->reserved_report, text, len) != 0)
-        snprintf(why, sizeof why, "its summary did not fit the model's budget");
+        cls = mg_classify_http2(req->gen->patterns, run->status, run->headers.data, run->headers.len,
+                                run->body.data, run->body.len).cls;
+        if (cls == MG_CLASS_OK) cls = MG_CLASS_SERVER_ERROR;
+    } else if (mg_summary_read(run->model->provider->api, run->body.data, run->body.len, req->arena,
+                               &text, &len, why, sizeof why) != 0) {
+        cls = MG_CLASS_SERVER_ERROR; /* why says what was wrong with the answer */
+    } else if (mg_compact_insert_summary(req->arena, &run->reserved, run->budget, &run->opts,
+                                         &run->reserved_report, text, len) != 0) {
+        snprintf(why, sizeof why, "its summary did not fit the model's budget"); /* not its fault */
+    }
+    summary_health(req, cls);
     mg_buf_free(&run->body);
+    mg_buf_free(&run->headers);
     mg_ir_request_t cand;
     if (!why[0]) {
         cand = run->reserved;

@@ -109,6 +109,24 @@ class Summaries(MGTestCase):
         self.assert_deterministic(r, started, "it answered HTTP 500")
         self.assertLess(time.monotonic() - started, 1.5)
 
+    def test_a_summarizer_that_said_429_is_not_asked_while_it_cools_down(self):
+        self.s.set_behavior("fail", status=429, headers={"Retry-After": "30"})
+        started = time.monotonic()
+        r = self.gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": history()})
+        self.assert_deterministic(r, started, "it answered HTTP 429")
+        self.assertEqual(len(self.s.requests), 1)
+        # Its health is tracked like any attempt's: the 429 cooled it for Retry-After.
+        h = self.gw.get("/admin/health").json
+        e = [m for p in h["providers"] for m in p.get("models", []) if m.get("ref") == "loc/summ"]
+        self.assertEqual([(m["state"], m["cooldown_class"]) for m in e], [("cooling_down", "rate_limit")], h)
+        self.s.set_behavior("answer", content=SUMMARY)
+        r = self.gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": history()})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(len(self.s.requests), 1, "a cooling summarizer was asked again")
+        self.assertNotIn("summary", r.header("x-moongate-compaction") or "", r)
+        line = self.gw.wait_access(2, pred=lambda l: l.get("path") == "/v1/chat/completions")[-1]
+        self.assertIn("no summary: summarizer loc/summ is cooling down", line["attempts"][0].get("compaction_note", ""), line)
+
     def test_an_empty_summary_leaves_the_drop_note(self):
         self.s.set_behavior("answer", content="   ")
         r = self.gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": history()})
