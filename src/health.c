@@ -52,6 +52,7 @@ typedef struct ent {
     } win[WIN_BUCKETS];
 
     /* providers only */
+    uint64_t endpoint;    /* hash of where and how the provider is reached (endpoint_of); 0 unknown */
     int64_t budget_milli; /* retry tokens × 1000: exact arithmetic, 5 deposits make one token */
     uint64_t retries, retries_denied;
     bool probe_in_flight;
@@ -275,12 +276,55 @@ void mg_health_set_callback(mg_health_t *h, mg_health_change_fn fn, void *ud)
     pthread_mutex_unlock(&h->lock);
 }
 
-void mg_health_add_config(mg_health_t *h, const mg_config_t *cfg)
+static void notify(mg_health_t *h, ent_t *e, bool cooling, const char *reason, int64_t now);
+
+static uint64_t fnv_str(uint64_t x, const char *s)
+{
+    for (const unsigned char *c = (const unsigned char *)(s ? s : ""); *c; c++) x = (x ^ *c) * 0x100000001b3ULL;
+    return (x ^ 0xff) * 0x100000001b3ULL; /* a separator no UTF-8 text holds: "ab","c" ≠ "a","bc" */
+}
+
+/* What a provider's health is about: its address, API, key, extra headers and TLS settings. The
+ * key is only hashed here, never kept. Never 0. */
+static uint64_t endpoint_of(const mg_provider_t *p)
+{
+    uint64_t x = 0xcbf29ce484222325ULL;
+    x = fnv_str(x, mg_api_name(p->api));
+    x = fnv_str(x, p->base_url);
+    x = fnv_str(x, p->api_key);
+    for (size_t i = 0; i < p->n_headers; i++) x = fnv_str(fnv_str(x, p->headers[i].name), p->headers[i].value);
+    x = fnv_str(x, p->ca_file);
+    x = fnv_str(x, p->http2 ? "2" : "1");
+    return x ? x : 1;
+}
+
+/* Forgets what an entry learnt about an endpoint it no longer stands for: cooldown, failure
+ * streak, error window and latency samples. The totals stay. */
+static void forget(mg_health_t *h, ent_t *e, int64_t now)
+{
+    if (e->reported) {
+        e->reported = false;
+        notify(h, e, false, "reconfigured", now);
+    }
+    e->until = 0;
+    e->level = e->consecutive = 0;
+    memset(e->win, 0, sizeof e->win);
+    e->lat_n = e->lat_i = e->ttft_n = e->ttft_i = 0;
+    e->pct_valid = false;
+}
+
+void mg_health_add_config(mg_health_t *h, const mg_config_t *cfg, int64_t now_ms)
 {
     pthread_mutex_lock(&h->lock);
     for (size_t i = 0; cfg && i < cfg->n_providers; i++) {
         const mg_provider_t *p = &cfg->providers[i];
         ent_t *pe = provider_ent(h, p->id);
+        uint64_t ep = endpoint_of(p);
+        if (pe->endpoint && pe->endpoint != ep) {
+            forget(h, pe, now_ms);
+            for (ent_t *m = pe->models; m; m = m->next_model) forget(h, m, now_ms);
+        }
+        pe->endpoint = ep;
         for (size_t j = 0; j < p->n_models; j++) model_ent(h, pe, p->models[j].ref);
     }
     pthread_mutex_unlock(&h->lock);

@@ -9,7 +9,8 @@
  *
  * Keys: a provider id ("lmstudio") and a model ref ("lmstudio/qwen3-8b"). Entries are created on
  * first mention (or by mg_health_add_config) and live as long as the registry; a config reload
- * keeps them, so health survives reloads.
+ * keeps them, so health survives reloads, except where a provider's endpoint changed (its
+ * address, API, key, headers or TLS settings): its entry and its models' start afresh.
  *
  * Lifecycle of a cooldown (defaults; see mg_health_settings_t):
  *   healthy -> cooling_down: on the first failure of an "immediate" class (connect_error, auth,
@@ -100,8 +101,11 @@ void mg_health_free(mg_health_t *h);
 void mg_health_configure(mg_health_t *h, const mg_health_settings_t *settings);
 void mg_health_set_callback(mg_health_t *h, mg_health_change_fn fn, void *ud);
 /* Creates entries for every provider and model of cfg (so /admin/health lists them before any
- * traffic). Borrowed; nothing of cfg is kept. */
-void mg_health_add_config(mg_health_t *h, const mg_config_t *cfg);
+ * traffic). A provider already known whose endpoint differs from last time (a reload changed its
+ * baseUrl, api, apiKey, headers, caFile or http2) loses its cooldowns, failure streaks, error
+ * window and latency samples, and its models' too (ending a reported cooldown with reason
+ * "reconfigured"): they were about another endpoint. Borrowed; nothing of cfg is kept. */
+void mg_health_add_config(mg_health_t *h, const mg_config_t *cfg, int64_t now_ms);
 
 /* ---------------------------------------------------------------------------------------------
  * Attempts. At attempt start call _begin; at its end _end, then _report (or _record), then _decide.

@@ -48,7 +48,7 @@ mg_health_t *mg_probe_health_new(const mg_config_t *cfg)
     mg_probe_settings(cfg, &s);
     mg_health_t *h = mg_health_new(&s);
     mg_health_set_callback(h, on_change, NULL);
-    mg_health_add_config(h, cfg);
+    mg_health_add_config(h, cfg, mg_now_ms());
     return h;
 }
 
@@ -57,7 +57,7 @@ void mg_probe_health_update(mg_health_t *h, const mg_config_t *cfg)
     mg_health_settings_t s;
     mg_probe_settings(cfg, &s);
     mg_health_configure(h, &s);
-    mg_health_add_config(h, cfg);
+    mg_health_add_config(h, cfg, mg_now_ms());
 }
 
 /* One probe in flight: the provider it is for (a copy of what the answer needs) and the body. */

@@ -4,6 +4,7 @@ provider or a single model into cooldown, later requests skip it (and say so), t
 visible in /admin/health and /metrics, an active GET /models probe ends it, and the metrics count
 requests, attempts and fallbacks."""
 
+import json
 import time
 
 import mglib
@@ -64,6 +65,30 @@ class Cooldowns(MGTestCase):
                          changes)
         m = gw.get("/metrics").body.decode()
         self.assertEqual(metric(m, "moongate_providers_cooling_down"), 1.0, m)
+
+    def test_a_reload_that_moves_a_provider_ends_its_cooldown(self):
+        dead, a, b = self.down(), self.mock("A"), self.mock("B")
+        cfg = config(providers={"a": provider(dead, ["m"]), "b": provider(b, ["m"])},
+                     primary="a/m", fallbacks=["b/m"])
+        gw = self.gateway(cfg)
+        r = gw.chat("default")
+        self.assertEqual(r.header("x-moongate-model"), "b/m", r)
+        self.assertEqual(entry(health(gw), "a")["cooldown_class"], "connect_error")
+        # A reload that leaves a where it is keeps the cooldown: b serves without a being asked.
+        with open(gw.config_path, "w") as f:
+            json.dump(dict(cfg, gateway={"drainMs": 5000}), f)
+        self.assertEqual(gw.request("POST", "/admin/reload").status, 200)
+        self.assertEqual(entry(health(gw), "a")["state"], "cooling_down")
+        self.assertRoute(gw.chat("default"), [("b/m", "ok", 200)])
+        # The admin points a at a server that works: its cooldown was about the old address.
+        cfg["models"]["providers"]["a"] = provider(a, ["m"])
+        with open(gw.config_path, "w") as f:
+            json.dump(cfg, f)
+        self.assertEqual(gw.request("POST", "/admin/reload").status, 200)
+        self.assertEqual(entry(health(gw), "a")["state"], "healthy")
+        self.assertRoute(gw.chat("default"), [("a/m", "ok", 200)])
+        changes = [(c.get("key"), c.get("state"), c.get("reason")) for c in gw.log_lines() if c.get("msg") == "health"]
+        self.assertIn(("a", "healthy", "reconfigured"), changes)
 
     def test_model_scoped_cooldown_leaves_the_sibling(self):
         a, b = self.mock("A"), self.mock("B")

@@ -442,6 +442,55 @@ MG_TEST(change_callback_fires_once_per_transition)
     mg_health_free(h);
 }
 
+MG_TEST(a_changed_endpoint_starts_afresh)
+{
+    fake_cfg_t f;
+    fake_cfg(&f);
+    f.p[0].base_url = "http://127.0.0.1:1234/v1";
+    f.p[1].base_url = "https://api.openai.com/v1";
+    mg_config_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.providers = f.p;
+    cfg.n_providers = 3;
+    evlog_t log = {0};
+    mg_health_t *h = new_health(&log);
+    mg_health_add_config(h, &cfg, 0);
+    mg_health_record(h, "lm", "lm/a", MG_CLASS_OK, 200, -1, 700, -1, NULL, 900);
+    fail(h, "lm", "lm/a", MG_CLASS_CONNECT_ERROR, 1000); /* the provider cools */
+    fail(h, "lm", "lm/b", MG_CLASS_MODEL_NOT_FOUND, 1000); /* and one of its models */
+    fail(h, "oa", "oa/c", MG_CLASS_AUTH, 1000);
+    MG_CHECK_INT(log.n, 3);
+    MG_CHECK(!mg_health_available(h, "lm", NULL, 2000, NULL));
+    MG_CHECK(!mg_health_available(h, "oa", NULL, 2000, NULL));
+    /* The same config again (a reload that changed something else): nothing is forgotten. */
+    mg_health_add_config(h, &cfg, 1500);
+    MG_CHECK(!mg_health_available(h, "lm", NULL, 2000, NULL));
+    MG_CHECK(!mg_health_available(h, "lm", "lm/b", 2000, NULL));
+    int before = log.n;
+    /* lm moved to another port: its state and its models' are about the old one. oa's key did
+     * not change, so its auth cooldown stands. */
+    f.p[0].base_url = "http://127.0.0.1:8080/v1";
+    mg_health_add_config(h, &cfg, 1500);
+    MG_CHECK(mg_health_available(h, "lm", NULL, 2000, NULL));
+    MG_CHECK(mg_health_available(h, "lm", "lm/a", 2000, NULL));
+    MG_CHECK(mg_health_available(h, "lm", "lm/b", 2000, NULL));
+    MG_CHECK(!mg_health_available(h, "oa", NULL, 2000, NULL));
+    MG_CHECK_INT(log.n, before + 2); /* lm and lm/b were reported cooling: now they are not */
+    CHECK_EV(&log, before, "lm", false, "reconfigured", -1);
+    CHECK_EV(&log, before + 1, "lm/b", false, "reconfigured", -1);
+    mg_health_stats_t st;
+    mg_health_query(h, "lm", "lm/a", 2000, &st);
+    MG_CHECK_INT(st.consecutive_failures, 0);
+    MG_CHECK_INT(st.latency_samples, 0); /* the old endpoint's samples are gone */
+    MG_CHECK_INT(st.latency_p50, -1);
+    MG_CHECK_INT(st.successes_total, 1); /* totals stay */
+    /* A new key is a new endpoint too. */
+    f.p[1].api_key = "sk-new";
+    mg_health_add_config(h, &cfg, 1600);
+    MG_CHECK(mg_health_available(h, "oa", NULL, 2000, NULL));
+    mg_health_free(h);
+}
+
 MG_TEST(connect_timeout_cools_the_provider)
 {
     mg_health_t *h = new_health(NULL);
@@ -686,7 +735,7 @@ MG_TEST(admin_health_json)
     cfg.providers = f.p;
     cfg.n_providers = 3;
     mg_health_t *h = new_health(NULL);
-    mg_health_add_config(h, &cfg);
+    mg_health_add_config(h, &cfg, 0);
     mg_health_record(h, "lm", "lm/a", MG_CLASS_CONNECT_ERROR, 0, -1, -1, -1, "connection refused \"x\"", 1000);
     mg_health_record(h, "oa", "oa/c", MG_CLASS_OK, 200, -1, 420, 80, NULL, 1000);
     mg_buf_t b = {0};
