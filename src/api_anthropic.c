@@ -6,12 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec_util.h"
+
 #define API MG_API_ANTHROPIC_MESSAGES
-#define EMIT(ev)                                                                                   \
-    do {                                                                                           \
-        int rc_ = cb(ud, &(ev));                                                                   \
-        if (rc_) return rc_;                                                                       \
-    } while (0)
 
 /* ---- stop reasons and usage ---- */
 
@@ -88,13 +85,6 @@ static const char *const known_request_fields[] = {
     "tool_choice", "stop_sequences", "temperature", "top_p",  "thinking", "metadata",
 };
 
-static bool is_known(const char *k)
-{
-    for (size_t i = 0; i < MG_ARRAY_LEN(known_request_fields); i++)
-        if (strcmp(k, known_request_fields[i]) == 0) return true;
-    return false;
-}
-
 static void decode_image(mg_ir_arena_t *a, const cJSON *block, mg_ir_parts_t *pv)
 {
     const cJSON *src = mg_ir_jget(block, "source");
@@ -102,11 +92,11 @@ static void decode_image(mg_ir_arena_t *a, const cJSON *block, mg_ir_parts_t *pv
     if (st && strcmp(st, "base64") == 0) {
         mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_IMAGE);
         p->media_type = mg_ir_jstr(src, "media_type");
-        p->data = mg_ir_jstr(src, "data") ? mg_ir_jstr(src, "data") : "";
+        p->data = mg_codec_jtext(src, "data");
         p->cache_control = mg_ir_jget(block, "cache_control");
     } else if (st && strcmp(st, "url") == 0) {
         mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_IMAGE);
-        p->url = mg_ir_jstr(src, "url") ? mg_ir_jstr(src, "url") : "";
+        p->url = mg_codec_jtext(src, "url");
         p->cache_control = mg_ir_jget(block, "cache_control");
     } else {
         mg_ir_parts_add(a, pv, MG_IR_PART_OPAQUE)->raw = block; /* file ids and the like */
@@ -115,71 +105,59 @@ static void decode_image(mg_ir_arena_t *a, const cJSON *block, mg_ir_parts_t *pv
 
 static const char *input_text(mg_ir_arena_t *a, const cJSON *input)
 {
-    if (!cJSON_IsObject(input)) return "{}";
-    char *s = cJSON_PrintUnformatted(input);
-    if (!s) abort();
-    const char *r = mg_ir_strdup(a, s);
-    cJSON_free(s);
-    return r;
+    return cJSON_IsObject(input) ? mg_codec_json_text(a, input) : "{}";
 }
+
+static int decode_blocks(mg_ir_arena_t *a, const cJSON *content, mg_ir_parts_t *pv,
+                         mg_ir_parts_t *results, char *err, size_t errlen);
+
+/* One block; ud is where tool_result blocks go (NULL: treated as opaque). */
+static int decode_block(mg_ir_arena_t *a, const cJSON *b, const char *type, mg_ir_parts_t *pv, void *ud, char *err,
+                        size_t errlen)
+{
+    mg_ir_parts_t *results = ud;
+    if (strcmp(type, "text") == 0) {
+        mg_codec_add_text(a, pv, b, "text")->cache_control = mg_ir_jget(b, "cache_control");
+    } else if (strcmp(type, "image") == 0) {
+        decode_image(a, b, pv);
+    } else if (strcmp(type, "thinking") == 0) {
+        mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_REASONING);
+        p->text = mg_codec_jtext(b, "thinking");
+        p->signature = mg_ir_jstr(b, "signature");
+    } else if (strcmp(type, "redacted_thinking") == 0) {
+        mg_ir_parts_add(a, pv, MG_IR_PART_REASONING)->redacted = mg_codec_jtext(b, "data");
+    } else if (strcmp(type, "tool_use") == 0) {
+        mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_TOOL_CALL);
+        p->id = mg_ir_jstr(b, "id");
+        p->name = mg_ir_jstr(b, "name");
+        if (!p->id || !p->name) return mg_ir_fail(err, errlen, "a tool_use block needs an id and a name");
+        p->arguments = input_text(a, mg_ir_jget(b, "input"));
+        p->cache_control = mg_ir_jget(b, "cache_control");
+    } else if (strcmp(type, "tool_result") == 0 && results) {
+        mg_ir_part_t *p = mg_ir_parts_add(a, results, MG_IR_PART_TOOL_RESULT);
+        p->id = mg_ir_jstr(b, "tool_use_id");
+        if (!p->id) return mg_ir_fail(err, errlen, "a tool_result block needs tool_use_id");
+        p->is_error = cJSON_IsTrue(mg_ir_jget(b, "is_error"));
+        p->cache_control = mg_ir_jget(b, "cache_control");
+        mg_ir_parts_t inner = {0};
+        if (decode_blocks(a, mg_ir_jget(b, "content"), &inner, NULL, err, errlen)) return -1;
+        p->parts = inner.v;
+        p->n_parts = inner.n;
+    } else {
+        mg_ir_parts_add(a, pv, MG_IR_PART_OPAQUE)->raw = b; /* document, server tools, … */
+    }
+    return 0;
+}
+
+static const mg_codec_content_t block_rules = {decode_block, "content must be a string or an array of blocks",
+                                               "a content block has no type"};
 
 /* Blocks of one message (or a tool_result's content) into parts. tool_result blocks go to
  * results (NULL: treated as opaque). */
 static int decode_blocks(mg_ir_arena_t *a, const cJSON *content, mg_ir_parts_t *pv,
                          mg_ir_parts_t *results, char *err, size_t errlen)
 {
-    if (!content || cJSON_IsNull(content)) return 0;
-    if (cJSON_IsString(content)) {
-        mg_ir_parts_add(a, pv, MG_IR_PART_TEXT)->text = content->valuestring;
-        return 0;
-    }
-    if (!cJSON_IsArray(content)) return mg_ir_fail(err, errlen, "content must be a string or an array of blocks");
-    const cJSON *b;
-    cJSON_ArrayForEach(b, content)
-    {
-        const char *type = mg_ir_jstr(b, "type");
-        if (!type) return mg_ir_fail(err, errlen, "a content block has no type");
-        if (strcmp(type, "text") == 0) {
-            mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_TEXT);
-            p->text = mg_ir_jstr(b, "text") ? mg_ir_jstr(b, "text") : "";
-            p->cache_control = mg_ir_jget(b, "cache_control");
-        } else if (strcmp(type, "image") == 0) {
-            decode_image(a, b, pv);
-        } else if (strcmp(type, "thinking") == 0) {
-            mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_REASONING);
-            p->text = mg_ir_jstr(b, "thinking") ? mg_ir_jstr(b, "thinking") : "";
-            p->signature = mg_ir_jstr(b, "signature");
-        } else if (strcmp(type, "redacted_thinking") == 0) {
-            mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_REASONING);
-            p->redacted = mg_ir_jstr(b, "data") ? mg_ir_jstr(b, "data") : "";
-        } else if (strcmp(type, "tool_use") == 0) {
-            mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_TOOL_CALL);
-            p->id = mg_ir_jstr(b, "id");
-            p->name = mg_ir_jstr(b, "name");
-            if (!p->id || !p->name) return mg_ir_fail(err, errlen, "a tool_use block needs an id and a name");
-            p->arguments = input_text(a, mg_ir_jget(b, "input"));
-            p->cache_control = mg_ir_jget(b, "cache_control");
-        } else if (strcmp(type, "tool_result") == 0 && results) {
-            mg_ir_part_t *p = mg_ir_parts_add(a, results, MG_IR_PART_TOOL_RESULT);
-            p->id = mg_ir_jstr(b, "tool_use_id");
-            if (!p->id) return mg_ir_fail(err, errlen, "a tool_result block needs tool_use_id");
-            p->is_error = cJSON_IsTrue(mg_ir_jget(b, "is_error"));
-            p->cache_control = mg_ir_jget(b, "cache_control");
-            mg_ir_parts_t inner = {0};
-            if (decode_blocks(a, mg_ir_jget(b, "content"), &inner, NULL, err, errlen)) return -1;
-            p->parts = inner.v;
-            p->n_parts = inner.n;
-        } else {
-            mg_ir_parts_add(a, pv, MG_IR_PART_OPAQUE)->raw = b; /* document, server tools, … */
-        }
-    }
-    return 0;
-}
-
-static void add_system(mg_ir_arena_t *a, mg_ir_parts_t *sys, const mg_ir_parts_t *pv)
-{
-    for (size_t k = 0; k < pv->n; k++)
-        if (pv->v[k].type == MG_IR_PART_TEXT) *mg_ir_parts_add(a, sys, MG_IR_PART_TEXT) = pv->v[k];
+    return mg_codec_decode_content(&block_rules, a, content, pv, results, err, errlen);
 }
 
 int mg_anthropic_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_request_t *r, char *err,
@@ -191,7 +169,7 @@ int mg_anthropic_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_reque
     mg_ir_parts_t sys = {0};
     mg_ir_parts_t pv = {0};
     if (decode_blocks(a, mg_ir_jget(body, "system"), &pv, NULL, err, errlen)) return -1;
-    add_system(a, &sys, &pv);
+    mg_codec_add_texts(a, &sys, &pv);
     const cJSON *msgs = mg_ir_jget(body, "messages"), *m;
     if (!cJSON_IsArray(msgs)) return mg_ir_fail(err, errlen, "messages must be an array");
     size_t cap = 0;
@@ -210,7 +188,7 @@ int mg_anthropic_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_reque
         } else if (strcmp(role, "assistant") == 0) {
             mg_ir_add_message(a, r, &cap, MG_IR_ASSISTANT, &parts);
         } else if (strcmp(role, "system") == 0) {
-            add_system(a, &sys, &parts);
+            mg_codec_add_texts(a, &sys, &parts);
         } else {
             return mg_ir_fail(err, errlen, "messages[%d]: unknown role \"%s\"", i, role);
         }
@@ -234,12 +212,8 @@ int mg_anthropic_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_reque
             }
             o->name = mg_ir_jstr(t, "name");
             if (!o->name) return mg_ir_fail(err, errlen, "a tool has no name");
-            o->description = mg_ir_jstr(t, "description");
-            const cJSON *schema = mg_ir_jget(t, "input_schema");
-            o->parameters = cJSON_IsObject(schema) ? schema : NULL;
+            mg_codec_decode_tool(o, t, "input_schema");
             o->cache_control = mg_ir_jget(t, "cache_control");
-            const cJSON *strict = mg_ir_jget(t, "strict");
-            if (cJSON_IsBool(strict)) o->strict = cJSON_IsTrue(strict);
         }
     }
     const cJSON *tc = mg_ir_jget(body, "tool_choice");
@@ -254,23 +228,9 @@ int mg_anthropic_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_reque
         if (cJSON_IsTrue(mg_ir_jget(tc, "disable_parallel_tool_use"))) r->parallel_tool_calls = 0;
     }
     r->max_output_tokens = mg_ir_jint(body, "max_tokens", -1);
-    const cJSON *ss = mg_ir_jget(body, "stop_sequences"), *s;
-    if (cJSON_IsArray(ss)) {
-        r->stop = mg_ir_alloc(a, (size_t)(cJSON_GetArraySize(ss) + 1) * sizeof *r->stop);
-        cJSON_ArrayForEach(s, ss)
-        {
-            if (cJSON_IsString(s)) r->stop[r->n_stop++] = s->valuestring;
-        }
-    }
-    const cJSON *v;
-    if (cJSON_IsNumber(v = mg_ir_jget(body, "temperature"))) {
-        r->has_temperature = true;
-        r->temperature = v->valuedouble;
-    }
-    if (cJSON_IsNumber(v = mg_ir_jget(body, "top_p"))) {
-        r->has_top_p = true;
-        r->top_p = v->valuedouble;
-    }
+    const cJSON *ss = mg_ir_jget(body, "stop_sequences");
+    if (cJSON_IsArray(ss)) mg_codec_decode_stop(a, ss, r); /* an array only: no bare string here */
+    mg_codec_decode_sampling(body, r);
     const cJSON *th = mg_ir_jget(body, "thinking");
     const char *tht = mg_ir_jstr(th, "type");
     if (tht) {
@@ -280,11 +240,7 @@ int mg_anthropic_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_reque
     }
     r->user = mg_ir_jstr(mg_ir_jget(body, "metadata"), "user_id");
     r->stream = cJSON_IsTrue(mg_ir_jget(body, "stream"));
-    const cJSON *f;
-    cJSON_ArrayForEach(f, body)
-    {
-        if (!is_known(f->string)) cJSON_AddItemToObject(r->extras, f->string, cJSON_Duplicate(f, true));
-    }
+    mg_codec_decode_extras(body, r, known_request_fields, MG_ARRAY_LEN(known_request_fields));
     return 0;
 }
 
@@ -297,9 +253,7 @@ static void add_cache_control(cJSON *o, const mg_ir_part_t *p)
 
 static cJSON *text_block(const char *text, const mg_ir_part_t *p)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", "text");
-    cJSON_AddStringToObject(o, "text", text);
+    cJSON *o = mg_codec_text_json("text", text);
     if (p) add_cache_control(o, p);
     return o;
 }
@@ -338,10 +292,7 @@ static cJSON *tool_result_block(const mg_ir_part_t *p)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "tool_result");
     cJSON_AddStringToObject(o, "tool_use_id", p->id ? p->id : "");
-    bool images = false;
-    for (size_t i = 0; i < p->n_parts; i++)
-        images |= p->parts[i].type == MG_IR_PART_IMAGE;
-    if (images) {
+    if (mg_codec_has_image(p->parts, p->n_parts)) {
         cJSON *c = cJSON_AddArrayToObject(o, "content");
         for (size_t i = 0; i < p->n_parts; i++) {
             const mg_ir_part_t *q = &p->parts[i];
@@ -349,19 +300,37 @@ static cJSON *tool_result_block(const mg_ir_part_t *p)
             else if (q->type == MG_IR_PART_IMAGE) cJSON_AddItemToArray(c, image_block(q));
         }
     } else {
-        char *s = mg_ir_join_text(p->parts, p->n_parts, "\n\n");
-        cJSON_AddStringToObject(o, "content", s ? s : "");
-        free(s);
+        mg_codec_add_joined(o, "content", p->parts, p->n_parts);
     }
     if (p->is_error) cJSON_AddBoolToObject(o, "is_error", true);
     add_cache_control(o, p);
     return o;
 }
 
-static int opaque_fail(const mg_ir_part_t *p, char *err, size_t errlen)
+/* A tool_use block (requests and whole responses alike). */
+static cJSON *tool_use_block(const mg_ir_part_t *p)
 {
-    const char *t = mg_ir_jstr(p->raw, "type");
-    return mg_ir_fail(err, errlen, "content of type \"%s\" cannot be sent to %s", t ? t : "?", mg_api_name(API));
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "tool_use");
+    cJSON_AddStringToObject(o, "id", p->id ? p->id : "");
+    cJSON_AddStringToObject(o, "name", p->name ? p->name : "");
+    cJSON_AddItemToObject(o, "input", tool_use_input(p->arguments));
+    return o;
+}
+
+/* A redacted_thinking block, or a thinking block with its signature. */
+static cJSON *thinking_block(const mg_ir_part_t *p)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (p->redacted) {
+        cJSON_AddStringToObject(o, "type", "redacted_thinking");
+        cJSON_AddStringToObject(o, "data", p->redacted);
+    } else {
+        cJSON_AddStringToObject(o, "type", "thinking");
+        cJSON_AddStringToObject(o, "thinking", p->text ? p->text : "");
+        cJSON_AddStringToObject(o, "signature", p->signature ? p->signature : "");
+    }
+    return o;
 }
 
 /* One model message into blocks (appended to blocks). */
@@ -378,11 +347,7 @@ static int message_blocks(const mg_ir_request_t *ir, const mg_ir_message_t *m, c
             break;
         case MG_IR_PART_IMAGE: cJSON_AddItemToArray(blocks, image_block(p)); break;
         case MG_IR_PART_TOOL_CALL: {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "type", "tool_use");
-            cJSON_AddStringToObject(o, "id", p->id ? p->id : "");
-            cJSON_AddStringToObject(o, "name", p->name ? p->name : "");
-            cJSON_AddItemToObject(o, "input", tool_use_input(p->arguments));
+            cJSON *o = tool_use_block(p);
             add_cache_control(o, p);
             cJSON_AddItemToArray(blocks, o);
             break;
@@ -390,21 +355,10 @@ static int message_blocks(const mg_ir_request_t *ir, const mg_ir_message_t *m, c
         case MG_IR_PART_TOOL_RESULT: cJSON_AddItemToArray(blocks, tool_result_block(p)); break;
         case MG_IR_PART_REASONING:
             /* Only thinking Anthropic signed can go back (B.5.5); other reasoning is dropped. */
-            if (p->redacted) {
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "type", "redacted_thinking");
-                cJSON_AddStringToObject(o, "data", p->redacted);
-                cJSON_AddItemToArray(blocks, o);
-            } else if (p->signature && *p->signature) {
-                cJSON *o = cJSON_CreateObject();
-                cJSON_AddStringToObject(o, "type", "thinking");
-                cJSON_AddStringToObject(o, "thinking", p->text ? p->text : "");
-                cJSON_AddStringToObject(o, "signature", p->signature);
-                cJSON_AddItemToArray(blocks, o);
-            }
+            if (p->redacted || (p->signature && *p->signature)) cJSON_AddItemToArray(blocks, thinking_block(p));
             break;
         case MG_IR_PART_OPAQUE:
-            if (!same) return opaque_fail(p, err, errlen);
+            if (!same) return mg_codec_opaque_fail(p, API, err, errlen);
             cJSON_AddItemToArray(blocks, cJSON_Duplicate(p->raw, true));
             break;
         }
@@ -479,6 +433,15 @@ static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, si
     return 0;
 }
 
+static cJSON *tool_json(const mg_ir_tool_t *t, bool same)
+{
+    cJSON *tj = cJSON_CreateObject();
+    mg_codec_add_tool_fields(tj, t, "input_schema");
+    if (same && t->strict >= 0) cJSON_AddBoolToObject(tj, "strict", t->strict);
+    mg_ir_add_dup(tj, "cache_control", t->cache_control);
+    return tj;
+}
+
 cJSON *mg_anthropic_encode_request(const mg_ir_request_t *ir, const mg_ir_request_opts_t *opts,
                                    char *err, size_t errlen)
 {
@@ -515,21 +478,7 @@ cJSON *mg_anthropic_encode_request(const mg_ir_request_t *ir, const mg_ir_reques
     cJSON *msgs = cJSON_AddArrayToObject(o, "messages");
     if (encode_messages(ir, msgs, err, errlen)) goto error;
     if (ir->n_tools) {
-        cJSON *tools = cJSON_AddArrayToObject(o, "tools");
-        for (size_t i = 0; i < ir->n_tools; i++) {
-            const mg_ir_tool_t *t = &ir->tools[i];
-            int raw = mg_ir_encode_raw_tool(tools, t, same, API, err, errlen);
-            if (raw < 0) goto error;
-            if (raw) continue;
-            cJSON *tj = cJSON_CreateObject();
-            cJSON_AddStringToObject(tj, "name", t->name);
-            if (t->description) cJSON_AddStringToObject(tj, "description", t->description);
-            if (t->parameters) mg_ir_add_dup(tj, "input_schema", t->parameters);
-            else cJSON_AddItemToObject(tj, "input_schema", mg_ir_empty_schema());
-            if (same && t->strict >= 0) cJSON_AddBoolToObject(tj, "strict", t->strict);
-            mg_ir_add_dup(tj, "cache_control", t->cache_control);
-            cJSON_AddItemToArray(tools, tj);
-        }
+        if (mg_codec_encode_tools(o, ir, API, tool_json, err, errlen)) goto error;
         const char *type = NULL;
         switch (ir->tool_choice) {
         case MG_IR_TOOL_CHOICE_AUTO: type = "auto"; break;
@@ -546,11 +495,7 @@ cJSON *mg_anthropic_encode_request(const mg_ir_request_t *ir, const mg_ir_reques
                 cJSON_AddBoolToObject(tc, "disable_parallel_tool_use", true);
         }
     }
-    if (ir->n_stop) {
-        cJSON *s = cJSON_AddArrayToObject(o, "stop_sequences");
-        for (size_t i = 0; i < ir->n_stop; i++)
-            cJSON_AddItemToArray(s, cJSON_CreateString(ir->stop[i]));
-    }
+    if (ir->n_stop) mg_codec_add_strings(o, "stop_sequences", ir->stop, ir->n_stop);
     /* Thinking: a budget from the effort, at least 1024 and below max_tokens (Anthropic's rules);
      * with max_tokens too small to think in, no thinking. */
     bool thinking = false;
@@ -606,17 +551,17 @@ int mg_anthropic_decode_response(const cJSON *body, mg_ir_arena_t *a, const mg_i
         const char *type = mg_ir_jstr(b, "type");
         if (!type) continue;
         if (strcmp(type, "text") == 0) {
-            mg_ir_parts_add(a, &pv, MG_IR_PART_TEXT)->text = mg_ir_jstr(b, "text") ? mg_ir_jstr(b, "text") : "";
+            mg_codec_add_text(a, &pv, b, "text");
         } else if (strcmp(type, "thinking") == 0) {
             mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_REASONING);
-            p->text = mg_ir_jstr(b, "thinking") ? mg_ir_jstr(b, "thinking") : "";
+            p->text = mg_codec_jtext(b, "thinking");
             p->signature = mg_ir_jstr(b, "signature");
         } else if (strcmp(type, "redacted_thinking") == 0) {
-            mg_ir_parts_add(a, &pv, MG_IR_PART_REASONING)->redacted = mg_ir_jstr(b, "data") ? mg_ir_jstr(b, "data") : "";
+            mg_ir_parts_add(a, &pv, MG_IR_PART_REASONING)->redacted = mg_codec_jtext(b, "data");
         } else if (strcmp(type, "tool_use") == 0) {
             mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TOOL_CALL);
-            p->id = mg_ir_jstr(b, "id") ? mg_ir_jstr(b, "id") : "";
-            p->name = mg_ir_jstr(b, "name") ? mg_ir_jstr(b, "name") : "";
+            p->id = mg_codec_jtext(b, "id");
+            p->name = mg_codec_jtext(b, "name");
             p->arguments = input_text(a, mg_ir_jget(b, "input"));
         }
         /* server tool blocks and the like have no place in the other APIs */
@@ -646,26 +591,11 @@ cJSON *mg_anthropic_encode_response(const mg_ir_response_t *r, const mg_ir_outpu
     for (size_t i = 0; i < r->n_parts; i++) {
         const mg_ir_part_t *p = &r->parts[i];
         if (p->type == MG_IR_PART_REASONING) {
-            if (opts->strip_reasoning) continue;
-            cJSON *b = cJSON_CreateObject();
-            if (p->redacted) {
-                cJSON_AddStringToObject(b, "type", "redacted_thinking");
-                cJSON_AddStringToObject(b, "data", p->redacted);
-            } else {
-                cJSON_AddStringToObject(b, "type", "thinking");
-                cJSON_AddStringToObject(b, "thinking", p->text ? p->text : "");
-                cJSON_AddStringToObject(b, "signature", p->signature ? p->signature : "");
-            }
-            cJSON_AddItemToArray(content, b);
+            if (!opts->strip_reasoning) cJSON_AddItemToArray(content, thinking_block(p));
         } else if (p->type == MG_IR_PART_TEXT) {
             if (p->text && *p->text) cJSON_AddItemToArray(content, text_block(p->text, NULL));
         } else if (p->type == MG_IR_PART_TOOL_CALL) {
-            cJSON *b = cJSON_CreateObject();
-            cJSON_AddStringToObject(b, "type", "tool_use");
-            cJSON_AddStringToObject(b, "id", p->id ? p->id : "");
-            cJSON_AddStringToObject(b, "name", p->name ? p->name : "");
-            cJSON_AddItemToObject(b, "input", tool_use_input(p->arguments));
-            cJSON_AddItemToArray(content, b);
+            cJSON_AddItemToArray(content, tool_use_block(p));
             tools = true;
         }
     }
@@ -741,13 +671,6 @@ static void set_block(ant_dec_t *d, int64_t index, int kind, int tool)
     d->tool_of[index] = tool;
 }
 
-static int text_event(mg_ir_event_type_t type, const char *s, int index, mg_ir_event_cb cb, void *ud)
-{
-    if (!s || !*s) return 0;
-    mg_ir_event_t ev = {.type = type, .text = s, .text_len = strlen(s), .index = index};
-    return cb(ud, &ev);
-}
-
 static int on_block_start(ant_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *ud)
 {
     int64_t index = mg_ir_jint(j, "index", -1);
@@ -756,12 +679,12 @@ static int on_block_start(ant_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void 
     if (!type) return 0;
     if (strcmp(type, "text") == 0) {
         set_block(d, index, BLK_TEXT, -1);
-        return text_event(MG_IR_EV_TEXT_DELTA, mg_ir_jstr(b, "text"), 0, cb, ud);
+        return mg_codec_emit_text(MG_IR_EV_TEXT_DELTA, mg_ir_jstr(b, "text"), 0, cb, ud);
     }
     if (strcmp(type, "thinking") == 0) {
         set_block(d, index, BLK_THINKING, -1);
-        int rc = text_event(MG_IR_EV_REASONING_DELTA, mg_ir_jstr(b, "thinking"), 0, cb, ud);
-        return rc ? rc : text_event(MG_IR_EV_REASONING_SIGNATURE, mg_ir_jstr(b, "signature"), 0, cb, ud);
+        int rc = mg_codec_emit_text(MG_IR_EV_REASONING_DELTA, mg_ir_jstr(b, "thinking"), 0, cb, ud);
+        return rc ? rc : mg_codec_emit_text(MG_IR_EV_REASONING_SIGNATURE, mg_ir_jstr(b, "signature"), 0, cb, ud);
     }
     if (strcmp(type, "tool_use") == 0) {
         int tool = d->n_tools++;
@@ -770,8 +693,8 @@ static int on_block_start(ant_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void 
         snprintf(idb, sizeof idb, "toolu_%d", tool);
         const char *id = mg_ir_jstr(b, "id");
         mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = tool, .id = id && *id ? id : idb,
-                            .name = mg_ir_jstr(b, "name") ? mg_ir_jstr(b, "name") : ""};
-        EMIT(ev);
+                            .name = mg_codec_jtext(b, "name")};
+        MG_CODEC_EMIT(ev);
         /* Some compatible servers put the whole input here instead of streaming it. */
         const cJSON *input = mg_ir_jget(b, "input");
         if (cJSON_IsObject(input) && input->child) {
@@ -796,13 +719,13 @@ static int on_block_delta(ant_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void 
     const char *type = mg_ir_jstr(delta, "type");
     if (!type || kind == BLK_OTHER) return 0;
     if (strcmp(type, "text_delta") == 0 && kind == BLK_TEXT)
-        return text_event(MG_IR_EV_TEXT_DELTA, mg_ir_jstr(delta, "text"), 0, cb, ud);
+        return mg_codec_emit_text(MG_IR_EV_TEXT_DELTA, mg_ir_jstr(delta, "text"), 0, cb, ud);
     if (strcmp(type, "thinking_delta") == 0 && kind == BLK_THINKING)
-        return text_event(MG_IR_EV_REASONING_DELTA, mg_ir_jstr(delta, "thinking"), 0, cb, ud);
+        return mg_codec_emit_text(MG_IR_EV_REASONING_DELTA, mg_ir_jstr(delta, "thinking"), 0, cb, ud);
     if (strcmp(type, "signature_delta") == 0 && kind == BLK_THINKING)
-        return text_event(MG_IR_EV_REASONING_SIGNATURE, mg_ir_jstr(delta, "signature"), 0, cb, ud);
+        return mg_codec_emit_text(MG_IR_EV_REASONING_SIGNATURE, mg_ir_jstr(delta, "signature"), 0, cb, ud);
     if (strcmp(type, "input_json_delta") == 0 && kind == BLK_TOOL)
-        return text_event(MG_IR_EV_TOOL_CALL_DELTA, mg_ir_jstr(delta, "partial_json"), d->tool_of[index], cb, ud);
+        return mg_codec_emit_text(MG_IR_EV_TOOL_CALL_DELTA, mg_ir_jstr(delta, "partial_json"), d->tool_of[index], cb, ud);
     return 0; /* citations_delta and future kinds */
 }
 
@@ -821,7 +744,7 @@ static int dec_event(ant_dec_t *d, const char *type, const cJSON *j, mg_ir_event
         /* A server that skipped message_start: the model still needs a START first. */
         d->started = true;
         mg_ir_event_t ev = {.type = MG_IR_EV_START, .usage = MG_IR_USAGE_UNKNOWN};
-        EMIT(ev);
+        MG_CODEC_EMIT(ev);
     }
     if (strcmp(type, "content_block_start") == 0) return on_block_start(d, j, cb, ud);
     if (strcmp(type, "content_block_delta") == 0) return on_block_delta(d, j, cb, ud);
@@ -835,7 +758,7 @@ static int dec_event(ant_dec_t *d, const char *type, const cJSON *j, mg_ir_event
         if (cJSON_IsObject(u)) {
             raw_usage_update(&d->usage, u);
             mg_ir_event_t ev = {.type = MG_IR_EV_USAGE, .usage = raw_usage_ir(&d->usage)};
-            EMIT(ev);
+            MG_CODEC_EMIT(ev);
         }
         const cJSON *delta = mg_ir_jget(j, "delta");
         const char *sr = mg_ir_jstr(delta, "stop_reason");
@@ -843,15 +766,11 @@ static int dec_event(ant_dec_t *d, const char *type, const cJSON *j, mg_ir_event
             d->have_stop = true;
             mg_ir_event_t ev = {.type = MG_IR_EV_FINISH, .finish = mg_anthropic_parse_stop_reason(sr),
                                 .stop_sequence = mg_ir_jstr(delta, "stop_sequence")};
-            EMIT(ev);
+            MG_CODEC_EMIT(ev);
         }
         return 0;
     }
-    if (strcmp(type, "message_stop") == 0) {
-        d->ended = true;
-        mg_ir_event_t ev = {.type = MG_IR_EV_END};
-        return cb(ud, &ev);
-    }
+    if (strcmp(type, "message_stop") == 0) return mg_codec_emit_end(&d->ended, cb, ud);
     return 0; /* ping and future events */
 }
 
@@ -867,15 +786,8 @@ int mg_anthropic_decoder_feed(void *st, const char *type, size_t type_len, const
     int rc = 0;
     if (strcmp(t, "error") == 0) {
         mg_ir_error_t e;
-        char *msg = NULL;
-        if (!j || !mg_ir_error_from_json(j, 0, &e)) {
-            msg = mg_xstrndup(data, MG_MIN(data_len, 500));
-            e = (mg_ir_error_t){500, "api_error", NULL, msg};
-        }
-        d->ended = true;
-        mg_ir_event_t ev = {.type = MG_IR_EV_ERROR, .error = e};
-        rc = cb(ud, &ev);
-        free(msg);
+        if (j && mg_ir_error_from_json(j, 0, &e)) rc = mg_codec_emit_error(&d->ended, &e, cb, ud);
+        else rc = mg_codec_emit_raw_error(&d->ended, "api_error", data, data_len, cb, ud);
     } else if (j) {
         rc = dec_event(d, t, j, cb, ud);
     }
@@ -887,14 +799,8 @@ int mg_anthropic_decoder_finish(void *st, mg_ir_event_cb cb, void *ud)
 {
     ant_dec_t *d = st;
     if (d->ended) return 0;
-    d->ended = true;
-    if (d->have_stop) {
-        mg_ir_event_t ev = {.type = MG_IR_EV_END};
-        return cb(ud, &ev);
-    }
-    mg_ir_event_t ev = {.type = MG_IR_EV_ERROR,
-                        .error = {502, "api_error", NULL, "the upstream stream ended before the answer was complete"}};
-    return cb(ud, &ev);
+    if (d->have_stop) return mg_codec_emit_end(&d->ended, cb, ud);
+    return mg_codec_emit_truncated(&d->ended, "api_error", cb, ud);
 }
 
 /* ---- stream encoder ---- */
@@ -1066,14 +972,10 @@ void mg_anthropic_encoder_push(void *st, const mg_ir_event_t *ev, mg_buf_t *out)
         e->done = true;
         break;
     }
-    case MG_IR_EV_ERROR: {
-        int status = ev->error.status ? ev->error.status : 500;
-        char *body = mg_anthropic_encode_error(status, ev->error.type, ev->error.code, ev->error.message);
-        mg_ir_sse_frame(out, "error", body, strlen(body));
-        free(body);
+    case MG_IR_EV_ERROR:
+        mg_codec_error_frame(out, "error", &ev->error, mg_anthropic_encode_error);
         e->done = true;
         break;
-    }
     }
 }
 

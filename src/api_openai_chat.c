@@ -6,12 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec_util.h"
+
 #define API MG_API_OPENAI_COMPLETIONS
-#define EMIT(ev)                                                                                   \
-    do {                                                                                           \
-        int rc_ = cb(ud, &(ev));                                                                   \
-        if (rc_) return rc_;                                                                       \
-    } while (0)
 
 /* ---- finish reasons and usage ---- */
 
@@ -191,63 +188,46 @@ static const char *const known_request_fields[] = {
     "user",        "response_format",           "n",
 };
 
-static bool is_known(const char *k, const char *const *list, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (k[0] == list[i][0] && strcmp(k, list[i]) == 0) return true;
-    return false;
-}
-
 static const char *args_text(mg_ir_arena_t *a, const cJSON *v)
 {
     if (cJSON_IsString(v)) return *v->valuestring ? v->valuestring : "{}";
-    if (cJSON_IsObject(v) || cJSON_IsArray(v)) {
-        char *s = cJSON_PrintUnformatted(v);
-        if (!s) abort();
-        const char *r = mg_ir_strdup(a, s);
-        cJSON_free(s);
-        return r;
-    }
+    if (cJSON_IsObject(v) || cJSON_IsArray(v)) return mg_codec_json_text(a, v);
     return "{}";
 }
 
-static void decode_image(mg_ir_arena_t *a, const cJSON *item, mg_ir_parts_t *pv)
+/* Servers name the reasoning field differently (A.1, A.6): accept both, never both. */
+static const char *reasoning_field(const cJSON *o)
 {
-    const cJSON *iu = mg_ir_jget(item, "image_url");
-    const char *url = cJSON_IsString(iu) ? iu->valuestring : mg_ir_jstr(iu, "url");
-    mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_IMAGE);
-    p->detail = mg_ir_jstr(iu, "detail");
-    if (!mg_ir_parse_data_url(a, url, &p->media_type, &p->data)) p->url = url ? url : "";
+    const char *rs = mg_ir_jstr(o, "reasoning_content");
+    if (!rs || !*rs) rs = mg_ir_jstr(o, "reasoning");
+    return rs;
+}
+
+/* One part of a content array. */
+static int decode_part(mg_ir_arena_t *a, const cJSON *item, const char *type, mg_ir_parts_t *pv, void *ud,
+                       char *err, size_t errlen)
+{
+    if (strcmp(type, "text") == 0) {
+        mg_codec_add_text(a, pv, item, "text");
+    } else if (strcmp(type, "refusal") == 0) {
+        mg_codec_add_text(a, pv, item, "refusal");
+    } else if (strcmp(type, "image_url") == 0) {
+        const cJSON *iu = mg_ir_jget(item, "image_url");
+        const char *url = cJSON_IsString(iu) ? iu->valuestring : mg_ir_jstr(iu, "url");
+        mg_codec_add_image_url(a, pv, url, mg_ir_jstr(iu, "detail"));
+    } else {
+        mg_ir_parts_add(a, pv, MG_IR_PART_OPAQUE)->raw = item; /* input_audio, file */
+    }
+    return 0;
 }
 
 /* content: a string, null, or an array of parts. */
-static int decode_content(mg_ir_arena_t *a, const cJSON *content, mg_ir_parts_t *pv, char *err,
-                          size_t errlen)
+static const mg_codec_content_t content_rules = {decode_part, "message content must be a string or an array",
+                                                 "a content part has no type"};
+
+static int decode_content(mg_ir_arena_t *a, const cJSON *content, mg_ir_parts_t *pv, char *err, size_t errlen)
 {
-    if (!content || cJSON_IsNull(content)) return 0;
-    if (cJSON_IsString(content)) {
-        mg_ir_parts_add(a, pv, MG_IR_PART_TEXT)->text = content->valuestring;
-        return 0;
-    }
-    if (!cJSON_IsArray(content)) return mg_ir_fail(err, errlen, "message content must be a string or an array");
-    const cJSON *item;
-    cJSON_ArrayForEach(item, content)
-    {
-        const char *type = mg_ir_jstr(item, "type");
-        if (!type) return mg_ir_fail(err, errlen, "a content part has no type");
-        if (strcmp(type, "text") == 0) {
-            const char *t = mg_ir_jstr(item, "text");
-            mg_ir_parts_add(a, pv, MG_IR_PART_TEXT)->text = t ? t : "";
-        } else if (strcmp(type, "refusal") == 0) {
-            const char *t = mg_ir_jstr(item, "refusal");
-            mg_ir_parts_add(a, pv, MG_IR_PART_TEXT)->text = t ? t : "";
-        } else if (strcmp(type, "image_url") == 0) {
-            decode_image(a, item, pv);
-        } else {
-            mg_ir_parts_add(a, pv, MG_IR_PART_OPAQUE)->raw = item; /* input_audio, file */
-        }
-    }
-    return 0;
+    return mg_codec_decode_content(&content_rules, a, content, pv, NULL, err, errlen);
 }
 
 static int decode_messages(const cJSON *msgs, mg_ir_arena_t *a, mg_ir_request_t *r, char *err,
@@ -267,14 +247,12 @@ static int decode_messages(const cJSON *msgs, mg_ir_arena_t *a, mg_ir_request_t 
         if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
             /* B.1: every system and developer message becomes the system prompt. */
             if (decode_content(a, content, &pv, err, errlen)) return -1;
-            for (size_t k = 0; k < pv.n; k++)
-                if (pv.v[k].type == MG_IR_PART_TEXT) *mg_ir_parts_add(a, &sys, MG_IR_PART_TEXT) = pv.v[k];
+            mg_codec_add_texts(a, &sys, &pv);
         } else if (strcmp(role, "user") == 0) {
             if (decode_content(a, content, &pv, err, errlen)) return -1;
             mg_ir_add_message(a, r, &cap, MG_IR_USER, &pv);
         } else if (strcmp(role, "assistant") == 0) {
-            const char *rc = mg_ir_jstr(m, "reasoning_content");
-            if (!rc || !*rc) rc = mg_ir_jstr(m, "reasoning");
+            const char *rc = reasoning_field(m);
             if (rc && *rc) mg_ir_parts_add(a, &pv, MG_IR_PART_REASONING)->text = rc;
             if (decode_content(a, content, &pv, err, errlen)) return -1;
             const cJSON *tcs = mg_ir_jget(m, "tool_calls"), *tc;
@@ -323,11 +301,7 @@ static int decode_tools(const cJSON *tools, mg_ir_arena_t *a, mg_ir_request_t *r
         if ((!type || strcmp(type, "function") == 0) && cJSON_IsObject(fn)) {
             o->name = mg_ir_jstr(fn, "name");
             if (!o->name) return mg_ir_fail(err, errlen, "tools[%d] has no function name", i);
-            o->description = mg_ir_jstr(fn, "description");
-            const cJSON *params = mg_ir_jget(fn, "parameters");
-            o->parameters = cJSON_IsObject(params) ? params : NULL;
-            const cJSON *strict = mg_ir_jget(fn, "strict");
-            if (cJSON_IsBool(strict)) o->strict = cJSON_IsTrue(strict);
+            mg_codec_decode_tool(o, fn, "parameters");
         } else {
             o->raw = t;
             o->name = mg_ir_jstr(t, "type");
@@ -340,10 +314,7 @@ static int decode_tools(const cJSON *tools, mg_ir_arena_t *a, mg_ir_request_t *r
 static void decode_tool_choice(const cJSON *tc, mg_ir_request_t *r)
 {
     if (cJSON_IsString(tc)) {
-        const char *s = tc->valuestring;
-        if (strcmp(s, "none") == 0) r->tool_choice = MG_IR_TOOL_CHOICE_NONE;
-        else if (strcmp(s, "required") == 0) r->tool_choice = MG_IR_TOOL_CHOICE_REQUIRED;
-        else r->tool_choice = MG_IR_TOOL_CHOICE_AUTO;
+        r->tool_choice = mg_codec_openai_tool_choice(tc->valuestring);
     } else if (cJSON_IsObject(tc)) {
         const char *name = mg_ir_jstr(mg_ir_jget(tc, "function"), "name");
         if (name) {
@@ -351,21 +322,6 @@ static void decode_tool_choice(const cJSON *tc, mg_ir_request_t *r)
             r->tool_choice_name = name;
         } else {
             r->tool_choice = MG_IR_TOOL_CHOICE_AUTO;
-        }
-    }
-}
-
-static void decode_stop(const cJSON *stop, mg_ir_arena_t *a, mg_ir_request_t *r)
-{
-    if (cJSON_IsString(stop)) {
-        r->stop = mg_ir_alloc(a, sizeof *r->stop);
-        r->stop[r->n_stop++] = stop->valuestring;
-    } else if (cJSON_IsArray(stop)) {
-        r->stop = mg_ir_alloc(a, (size_t)(cJSON_GetArraySize(stop) + 1) * sizeof *r->stop);
-        const cJSON *s;
-        cJSON_ArrayForEach(s, stop)
-        {
-            if (cJSON_IsString(s)) r->stop[r->n_stop++] = s->valuestring;
         }
     }
 }
@@ -388,15 +344,8 @@ int mg_openai_chat_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_req
     } else {
         r->max_output_tokens = mg_ir_jint(body, "max_tokens", -1);
     }
-    decode_stop(mg_ir_jget(body, "stop"), a, r);
-    if (cJSON_IsNumber(v = mg_ir_jget(body, "temperature"))) {
-        r->has_temperature = true;
-        r->temperature = v->valuedouble;
-    }
-    if (cJSON_IsNumber(v = mg_ir_jget(body, "top_p"))) {
-        r->has_top_p = true;
-        r->top_p = v->valuedouble;
-    }
+    mg_codec_decode_stop(a, mg_ir_jget(body, "stop"), r);
+    mg_codec_decode_sampling(body, r);
     r->effort = mg_ir_effort_parse(mg_ir_jstr(body, "reasoning_effort"));
     if (r->effort == MG_IR_EFFORT_UNSET) /* OpenRouter / Ollama {"reasoning":{"effort":…}}; kept in extras too */
         r->effort = mg_ir_effort_parse(mg_ir_jstr(mg_ir_jget(body, "reasoning"), "effort"));
@@ -404,29 +353,10 @@ int mg_openai_chat_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_req
     r->include_usage = cJSON_IsTrue(mg_ir_jget(mg_ir_jget(body, "stream_options"), "include_usage"));
     r->user = mg_ir_jstr(body, "user");
     const cJSON *rf = mg_ir_jget(body, "response_format");
-    const char *rft = mg_ir_jstr(rf, "type");
-    if (rft) {
-        if (strcmp(rft, "json_object") == 0) {
-            r->format = MG_IR_FORMAT_JSON_OBJECT;
-        } else if (strcmp(rft, "json_schema") == 0) {
-            const cJSON *js = mg_ir_jget(rf, "json_schema");
-            r->format = MG_IR_FORMAT_JSON_SCHEMA;
-            r->format_name = mg_ir_jstr(js, "name");
-            r->format_schema = mg_ir_jget(js, "schema");
-            const cJSON *st = mg_ir_jget(js, "strict");
-            if (cJSON_IsBool(st)) r->format_strict = cJSON_IsTrue(st);
-        } else {
-            r->format = MG_IR_FORMAT_TEXT;
-        }
-    }
+    mg_codec_decode_format(r, mg_ir_jstr(rf, "type"), mg_ir_jget(rf, "json_schema"));
     int64_t n = mg_ir_jint(body, "n", 1);
     r->n = n > 1 ? (int)MG_MIN(n, 128) : 1;
-    const cJSON *f;
-    cJSON_ArrayForEach(f, body)
-    {
-        if (!is_known(f->string, known_request_fields, MG_ARRAY_LEN(known_request_fields)))
-            cJSON_AddItemToObject(r->extras, f->string, cJSON_Duplicate(f, true));
-    }
+    mg_codec_decode_extras(body, r, known_request_fields, MG_ARRAY_LEN(known_request_fields));
     return 0;
 }
 
@@ -437,13 +367,9 @@ static cJSON *image_json(const mg_ir_part_t *p)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "image_url");
     cJSON *iu = cJSON_AddObjectToObject(o, "image_url");
-    if (p->data) {
-        char *u = mg_ir_data_url(p->media_type, p->data);
-        cJSON_AddStringToObject(iu, "url", u);
-        free(u);
-    } else {
-        cJSON_AddStringToObject(iu, "url", p->url ? p->url : "");
-    }
+    char *u = mg_codec_image_url(p);
+    cJSON_AddStringToObject(iu, "url", u);
+    free(u);
     if (p->detail) cJSON_AddStringToObject(iu, "detail", p->detail);
     return o;
 }
@@ -462,18 +388,13 @@ static cJSON *user_content(const mg_ir_request_t *ir, const mg_ir_part_t *parts,
     for (size_t i = 0; i < n; i++) {
         const mg_ir_part_t *p = &parts[i];
         if (p->type == MG_IR_PART_TEXT) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "type", "text");
-            cJSON_AddStringToObject(o, "text", p->text);
-            cJSON_AddItemToArray(arr, o);
+            cJSON_AddItemToArray(arr, mg_codec_text_json("text", p->text));
         } else if (p->type == MG_IR_PART_IMAGE) {
             cJSON_AddItemToArray(arr, image_json(p));
         } else if (p->type == MG_IR_PART_OPAQUE) {
             if (!mg_ir_same_api(ir->source, API)) {
-                const char *t = mg_ir_jstr(p->raw, "type");
-                mg_ir_fail(err, errlen, "content of type \"%s\" cannot be sent to %s", t ? t : "?",
-                           mg_api_name(API));
                 cJSON_Delete(arr);
+                mg_codec_opaque_fail(p, API, err, errlen);
                 return NULL;
             }
             cJSON_AddItemToArray(arr, cJSON_Duplicate(p->raw, true));
@@ -482,23 +403,25 @@ static cJSON *user_content(const mg_ir_request_t *ir, const mg_ir_part_t *parts,
     return arr;
 }
 
-static cJSON *tool_result_text(const mg_ir_part_t *p)
+/* A tool_calls[] element (requests and whole responses alike). */
+static cJSON *tool_call_json(const char *id, const char *name, const char *arguments)
 {
-    char *s = mg_ir_join_text(p->parts, p->n_parts, "\n\n");
-    cJSON *j = cJSON_CreateString(s ? s : "");
-    free(s);
-    return j;
+    cJSON *tc = cJSON_CreateObject();
+    cJSON_AddStringToObject(tc, "id", id);
+    cJSON_AddStringToObject(tc, "type", "function");
+    cJSON *fn = cJSON_AddObjectToObject(tc, "function");
+    cJSON_AddStringToObject(fn, "name", name);
+    cJSON_AddStringToObject(fn, "arguments", arguments ? arguments : "{}");
+    return tc;
 }
 
 static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, size_t errlen)
 {
     if (ir->n_system) {
-        char *s = mg_ir_join_text(ir->system, ir->n_system, "\n\n");
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "role", "system");
-        cJSON_AddStringToObject(m, "content", s ? s : "");
+        mg_codec_add_joined(m, "content", ir->system, ir->n_system);
         cJSON_AddItemToArray(msgs, m);
-        free(s);
     }
     for (size_t i = 0; i < ir->n_messages; i++) {
         const mg_ir_message_t *m = &ir->messages[i];
@@ -527,13 +450,7 @@ static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, si
                 }
                 if (p->type != MG_IR_PART_TOOL_CALL) continue;
                 if (!tcs) tcs = cJSON_CreateArray();
-                cJSON *tc = cJSON_CreateObject();
-                cJSON_AddStringToObject(tc, "id", p->id);
-                cJSON_AddStringToObject(tc, "type", "function");
-                cJSON *fn = cJSON_AddObjectToObject(tc, "function");
-                cJSON_AddStringToObject(fn, "name", p->name);
-                cJSON_AddStringToObject(fn, "arguments", p->arguments ? p->arguments : "{}");
-                cJSON_AddItemToArray(tcs, tc);
+                cJSON_AddItemToArray(tcs, tool_call_json(p->id, p->name, p->arguments));
             }
             /* Reasoning is not sent back: several servers reject reasoning_content on input. */
             if (text) cJSON_AddStringToObject(o, "content", text);
@@ -551,7 +468,7 @@ static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, si
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "role", "tool");
                 cJSON_AddStringToObject(o, "tool_call_id", p->id ? p->id : "");
-                cJSON_AddItemToObject(o, "content", tool_result_text(p));
+                mg_codec_add_joined(o, "content", p->parts, p->n_parts);
                 cJSON_AddItemToArray(msgs, o);
                 for (size_t q = 0; q < p->n_parts; q++) {
                     if (p->parts[q].type != MG_IR_PART_IMAGE) continue;
@@ -570,6 +487,16 @@ static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, si
     return 0;
 }
 
+static cJSON *tool_json(const mg_ir_tool_t *t, bool same)
+{
+    cJSON *tj = cJSON_CreateObject();
+    cJSON_AddStringToObject(tj, "type", "function");
+    cJSON *fn = cJSON_AddObjectToObject(tj, "function");
+    mg_codec_add_tool_fields(fn, t, "parameters");
+    if (t->strict >= 0) cJSON_AddBoolToObject(fn, "strict", t->strict);
+    return tj;
+}
+
 cJSON *mg_openai_chat_encode_request(const mg_ir_request_t *ir, const mg_ir_request_opts_t *opts,
                                      char *err, size_t errlen)
 {
@@ -583,45 +510,16 @@ cJSON *mg_openai_chat_encode_request(const mg_ir_request_t *ir, const mg_ir_requ
     cJSON *msgs = cJSON_AddArrayToObject(o, "messages");
     if (encode_messages(ir, msgs, err, errlen)) goto error;
     if (ir->n_tools) {
-        cJSON *tools = cJSON_AddArrayToObject(o, "tools");
-        for (size_t i = 0; i < ir->n_tools; i++) {
-            const mg_ir_tool_t *t = &ir->tools[i];
-            int raw = mg_ir_encode_raw_tool(tools, t, same, API, err, errlen);
-            if (raw < 0) goto error;
-            if (raw) continue;
-            cJSON *tj = cJSON_CreateObject();
-            cJSON_AddStringToObject(tj, "type", "function");
-            cJSON *fn = cJSON_AddObjectToObject(tj, "function");
-            cJSON_AddStringToObject(fn, "name", t->name);
-            if (t->description) cJSON_AddStringToObject(fn, "description", t->description);
-            if (t->parameters) mg_ir_add_dup(fn, "parameters", t->parameters);
-            else cJSON_AddItemToObject(fn, "parameters", mg_ir_empty_schema());
-            if (t->strict >= 0) cJSON_AddBoolToObject(fn, "strict", t->strict);
-            cJSON_AddItemToArray(tools, tj);
-        }
+        if (mg_codec_encode_tools(o, ir, API, tool_json, err, errlen)) goto error;
         if (ir->parallel_tool_calls >= 0) cJSON_AddBoolToObject(o, "parallel_tool_calls", ir->parallel_tool_calls);
     }
-    switch (ir->tool_choice) {
-    case MG_IR_TOOL_CHOICE_UNSET: break;
-    case MG_IR_TOOL_CHOICE_AUTO: cJSON_AddStringToObject(o, "tool_choice", "auto"); break;
-    case MG_IR_TOOL_CHOICE_NONE: cJSON_AddStringToObject(o, "tool_choice", "none"); break;
-    case MG_IR_TOOL_CHOICE_REQUIRED: cJSON_AddStringToObject(o, "tool_choice", "required"); break;
-    case MG_IR_TOOL_CHOICE_NAMED: {
-        cJSON *tc = cJSON_AddObjectToObject(o, "tool_choice");
-        cJSON_AddStringToObject(tc, "type", "function");
-        cJSON_AddStringToObject(cJSON_AddObjectToObject(tc, "function"), "name", ir->tool_choice_name);
-        break;
-    }
-    }
+    cJSON *named = mg_codec_openai_tool_choice_json(o, ir->tool_choice);
+    if (named) cJSON_AddStringToObject(cJSON_AddObjectToObject(named, "function"), "name", ir->tool_choice_name);
     if (ir->max_output_tokens >= 0) {
         bool mct = (same && ir->max_completion_tokens_field) || (opts && opts->prefer_max_completion_tokens);
         mg_ir_add_int(o, mct ? "max_completion_tokens" : "max_tokens", ir->max_output_tokens);
     }
-    if (ir->n_stop) {
-        cJSON *s = cJSON_AddArrayToObject(o, "stop");
-        for (size_t i = 0; i < ir->n_stop; i++)
-            cJSON_AddItemToArray(s, cJSON_CreateString(ir->stop[i]));
-    }
+    if (ir->n_stop) mg_codec_add_strings(o, "stop", ir->stop, ir->n_stop);
     if (ir->has_temperature) cJSON_AddNumberToObject(o, "temperature", ir->temperature);
     if (ir->has_top_p) cJSON_AddNumberToObject(o, "top_p", ir->top_p);
     mg_ir_effort_t eff = mg_ir_request_effort(ir);
@@ -637,10 +535,7 @@ cJSON *mg_openai_chat_encode_request(const mg_ir_request_t *ir, const mg_ir_requ
     } else if (ir->format == MG_IR_FORMAT_JSON_SCHEMA) {
         cJSON *rf = cJSON_AddObjectToObject(o, "response_format");
         cJSON_AddStringToObject(rf, "type", "json_schema");
-        cJSON *js = cJSON_AddObjectToObject(rf, "json_schema");
-        cJSON_AddStringToObject(js, "name", ir->format_name ? ir->format_name : "response");
-        mg_ir_add_dup(js, "schema", ir->format_schema);
-        if (ir->format_strict >= 0) cJSON_AddBoolToObject(js, "strict", ir->format_strict);
+        mg_codec_add_format_schema(cJSON_AddObjectToObject(rf, "json_schema"), ir);
     }
     if (ir->n > 1) mg_ir_add_int(o, "n", ir->n);
     if (ir->user) cJSON_AddStringToObject(o, "user", ir->user);
@@ -678,8 +573,7 @@ int mg_openai_chat_decode_response(const cJSON *body, mg_ir_arena_t *a,
     out->finish = mg_openai_chat_parse_finish(fr);
     const cJSON *msg = mg_ir_jget(c0, "message");
     mg_ir_parts_t pv = {0};
-    const char *rc = mg_ir_jstr(msg, "reasoning_content");
-    if (!rc || !*rc) rc = mg_ir_jstr(msg, "reasoning");
+    const char *rc = reasoning_field(msg);
     if (rc && *rc) mg_ir_parts_add(a, &pv, MG_IR_PART_REASONING)->text = rc;
     const cJSON *content = mg_ir_jget(msg, "content");
     mg_ir_parts_t cv = {0};
@@ -713,7 +607,7 @@ int mg_openai_chat_decode_response(const cJSON *body, mg_ir_arena_t *a,
             snprintf(idb, sizeof idb, "call_%d", k);
             p->id = mg_ir_strdup(a, idb);
         }
-        p->name = mg_ir_jstr(fn, "name") ? mg_ir_jstr(fn, "name") : "";
+        p->name = mg_codec_jtext(fn, "name");
         p->arguments = args_text(a, mg_ir_jget(fn, "arguments"));
         k++;
     }
@@ -749,13 +643,7 @@ cJSON *mg_openai_chat_encode_response(const mg_ir_response_t *r, const mg_ir_out
             any_reasoning = true;
         } else if (p->type == MG_IR_PART_TOOL_CALL) {
             if (!tcs) tcs = cJSON_CreateArray();
-            cJSON *tc = cJSON_CreateObject();
-            cJSON_AddStringToObject(tc, "id", p->id ? p->id : "");
-            cJSON_AddStringToObject(tc, "type", "function");
-            cJSON *fn = cJSON_AddObjectToObject(tc, "function");
-            cJSON_AddStringToObject(fn, "name", p->name ? p->name : "");
-            cJSON_AddStringToObject(fn, "arguments", p->arguments ? p->arguments : "{}");
-            cJSON_AddItemToArray(tcs, tc);
+            cJSON_AddItemToArray(tcs, tool_call_json(p->id ? p->id : "", p->name ? p->name : "", p->arguments));
         }
     }
     if (any_text) cJSON_AddStringToObject(msg, "content", text.data ? text.data : "");
@@ -775,15 +663,7 @@ cJSON *mg_openai_chat_encode_response(const mg_ir_response_t *r, const mg_ir_out
 
 char *mg_openai_chat_encode_error(int status, const char *type, const char *code, const char *message)
 {
-    mg_buf_t b = {0};
-    mg_buf_puts(&b, "{\"error\":{\"message\":");
-    mg_buf_json_str(&b, message ? message : "error");
-    mg_buf_puts(&b, ",\"type\":");
-    mg_buf_json_str(&b, mg_ir_error_type(API, status, type));
-    mg_buf_puts(&b, ",\"param\":null,\"code\":");
-    mg_buf_json_str(&b, code);
-    mg_buf_puts(&b, "}}");
-    return mg_buf_steal(&b);
+    return mg_codec_openai_error(API, status, type, code, message);
 }
 
 /* ---- stream decoder ---- */
@@ -848,13 +728,6 @@ static int flush_think(chat_dec_t *d, mg_ir_event_cb cb, void *ud)
     return emit_split(d, cb, ud);
 }
 
-static int emit_error(chat_dec_t *d, const mg_ir_error_t *e, mg_ir_event_cb cb, void *ud)
-{
-    mg_ir_event_t ev = {.type = MG_IR_EV_ERROR, .error = *e};
-    d->ended = true;
-    return cb(ud, &ev);
-}
-
 static chat_tool_t *find_tool(chat_dec_t *d, int up_index, const char *id)
 {
     for (int i = 0; i < d->n_tools; i++) {
@@ -887,12 +760,12 @@ static int decode_tool_deltas(chat_dec_t *d, const cJSON *tcs, mg_ir_event_cb cb
             t->id = id ? mg_xstrdup(id) : mg_xasprintf("call_%d", d->n_tools);
             mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = d->n_tools++, .id = t->id,
                                 .name = name ? name : ""};
-            EMIT(ev);
+            MG_CODEC_EMIT(ev);
         }
         if (args && *args) {
             mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_DELTA, .index = (int)(t - d->tools),
                                 .text = args, .text_len = strlen(args)};
-            EMIT(ev);
+            MG_CODEC_EMIT(ev);
         }
     }
     return 0;
@@ -905,7 +778,7 @@ static int decode_chunk(chat_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *
         mg_ir_event_t ev = {.type = MG_IR_EV_START, .id = mg_ir_jstr(j, "id"),
                             .model = mg_ir_jstr(j, "model"), .created = mg_ir_jint(j, "created", 0),
                             .usage = MG_IR_USAGE_UNKNOWN};
-        EMIT(ev);
+        MG_CODEC_EMIT(ev);
     }
     const cJSON *choices = mg_ir_jget(j, "choices"), *c, *c0 = NULL;
     cJSON_ArrayForEach(c, mg_ir_arr(choices))
@@ -918,23 +791,13 @@ static int decode_chunk(chat_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *
     int rc;
     if (c0) {
         const cJSON *delta = mg_ir_jget(c0, "delta");
-        /* Servers name the reasoning field differently (A.1, A.6): accept both, never both. */
-        const char *rs = mg_ir_jstr(delta, "reasoning_content");
-        if (!rs || !*rs) rs = mg_ir_jstr(delta, "reasoning");
-        if (rs && *rs) {
-            mg_ir_event_t ev = {.type = MG_IR_EV_REASONING_DELTA, .text = rs, .text_len = strlen(rs)};
-            EMIT(ev);
-        }
+        if ((rc = mg_codec_emit_text(MG_IR_EV_REASONING_DELTA, reasoning_field(delta), 0, cb, ud))) return rc;
         const char *content = mg_ir_jstr(delta, "content");
         if (content && *content) {
             think_feed(&d->think, content, strlen(content), &d->r, &d->t);
             if ((rc = emit_split(d, cb, ud))) return rc;
         }
-        const char *refusal = mg_ir_jstr(delta, "refusal");
-        if (refusal && *refusal) {
-            mg_ir_event_t ev = {.type = MG_IR_EV_TEXT_DELTA, .text = refusal, .text_len = strlen(refusal)};
-            EMIT(ev);
-        }
+        if ((rc = mg_codec_emit_text(MG_IR_EV_TEXT_DELTA, mg_ir_jstr(delta, "refusal"), 0, cb, ud))) return rc;
         const cJSON *tcs = mg_ir_jget(delta, "tool_calls");
         if (cJSON_IsArray(tcs) && cJSON_GetArraySize(tcs) > 0) {
             if ((rc = flush_think(d, cb, ud))) return rc;
@@ -945,18 +808,18 @@ static int decode_chunk(chat_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *
             if (strcmp(fr, "error") == 0) {
                 /* OpenRouter: a failure after generation started (A.6). */
                 mg_ir_error_t e = {502, "server_error", NULL, "the upstream reported finish_reason \"error\""};
-                return emit_error(d, &e, cb, ud);
+                return mg_codec_emit_error(&d->ended, &e, cb, ud);
             }
             if ((rc = flush_think(d, cb, ud))) return rc;
             d->finished = true;
             mg_ir_event_t ev = {.type = MG_IR_EV_FINISH, .finish = mg_openai_chat_parse_finish(fr)};
-            EMIT(ev);
+            MG_CODEC_EMIT(ev);
         }
     }
     const cJSON *u = mg_ir_jget(j, "usage");
     if (cJSON_IsObject(u)) {
         mg_ir_event_t ev = {.type = MG_IR_EV_USAGE, .usage = usage_from_json(u)};
-        EMIT(ev);
+        MG_CODEC_EMIT(ev);
     }
     return 0;
 }
@@ -969,29 +832,21 @@ int mg_openai_chat_decoder_feed(void *st, const char *type, size_t type_len, con
     size_t ws = skip_ws(data, data_len);
     if (data_len - ws >= 6 && memcmp(data + ws, "[DONE]", 6) == 0) {
         int rc = flush_think(d, cb, ud);
-        if (rc) return rc;
-        d->ended = true;
-        mg_ir_event_t ev = {.type = MG_IR_EV_END};
-        return cb(ud, &ev);
+        return rc ? rc : mg_codec_emit_end(&d->ended, cb, ud);
     }
     bool error_event = type_len == 5 && memcmp(type, "error", 5) == 0; /* LM Studio */
     cJSON *j = cJSON_ParseWithLengthOpts(data, data_len, NULL, false);
     int rc = 0;
-    mg_ir_error_t e;
     if (!j) {
-        if (error_event) {
-            char *msg = mg_xstrndup(data, MG_MIN(data_len, 500));
-            e = (mg_ir_error_t){500, "server_error", NULL, msg};
-            rc = emit_error(d, &e, cb, ud);
-            free(msg);
-        }
+        if (error_event) rc = mg_codec_emit_raw_error(&d->ended, "server_error", data, data_len, cb, ud);
         return rc; /* not JSON: nothing a Chat client could use */
     }
     const cJSON *err = mg_ir_jget(j, "error");
     const char *object = mg_ir_jstr(j, "object");
     if (error_event || (err && !cJSON_IsNull(err)) || (object && strcmp(object, "error") == 0)) {
+        mg_ir_error_t e;
         if (!mg_ir_error_from_json(j, 0, &e)) e = (mg_ir_error_t){500, "server_error", NULL, "upstream error"};
-        rc = emit_error(d, &e, cb, ud);
+        rc = mg_codec_emit_error(&d->ended, &e, cb, ud);
     } else {
         rc = decode_chunk(d, j, cb, ud);
     }
@@ -1005,14 +860,9 @@ int mg_openai_chat_decoder_finish(void *st, mg_ir_event_cb cb, void *ud)
     if (d->ended) return 0;
     int rc = flush_think(d, cb, ud);
     if (rc) return rc;
-    if (d->finished) {
-        /* A stream that ends after its finish_reason without [DONE] is accepted by the SDK. */
-        d->ended = true;
-        mg_ir_event_t ev = {.type = MG_IR_EV_END};
-        return cb(ud, &ev);
-    }
-    mg_ir_error_t e = {502, "server_error", NULL, "the upstream stream ended before the answer was complete"};
-    return emit_error(d, &e, cb, ud);
+    /* A stream that ends after its finish_reason without [DONE] is accepted by the SDK. */
+    if (d->finished) return mg_codec_emit_end(&d->ended, cb, ud);
+    return mg_codec_emit_truncated(&d->ended, "server_error", cb, ud);
 }
 
 /* ---- stream encoder ---- */
@@ -1182,10 +1032,7 @@ void mg_openai_chat_encoder_push(void *st, const mg_ir_event_t *ev, mg_buf_t *ou
         break;
     case MG_IR_EV_ERROR: {
         /* The SDK throws APIError on a chunk with a top-level error (A.1); no [DONE] follows. */
-        int status = ev->error.status ? ev->error.status : 500;
-        char *body = mg_openai_chat_encode_error(status, ev->error.type, ev->error.code, ev->error.message);
-        mg_ir_sse_frame(out, NULL, body, strlen(body));
-        free(body);
+        mg_codec_error_frame(out, NULL, &ev->error, mg_openai_chat_encode_error);
         e->done = true;
         break;
     }

@@ -7,12 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec_util.h"
+
 #define API MG_API_OPENAI_RESPONSES
-#define EMIT(ev)                                                                                   \
-    do {                                                                                           \
-        int rc_ = cb(ud, &(ev));                                                                   \
-        if (rc_) return rc_;                                                                       \
-    } while (0)
 
 /* ---- usage and status ---- */
 
@@ -70,52 +67,31 @@ static const char *const known_request_fields[] = {
     "temperature", "top_p",       "user",         "previous_response_id",
 };
 
-static bool is_known(const char *k)
+/* One part of a content array. */
+static int decode_part(mg_ir_arena_t *a, const cJSON *c, const char *type, mg_ir_parts_t *pv, void *ud, char *err,
+                       size_t errlen)
 {
-    for (size_t i = 0; i < MG_ARRAY_LEN(known_request_fields); i++)
-        if (strcmp(k, known_request_fields[i]) == 0) return true;
-    return false;
-}
-
-static void decode_image(mg_ir_arena_t *a, const cJSON *item, mg_ir_parts_t *pv)
-{
-    const char *url = mg_ir_jstr(item, "image_url");
-    if (!url) {
-        mg_ir_parts_add(a, pv, MG_IR_PART_OPAQUE)->raw = item; /* file_id */
-        return;
+    if (strcmp(type, "input_text") == 0 || strcmp(type, "output_text") == 0 || strcmp(type, "text") == 0) {
+        mg_codec_add_text(a, pv, c, "text");
+    } else if (strcmp(type, "refusal") == 0) {
+        mg_codec_add_text(a, pv, c, "refusal");
+    } else if (strcmp(type, "input_image") == 0 && mg_ir_jstr(c, "image_url")) {
+        const char *detail = mg_ir_jstr(c, "detail");
+        if (detail && strcmp(detail, "auto") == 0) detail = NULL;
+        mg_codec_add_image_url(a, pv, mg_ir_jstr(c, "image_url"), detail);
+    } else {
+        mg_ir_parts_add(a, pv, MG_IR_PART_OPAQUE)->raw = c; /* input_file, input_audio, images by file_id */
     }
-    mg_ir_part_t *p = mg_ir_parts_add(a, pv, MG_IR_PART_IMAGE);
-    p->detail = mg_ir_jstr(item, "detail");
-    if (p->detail && strcmp(p->detail, "auto") == 0) p->detail = NULL;
-    if (!mg_ir_parse_data_url(a, url, &p->media_type, &p->data)) p->url = url;
+    return 0;
 }
 
 /* Message content: a string or an array of input_text / input_image / output_text parts. */
-static int decode_content(mg_ir_arena_t *a, const cJSON *content, mg_ir_parts_t *pv, char *err,
-                          size_t errlen)
+static const mg_codec_content_t content_rules = {decode_part, "content must be a string or an array",
+                                                 "a content part has no type"};
+
+static int decode_content(mg_ir_arena_t *a, const cJSON *content, mg_ir_parts_t *pv, char *err, size_t errlen)
 {
-    if (!content || cJSON_IsNull(content)) return 0;
-    if (cJSON_IsString(content)) {
-        mg_ir_parts_add(a, pv, MG_IR_PART_TEXT)->text = content->valuestring;
-        return 0;
-    }
-    if (!cJSON_IsArray(content)) return mg_ir_fail(err, errlen, "content must be a string or an array");
-    const cJSON *c;
-    cJSON_ArrayForEach(c, content)
-    {
-        const char *type = mg_ir_jstr(c, "type");
-        if (!type) return mg_ir_fail(err, errlen, "a content part has no type");
-        if (strcmp(type, "input_text") == 0 || strcmp(type, "output_text") == 0 || strcmp(type, "text") == 0) {
-            mg_ir_parts_add(a, pv, MG_IR_PART_TEXT)->text = mg_ir_jstr(c, "text") ? mg_ir_jstr(c, "text") : "";
-        } else if (strcmp(type, "refusal") == 0) {
-            mg_ir_parts_add(a, pv, MG_IR_PART_TEXT)->text = mg_ir_jstr(c, "refusal") ? mg_ir_jstr(c, "refusal") : "";
-        } else if (strcmp(type, "input_image") == 0) {
-            decode_image(a, c, pv);
-        } else {
-            mg_ir_parts_add(a, pv, MG_IR_PART_OPAQUE)->raw = c; /* input_file, input_audio */
-        }
-    }
-    return 0;
+    return mg_codec_decode_content(&content_rules, a, content, pv, NULL, err, errlen);
 }
 
 /* Joins the texts of a reasoning item: its summary parts, else its reasoning_text content. */
@@ -184,8 +160,7 @@ static int decode_input(const cJSON *input, mg_ir_arena_t *a, mg_ir_request_t *r
             mg_ir_parts_t pv = {0};
             if (decode_content(a, mg_ir_jget(it, "content"), &pv, err, errlen)) return -1;
             if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-                for (size_t k = 0; k < pv.n; k++)
-                    if (pv.v[k].type == MG_IR_PART_TEXT) *mg_ir_parts_add(a, sys, MG_IR_PART_TEXT) = pv.v[k];
+                mg_codec_add_texts(a, sys, &pv);
                 continue;
             }
             mg_ir_role_t ir_role;
@@ -260,18 +235,12 @@ int mg_openai_responses_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_i
             }
             o->name = mg_ir_jstr(t, "name");
             if (!o->name) return mg_ir_fail(err, errlen, "a function tool has no name");
-            o->description = mg_ir_jstr(t, "description");
-            const cJSON *params = mg_ir_jget(t, "parameters");
-            o->parameters = cJSON_IsObject(params) ? params : NULL;
-            const cJSON *strict = mg_ir_jget(t, "strict");
-            if (cJSON_IsBool(strict)) o->strict = cJSON_IsTrue(strict);
+            mg_codec_decode_tool(o, t, "parameters");
         }
     }
     const cJSON *tc = mg_ir_jget(body, "tool_choice");
     if (cJSON_IsString(tc)) {
-        if (strcmp(tc->valuestring, "none") == 0) r->tool_choice = MG_IR_TOOL_CHOICE_NONE;
-        else if (strcmp(tc->valuestring, "required") == 0) r->tool_choice = MG_IR_TOOL_CHOICE_REQUIRED;
-        else r->tool_choice = MG_IR_TOOL_CHOICE_AUTO;
+        r->tool_choice = mg_codec_openai_tool_choice(tc->valuestring);
     } else if (cJSON_IsObject(tc)) {
         const char *tct = mg_ir_jstr(tc, "type"), *name = mg_ir_jstr(tc, "name");
         if (tct && strcmp(tct, "function") == 0 && name) {
@@ -284,14 +253,7 @@ int mg_openai_responses_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_i
     const cJSON *v = mg_ir_jget(body, "parallel_tool_calls");
     if (cJSON_IsBool(v)) r->parallel_tool_calls = cJSON_IsTrue(v);
     r->max_output_tokens = mg_ir_jint(body, "max_output_tokens", -1);
-    if (cJSON_IsNumber(v = mg_ir_jget(body, "temperature"))) {
-        r->has_temperature = true;
-        r->temperature = v->valuedouble;
-    }
-    if (cJSON_IsNumber(v = mg_ir_jget(body, "top_p"))) {
-        r->has_top_p = true;
-        r->top_p = v->valuedouble;
-    }
+    mg_codec_decode_sampling(body, r);
     const cJSON *reasoning = mg_ir_jget(body, "reasoning");
     r->effort = mg_ir_effort_parse(mg_ir_jstr(reasoning, "effort"));
     r->reasoning_summary = mg_ir_jstr(reasoning, "summary");
@@ -301,22 +263,8 @@ int mg_openai_responses_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_i
     /* text.format for the other APIs; the whole `text` object also stays in extras so that a
      * same-API request keeps verbosity and the rest. */
     const cJSON *fmt = mg_ir_jget(mg_ir_jget(body, "text"), "format");
-    const char *ft = mg_ir_jstr(fmt, "type");
-    if (ft) {
-        if (strcmp(ft, "json_object") == 0) r->format = MG_IR_FORMAT_JSON_OBJECT;
-        else if (strcmp(ft, "json_schema") == 0) {
-            r->format = MG_IR_FORMAT_JSON_SCHEMA;
-            r->format_name = mg_ir_jstr(fmt, "name");
-            r->format_schema = mg_ir_jget(fmt, "schema");
-            const cJSON *st = mg_ir_jget(fmt, "strict");
-            if (cJSON_IsBool(st)) r->format_strict = cJSON_IsTrue(st);
-        } else r->format = MG_IR_FORMAT_TEXT;
-    }
-    const cJSON *f;
-    cJSON_ArrayForEach(f, body)
-    {
-        if (!is_known(f->string)) cJSON_AddItemToObject(r->extras, f->string, cJSON_Duplicate(f, true));
-    }
+    mg_codec_decode_format(r, mg_ir_jstr(fmt, "type"), fmt);
+    mg_codec_decode_extras(body, r, known_request_fields, MG_ARRAY_LEN(known_request_fields));
     return 0;
 }
 
@@ -326,29 +274,21 @@ static cJSON *image_json(const mg_ir_part_t *p)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "input_image");
-    if (p->data) {
-        char *u = mg_ir_data_url(p->media_type, p->data);
-        cJSON_AddStringToObject(o, "image_url", u);
-        free(u);
-    } else {
-        cJSON_AddStringToObject(o, "image_url", p->url ? p->url : "");
-    }
+    char *u = mg_codec_image_url(p);
+    cJSON_AddStringToObject(o, "image_url", u);
+    free(u);
     cJSON_AddStringToObject(o, "detail", p->detail ? p->detail : "auto");
     return o;
 }
 
 static cJSON *input_text_json(const char *text)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", "input_text");
-    cJSON_AddStringToObject(o, "text", text ? text : "");
-    return o;
+    return mg_codec_text_json("input_text", text ? text : "");
 }
 
-static int opaque_fail(const mg_ir_part_t *p, char *err, size_t errlen)
+static cJSON *summary_part(const char *text)
 {
-    const char *t = mg_ir_jstr(p->raw, "type");
-    return mg_ir_fail(err, errlen, "content of type \"%s\" cannot be sent to %s", t ? t : "?", mg_api_name(API));
+    return mg_codec_text_json("summary_text", text ? text : "");
 }
 
 static int encode_user(const mg_ir_request_t *ir, const mg_ir_message_t *m, cJSON *input, char *err,
@@ -378,7 +318,7 @@ static int encode_user(const mg_ir_request_t *ir, const mg_ir_message_t *m, cJSO
             else if (p->type == MG_IR_PART_OPAQUE) {
                 if (!mg_ir_same_api(ir->source, API)) {
                     cJSON_Delete(o);
-                    return opaque_fail(p, err, errlen);
+                    return mg_codec_opaque_fail(p, API, err, errlen);
                 }
                 cJSON_AddItemToArray(c, cJSON_Duplicate(p->raw, true));
             }
@@ -414,16 +354,11 @@ static int encode_assistant(const mg_ir_request_t *ir, const mg_ir_message_t *m,
             cJSON_AddStringToObject(o, "type", "reasoning");
             if (p->id) cJSON_AddStringToObject(o, "id", p->id);
             cJSON *sum = cJSON_AddArrayToObject(o, "summary");
-            if (p->text && *p->text) {
-                cJSON *st = cJSON_CreateObject();
-                cJSON_AddStringToObject(st, "type", "summary_text");
-                cJSON_AddStringToObject(st, "text", p->text);
-                cJSON_AddItemToArray(sum, st);
-            }
+            if (p->text && *p->text) cJSON_AddItemToArray(sum, summary_part(p->text));
             if (p->encrypted) cJSON_AddStringToObject(o, "encrypted_content", p->encrypted);
             cJSON_AddItemToArray(input, o);
         } else if (p->type == MG_IR_PART_OPAQUE) {
-            if (!same) return opaque_fail(p, err, errlen);
+            if (!same) return mg_codec_opaque_fail(p, API, err, errlen);
             cJSON_AddItemToArray(input, cJSON_Duplicate(p->raw, true));
         } else if (p->type == MG_IR_PART_IMAGE) {
             continue; /* an assistant cannot send images */
@@ -440,22 +375,28 @@ static void encode_tool_results(const mg_ir_message_t *m, cJSON *input)
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "function_call_output");
         cJSON_AddStringToObject(o, "call_id", p->id ? p->id : "");
-        bool images = false;
-        for (size_t q = 0; q < p->n_parts; q++)
-            images |= p->parts[q].type == MG_IR_PART_IMAGE;
-        if (images) {
+        if (mg_codec_has_image(p->parts, p->n_parts)) {
             cJSON *arr = cJSON_AddArrayToObject(o, "output");
             for (size_t q = 0; q < p->n_parts; q++) {
                 if (p->parts[q].type == MG_IR_PART_TEXT) cJSON_AddItemToArray(arr, input_text_json(p->parts[q].text));
                 else if (p->parts[q].type == MG_IR_PART_IMAGE) cJSON_AddItemToArray(arr, image_json(&p->parts[q]));
             }
         } else {
-            char *s = mg_ir_join_text(p->parts, p->n_parts, "\n\n");
-            cJSON_AddStringToObject(o, "output", s ? s : "");
-            free(s);
+            mg_codec_add_joined(o, "output", p->parts, p->n_parts);
         }
         cJSON_AddItemToArray(input, o);
     }
+}
+
+static cJSON *tool_json(const mg_ir_tool_t *t, bool same)
+{
+    cJSON *tj = cJSON_CreateObject();
+    cJSON_AddStringToObject(tj, "type", "function");
+    mg_codec_add_tool_fields(tj, t, "parameters");
+    /* Responses makes function tools strict by default; other APIs do not. */
+    if (t->strict >= 0) cJSON_AddBoolToObject(tj, "strict", t->strict);
+    else if (!same) cJSON_AddBoolToObject(tj, "strict", false);
+    return tj;
 }
 
 cJSON *mg_openai_responses_encode_request(const mg_ir_request_t *ir, const mg_ir_request_opts_t *opts,
@@ -468,11 +409,7 @@ cJSON *mg_openai_responses_encode_request(const mg_ir_request_t *ir, const mg_ir
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "model", opts && opts->model ? opts->model : ir->model ? ir->model : "");
-    if (ir->n_system) {
-        char *s = mg_ir_join_text(ir->system, ir->n_system, "\n\n");
-        cJSON_AddStringToObject(o, "instructions", s ? s : "");
-        free(s);
-    }
+    if (ir->n_system) mg_codec_add_joined(o, "instructions", ir->system, ir->n_system);
     cJSON *input = cJSON_AddArrayToObject(o, "input");
     for (size_t i = 0; i < ir->n_messages; i++) {
         const mg_ir_message_t *m = &ir->messages[i];
@@ -503,37 +440,11 @@ cJSON *mg_openai_responses_encode_request(const mg_ir_request_t *ir, const mg_ir
         if (rc) goto error;
     }
     if (ir->n_tools) {
-        cJSON *tools = cJSON_AddArrayToObject(o, "tools");
-        for (size_t i = 0; i < ir->n_tools; i++) {
-            const mg_ir_tool_t *t = &ir->tools[i];
-            int raw = mg_ir_encode_raw_tool(tools, t, same, API, err, errlen);
-            if (raw < 0) goto error;
-            if (raw) continue;
-            cJSON *tj = cJSON_CreateObject();
-            cJSON_AddStringToObject(tj, "type", "function");
-            cJSON_AddStringToObject(tj, "name", t->name);
-            if (t->description) cJSON_AddStringToObject(tj, "description", t->description);
-            if (t->parameters) mg_ir_add_dup(tj, "parameters", t->parameters);
-            else cJSON_AddItemToObject(tj, "parameters", mg_ir_empty_schema());
-            /* Responses makes function tools strict by default; other APIs do not. */
-            if (t->strict >= 0) cJSON_AddBoolToObject(tj, "strict", t->strict);
-            else if (!same) cJSON_AddBoolToObject(tj, "strict", false);
-            cJSON_AddItemToArray(tools, tj);
-        }
+        if (mg_codec_encode_tools(o, ir, API, tool_json, err, errlen)) goto error;
         if (ir->parallel_tool_calls >= 0) cJSON_AddBoolToObject(o, "parallel_tool_calls", ir->parallel_tool_calls);
     }
-    switch (ir->tool_choice) {
-    case MG_IR_TOOL_CHOICE_UNSET: break;
-    case MG_IR_TOOL_CHOICE_AUTO: cJSON_AddStringToObject(o, "tool_choice", "auto"); break;
-    case MG_IR_TOOL_CHOICE_NONE: cJSON_AddStringToObject(o, "tool_choice", "none"); break;
-    case MG_IR_TOOL_CHOICE_REQUIRED: cJSON_AddStringToObject(o, "tool_choice", "required"); break;
-    case MG_IR_TOOL_CHOICE_NAMED: {
-        cJSON *tc = cJSON_AddObjectToObject(o, "tool_choice");
-        cJSON_AddStringToObject(tc, "type", "function");
-        cJSON_AddStringToObject(tc, "name", ir->tool_choice_name);
-        break;
-    }
-    }
+    cJSON *named = mg_codec_openai_tool_choice_json(o, ir->tool_choice);
+    if (named) cJSON_AddStringToObject(named, "name", ir->tool_choice_name);
     if (ir->max_output_tokens >= 0) mg_ir_add_int(o, "max_output_tokens", ir->max_output_tokens);
     if (ir->has_temperature) cJSON_AddNumberToObject(o, "temperature", ir->temperature);
     if (ir->has_top_p) cJSON_AddNumberToObject(o, "top_p", ir->top_p);
@@ -551,9 +462,7 @@ cJSON *mg_openai_responses_encode_request(const mg_ir_request_t *ir, const mg_ir
         cJSON *fmt = cJSON_AddObjectToObject(cJSON_AddObjectToObject(o, "text"), "format");
         if (ir->format == MG_IR_FORMAT_JSON_SCHEMA) {
             cJSON_AddStringToObject(fmt, "type", "json_schema");
-            cJSON_AddStringToObject(fmt, "name", ir->format_name ? ir->format_name : "response");
-            mg_ir_add_dup(fmt, "schema", ir->format_schema);
-            if (ir->format_strict >= 0) cJSON_AddBoolToObject(fmt, "strict", ir->format_strict);
+            mg_codec_add_format_schema(fmt, ir);
         } else {
             cJSON_AddStringToObject(fmt, "type", ir->format == MG_IR_FORMAT_TEXT ? "text" : "json_object");
         }
@@ -611,8 +520,8 @@ int mg_openai_responses_decode_response(const cJSON *body, mg_ir_arena_t *a,
             }
         } else if (strcmp(type, "function_call") == 0) {
             mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TOOL_CALL);
-            p->id = mg_ir_jstr(it, "call_id") ? mg_ir_jstr(it, "call_id") : mg_ir_jstr(it, "id") ? mg_ir_jstr(it, "id") : "";
-            p->name = mg_ir_jstr(it, "name") ? mg_ir_jstr(it, "name") : "";
+            p->id = mg_ir_jstr(it, "call_id") ? mg_ir_jstr(it, "call_id") : mg_codec_jtext(it, "id");
+            p->name = mg_codec_jtext(it, "name");
             const char *args = mg_ir_jstr(it, "arguments");
             p->arguments = args && *args ? args : "{}";
         }
@@ -640,14 +549,6 @@ static char *response_id(const char *opt_id, const char *up_id)
     if (!up_id || !*up_id) return mg_xstrdup("resp_moongate");
     if (strncmp(up_id, "resp_", 5) == 0) return mg_xstrdup(up_id);
     return mg_xasprintf("resp_%s", up_id);
-}
-
-static cJSON *summary_part(const char *text)
-{
-    cJSON *s = cJSON_CreateObject();
-    cJSON_AddStringToObject(s, "type", "summary_text");
-    cJSON_AddStringToObject(s, "text", text ? text : "");
-    return s;
 }
 
 static cJSON *output_text_part(const char *text)
@@ -754,15 +655,7 @@ cJSON *mg_openai_responses_encode_response(const mg_ir_response_t *r, const mg_i
 
 char *mg_openai_responses_encode_error(int status, const char *type, const char *code, const char *message)
 {
-    mg_buf_t b = {0};
-    mg_buf_puts(&b, "{\"error\":{\"message\":");
-    mg_buf_json_str(&b, message ? message : "error");
-    mg_buf_puts(&b, ",\"type\":");
-    mg_buf_json_str(&b, mg_ir_error_type(API, status, type));
-    mg_buf_puts(&b, ",\"param\":null,\"code\":");
-    mg_buf_json_str(&b, code);
-    mg_buf_puts(&b, "}}");
-    return mg_buf_steal(&b);
+    return mg_codec_openai_error(API, status, type, code, message);
 }
 
 /* ---- stream decoder ---- */
@@ -820,8 +713,17 @@ static int delta(mg_ir_event_type_t type, const char *s, int index, resp_item_t 
 {
     if (!s || !*s) return 0;
     if (it) it->emitted = true;
-    mg_ir_event_t ev = {.type = type, .text = s, .text_len = strlen(s), .index = index};
-    return cb(ud, &ev);
+    return mg_codec_emit_text(type, s, index, cb, ud);
+}
+
+/* The kind of an output item of this type (NULL: IT_OTHER). */
+static int item_kind(const char *type)
+{
+    if (!type) return IT_OTHER;
+    if (strcmp(type, "reasoning") == 0) return IT_REASONING;
+    if (strcmp(type, "message") == 0) return IT_MESSAGE;
+    if (strcmp(type, "function_call") == 0) return IT_CALL;
+    return IT_OTHER;
 }
 
 /* Content an item carried only in its .done form (servers that skip the deltas). */
@@ -852,21 +754,17 @@ static int on_item_added(resp_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void 
     if (!it) return 0;
     d->saw_item = true;
     const cJSON *item = mg_ir_jget(j, "item");
-    const char *type = mg_ir_jstr(item, "type");
     memset(it, 0, sizeof *it);
-    if (!type) return 0;
-    if (strcmp(type, "reasoning") == 0) it->kind = IT_REASONING;
-    else if (strcmp(type, "message") == 0) it->kind = IT_MESSAGE;
-    else if (strcmp(type, "function_call") == 0) {
-        it->kind = IT_CALL;
+    it->kind = (uint8_t)item_kind(mg_ir_jstr(item, "type"));
+    if (it->kind == IT_CALL) {
         it->tool = d->n_tools++;
         const char *id = mg_ir_jstr(item, "call_id");
         if (!id || !*id) id = mg_ir_jstr(item, "id");
         char idb[32];
         snprintf(idb, sizeof idb, "call_%d", it->tool);
         mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = it->tool, .id = id && *id ? id : idb,
-                            .name = mg_ir_jstr(item, "name") ? mg_ir_jstr(item, "name") : ""};
-        EMIT(ev);
+                            .name = mg_codec_jtext(item, "name")};
+        MG_CODEC_EMIT(ev);
         return delta(MG_IR_EV_TOOL_CALL_DELTA, mg_ir_jstr(item, "arguments"), it->tool, it, cb, ud);
     }
     return 0;
@@ -878,45 +776,37 @@ static int on_terminal(resp_dec_t *d, const char *type, const cJSON *j, mg_ir_ev
     if (strcmp(type, "response.failed") == 0) {
         mg_ir_error_t e;
         if (!mg_ir_error_from_json(j, 0, &e)) e = (mg_ir_error_t){500, "server_error", NULL, "the response failed"};
-        d->ended = true;
-        mg_ir_event_t ev = {.type = MG_IR_EV_ERROR, .error = e};
-        return cb(ud, &ev);
+        return mg_codec_emit_error(&d->ended, &e, cb, ud);
     }
     if (!d->saw_item) {
         /* A server that streamed no items: the output is only in the final response. */
         const cJSON *output = mg_ir_jget(resp, "output"), *item;
         cJSON_ArrayForEach(item, mg_ir_arr(output))
         {
-            const char *itype = mg_ir_jstr(item, "type");
-            resp_item_t it = {.kind = IT_OTHER};
-            if (itype && strcmp(itype, "reasoning") == 0) it.kind = IT_REASONING;
-            else if (itype && strcmp(itype, "message") == 0) it.kind = IT_MESSAGE;
-            else if (itype && strcmp(itype, "function_call") == 0) {
-                it.kind = IT_CALL;
+            resp_item_t it = {.kind = (uint8_t)item_kind(mg_ir_jstr(item, "type"))};
+            if (it.kind == IT_CALL) {
                 it.tool = d->n_tools++;
                 const char *id = mg_ir_jstr(item, "call_id");
                 mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = it.tool, .id = id ? id : "call_0",
-                                    .name = mg_ir_jstr(item, "name") ? mg_ir_jstr(item, "name") : ""};
-                EMIT(ev);
+                                    .name = mg_codec_jtext(item, "name")};
+                MG_CODEC_EMIT(ev);
             }
             if (it.kind == IT_OTHER) continue;
             int rc = late_content(&it, item, cb, ud);
             if (rc) return rc;
             mg_ir_event_t be = {.type = MG_IR_EV_BLOCK_END};
-            EMIT(be);
+            MG_CODEC_EMIT(be);
         }
     }
     const cJSON *u = mg_ir_jget(resp, "usage");
     if (cJSON_IsObject(u)) {
         mg_ir_event_t ev = {.type = MG_IR_EV_USAGE, .usage = usage_from_json(u)};
-        EMIT(ev);
+        MG_CODEC_EMIT(ev);
     }
     mg_ir_event_t fin = {.type = MG_IR_EV_FINISH, .finish = finish_from_response(resp)};
     if (strcmp(type, "response.incomplete") == 0 && fin.finish == MG_IR_FINISH_STOP) fin.finish = MG_IR_FINISH_LENGTH;
-    EMIT(fin);
-    d->ended = true;
-    mg_ir_event_t end = {.type = MG_IR_EV_END};
-    return cb(ud, &end);
+    MG_CODEC_EMIT(fin);
+    return mg_codec_emit_end(&d->ended, cb, ud);
 }
 
 static int dec_event(resp_dec_t *d, const char *type, const cJSON *j, mg_ir_event_cb cb, void *ud)
@@ -924,16 +814,14 @@ static int dec_event(resp_dec_t *d, const char *type, const cJSON *j, mg_ir_even
     if (strcmp(type, "error") == 0) {
         mg_ir_error_t e;
         if (!mg_ir_error_from_json(j, 0, &e)) e = (mg_ir_error_t){500, "server_error", NULL, "upstream error"};
-        d->ended = true;
-        mg_ir_event_t ev = {.type = MG_IR_EV_ERROR, .error = e};
-        return cb(ud, &ev);
+        return mg_codec_emit_error(&d->ended, &e, cb, ud);
     }
     if (!d->started && strncmp(type, "response.", 9) == 0) {
         d->started = true;
         const cJSON *resp = mg_ir_jget(j, "response");
         mg_ir_event_t ev = {.type = MG_IR_EV_START, .id = mg_ir_jstr(resp, "id"), .model = mg_ir_jstr(resp, "model"),
                             .created = mg_ir_jint(resp, "created_at", 0), .usage = MG_IR_USAGE_UNKNOWN};
-        EMIT(ev);
+        MG_CODEC_EMIT(ev);
     }
     if (strcmp(type, "response.completed") == 0 || strcmp(type, "response.incomplete") == 0 ||
         strcmp(type, "response.failed") == 0)
@@ -982,11 +870,7 @@ int mg_openai_responses_decoder_feed(void *st, const char *type, size_t type_len
     if (j) {
         rc = dec_event(d, t, j, cb, ud);
     } else if (strcmp(t, "error") == 0) {
-        char *msg = mg_xstrndup(data, MG_MIN(data_len, 500));
-        d->ended = true;
-        mg_ir_event_t ev = {.type = MG_IR_EV_ERROR, .error = {500, "server_error", NULL, msg}};
-        rc = cb(ud, &ev);
-        free(msg);
+        rc = mg_codec_emit_raw_error(&d->ended, "server_error", data, data_len, cb, ud);
     }
     cJSON_Delete(j);
     return rc;
@@ -996,10 +880,7 @@ int mg_openai_responses_decoder_finish(void *st, mg_ir_event_cb cb, void *ud)
 {
     resp_dec_t *d = st;
     if (d->ended) return 0;
-    d->ended = true;
-    mg_ir_event_t ev = {.type = MG_IR_EV_ERROR,
-                        .error = {502, "server_error", NULL, "the upstream stream ended before the answer was complete"}};
-    return cb(ud, &ev);
+    return mg_codec_emit_truncated(&d->ended, "server_error", cb, ud);
 }
 
 /* ---- stream encoder ---- */
@@ -1071,6 +952,17 @@ static cJSON *ev_json(const char *type)
     return j;
 }
 
+/* An event about the open item: type, item_id, output_index and, when index_key is set,
+ * index_key 0 (the one summary or content part an item has). */
+static cJSON *item_ev(const resp_enc_t *e, const char *type, const char *index_key)
+{
+    cJSON *j = ev_json(type);
+    cJSON_AddStringToObject(j, "item_id", e->open_id);
+    mg_ir_add_int(j, "output_index", e->open_index);
+    if (index_key) mg_ir_add_int(j, index_key, 0);
+    return j;
+}
+
 /* Hot path: a delta event written directly. */
 static void send_delta(resp_enc_t *e, const char *type, const char *extra, const char *s, size_t n, mg_buf_t *out)
 {
@@ -1129,36 +1021,22 @@ static void close_item(resp_enc_t *e, mg_buf_t *out)
     const char *text = cp && cp->text.data ? cp->text.data : "";
     cJSON *j;
     if (e->open == IT_REASONING) {
-        j = ev_json("response.reasoning_summary_text.done");
-        cJSON_AddStringToObject(j, "item_id", e->open_id);
-        mg_ir_add_int(j, "output_index", e->open_index);
-        mg_ir_add_int(j, "summary_index", 0);
+        j = item_ev(e, "response.reasoning_summary_text.done", "summary_index");
         cJSON_AddStringToObject(j, "text", text);
         send(e, j, out);
-        j = ev_json("response.reasoning_summary_part.done");
-        cJSON_AddStringToObject(j, "item_id", e->open_id);
-        mg_ir_add_int(j, "output_index", e->open_index);
-        mg_ir_add_int(j, "summary_index", 0);
+        j = item_ev(e, "response.reasoning_summary_part.done", "summary_index");
         cJSON_AddItemToObject(j, "part", summary_part(text));
         send(e, j, out);
     } else if (e->open == IT_MESSAGE) {
-        j = ev_json("response.output_text.done");
-        cJSON_AddStringToObject(j, "item_id", e->open_id);
-        mg_ir_add_int(j, "output_index", e->open_index);
-        mg_ir_add_int(j, "content_index", 0);
+        j = item_ev(e, "response.output_text.done", "content_index");
         cJSON_AddStringToObject(j, "text", text);
         cJSON_AddArrayToObject(j, "logprobs");
         send(e, j, out);
-        j = ev_json("response.content_part.done");
-        cJSON_AddStringToObject(j, "item_id", e->open_id);
-        mg_ir_add_int(j, "output_index", e->open_index);
-        mg_ir_add_int(j, "content_index", 0);
+        j = item_ev(e, "response.content_part.done", "content_index");
         cJSON_AddItemToObject(j, "part", output_text_part(text));
         send(e, j, out);
     } else {
-        j = ev_json("response.function_call_arguments.done");
-        cJSON_AddStringToObject(j, "item_id", e->open_id);
-        mg_ir_add_int(j, "output_index", e->open_index);
+        j = item_ev(e, "response.function_call_arguments.done", NULL);
         cJSON_AddStringToObject(j, "arguments", text);
         send(e, j, out);
     }
@@ -1211,17 +1089,11 @@ static void open_item(resp_enc_t *e, int kind, const mg_ir_event_t *ev, mg_buf_t
     cJSON_AddItemToObject(j, "item", item);
     send(e, j, out);
     if (kind == IT_REASONING) {
-        j = ev_json("response.reasoning_summary_part.added");
-        cJSON_AddStringToObject(j, "item_id", e->open_id);
-        mg_ir_add_int(j, "output_index", e->open_index);
-        mg_ir_add_int(j, "summary_index", 0);
+        j = item_ev(e, "response.reasoning_summary_part.added", "summary_index");
         cJSON_AddItemToObject(j, "part", summary_part(""));
         send(e, j, out);
     } else if (kind == IT_MESSAGE) {
-        j = ev_json("response.content_part.added");
-        cJSON_AddStringToObject(j, "item_id", e->open_id);
-        mg_ir_add_int(j, "output_index", e->open_index);
-        mg_ir_add_int(j, "content_index", 0);
+        j = item_ev(e, "response.content_part.added", "content_index");
         cJSON_AddItemToObject(j, "part", output_text_part(""));
         send(e, j, out);
     }

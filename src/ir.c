@@ -895,17 +895,6 @@ int mg_ir_fail(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
-int mg_ir_encode_raw_tool(cJSON *tools, const mg_ir_tool_t *t, bool same, mg_api_t to, char *err, size_t errlen)
-{
-    if (!t->raw) return 0;
-    if (!same) {
-        mg_ir_fail(err, errlen, "tool of type \"%s\" cannot be sent to %s", t->name ? t->name : "?", mg_api_name(to));
-        return -1;
-    }
-    cJSON_AddItemToArray(tools, cJSON_Duplicate(t->raw, true));
-    return 1;
-}
-
 void mg_ir_copy_extras(cJSON *o, const mg_ir_request_t *ir)
 {
     const cJSON *f;

@@ -481,10 +481,6 @@ void mg_ir_buf_int(mg_buf_t *b, int64_t v);
 void mg_ir_sse_json(mg_buf_t *out, const char *name, const cJSON *j);
 /* snprintf into err when errlen > 0; returns -1 (for `return mg_ir_fail(...)`). */
 int mg_ir_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* A tool this model does not represent (t->raw: a built-in or server tool): appended to tools as
- * written when encoding for the API it came from (same), else a failure naming it. Returns 1 when
- * it was raw and copied, 0 when t is an ordinary function tool (nothing done), -1 on failure. */
-int mg_ir_encode_raw_tool(cJSON *tools, const mg_ir_tool_t *t, bool same, mg_api_t to, char *err, size_t errlen);
 /* Copies the request's unmodelled top-level members (ir->extras) into o, where o has no member of
  * that name yet. Only for the API the request came from. */
 void mg_ir_copy_extras(cJSON *o, const mg_ir_request_t *ir);
