@@ -51,6 +51,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
+
 #define MAX_REQUEST_BYTES (4u << 20) /* head + body; more is answered 413 and closed */
 #define MAX_HEAD_BYTES (64u << 10)
 #define READ_CHUNK 16384
@@ -71,23 +73,6 @@ static struct {
 } opt = {"127.0.0.1", 0, 20, 500, 0, 8, 64, false, false};
 
 /* ---- small helpers ---- */
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fprintf(stderr, "mock_upstream: out of memory at %s:%d\n", __FILE__, __LINE__);
-        abort();
-    }
-    return q;
-}
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 typedef struct {
     char *p;

@@ -44,6 +44,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
+
 #define SAMPLE_MS 100
 #define MAX_HEAD 65536
 #define MAX_EVENT (1u << 20)
@@ -67,23 +69,6 @@ static struct {
 } opt = {"127.0.0.1", 0, "/v1/chat/completions", 100, 0, 1000, 50, 120, 0, 0, "default", "", NULL};
 
 /* ---- helpers ---- */
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fprintf(stderr, "stream_load: out of memory at %s:%d\n", __FILE__, __LINE__);
-        abort();
-    }
-    return q;
-}
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 typedef struct {
     int64_t *v;

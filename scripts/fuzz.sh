@@ -21,7 +21,7 @@ fi
 mkdir -p tests/fuzz/artifacts
 for t in "${targets[@]}"; do
   work=build-fuzz/corpus/$t
-  mkdir -p "$work"
+  mkdir -p "$work" tests/fuzz/regression/"$t" # a target may have no regression input yet
   log=build-fuzz/$t.log
   secs=${FUZZ_SECONDS:-$((minutes * 60))}
   ((secs > 0)) || secs=1

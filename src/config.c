@@ -17,9 +17,11 @@
  * stays consistent at every step (counts match what is allocated), so mg_config_free can always
  * release it. Secrets (resolved keys, header values) are wiped before they are freed.
  *
- * Uses json5.c, cJSON, util.h and the generated mg_embedded.h. Knows nothing of HTTP. */
+ * Uses cfgread.c (the key path, messages and typed readers, shared with keys.c), json5.c, cJSON,
+ * util.h and the generated mg_embedded.h. Knows nothing of HTTP. */
 #include "config.h"
 
+#include "cfgread.h"
 #include "json5.h"
 #include "keys.h"
 #include "mg_embedded.h"
@@ -27,26 +29,22 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
-#define MG_CONFIG_MAX_FILE (16u << 20)    /* a config larger than this is a mistake */
-#define MG_MAX_SAFE_INT 9007199254740992LL /* 2^53: every integer up to here is exact in a double */
+#define MG_CONFIG_MAX_FILE (16u << 20) /* a config larger than this is a mistake */
 #define MG_BUILTIN_CATALOG "builtin_catalog.json5"
 
 typedef struct loader {
     mg_config_t *cfg;          /* being built; the caller frees it when loading fails */
     const char *file;          /* the document being validated, for messages: borrowed */
     const mg_json5_doc_t *doc; /* its positions: borrowed */
-    mg_buf_t path;             /* key path of the value being validated, e.g. "gateway.listen" */
+    mg_cfgread_t rd;           /* key path of the value being validated, e.g. "gateway.listen" */
     char *err;                 /* the caller's error buffer */
     size_t errlen;
-    bool failed;
     bool *key_in_config; /* per provider: apiKey was written in the config (not only built in) */
 } loader_t;
 
@@ -84,284 +82,30 @@ static const char *const gw_provider_keys[] = {"tags",   "region", "timeouts", "
 
 /* ---- messages -------------------------------------------------------------------------------- */
 
-static void buf_vprintf(mg_buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
-static void buf_vprintf(mg_buf_t *b, const char *fmt, va_list ap)
+/* The reader's report callback: "FILE:LINE:COL: key.path: message" about node, at its key
+ * (at_key) or at its value. The first error goes to the caller's buffer; warnings accumulate. */
+static void report(mg_cfgread_t *r, const cJSON *node, bool at_key, bool is_error, const char *msg)
 {
-    va_list ap2;
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
-    va_end(ap2);
-    if (n <= 0) return;
-    mg_buf_reserve(b, (size_t)n);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    b->len += (size_t)n;
-}
-
-/* "FILE:LINE:COL: key.path: message" about node: at its key (at_key) or at its value. */
-static char *vmessage(loader_t *ld, const cJSON *node, bool at_key, const char *fmt, va_list ap)
-    __attribute__((format(printf, 4, 0)));
-static char *vmessage(loader_t *ld, const cJSON *node, bool at_key, const char *fmt, va_list ap)
-{
+    loader_t *ld = r->ud;
     mg_buf_t b = {0};
     mg_json5_pos_t pos = mg_json5_pos_of(ld->doc, node);
     int line = at_key ? pos.line : pos.value_line, col = at_key ? pos.column : pos.value_column;
     mg_buf_puts(&b, ld->file);
     if (line > 0) mg_buf_printf(&b, ":%d:%d", line, col);
     mg_buf_puts(&b, ": ");
-    if (ld->path.len) {
-        mg_buf_append(&b, ld->path.data, ld->path.len);
+    if (r->path.len) {
+        mg_buf_append(&b, r->path.data, r->path.len);
         mg_buf_puts(&b, ": ");
     }
-    buf_vprintf(&b, fmt, ap);
-    return mg_buf_steal(&b);
-}
-
-/* Records the error (the first one wins) and returns -1, for `return fail(...)`. */
-static int fail(loader_t *ld, const cJSON *node, bool at_key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(loader_t *ld, const cJSON *node, bool at_key, const char *fmt, ...)
-{
-    if (ld->failed) return -1;
-    ld->failed = true;
-    va_list ap;
-    va_start(ap, fmt);
-    char *msg = vmessage(ld, node, at_key, fmt, ap);
-    va_end(ap);
-    if (ld->errlen) snprintf(ld->err, ld->errlen, "%s", msg);
-    free(msg);
-    return -1;
-}
-
-static void warn(loader_t *ld, const cJSON *node, bool at_key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void warn(loader_t *ld, const cJSON *node, bool at_key, const char *fmt, ...)
-{
+    mg_buf_puts(&b, msg);
+    if (is_error) {
+        if (ld->errlen) snprintf(ld->err, ld->errlen, "%s", b.data);
+        mg_buf_free(&b);
+        return;
+    }
     mg_config_t *cfg = ld->cfg;
-    va_list ap;
-    va_start(ap, fmt);
-    char *msg = vmessage(ld, node, at_key, fmt, ap);
-    va_end(ap);
     cfg->warnings = mg_xrealloc(cfg->warnings, (cfg->n_warnings + 1) * sizeof *cfg->warnings);
-    cfg->warnings[cfg->n_warnings++] = msg;
-}
-
-/* A number as a person wrote it: integers without a fraction, others in their shortest form. */
-static void format_number(double d, char *out, size_t n)
-{
-    if (isnan(d)) {
-        snprintf(out, n, "NaN");
-    } else if (isinf(d)) {
-        snprintf(out, n, "%s", d > 0 ? "Infinity" : "-Infinity");
-    } else if (d == floor(d) && fabs(d) < 1e15) {
-        snprintf(out, n, "%.0f", d);
-    } else {
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(out, n, "%.*g", prec, d);
-            if (strtod(out, NULL) == d) break;
-        }
-    }
-}
-
-/* A JSON string literal of s, cut after about 60 bytes (on a character boundary). Caller frees. */
-static char *quote(const char *s)
-{
-    mg_buf_t b = {0};
-    size_t n = strlen(s), cut = n;
-    if (cut > 60) {
-        cut = 60;
-        while (cut && ((unsigned char)s[cut] & 0xC0) == 0x80) cut--;
-    }
-    mg_buf_json_strn(&b, s, cut);
-    if (cut < n) {
-        b.len--; /* reopen the closing quote */
-        mg_buf_puts(&b, "...\"");
-    }
-    return mg_buf_steal(&b);
-}
-
-/* What a value is, for "got ...": strings quoted, numbers as numbers, containers by type. */
-static char *describe(const cJSON *v)
-{
-    char num[40];
-    if (cJSON_IsString(v)) return quote(v->valuestring);
-    if (cJSON_IsNumber(v)) {
-        format_number(v->valuedouble, num, sizeof num);
-        return mg_xstrdup(num);
-    }
-    if (cJSON_IsTrue(v)) return mg_xstrdup("true");
-    if (cJSON_IsFalse(v)) return mg_xstrdup("false");
-    if (cJSON_IsNull(v)) return mg_xstrdup("null");
-    if (cJSON_IsObject(v)) return mg_xstrdup(v->child ? "an object" : "an empty object");
-    if (cJSON_IsArray(v)) return mg_xstrdup(v->child ? "an array" : "an empty array");
-    return mg_xstrdup("a value");
-}
-
-/* "<expected>, got <v>" at v's value. */
-static int fail_got(loader_t *ld, const cJSON *v, const char *expected)
-{
-    char *got = describe(v);
-    fail(ld, v, false, "%s, got %s", expected, got);
-    free(got);
-    return -1;
-}
-
-/* ---- key paths ------------------------------------------------------------------------------- */
-
-static bool is_plain_key(const char *k)
-{
-    if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') || *k == '_' || *k == '$')) return false;
-    for (k++; *k; k++)
-        if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') || (*k >= '0' && *k <= '9') ||
-              *k == '_' || *k == '$'))
-            return false;
-    return true;
-}
-
-/* Appends ".key" (or `["key"]` when key is not an identifier) and returns the length to restore. */
-static size_t path_push_key(loader_t *ld, const char *key)
-{
-    size_t mark = ld->path.len;
-    if (is_plain_key(key)) {
-        if (mark) mg_buf_puts(&ld->path, ".");
-        mg_buf_puts(&ld->path, key);
-    } else {
-        mg_buf_puts(&ld->path, "[");
-        mg_buf_json_str(&ld->path, key);
-        mg_buf_puts(&ld->path, "]");
-    }
-    return mark;
-}
-
-static size_t path_push_index(loader_t *ld, size_t i)
-{
-    size_t mark = ld->path.len;
-    mg_buf_printf(&ld->path, "[%zu]", i);
-    return mark;
-}
-
-static void path_pop(loader_t *ld, size_t mark)
-{
-    ld->path.len = mark;
-    if (ld->path.data) ld->path.data[mark] = '\0';
-}
-
-/* ---- typed readers --------------------------------------------------------------------------- */
-
-/* obj[key], with null treated as absent. Borrowed. */
-static const cJSON *member(const cJSON *obj, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return v && !cJSON_IsNull(v) ? v : NULL;
-}
-
-/* Reports each member of obj whose key is not in known (NULL-terminated): a warning, or an error
- * when strict. */
-static int check_keys(loader_t *ld, const cJSON *obj, const char *const *known, bool strict)
-{
-    for (const cJSON *m = obj->child; m; m = m->next) {
-        bool ok = false;
-        for (const char *const *k = known; *k && !ok; k++) ok = strcmp(*k, m->string) == 0;
-        if (ok) continue;
-        size_t mark = path_push_key(ld, m->string);
-        int rc = 0;
-        if (strict)
-            rc = fail(ld, m, true, "unknown key");
-        else
-            warn(ld, m, true, "unknown key ignored");
-        path_pop(ld, mark);
-        if (rc) return -1;
-    }
-    return 0;
-}
-
-/* "FILE:L:C: parent.key: required key missing", at the object that lacks it. */
-static int fail_missing(loader_t *ld, const cJSON *obj, const char *key)
-{
-    size_t mark = path_push_key(ld, key);
-    fail(ld, obj, false, "required key missing");
-    path_pop(ld, mark);
-    return -1;
-}
-
-/* The opt_* readers look at obj[key]: they return 1 and set *out when it is present and valid, 0
- * when it is absent (null counts as absent) and -1 after an error naming the key's path. */
-
-static int opt_string(loader_t *ld, const cJSON *obj, const char *key, bool nonempty, const char **out)
-{
-    const cJSON *v = member(obj, key);
-    if (!v) return 0;
-    size_t mark = path_push_key(ld, key);
-    int rc = 1;
-    if (!cJSON_IsString(v) || (nonempty && !v->valuestring[0]))
-        rc = fail_got(ld, v, nonempty ? "expected a non-empty string" : "expected a string");
-    else
-        *out = v->valuestring;
-    path_pop(ld, mark);
-    return rc;
-}
-
-static int opt_int(loader_t *ld, const cJSON *obj, const char *key, int64_t min, int64_t max, int64_t *out)
-{
-    const cJSON *v = member(obj, key);
-    if (!v) return 0;
-    size_t mark = path_push_key(ld, key);
-    int rc = 1;
-    double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
-    if (!isfinite(d) || d != floor(d) || d < (double)min || d > (double)max) {
-        char what[80];
-        if (min == 1 && max == MG_MAX_SAFE_INT)
-            snprintf(what, sizeof what, "expected a positive integer");
-        else if (min == 0 && max == MG_MAX_SAFE_INT)
-            snprintf(what, sizeof what, "expected a non-negative integer");
-        else
-            snprintf(what, sizeof what, "expected an integer from %lld to %lld", (long long)min, (long long)max);
-        rc = fail_got(ld, v, what);
-    } else {
-        *out = (int64_t)d;
-    }
-    path_pop(ld, mark);
-    return rc;
-}
-
-static int opt_cost(loader_t *ld, const cJSON *obj, const char *key, double *out)
-{
-    const cJSON *v = member(obj, key);
-    if (!v) return 0;
-    size_t mark = path_push_key(ld, key);
-    int rc = 1;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0)
-        rc = fail_got(ld, v, "expected a non-negative number");
-    else
-        *out = v->valuedouble;
-    path_pop(ld, mark);
-    return rc;
-}
-
-static int opt_bool(loader_t *ld, const cJSON *obj, const char *key, bool *out)
-{
-    const cJSON *v = member(obj, key);
-    if (!v) return 0;
-    size_t mark = path_push_key(ld, key);
-    int rc = 1;
-    if (!cJSON_IsBool(v))
-        rc = fail_got(ld, v, "expected true or false");
-    else
-        *out = cJSON_IsTrue(v);
-    path_pop(ld, mark);
-    return rc;
-}
-
-/* Pushes key, checks obj[key] is an object, returns it (or NULL: absent, or error when failed). */
-static const cJSON *opt_object(loader_t *ld, const cJSON *obj, const char *key, size_t *mark)
-{
-    const cJSON *v = member(obj, key);
-    if (!v) return NULL;
-    *mark = path_push_key(ld, key);
-    if (!cJSON_IsObject(v)) {
-        fail_got(ld, v, "expected an object");
-        return NULL;
-    }
-    return v;
+    cfg->warnings[cfg->n_warnings++] = mg_buf_steal(&b);
 }
 
 /* ---- hosts and paths ------------------------------------------------------------------------- */
@@ -551,18 +295,22 @@ static int resolve_secret(loader_t *ld, const cJSON *v, bool warn_unset, char **
     *value = *env = NULL;
     if (n >= 3 && s[0] == '$' && s[1] == '{' && s[n - 1] == '}') {
         if (!valid_env_name(s + 2, n - 3))
-            return fail_got(ld, v, "expected \"${NAME}\" with NAME made of letters, digits and _");
+            return mg_cfgread_fail_got(
+                &ld->rd, v, "expected \"${NAME}\" with NAME made of letters, digits and _");
         *env = mg_xstrndup(s + 2, n - 3);
         const char *e = getenv(*env);
         if (!e || !*e) {
-            if (warn_unset) warn(ld, v, false, "environment variable %s is not set", *env);
+            if (warn_unset)
+                mg_cfgread_warn(&ld->rd, v, false, "environment variable %s is not set", *env);
             return 0;
         }
-        if (has_control(e)) return fail(ld, v, false, "environment variable %s contains a control character", *env);
+        if (has_control(e))
+            return mg_cfgread_fail(&ld->rd, v, false,
+                                   "environment variable %s contains a control character", *env);
         *value = mg_xstrdup(e);
         return 0;
     }
-    if (has_control(s)) return fail(ld, v, false, "contains a control character");
+    if (has_control(s)) return mg_cfgread_fail(&ld->rd, v, false, "contains a control character");
     if (*s) *value = mg_xstrdup(s);
     return 0;
 }
@@ -570,30 +318,31 @@ static int resolve_secret(loader_t *ld, const cJSON *v, bool warn_unset, char **
 static int load_base_url(loader_t *ld, const cJSON *pobj, mg_provider_t *p, bool required)
 {
     const char *s;
-    int rc = opt_string(ld, pobj, "baseUrl", true, &s);
+    int rc = mg_cfgread_string(&ld->rd, pobj, "baseUrl", true, &s);
     if (rc < 0) return -1;
-    if (rc == 0) return required ? fail_missing(ld, pobj, "baseUrl") : 0;
-    size_t mark = path_push_key(ld, "baseUrl");
+    if (rc == 0) return required ? mg_cfgread_fail_missing(&ld->rd, pobj, "baseUrl") : 0;
+    size_t mark = mg_cfgread_push_key(&ld->rd, "baseUrl");
     char host[256];
     if (!url_host(s, host, sizeof host)) {
-        fail_got(ld, member(pobj, "baseUrl"), "expected an http:// or https:// URL");
+        mg_cfgread_fail_got(&ld->rd, mg_cfgread_member(pobj, "baseUrl"),
+                            "expected an http:// or https:// URL");
     } else {
         size_t n = strlen(s);
         while (n && s[n - 1] == '/') n--;
         free(p->base_url);
         p->base_url = mg_xstrndup(s, n);
     }
-    path_pop(ld, mark);
-    return ld->failed ? -1 : 0;
+    mg_cfgread_pop(&ld->rd, mark);
+    return ld->rd.failed ? -1 : 0;
 }
 
 static int load_api_key(loader_t *ld, const cJSON *pobj, mg_provider_t *p, bool builtin)
 {
     const char *s;
-    int rc = opt_string(ld, pobj, "apiKey", false, &s);
+    int rc = mg_cfgread_string(&ld->rd, pobj, "apiKey", false, &s);
     if (rc <= 0) return rc;
-    const cJSON *v = member(pobj, "apiKey");
-    size_t mark = path_push_key(ld, "apiKey");
+    const cJSON *v = mg_cfgread_member(pobj, "apiKey");
+    size_t mark = mg_cfgread_push_key(&ld->rd, "apiKey");
     wipe_free(p->api_key), p->api_key = NULL;
     free(p->api_key_env), p->api_key_env = NULL;
     /* Built-in keys that are unset are reported where a model of theirs is used (load_chain_entry),
@@ -602,15 +351,16 @@ static int load_api_key(loader_t *ld, const cJSON *pobj, mg_provider_t *p, bool 
     char host[256];
     if (!rc && !builtin && !p->api_key_env && p->api_key && p->base_url &&
         url_host(p->base_url, host, sizeof host) && !host_is_local(host))
-        warn(ld, v, false, "a literal key for a hosted provider; prefer \"${ENV_NAME}\"");
-    path_pop(ld, mark);
+        mg_cfgread_warn(&ld->rd, v, false,
+                        "a literal key for a hosted provider; prefer \"${ENV_NAME}\"");
+    mg_cfgread_pop(&ld->rd, mark);
     return rc;
 }
 
 static int load_api(loader_t *ld, const cJSON *pobj, mg_provider_t *p)
 {
     const char *s;
-    int rc = opt_string(ld, pobj, "api", false, &s);
+    int rc = mg_cfgread_string(&ld->rd, pobj, "api", false, &s);
     if (rc <= 0) return rc;
     static const mg_api_t apis[] = {MG_API_OPENAI_COMPLETIONS, MG_API_OPENAI_RESPONSES, MG_API_ANTHROPIC_MESSAGES};
     for (size_t i = 0; i < MG_ARRAY_LEN(apis); i++) {
@@ -619,9 +369,11 @@ static int load_api(loader_t *ld, const cJSON *pobj, mg_provider_t *p)
             return 0;
         }
     }
-    size_t mark = path_push_key(ld, "api");
-    fail_got(ld, member(pobj, "api"), "expected \"openai-completions\", \"openai-responses\" or \"anthropic-messages\"");
-    path_pop(ld, mark);
+    size_t mark = mg_cfgread_push_key(&ld->rd, "api");
+    mg_cfgread_fail_got(
+        &ld->rd, mg_cfgread_member(pobj, "api"),
+        "expected \"openai-completions\", \"openai-responses\" or \"anthropic-messages\"");
+    mg_cfgread_pop(&ld->rd, mark);
     return -1;
 }
 
@@ -640,8 +392,8 @@ static bool valid_header_name(const char *s)
 static int load_headers(loader_t *ld, const cJSON *pobj, mg_provider_t *p)
 {
     size_t mark = 0;
-    const cJSON *h = opt_object(ld, pobj, "headers", &mark);
-    if (!h) return ld->failed ? -1 : 0;
+    const cJSON *h = mg_cfgread_object(&ld->rd, pobj, "headers", &mark);
+    if (!h) return ld->rd.failed ? -1 : 0;
     for (size_t i = 0; i < p->n_headers; i++) {
         free(p->headers[i].name);
         wipe_free(p->headers[i].value);
@@ -649,56 +401,59 @@ static int load_headers(loader_t *ld, const cJSON *pobj, mg_provider_t *p)
     free(p->headers);
     p->n_headers = 0;
     p->headers = mg_xcalloc((size_t)cJSON_GetArraySize(h), sizeof *p->headers);
-    for (const cJSON *m = h->child; m && !ld->failed; m = m->next) {
-        size_t inner = path_push_key(ld, m->string);
+    for (const cJSON *m = h->child; m && !ld->rd.failed; m = m->next) {
+        size_t inner = mg_cfgread_push_key(&ld->rd, m->string);
         char *value = NULL, *env = NULL;
         if (!valid_header_name(m->string))
-            fail(ld, m, true, "not a valid header name");
+            mg_cfgread_fail(&ld->rd, m, true, "not a valid header name");
         else if (!cJSON_IsString(m))
-            fail_got(ld, m, "expected a string");
+            mg_cfgread_fail_got(&ld->rd, m, "expected a string");
         else if (!resolve_secret(ld, m, true, &value, &env) && value)
             p->headers[p->n_headers++] = (mg_header_t){mg_xstrdup(m->string), value}, value = NULL;
         wipe_free(value);
         free(env);
-        path_pop(ld, inner);
+        mg_cfgread_pop(&ld->rd, inner);
     }
-    path_pop(ld, mark);
-    return ld->failed ? -1 : 0;
+    mg_cfgread_pop(&ld->rd, mark);
+    return ld->rd.failed ? -1 : 0;
 }
 
 static int load_input(loader_t *ld, const cJSON *mobj, unsigned *out)
 {
-    const cJSON *v = member(mobj, "input");
+    const cJSON *v = mg_cfgread_member(mobj, "input");
     if (!v) return 0;
-    size_t mark = path_push_key(ld, "input");
+    size_t mark = mg_cfgread_push_key(&ld->rd, "input");
     unsigned bits = 0;
-    if (!cJSON_IsArray(v) || !v->child) fail_got(ld, v, "expected a non-empty array of \"text\" and \"image\"");
+    if (!cJSON_IsArray(v) || !v->child)
+        mg_cfgread_fail_got(&ld->rd, v, "expected a non-empty array of \"text\" and \"image\"");
     size_t i = 0;
-    for (const cJSON *e = v->child; e && !ld->failed; e = e->next, i++) {
-        size_t inner = path_push_index(ld, i);
+    for (const cJSON *e = v->child; e && !ld->rd.failed; e = e->next, i++) {
+        size_t inner = mg_cfgread_push_index(&ld->rd, i);
         if (cJSON_IsString(e) && !strcmp(e->valuestring, "text"))
             bits |= MG_INPUT_TEXT;
         else if (cJSON_IsString(e) && !strcmp(e->valuestring, "image"))
             bits |= MG_INPUT_IMAGE;
         else
-            fail_got(ld, e, "expected \"text\" or \"image\"");
-        path_pop(ld, inner);
+            mg_cfgread_fail_got(&ld->rd, e, "expected \"text\" or \"image\"");
+        mg_cfgread_pop(&ld->rd, inner);
     }
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     *out = bits;
-    return ld->failed ? -1 : 0;
+    return ld->rd.failed ? -1 : 0;
 }
 
 static int load_cost(loader_t *ld, const cJSON *mobj, mg_cost_t *cost)
 {
     size_t mark = 0;
-    const cJSON *c = opt_object(ld, mobj, "cost", &mark);
-    if (!c) return ld->failed ? -1 : 0;
-    if (check_keys(ld, c, cost_keys, false) || opt_cost(ld, c, "input", &cost->input) < 0 ||
-        opt_cost(ld, c, "output", &cost->output) < 0 || opt_cost(ld, c, "cacheRead", &cost->cache_read) < 0 ||
-        opt_cost(ld, c, "cacheWrite", &cost->cache_write) < 0)
+    const cJSON *c = mg_cfgread_object(&ld->rd, mobj, "cost", &mark);
+    if (!c) return ld->rd.failed ? -1 : 0;
+    if (mg_cfgread_check_keys(&ld->rd, c, cost_keys, false) ||
+        mg_cfgread_nonneg(&ld->rd, c, "input", &cost->input) < 0 ||
+        mg_cfgread_nonneg(&ld->rd, c, "output", &cost->output) < 0 ||
+        mg_cfgread_nonneg(&ld->rd, c, "cacheRead", &cost->cache_read) < 0 ||
+        mg_cfgread_nonneg(&ld->rd, c, "cacheWrite", &cost->cache_write) < 0)
         return -1;
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -708,14 +463,15 @@ static int load_model(loader_t *ld, size_t k, const cJSON *mobj, bool builtin)
     mg_model_t m = {.input = MG_INPUT_TEXT, .context_window = 128000, .max_tokens = 8192, .builtin = builtin};
     const char *id = NULL, *name = NULL;
     int rc;
-    if (!cJSON_IsObject(mobj)) return fail_got(ld, mobj, "expected an object");
-    if (check_keys(ld, mobj, model_keys, false)) return -1;
-    if ((rc = opt_string(ld, mobj, "id", true, &id)) < 0) return -1;
-    if (rc == 0) return fail_missing(ld, mobj, "id");
-    if (opt_string(ld, mobj, "name", true, &name) < 0 || opt_bool(ld, mobj, "reasoning", &m.reasoning) < 0 ||
+    if (!cJSON_IsObject(mobj)) return mg_cfgread_fail_got(&ld->rd, mobj, "expected an object");
+    if (mg_cfgread_check_keys(&ld->rd, mobj, model_keys, false)) return -1;
+    if ((rc = mg_cfgread_string(&ld->rd, mobj, "id", true, &id)) < 0) return -1;
+    if (rc == 0) return mg_cfgread_fail_missing(&ld->rd, mobj, "id");
+    if (mg_cfgread_string(&ld->rd, mobj, "name", true, &name) < 0 ||
+        mg_cfgread_bool(&ld->rd, mobj, "reasoning", &m.reasoning) < 0 ||
         load_input(ld, mobj, &m.input) || load_cost(ld, mobj, &m.cost) ||
-        opt_int(ld, mobj, "contextWindow", 1, MG_MAX_SAFE_INT, &m.context_window) < 0 ||
-        opt_int(ld, mobj, "maxTokens", 1, MG_MAX_SAFE_INT, &m.max_tokens) < 0)
+        mg_cfgread_int(&ld->rd, mobj, "contextWindow", 1, MG_MAX_SAFE_INT, &m.context_window) < 0 ||
+        mg_cfgread_int(&ld->rd, mobj, "maxTokens", 1, MG_MAX_SAFE_INT, &m.max_tokens) < 0)
         return -1;
 
     mg_provider_t *p = &ld->cfg->providers[k];
@@ -723,11 +479,11 @@ static int load_model(loader_t *ld, size_t k, const cJSON *mobj, bool builtin)
     for (size_t j = 0; j < p->n_models && !slot; j++)
         if (!strcmp(p->models[j].id, id)) slot = &p->models[j];
     if (slot && slot->builtin == builtin) {
-        size_t mark = path_push_key(ld, "id");
-        char *q = quote(id);
-        fail(ld, member(mobj, "id"), false, "duplicate model id %s", q);
+        size_t mark = mg_cfgread_push_key(&ld->rd, "id");
+        char *q = mg_cfgread_quote(id);
+        mg_cfgread_fail(&ld->rd, mg_cfgread_member(mobj, "id"), false, "duplicate model id %s", q);
         free(q);
-        path_pop(ld, mark);
+        mg_cfgread_pop(&ld->rd, mark);
         return -1;
     }
     if (slot) {
@@ -749,9 +505,11 @@ static int load_model(loader_t *ld, size_t k, const cJSON *mobj, bool builtin)
 static int load_provider(loader_t *ld, const cJSON *pobj, bool builtin)
 {
     const char *id = pobj->string;
-    if (!cJSON_IsObject(pobj)) return fail_got(ld, pobj, "expected an object");
-    if (!id[0] || strchr(id, '/')) return fail(ld, pobj, true, "a provider id must be non-empty and without '/'");
-    if (check_keys(ld, pobj, provider_keys, false)) return -1;
+    if (!cJSON_IsObject(pobj)) return mg_cfgread_fail_got(&ld->rd, pobj, "expected an object");
+    if (!id[0] || strchr(id, '/'))
+        return mg_cfgread_fail(&ld->rd, pobj, true,
+                               "a provider id must be non-empty and without '/'");
+    if (mg_cfgread_check_keys(&ld->rd, pobj, provider_keys, false)) return -1;
     size_t k = provider_index(ld->cfg, id);
     bool override = k < ld->cfg->n_providers; /* only built-ins precede: config keys are unique */
     if (!override) k = provider_append(ld, id, builtin);
@@ -760,20 +518,21 @@ static int load_provider(loader_t *ld, const cJSON *pobj, bool builtin)
     if (load_base_url(ld, pobj, p, !override) || load_api_key(ld, pobj, p, builtin) || load_api(ld, pobj, p) ||
         load_headers(ld, pobj, p))
         return -1;
-    if (member(pobj, "apiKey") && !builtin) ld->key_in_config[k] = true;
+    if (mg_cfgread_member(pobj, "apiKey") && !builtin) ld->key_in_config[k] = true;
 
-    const cJSON *ms = member(pobj, "models");
-    if (!ms) return override ? 0 : fail_missing(ld, pobj, "models");
-    size_t mark = path_push_key(ld, "models");
-    if (!cJSON_IsArray(ms)) return fail_got(ld, ms, "expected an array");
-    if (!ms->child && !override) return fail(ld, ms, false, "expected at least one model");
+    const cJSON *ms = mg_cfgread_member(pobj, "models");
+    if (!ms) return override ? 0 : mg_cfgread_fail_missing(&ld->rd, pobj, "models");
+    size_t mark = mg_cfgread_push_key(&ld->rd, "models");
+    if (!cJSON_IsArray(ms)) return mg_cfgread_fail_got(&ld->rd, ms, "expected an array");
+    if (!ms->child && !override)
+        return mg_cfgread_fail(&ld->rd, ms, false, "expected at least one model");
     size_t i = 0;
     for (const cJSON *m = ms->child; m; m = m->next, i++) {
-        size_t inner = path_push_index(ld, i);
+        size_t inner = mg_cfgread_push_index(&ld->rd, i);
         if (load_model(ld, k, m, builtin)) return -1;
-        path_pop(ld, inner);
+        mg_cfgread_pop(&ld->rd, inner);
     }
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -792,38 +551,38 @@ static int load_builtin(loader_t *ld)
     mg_json5_doc_t doc = {0};
     const char *file = ld->file;
     const mg_json5_doc_t *outer = ld->doc;
-    char *saved_path = mg_xstrdup(ld->path.data); /* paths in the catalog start at its top */
+    char *saved_path = mg_xstrdup(ld->rd.path.data); /* paths in the catalog start at its top */
     char perr[256];
     int rc = -1;
     if (!f) {
         snprintf(ld->err, ld->errlen, "%s: not embedded in this build", MG_BUILTIN_CATALOG);
-        ld->failed = true;
+        ld->rd.failed = true;
         goto done;
     }
     ld->file = MG_BUILTIN_CATALOG;
     ld->doc = &doc;
-    path_pop(ld, 0);
+    mg_cfgread_pop(&ld->rd, 0);
     if (mg_json5_parse(f->text, f->len, &doc, perr, sizeof perr)) {
         snprintf(ld->err, ld->errlen, "%s:%s", MG_BUILTIN_CATALOG, perr);
-        ld->failed = true;
+        ld->rd.failed = true;
         goto done;
     }
     if (!cJSON_IsObject(doc.root)) {
-        fail_got(ld, doc.root, "expected an object");
+        mg_cfgread_fail_got(&ld->rd, doc.root, "expected an object");
         goto done;
     }
     for (const cJSON *pobj = doc.root->child; pobj; pobj = pobj->next) {
-        size_t inner = path_push_key(ld, pobj->string);
+        size_t inner = mg_cfgread_push_key(&ld->rd, pobj->string);
         if (load_provider(ld, pobj, true)) goto done;
-        path_pop(ld, inner);
+        mg_cfgread_pop(&ld->rd, inner);
     }
     rc = 0;
 done:
     mg_json5_free(&doc);
     ld->file = file;
     ld->doc = outer;
-    path_pop(ld, 0);
-    mg_buf_puts(&ld->path, saved_path);
+    mg_cfgread_pop(&ld->rd, 0);
+    mg_buf_puts(&ld->rd.path, saved_path);
     free(saved_path);
     return rc;
 }
@@ -832,33 +591,36 @@ done:
 static int load_models(loader_t *ld, const cJSON *root)
 {
     size_t mark = 0;
-    const cJSON *models = opt_object(ld, root, "models", &mark);
+    const cJSON *models = mg_cfgread_object(&ld->rd, root, "models", &mark);
     const char *mode = "merge";
-    if (ld->failed) return -1;
+    if (ld->rd.failed) return -1;
     if (models) {
-        if (check_keys(ld, models, models_keys, false) || opt_string(ld, models, "mode", false, &mode) < 0) return -1;
+        if (mg_cfgread_check_keys(&ld->rd, models, models_keys, false) ||
+            mg_cfgread_string(&ld->rd, models, "mode", false, &mode) < 0)
+            return -1;
         if (!strcmp(mode, "replace")) {
             ld->cfg->mode = MG_MODE_REPLACE;
         } else if (!strcmp(mode, "merge")) {
             ld->cfg->mode = MG_MODE_MERGE;
         } else {
-            path_push_key(ld, "mode");
-            return fail_got(ld, member(models, "mode"), "expected \"merge\" or \"replace\"");
+            mg_cfgread_push_key(&ld->rd, "mode");
+            return mg_cfgread_fail_got(&ld->rd, mg_cfgread_member(models, "mode"),
+                                       "expected \"merge\" or \"replace\"");
         }
-        path_pop(ld, mark);
+        mg_cfgread_pop(&ld->rd, mark);
     }
     if (ld->cfg->mode == MG_MODE_MERGE && load_builtin(ld)) return -1;
     if (!models) return 0;
-    path_push_key(ld, "models");
+    mg_cfgread_push_key(&ld->rd, "models");
     size_t pmark = 0;
-    const cJSON *providers = opt_object(ld, models, "providers", &pmark);
-    if (ld->failed) return -1;
+    const cJSON *providers = mg_cfgread_object(&ld->rd, models, "providers", &pmark);
+    if (ld->rd.failed) return -1;
     for (const cJSON *pobj = providers ? providers->child : NULL; pobj; pobj = pobj->next) {
-        size_t inner = path_push_key(ld, pobj->string);
+        size_t inner = mg_cfgread_push_key(&ld->rd, pobj->string);
         if (load_provider(ld, pobj, false)) return -1;
-        path_pop(ld, inner);
+        mg_cfgread_pop(&ld->rd, inner);
     }
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -907,14 +669,15 @@ static bool parse_listen(const char *s, char **host, int *port)
 static int load_timeouts(loader_t *ld, const cJSON *parent, mg_timeouts_t *t)
 {
     size_t mark = 0;
-    const cJSON *o = opt_object(ld, parent, "timeouts", &mark);
-    if (!o) return ld->failed ? -1 : 0;
-    if (check_keys(ld, o, timeouts_keys, true) || opt_int(ld, o, "connectMs", 0, MG_MAX_SAFE_INT, &t->connect_ms) < 0 ||
-        opt_int(ld, o, "firstTokenMs", 0, MG_MAX_SAFE_INT, &t->first_token_ms) < 0 ||
-        opt_int(ld, o, "idleMs", 0, MG_MAX_SAFE_INT, &t->idle_ms) < 0 ||
-        opt_int(ld, o, "totalMs", 0, MG_MAX_SAFE_INT, &t->total_ms) < 0)
+    const cJSON *o = mg_cfgread_object(&ld->rd, parent, "timeouts", &mark);
+    if (!o) return ld->rd.failed ? -1 : 0;
+    if (mg_cfgread_check_keys(&ld->rd, o, timeouts_keys, true) ||
+        mg_cfgread_int(&ld->rd, o, "connectMs", 0, MG_MAX_SAFE_INT, &t->connect_ms) < 0 ||
+        mg_cfgread_int(&ld->rd, o, "firstTokenMs", 0, MG_MAX_SAFE_INT, &t->first_token_ms) < 0 ||
+        mg_cfgread_int(&ld->rd, o, "idleMs", 0, MG_MAX_SAFE_INT, &t->idle_ms) < 0 ||
+        mg_cfgread_int(&ld->rd, o, "totalMs", 0, MG_MAX_SAFE_INT, &t->total_ms) < 0)
         return -1;
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -924,26 +687,27 @@ static int load_timeouts(loader_t *ld, const cJSON *parent, mg_timeouts_t *t)
  * white space could never be told apart from the text around it). Duplicates are dropped. */
 static int load_token_list(loader_t *ld, const cJSON *obj, char ***out, size_t *n)
 {
-    const cJSON *v = member(obj, "extraControlTokens");
+    const cJSON *v = mg_cfgread_member(obj, "extraControlTokens");
     if (!v) return 0;
-    size_t mark = path_push_key(ld, "extraControlTokens");
+    size_t mark = mg_cfgread_push_key(&ld->rd, "extraControlTokens");
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > MG_MAX_EXTRA_TOKENS)
-        return fail_got(ld, v, "expected an array of at most 64 strings");
+        return mg_cfgread_fail_got(&ld->rd, v, "expected an array of at most 64 strings");
     *out = mg_xcalloc((size_t)cJSON_GetArraySize(v) + 1, sizeof **out);
     size_t i = 0;
     for (const cJSON *e = v->child; e; e = e->next, i++) {
-        size_t im = path_push_index(ld, i);
+        size_t im = mg_cfgread_push_index(&ld->rd, i);
         const char *t = cJSON_IsString(e) ? e->valuestring : NULL;
         if (!t || !*t || strlen(t) > 128 || has_control(t) || *t == ' ')
-            return fail_got(ld, e,
-                            "expected a token of 1 to 128 bytes, without control characters or a "
-                            "leading space");
+            return mg_cfgread_fail_got(
+                &ld->rd, e,
+                "expected a token of 1 to 128 bytes, without control characters or a "
+                "leading space");
         bool dup = false;
         for (size_t j = 0; j < *n && !dup; j++) dup = strcmp((*out)[j], t) == 0;
         if (!dup) (*out)[(*n)++] = mg_xstrdup(t);
-        path_pop(ld, im);
+        mg_cfgread_pop(&ld->rd, im);
     }
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -951,29 +715,31 @@ static int load_token_list(loader_t *ld, const cJSON *obj, char ***out, size_t *
  * filters on). */
 static int load_safety(loader_t *ld, const cJSON *o, mg_provider_t *p)
 {
-    const cJSON *v = member(o, "safety");
+    const cJSON *v = mg_cfgread_member(o, "safety");
     if (!v) return 0;
-    size_t mark = path_push_key(ld, "safety");
+    size_t mark = mg_cfgread_push_key(&ld->rd, "safety");
     if (!cJSON_IsObject(v)) {
-        if (!cJSON_IsBool(v)) return fail_got(ld, v, "expected true, false or an object");
+        if (!cJSON_IsBool(v))
+            return mg_cfgread_fail_got(&ld->rd, v, "expected true, false or an object");
         p->safety = cJSON_IsTrue(v) ? 1 : 0;
-        path_pop(ld, mark);
+        mg_cfgread_pop(&ld->rd, mark);
         return 0;
     }
     mg_safety_conf_t *sc = &p->safety_conf;
     bool b;
     int64_t n;
     int rc;
-    if (check_keys(ld, v, safety_keys, true)) return -1;
-    if ((rc = opt_bool(ld, v, "controlTokens", &b)) < 0) return -1;
+    if (mg_cfgread_check_keys(&ld->rd, v, safety_keys, true)) return -1;
+    if ((rc = mg_cfgread_bool(&ld->rd, v, "controlTokens", &b)) < 0) return -1;
     if (rc) sc->control_tokens = b;
-    if ((rc = opt_bool(ld, v, "oldReasoning", &b)) < 0) return -1;
+    if ((rc = mg_cfgread_bool(&ld->rd, v, "oldReasoning", &b)) < 0) return -1;
     if (rc) sc->old_reasoning = b;
-    if ((rc = opt_int(ld, v, "toolResultMaxBytes", 0, MG_MAX_SAFE_INT, &n)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, v, "toolResultMaxBytes", 0, MG_MAX_SAFE_INT, &n)) < 0)
+        return -1;
     if (rc) sc->tool_result_max_bytes = n;
     if (load_token_list(ld, v, &sc->extra_tokens, &sc->n_extra_tokens)) return -1;
     p->safety = 1;
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -982,45 +748,36 @@ static int load_gateway_provider(loader_t *ld, const cJSON *o)
 {
     mg_config_t *cfg = ld->cfg;
     size_t k = provider_index(cfg, o->string);
-    if (k == cfg->n_providers) return fail(ld, o, true, "not a provider of the catalog");
-    if (!cJSON_IsObject(o)) return fail_got(ld, o, "expected an object");
-    if (check_keys(ld, o, gw_provider_keys, true)) return -1;
+    if (k == cfg->n_providers)
+        return mg_cfgread_fail(&ld->rd, o, true, "not a provider of the catalog");
+    if (!cJSON_IsObject(o)) return mg_cfgread_fail_got(&ld->rd, o, "expected an object");
+    if (mg_cfgread_check_keys(&ld->rd, o, gw_provider_keys, true)) return -1;
     mg_provider_t *p = &cfg->providers[k];
     const char *region;
-    int rc = opt_string(ld, o, "region", true, &region);
+    int rc = mg_cfgread_string(&ld->rd, o, "region", true, &region);
     if (rc < 0) return -1;
     if (rc) p->region = mg_xstrdup(region);
-    if (load_timeouts(ld, o, &p->timeouts) || opt_bool(ld, o, "stripReasoning", &p->strip_reasoning) < 0) return -1;
+    if (load_timeouts(ld, o, &p->timeouts) ||
+        mg_cfgread_bool(&ld->rd, o, "stripReasoning", &p->strip_reasoning) < 0)
+        return -1;
     if (load_safety(ld, o, p)) return -1;
-    if (opt_bool(ld, o, "http2", &p->http2) < 0) return -1;
+    if (mg_cfgread_bool(&ld->rd, o, "http2", &p->http2) < 0) return -1;
     if (p->http2 && p->base_url && strncmp(p->base_url, "https://", 8) != 0) {
         /* h2c is not offered: Debian 12's libcurl (7.88.1) fails requests that reuse a
          * prior-knowledge connection (curl issue 10634), and its Upgrade path dropped streams
          * under load in our runs. */
-        path_push_key(ld, "http2");
-        return fail(ld, member(o, "http2"), false,
-                    "HTTP/2 needs an https baseUrl (cleartext h2c is not supported); this provider's is %s",
-                    p->base_url);
+        mg_cfgread_push_key(&ld->rd, "http2");
+        return mg_cfgread_fail(
+            &ld->rd, mg_cfgread_member(o, "http2"), false,
+            "HTTP/2 needs an https baseUrl (cleartext h2c is not supported); this provider's is %s",
+            p->base_url);
     }
     const char *ca;
-    if ((rc = opt_string(ld, o, "caFile", true, &ca)) < 0) return -1;
+    if ((rc = mg_cfgread_string(&ld->rd, o, "caFile", true, &ca)) < 0) return -1;
     if (rc) p->ca_file = join_path(ld->cfg->base_dir, ca);
-    const cJSON *tags = member(o, "tags");
-    if (!tags) return 0;
-    size_t mark = path_push_key(ld, "tags");
-    if (!cJSON_IsArray(tags)) return fail_got(ld, tags, "expected an array of strings");
-    p->tags = mg_xcalloc((size_t)cJSON_GetArraySize(tags), sizeof *p->tags);
-    size_t i = 0;
-    for (const cJSON *t = tags->child; t; t = t->next, i++) {
-        size_t inner = path_push_index(ld, i);
-        if (!cJSON_IsString(t) || !t->valuestring[0]) return fail_got(ld, t, "expected a non-empty string");
-        bool dup = false;
-        for (size_t j = 0; j < p->n_tags && !dup; j++) dup = !strcmp(p->tags[j], t->valuestring);
-        if (!dup) p->tags[p->n_tags++] = mg_xstrdup(t->valuestring);
-        path_pop(ld, inner);
-    }
-    path_pop(ld, mark);
-    return 0;
+    rc = mg_cfgread_strings(&ld->rd, o, "tags", "expected an array of strings", NULL, true,
+                            &p->tags, &p->n_tags);
+    return rc < 0 ? -1 : 0;
 }
 
 /* gateway.health: the knobs of the health registry (health.h); absent ones keep its defaults. */
@@ -1030,41 +787,41 @@ static int load_health(loader_t *ld, const cJSON *gw)
     size_t mark = 0;
     int64_t v;
     int rc;
-    const cJSON *o = opt_object(ld, gw, "health", &mark);
-    if (!o) return ld->failed ? -1 : 0;
-    if (check_keys(ld, o, health_keys, true)) return -1;
-    const cJSON *cd = member(o, "cooldownsMs");
+    const cJSON *o = mg_cfgread_object(&ld->rd, gw, "health", &mark);
+    if (!o) return ld->rd.failed ? -1 : 0;
+    if (mg_cfgread_check_keys(&ld->rd, o, health_keys, true)) return -1;
+    const cJSON *cd = mg_cfgread_member(o, "cooldownsMs");
     if (cd) {
-        size_t cm = path_push_key(ld, "cooldownsMs");
+        size_t cm = mg_cfgread_push_key(&ld->rd, "cooldownsMs");
         if (!cJSON_IsArray(cd) || !cd->child || cJSON_GetArraySize(cd) > (int)MG_ARRAY_LEN(h->cooldowns_ms))
-            return fail_got(ld, cd, "expected a list of 1 to 8 durations in ms");
+            return mg_cfgread_fail_got(&ld->rd, cd, "expected a list of 1 to 8 durations in ms");
         size_t i = 0;
         for (const cJSON *e = cd->child; e; e = e->next, i++) {
-            size_t im = path_push_index(ld, i);
+            size_t im = mg_cfgread_push_index(&ld->rd, i);
             if (!cJSON_IsNumber(e) || e->valuedouble < 1000 || e->valuedouble > 86400000 ||
                 e->valuedouble != (double)(int64_t)e->valuedouble)
-                return fail_got(ld, e, "expected an integer from 1000 to 86400000");
+                return mg_cfgread_fail_got(&ld->rd, e, "expected an integer from 1000 to 86400000");
             h->cooldowns_ms[i] = (int64_t)e->valuedouble;
-            path_pop(ld, im);
+            mg_cfgread_pop(&ld->rd, im);
         }
         h->n_cooldowns = i;
-        path_pop(ld, cm);
+        mg_cfgread_pop(&ld->rd, cm);
     }
-    if ((rc = opt_int(ld, o, "failuresBeforeCooldown", 1, 100, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, o, "failuresBeforeCooldown", 1, 100, &v)) < 0) return -1;
     if (rc) h->failures_before_cooldown = (int)v;
-    if ((rc = opt_int(ld, o, "maxRetries", 0, 10, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, o, "maxRetries", 0, 10, &v)) < 0) return -1;
     if (rc) h->max_retries = (int)v;
-    if ((rc = opt_int(ld, o, "probeBeforeExpiryMs", 0, 3600000, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, o, "probeBeforeExpiryMs", 0, 3600000, &v)) < 0) return -1;
     if (rc) h->probe_before_expiry_ms = v;
-    const cJSON *r = member(o, "retryBudgetRatio");
+    const cJSON *r = mg_cfgread_member(o, "retryBudgetRatio");
     if (r) {
-        size_t rm = path_push_key(ld, "retryBudgetRatio");
+        size_t rm = mg_cfgread_push_key(&ld->rd, "retryBudgetRatio");
         if (!cJSON_IsNumber(r) || r->valuedouble < 0 || r->valuedouble > 1)
-            return fail_got(ld, r, "expected a number from 0 to 1");
+            return mg_cfgread_fail_got(&ld->rd, r, "expected a number from 0 to 1");
         h->retry_budget_ratio = r->valuedouble;
-        path_pop(ld, rm);
+        mg_cfgread_pop(&ld->rd, rm);
     }
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -1077,36 +834,38 @@ static int load_compaction(loader_t *ld, const cJSON *gw)
     int64_t v;
     int rc;
     const char *s;
-    const cJSON *cp = opt_object(ld, gw, "compaction", &mark);
-    if (!cp) return ld->failed ? -1 : 0;
-    if (check_keys(ld, cp, compaction_keys, true) || opt_bool(ld, cp, "enabled", &c->enabled) < 0 ||
-        opt_bool(ld, cp, "dropCurrentSteps", &c->drop_current_steps) < 0)
+    const cJSON *cp = mg_cfgread_object(&ld->rd, gw, "compaction", &mark);
+    if (!cp) return ld->rd.failed ? -1 : 0;
+    if (mg_cfgread_check_keys(&ld->rd, cp, compaction_keys, true) ||
+        mg_cfgread_bool(&ld->rd, cp, "enabled", &c->enabled) < 0 ||
+        mg_cfgread_bool(&ld->rd, cp, "dropCurrentSteps", &c->drop_current_steps) < 0)
         return -1;
-    if ((rc = opt_int(ld, cp, "marginTokens", 0, 1000000, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, cp, "marginTokens", 0, 1000000, &v)) < 0) return -1;
     if (rc) c->margin_tokens = v;
-    if ((rc = opt_int(ld, cp, "toolResultMaxBytes", 256, 1 << 30, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, cp, "toolResultMaxBytes", 256, 1 << 30, &v)) < 0) return -1;
     if (rc) c->tool_result_max_bytes = (size_t)v;
-    if ((rc = opt_int(ld, cp, "messageMaxBytes", 256, 1 << 30, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, cp, "messageMaxBytes", 256, 1 << 30, &v)) < 0) return -1;
     if (rc) c->message_max_bytes = (size_t)v;
-    if ((rc = opt_int(ld, cp, "minKeepBytes", 64, 1 << 30, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, cp, "minKeepBytes", 64, 1 << 30, &v)) < 0) return -1;
     if (rc) {
         /* The later passes halve the caps down to this floor: above them it would never apply. */
         size_t tr = c->tool_result_max_bytes ? c->tool_result_max_bytes : 16 * 1024;
         size_t msg = c->message_max_bytes ? c->message_max_bytes : 8 * 1024;
         if ((size_t)v > tr || (size_t)v > msg) {
-            path_push_key(ld, "minKeepBytes");
-            return fail(ld, member(cp, "minKeepBytes"), false,
-                        "must not exceed toolResultMaxBytes (%zu) or messageMaxBytes (%zu)", tr, msg);
+            mg_cfgread_push_key(&ld->rd, "minKeepBytes");
+            return mg_cfgread_fail(
+                &ld->rd, mg_cfgread_member(cp, "minKeepBytes"), false,
+                "must not exceed toolResultMaxBytes (%zu) or messageMaxBytes (%zu)", tr, msg);
         }
         c->min_keep_bytes = (size_t)v;
     }
     if (load_token_list(ld, cp, &c->extra_tokens, &c->n_extra_tokens)) return -1;
-    if (opt_string(ld, cp, "summarizer", true, &s) < 0) return -1;
-    if ((rc = opt_int(ld, cp, "summaryTimeoutMs", 100, 600000, &v)) < 0) return -1;
+    if (mg_cfgread_string(&ld->rd, cp, "summarizer", true, &s) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, cp, "summaryTimeoutMs", 100, 600000, &v)) < 0) return -1;
     if (rc) c->summary_timeout_ms = v;
-    if ((rc = opt_int(ld, cp, "summaryMaxTokens", 16, 65536, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, cp, "summaryMaxTokens", 16, 65536, &v)) < 0) return -1;
     if (rc) c->summary_max_tokens = v;
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -1114,114 +873,111 @@ static int load_gateway(loader_t *ld, const cJSON *root)
 {
     mg_gateway_settings_t *g = &ld->cfg->gw;
     size_t mark = 0, inner = 0;
-    const cJSON *gw = opt_object(ld, root, "gateway", &mark);
+    const cJSON *gw = mg_cfgread_object(&ld->rd, root, "gateway", &mark);
     const char *s;
     int64_t v;
     int rc;
-    if (!gw) return ld->failed ? -1 : 0;
-    if (check_keys(ld, gw, gateway_keys, true)) return -1;
+    if (!gw) return ld->rd.failed ? -1 : 0;
+    if (mg_cfgread_check_keys(&ld->rd, gw, gateway_keys, true)) return -1;
 
-    if ((rc = opt_string(ld, gw, "listen", true, &s)) < 0) return -1;
+    if ((rc = mg_cfgread_string(&ld->rd, gw, "listen", true, &s)) < 0) return -1;
     if (rc) {
         char *host = NULL;
         int port = 0;
         if (!parse_listen(s, &host, &port)) {
-            path_push_key(ld, "listen");
-            return fail_got(ld, member(gw, "listen"),
-                            "expected \"HOST:PORT\" (e.g. \"127.0.0.1:8787\" or \"[::1]:8787\", port 1-65535)");
+            mg_cfgread_push_key(&ld->rd, "listen");
+            return mg_cfgread_fail_got(
+                &ld->rd, mg_cfgread_member(gw, "listen"),
+                "expected \"HOST:PORT\" (e.g. \"127.0.0.1:8787\" or \"[::1]:8787\", port 1-65535)");
         }
         free(g->listen_host);
         g->listen_host = host;
         g->listen_port = port;
     }
-    if ((rc = opt_int(ld, gw, "maxBodyBytes", 1, MG_MAX_SAFE_INT, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "maxBodyBytes", 1, MG_MAX_SAFE_INT, &v)) < 0) return -1;
     if (rc) g->max_body_bytes = (size_t)v;
-    if ((rc = opt_int(ld, gw, "maxUpstreamBodyBytes", 1, MG_MAX_SAFE_INT, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "maxUpstreamBodyBytes", 1, MG_MAX_SAFE_INT, &v)) < 0)
+        return -1;
     if (rc) g->max_upstream_body_bytes = (size_t)v;
-    if ((rc = opt_int(ld, gw, "threads", 1, 64, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "threads", 1, 64, &v)) < 0) return -1;
     if (rc) g->threads = (int)v;
-    if ((rc = opt_int(ld, gw, "maxConnections", 1, 1000000, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "maxConnections", 1, 1000000, &v)) < 0) return -1;
     if (rc) g->max_connections = (unsigned)v;
     if (load_timeouts(ld, gw, &g->timeouts)) return -1;
-    if ((rc = opt_int(ld, gw, "maxEventBytes", 1024, MG_MAX_SAFE_INT, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "maxEventBytes", 1024, MG_MAX_SAFE_INT, &v)) < 0)
+        return -1;
     if (rc) g->max_event_bytes = (size_t)v;
-    if ((rc = opt_int(ld, gw, "streamBufferBytes", 4096, MG_MAX_SAFE_INT, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "streamBufferBytes", 4096, MG_MAX_SAFE_INT, &v)) < 0)
+        return -1;
     if (rc) g->stream_buffer_bytes = (size_t)v;
-    if ((rc = opt_int(ld, gw, "drainMs", 0, MG_MAX_SAFE_INT, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "drainMs", 0, MG_MAX_SAFE_INT, &v)) < 0) return -1;
     if (rc) g->drain_ms = v;
-    if ((rc = opt_int(ld, gw, "keepAliveMs", 0, MG_MAX_SAFE_INT, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "keepAliveMs", 0, MG_MAX_SAFE_INT, &v)) < 0) return -1;
     if (rc) g->keepalive_ms = v;
 
-    const cJSON *ak = member(gw, "adminKey");
+    const cJSON *ak = mg_cfgread_member(gw, "adminKey");
     if (ak) {
-        size_t am = path_push_key(ld, "adminKey");
-        if (!cJSON_IsString(ak) || !ak->valuestring[0]) return fail_got(ld, ak, "expected a non-empty string");
+        size_t am = mg_cfgread_push_key(&ld->rd, "adminKey");
+        if (!cJSON_IsString(ak) || !ak->valuestring[0])
+            return mg_cfgread_fail_got(&ld->rd, ak, "expected a non-empty string");
         char *env = NULL;
         if (resolve_secret(ld, ak, true, &g->admin_key, &env)) return -1;
         free(env);
-        path_pop(ld, am);
+        mg_cfgread_pop(&ld->rd, am);
     }
 
-    if ((rc = opt_string(ld, gw, "policy", true, &s)) < 0) return -1;
+    if ((rc = mg_cfgread_string(&ld->rd, gw, "policy", true, &s)) < 0) return -1;
     if (rc) g->policy_path = join_path(ld->cfg->base_dir, s);
-    if ((rc = opt_int(ld, gw, "bodyTimeoutMs", 100, 3600000, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "bodyTimeoutMs", 100, 3600000, &v)) < 0) return -1;
     if (rc) g->body_timeout_ms = v;
-    if ((rc = opt_int(ld, gw, "headerTimeoutMs", 100, 3600000, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "headerTimeoutMs", 100, 3600000, &v)) < 0) return -1;
     if (rc) g->header_timeout_ms = v;
-    if ((rc = opt_int(ld, gw, "maxHeaderBytes", 1024, 1 << 20, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "maxHeaderBytes", 1024, 1 << 20, &v)) < 0) return -1;
     if (rc) g->max_header_bytes = (size_t)v;
-    if ((rc = opt_int(ld, gw, "maxConnectionsPerIp", 0, 1000000, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "maxConnectionsPerIp", 0, 1000000, &v)) < 0) return -1;
     if (rc) g->max_connections_per_ip = (unsigned)v;
-    const cJSON *ar = member(gw, "allowedRegions");
-    if (ar) {
-        size_t am = path_push_key(ld, "allowedRegions");
-        if (!cJSON_IsArray(ar)) return fail_got(ld, ar, "expected an array of region names");
-        g->allowed_regions = mg_xcalloc((size_t)cJSON_GetArraySize(ar) + 1, sizeof *g->allowed_regions);
-        size_t i = 0;
-        for (const cJSON *e = ar->child; e; e = e->next, i++) {
-            size_t im = path_push_index(ld, i);
-            if (!cJSON_IsString(e) || !e->valuestring[0]) return fail_got(ld, e, "expected a non-empty string");
-            g->allowed_regions[g->n_allowed_regions++] = mg_xstrdup(e->valuestring);
-            path_pop(ld, im);
-        }
-        path_pop(ld, am);
-    }
-    if ((rc = opt_int(ld, gw, "policyCpuMs", 1, 1000, &v)) < 0) return -1;
+    if (mg_cfgread_strings(&ld->rd, gw, "allowedRegions", "expected an array of region names", NULL,
+                           false, &g->allowed_regions, &g->n_allowed_regions) < 0)
+        return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "policyCpuMs", 1, 1000, &v)) < 0) return -1;
     if (rc) g->policy_cpu_ms = v;
-    if ((rc = opt_int(ld, gw, "policyMemoryMb", 1, 4096, &v)) < 0) return -1;
+    if ((rc = mg_cfgread_int(&ld->rd, gw, "policyMemoryMb", 1, 4096, &v)) < 0) return -1;
     if (rc) g->policy_memory_mb = v;
-    if ((rc = opt_string(ld, gw, "onPolicyError", true, &s)) < 0) return -1;
+    if ((rc = mg_cfgread_string(&ld->rd, gw, "onPolicyError", true, &s)) < 0) return -1;
     if (rc) {
         if (strcmp(s, "error") && strcmp(s, "static")) {
-            path_push_key(ld, "onPolicyError");
-            return fail_got(ld, member(gw, "onPolicyError"), "expected \"error\" or \"static\"");
+            mg_cfgread_push_key(&ld->rd, "onPolicyError");
+            return mg_cfgread_fail_got(&ld->rd, mg_cfgread_member(gw, "onPolicyError"),
+                                       "expected \"error\" or \"static\"");
         }
         g->policy_error_static = strcmp(s, "static") == 0;
     }
-    if ((rc = opt_string(ld, gw, "errorPatterns", true, &s)) < 0) return -1;
+    if ((rc = mg_cfgread_string(&ld->rd, gw, "errorPatterns", true, &s)) < 0) return -1;
     if (rc) g->error_patterns_path = join_path(ld->cfg->base_dir, s);
     if (load_health(ld, gw)) return -1;
     if (load_compaction(ld, gw)) return -1;
 
-    const cJSON *log = opt_object(ld, gw, "log", &inner);
-    if (ld->failed) return -1;
+    const cJSON *log = mg_cfgread_object(&ld->rd, gw, "log", &inner);
+    if (ld->rd.failed) return -1;
     if (log) {
-        if (check_keys(ld, log, log_keys, true) || (rc = opt_string(ld, log, "path", true, &s)) < 0) return -1;
+        if (mg_cfgread_check_keys(&ld->rd, log, log_keys, true) ||
+            (rc = mg_cfgread_string(&ld->rd, log, "path", true, &s)) < 0)
+            return -1;
         if (rc && strcmp(s, "-") != 0) g->log_path = join_path(ld->cfg->base_dir, s);
-        if (opt_bool(ld, log, "content", &g->log_content) < 0) return -1;
-        if ((rc = opt_int(ld, log, "contentMaxBytes", 0, 16 << 20, &v)) < 0) return -1;
+        if (mg_cfgread_bool(&ld->rd, log, "content", &g->log_content) < 0) return -1;
+        if ((rc = mg_cfgread_int(&ld->rd, log, "contentMaxBytes", 0, 16 << 20, &v)) < 0) return -1;
         if (rc) g->log_content_max_bytes = (size_t)v;
-        path_pop(ld, inner);
+        mg_cfgread_pop(&ld->rd, inner);
     }
 
-    const cJSON *providers = opt_object(ld, gw, "providers", &inner);
-    if (ld->failed) return -1;
+    const cJSON *providers = mg_cfgread_object(&ld->rd, gw, "providers", &inner);
+    if (ld->rd.failed) return -1;
     for (const cJSON *o = providers ? providers->child : NULL; o; o = o->next) {
-        size_t pm = path_push_key(ld, o->string);
+        size_t pm = mg_cfgread_push_key(&ld->rd, o->string);
         if (load_gateway_provider(ld, o)) return -1;
-        path_pop(ld, pm);
+        mg_cfgread_pop(&ld->rd, pm);
     }
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -1262,35 +1018,38 @@ static int load_aliases(loader_t *ld, const cJSON *defaults)
 {
     mg_config_t *cfg = ld->cfg;
     size_t mark = 0;
-    const cJSON *models = opt_object(ld, defaults, "models", &mark);
-    if (!models) return ld->failed ? -1 : 0;
+    const cJSON *models = mg_cfgread_object(&ld->rd, defaults, "models", &mark);
+    if (!models) return ld->rd.failed ? -1 : 0;
     for (const cJSON *e = models->child; e; e = e->next) {
-        size_t inner = path_push_key(ld, e->string);
+        size_t inner = mg_cfgread_push_key(&ld->rd, e->string);
         const mg_model_t *m = find_by_ref(cfg, e->string);
         const char *alias = NULL;
         int rc;
-        if (!cJSON_IsObject(e)) return fail_got(ld, e, "expected an object");
-        if (check_keys(ld, e, alias_keys, false)) return -1;
+        if (!cJSON_IsObject(e)) return mg_cfgread_fail_got(&ld->rd, e, "expected an object");
+        if (mg_cfgread_check_keys(&ld->rd, e, alias_keys, false)) return -1;
         if (!m) {
-            warn(ld, e, true, "not a model of the catalog; ignored");
-        } else if ((rc = opt_string(ld, e, "alias", true, &alias)) < 0) {
+            mg_cfgread_warn(&ld->rd, e, true, "not a model of the catalog; ignored");
+        } else if ((rc = mg_cfgread_string(&ld->rd, e, "alias", true, &alias)) < 0) {
             return -1;
         } else if (rc) {
-            const cJSON *av = member(e, "alias");
-            char *q = quote(alias);
-            path_push_key(ld, "alias");
-            if (find_by_ref(cfg, alias)) rc = fail(ld, av, false, "alias %s is already the name of a model", q);
+            const cJSON *av = mg_cfgread_member(e, "alias");
+            char *q = mg_cfgread_quote(alias);
+            mg_cfgread_push_key(&ld->rd, "alias");
+            if (find_by_ref(cfg, alias))
+                rc = mg_cfgread_fail(&ld->rd, av, false, "alias %s is already the name of a model",
+                                     q);
             for (size_t i = 0; i < cfg->n_aliases && rc > 0; i++)
                 if (!strcmp(cfg->aliases[i].alias, alias))
-                    rc = fail(ld, av, false, "alias %s is already used for %s", q, cfg->aliases[i].model->ref);
+                    rc = mg_cfgread_fail(&ld->rd, av, false, "alias %s is already used for %s", q,
+                                         cfg->aliases[i].model->ref);
             free(q);
             if (rc < 0) return -1;
             cfg->aliases = mg_xrealloc(cfg->aliases, (cfg->n_aliases + 1) * sizeof *cfg->aliases);
             cfg->aliases[cfg->n_aliases++] = (mg_alias_t){mg_xstrdup(alias), m};
         }
-        path_pop(ld, inner);
+        mg_cfgread_pop(&ld->rd, inner);
     }
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -1298,10 +1057,11 @@ static int load_aliases(loader_t *ld, const cJSON *defaults)
 static int load_chain_entry(loader_t *ld, const cJSON *v)
 {
     mg_config_t *cfg = ld->cfg;
-    if (!cJSON_IsString(v) || !v->valuestring[0]) return fail_got(ld, v, "expected a non-empty string");
+    if (!cJSON_IsString(v) || !v->valuestring[0])
+        return mg_cfgread_fail_got(&ld->rd, v, "expected a non-empty string");
     const char *name = v->valuestring;
     const mg_model_t *m = mg_config_find_model(cfg, name);
-    char *q = quote(name);
+    char *q = mg_cfgread_quote(name);
     if (!m) {
         mg_buf_t refs = {0};
         size_t hits = 0;
@@ -1310,9 +1070,11 @@ static int load_chain_entry(loader_t *ld, const cJSON *v)
                 if (!strcmp(cfg->providers[k].models[j].id, name))
                     mg_buf_printf(&refs, "%s%s", hits++ ? ", " : "", cfg->providers[k].models[j].ref);
         if (hits > 1)
-            fail(ld, v, false, "model id %s is ambiguous (%s); write provider/id", q, refs.data);
+            mg_cfgread_fail(&ld->rd, v, false, "model id %s is ambiguous (%s); write provider/id",
+                            q, refs.data);
         else
-            fail(ld, v, false, "unknown model %s (not a provider/id, an alias or a model id)", q);
+            mg_cfgread_fail(&ld->rd, v, false,
+                            "unknown model %s (not a provider/id, an alias or a model id)", q);
         mg_buf_free(&refs);
         free(q);
         return -1;
@@ -1320,7 +1082,7 @@ static int load_chain_entry(loader_t *ld, const cJSON *v)
     free(q);
     for (size_t i = 0; i < cfg->n_default_chain; i++) {
         if (cfg->default_chain[i] == m) {
-            warn(ld, v, false, "%s is already in the chain; dropped", m->ref);
+            mg_cfgread_warn(&ld->rd, v, false, "%s is already in the chain; dropped", m->ref);
             return 0;
         }
     }
@@ -1328,40 +1090,43 @@ static int load_chain_entry(loader_t *ld, const cJSON *v)
     cfg->default_chain[cfg->n_default_chain++] = m;
     const mg_provider_t *p = m->provider;
     if (p->api_key_env && !p->api_key && !ld->key_in_config[p - cfg->providers])
-        warn(ld, v, false, "%s needs environment variable %s, which is not set", m->ref, p->api_key_env);
+        mg_cfgread_warn(&ld->rd, v, false, "%s needs environment variable %s, which is not set",
+                        m->ref, p->api_key_env);
     return 0;
 }
 
 /* agents.defaults.model: "name" or { primary: "name", fallbacks: ["name", ...] }. */
 static int load_chain(loader_t *ld, const cJSON *defaults)
 {
-    const cJSON *model = member(defaults, "model");
+    const cJSON *model = mg_cfgread_member(defaults, "model");
     if (!model) return 0;
-    size_t mark = path_push_key(ld, "model");
+    size_t mark = mg_cfgread_push_key(&ld->rd, "model");
     if (cJSON_IsString(model)) {
         if (load_chain_entry(ld, model)) return -1;
     } else if (cJSON_IsObject(model)) {
-        if (check_keys(ld, model, chain_keys, false)) return -1;
-        const cJSON *primary = member(model, "primary"), *fallbacks = member(model, "fallbacks");
-        if (!primary) return fail_missing(ld, model, "primary");
-        size_t inner = path_push_key(ld, "primary");
+        if (mg_cfgread_check_keys(&ld->rd, model, chain_keys, false)) return -1;
+        const cJSON *primary = mg_cfgread_member(model, "primary"),
+                    *fallbacks = mg_cfgread_member(model, "fallbacks");
+        if (!primary) return mg_cfgread_fail_missing(&ld->rd, model, "primary");
+        size_t inner = mg_cfgread_push_key(&ld->rd, "primary");
         if (load_chain_entry(ld, primary)) return -1;
-        path_pop(ld, inner);
+        mg_cfgread_pop(&ld->rd, inner);
         if (fallbacks) {
-            inner = path_push_key(ld, "fallbacks");
-            if (!cJSON_IsArray(fallbacks)) return fail_got(ld, fallbacks, "expected an array of model names");
+            inner = mg_cfgread_push_key(&ld->rd, "fallbacks");
+            if (!cJSON_IsArray(fallbacks))
+                return mg_cfgread_fail_got(&ld->rd, fallbacks, "expected an array of model names");
             size_t i = 0;
             for (const cJSON *f = fallbacks->child; f; f = f->next, i++) {
-                size_t e = path_push_index(ld, i);
+                size_t e = mg_cfgread_push_index(&ld->rd, i);
                 if (load_chain_entry(ld, f)) return -1;
-                path_pop(ld, e);
+                mg_cfgread_pop(&ld->rd, e);
             }
-            path_pop(ld, inner);
+            mg_cfgread_pop(&ld->rd, inner);
         }
     } else {
-        return fail_got(ld, model, "expected a model name or {primary, fallbacks}");
+        return mg_cfgread_fail_got(&ld->rd, model, "expected a model name or {primary, fallbacks}");
     }
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -1369,35 +1134,36 @@ static int load_chain(loader_t *ld, const cJSON *defaults)
  * sends the dropped turns there, so it is held to the same rule as a policy's candidates). */
 static int load_summarizer(loader_t *ld, const cJSON *root)
 {
-    const cJSON *gw = member(root, "gateway");
-    const cJSON *cp = cJSON_IsObject(gw) ? member(gw, "compaction") : NULL;
-    const cJSON *v = cJSON_IsObject(cp) ? member(cp, "summarizer") : NULL;
+    const cJSON *gw = mg_cfgread_member(root, "gateway");
+    const cJSON *cp = cJSON_IsObject(gw) ? mg_cfgread_member(gw, "compaction") : NULL;
+    const cJSON *v = cJSON_IsObject(cp) ? mg_cfgread_member(cp, "summarizer") : NULL;
     if (!v) return 0; /* its type was checked with the rest of gateway.compaction */
-    size_t mark = path_push_key(ld, "gateway");
-    path_push_key(ld, "compaction");
-    path_push_key(ld, "summarizer");
+    size_t mark = mg_cfgread_push_key(&ld->rd, "gateway");
+    mg_cfgread_push_key(&ld->rd, "compaction");
+    mg_cfgread_push_key(&ld->rd, "summarizer");
     const mg_model_t *m = mg_config_find_model(ld->cfg, v->valuestring);
     if (!m) {
-        char *q = quote(v->valuestring);
-        fail(ld, v, false, "unknown model %s (not a provider/id, an alias or a model id)", q);
+        char *q = mg_cfgread_quote(v->valuestring);
+        mg_cfgread_fail(&ld->rd, v, false,
+                        "unknown model %s (not a provider/id, an alias or a model id)", q);
         free(q);
         return -1;
     }
     ld->cfg->gw.compaction.summarizer = m;
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
 /* gateway.keys (keys.c), once the catalog and aliases are known so that model names resolve. */
 static int load_keys(loader_t *ld, const cJSON *root)
 {
-    const cJSON *gw = member(root, "gateway");
-    const cJSON *k = cJSON_IsObject(gw) ? member(gw, "keys") : NULL;
+    const cJSON *gw = mg_cfgread_member(root, "gateway");
+    const cJSON *k = cJSON_IsObject(gw) ? mg_cfgread_member(gw, "keys") : NULL;
     if (!k || cJSON_IsNull(k)) return 0;
     const cJSON *node = NULL;
     char msg[512];
     if (mg_keys_load_ex(k, ld->cfg, "gateway.keys", &ld->cfg->gw.keys, &node, msg, sizeof msg) == 0) return 0;
-    ld->failed = true;
+    ld->rd.failed = true;
     mg_json5_pos_t pos = mg_json5_pos_of(ld->doc, node ? node : k);
     if (ld->errlen) snprintf(ld->err, ld->errlen, "%s:%d:%d: %s", ld->file, pos.value_line, pos.value_column, msg);
     return -1;
@@ -1406,18 +1172,19 @@ static int load_keys(loader_t *ld, const cJSON *root)
 static int load_agents(loader_t *ld, const cJSON *root)
 {
     size_t mark = 0, inner = 0;
-    const cJSON *agents = opt_object(ld, root, "agents", &mark);
-    if (!agents) return ld->failed ? -1 : 0;
-    if (check_keys(ld, agents, agents_keys, false)) return -1;
-    const cJSON *defaults = opt_object(ld, agents, "defaults", &inner);
-    if (ld->failed) return -1;
+    const cJSON *agents = mg_cfgread_object(&ld->rd, root, "agents", &mark);
+    if (!agents) return ld->rd.failed ? -1 : 0;
+    if (mg_cfgread_check_keys(&ld->rd, agents, agents_keys, false)) return -1;
+    const cJSON *defaults = mg_cfgread_object(&ld->rd, agents, "defaults", &inner);
+    if (ld->rd.failed) return -1;
     if (defaults) {
         /* aliases first: the chain may name a model by its alias */
-        if (check_keys(ld, defaults, defaults_keys, false) || load_aliases(ld, defaults) || load_chain(ld, defaults))
+        if (mg_cfgread_check_keys(&ld->rd, defaults, defaults_keys, false) ||
+            load_aliases(ld, defaults) || load_chain(ld, defaults))
             return -1;
-        path_pop(ld, inner);
+        mg_cfgread_pop(&ld->rd, inner);
     }
-    path_pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -1430,7 +1197,12 @@ static mg_config_t *load_text(const char *text, size_t len, const char *name, co
 {
     mg_config_t *cfg = mg_xcalloc(1, sizeof *cfg), *result = NULL;
     mg_json5_doc_t doc = {0};
-    loader_t ld = {.cfg = cfg, .file = name, .doc = &doc, .err = err, .errlen = errlen};
+    loader_t ld = {.cfg = cfg,
+                   .file = name,
+                   .doc = &doc,
+                   .err = err,
+                   .errlen = errlen,
+                   .rd = {.report = report, .ud = &ld}};
     char perr[256];
     cfg->path = mg_xstrdup(name);
     cfg->base_dir = mg_xstrdup(base_dir);
@@ -1456,8 +1228,8 @@ static mg_config_t *load_text(const char *text, size_t len, const char *name, co
         .keepalive_ms = 15000,
         .timeouts = {.connect_ms = 10000, .first_token_ms = 120000, .idle_ms = 60000, .total_ms = 600000},
     };
-    mg_buf_reserve(&ld.path, 64); /* the path is always a valid (possibly empty) string */
-    ld.path.data[0] = '\0';
+    mg_buf_reserve(&ld.rd.path, 64); /* the path is always a valid (possibly empty) string */
+    ld.rd.path.data[0] = '\0';
 
     if (mg_json5_parse(text, len, &doc, perr, sizeof perr)) {
         /* perr is "LINE:COL: message"; ours adds the file and the "syntax" key path */
@@ -1469,17 +1241,18 @@ static mg_config_t *load_text(const char *text, size_t len, const char *name, co
         goto done;
     }
     if (!cJSON_IsObject(doc.root)) {
-        fail_got(&ld, doc.root, "expected an object at the top level");
+        mg_cfgread_fail_got(&ld.rd, doc.root, "expected an object at the top level");
         goto done;
     }
-    if (check_keys(&ld, doc.root, top_keys, false) || load_models(&ld, doc.root) || load_gateway(&ld, doc.root))
+    if (mg_cfgread_check_keys(&ld.rd, doc.root, top_keys, false) || load_models(&ld, doc.root) ||
+        load_gateway(&ld, doc.root))
         goto done;
     finish_providers(cfg);
     if (load_agents(&ld, doc.root) || load_summarizer(&ld, doc.root) || load_keys(&ld, doc.root)) goto done;
     result = cfg, cfg = NULL;
 done:
     mg_json5_free(&doc);
-    mg_buf_free(&ld.path);
+    mg_cfgread_free(&ld.rd);
     free(ld.key_in_config);
     mg_config_free(cfg); /* NULL on success */
     return result;

@@ -11,12 +11,12 @@
 #include "keys.h"
 #include "policy.h"
 
+#include "cfgread.h"
 #include "sha256.h"
 #include "util.h"
 
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,110 +89,19 @@ static void state_release(mg_key_state_t *s)
 typedef struct kload {
     const mg_config_t *cfg;
     const char *base; /* key path of the array, e.g. "gateway.keys" */
-    mg_buf_t path;    /* key path of the value being validated */
+    mg_cfgread_t rd;  /* key path of the value being validated */
     char *err;
     size_t errlen;
     const cJSON *err_node;
 } kload_t;
 
-static int fail(kload_t *ld, const cJSON *node, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(kload_t *ld, const cJSON *node, const char *fmt, ...)
+/* The reader's report callback: "key.path: message" (the config loader adds the file and the
+ * position of err_node). Key checks here are all strict, so there are only errors. */
+static void report(mg_cfgread_t *r, const cJSON *node, bool at_key, bool is_error, const char *msg)
 {
-    char msg[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (ld->errlen) snprintf(ld->err, ld->errlen, "%s: %s", ld->path.data ? ld->path.data : "", msg);
+    kload_t *ld = r->ud;
+    if (ld->errlen) snprintf(ld->err, ld->errlen, "%s: %s", r->path.data ? r->path.data : "", msg);
     ld->err_node = node;
-    return -1;
-}
-
-/* A number as a person wrote it (same rule as config.c). */
-static void format_number(double d, char *out, size_t n)
-{
-    if (isnan(d)) {
-        snprintf(out, n, "NaN");
-    } else if (isinf(d)) {
-        snprintf(out, n, "%s", d > 0 ? "Infinity" : "-Infinity");
-    } else if (d == floor(d) && fabs(d) < 1e15) {
-        snprintf(out, n, "%.0f", d);
-    } else {
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(out, n, "%.*g", prec, d);
-            if (strtod(out, NULL) == d) break;
-        }
-    }
-}
-
-/* "<expected>, got <v>": strings quoted (cut after 60 bytes), numbers as written, else the type. */
-static int fail_got(kload_t *ld, const cJSON *v, const char *expected)
-{
-    char num[40];
-    mg_buf_t got = {0};
-    if (cJSON_IsString(v)) {
-        size_t n = strlen(v->valuestring), cut = n > 60 ? 60 : n;
-        while (cut < n && cut && ((unsigned char)v->valuestring[cut] & 0xC0) == 0x80) cut--;
-        mg_buf_json_strn(&got, v->valuestring, cut);
-        if (cut < n) {
-            got.len--;
-            mg_buf_puts(&got, "...\"");
-        }
-    } else if (cJSON_IsNumber(v)) {
-        format_number(v->valuedouble, num, sizeof num);
-        mg_buf_puts(&got, num);
-    } else if (cJSON_IsBool(v)) {
-        mg_buf_puts(&got, cJSON_IsTrue(v) ? "true" : "false");
-    } else if (cJSON_IsObject(v)) {
-        mg_buf_puts(&got, v->child ? "an object" : "an empty object");
-    } else if (cJSON_IsArray(v)) {
-        mg_buf_puts(&got, v->child ? "an array" : "an empty array");
-    } else {
-        mg_buf_puts(&got, "null");
-    }
-    fail(ld, v, "%s, got %s", expected, got.data);
-    mg_buf_free(&got);
-    return -1;
-}
-
-static size_t push_key(kload_t *ld, const char *key)
-{
-    size_t mark = ld->path.len;
-    mg_buf_printf(&ld->path, ".%s", key);
-    return mark;
-}
-
-static size_t push_index(kload_t *ld, size_t i)
-{
-    size_t mark = ld->path.len;
-    mg_buf_printf(&ld->path, "[%zu]", i);
-    return mark;
-}
-
-static void pop(kload_t *ld, size_t mark)
-{
-    ld->path.len = mark;
-    if (ld->path.data) ld->path.data[mark] = '\0';
-}
-
-/* obj[key], null counting as absent. */
-static const cJSON *member(const cJSON *obj, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return v && !cJSON_IsNull(v) ? v : NULL;
-}
-
-static int check_members(kload_t *ld, const cJSON *obj, const char *const *known)
-{
-    for (const cJSON *m = obj->child; m; m = m->next) {
-        bool ok = false;
-        for (const char *const *k = known; *k && !ok; k++) ok = !strcmp(*k, m->string);
-        if (ok) continue;
-        push_key(ld, m->string);
-        return fail(ld, m, "unknown key");
-    }
-    return 0;
 }
 
 static bool valid_id(const char *s)
@@ -228,82 +137,69 @@ static int hexval(char c)
  * a literal key or a key pasted into sha256 by mistake must not end up in an error message. */
 static int load_secret(kload_t *ld, const cJSON *obj, mg_key_t *k)
 {
-    const cJSON *kv = member(obj, "key"), *hv = member(obj, "sha256");
+    const cJSON *kv = mg_cfgread_member(obj, "key"), *hv = mg_cfgread_member(obj, "sha256");
     if (kv && hv) {
-        push_key(ld, "sha256");
-        return fail(ld, hv, "give either key or sha256, not both");
+        mg_cfgread_push_key(&ld->rd, "sha256");
+        return mg_cfgread_fail(&ld->rd, hv, false, "give either key or sha256, not both");
     }
     if (!kv && !hv)
-        return fail(ld, obj, "required key missing: key (\"${NAME}\") or sha256 (hex digest)");
+        return mg_cfgread_fail(&ld->rd, obj, false,
+                               "required key missing: key (\"${NAME}\") or sha256 (hex digest)");
     if (kv) {
-        size_t mark = push_key(ld, "key");
+        size_t mark = mg_cfgread_push_key(&ld->rd, "key");
         const char *s = cJSON_IsString(kv) ? kv->valuestring : NULL;
         size_t n = s ? strlen(s) : 0;
         if (!s || n < 4 || s[0] != '$' || s[1] != '{' || s[n - 1] != '}' ||
             !valid_env_name(s + 2, n - 3)) {
             if (s)
-                return fail(ld, kv,
-                            "expected \"${NAME}\" naming an environment variable (key values "
-                            "never go in the config; or give sha256), got a literal value");
-            return fail_got(ld, kv, "expected \"${NAME}\" naming an environment variable");
+                return mg_cfgread_fail(
+                    &ld->rd, kv, false,
+                    "expected \"${NAME}\" naming an environment variable (key values "
+                    "never go in the config; or give sha256), got a literal value");
+            return mg_cfgread_fail_got(&ld->rd, kv,
+                                       "expected \"${NAME}\" naming an environment variable");
         }
         char name[256];
         snprintf(name, sizeof name, "%.*s", (int)(n - 3), s + 2);
         const char *e = getenv(name);
-        if (!e || !*e) return fail(ld, kv, "environment variable %s is not set", name);
+        if (!e || !*e)
+            return mg_cfgread_fail(&ld->rd, kv, false, "environment variable %s is not set", name);
         for (const char *p = e; *p; p++)
             if ((unsigned char)*p <= 0x20 || *p == 0x7F)
-                return fail(ld, kv, "environment variable %s contains a space or control character",
-                            name);
+                return mg_cfgread_fail(
+                    &ld->rd, kv, false,
+                    "environment variable %s contains a space or control character", name);
         mg_sha256(e, strlen(e), k->priv->digest);
-        pop(ld, mark);
+        mg_cfgread_pop(&ld->rd, mark);
         return 0;
     }
-    size_t mark = push_key(ld, "sha256");
+    size_t mark = mg_cfgread_push_key(&ld->rd, "sha256");
     const char *s = cJSON_IsString(hv) ? hv->valuestring : NULL;
     bool ok = s && strlen(s) == 2 * MG_SHA256_LEN;
     for (size_t i = 0; ok && i < 2 * MG_SHA256_LEN; i++) ok = hexval(s[i]) >= 0;
     if (!ok) {
         if (s)
-            return fail(ld, hv, "expected 64 hexadecimal digits (the SHA-256 of the key), got a "
-                                "string of %zu characters", strlen(s));
-        return fail_got(ld, hv, "expected 64 hexadecimal digits (the SHA-256 of the key)");
+            return mg_cfgread_fail(&ld->rd, hv, false,
+                                   "expected 64 hexadecimal digits (the SHA-256 of the key), got a "
+                                   "string of %zu characters",
+                                   strlen(s));
+        return mg_cfgread_fail_got(&ld->rd, hv,
+                                   "expected 64 hexadecimal digits (the SHA-256 of the key)");
     }
     for (size_t i = 0; i < MG_SHA256_LEN; i++)
         k->priv->digest[i] = (uint8_t)(hexval(s[2 * i]) << 4 | hexval(s[2 * i + 1]));
-    pop(ld, mark);
-    return 0;
-}
-
-/* A non-empty array of non-empty strings, copied into *out. */
-static int load_strings(kload_t *ld, const cJSON *obj, const char *key, const char *empty_hint,
-                        char ***out, size_t *n_out)
-{
-    const cJSON *v = member(obj, key);
-    if (!v) return 0;
-    size_t mark = push_key(ld, key);
-    if (!cJSON_IsArray(v)) return fail_got(ld, v, "expected an array of strings");
-    if (!v->child) return fail(ld, v, "expected a non-empty array (%s)", empty_hint);
-    *out = mg_xcalloc((size_t)cJSON_GetArraySize(v), sizeof **out);
-    size_t i = 0;
-    for (const cJSON *e = v->child; e; e = e->next, i++) {
-        size_t m2 = push_index(ld, i);
-        if (!cJSON_IsString(e) || !e->valuestring[0])
-            return fail_got(ld, e, "expected a non-empty string");
-        (*out)[(*n_out)++] = mg_xstrdup(e->valuestring);
-        pop(ld, m2);
-    }
-    pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
 static int load_models(kload_t *ld, const cJSON *obj, mg_key_t *k)
 {
-    if (load_strings(ld, obj, "models", "leave models out to allow every model", &k->models,
-                     &k->n_models))
+    if (mg_cfgread_strings(&ld->rd, obj, "models", "expected an array of strings",
+                           "leave models out to allow every model", false, &k->models,
+                           &k->n_models) < 0)
         return -1;
     k->priv->allow = mg_xcalloc(k->n_models ? k->n_models : 1, sizeof *k->priv->allow);
-    const cJSON *arr = member(obj, "models");
+    const cJSON *arr = mg_cfgread_member(obj, "models");
     const cJSON *e = arr ? arr->child : NULL;
     for (size_t i = 0; i < k->n_models; i++, e = e->next) {
         allow_t *a = &k->priv->allow[i];
@@ -318,10 +214,10 @@ static int load_models(kload_t *ld, const cJSON *obj, mg_key_t *k)
             snprintf(pid, sizeof pid, "%.*s", (int)(n - 2), s);
             a->provider = mg_config_find_provider(ld->cfg, pid);
             if (!a->provider) {
-                size_t mark = push_key(ld, "models");
-                push_index(ld, i);
-                fail(ld, e, "unknown provider \"%s\"", pid);
-                pop(ld, mark);
+                size_t mark = mg_cfgread_push_key(&ld->rd, "models");
+                mg_cfgread_push_index(&ld->rd, i);
+                mg_cfgread_fail(&ld->rd, e, false, "unknown provider \"%s\"", pid);
+                mg_cfgread_pop(&ld->rd, mark);
                 return -1;
             }
         } else if (ld->cfg) {
@@ -334,40 +230,37 @@ static int load_models(kload_t *ld, const cJSON *obj, mg_key_t *k)
 /* 1..MG_KEYS_MAX_RATE. */
 static int load_rate(kload_t *ld, const cJSON *obj, const char *key, int64_t *out)
 {
-    const cJSON *v = member(obj, key);
+    const cJSON *v = mg_cfgread_member(obj, key);
     if (!v) return 0;
-    size_t mark = push_key(ld, key);
+    size_t mark = mg_cfgread_push_key(&ld->rd, key);
     double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
-    if (!isfinite(d) || d != floor(d) || d < 1) return fail_got(ld, v, "expected a positive integer");
-    if (d > (double)MG_KEYS_MAX_RATE) return fail_got(ld, v, "expected at most 1000000000");
+    if (!isfinite(d) || d != floor(d) || d < 1)
+        return mg_cfgread_fail_got(&ld->rd, v, "expected a positive integer");
+    if (d > (double)MG_KEYS_MAX_RATE)
+        return mg_cfgread_fail_got(&ld->rd, v, "expected at most 1000000000");
     *out = (int64_t)d;
-    pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
 static int load_budget(kload_t *ld, const cJSON *obj, mg_key_t *k)
 {
     static const char *const budget_keys[] = {"amount", "period", NULL};
-    const cJSON *b = member(obj, "budget");
+    const cJSON *b = mg_cfgread_member(obj, "budget");
     if (!b) return 0;
-    size_t mark = push_key(ld, "budget");
-    if (!cJSON_IsObject(b)) return fail_got(ld, b, "expected an object {amount, period}");
-    if (check_members(ld, b, budget_keys)) return -1;
-    const cJSON *amount = member(b, "amount"), *period = member(b, "period");
-    if (!amount) {
-        push_key(ld, "amount");
-        return fail(ld, b, "required key missing");
-    }
-    if (!period) {
-        push_key(ld, "period");
-        return fail(ld, b, "required key missing");
-    }
-    size_t m2 = push_key(ld, "amount");
+    size_t mark = mg_cfgread_push_key(&ld->rd, "budget");
+    if (!cJSON_IsObject(b))
+        return mg_cfgread_fail_got(&ld->rd, b, "expected an object {amount, period}");
+    if (mg_cfgread_check_keys(&ld->rd, b, budget_keys, true)) return -1;
+    const cJSON *amount = mg_cfgread_member(b, "amount"), *period = mg_cfgread_member(b, "period");
+    if (!amount) return mg_cfgread_fail_missing(&ld->rd, b, "amount");
+    if (!period) return mg_cfgread_fail_missing(&ld->rd, b, "period");
+    size_t m2 = mg_cfgread_push_key(&ld->rd, "amount");
     if (!cJSON_IsNumber(amount) || !isfinite(amount->valuedouble) || amount->valuedouble <= 0)
-        return fail_got(ld, amount, "expected a positive number");
+        return mg_cfgread_fail_got(&ld->rd, amount, "expected a positive number");
     k->budget = amount->valuedouble;
-    pop(ld, m2);
-    push_key(ld, "period");
+    mg_cfgread_pop(&ld->rd, m2);
+    mg_cfgread_push_key(&ld->rd, "period");
     const char *p = cJSON_IsString(period) ? period->valuestring : "";
     if (!strcmp(p, "hour"))
         k->budget_period = MG_PERIOD_HOUR;
@@ -376,8 +269,8 @@ static int load_budget(kload_t *ld, const cJSON *obj, mg_key_t *k)
     else if (!strcmp(p, "month"))
         k->budget_period = MG_PERIOD_MONTH;
     else
-        return fail_got(ld, period, "expected \"hour\", \"day\" or \"month\"");
-    pop(ld, mark);
+        return mg_cfgread_fail_got(&ld->rd, period, "expected \"hour\", \"day\" or \"month\"");
+    mg_cfgread_pop(&ld->rd, mark);
     return 0;
 }
 
@@ -391,35 +284,34 @@ static int load_key(kload_t *ld, const cJSON *obj, mg_keys_t *ks, size_t idx)
     k->priv->cfg = ld->cfg;
     ks->n = idx + 1; /* from here on mg_keys_free releases this entry */
 
-    if (!cJSON_IsObject(obj)) return fail_got(ld, obj, "expected an object");
-    if (check_members(ld, obj, key_keys)) return -1;
+    if (!cJSON_IsObject(obj)) return mg_cfgread_fail_got(&ld->rd, obj, "expected an object");
+    if (mg_cfgread_check_keys(&ld->rd, obj, key_keys, true)) return -1;
 
-    const cJSON *id = member(obj, "id");
-    if (!id) {
-        push_key(ld, "id");
-        return fail(ld, obj, "required key missing");
-    }
-    size_t mark = push_key(ld, "id");
+    const cJSON *id = mg_cfgread_member(obj, "id");
+    if (!id) return mg_cfgread_fail_missing(&ld->rd, obj, "id");
+    size_t mark = mg_cfgread_push_key(&ld->rd, "id");
     if (!cJSON_IsString(id) || !valid_id(id->valuestring))
-        return fail_got(ld, id, "expected a name of 1 to 64 letters, digits, '_', '-' or '.'");
+        return mg_cfgread_fail_got(&ld->rd, id,
+                                   "expected a name of 1 to 64 letters, digits, '_', '-' or '.'");
     for (size_t j = 0; j < idx; j++)
         if (!strcmp(ks->keys[j].id, id->valuestring))
-            return fail(ld, id, "duplicate id \"%s\" (also %s[%zu])", id->valuestring,
-                        ld->base, j);
+            return mg_cfgread_fail(&ld->rd, id, false, "duplicate id \"%s\" (also %s[%zu])",
+                                   id->valuestring, ld->base, j);
     k->id = mg_xstrdup(id->valuestring);
-    pop(ld, mark);
+    mg_cfgread_pop(&ld->rd, mark);
 
     if (load_secret(ld, obj, k)) return -1;
-    const char *field = member(obj, "key") ? "key" : "sha256";
+    const char *field = mg_cfgread_member(obj, "key") ? "key" : "sha256";
     for (size_t j = 0; j < idx; j++)
         if (!memcmp(ks->keys[j].priv->digest, k->priv->digest, MG_SHA256_LEN)) {
-            push_key(ld, field);
-            return fail(ld, member(obj, field), "the same key as %s[%zu] (%s)", ld->base, j,
-                        ks->keys[j].id);
+            mg_cfgread_push_key(&ld->rd, field);
+            return mg_cfgread_fail(&ld->rd, mg_cfgread_member(obj, field), false,
+                                   "the same key as %s[%zu] (%s)", ld->base, j, ks->keys[j].id);
         }
     if (load_models(ld, obj, k)) return -1;
-    if (load_strings(ld, obj, "regions", "leave regions out to allow every region", &k->regions,
-                     &k->n_regions))
+    if (mg_cfgread_strings(&ld->rd, obj, "regions", "expected an array of strings",
+                           "leave regions out to allow every region", false, &k->regions,
+                           &k->n_regions) < 0)
         return -1;
     if (load_rate(ld, obj, "rpm", &k->rpm) || load_rate(ld, obj, "tpm", &k->tpm)) return -1;
     return load_budget(ld, obj, k);
@@ -428,20 +320,25 @@ static int load_key(kload_t *ld, const cJSON *obj, mg_keys_t *ks, size_t idx)
 int mg_keys_load_ex(const cJSON *keys_array, const mg_config_t *cfg, const char *path,
                     mg_keys_t **out, const cJSON **err_node, char *err, size_t errlen)
 {
-    kload_t ld = {.cfg = cfg, .base = path ? path : "gateway.keys", .err = err, .errlen = errlen};
+    kload_t ld = {.cfg = cfg,
+                  .base = path ? path : "gateway.keys",
+                  .rd = {.report = report, .ud = &ld},
+                  .err = err,
+                  .errlen = errlen};
     mg_keys_t *ks = NULL;
     *out = NULL;
     if (errlen) err[0] = '\0';
     if (err_node) *err_node = NULL;
-    mg_buf_puts(&ld.path, ld.base);
+    mg_buf_puts(&ld.rd.path, ld.base);
 
     if (!cJSON_IsArray(keys_array)) {
-        fail_got(&ld, keys_array, "expected an array of keys");
+        mg_cfgread_fail_got(&ld.rd, keys_array, "expected an array of keys");
         goto error;
     }
     if (!keys_array->child) {
-        fail(&ld, keys_array, "expected at least one key (leave gateway.keys out to run without "
-                              "keys)");
+        mg_cfgread_fail(&ld.rd, keys_array, false,
+                        "expected at least one key (leave gateway.keys out to run without "
+                        "keys)");
         goto error;
     }
     ks = mg_xcalloc(1, sizeof *ks);
@@ -449,17 +346,17 @@ int mg_keys_load_ex(const cJSON *keys_array, const mg_config_t *cfg, const char 
     ks->keys = mg_xcalloc((size_t)cJSON_GetArraySize(keys_array), sizeof *ks->keys);
     size_t i = 0;
     for (const cJSON *e = keys_array->child; e; e = e->next, i++) {
-        size_t mark = push_index(&ld, i);
+        size_t mark = mg_cfgread_push_index(&ld.rd, i);
         if (load_key(&ld, e, ks, i)) goto error;
-        pop(&ld, mark);
+        mg_cfgread_pop(&ld.rd, mark);
     }
-    mg_buf_free(&ld.path);
+    mg_cfgread_free(&ld.rd);
     *out = ks;
     return 0;
 
 error:
     if (err_node) *err_node = ld.err_node;
-    mg_buf_free(&ld.path);
+    mg_cfgread_free(&ld.rd);
     mg_keys_free(ks);
     return -1;
 }
@@ -790,10 +687,10 @@ int mg_keys_check(const mg_key_t *key, const char *model, const char *region, in
     char amount[40];
     switch (worst) {
     case 0:
-        format_number(key->budget, amount, sizeof amount);
+        mg_cfgread_format_number(key->budget, amount, sizeof amount);
         verdict_set(out, 429, "rate_limit_error", "budget_exceeded");
         char spent_s[40];
-        format_number(spent, spent_s, sizeof spent_s);
+        mg_cfgread_format_number(spent, spent_s, sizeof spent_s);
         snprintf(out->message, sizeof out->message,
                  "key %s has used its budget of %s per %s (%s spent); it renews in %lld s", key->id,
                  amount, mg_budget_period_name(key->budget_period), spent_s, (long long)secs);

@@ -1,9 +1,9 @@
 /* Client API keys: who may call the gateway, for which models and data regions, how often
  * (requests and tokens per minute) and for how much (a budget in cost units per hour, day or
  * month). Loaded from the `gateway.keys` list of the config (a cJSON array); then lookup in
- * constant time, authorization, rate limits and accounting. Uses sha256.c, cJSON, config.h and
- * policy.h's mg_region_allows; knows nothing of HTTP (the server reads the headers and writes the
- * answer).
+ * constant time, authorization, rate limits and accounting. Uses sha256.c, cJSON, config.h,
+ * cfgread.c (key paths and messages, as the config loader words them) and policy.h's
+ * mg_region_allows; knows nothing of HTTP (the server reads the headers and writes the answer).
  *
  * Secrets: a key's value is hashed (SHA-256) at load and the value itself is wiped; only the
  * digest is kept. No message, log line or verdict this module produces contains a key value;

@@ -25,16 +25,7 @@
 #include <string.h>
 
 #include "../unit/compact_testlib.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: fuzz check failed: %s\n", __FILE__, __LINE__, #c);             \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_util.h"
 
 typedef struct cur {
     const uint8_t *p;

@@ -5,14 +5,13 @@
  * that the message has the "line:col: message" shape. Any broken invariant aborts, which is what a
  * fuzzer reports. Replayed over corpus/json5 and regression/json5 by ctest (replay_main.c). */
 #include "config.h"
+#include "fuzz_util.h"
 #include "json5.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check(int ok, const char *what)
 {

@@ -14,6 +14,7 @@
 #include "util.h"
 
 #include "../unit/compact_testlib.h"
+#include "fuzz_util.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -145,8 +146,6 @@ static const char *const POLICY =
     "function on_complete(req, r)\n"
     "  run(req, decode(req.headers['x-prog'] or ''), {r})\n"
     "end\n";
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static mg_config_t *cfg;
 static mg_policy_t *policy;

@@ -1,12 +1,15 @@
 /* Unit tests for config validation (src/config.c): the OpenClaw model config as pasted, merge and
  * replace, the gateway block, key paths and positions in every message, and every example under
- * examples/ loading cleanly. */
+ * examples/ loading cleanly. Also the config reader both loaders share (src/cfgread.c): key
+ * paths, how values are described, each typed reader and its message. */
 #include "config.h"
 
+#include "cfgread.h"
 #include "mg_test.h"
 #include "util.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -958,6 +961,216 @@ MG_TEST(example_scenarios)
         MG_CHECK(p && p->local && !strcmp(p->base_url, "http://127.0.0.1:8000/v1"));
         mg_config_free(cfg);
     }
+}
+
+/* ---- cfgread.c: the reader config.c and keys.c share --------------------------------------- */
+
+/* Each message as "E|W path: msg @node-string-or-value", one per line. */
+static void record(mg_cfgread_t *r, const cJSON *node, bool at_key, bool is_error, const char *msg)
+{
+    mg_buf_t *log = r->ud;
+    mg_buf_printf(log, "%c %s: %s%s\n", is_error ? 'E' : 'W', r->path.data ? r->path.data : "", msg,
+                  at_key ? " (at key)" : "");
+}
+
+MG_TEST(cfgread_paths)
+{
+    mg_buf_t log = {0};
+    mg_cfgread_t r = {.report = record, .ud = &log};
+    size_t m0 = mg_cfgread_push_key(&r, "gateway"); /* no dot on an empty path */
+    MG_CHECK_INT(m0, 0);
+    MG_CHECK_STR(r.path.data, "gateway");
+    size_t m1 = mg_cfgread_push_key(&r, "keys");
+    mg_cfgread_push_index(&r, 12);
+    mg_cfgread_push_key(&r, "$ok_1");
+    MG_CHECK_STR(r.path.data, "gateway.keys[12].$ok_1");
+    mg_cfgread_pop(&r, m1);
+    MG_CHECK_STR(r.path.data, "gateway");
+    /* keys that are not identifiers are written as JSON strings in brackets */
+    static const char *const odd[][2] = {
+        {"a.b", "gateway[\"a.b\"]"}, {"1a", "gateway[\"1a\"]"}, {"", "gateway[\"\"]"},
+        {"x-y", "gateway[\"x-y\"]"}, {"q\"", "gateway[\"q\\\"\"]"}, {"_", "gateway._"}};
+    for (size_t i = 0; i < MG_ARRAY_LEN(odd); i++) {
+        size_t m = mg_cfgread_push_key(&r, odd[i][0]);
+        MG_CHECK_STR(r.path.data, odd[i][1]);
+        mg_cfgread_pop(&r, m);
+    }
+    mg_cfgread_pop(&r, 0);
+    MG_CHECK_STR(r.path.data, "");
+    size_t m2 = mg_cfgread_push_key(&r, "a b"); /* quoted first key: no leading dot either */
+    MG_CHECK_STR(r.path.data, "[\"a b\"]");
+    mg_cfgread_pop(&r, m2);
+    MG_CHECK_INT(log.len, 0);
+    mg_cfgread_free(&r);
+    mg_buf_free(&log);
+}
+
+MG_TEST(cfgread_describe)
+{
+    static const struct {
+        const char *json, *want;
+    } cases[] = {
+        {"\"hi\"", "\"hi\""},
+        {"1.5", "1.5"},
+        {"0.1", "0.1"},
+        {"-3", "-3"},
+        {"1e20", "1e+20"},
+        {"123456789012345", "123456789012345"},
+        {"true", "true"},
+        {"false", "false"},
+        {"null", "null"},
+        {"{}", "an empty object"},
+        {"{\"a\":1}", "an object"},
+        {"[]", "an empty array"},
+        {"[1]", "an array"},
+        /* cut after 60 bytes, not inside the 2-byte "é" that straddles byte 60 */
+        {"\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\u00e9zz\"",
+         "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\""},
+    };
+    for (size_t i = 0; i < MG_ARRAY_LEN(cases); i++) {
+        cJSON *v = cJSON_Parse(cases[i].json);
+        MG_CHECK(v != NULL);
+        char *got = mg_cfgread_describe(v);
+        MG_CHECK_STR(got, cases[i].want);
+        free(got);
+        cJSON_Delete(v);
+    }
+    char *n = mg_cfgread_describe(NULL);
+    MG_CHECK_STR(n, "null");
+    free(n);
+    char num[40];
+    mg_cfgread_format_number(NAN, num, sizeof num);
+    MG_CHECK_STR(num, "NaN");
+    mg_cfgread_format_number(-INFINITY, num, sizeof num);
+    MG_CHECK_STR(num, "-Infinity");
+    mg_cfgread_format_number(12.5, num, sizeof num);
+    MG_CHECK_STR(num, "12.5");
+    mg_cfgread_format_number(1e15, num, sizeof num);
+    MG_CHECK_STR(num, "1e+15");
+}
+
+MG_TEST(cfgread_readers)
+{
+    mg_buf_t log = {0};
+    mg_cfgread_t r = {.report = record, .ud = &log};
+    cJSON *o = cJSON_Parse("{\"s\":\"\",\"i\":7,\"f\":2.5,\"n\":null,\"b\":true,"
+                           "\"list\":[\"a\",\"b\",\"a\"],\"empty\":[],\"obj\":{\"x\":1,\"y\":2}}");
+    MG_CHECK(o != NULL);
+    mg_cfgread_push_key(&r, "top");
+    const char *s = NULL;
+    int64_t i = 0;
+    double d = 0;
+    bool b = false;
+    MG_CHECK_INT(mg_cfgread_string(&r, o, "s", false, &s), 1);
+    MG_CHECK_STR(s, "");
+    MG_CHECK_INT(mg_cfgread_int(&r, o, "i", 0, 10, &i), 1);
+    MG_CHECK_INT(i, 7);
+    MG_CHECK_INT(mg_cfgread_int(&r, o, "n", 0, 10, &i), 0); /* null is absent */
+    MG_CHECK_INT(mg_cfgread_int(&r, o, "missing", 0, 10, &i), 0);
+    MG_CHECK_INT(mg_cfgread_nonneg(&r, o, "f", &d), 1);
+    MG_CHECK(d == 2.5);
+    MG_CHECK_INT(mg_cfgread_bool(&r, o, "b", &b), 1);
+    MG_CHECK(b);
+    MG_CHECK(mg_cfgread_member(o, "n") == NULL);
+    char **list = NULL;
+    size_t n = 0;
+    MG_CHECK_INT(mg_cfgread_strings(&r, o, "list", "expected a list", "hint", true, &list, &n), 1);
+    MG_CHECK_INT(n, 2); /* unique: the second "a" is dropped */
+    if (n == 2) MG_CHECK(!strcmp(list[0], "a") && !strcmp(list[1], "b") && list[2] == NULL);
+    for (size_t k = 0; k < n; k++) free(list[k]);
+    free(list);
+    list = NULL, n = 0;
+    MG_CHECK_INT(mg_cfgread_strings(&r, o, "empty", "expected a list", NULL, false, &list, &n), 1);
+    MG_CHECK_INT(n, 0);
+    free(list);
+    size_t mark = 0;
+    const cJSON *obj = mg_cfgread_object(&r, o, "obj", &mark);
+    MG_CHECK(obj != NULL);
+    static const char *const known[] = {"x", NULL};
+    MG_CHECK_INT(mg_cfgread_check_keys(&r, obj, known, false), 0); /* lenient: a warning */
+    mg_cfgread_pop(&r, mark);
+    MG_CHECK_STR(log.data, "W top.obj.y: unknown key ignored (at key)\n");
+    MG_CHECK(!r.failed);
+    mg_cfgread_free(&r);
+    mg_buf_free(&log);
+    cJSON_Delete(o);
+}
+
+/* Each reader's message on a bad value, and that only the first error is reported. */
+MG_TEST(cfgread_errors)
+{
+    static const struct {
+        int which;
+        const char *json, *want;
+    } cases[] = {
+        {0, "{\"k\":\"\"}", "E top.k: expected a non-empty string, got \"\"\n"},
+        {1, "{\"k\":1.5}", "E top.k: expected a positive integer, got 1.5\n"},
+        {2, "{\"k\":-1}", "E top.k: expected a non-negative integer, got -1\n"},
+        {3, "{\"k\":11}", "E top.k: expected an integer from 0 to 10, got 11\n"},
+        {4, "{\"k\":-0.5}", "E top.k: expected a non-negative number, got -0.5\n"},
+        {5, "{\"k\":\"yes\"}", "E top.k: expected true or false, got \"yes\"\n"},
+        {6, "{\"k\":{}}", "E top.k: expected a list, got an empty object\n"},
+        {6, "{\"k\":[]}", "E top.k: expected a non-empty array (give one)\n"},
+        {6, "{\"k\":[\"a\",\"\"]}", "E top.k[1]: expected a non-empty string, got \"\"\n"},
+        {7, "{\"k\":[]}", "E top.k: expected an object, got an empty array\n"},
+        {8, "{\"z\":1}", "E top.z: unknown key (at key)\n"},
+        {9, "{}", "E top.k: required key missing\n"},
+    };
+    static const char *const known[] = {"k", NULL};
+    for (size_t c = 0; c < MG_ARRAY_LEN(cases); c++) {
+        mg_buf_t log = {0};
+        mg_cfgread_t r = {.report = record, .ud = &log};
+        mg_cfgread_push_key(&r, "top");
+        cJSON *o = cJSON_Parse(cases[c].json);
+        const char *s;
+        int64_t i;
+        double d;
+        bool b;
+        char **list = NULL;
+        size_t n = 0, mark = 0;
+        int rc = 0;
+        switch (cases[c].which) {
+        case 0: rc = mg_cfgread_string(&r, o, "k", true, &s); break;
+        case 1: rc = mg_cfgread_int(&r, o, "k", 1, MG_MAX_SAFE_INT, &i); break;
+        case 2: rc = mg_cfgread_int(&r, o, "k", 0, MG_MAX_SAFE_INT, &i); break;
+        case 3: rc = mg_cfgread_int(&r, o, "k", 0, 10, &i); break;
+        case 4: rc = mg_cfgread_nonneg(&r, o, "k", &d); break;
+        case 5: rc = mg_cfgread_bool(&r, o, "k", &b); break;
+        case 6:
+            rc = mg_cfgread_strings(&r, o, "k", "expected a list", "give one", false, &list, &n);
+            break;
+        case 7: rc = mg_cfgread_object(&r, o, "k", &mark) ? 0 : -1; break;
+        case 8: rc = mg_cfgread_check_keys(&r, o, known, true); break;
+        default: rc = mg_cfgread_fail_missing(&r, o, "k"); break;
+        }
+        MG_CHECK_INT(rc, -1);
+        MG_CHECK(r.failed);
+        /* a later error is dropped: the first one stands */
+        MG_CHECK_INT(mg_cfgread_fail(&r, o, false, "second"), -1);
+        MG_CHECK_STR(log.data, cases[c].want);
+        for (size_t k = 0; k < n; k++) free(list[k]);
+        free(list);
+        cJSON_Delete(o);
+        mg_cfgread_free(&r);
+        mg_buf_free(&log);
+    }
+}
+
+MG_TEST(allowed_regions)
+{
+    mg_config_t *cfg = load_ok("{gateway: {allowedRegions: ['eu', 'ch']}}");
+    if (cfg) {
+        MG_CHECK_INT(cfg->gw.n_allowed_regions, 2);
+        if (cfg->gw.n_allowed_regions == 2) {
+            MG_CHECK_STR(cfg->gw.allowed_regions[1], "ch");
+            MG_CHECK(cfg->gw.allowed_regions[2] == NULL);
+        }
+        mg_config_free(cfg);
+    }
+    expect_error("{gateway: {allowedRegions: 'eu'}}",
+                 "cfg.json5:1:28: gateway.allowedRegions: expected an array of region names, got \"eu\"");
+    expect_error("{gateway: {allowedRegions: ['eu', 5]}}",
+                 "cfg.json5:1:35: gateway.allowedRegions[1]: expected a non-empty string, got 5");
 }
 
 MG_TEST_MAIN()

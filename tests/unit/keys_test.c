@@ -190,6 +190,8 @@ MG_TEST(load_errors_exact)
     expect_error(j, "gateway.keys[1].id: duplicate id \"a\" (also gateway.keys[0])");
     snprintf(j, sizeof j, "[{\"id\":\"a\",%s,\"colour\":1}]", A);
     expect_error(j, "gateway.keys[0].colour: unknown key");
+    snprintf(j, sizeof j, "[{\"id\":\"a\",%s,\"rate.limit\":1}]", A);
+    expect_error(j, "gateway.keys[0][\"rate.limit\"]: unknown key"); /* quoted as config.c does */
     expect_error("[{\"id\":\"a\"}]",
                  "gateway.keys[0]: required key missing: key (\"${NAME}\") or sha256 (hex digest)");
     snprintf(j, sizeof j, "[{\"id\":\"a\",%s,\"sha256\":\"00\"}]", A);
