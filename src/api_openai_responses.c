@@ -748,6 +748,17 @@ static int late_content(resp_item_t *it, const cJSON *item, mg_ir_event_cb cb, v
     return rc;
 }
 
+/* A function_call item's id for the model: its call_id, else its item id, else call_<index> (so
+ * that several calls without ids stay apart). buf holds the last. */
+static const char *call_id(const cJSON *item, int tool, char *buf, size_t n)
+{
+    const char *id = mg_ir_jstr(item, "call_id");
+    if (!id || !*id) id = mg_ir_jstr(item, "id");
+    if (id && *id) return id;
+    snprintf(buf, n, "call_%d", tool);
+    return buf;
+}
+
 static int on_item_added(resp_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *ud)
 {
     resp_item_t *it = item_at(d, j, true);
@@ -758,12 +769,9 @@ static int on_item_added(resp_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void 
     it->kind = (uint8_t)item_kind(mg_ir_jstr(item, "type"));
     if (it->kind == IT_CALL) {
         it->tool = d->n_tools++;
-        const char *id = mg_ir_jstr(item, "call_id");
-        if (!id || !*id) id = mg_ir_jstr(item, "id");
         char idb[32];
-        snprintf(idb, sizeof idb, "call_%d", it->tool);
-        mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = it->tool, .id = id && *id ? id : idb,
-                            .name = mg_codec_jtext(item, "name")};
+        mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = it->tool,
+                            .id = call_id(item, it->tool, idb, sizeof idb), .name = mg_codec_jtext(item, "name")};
         MG_CODEC_EMIT(ev);
         return delta(MG_IR_EV_TOOL_CALL_DELTA, mg_ir_jstr(item, "arguments"), it->tool, it, cb, ud);
     }
@@ -786,9 +794,9 @@ static int on_terminal(resp_dec_t *d, const char *type, const cJSON *j, mg_ir_ev
             resp_item_t it = {.kind = (uint8_t)item_kind(mg_ir_jstr(item, "type"))};
             if (it.kind == IT_CALL) {
                 it.tool = d->n_tools++;
-                const char *id = mg_ir_jstr(item, "call_id");
-                mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = it.tool, .id = id ? id : "call_0",
-                                    .name = mg_codec_jtext(item, "name")};
+                char idb[32];
+                mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = it.tool,
+                                    .id = call_id(item, it.tool, idb, sizeof idb), .name = mg_codec_jtext(item, "name")};
                 MG_CODEC_EMIT(ev);
             }
             if (it.kind == IT_OTHER) continue;

@@ -98,6 +98,16 @@ MG_TEST(decoder_servers_without_deltas)
         "{\"type\":\"message\",\"content\":[{\"type\":\"output_text\",\"text\":\"partial\"}]}]}}\n\n", 0, NULL);
     MG_CHECK_STR(log, "start[r|] r\"p1\n\np2\" / t\"partial\" / finish:length end");
     free(log);
+    /* Calls only in the final response, without call_id: their ids stay apart (item id, else by
+     * index), as when they are streamed. */
+    log = ir_decode_log(RESP,
+        "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"status\":\"completed\",\"output\":["
+        "{\"type\":\"function_call\",\"name\":\"f\",\"arguments\":\"{}\"},"
+        "{\"type\":\"function_call\",\"id\":\"fc_9\",\"name\":\"g\",\"arguments\":\"{}\"},"
+        "{\"type\":\"function_call\",\"name\":\"h\",\"arguments\":\"{}\"}]}}\n\n", 0, NULL);
+    MG_CHECK(strstr(log, "tc0[call_0|f]") && strstr(log, "tc1[fc_9|g]") && strstr(log, "tc2[call_2|h]"));
+    if (!strstr(log, "tc2[call_2|h]")) fprintf(stderr, "  %s\n", log);
+    free(log);
 }
 
 MG_TEST(decoder_summary_parts_failures_and_truncation)
