@@ -17,7 +17,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MG_MAX_SAFE_INT 9007199254740992LL /* 2^53: all integers up to here are exact in a double */
 
 typedef struct mg_cfgread mg_cfgread_t;
 

@@ -35,7 +35,6 @@ static const char reject_mt_key = 0; /* metatable of gw.reject(...) values */
 
 #define MG_API_VERSION 1
 #define MG_MAX_DELAY_MS 60000
-#define MG_MAX_SAFE_INT 9007199254740992LL
 
 /* Per-state data, reachable as mg_sandbox_of(L)->host. */
 typedef struct host {

@@ -16,7 +16,6 @@
 
 #define MG_TESTFILE_MAX (4u << 20)
 #define MG_TESTFILE_CPU_MS 2000 /* a test file's top level, and each check */
-#define MG_MAX_SAFE_INT 9007199254740992LL
 
 /* ---- the static live view ----------------------------------------------------------------------
  */

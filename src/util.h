@@ -26,6 +26,7 @@
 #define MG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define MG_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MG_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define MG_MAX_SAFE_INT 9007199254740992LL /* 2^53: all integers up to here are exact in a double */
 
 void *mg_xmalloc_at(size_t n, const char *file, int line);
 void *mg_xcalloc_at(size_t n, size_t size, const char *file, int line);
