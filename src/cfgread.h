@@ -17,7 +17,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-
 typedef struct mg_cfgread mg_cfgread_t;
 
 /* Receives one message: an error (the first only) or a warning, about node's key (at_key) or its
