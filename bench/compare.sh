@@ -39,6 +39,8 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 BUILD_DIR=${BUILD_DIR:-$REPO/build-compare}
 DURATION=10
 CONNS=64
@@ -60,8 +62,6 @@ EV_N=32
 EV_EVENTS=2000
 CMDLINE="bench/compare.sh $*"
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
-
 while [ $# -gt 0 ]; do
     case $1 in
     --duration) DURATION=$2; shift ;;
@@ -79,13 +79,12 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1 ;;
     --quick) QUICK=1 DURATION=3 WARM_S=1 STREAMS_RUN=200 TTFT_N=50 EV_EVENTS=500 ;;
     -h | --help) usage; exit 0 ;;
-    *) echo "compare.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    *) echo "$ME: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
 
 say() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-die() { echo "compare.sh: $*" >&2; exit 2; }
 
 # ---- what it needs ----
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
@@ -109,65 +108,25 @@ if [ "$NEED_PORTKEY" = 1 ]; then
 fi
 
 if [ "$BUILD" = 1 ]; then
-    if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-        say "configuring $BUILD_DIR (Release)"
-        cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null || die "cmake configure failed"
-    fi
-    say "building moongate, the bench tools and the micro-benchmarks in $BUILD_DIR"
-    timeout 900 cmake --build "$BUILD_DIR" -j"$(nproc)" --target moongate bench_mock_upstream bench_stream_load \
-        bench_sse bench_compact bench_policy >"$BUILD_DIR/compare-build.log" 2>&1 ||
-        { tail -30 "$BUILD_DIR/compare-build.log" >&2; die "build failed"; }
+    build_tools "moongate, the bench tools and the micro-benchmarks" 900 "$BUILD_DIR/compare-build.log" \
+        moongate bench_mock_upstream bench_stream_load bench_sse bench_compact bench_policy
 fi
 MOCK=$BUILD_DIR/bench/mock_upstream
 LOAD=$BUILD_DIR/bench/stream_load
 MOONGATE=$BUILD_DIR/moongate
 LUA=$REPO/bench/wrk/chat.lua
-for b in "$MOCK" "$LOAD" "$MOONGATE"; do [ -x "$b" ] || die "missing $b (build first, or drop --no-build)"; done
+need_built "$MOCK" "$LOAD" "$MOONGATE"
 [ -f "$POLICY" ] || die "no policy file $POLICY"
-BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null)
 
 # ---- CPUs, priorities ----
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
 if [ "$(nproc)" -ge 2 ]; then LOAD_CPU=0 PEER_CPU=1; else LOAD_CPU=0 PEER_CPU=0; say "warning: one CPU: everything shares it"; fi
 PIN_PEER=(taskset -c "$PEER_CPU") PIN_LOAD=(taskset -c "$LOAD_CPU")
-if [ "$PRIO" = 1 ]; then
-    read -r -a PRIO_ARGV <<<"${PRIO_CMD:-chrt -r 1}"
-    "${PRIO_ARGV[@]}" true 2>/dev/null || die "--prio: '${PRIO_ARGV[*]}' is not permitted here (needs root)"
-    PIN_PEER=("${PRIO_ARGV[@]}" "${PIN_PEER[@]}") PIN_LOAD=("${PRIO_ARGV[@]}" "${PIN_LOAD[@]}")
-fi
+[ "$PRIO" = 1 ] && with_prio PIN_PEER PIN_LOAD
 HZ=$(getconf CLK_TCK)
 
 # ---- processes: ours only, killed on exit ----
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/moongate-compare.XXXXXX")
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-    if [ "$KEEP" = 1 ]; then echo "compare.sh: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-stop_pid() { # pid: TERM, then KILL after 5 s
-    local p=$1 i
-    kill -TERM "$p" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-    return 0
-}
-
-wait_for() { # file, pattern, seconds
-    local i
-    for ((i = 0; i < $3 * 10; i++)); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-    return 1
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+work_dir compare 0.3
 
 wait_port() { # port, pid, seconds: listening (and the process still alive)
     local i
@@ -187,6 +146,9 @@ sys_ticks() { awk '/^cpu /{ print $2 + $3 + $4 }' /proc/stat; }
 self_ticks() { sed 's/^.*) //' "/proc/$$/stat" | awk '{ print $12 + $13 + $14 + $15 }'; }
 OTHER_MAX=0
 others_begin() { O_S=$(sys_ticks) O_SELF=$(self_ticks) O_T=$(date +%s%N); O_P=(); local p; for p in "$@"; do O_P+=("$p:$(cpu_ticks "$p")"); done; }
+others_begin_peer() { # pid measured: others_begin for it and the current origin (once if the same)
+    if [ "$CUR_ORIGIN_PID" != "$1" ]; then others_begin "$1" "$CUR_ORIGIN_PID"; else others_begin "$1"; fi
+}
 others_end() { # -> OTHERS (CPUs' worth of other work, e.g. 0.02), OTHER_MAX updated
     local s self t used=0 e p v n
     s=$(sys_ticks) self=$(self_ticks) t=$(date +%s%N)
@@ -199,17 +161,6 @@ others_end() { # -> OTHERS (CPUs' worth of other work, e.g. 0.02), OTHER_MAX upd
     OTHER_MAX=$(awk -v a="$OTHER_MAX" -v b="$OTHERS" 'BEGIN { print (b > a ? b : a) }')
 }
 
-busy_pct() { # % of all CPUs busy over the next $1 s
-    local a b
-    a=$(awk '/^cpu /{b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat)
-    sleep "$1"
-    b=$(awk '/^cpu /{b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2];
-        printf "%d", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
-}
-
-field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; } # key=value field of a result line
-
 # ---- results: R[origin.peer.key] ----
 declare -A R
 
@@ -217,17 +168,12 @@ declare -A R
 run_wrk() {
     local label=$1 url=$2 c=$3 d=$4 pid=$5
     shift 5
-    local c0 c1 t0 t1 wp
-    local procs=("$pid")
-    [ "$CUR_ORIGIN_PID" != "$pid" ] && procs+=("$CUR_ORIGIN_PID")
-    others_begin "${procs[@]}"
+    local c0 c1 t0 t1
+    others_begin_peer "$pid"
     c0=$(cpu_ticks "$pid")
     t0=$(date +%s%N)
-    WRK_RATE=${WRK_RATE:-} timeout -k 5 $((d + 30)) "${PIN_LOAD[@]}" wrk -t1 -c"$c" -d"${d}s" --timeout 10s -s "$LUA" "$@" "$url" \
-        >"$WORK/wrk-$label.out" 2>&1 &
-    wp=$!
-    PIDS+=("$wp")
-    wait "$wp"
+    WRK_RATE=${WRK_RATE:-} run_waited timeout -k 5 $((d + 30)) "${PIN_LOAD[@]}" wrk -t1 -c"$c" -d"${d}s" --timeout 10s -s "$LUA" "$@" "$url" \
+        >"$WORK/wrk-$label.out" 2>&1
     t1=$(date +%s%N)
     c1=$(cpu_ticks "$pid")
     others_end
@@ -248,13 +194,7 @@ run_wrk() {
 
 # ---- origins ----
 MOCK_PID= MOCK_PORT= CUR_ORIGIN_PID=
-start_mock() {
-    "${PIN_LOAD[@]}" "$MOCK" --port 0 --events "$EV_EVENTS" --pacing-ms 0 >"$WORK/mock.out" 2>"$WORK/mock.err" &
-    MOCK_PID=$!
-    PIDS+=("$MOCK_PID")
-    wait_for "$WORK/mock.out" READY 5 || die "mock_upstream did not start: $(cat "$WORK/mock.err")"
-    MOCK_PORT=$(awk '/^READY/{print $2}' "$WORK/mock.out")
-}
+HI='{"model":"default","messages":[{"role":"user","content":"hi"}]}' # the body of check requests
 
 NGINX_COMMON="daemon off; master_process off; worker_rlimit_nofile 65536;"
 nginx_temp_paths() { # prefix
@@ -262,34 +202,51 @@ nginx_temp_paths() { # prefix
     for t in client_body proxy fastcgi uwsgi scgi; do printf '  %s_temp_path %s/%s;\n' "$t" "$1" "$t"; done
 }
 
+# nginx_conf DIR ACCESS_LOG: writes DIR/nginx.conf for an nginx of our own with DIR as its prefix
+# (pid file, error log in DIR/logs, temp paths), its http block holding access_log ACCESS_LOG,
+# keep-alive and then what comes on stdin.
+nginx_conf() {
+    mkdir -p "$1/logs"
+    {
+        cat <<EOF
+$NGINX_COMMON
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
+events { worker_connections 16384; }
+http {
+$(nginx_temp_paths "$1")
+  access_log $2;
+  keepalive_requests 1000000;
+EOF
+        cat
+        echo "}"
+    } >"$1/nginx.conf"
+}
+
+# run_nginx DIR PORT WHAT [command prefix...]: nginx from DIR/nginx.conf -> SPAWNED; dies ("nginx
+# (WHAT) did not start") unless it listens on PORT within 5 s.
+run_nginx() {
+    local dir=$1 port=$2 what=$3
+    shift 3
+    spawn "$@" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" >"$dir/stdout" 2>&1
+    wait_port "$port" "$SPAWNED" 5 || die "nginx ($what) did not start: $(tail -5 "$dir/logs/error.log" "$dir/stdout" 2>/dev/null)"
+}
+
 ORIGIN_PID= ORIGIN_PORT=
 start_nginx_origin() {
     local dir=$WORK/nginx-origin body
-    mkdir -p "$dir/logs"
     # The same answer as the mock's non-streamed one, byte for byte.
-    body=$(curl -s -m 5 "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" -H 'content-type: application/json' \
-        -d '{"model":"default","messages":[{"role":"user","content":"hi"}]}')
+    body=$(curl -s -m 5 "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" -H 'content-type: application/json' -d "$HI")
     case $body in *chat.completion*) ;; *) die "could not fetch the mock's answer for the nginx origin" ;; esac
     ORIGIN_PORT=$(free_port)
-    cat >"$dir/nginx.conf" <<EOF
-$NGINX_COMMON
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 16384; }
-http {
-$(nginx_temp_paths "$dir")
-  access_log off;
-  keepalive_requests 1000000;
+    nginx_conf "$dir" off <<EOF
   server {
     listen 127.0.0.1:$ORIGIN_PORT;
     location / { default_type application/json; return 200 '$body'; }
   }
-}
 EOF
-    "${PIN_LOAD[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" >"$dir/stdout" 2>&1 &
-    ORIGIN_PID=$!
-    PIDS+=("$ORIGIN_PID")
-    wait_port "$ORIGIN_PORT" "$ORIGIN_PID" 5 || die "nginx (origin) did not start: $(tail -5 "$dir/logs/error.log" "$dir/stdout" 2>/dev/null)"
+    run_nginx "$dir" "$ORIGIN_PORT" origin "${PIN_LOAD[@]}"
+    ORIGIN_PID=$SPAWNED
 }
 
 # ---- peers: start_<peer> ORIGIN_BASE (http://127.0.0.1:PORT/v1) -> P_PID, P_URL, P_HDRS ----
@@ -303,19 +260,10 @@ start_direct() { # the origin itself: nothing to start
 start_nginx() {
     local dir=$WORK/nginx-proxy-$CUR_ORIGIN port hostport=${1#http://}
     hostport=${hostport%%/*}
-    mkdir -p "$dir/logs"
     port=$(free_port)
     # A plain reverse proxy as one would configure it for an LLM API: upstream keep-alive, no
     # response buffering (so streams flow event by event), the default access log.
-    cat >"$dir/nginx.conf" <<EOF
-$NGINX_COMMON
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 16384; }
-http {
-$(nginx_temp_paths "$dir")
-  access_log $dir/logs/access.log;
-  keepalive_requests 1000000;
+    nginx_conf "$dir" "$dir/logs/access.log" <<EOF
   upstream origin { server $hostport; keepalive 256; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$port;
@@ -326,13 +274,9 @@ $(nginx_temp_paths "$dir")
       proxy_buffering off;
     }
   }
-}
 EOF
-    "${PIN_PEER[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" >"$dir/stdout" 2>&1 &
-    P_PID=$!
-    PIDS+=("$P_PID")
-    P_LOG=$dir/logs/error.log
-    wait_port "$port" "$P_PID" 5 || die "nginx (proxy) did not start: $(tail -5 "$dir/logs/error.log" "$dir/stdout" 2>/dev/null)"
+    run_nginx "$dir" "$port" proxy "${PIN_PEER[@]}"
+    P_PID=$SPAWNED P_LOG=$dir/logs/error.log
     P_URL=http://127.0.0.1:$port/v1/chat/completions P_HDRS=()
 }
 
@@ -352,7 +296,7 @@ start_portkey() {
 }
 
 start_moongate() {
-    local cfg=$WORK/moongate-$CUR_ORIGIN.json5 port
+    local cfg=$WORK/moongate-$CUR_ORIGIN.json5
     P_LOG=$WORK/moongate-$CUR_ORIGIN.log
     # Two providers on the same origin so the fallback policy has a chain to walk; "default" in
     # the request body resolves to it. Everything else is moongate's defaults (compaction on,
@@ -368,18 +312,15 @@ start_moongate() {
 }
 EOF
     "$MOONGATE" check --config "$cfg" >"$WORK/moongate-check.out" 2>&1 || die "moongate check failed: $(tail -5 "$WORK/moongate-check.out")"
-    "${PIN_PEER[@]}" "$MOONGATE" serve --config "$cfg" --listen 127.0.0.1:0 2>"$P_LOG" &
-    P_PID=$!
-    PIDS+=("$P_PID")
-    wait_for "$P_LOG" '"listening"' 10 || die "moongate did not start: $(tail -5 "$P_LOG")"
-    port=$(grep -m1 '"listening"' "$P_LOG" | sed -E 's/.*"addr":"[^"]*:([0-9]+)".*/\1/')
-    P_URL=http://127.0.0.1:$port/v1/chat/completions P_HDRS=()
+    serve_moongate "$cfg" "$P_LOG" "${PIN_PEER[@]}"
+    P_PID=$MG_PID
+    P_URL=http://127.0.0.1:$MG_PORT/v1/chat/completions P_HDRS=()
 }
 
 check_peer() { # peer: one request must come back 200 with a completion
     local out code
     out=$(curl -s -m 10 -o "$WORK/check.body" -w '%{http_code}' "$P_URL" -H 'content-type: application/json' \
-        "${P_HDRS[@]}" -d '{"model":"default","messages":[{"role":"user","content":"hi"}]}')
+        "${P_HDRS[@]}" -d "$HI")
     code=$out
     if [ "$code" != 200 ] || ! grep -q '"chat.completion"' "$WORK/check.body"; then
         die "$1 answered HTTP $code: $(head -c 300 "$WORK/check.body")${P_LOG:+; log: $(tail -3 "$P_LOG" | cut -c1-300)}"
@@ -390,26 +331,23 @@ check_peer() { # peer: one request must come back 200 with a completion
 # for TTFT_N streams of 5 events started over 2 s; then events per second, EV_N streams of
 # EV_EVENTS events each, all at once and as fast as the mock writes (pacing 0).
 run_streams() { # origin peer
-    local key=$1.$2 lp procs=("$P_PID")
-    [ "$CUR_ORIGIN_PID" != "$P_PID" ] && procs+=("$CUR_ORIGIN_PID")
-    others_begin "${procs[@]}"
-    timeout -k 5 60 "${PIN_LOAD[@]}" "$LOAD" --url "$P_URL" -n "$TTFT_N" --events 5 --max-tokens 5 --ramp-ms 2000 \
-        --batch 8 --timeout-s 40 --pid "$P_PID" --label "ttft-$2" >"$WORK/ttft-$2.out" 2>"$WORK/ttft-$2.err" &
-    lp=$!
-    PIDS+=("$lp")
-    wait "$lp"
+    load_peer "$1" "$2" ttft TTFT 60 'time to first event us: ' \
+        -n "$TTFT_N" --events 5 --max-tokens 5 --ramp-ms 2000 --batch 8 --timeout-s 40
+    load_peer "$1" "$2" events events 120 'events ' -n "$EV_N" --events "$EV_EVENTS" --ramp-ms 0 --timeout-s 100
+}
+
+# load_peer ORIGIN PEER KIND TITLE SECONDS SUMMARY [stream_load options...]: one bench/stream_load
+# run against the current peer within SECONDS -> R[ORIGIN.PEER.KIND], its RESULT line; says its
+# summary (the line of its stderr that starts with two spaces and SUMMARY, without them).
+load_peer() {
+    local key=$1.$2.$3 peer=$2 label=$3-$2 title=$4 secs=$5 summary=$6
+    shift 6
+    others_begin_peer "$P_PID"
+    run_waited timeout -k 5 "$secs" "${PIN_LOAD[@]}" "$LOAD" --url "$P_URL" "$@" --pid "$P_PID" --label "$label" \
+        >"$WORK/$label.out" 2>"$WORK/$label.err"
     others_end
-    R[$key.ttft]=$(grep '^RESULT' "$WORK/ttft-$2.out") || die "stream_load (TTFT, $2) failed: $(tail -5 "$WORK/ttft-$2.err")"
-    say "    streams TTFT: $(sed -n 's/^  time to first event us: //p' "$WORK/ttft-$2.err"); dropped $(field "${R[$key.ttft]}" dropped); other work $OTHERS CPU"
-    others_begin "${procs[@]}"
-    timeout -k 5 120 "${PIN_LOAD[@]}" "$LOAD" --url "$P_URL" -n "$EV_N" --events "$EV_EVENTS" --ramp-ms 0 \
-        --timeout-s 100 --pid "$P_PID" --label "events-$2" >"$WORK/events-$2.out" 2>"$WORK/events-$2.err" &
-    lp=$!
-    PIDS+=("$lp")
-    wait "$lp"
-    others_end
-    R[$key.events]=$(grep '^RESULT' "$WORK/events-$2.out") || die "stream_load (events, $2) failed: $(tail -5 "$WORK/events-$2.err")"
-    say "    streams events: $(sed -n 's/^  events //p' "$WORK/events-$2.err"); dropped $(field "${R[$key.events]}" dropped); other work $OTHERS CPU"
+    R[$key]=$(grep '^RESULT' "$WORK/$label.out") || die "stream_load ($title, $peer) failed: $(tail -5 "$WORK/$label.err")"
+    say "    streams $title: $(sed -n "s/^  $summary//p" "$WORK/$label.err"); dropped $(field "${R[$key]}" dropped); other work $OTHERS CPU"
 }
 
 # ---- the run ----
@@ -424,7 +362,7 @@ PK_VER=$( [ -f "$PORTKEY_DIR/node_modules/@portkey-ai/gateway/package.json" ] &&
 say "machine: $MACHINE; ${BUSY}% busy, load $LOADAVG"
 say "peer on CPU $PEER_CPU; wrk, upstream and stream client on CPU $LOAD_CPU; wrk runs ${DURATION} s, saturation at $CONNS connections"
 
-start_mock
+start_mock "$EV_EVENTS" 0
 for ORIGIN in $ORIGINS; do
     CUR_ORIGIN=$ORIGIN
     case $ORIGIN in
@@ -484,7 +422,6 @@ if [ "$MICRO" = 1 ]; then
 fi
 
 # ---- tables ----
-ms() { awk -v u="$1" 'BEGIN { if (u == "" || u < 0) print "n/a"; else printf "%.2f", u / 1000 }'; }
 added() { awk -v g="$1" -v d="$2" 'BEGIN { if (g == "" || d == "") print "n/a"; else printf "%+.2f", (g - d) / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
 name() { case $1 in direct) echo "upstream directly" ;; nginx) echo "nginx (reverse proxy)" ;; portkey) echo "Portkey ${PK_VER:-}" ;; moongate) echo "moongate ($(basename "$POLICY"))" ;; esac; }

@@ -30,6 +30,8 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 BUILD_DIR=${BUILD_DIR:-$REPO/build-bench}
 STREAMS="1000 10000"
 EVENTS=20
@@ -45,8 +47,6 @@ H2=0
 BUSY=0
 RAMP_MS=
 MOONGATE=${MOONGATE:-}
-
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -65,30 +65,23 @@ while [ $# -gt 0 ]; do
     --h2) H2=1 ;;
     --quiet) QUIET=1 ;;
     -h | --help) usage; exit 0 ;;
-    *) echo "streams.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    *) echo "$ME: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
 
 say() { [ "$QUIET" = 1 ] || echo "$@" >&2; }
-die() { echo "streams.sh: $*" >&2; exit 2; }
 
 # ---- build ----
 if [ "$BUILD" = 1 ]; then
-    if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-        say "configuring $BUILD_DIR (Release)"
-        cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null || die "cmake configure failed"
-    fi
-    say "building moongate and the bench tools in $BUILD_DIR"
-    timeout 600 cmake --build "$BUILD_DIR" -j"$(nproc)" --target moongate bench_mock_upstream bench_stream_load \
-        >"${TMPDIR:-/tmp}/streams-build.$$.log" 2>&1 || { tail -30 "${TMPDIR:-/tmp}/streams-build.$$.log" >&2; die "build failed"; }
+    build_tools "moongate and the bench tools" 600 "${TMPDIR:-/tmp}/streams-build.$$.log" \
+        moongate bench_mock_upstream bench_stream_load
     rm -f "${TMPDIR:-/tmp}/streams-build.$$.log"
 fi
 MOCK=$BUILD_DIR/bench/mock_upstream
 LOAD=$BUILD_DIR/bench/stream_load
 MOONGATE=${MOONGATE:-$BUILD_DIR/moongate}
-for b in "$MOCK" "$LOAD" "$MOONGATE"; do [ -x "$b" ] || die "missing $b (build first, or drop --no-build)"; done
-BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null)
+need_built "$MOCK" "$LOAD" "$MOONGATE"
 
 # ---- limits and CPUs ----
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
@@ -99,52 +92,13 @@ if command -v taskset >/dev/null; then
 else
     PIN_GW=() PIN_LOAD=()
 fi
-if [ "$PRIO" = 1 ]; then
-    # Real-time round-robin, priority 1: other work on a shared machine cannot preempt the three
-    # processes measured, as if they had the machine to themselves (the kernel still keeps 5% of
-    # each CPU for everything else). PRIO_CMD overrides, e.g. PRIO_CMD="nice -n -20".
-    read -r -a PRIO_ARGV <<<"${PRIO_CMD:-chrt -r 1}"
-    "${PRIO_ARGV[@]}" true 2>/dev/null || die "--prio: '${PRIO_ARGV[*]}' is not permitted here (needs root)"
-    PIN_GW=("${PRIO_ARGV[@]}" "${PIN_GW[@]}") PIN_LOAD=("${PRIO_ARGV[@]}" "${PIN_LOAD[@]}")
-fi
+# --prio: real-time round-robin, priority 1: other work on a shared machine cannot preempt the three
+# processes measured, as if they had the machine to themselves (the kernel still keeps 5% of
+# each CPU for everything else). PRIO_CMD overrides, e.g. PRIO_CMD="nice -n -20".
+[ "$PRIO" = 1 ] && with_prio PIN_GW PIN_LOAD
 
 # ---- processes: ours only, killed on exit ----
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/moongate-streams.XXXXXX")
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    sleep 0.2
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-    if [ "$KEEP" = 1 ]; then echo "streams.sh: logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-stop_pid() { # pid, seconds to wait after SIGTERM
-    local p=$1 i
-    kill -TERM "$p" 2>/dev/null || return 0
-    for ((i = 0; i < $2 * 10; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-    return 0
-}
-
-wait_for() { # file, pattern, seconds
-    local i
-    for ((i = 0; i < $3 * 10; i++)); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-    return 1
-}
-
-# Percentage of all CPUs busy over the next $1 seconds (other work on the machine skews latency).
-busy_pct() {
-    local a b
-    a=$(awk '/^cpu /{b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat)
-    sleep "$1"
-    b=$(awk '/^cpu /{b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6}' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2];
-        printf "%d", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
-}
+work_dir streams 0.2
 
 # With --wait-quiet S: wait up to S seconds for the machine to be under 10% busy.
 settle() {
@@ -157,15 +111,8 @@ settle() {
     BUSY=$b
 }
 
-# key=value field of a RESULT line
-field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
-
 # ---- the mock ----
-"${PIN_LOAD[@]}" "$MOCK" --port 0 --events "$EVENTS" --pacing-ms "$PACING" >"$WORK/mock.out" 2>"$WORK/mock.err" &
-MOCK_PID=$!
-PIDS+=("$MOCK_PID")
-wait_for "$WORK/mock.out" READY 5 || die "mock_upstream did not start: $(cat "$WORK/mock.err")"
-MOCK_PORT=$(awk '/^READY/{print $2}' "$WORK/mock.out")
+start_mock "$EVENTS" "$PACING"
 MOCK_URL=http://127.0.0.1:$MOCK_PORT/v1/chat/completions
 
 # ---- with --h2: nghttpx in front of the mock, TLS + HTTP/2 towards moongate ----
@@ -176,12 +123,11 @@ if [ "$H2" = 1 ]; then
     [ -x "$NGHTTPX" ] || die "--h2 needs nghttpx (apt-get install nghttp2-proxy)"
     openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 \
         -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1 || die "openssl failed"
-    H2_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    "${PIN_LOAD[@]}" "$NGHTTPX" --conf=/dev/null --frontend="127.0.0.1,$H2_PORT" "$WORK/key.pem" "$WORK/cert.pem" \
+    H2_PORT=$(free_port)
+    spawn "${PIN_LOAD[@]}" "$NGHTTPX" --conf=/dev/null --frontend="127.0.0.1,$H2_PORT" "$WORK/key.pem" "$WORK/cert.pem" \
         --backend="127.0.0.1,$MOCK_PORT" --workers=1 --no-ocsp --backend-keep-alive-timeout=60s \
         --rlimit-nofile="$(ulimit -Hn)" --errorlog-file="$WORK/nghttpx.err" --accesslog-file=/dev/null \
-        >/dev/null 2>&1 &
-    PIDS+=($!)
+        >/dev/null 2>&1
     wait_for "$WORK/nghttpx.err" "Created worker thread" 10 || die "nghttpx did not start: $(tail -3 "$WORK/nghttpx.err")"
     UPSTREAM_BASE=https://127.0.0.1:$H2_PORT/v1
     UPSTREAM_EXTRA="providers: { mock: { http2: true, caFile: \"$WORK/cert.pem\" } },"
@@ -205,13 +151,9 @@ start_moongate() { # N -> sets GW_PID, GW_URL
              timeouts: { firstTokenMs: 60000, idleMs: 120000, totalMs: 3600000 } },
 }
 EOF
-    "${PIN_GW[@]}" "$MOONGATE" serve --config "$WORK/moongate-$n.json5" --listen 127.0.0.1:0 2>"$WORK/moongate-$n.log" &
-    GW_PID=$!
-    PIDS+=("$GW_PID")
-    wait_for "$WORK/moongate-$n.log" '"listening"' 10 || die "moongate did not start: $(tail -5 "$WORK/moongate-$n.log")"
-    local port
-    port=$(grep -m1 '"listening"' "$WORK/moongate-$n.log" | sed -E 's/.*"addr":"[^"]*:([0-9]+)".*/\1/')
-    GW_URL=http://127.0.0.1:$port/v1/chat/completions
+    serve_moongate "$WORK/moongate-$n.json5" "$WORK/moongate-$n.log" "${PIN_GW[@]}"
+    GW_PID=$MG_PID
+    GW_URL=http://127.0.0.1:$MG_PORT/v1/chat/completions
 }
 
 run_load() { # label url n pid [extra args...] -> sets RESULT to the client's RESULT line
@@ -219,13 +161,9 @@ run_load() { # label url n pid [extra args...] -> sets RESULT to the client's RE
     shift 4
     local ramp=${RAMP_MS:-$((n / 5 > PACING ? n / 5 : PACING))}
     local limit=$((ramp / 1000 + (EVENTS * PACING) / 1000 + 30))
-    # In the background plus `wait`, so that a signal to this script is handled at once.
-    timeout -k 5 $((limit + 10)) "${PIN_LOAD[@]}" "$LOAD" --url "$url" -n "$n" --events "$EVENTS" \
+    run_waited timeout -k 5 $((limit + 10)) "${PIN_LOAD[@]}" "$LOAD" --url "$url" -n "$n" --events "$EVENTS" \
         --ramp-ms "$ramp" --batch 64 --timeout-s "$limit" --pid "$pid" --label "$label" "$@" \
-        >"$WORK/load-$label.out" 2>"$WORK/load-$label.err" &
-    local lp=$!
-    PIDS+=("$lp")
-    wait "$lp"
+        >"$WORK/load-$label.out" 2>"$WORK/load-$label.err"
     [ "$QUIET" = 1 ] || sed 's/^/    /' "$WORK/load-$label.err" >&2
     RESULT=$(grep '^RESULT' "$WORK/load-$label.out" || echo "RESULT label=$label n=$n completed=0 dropped=$n")
 }
@@ -268,7 +206,6 @@ for N in $STREAMS; do
 done
 
 # ---- the table ----
-ms() { awk -v u="$1" 'BEGIN { if (u == "" || u < 0) print "n/a"; else printf "%.2f", u / 1000 }'; }
 added() { awk -v g="$1" -v d="$2" 'BEGIN { if (g == "" || d == "" || g < 0 || d < 0) print "n/a"; else printf "%+.2f", (g - d) / 1000 }'; }
 mib() { awk -v k="$1" 'BEGIN { if (k == "" || k < 0) print "n/a"; else printf "%.1f", k / 1024 }'; }
 

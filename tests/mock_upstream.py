@@ -530,24 +530,24 @@ class MockUpstream:
         return self.wait_for(lambda: len(self.requests) >= n and list(self.requests), timeout,
                              "%d request(s)" % n)
 
+    def _wait_request(self, index, cond, timeout, what):
+        """Waits until request `index` has arrived and cond(request) holds; returns the Request."""
+        def pred():
+            try:
+                r = self.requests[index]
+            except IndexError:
+                return None
+            return r if cond(r) else None
+        return self.wait_for(pred, timeout, what)
+
     def wait_disconnect(self, index=-1, timeout=5.0):
         """Waits until the client went away from request `index`; returns the Request."""
-        def pred():
-            try:
-                r = self.requests[index]
-            except IndexError:
-                return None
-            return r if r.disconnected else None
-        return self.wait_for(pred, timeout, "client disconnect on request %s" % index)
+        return self._wait_request(index, lambda r: r.disconnected, timeout,
+                                  "client disconnect on request %s" % index)
 
     def wait_done(self, index=-1, timeout=5.0):
-        def pred():
-            try:
-                r = self.requests[index]
-            except IndexError:
-                return None
-            return r if r.t_done is not None else None
-        return self.wait_for(pred, timeout, "request %s to finish" % index)
+        return self._wait_request(index, lambda r: r.t_done is not None, timeout,
+                                  "request %s to finish" % index)
 
     def reset_requests(self):
         with self._cond:
@@ -910,18 +910,22 @@ class MockUpstream:
             if chunked:
                 await conn.write(b"0\r\n\r\n")
 
+        async def end_body():
+            """The clean end of the body: the last chunk, or closing the connection when the body
+            is not chunked. Returns whether the connection may serve another request."""
+            await finish_body()
+            req.finished = True
+            if not chunked:
+                conn.transport.close()
+            return chunked
+
         if b.get("stall_after_headers"):
             await conn.gone.wait()
             raise _ClientGone()
         if b.get("raw_sse") is not None:
             raw = b["raw_sse"]
             await send(raw.encode() if isinstance(raw, str) else raw)
-            await finish_body()
-            req.finished = True
-            if not chunked:
-                conn.transport.close()
-                return False
-            return True
+            return await end_body()
         ping = (": %s\n\n" % b.get("ping_text", "ping")).encode()
         for _ in range(int(b.get("pings", 0))):
             await send(ping)
@@ -946,11 +950,7 @@ class MockUpstream:
                 req.finished = True
                 return chunked
             if faults["end_after"] == i:
-                await finish_body()
-                req.finished = True
-                if not chunked:
-                    conn.transport.close()
-                return chunked
+                return await end_body()
             if i == events_total:
                 break
             if i > 0 and pacing:
@@ -961,12 +961,7 @@ class MockUpstream:
                 await send(ping)
         for f in frames[events_total:]:  # [DONE]
             await send(f)
-        await finish_body()
-        req.finished = True
-        if not chunked:
-            conn.transport.close()
-            return False
-        return True
+        return await end_body()
 
     async def _send_raw(self, conn, req, status, body, ctype, extra):
         head = ["HTTP/1.1 %d %s" % (status, _STATUS_TEXT.get(status, "Status")),
@@ -983,9 +978,10 @@ class MockUpstream:
                                     "application/json", extra)
 
 
-class Down:
-    """A port where nothing listens: a socket is bound (so nobody else takes the port) but never
-    listens, so connecting gets ECONNREFUSED immediately."""
+class _DeadPort:
+    """A socket bound to a loopback port that serves nothing (so nobody else takes the port);
+    what connecting to it does is the subclass's. Has a mock's url, requests (always empty) and
+    stop(), and is a context manager."""
 
     def __init__(self, host="127.0.0.1"):
         self.host = host
@@ -1010,17 +1006,19 @@ class Down:
         self.stop()
 
 
-class Blackhole:
+class Down(_DeadPort):
+    """A port where nothing listens: a socket is bound (so nobody else takes the port) but never
+    listens, so connecting gets ECONNREFUSED immediately."""
+
+
+class Blackhole(_DeadPort):
     """A port where connecting never completes (nor fails): it listens with a backlog of 0 that
     a filler connection keeps full, so the kernel drops further SYNs. For connect timeouts
     without depending on how the machine routes an unroutable address."""
 
     def __init__(self, host="127.0.0.1"):
-        self.host = host
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind((host, 0))
+        super().__init__(host)
         self._sock.listen(0)
-        self.port = self._sock.getsockname()[1]
         self._fillers = []
         for _ in range(2):
             f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -1028,25 +1026,12 @@ class Blackhole:
             f.connect_ex((host, self.port))
             self._fillers.append(f)
         time.sleep(0.05)
-        self.requests = []
-
-    @property
-    def url(self):
-        return "http://%s:%d/v1" % (self.host, self.port)
 
     def stop(self):
         for f in self._fillers:
             f.close()
         self._fillers = []
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().stop()
 
 
 def start(name="A", behavior=None, models=None, port=0, log=False, tls=None, **opts):

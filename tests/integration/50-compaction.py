@@ -7,16 +7,7 @@ nowhere is a 400 context_length_exceeded naming the estimate and the largest win
 import json
 
 import mglib
-from mglib import MGTestCase, config, provider
-
-
-def history(turns=30, size=1500):
-    msgs = [{"role": "system", "content": "You are terse."}]
-    for i in range(turns):
-        msgs.append({"role": "user", "content": ("question %d " % i) + "x" * size})
-        msgs.append({"role": "assistant", "content": ("answer %d " % i) + "y" * size})
-    msgs.append({"role": "user", "content": "the last question"})
-    return msgs
+from mglib import MGTestCase, config, history, provider
 
 
 class Compaction(MGTestCase):

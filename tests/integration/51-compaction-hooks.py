@@ -13,18 +13,9 @@ import tempfile
 import time
 
 import mglib
-from mglib import BIN, MGTestCase, config, provider
+from mglib import BIN, MGTestCase, config, history, provider
 
 SUMMARY = "The user asked thirty numbered questions; each was answered."
-
-
-def history(turns=30, size=1500):
-    msgs = [{"role": "system", "content": "You are terse."}]
-    for i in range(turns):
-        msgs.append({"role": "user", "content": ("question %d " % i) + "x" * size})
-        msgs.append({"role": "assistant", "content": ("answer %d " % i) + "y" * size})
-    msgs.append({"role": "user", "content": "the last question"})
-    return msgs
 
 
 def text_of(msg):

@@ -87,6 +87,17 @@ def config(providers, primary=None, fallbacks=(), aliases=None, mode="replace", 
     return c
 
 
+def history(turns=30, size=1500):
+    """A chat of `turns` question/answer pairs of about `size` bytes each, between a system prompt
+    and a last user turn: too large for a small context window, for compaction tests."""
+    msgs = [{"role": "system", "content": "You are terse."}]
+    for i in range(turns):
+        msgs.append({"role": "user", "content": ("question %d " % i) + "x" * size})
+        msgs.append({"role": "assistant", "content": ("answer %d " % i) + "y" * size})
+    msgs.append({"role": "user", "content": "the last question"})
+    return msgs
+
+
 def _secrets_in_config(cfg, env):
     """Literal apiKey values and the values of ${ENV} keys: none may ever be printed."""
     out = []
@@ -107,7 +118,18 @@ def _secrets_in_config(cfg, env):
 # ---------------------------------------------------------------------------------------------
 # HTTP helpers
 
-class Response:
+class _Headers:
+    """What an answer's headers tell; self.headers: a dict with lower-case names."""
+
+    def header(self, name, default=None):
+        return self.headers.get(name.lower(), default)
+
+    @property
+    def route(self):
+        return parse_route(self.header("x-moongate-route"))
+
+
+class Response(_Headers):
     def __init__(self, status, reason, headers, body):
         self.status = status
         self.reason = reason
@@ -117,13 +139,6 @@ class Response:
             self.json = json.loads(body) if body else None
         except ValueError:
             self.json = None
-
-    def header(self, name, default=None):
-        return self.headers.get(name.lower(), default)
-
-    @property
-    def route(self):
-        return parse_route(self.header("x-moongate-route"))
 
     def __repr__(self):
         hs = {k: v for k, v in self.headers.items() if k.startswith("x-") or k in
@@ -429,7 +444,7 @@ class Gateway:
             c.close()
 
 
-class StreamResult:
+class StreamResult(_Headers):
     """A whole streamed response: status, headers, raw body bytes, parsed SSE events (dicts with
     event/data/id), comment lines, the arrival time of each read, and the data payloads parsed as
     JSON where they are JSON."""
@@ -467,13 +482,6 @@ class StreamResult:
             for ch in c["choices"]:
                 out += (ch.get("delta") or {}).get("content") or ""
         return out
-
-    def header(self, name, default=None):
-        return self.headers.get(name.lower(), default)
-
-    @property
-    def route(self):
-        return parse_route(self.header("x-moongate-route"))
 
     def __repr__(self):
         return "<stream %s %s %r>" % (self.status, {k: v for k, v in self.headers.items()

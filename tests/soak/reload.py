@@ -19,9 +19,7 @@ exercised too. Workers mix the three client APIs as in soak.py. Pass when:
   - moongate stops cleanly with nothing in its log that looks like a crash.
 """
 
-import argparse
 import asyncio
-import itertools
 import json
 import os
 import re
@@ -66,27 +64,15 @@ async def run(args, procs):
 
     p0 = await admin_policy()
     results = []
-    seeds = itertools.count(1000)
     t_start = time.monotonic()
     t_stop = t_start + args.duration
-    stream_s = args.events * args.pacing_ms / 1000.0
-    apis = ["chat", "responses", "chat", "messages"]
     actions = {"watch": 0, "admin": 0, "sighup": 0, "policy-file": 0}
     admin_failed = []
     sampler = sl.Sampler(gw.pid, 1.0).start()
 
-    async def worker(i):
-        await asyncio.sleep(stream_s * i / args.streams)
-        api = apis[i % len(apis)]
-        conn = sl.Conn("127.0.0.1", gw.port) if i % 2 == 0 else None
-        while time.monotonic() < t_stop:
-            r = await sl.run_stream("127.0.0.1", gw.port, api, next(seeds), args.events,
-                                    args.event_bytes, conn=conn, timeout=stream_s + 60)
-            results.append(r)
-            if not r.ok:
-                sl.log("FAILED stream: %r" % r)
-        if conn:
-            conn.close()
+    def check(r):
+        if not r.ok:
+            sl.log("FAILED stream: %r" % r)
 
     async def reloader():
         active = "a"
@@ -121,7 +107,7 @@ async def run(args, procs):
                     k, len(results), sum(1 for r in results if not r.ok),
                     (sl.proc_rss_kib(gw.pid) or 0) / 1024.0))
 
-    await asyncio.gather(reloader(), *(worker(i) for i in range(args.streams)))
+    await asyncio.gather(reloader(), sl.stream_load(gw.port, args, t_stop, results, check))
     t_end = time.monotonic()
     sampler.stop()
     await asyncio.sleep(1.0)  # the last change settles
@@ -179,8 +165,7 @@ async def run(args, procs):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sl.add_common_args(ap)
+    ap = sl.arg_parser(__doc__)
     ap.add_argument("--streams", type=int, default=100)
     ap.add_argument("--duration", type=float, default=300.0)
     ap.add_argument("--warmup", type=float, default=30.0)
@@ -196,15 +181,8 @@ def main():
     sl.log("reload: a reload every second for %.0f s under %d concurrent streams (%d events %d ms "
            "apart)" % (args.duration, args.streams, args.events, args.pacing_ms))
     checks, info = asyncio.run(run(args, procs))
-    ok = bool(checks) and all(checks.values())
-    print("== reload: %s" % ("PASS" if ok else "FAIL"))
-    for k, v in checks.items():
-        print("  [%s] %s" % ("ok" if v else "FAILED", k))
-    for k, v in info.items():
-        print("  %s: %s" % (k, json.dumps(v)))
-    print("  machine: %s" % sl.machine_during(args))
-    sl.result_line("reload", ok, streams=info.get("streams"), reloads=info.get("reloads_ok"))
-    return 0 if ok else 1
+    return sl.report(args, "reload", checks, info, streams=info.get("streams"),
+                     reloads=info.get("reloads_ok"))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ it also reports what the attacker saw (slowhttptest's connected/closed counts an
 (request head timeouts, 408s).
 """
 
-import argparse
 import asyncio
 import csv
 import json
@@ -68,57 +67,61 @@ class Attack:
         self.bytes_read = 0
 
 
-async def slow_headers(port, n, interval, stop, st):
-    async def one(i):
+async def _sleep_unless(stop, seconds):
+    """Sleeps `seconds`, or less if stop is set meanwhile; True when stop is set."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
+async def _attackers(port, n, st, talk, rcvbuf=None):
+    """n connections at once, each running talk(loop, sock) and closed when it returns; counts in
+    st the connections made (connected), refused (errors) and broken by the server (closed: an
+    OSError out of talk)."""
+    async def one():
         loop = asyncio.get_running_loop()
         try:
-            s = await _raw_conn(port)
+            s = await _raw_conn(port, rcvbuf)
         except OSError:
             st.errors += 1
             return
         st.connected += 1
         try:
-            await loop.sock_sendall(s, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
-            k = 0
-            while not stop.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), interval)
-                    break
-                except asyncio.TimeoutError:
-                    pass
-                await loop.sock_sendall(s, b"X-Slow-%d: %d\r\n" % (k, k))
-                k += 1
+            await talk(loop, s)
         except OSError:
             st.closed += 1
         finally:
             s.close()
-    await asyncio.gather(*(one(i) for i in range(n)))
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
+async def _trickle(port, n, interval, stop, st, head, piece):
+    """n connections that send head, then piece(k) every interval seconds (k = 0, 1, ...) until
+    stop is set."""
+    async def talk(loop, s):
+        await loop.sock_sendall(s, head)
+        k = 0
+        while not await _sleep_unless(stop, interval):
+            await loop.sock_sendall(s, piece(k))
+            k += 1
+    await _attackers(port, n, st, talk)
+
+
+async def slow_headers(port, n, interval, stop, st):
+    """A request head that never ends: one more header line every interval seconds."""
+    await _trickle(port, n, interval, stop, st,
+                   b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n",
+                   lambda k: b"X-Slow-%d: %d\r\n" % (k, k))
 
 
 async def slow_body(port, n, interval, stop, st):
-    async def one(i):
-        loop = asyncio.get_running_loop()
-        try:
-            s = await _raw_conn(port)
-        except OSError:
-            st.errors += 1
-            return
-        st.connected += 1
-        try:
-            await loop.sock_sendall(s, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                                    b"Content-Type: application/json\r\nContent-Length: 8192\r\n\r\n")
-            while not stop.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), interval)
-                    break
-                except asyncio.TimeoutError:
-                    pass
-                await loop.sock_sendall(s, b" ")
-        except OSError:
-            st.closed += 1
-        finally:
-            s.close()
-    await asyncio.gather(*(one(i) for i in range(n)))
+    """A whole head announcing 8 KiB of body, then a byte of it every interval seconds."""
+    await _trickle(port, n, interval, stop, st,
+                   b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: 8192\r\n\r\n",
+                   lambda k: b" ")
 
 
 async def slow_streams(port, n, stop, st):
@@ -128,34 +131,19 @@ async def slow_streams(port, n, stop, st):
     req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
            b"Content-Length: %d\r\n\r\n" % len(body)) + body
 
-    async def one(i):
-        loop = asyncio.get_running_loop()
-        try:
-            s = await _raw_conn(port, rcvbuf=4096)
-        except OSError:
-            st.errors += 1
-            return
-        st.connected += 1
-        try:
-            await loop.sock_sendall(s, req)
-            while not stop.is_set():
-                try:
-                    data = await asyncio.wait_for(loop.sock_recv(s, 1024), 1.0)
-                except asyncio.TimeoutError:
-                    continue
-                if not data:
-                    st.closed += 1
-                    return
-                st.bytes_read += len(data)
-                try:
-                    await asyncio.wait_for(stop.wait(), 1.0)
-                except asyncio.TimeoutError:
-                    pass
-        except OSError:
-            st.closed += 1
-        finally:
-            s.close()
-    await asyncio.gather(*(one(i) for i in range(n)))
+    async def talk(loop, s):
+        await loop.sock_sendall(s, req)
+        while not stop.is_set():
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(s, 1024), 1.0)
+            except asyncio.TimeoutError:
+                continue
+            if not data:
+                st.closed += 1
+                return
+            st.bytes_read += len(data)
+            await _sleep_unless(stop, 1.0)
+    await _attackers(port, n, st, talk, rcvbuf=4096)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,11 +186,7 @@ async def normal_client(port, stop, out, phase_ref):
         if k % 2 == 0:
             timing = {}
             try:
-                st, _, body = await sl.http_request(
-                    "127.0.0.1", port, "POST", "/v1/chat/completions",
-                    json.dumps({"model": "default", "messages": [{"role": "user",
-                                                                  "content": "hi"}]}),
-                    timeout=30, timing=timing)
+                st, _, body = await sl.chat_request(port, timeout=30, timing=timing)
                 ok = st == 200 and b"chat.completion" in body
                 detail = "" if ok else "HTTP %d %r" % (st, body[:200])
             except (OSError, asyncio.TimeoutError, sl.HttpError) as e:
@@ -423,8 +407,7 @@ async def run(args, procs):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sl.add_common_args(ap)
+    ap = sl.arg_parser(__doc__)
     ap.add_argument("--phase", type=float, default=60.0, help="seconds per attack phase")
     ap.add_argument("--baseline", type=float, default=20.0)
     ap.add_argument("--after", type=float, default=10.0)
@@ -454,17 +437,8 @@ def main():
         return 2
     procs = sl.setup(args, "slow")
     checks, info = asyncio.run(run(args, procs))
-    ok = bool(checks) and all(checks.values())
-    print("== slow: %s" % ("PASS" if ok else "FAIL"))
-    for k, v in checks.items():
-        print("  [%s] %s" % ("ok" if v else "FAILED", k))
-    for name, rep in info.pop("phases").items():
-        print("  phase %s: %s" % (name, json.dumps(rep)))
-    for k, v in info.items():
-        print("  %s: %s" % (k, json.dumps(v)))
-    print("  machine: %s" % sl.machine_during(args))
-    sl.result_line("slow", ok)
-    return 0 if ok else 1
+    phases = info.pop("phases")
+    return sl.report(args, "slow", checks, info, phases=phases)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ byte for byte (soaklib.Verifier). Pass when:
 Warm-up: --warmup seconds (default min(60, duration / 5)).
 """
 
-import argparse
 import asyncio
-import itertools
 import json
 import os
 import sys
@@ -32,39 +30,23 @@ async def run(args, procs):
     gw = sl.Gateway(procs, args.moongate, sl.config({"mock": sl.provider(mock.url)}, "mock/m"))
     sl.log("mock on %d, moongate pid %d on %d" % (mock.port, gw.pid, gw.port))
     # A few streams before measuring "idle", so one-time set-up does not count as growth.
-    for r in await asyncio.gather(*(sl.run_stream("127.0.0.1", gw.port, api, 1, args.events,
-                                                   args.event_bytes)
-                                     for api in ("chat", "responses", "messages"))):
-        if not r.ok:
-            sl.log("warm-up stream failed: %r" % r)
-            return {"warm-up": False}, {}
+    if not await sl.warm_up(gw.port, args):
+        return {"warm-up": False}, {}
     await asyncio.sleep(0.5)
     idle_rss, idle_fds = sl.proc_rss_kib(gw.pid), sl.proc_fds(gw.pid)
     sampler = sl.Sampler(gw.pid, 1.0 if args.duration >= 60 else 0.25).start()
 
     results = []
     failures = []
-    seeds = itertools.count(1000)
     t_start = time.monotonic()
     t_stop = t_start + args.duration
     t_warm = t_start + args.warmup
-    stream_s = args.events * args.pacing_ms / 1000.0
-    apis = ["chat", "responses", "chat", "messages"]
 
-    async def worker(i):
-        await asyncio.sleep(stream_s * i / args.streams)  # spread the starts over one stream
-        api = apis[i % len(apis)]
-        conn = sl.Conn("127.0.0.1", gw.port) if i % 2 == 0 else None
-        while time.monotonic() < t_stop:
-            r = await sl.run_stream("127.0.0.1", gw.port, api, next(seeds), args.events,
-                                    args.event_bytes, conn=conn, timeout=stream_s + 60)
-            results.append(r)
-            if not r.ok:
-                failures.append(r)
-                if len(failures) <= 10:
-                    sl.log("FAILED stream: %r" % r)
-        if conn:
-            conn.close()
+    def check(r):
+        if not r.ok:
+            failures.append(r)
+            if len(failures) <= 10:
+                sl.log("FAILED stream: %r" % r)
 
     async def progress():
         while True:
@@ -74,7 +56,7 @@ async def run(args, procs):
                 len(results), len(failures), s[1] / 1024.0, s[2]))
 
     prog = asyncio.get_running_loop().create_task(progress())
-    await asyncio.gather(*(worker(i) for i in range(args.streams)))
+    await sl.stream_load(gw.port, args, t_stop, results, check)
     prog.cancel()
     t_end = time.monotonic()
     sampler.stop()
@@ -152,8 +134,7 @@ async def run(args, procs):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sl.add_common_args(ap)
+    ap = sl.arg_parser(__doc__)
     ap.add_argument("--streams", type=int, default=200)
     ap.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
     ap.add_argument("--warmup", type=float, default=None)
@@ -171,16 +152,8 @@ def main():
            "warm-up %.0f s" % (args.streams, args.duration, args.events, args.pacing_ms,
                                args.event_bytes, args.warmup))
     checks, info = asyncio.run(run(args, procs))
-    ok = bool(checks) and all(checks.values())
-    print("== soak: %s" % ("PASS" if ok else "FAIL"))
-    for k, v in checks.items():
-        print("  [%s] %s" % ("ok" if v else "FAILED", k))
-    for k, v in info.items():
-        print("  %s: %s" % (k, json.dumps(v)))
-    print("  machine: %s" % sl.machine_during(args))
-    sl.result_line("soak", ok, streams=info.get("streams"), failed=info.get("failed"),
-                   rss_growth_kib=info.get("rss_growth_kib"))
-    return 0 if ok else 1
+    return sl.report(args, "soak", checks, info, streams=info.get("streams"),
+                     failed=info.get("failed"), rss_growth_kib=info.get("rss_growth_kib"))
 
 
 if __name__ == "__main__":

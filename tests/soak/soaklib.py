@@ -1,7 +1,8 @@
 """Shared pieces of the fault and load runs in tests/soak/ (issue 9 item 4): the processes (the real
 moongate binary, bench/mock_upstream.c, tests/mock_upstream.py, slowhttptest), temporary configs,
-a checking streaming client for the three client APIs, RSS/descriptor sampling from /proc, and
-percentiles. Python 3 standard library only; every process it starts is killed on exit, by pid.
+a checking streaming client for the three client APIs and a concurrent load of it, RSS/descriptor
+sampling from /proc, percentiles, and each scenario's command line and printed outcome. Python 3
+standard library only; every process it starts is killed on exit, by pid.
 
 The checking client: every stream asks the C mock for seeded content (`mgseed=<seed>` in the user
 message; see bench/mock_upstream.c), so the text of content event i must be exactly
@@ -17,7 +18,9 @@ exact, and a complete HTTP body. Anything else is a failure kind: status, corrup
 bad_error, after_end, bad_http.
 """
 
+import argparse
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -173,7 +176,25 @@ def wait_for_file(path, pattern, timeout, proc=None):
     return None
 
 
-class CMock:
+def _start_ready(procs, name, argv):
+    """Starts a mock that prints `READY <port>` on stdout once it listens (stdout to
+    <workdir>/<name>.out). Returns (proc, port); raises RuntimeError if it does not get there."""
+    out = os.path.join(procs.workdir, "%s.out" % name)
+    with open(out, "w") as f:
+        proc = procs.spawn(name, argv, stdout=f)
+    m = wait_for_file(out, r"READY (\d+)", 10, proc)
+    if not m:
+        raise RuntimeError("%s did not start: %s" % (name, read_text(proc.log_path)))
+    return proc, int(m.group(1))
+
+
+class _Mock:
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d/v1" % self.port
+
+
+class CMock(_Mock):
     """bench/mock_upstream.c: fast, paced, seeded SSE. SIGKILL-able."""
 
     def __init__(self, procs, binary, name, events, pacing_ms, event_bytes=32, first_ms=0,
@@ -186,42 +207,22 @@ class CMock:
         self.start()
 
     def start(self):
-        out = os.path.join(self.procs.workdir, "%s.out" % self.name)
-        with open(out, "w") as f:
-            self.proc = self.procs.spawn(self.name, [self.binary, "--port", str(self.port)] +
-                                         self.args, stdout=f)
-        m = wait_for_file(out, r"READY (\d+)", 10, self.proc)
-        if not m:
-            raise RuntimeError("%s did not start: %s" % (self.name, read_text(self.proc.log_path)))
-        self.port = int(m.group(1))
+        self.proc, self.port = _start_ready(self.procs, self.name,
+                                            [self.binary, "--port", str(self.port)] + self.args)
         return self
 
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d/v1" % self.port
 
-
-class PyMock:
+class PyMock(_Mock):
     """tests/mock_upstream.py as a process (fault modes by behaviour JSON or model names)."""
 
     def __init__(self, procs, name, behavior=None, models=None, port=0):
-        out = os.path.join(procs.workdir, "%s.out" % name)
         argv = [sys.executable, os.path.join(REPO, "tests", "mock_upstream.py"), "--port",
                 str(port), "--name", name]
         if behavior:
             argv += ["--behavior", json.dumps(behavior)]
         if models:
             argv += ["--models", json.dumps(models)]
-        with open(out, "w") as f:
-            self.proc = procs.spawn(name, argv, stdout=f)
-        m = wait_for_file(out, r"READY (\d+)", 10, self.proc)
-        if not m:
-            raise RuntimeError("%s did not start: %s" % (name, read_text(self.proc.log_path)))
-        self.port = int(m.group(1))
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d/v1" % self.port
+        self.proc, self.port = _start_ready(procs, name, argv)
 
 
 def provider(url, models=("m",)):
@@ -281,16 +282,10 @@ class Gateway:
         return problems
 
     def access_lines(self):
-        out = []
-        for ln in read_text(self.log_path).splitlines():
-            if '"msg":"access"' in ln:
-                try:
-                    out.append(json.loads(ln))
-                except ValueError:
-                    pass
-        return out
+        return self.log_lines("access")
 
     def log_lines(self, msg):
+        """Its JSON log lines whose msg is `msg`, parsed."""
         out = []
         for ln in read_text(self.log_path).splitlines():
             if ('"msg":"%s"' % msg) in ln:
@@ -438,6 +433,15 @@ async def http_request(host, port, method, path, body=None, headers=None, timeou
         finally:
             w.close()
     return await asyncio.wait_for(go(), timeout)
+
+
+CHAT_HI = json.dumps({"model": "default", "messages": [{"role": "user", "content": "hi"}]})
+
+
+async def chat_request(port, **kw):
+    """One non-streamed chat request ("hi" to the model "default") to 127.0.0.1:port on a new
+    connection; kw as for http_request. Returns (status, headers, body bytes)."""
+    return await http_request("127.0.0.1", port, "POST", "/v1/chat/completions", CHAT_HI, **kw)
 
 
 async def _read_head(r):
@@ -827,6 +831,48 @@ def summarize(results):
     return kinds, apis
 
 
+# The three client APIs as the load's workers speak them: worker i takes LOAD_APIS[i % 4], so half
+# of the streams are Chat Completions and a quarter each Responses and Anthropic Messages.
+LOAD_APIS = ("chat", "responses", "chat", "messages")
+
+
+async def warm_up(port, args, served=None):
+    """One checked stream per client API, at once (seed 1; args.events, args.event_bytes): True
+    when all are "ok" (and served by `served`, when given); logs the first that is not."""
+    for r in await asyncio.gather(*(run_stream("127.0.0.1", port, api, 1, args.events,
+                                               args.event_bytes)
+                                    for api in ("chat", "responses", "messages"))):
+        if not r.ok or (served is not None and r.served != served):
+            log("warm-up stream failed: %r" % r)
+            return False
+    return True
+
+
+async def stream_load(port, args, t_stop, results, check):
+    """args.streams workers, each running one checked stream after another (args.events of
+    args.event_bytes, args.pacing_ms apart; seeds from 1000 up, every stream its own) until
+    t_stop (time.monotonic()). Worker i speaks LOAD_APIS[i % 4], keeps its connection alive
+    between streams when i is even (a new one per stream otherwise), and starts after
+    i / args.streams of one stream's length, so the starts spread over one stream. Every result
+    is appended to results and then passed to check(result)."""
+    seeds = itertools.count(1000)
+    stream_s = args.events * args.pacing_ms / 1000.0
+
+    async def worker(i):
+        await asyncio.sleep(stream_s * i / args.streams)
+        api = LOAD_APIS[i % len(LOAD_APIS)]
+        conn = Conn("127.0.0.1", port) if i % 2 == 0 else None
+        while time.monotonic() < t_stop:
+            r = await run_stream("127.0.0.1", port, api, next(seeds), args.events,
+                                 args.event_bytes, conn=conn, timeout=stream_s + 60)
+            results.append(r)
+            check(r)
+        if conn:
+            conn.close()
+
+    await asyncio.gather(*(worker(i) for i in range(args.streams)))
+
+
 class Sampler:
     """Samples a pid's RSS (KiB) and open descriptors every `every` seconds."""
 
@@ -868,13 +914,34 @@ def result_line(scenario, ok, **kv):
 # ---------------------------------------------------------------------------------------------
 # Command-line plumbing shared by the scenarios
 
-def add_common_args(ap):
+def arg_parser(doc):
+    """The scenario's argument parser: its docstring's first paragraph as the description, and
+    the options every scenario takes (--moongate, --mock, --smoke, --keep)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--moongate", default=os.environ.get("MOONGATE_BIN") or
                     os.path.join(REPO, "build-soak", "moongate"), help="the moongate binary")
     ap.add_argument("--mock", default=None,
                     help="bench/mock_upstream binary (default: bench/mock_upstream beside moongate)")
     ap.add_argument("--smoke", action="store_true", help="a short run for the default test suite")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
+    return ap
+
+
+def report(args, scenario, checks, info, phases=None, **result):
+    """Prints a scenario's outcome on stdout: PASS or FAIL (FAIL also when there is no check),
+    each check, each phase's report and each info item as JSON, how busy the machine was, and
+    the RESULT line with `result`'s key=value pairs. Returns the exit status: 0 pass, 1 fail."""
+    ok = bool(checks) and all(checks.values())
+    print("== %s: %s" % (scenario, "PASS" if ok else "FAIL"))
+    for k, v in checks.items():
+        print("  [%s] %s" % ("ok" if v else "FAILED", k))
+    for name, rep in (phases or {}).items():
+        print("  phase %s: %s" % (name, json.dumps(rep)))
+    for k, v in info.items():
+        print("  %s: %s" % (k, json.dumps(v)))
+    print("  machine: %s" % machine_during(args))
+    result_line(scenario, ok, **result)
+    return 0 if ok else 1
 
 
 def setup(args, prefix):
