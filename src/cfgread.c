@@ -93,18 +93,7 @@ void mg_cfgread_warn(mg_cfgread_t *r, const cJSON *node, bool at_key, const char
 
 void mg_cfgread_format_number(double d, char *out, size_t n)
 {
-    if (isnan(d)) {
-        snprintf(out, n, "NaN");
-    } else if (isinf(d)) {
-        snprintf(out, n, "%s", d > 0 ? "Infinity" : "-Infinity");
-    } else if (d == floor(d) && fabs(d) < 1e15) {
-        snprintf(out, n, "%.0f", d);
-    } else {
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(out, n, "%.*g", prec, d);
-            if (strtod(out, NULL) == d) break;
-        }
-    }
+    mg_fmt_double(out, n, d, "Infinity", "-Infinity"); /* JSON5's spellings */
 }
 
 char *mg_cfgread_quote(const char *s)

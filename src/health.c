@@ -284,9 +284,7 @@ static uint64_t fnv_str(uint64_t x, const char *s)
     return (x ^ 0xff) * 0x100000001b3ULL; /* a separator no UTF-8 text holds: "ab","c" ≠ "a","bc" */
 }
 
-/* What a provider's health is about: its address, API, key, extra headers and TLS settings. The
- * key is only hashed here, never kept. Never 0. */
-static uint64_t endpoint_of(const mg_provider_t *p)
+uint64_t mg_health_endpoint(const mg_provider_t *p)
 {
     uint64_t x = 0xcbf29ce484222325ULL;
     x = fnv_str(x, mg_api_name(p->api));
@@ -311,6 +309,13 @@ static void forget(mg_health_t *h, ent_t *e, int64_t now)
     memset(e->win, 0, sizeof e->win);
     e->lat_n = e->lat_i = e->ttft_n = e->ttft_i = 0;
     e->pct_valid = false;
+    e->probe_in_flight = false; /* its answer will be about the old endpoint: ignored */
+}
+
+/* Whether a result about endpoint (0: unknown) is about provider entry pe's current one. */
+static bool current(const ent_t *pe, uint64_t endpoint)
+{
+    return !endpoint || !pe->endpoint || endpoint == pe->endpoint;
 }
 
 void mg_health_add_config(mg_health_t *h, const mg_config_t *cfg, int64_t now_ms)
@@ -319,7 +324,7 @@ void mg_health_add_config(mg_health_t *h, const mg_config_t *cfg, int64_t now_ms
     for (size_t i = 0; cfg && i < cfg->n_providers; i++) {
         const mg_provider_t *p = &cfg->providers[i];
         ent_t *pe = provider_ent(h, p->id);
-        uint64_t ep = endpoint_of(p);
+        uint64_t ep = mg_health_endpoint(p);
         if (pe->endpoint && pe->endpoint != ep) {
             forget(h, pe, now_ms);
             for (ent_t *m = pe->models; m; m = m->next_model) forget(h, m, now_ms);
@@ -501,6 +506,7 @@ void mg_health_report(mg_health_t *h, const char *provider, const char *model_re
     pthread_mutex_lock(&h->lock);
     ent_t *pe = provider_ent(h, provider);
     ent_t *me = model_ent(h, pe, model_ref);
+    if (!current(pe, o->endpoint)) goto out;
     settle(h, pe, now);
     settle(h, me, now);
     if (o->cls == MG_CLASS_OK) {
@@ -535,15 +541,14 @@ out:
 
 mg_health_outcome_t mg_health_outcome(mg_class_t cls)
 {
-    return (mg_health_outcome_t){cls, MG_XFER_OK, 0, -1, -1, -1, -1, NULL};
+    return (mg_health_outcome_t){cls, MG_XFER_OK, 0, -1, -1, -1, -1, NULL, 0};
 }
 
 void mg_health_record(mg_health_t *h, const char *provider, const char *model_ref, mg_class_t cls,
                       long http_status, int64_t retry_after_ms, int64_t latency_ms, int64_t ttft_ms,
                       const char *message, int64_t now_ms)
 {
-    mg_health_outcome_t o = {cls, MG_XFER_OK, http_status, retry_after_ms,
-                             -1,  latency_ms, ttft_ms,     message};
+    mg_health_outcome_t o = {cls, MG_XFER_OK, http_status, retry_after_ms, -1, latency_ms, ttft_ms, message, 0};
     mg_health_report(h, provider, model_ref, &o, now_ms);
 }
 
@@ -951,7 +956,7 @@ static bool id_listed(const char *id, const char *const *listed, size_t n)
     return false;
 }
 
-void mg_health_probe_result(mg_health_t *h, const mg_provider_t *p, bool ok,
+void mg_health_probe_result(mg_health_t *h, const mg_provider_t *p, uint64_t endpoint, bool ok,
                             const char *const *listed, size_t n_listed, const char *message,
                             int64_t now)
 {
@@ -959,6 +964,7 @@ void mg_health_probe_result(mg_health_t *h, const mg_provider_t *p, bool ok,
     pthread_mutex_lock(&h->lock);
     const mg_health_settings_t *s = &h->s;
     ent_t *pe = provider_ent(h, p->id);
+    if (!current(pe, endpoint)) goto out; /* a newer probe may be in flight: its flag stays */
     settle(h, pe, now);
     pe->probe_in_flight = false;
     if (!ok) {
@@ -1001,14 +1007,14 @@ out:
     pthread_mutex_unlock(&h->lock);
 }
 
-void mg_health_probe_response(mg_health_t *h, const mg_provider_t *p, long status, const char *body,
-                              size_t len, const char *detail, int64_t now)
+void mg_health_probe_response(mg_health_t *h, const mg_provider_t *p, uint64_t endpoint, long status,
+                              const char *body, size_t len, const char *detail, int64_t now)
 {
     if (status <= 0 || status >= 500) {
         char msg[MSG_LEN];
         if (status > 0) snprintf(msg, sizeof msg, "HTTP %ld", status);
         else snprintf(msg, sizeof msg, "%s", detail && detail[0] ? detail : "no answer");
-        mg_health_probe_result(h, p, false, NULL, 0, msg, now);
+        mg_health_probe_result(h, p, endpoint, false, NULL, 0, msg, now);
         return;
     }
     cJSON *j = status < 300 && body ? cJSON_ParseWithLength(body, len) : NULL;
@@ -1021,7 +1027,7 @@ void mg_health_probe_response(mg_health_t *h, const mg_provider_t *p, long statu
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(item, "id");
         if (cJSON_IsString(id)) ids[k++] = id->valuestring;
     }
-    mg_health_probe_result(h, p, true, ids, k, NULL, now);
+    mg_health_probe_result(h, p, endpoint, true, ids, k, NULL, now);
     free(ids);
     cJSON_Delete(j);
 }

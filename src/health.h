@@ -106,6 +106,9 @@ void mg_health_set_callback(mg_health_t *h, mg_health_change_fn fn, void *ud);
  * window and latency samples, and its models' too (ending a reported cooldown with reason
  * "reconfigured"): they were about another endpoint. Borrowed; nothing of cfg is kept. */
 void mg_health_add_config(mg_health_t *h, const mg_config_t *cfg, int64_t now_ms);
+/* A hash of where and how p is reached (api, baseUrl, apiKey, headers, caFile, http2); never 0.
+ * The key is only hashed, never kept. */
+uint64_t mg_health_endpoint(const mg_provider_t *p);
 
 /* ---------------------------------------------------------------------------------------------
  * Attempts. At attempt start call _begin; at its end _end, then _report (or _record), then _decide.
@@ -127,6 +130,9 @@ typedef struct mg_health_outcome {
     int64_t latency_ms;      /* whole attempt; -1 unknown. Sampled on successes only */
     int64_t ttft_ms;         /* time to first token; -1 unknown or not streamed */
     const char *message;     /* borrowed; may be NULL */
+    uint64_t endpoint;       /* mg_health_endpoint of the provider as the attempt began; 0 unknown.
+                                A result about an endpoint a reload has since changed is ignored:
+                                it must not cool the new one. */
 } mg_health_outcome_t;
 
 /* An outcome with everything unknown (-1s) but the class. */
@@ -231,12 +237,13 @@ void mg_health_tick(mg_health_t *h, int64_t now_ms);
  * probe_timeout_ms). */
 bool mg_health_probe_due(mg_health_t *h, const char *provider, int64_t now_ms);
 
-/* The probe's answer. ok: a 2xx with a model list. listed: the ids it listed (borrowed). On ok the
+/* The probe's answer (endpoint: mg_health_endpoint(p) as the probe began, 0 unknown; an answer from
+ * an endpoint a reload has since changed is ignored). ok: a 2xx with a model list. listed: the ids it listed (borrowed). On ok the
  * provider's probe-able cooldown ends (its ladder step is kept: only real traffic resets it), and
  * each configured model of p is checked: listed ends its not-loaded/not-found cooldown, not listed
  * counts as model_not_loaded ("ollama:latest" tags match their bare name). An empty list changes no
  * model. On failure the provider's cooldown climbs one step. message may be NULL. */
-void mg_health_probe_result(mg_health_t *h, const mg_provider_t *p, bool ok,
+void mg_health_probe_result(mg_health_t *h, const mg_provider_t *p, uint64_t endpoint, bool ok,
                             const char *const *listed, size_t n_listed, const char *message,
                             int64_t now_ms);
 
@@ -244,5 +251,5 @@ void mg_health_probe_result(mg_health_t *h, const mg_provider_t *p, bool ok,
  * (detail says why). 5xx or 0 is a failed probe; any other status proves the server reachable
  * (ok), and a 2xx body {"data":[{"id":…},…]} (OpenAI and Anthropic shapes) gives the list; an
  * unreadable or missing list changes no model. Borrowed arguments. */
-void mg_health_probe_response(mg_health_t *h, const mg_provider_t *p, long status, const char *body,
-                              size_t len, const char *detail, int64_t now_ms);
+void mg_health_probe_response(mg_health_t *h, const mg_provider_t *p, uint64_t endpoint, long status,
+                              const char *body, size_t len, const char *detail, int64_t now_ms);

@@ -57,57 +57,77 @@ static size_t skip_value(const char *t, size_t i, size_t n)
     return i;
 }
 
+/* The top-level members of the object text[0..n), one per call: *i starts at 0 (then holds where
+ * to go on). Sets the key's bytes [*ks, *ke) (raw, between the quotes) and the value's [*vs, *ve);
+ * false at the end (or at the first thing that is not a member). */
+static bool next_member(const char *t, size_t n, size_t *i, size_t *ks, size_t *ke, size_t *vs, size_t *ve)
+{
+    size_t k = *i;
+    if (k == 0) {
+        k = skip_ws(t, 0, n);
+        if (k >= n || t[k] != '{') return false;
+        k++;
+    } else {
+        k = skip_ws(t, k, n);
+        if (k >= n || t[k] != ',') return false;
+        k++;
+    }
+    k = skip_ws(t, k, n);
+    if (k >= n || t[k] != '"') return false;
+    *ks = k + 1;
+    *ke = skip_string(t, k, n) - 1;
+    k = skip_ws(t, *ke + 1, n);
+    if (k >= n || t[k] != ':') return false;
+    *vs = skip_ws(t, k + 1, n);
+    *ve = skip_value(t, *vs, n);
+    *i = *ve;
+    return true;
+}
+
+/* Keys with escapes are compared raw; "model" never needs escaping. */
+static bool key_is(const char *t, size_t ks, size_t ke, const char *key, size_t klen)
+{
+    return ke - ks == klen && memcmp(t + ks, key, klen) == 0;
+}
+
 bool mg_json_member_span(const char *t, size_t n, const char *key, size_t *vstart, size_t *vend)
 {
-    size_t klen = strlen(key);
-    size_t i = skip_ws(t, 0, n);
-    if (i >= n || t[i] != '{') return false;
-    i++;
-    bool found = false;
-    for (;;) {
-        i = skip_ws(t, i, n);
-        if (i >= n || t[i] != '"') return found;
-        size_t ks = i + 1, ke = skip_string(t, i, n) - 1;
-        i = skip_ws(t, ke + 1, n);
-        if (i >= n || t[i] != ':') return found;
-        i = skip_ws(t, i + 1, n);
-        size_t vs = i;
-        i = skip_value(t, i, n);
-        /* Keys with escapes are compared raw; "model" never needs escaping. The last duplicate
-         * wins, as in cJSON. */
-        if (ke - ks == klen && memcmp(t + ks, key, klen) == 0) {
-            *vstart = vs;
-            *vend = i;
-            found = true;
+    size_t klen = strlen(key), i = 0, ks, ke, vs, ve;
+    while (next_member(t, n, &i, &ks, &ke, &vs, &ve)) {
+        if (key_is(t, ks, ke, key, klen)) {
+            *vstart = vs, *vend = ve;
+            return true; /* the first, as cJSON_GetObjectItem finds it */
         }
-        i = skip_ws(t, i, n);
-        if (i < n && t[i] == ',') {
-            i++;
-            continue;
-        }
-        return found;
     }
+    return false;
 }
 
 char *mg_json_set_member(const char *t, size_t n, const char *key, const char *raw, size_t *out_len)
 {
-    size_t vs, ve;
+    size_t klen = strlen(key), rlen = strlen(raw), i = 0, ks, ke, vs, ve, copied = 0;
+    bool found = false;
     mg_buf_t b = {0};
-    mg_buf_reserve(&b, n + strlen(raw) + strlen(key) + 8); /* one allocation */
-    if (mg_json_member_span(t, n, key, &vs, &ve)) {
-        mg_buf_append(&b, t, vs);
-        mg_buf_puts(&b, raw);
-        mg_buf_append(&b, t + ve, n - ve);
+    mg_buf_reserve(&b, n + rlen + klen + 8); /* one allocation, but for duplicates */
+    /* Every occurrence: an upstream's parser may keep the first duplicate or the last. */
+    while (next_member(t, n, &i, &ks, &ke, &vs, &ve)) {
+        if (!key_is(t, ks, ke, key, klen)) continue;
+        mg_buf_append(&b, t + copied, vs - copied);
+        mg_buf_append(&b, raw, rlen);
+        copied = ve;
+        found = true;
+    }
+    if (found) {
+        mg_buf_append(&b, t + copied, n - copied);
     } else {
-        size_t i = skip_ws(t, 0, n) + 1; /* after '{' */
-        size_t j = skip_ws(t, i, n);
+        size_t k = skip_ws(t, 0, n) + 1; /* after '{' */
+        size_t j = skip_ws(t, k, n);
         bool empty = j < n && t[j] == '}';
-        mg_buf_append(&b, t, i);
+        mg_buf_append(&b, t, k);
         mg_buf_json_str(&b, key);
         mg_buf_puts(&b, ":");
-        mg_buf_puts(&b, raw);
+        mg_buf_append(&b, raw, rlen);
         if (!empty) mg_buf_puts(&b, ",");
-        mg_buf_append(&b, t + i, n - i);
+        mg_buf_append(&b, t + k, n - k);
     }
     *out_len = b.len;
     return mg_buf_steal(&b);

@@ -388,27 +388,10 @@ static void put_label_value(mg_buf_t *o, const char *s)
     mg_buf_append(o, run, (size_t)(s - run));
 }
 
-/* Shortest decimal that reads back as d; the format's spellings of the special values. */
-static void fmt_double(char *s, size_t n, double d)
-{
-    if (isnan(d)) {
-        snprintf(s, n, "NaN");
-    } else if (isinf(d)) {
-        snprintf(s, n, "%s", d > 0 ? "+Inf" : "-Inf");
-    } else if (d == floor(d) && fabs(d) < 1e15) {
-        snprintf(s, n, "%.0f", d);
-    } else {
-        for (int prec = 1; prec <= 17; prec++) {
-            snprintf(s, n, "%.*g", prec, d);
-            if (strtod(s, NULL) == d) break;
-        }
-    }
-}
-
 static void put_double(mg_buf_t *o, double d)
 {
     char s[40];
-    fmt_double(s, sizeof s, d);
+    mg_fmt_double(s, sizeof s, d, "+Inf", "-Inf"); /* Prometheus's spellings */
     mg_buf_puts(o, s);
 }
 
@@ -444,7 +427,7 @@ static void put_hist(mg_buf_t *o, const char *name, const char *label, const cha
     char le[40];
     for (size_t i = 0; i <= bd->n; i++) {
         c += atomic_load_explicit(&h->b[i], RELAXED);
-        fmt_double(le, sizeof le, i < bd->n ? bd->le[i] : INFINITY);
+        mg_fmt_double(le, sizeof le, i < bd->n ? bd->le[i] : INFINITY, "+Inf", "-Inf");
         put_series(o, name, "_bucket", label, value, "le", le, NULL, NULL);
         mg_buf_printf(o, "%llu\n", (unsigned long long)c);
     }

@@ -63,6 +63,7 @@ void mg_probe_health_update(mg_health_t *h, const mg_config_t *cfg)
 /* One probe in flight: the provider it is for (a copy of what the answer needs) and the body. */
 typedef struct probe {
     mg_health_t *h;
+    uint64_t endpoint;      /* mg_health_endpoint of the provider as the probe began */
     mg_provider_t provider; /* shallow copy: id and models point into a config that may be
                                reloaded, so the strings are duplicated below */
     char *id;
@@ -88,7 +89,8 @@ static void probe_done(void *ud, mg_xfer_result_t r, const char *detail)
 {
     probe_t *pr = ud;
     long status = r == MG_XFER_OK ? pr->status : 0;
-    mg_health_probe_response(pr->h, &pr->provider, status, pr->body.data, pr->body.len, detail, mg_now_ms());
+    mg_health_probe_response(pr->h, &pr->provider, pr->endpoint, status, pr->body.data, pr->body.len, detail,
+                             mg_now_ms());
     for (size_t i = 0; i < pr->provider.n_models; i++) {
         free(pr->models[i].id);
         free(pr->models[i].ref);
@@ -103,6 +105,7 @@ static void start_probe(mg_health_t *h, const mg_provider_t *p, mg_upstream_t *u
 {
     probe_t *pr = mg_xcalloc(1, sizeof *pr);
     pr->h = h;
+    pr->endpoint = mg_health_endpoint(p);
     pr->provider = *p;
     pr->id = mg_xstrdup(p->id);
     pr->provider.id = pr->id;

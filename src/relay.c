@@ -501,6 +501,7 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
             o.latency_ms = mg_now_ms() - a->start_ms;
             o.ttft_ms = a->ttft_ms;
             o.message = a->fail_cls ? a->detail : detail;
+            o.endpoint = mg_health_endpoint(a->model->provider); /* as of the request's generation */
             mg_health_report(h, pid, a->model->ref, &o, mg_now_ms());
         }
     }

@@ -21,7 +21,8 @@ bool mg_relay_normalize_reasoning(cJSON *msg, bool strip);
  * Returns whether msg changed. Pure. */
 bool mg_relay_split_think(mg_think_t *t, cJSON *msg);
 
-/* The class of a settled, uncommitted attempt (serving thread, after done). */
+/* The class of a settled, uncommitted attempt (serving thread, after done). For a Chat answer it
+ * also notes where the answer's usage is (a->usage_known, a->usage), for the router. */
 mg_classification_t mg_relay_classify(const mg_req_t *req, mg_attempt_t *a);
 /* For an answer mg_relay_classify rejected although the transfer and status were fine: what was
  * wrong with it (static string), for the route trace. */

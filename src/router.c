@@ -450,6 +450,7 @@ static void summary_health(mg_req_t *req, mg_class_t cls)
     run->health_begun = false;
     if (cls == MG_CLASS_CANCELLED) return;
     mg_health_outcome_t o = mg_health_outcome(cls);
+    o.endpoint = mg_health_endpoint(run->model->provider); /* as of the request's generation */
     o.xfer = run->result;
     o.http_status = run->status;
     o.latency_ms = now - run->start_ms;
@@ -1159,8 +1160,18 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
     pthread_mutex_lock(&req->lock);
     bool gone = req->client_gone;
     pthread_mutex_unlock(&req->lock);
+    /* The summarizer's class, for health: from the transfer and the status (a 2xx whose summary
+     * cannot be read is judged below). A transfer cut because the client left is cancelled. */
+    mg_class_t cls = MG_CLASS_OK;
+    if (run->result != MG_XFER_OK) {
+        cls = mg_classify_xfer(run->result);
+    } else if (run->status < 200 || run->status >= 300) {
+        cls = mg_classify_http2(req->gen->patterns, run->status, run->headers.data, run->headers.len,
+                                run->body.data, run->body.len).cls;
+        if (cls == MG_CLASS_OK) cls = MG_CLASS_SERVER_ERROR;
+    }
     if (gone || req->client_aborted) {
-        summary_health(req, MG_CLASS_CANCELLED);
+        summary_health(req, cls);
         settle_locally(a, MG_CLASS_CANCELLED, "the client left while the summary was being made");
         mg_metrics_attempt(a->model->ref, a->cls);
         return advance(req, reply);
@@ -1169,20 +1180,14 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
     const char *text = NULL;
     size_t len = 0;
     int64_t took = mg_now_ms() - run->start_ms;
-    mg_class_t cls = MG_CLASS_OK; /* the summarizer's, for health */
     if (run->result == MG_XFER_TIMEOUT_TOTAL || run->result == MG_XFER_TIMEOUT_CONNECT) {
         snprintf(why, sizeof why, "no answer within summaryTimeoutMs (%lld ms)",
                  (long long)run->opts.summary_timeout_ms);
-        cls = mg_classify_xfer(run->result);
     } else if (run->result != MG_XFER_OK) {
         snprintf(why, sizeof why, "%s%s%s", mg_xfer_result_name(run->result),
                  run->detail[0] ? ": " : "", run->detail);
-        cls = mg_classify_xfer(run->result);
     } else if (run->status < 200 || run->status >= 300) {
         snprintf(why, sizeof why, "it answered HTTP %ld", run->status);
-        cls = mg_classify_http2(req->gen->patterns, run->status, run->headers.data, run->headers.len,
-                                run->body.data, run->body.len).cls;
-        if (cls == MG_CLASS_OK) cls = MG_CLASS_SERVER_ERROR;
     } else if (mg_summary_read(run->model->provider->api, run->body.data, run->body.len, req->arena,
                                &text, &len, why, sizeof why) != 0) {
         cls = MG_CLASS_SERVER_ERROR; /* why says what was wrong with the answer */
@@ -1240,6 +1245,7 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
         a->health_begun = false;
         if (a->cls != MG_CLASS_CANCELLED) {
             mg_health_outcome_t o = mg_health_outcome(a->cls);
+            o.endpoint = mg_health_endpoint(a->model->provider); /* as of the request's generation */
             o.xfer = a->result;
             o.http_status = a->status;
             o.retry_after_ms = c.retry_after_ms;

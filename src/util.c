@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,4 +272,20 @@ bool mg_ct_equal(const char *a, size_t alen, const char *b, size_t blen)
     unsigned char diff = (unsigned char)(alen != blen);
     for (size_t i = 0; i < alen; i++) diff |= (unsigned char)(a[i] ^ (i < blen ? b[i] : 0));
     return diff == 0;
+}
+
+void mg_fmt_double(char *out, size_t n, double d, const char *inf, const char *neg_inf)
+{
+    if (isnan(d)) {
+        snprintf(out, n, "NaN");
+    } else if (isinf(d)) {
+        snprintf(out, n, "%s", d > 0 ? inf : neg_inf);
+    } else if (d == floor(d) && fabs(d) < 1e15) {
+        snprintf(out, n, "%.0f", d);
+    } else {
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(out, n, "%.*g", prec, d);
+            if (strtod(out, NULL) == d) break;
+        }
+    }
 }

@@ -60,6 +60,9 @@ void mg_buf_printf(mg_buf_t *b, const char *fmt, ...) __attribute__((format(prin
 /* Appends the decimal form of v (what printf's %lld / %llu would write). */
 void mg_buf_put_i64(mg_buf_t *b, int64_t v);
 void mg_buf_put_u64(mg_buf_t *b, uint64_t v);
+/* d in the shortest decimal that reads back as d (integers below 1e15 without a fraction), NaN as
+ * "NaN" and the infinities as inf / -inf as the caller's format spells them. */
+void mg_fmt_double(char *out, size_t n, double d, const char *inf, const char *neg_inf);
 /* Appends s as a JSON string literal, quotes included. */
 void mg_buf_json_str(mg_buf_t *b, const char *s);
 void mg_buf_json_strn(mg_buf_t *b, const char *s, size_t n);

@@ -208,7 +208,19 @@ def _call(coro, timeout=10):
 # ---------------------------------------------------------------------------------------------
 # Behaviour resolution.
 
+MODES = ("answer", "slow", "stall", "fail", "close", "garbage", "badjson")
+
+
+def _check_mode(b):
+    """A behaviour's mode must be one the mock knows: a typo fails where it is written, not as a
+    failed request the test may mistake for the failure it wanted."""
+    if b.get("mode", "answer") not in MODES:
+        raise ValueError("unknown mode %r (one of %s)" % (b.get("mode"), ", ".join(MODES)))
+    return b
+
+
 def _behavior(mode="answer", **opts):
+    _check_mode({"mode": mode})
     b = {"mode": mode}
     b.update(opts)
     if mode == "slow":
@@ -434,7 +446,7 @@ class MockUpstream:
         self.host = host
         self._want_port = port
         self.port = None
-        self.default = dict(behavior) if behavior else _behavior("answer")
+        self.default = _check_mode(dict(behavior)) if behavior else _behavior("answer")
         self.models = {k: dict(v) for k, v in (models or {}).items()}
         self._queue = []               # (model or None, behaviour) one-shot
         self.requests = []
@@ -459,7 +471,7 @@ class MockUpstream:
     def set_behavior(self, mode="answer", model=None, **opts):
         """Default behaviour, or the behaviour for one upstream model id when model is given.
         mode may also be a full behaviour dict."""
-        b = dict(mode) if isinstance(mode, dict) else _behavior(mode, **opts)
+        b = _check_mode(dict(mode)) if isinstance(mode, dict) else _behavior(mode, **opts)
         if model is None:
             self.default = b
         else:
@@ -468,7 +480,7 @@ class MockUpstream:
 
     def push_behavior(self, mode="answer", model=None, **opts):
         """A behaviour for the next matching request only (queued, first in first out)."""
-        b = dict(mode) if isinstance(mode, dict) else _behavior(mode, **opts)
+        b = _check_mode(dict(mode)) if isinstance(mode, dict) else _behavior(mode, **opts)
         with self._cond:
             self._queue.append((model, b))
         return self

@@ -20,7 +20,7 @@ class Threads(MGTestCase):
         a = self.mock("A", behavior={"mode": "answer", "delay_ms": 300})
         gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
                                  gateway={"threads": THREADS}))
-        self.assertIn('"threads":%d' % THREADS, gw.stderr_text())
+        gw.wait_lines(lambda l: l.get("threads") == THREADS)  # the start line
         before = gw.get("/health").json["requests_by_thread"]
         self.assertEqual(len(before), THREADS)
         n = 24
@@ -60,10 +60,11 @@ class Threads(MGTestCase):
         self.assertEqual(sum(took), n + 2, (before, after))
         # The shared listening socket wakes every thread; whichever accepts first takes the
         # connection. 24 at once all landing on one thread would mean the others never accept.
-        self.assertGreaterEqual(sum(1 for x in took if x), 2, took)
+        # A thread with 3 or more took at least one of the 24 (the two /health are all the rest).
+        self.assertGreaterEqual(sum(1 for x in took if x >= 3), 2, took)
 
     def test_fallback_and_keep_alive_across_threads(self):
-        bad = self.mock("B", behavior={"mode": "error", "status": 503})
+        bad = self.mock("B", behavior={"mode": "fail", "status": 503})
         good = self.mock("G")
         gw = self.gateway(config(providers={"b": provider(bad, ["m"]), "g": provider(good, ["m"])},
                                  primary="b/m", fallbacks=["g/m"], gateway={"threads": THREADS}))

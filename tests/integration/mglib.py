@@ -382,18 +382,24 @@ class Gateway:
     def access_lines(self):
         return [l for l in self.log_lines() if l.get("msg") == "access"]
 
-    def wait_access(self, n=1, timeout=3.0, pred=None):
-        """Waits for at least n access lines (matching pred); returns them."""
+    def wait_lines(self, pred, n=1, timeout=3.0, what="log line"):
+        """Waits for at least n log lines matching pred (the output is read by a thread of its
+        own, so a line the process has written may not be here yet); returns them."""
         deadline = time.monotonic() + timeout * TIMEOUT_SCALE
         while True:
-            lines = [l for l in self.access_lines() if pred is None or pred(l)]
+            lines = [l for l in self.log_lines() if pred(l)]
             if len(lines) >= n:
                 return lines
             if time.monotonic() > deadline:
-                raise AssertionError("expected %d access line(s), got %d; log:\n%s" %
-                                     (n, len(lines), self.stderr_text()))
+                raise AssertionError("expected %d %s(s), got %d; log:\n%s" %
+                                     (n, what, len(lines), self.stderr_text()))
             with self._cond:
                 self._cond.wait(0.02)
+
+    def wait_access(self, n=1, timeout=3.0, pred=None):
+        """Waits for at least n access lines (matching pred); returns them."""
+        return self.wait_lines(lambda l: l.get("msg") == "access" and (pred is None or pred(l)), n, timeout,
+                               "access line")
 
     # -- HTTP
     def conn(self, timeout=30):

@@ -153,8 +153,8 @@ MG_TEST(strict_edge_cases)
     MG_CHECK(!sp[1].found);
     MG_CHECK(sp[2].found && dup[sp[2].start] == '{' && dup[sp[2].end - 1] == '}');
     size_t vs, ve;
-    MG_CHECK(mg_json_member_span(dup, strlen(dup), "a", &vs, &ve));
-    MG_CHECK(dup[vs] == '2');
+    MG_CHECK(mg_json_member_span(dup, strlen(dup), "a", &vs, &ve)); /* the same one */
+    MG_CHECK(vs == sp[0].start && ve == sp[0].end);
     /* An array root has no members. */
     MG_CHECK(mg_json_strict_members("[{\"a\":1}]", 9, &root, keys, 1, sp) && root == '[' &&
              !sp[0].found);

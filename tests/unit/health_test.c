@@ -331,7 +331,7 @@ MG_TEST(probe_one_in_flight_and_results)
     MG_CHECK(st.probe_in_flight);
     /* the server is back, but lists only model a: b counts as not loaded */
     const char *listed[] = {"a", "other"};
-    mg_health_probe_result(h, &f.p[0], true, listed, 2, NULL, 26000);
+    mg_health_probe_result(h, &f.p[0], 0, true, listed, 2, NULL, 26000);
     MG_CHECK(mg_health_available(h, "lm", "lm/a", 26000, NULL));
     MG_CHECK_INT(until_of(h, "lm", "lm/b", 26000), 56000);
     MG_CHECK_INT(log.n, 3);
@@ -343,12 +343,12 @@ MG_TEST(probe_one_in_flight_and_results)
     MG_CHECK(!mg_health_probe_due(h, "lm", 50999));
     MG_CHECK(mg_health_probe_due(h, "lm", 51000));
     const char *listed2[] = {"a", "b:latest"};
-    mg_health_probe_result(h, &f.p[0], true, listed2, 2, NULL, 51500);
+    mg_health_probe_result(h, &f.p[0], 0, true, listed2, 2, NULL, 51500);
     MG_CHECK(mg_health_available(h, "lm", "lm/b", 51500, NULL));
     CHECK_EV(&log, 3, "lm/b", false, "probe", -1);
     /* an empty list changes no model */
     fail(h, "lm", "lm/a", MG_CLASS_MODEL_NOT_LOADED, 60000);
-    mg_health_probe_result(h, &f.p[0], true, NULL, 0, NULL, 61000);
+    mg_health_probe_result(h, &f.p[0], 0, true, NULL, 0, NULL, 61000);
     MG_CHECK(!mg_health_available(h, "lm", "lm/a", 61000, NULL));
     MG_CHECK(mg_health_available(h, "lm", "lm/b", 61000, NULL));
     /* auth, billing and rate limits are not probed: only time ends them */
@@ -364,7 +364,7 @@ MG_TEST(probe_failure_climbs_and_probe_timeout)
     mg_health_t *h = new_health(NULL);
     fail(h, "lm", "lm/a", MG_CLASS_CONNECT_ERROR, 0);
     MG_CHECK(mg_health_probe_due(h, "lm", 25000));
-    mg_health_probe_result(h, &f.p[0], false, NULL, 0, "connection refused", 25500);
+    mg_health_probe_result(h, &f.p[0], 0, false, NULL, 0, "connection refused", 25500);
     MG_CHECK_INT(until_of(h, "lm", NULL, 25500), 85500); /* now + 1 min */
     mg_health_stats_t st;
     mg_health_query(h, "lm", NULL, 25500, &st);
@@ -391,26 +391,26 @@ MG_TEST(probe_from_raw_answers)
     fail(h, "lm", "lm/b", MG_CLASS_MODEL_NOT_LOADED, 0);
     const char *body = "{\"object\":\"list\",\"data\":[{\"id\":\"a\",\"object\":\"model\"},"
                        "{\"id\":\"zzz\"},{\"nope\":1}]}";
-    mg_health_probe_response(h, &f.p[0], 200, body, strlen(body), NULL, 26000);
+    mg_health_probe_response(h, &f.p[0], 0, 200, body, strlen(body), NULL, 26000);
     MG_CHECK(mg_health_available(h, "lm", "lm/a", 26000, NULL));
     MG_CHECK_INT(until_of(h, "lm", "lm/b", 26000), 56000); /* still not listed: now + 30 s */
     /* the probe's success kept the provider's step (1): a failure now cools for the next one */
-    mg_health_probe_response(h, &f.p[0], 0, NULL, 0, "Connection refused", 27000);
+    mg_health_probe_response(h, &f.p[0], 0, 0, NULL, 0, "Connection refused", 27000);
     MG_CHECK_INT(until_of(h, "lm", NULL, 27000), 87000);
     mg_health_stats_t st;
     mg_health_query(h, "lm", NULL, 27000, &st);
     MG_CHECK_STR(st.last_message, "probe GET /models failed: Connection refused");
-    mg_health_probe_response(h, &f.p[0], 502, "bad", 3, NULL, 28000); /* a failed probe: a step up */
+    mg_health_probe_response(h, &f.p[0], 0, 502, "bad", 3, NULL, 28000); /* a failed probe: a step up */
     MG_CHECK_INT(until_of(h, "lm", NULL, 28000), 328000);
     mg_health_query(h, "lm", NULL, 28000, &st);
     MG_CHECK_STR(st.last_message, "probe GET /models failed: HTTP 502");
     /* a 404 (no /models on this server) still proves it is up; the models stay as they are */
-    mg_health_probe_response(h, &f.p[0], 404, "not found", 9, NULL, 29000);
+    mg_health_probe_response(h, &f.p[0], 0, 404, "not found", 9, NULL, 29000);
     MG_CHECK(mg_health_available(h, "lm", NULL, 29000, NULL));
     MG_CHECK(!mg_health_available(h, "lm", "lm/b", 29000, NULL));
     /* the Anthropic list shape works too */
     body = "{\"data\":[{\"type\":\"model\",\"id\":\"b\",\"display_name\":\"B\"}],\"has_more\":false}";
-    mg_health_probe_response(h, &f.p[0], 200, body, strlen(body), NULL, 29500);
+    mg_health_probe_response(h, &f.p[0], 0, 200, body, strlen(body), NULL, 29500);
     MG_CHECK(mg_health_available(h, "lm", "lm/b", 29500, NULL));
     mg_health_free(h);
 }
@@ -467,9 +467,13 @@ MG_TEST(a_changed_endpoint_starts_afresh)
     MG_CHECK(!mg_health_available(h, "lm", NULL, 2000, NULL));
     MG_CHECK(!mg_health_available(h, "lm", "lm/b", 2000, NULL));
     int before = log.n;
+    uint64_t old_ep = mg_health_endpoint(&f.p[0]);
+    MG_CHECK(old_ep != 0);
     /* lm moved to another port: its state and its models' are about the old one. oa's key did
      * not change, so its auth cooldown stands. */
     f.p[0].base_url = "http://127.0.0.1:8080/v1";
+    uint64_t new_ep = mg_health_endpoint(&f.p[0]);
+    MG_CHECK(new_ep != old_ep);
     mg_health_add_config(h, &cfg, 1500);
     MG_CHECK(mg_health_available(h, "lm", NULL, 2000, NULL));
     MG_CHECK(mg_health_available(h, "lm", "lm/a", 2000, NULL));
@@ -484,6 +488,18 @@ MG_TEST(a_changed_endpoint_starts_afresh)
     MG_CHECK_INT(st.latency_samples, 0); /* the old endpoint's samples are gone */
     MG_CHECK_INT(st.latency_p50, -1);
     MG_CHECK_INT(st.successes_total, 1); /* totals stay */
+    /* Attempts and probes still in flight to the old address end after the reload: what they
+     * say is about it, and must not cool the new one. */
+    mg_health_outcome_t o = mg_health_outcome(MG_CLASS_CONNECT_ERROR);
+    o.endpoint = old_ep;
+    mg_health_report(h, "lm", "lm/a", &o, 1700);
+    mg_health_probe_result(h, &f.p[0], old_ep, false, NULL, 0, "refused", 1700);
+    MG_CHECK(mg_health_available(h, "lm", NULL, 2000, NULL));
+    mg_health_query(h, "lm", NULL, 2000, &st);
+    MG_CHECK_INT(st.failures_total, 2); /* only lm/a's and lm/b's, before the reload */
+    o.endpoint = new_ep; /* the new address refusing is news */
+    mg_health_report(h, "lm", "lm/a", &o, 1800);
+    MG_CHECK(!mg_health_available(h, "lm", NULL, 2000, NULL));
     /* A new key is a new endpoint too. */
     f.p[1].api_key = "sk-new";
     mg_health_add_config(h, &cfg, 1600);
@@ -818,7 +834,7 @@ static void *worker(void *arg)
         mg_health_order(t->h, cands, 4, now, idx);
         mg_health_available(t->h, "lm", "lm/a", now, NULL);
         if (mg_health_probe_due(t->h, m->provider->id, now))
-            mg_health_probe_result(t->h, m->provider, i % 2, NULL, 0, NULL, now);
+            mg_health_probe_result(t->h, m->provider, 0, i % 2, NULL, 0, NULL, now);
         if (i % 500 == 0) {
             mg_buf_t b = {0};
             mg_health_dump_json(t->h, &b, now);

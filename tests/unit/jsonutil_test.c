@@ -24,6 +24,15 @@ MG_TEST(nested_member_with_same_name_is_not_top_level)
     free(out);
 }
 
+MG_TEST(replaces_every_duplicate)
+{
+    /* cJSON (and so the router) reads the first "model"; an upstream's parser may keep the last:
+     * no client value may survive in either. */
+    char *out = set("{\"model\":\"default\",\"x\":1,\"model\" : \"other-upstream-id\"}", "model", "\"m\"");
+    MG_CHECK_STR(out, "{\"model\":\"m\",\"x\":1,\"model\" : \"m\"}");
+    free(out);
+}
+
 MG_TEST(inserts_when_absent)
 {
     char *out = set("{\"a\":1}", "stream_options", "{\"include_usage\":true}");
