@@ -316,6 +316,19 @@ class Rewrite(MGTestCase):
                 self.assertEqual(up.path, "/v1/chat/completions")
                 self.assertIn("application/json", up.headers.get("content-type", ""))
 
+    def test_a_duplicated_model_key_leaves_no_client_value_upstream(self):
+        # cJSON (the router) reads the first "model"; many upstream parsers keep the last. Both
+        # must become the resolved id, or a client could pick an upstream model unchecked.
+        raw = (b'{"model":"default","messages":[{"role":"user","content":"hi"}],'
+               b'"model":"some-other-upstream-model"}')
+        r = self.gw.request("POST", "/v1/chat/completions", body=raw,
+                            headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r)
+        up = self.lm.requests[-1]
+        self.assertEqual(up.model, "minimax-m2.1-gs32")
+        self.assertNotIn(b"some-other-upstream-model", up.body)
+        self.assertEqual(up.body.count(b'"minimax-m2.1-gs32"'), 2, up.body)
+
     def test_rest_of_the_body_is_unchanged(self):
         body = dict(self.BODY, model="Minimax")
         r = self.gw.post_json("/v1/chat/completions", body)
