@@ -63,7 +63,11 @@ typedef struct mg_worker {
     struct MHD_Daemon *daemon;
     mg_upstream_t *up;
     MHD_socket quiesced; /* its listening socket once quiesced: ours to close after the stop */
-    atomic_uint_fast64_t requests; /* requests this thread has taken (GET /health shows them) */
+    /* Requests this thread has taken (GET /health shows them): written by its thread at every
+     * request, so padded onto a cache line of its own, shared with no other worker's fields. */
+    char pad_before[64];
+    atomic_uint_fast64_t requests;
+    char pad_after[64 - sizeof(atomic_uint_fast64_t)];
 } mg_worker_t;
 
 struct mg_server {
