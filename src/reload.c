@@ -23,6 +23,18 @@
 static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long long reloads_ok, reloads_failed;
 
+/* The settings the server reads only at start: a reload that changes them says so, since
+ * nothing else would show that they have not taken effect. */
+static void warn_start_only(const mg_gateway_settings_t *was, const mg_gateway_settings_t *now)
+{
+    if (was->listen_port != now->listen_port || strcmp(was->listen_host, now->listen_host) != 0)
+        mg_log(MG_LOG_WARN, "reload", "gateway.listen changed to %s:%d: it takes effect on restart (unless --listen sets it)",
+               now->listen_host, now->listen_port);
+    if (was->threads != now->threads)
+        mg_log(MG_LOG_WARN, "reload", "gateway.threads changed to %d: it takes effect on restart (still %d)",
+               now->threads, was->threads);
+}
+
 unsigned long long mg_reload(const char *config_path, const char *why, char *err, size_t errlen)
 {
     pthread_mutex_lock(&reload_lock);
@@ -44,7 +56,10 @@ unsigned long long mg_reload(const char *config_path, const char *why, char *err
         mg_log_json(MG_LOG_ERROR, "reload", extra.data);
     } else {
         mg_gen_t *cur = mg_gen_acquire();
-        if (cur) mg_keys_adopt_state(g->cfg->gw.keys, cur->cfg->gw.keys); /* limits carry over */
+        if (cur) {
+            mg_keys_adopt_state(g->cfg->gw.keys, cur->cfg->gw.keys); /* limits carry over */
+            warn_start_only(&cur->cfg->gw, &g->cfg->gw);
+        }
         mg_gen_release(cur);
         id = g->id;
         if (mg_router_health()) mg_probe_health_update(mg_router_health(), g->cfg);

@@ -49,6 +49,23 @@ class Reload(MGTestCase):
         self.assertEqual(p["generation"], gen)
         self.assertGreaterEqual(p["reloads"]["ok"], 1)
 
+    def test_settings_read_at_start_are_named_when_a_reload_changes_them(self):
+        gw = self.gateway(self.cfg("a/m"))
+        cfg = self.cfg("b/m")
+        cfg["gateway"] = {"threads": 2, "listen": "127.0.0.1:1"}
+        self.write(gw, cfg)
+        r = gw.request("POST", "/admin/reload")
+        self.assertEqual(r.status, 200, r)  # the rest applies
+        self.assertEqual(self.served(gw)[0], "b/m")
+        warns = [l.get("detail", "") for l in gw.wait_lines(
+            lambda l: l.get("msg") == "reload" and l.get("level") == "warn", n=2)]
+        self.assertTrue(any(w.startswith("gateway.threads changed to 2: it takes effect on restart (still 1)")
+                            for w in warns), warns)
+        self.assertTrue(any(w.startswith("gateway.listen changed to 127.0.0.1:1: it takes effect on restart")
+                            for w in warns), warns)
+        # Still serving where it started.
+        self.assertEqual(gw.get("/health").status, 200)
+
     def test_broken_file_is_rejected_and_the_old_generation_keeps_serving(self):
         gw = self.gateway(self.cfg("a/m"))
         self.write(gw, raw='{models: {mode: "replace"}, gateway: {lisen: "x"}}')
