@@ -23,16 +23,15 @@
 static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long long reloads_ok, reloads_failed;
 
-/* The settings the server reads only at start: a reload that changes them says so, since
- * nothing else would show that they have not taken effect. */
+/* The settings the server reads only at start: a reload that changes them (from the previous
+ * generation's) says so, since nothing else would show that they have not taken effect. */
 static void warn_start_only(const mg_gateway_settings_t *was, const mg_gateway_settings_t *now)
 {
     if (was->listen_port != now->listen_port || strcmp(was->listen_host, now->listen_host) != 0)
         mg_log(MG_LOG_WARN, "reload", "gateway.listen changed to %s:%d: it takes effect on restart (unless --listen sets it)",
                now->listen_host, now->listen_port);
     if (was->threads != now->threads)
-        mg_log(MG_LOG_WARN, "reload", "gateway.threads changed to %d: it takes effect on restart (still %d)",
-               now->threads, was->threads);
+        mg_log(MG_LOG_WARN, "reload", "gateway.threads changed to %d: it takes effect on restart", now->threads);
 }
 
 unsigned long long mg_reload(const char *config_path, const char *why, char *err, size_t errlen)
