@@ -52,7 +52,7 @@ typedef struct ent {
     } win[WIN_BUCKETS];
 
     /* providers only */
-    uint64_t endpoint;    /* hash of where and how the provider is reached (endpoint_of); 0 unknown */
+    uint64_t endpoint;    /* mg_health_endpoint of the provider as last configured; 0 unknown */
     int64_t budget_milli; /* retry tokens × 1000: exact arithmetic, 5 deposits make one token */
     uint64_t retries, retries_denied;
     bool probe_in_flight;
