@@ -438,9 +438,9 @@ static void summary_done(void *ud, mg_xfer_result_t result, const char *detail)
     mg_req_release(req); /* the run's reference */
 }
 
-/* Ends the summary run's health attempt: its outcome counts for the summarizer as an attempt's
- * would (latency, cooldowns); a cancelled one is not counted. */
-static void summary_health(mg_req_t *req, mg_class_t cls)
+/* Ends the summary run's health attempt: its outcome (c) counts for the summarizer as an
+ * attempt's would (latency, cooldowns, Retry-After); a cancelled one is not counted. */
+static void summary_health(mg_req_t *req, mg_classification_t c)
 {
     mg_summary_run_t *run = &req->summary;
     if (!health || !run->health_begun) return;
@@ -448,19 +448,15 @@ static void summary_health(mg_req_t *req, mg_class_t cls)
     int64_t now = mg_now_ms();
     mg_health_attempt_end(health, pid, run->model->ref);
     run->health_begun = false;
-    if (cls == MG_CLASS_CANCELLED) return;
-    mg_health_outcome_t o = mg_health_outcome(cls);
+    if (c.cls == MG_CLASS_CANCELLED) return;
+    mg_health_outcome_t o = mg_health_outcome(c.cls);
     o.endpoint = mg_health_endpoint(run->model->provider); /* as of the request's generation */
     o.xfer = run->result;
     o.http_status = run->status;
     o.latency_ms = now - run->start_ms;
-    if (cls != MG_CLASS_OK) {
-        mg_classification_t c = mg_classify_http2(req->gen->patterns, run->status, run->headers.data,
-                                                  run->headers.len, run->body.data, run->body.len);
-        o.retry_after_ms = c.retry_after_ms;
-        o.should_retry = c.should_retry;
-        o.message = run->detail[0] ? run->detail : NULL;
-    }
+    o.retry_after_ms = c.retry_after_ms;
+    o.should_retry = c.should_retry;
+    if (c.cls != MG_CLASS_OK && run->detail[0]) o.message = run->detail;
     mg_health_report(health, pid, run->model->ref, &o, now);
 }
 
@@ -576,7 +572,7 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
     up_headers_free(&hd);
     if (!run->xfer) {
         run->active = false;
-        summary_health(req, MG_CLASS_CANCELLED);
+        summary_health(req, (mg_classification_t){.cls = MG_CLASS_CANCELLED}); /* not counted */
         mg_req_release(req);
         compaction_note(req, a, "no summary: the gateway is stopping");
         return false;
@@ -1162,16 +1158,16 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
     pthread_mutex_unlock(&req->lock);
     /* The summarizer's class, for health: from the transfer and the status (a 2xx whose summary
      * cannot be read is judged below). A transfer cut because the client left is cancelled. */
-    mg_class_t cls = MG_CLASS_OK;
+    mg_classification_t c = {.cls = MG_CLASS_OK, .retry_after_ms = -1, .should_retry = -1};
     if (run->result != MG_XFER_OK) {
-        cls = mg_classify_xfer(run->result);
+        c.cls = mg_classify_xfer(run->result);
     } else if (run->status < 200 || run->status >= 300) {
-        cls = mg_classify_http2(req->gen->patterns, run->status, run->headers.data, run->headers.len,
-                                run->body.data, run->body.len).cls;
-        if (cls == MG_CLASS_OK) cls = MG_CLASS_SERVER_ERROR;
+        c = mg_classify_http2(req->gen->patterns, run->status, run->headers.data, run->headers.len,
+                              run->body.data, run->body.len);
+        if (c.cls == MG_CLASS_OK) c.cls = MG_CLASS_SERVER_ERROR;
     }
     if (gone || req->client_aborted) {
-        summary_health(req, cls);
+        summary_health(req, c);
         settle_locally(a, MG_CLASS_CANCELLED, "the client left while the summary was being made");
         mg_metrics_attempt(a->model->ref, a->cls);
         return advance(req, reply);
@@ -1190,12 +1186,12 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
         snprintf(why, sizeof why, "it answered HTTP %ld", run->status);
     } else if (mg_summary_read(run->model->provider->api, run->body.data, run->body.len, req->arena,
                                &text, &len, why, sizeof why) != 0) {
-        cls = MG_CLASS_SERVER_ERROR; /* why says what was wrong with the answer */
+        c.cls = MG_CLASS_SERVER_ERROR; /* why says what was wrong with the answer */
     } else if (mg_compact_insert_summary(req->arena, &run->reserved, run->budget, &run->opts,
                                          &run->reserved_report, text, len) != 0) {
         snprintf(why, sizeof why, "its summary did not fit the model's budget"); /* not its fault */
     }
-    summary_health(req, cls);
+    summary_health(req, c);
     mg_buf_free(&run->body);
     mg_buf_free(&run->headers);
     mg_ir_request_t cand;

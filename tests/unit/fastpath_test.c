@@ -160,20 +160,6 @@ MG_TEST(strict_edge_cases)
              !sp[0].found);
 }
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    mg_buf_t b = {0};
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        mg_buf_append(&b, chunk, n);
-    fclose(f);
-    *len = b.len;
-    return mg_buf_steal(&b);
-}
-
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static uint64_t next_rand(void)
 {
@@ -226,7 +212,7 @@ static void walk(const char *dir)
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         size_t n;
-        char *t = slurp(path, &n);
+        char *t = mg_test_read_file(path, &n);
         if (t) check_file_and_mutations(t, n);
         free(t);
     }

@@ -9,6 +9,25 @@ typedef void (*mg_test_fn)(void);
 typedef struct { const char *name; mg_test_fn fn; } mg_test_case_t;
 
 extern int mg_test_failures;
+
+/* A whole file, NUL-terminated ("" when empty), in *len its length; NULL when it cannot be
+ * opened. The caller frees it. */
+static inline char *mg_test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0, got;
+    char *s = malloc(cap + 1);
+    while (s && (got = fread(s + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) s = realloc(s, (cap *= 2) + 1);
+    }
+    fclose(f);
+    if (!s) abort();
+    s[n] = '\0';
+    *len = n;
+    return s;
+}
 #define MG_MAX_TESTS 512
 extern mg_test_case_t mg_tests[MG_MAX_TESTS];
 extern int mg_n_tests;

@@ -39,20 +39,6 @@ static const struct {
 
 /* ---- files and goldens ---- */
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    mg_buf_t b = {0};
-    char tmp[4096];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        mg_buf_append(&b, tmp, n);
-    fclose(f);
-    *len = b.len;
-    return b.data ? mg_buf_steal(&b) : mg_xstrdup("");
-}
-
 static void write_file(const char *path, const char *s, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -78,7 +64,7 @@ static void check_golden(const char *path, const char *got, size_t n)
         return;
     }
     size_t wl;
-    char *want = read_file(path, &wl);
+    char *want = mg_test_read_file(path, &wl);
     if (!want) {
         fprintf(stderr, "  missing golden %s (run with MG_UPDATE_GOLDEN=1, then review it)\n", path);
         mg_test_failures++;
@@ -248,7 +234,7 @@ MG_TEST(requests_all_pairs_match_goldens)
         if (!split_name(files[f], cas, sizeof cas, &from)) continue;
         snprintf(path, sizeof path, FIX "/requests/%s", files[f]);
         size_t len;
-        char *text = read_file(path, &len);
+        char *text = mg_test_read_file(path, &len);
         cJSON *body = cJSON_ParseWithLength(text, len);
         MG_CHECK(body != NULL);
         mg_ir_arena_t *a = mg_ir_arena_new();
@@ -318,7 +304,7 @@ MG_TEST(responses_all_pairs_match_goldens)
         if (!split_name(files[f], cas, sizeof cas, &from)) continue;
         snprintf(path, sizeof path, FIX "/responses/%s", files[f]);
         size_t len;
-        char *text = read_file(path, &len);
+        char *text = mg_test_read_file(path, &len);
         cJSON *body = cJSON_ParseWithLength(text, len);
         mg_ir_arena_t *a = mg_ir_arena_new();
         mg_ir_response_t up;
@@ -428,7 +414,7 @@ MG_TEST(streams_all_pairs_match_goldens_and_round_trip)
         if (!split_name(files[f], cas, sizeof cas, &from)) continue;
         snprintf(path, sizeof path, FIX "/streams/%s", files[f]);
         size_t len;
-        char *text = read_file(path, &len);
+        char *text = mg_test_read_file(path, &len);
         for (int to = 0; to < 3; to++) {
             for (int strip = 0; strip <= (has_reasoning_case(cas) ? 1 : 0); strip++) {
                 char label[256];
