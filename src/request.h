@@ -115,7 +115,19 @@ typedef struct mg_summary_run {
     mg_compact_report_t reserved_report, fallback_report;
     mg_compact_opts_t opts;
     int64_t budget, delay_ms;
+    const char *asked; /* the summarizer's request body (arena copy), the key of its memo */
+    size_t asked_len;
 } mg_summary_run_t;
+
+/* A summary made for this request, kept for a later candidate or retry that would ask the same
+ * summarizer exactly the same thing (the same request body): it is used again, not made again.
+ * In the request's arena, newest first. */
+typedef struct mg_summary_memo {
+    struct mg_summary_memo *next;
+    const mg_model_t *model;
+    const char *asked, *text;
+    size_t asked_len, text_len;
+} mg_summary_memo_t;
 
 /* What the client gets when the answer is a whole body (not a stream). */
 typedef struct mg_reply {
@@ -174,6 +186,7 @@ typedef struct mg_req {
     const mg_model_t *overflowed; /* the largest window that overflowed so far */
     unsigned retries;             /* resends of the current candidate */
     mg_summary_run_t summary;     /* a summarizer run the current attempt waits for */
+    mg_summary_memo_t *summaries; /* the summaries made so far, for reuse */
     mg_attempt_t attempts[MG_MAX_ATTEMPTS]; /* only [0, n_attempts) is initialised (mg_req_new) */
     size_t n_attempts;
     /* The outcome, for headers and the access log. */

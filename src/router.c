@@ -460,15 +460,26 @@ static void summary_health(mg_req_t *req, mg_classification_t c)
     mg_health_report(health, pid, run->model->ref, &o, now);
 }
 
+/* The summary this request already has of exactly what summarizer s would now be asked, or NULL. */
+static const mg_summary_memo_t *summary_memo(const mg_req_t *req, const mg_model_t *s,
+                                             const char *asked, size_t asked_len)
+{
+    for (const mg_summary_memo_t *m = req->summaries; m; m = m->next)
+        if (m->model == s && m->asked_len == asked_len && memcmp(m->asked, asked, asked_len) == 0)
+            return m;
+    return NULL;
+}
+
 /* Asks summarizer s (non-streaming, through the upstream loop) for a summary of the turns
  * compaction drops from this candidate, and parks the candidate: it is compacted again from
  * filtered with room kept for the summary, and the deterministic result (cand, a->compaction)
  * is kept for when no summary comes. Returns true when the run started (the request waits:
- * finish_summary sends the candidate), false when there is to be no summary (the note says why)
- * and the caller sends cand now. */
+ * finish_summary sends the candidate), false when the caller sends cand now: with no summary
+ * (the note says why), or with the one an earlier candidate or try of this request had made of
+ * the same turns (then cand and a->compaction are replaced; the note says so). */
 static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
                           const mg_ir_request_t *filtered, const mg_compact_report_t *filtered_rep,
-                          const mg_ir_request_t *cand, int64_t budget, const mg_compact_opts_t *co,
+                          mg_ir_request_t *cand, int64_t budget, const mg_compact_opts_t *co,
                           int64_t delay_ms)
 {
     const mg_config_t *cfg = req->gen->cfg;
@@ -484,14 +495,6 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
         compaction_note(req, a,
                         "no summary: summarizer %s needs environment variable %s, which is not set",
                         s->ref, sp->api_key_env);
-        return false;
-    }
-    /* A summarizer that is failing would hold every such request for summaryTimeoutMs: while it
-     * cools down, the drop note stands at once. */
-    int64_t until = 0;
-    if (health && !mg_health_available(health, sp->id, s->ref, mg_now_ms(), &until)) {
-        compaction_note(req, a, "no summary: summarizer %s is cooling down for %lld ms more", s->ref,
-                        (long long)MG_MAX(0, until - mg_now_ms()));
         return false;
     }
     mg_ir_request_t reserved = *filtered;
@@ -526,8 +529,38 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
     }
     char *body = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
+    size_t body_len = strlen(body);
+    const mg_summary_memo_t *memo = summary_memo(req, s, body, body_len);
+    if (memo) {
+        free(body);
+        if (mg_compact_insert_summary(req->arena, &reserved, budget, co, &rrep, memo->text,
+                                      memo->text_len) != 0) {
+            compaction_note(req, a, "summary by %s (made for an earlier try) did not fit this "
+                                    "model's budget, the drop note stands", s->ref);
+            return false;
+        }
+        *cand = reserved;
+        a->compaction = rrep;
+        a->compaction.budget = budget;
+        a->raw_estimate = a->compaction.raw_after;
+        /* Not a warning: the access log's note says where the summary came from. */
+        snprintf(a->compaction_note, sizeof a->compaction_note,
+                 "summary by %s reused: an earlier try dropped the same turns", s->ref);
+        return false;
+    }
+    /* A summarizer that is failing would hold every such request for summaryTimeoutMs: while it
+     * cools down, the drop note stands at once. */
+    int64_t until = 0;
+    if (health && !mg_health_available(health, sp->id, s->ref, mg_now_ms(), &until)) {
+        free(body);
+        compaction_note(req, a, "no summary: summarizer %s is cooling down for %lld ms more", s->ref,
+                        (long long)MG_MAX(0, until - mg_now_ms()));
+        return false;
+    }
 
     run->model = s;
+    run->asked = mg_ir_strndup(req->arena, body, body_len);
+    run->asked_len = body_len;
     run->reserved = reserved;
     run->reserved_report = rrep;
     run->fallback = *cand;
@@ -552,7 +585,7 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
         .headers = hd.v,
         .n_headers = hd.n,
         .body = body,
-        .body_len = strlen(body),
+        .body_len = body_len,
         .body_owned = true,
         .http2 = sp->http2,
         .ca_file = sp->ca_file,
@@ -1196,6 +1229,9 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
     mg_buf_free(&run->headers);
     mg_ir_request_t cand;
     if (!why[0]) {
+        mg_summary_memo_t *memo = mg_ir_alloc(req->arena, sizeof *memo);
+        *memo = (mg_summary_memo_t){req->summaries, run->model, run->asked, text, run->asked_len, len};
+        req->summaries = memo;
         cand = run->reserved;
         a->compaction = run->reserved_report;
         a->compaction.budget = run->budget;

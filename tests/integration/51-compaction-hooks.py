@@ -129,6 +129,49 @@ class Summaries(MGTestCase):
         self.assertEqual(len(self.s.requests), 0)
 
 
+class SummaryReuse(MGTestCase):
+    """A summary is made once per request: a fallback (or a retry) that drops the same turns
+    reuses it; one that drops other turns asks again."""
+
+    def start_chain(self, fallback_window):
+        self.a, self.b, self.s = self.mock("A"), self.mock("B"), self.mock("S")
+        self.gw = self.gateway(config(
+            providers={"small": provider(self.a, [{"id": "m", "contextWindow": 4096, "maxTokens": 512}]),
+                       "other": provider(self.b, [{"id": "m", "contextWindow": fallback_window,
+                                                   "maxTokens": 512}]),
+                       "loc": provider(self.s, [{"id": "summ", "contextWindow": 32768}])},
+            primary="small/m", fallbacks=["other/m"],
+            gateway={"compaction": {"summarizer": "loc/summ", "summaryMaxTokens": 200}}))
+        self.a.set_behavior("fail", status=500)
+        self.s.set_behavior("answer", content=SUMMARY)
+        r = self.gw.post_json("/v1/chat/completions", {"model": "default", "messages": history()})
+        self.assertEqual(r.status, 200, r)
+        self.assertGreaterEqual(len(self.a.requests), 1)
+        self.assertEqual(len(self.b.requests), 1)
+        for up in (self.a, self.b):  # every try carried a summary in place of the dropped turns
+            for q in up.requests:
+                note = text_of(q.json["messages"][1])
+                self.assertTrue(note.startswith("[Summary of "), note[:200])
+                self.assertIn(SUMMARY, note)
+        self.assertIn("summary", r.header("x-moongate-compaction") or "", r)
+        line = self.gw.wait_access(1)[0]
+        self.assertEqual(line["attempts"][-1]["model"], "other/m", line)
+        return line
+
+    def test_a_fallback_that_drops_the_same_turns_reuses_the_summary(self):
+        line = self.start_chain(4096)
+        self.assertEqual(len(self.s.requests), 1, "the summary was made again for the fallback")
+        att = line["attempts"]
+        self.assertIn("summary by loc/summ reused", att[-1].get("compaction_note", ""), line)
+        self.assertNotIn("compaction_note", att[0], line)
+
+    def test_a_fallback_that_drops_other_turns_asks_again(self):
+        line = self.start_chain(3072)  # a smaller window drops more turns
+        self.assertEqual(len(self.s.requests), 2, self.s.requests)
+        self.assertNotEqual(self.s.requests[0].body, self.s.requests[1].body)
+        self.assertNotIn("reused", json.dumps(line), line)
+
+
 class SummarizerFromThePolicy(MGTestCase):
     def test_the_policy_names_the_summarizer_per_candidate(self):
         a, s = self.mock("A"), self.mock("S")
