@@ -298,19 +298,7 @@ start_portkey() {
 start_moongate() {
     local cfg=$WORK/moongate-$CUR_ORIGIN.json5
     P_LOG=$WORK/moongate-$CUR_ORIGIN.log
-    # Two providers on the same origin so the fallback policy has a chain to walk; "default" in
-    # the request body resolves to it. Everything else is moongate's defaults (compaction on,
-    # health tracking, the JSON access log on stderr, here a file).
-    cat >"$cfg" <<EOF
-{
-  models: { mode: "replace", providers: {
-    origin: { baseUrl: "$1", apiKey: "bench", api: "openai-completions", models: [{ id: "m", contextWindow: 128000 }] },
-    backup: { baseUrl: "$1", apiKey: "bench", api: "openai-completions", models: [{ id: "m2", contextWindow: 128000 }] },
-  } },
-  agents: { defaults: { model: { primary: "origin/m", fallbacks: ["backup/m2"] } } },
-  gateway: { policy: "$POLICY" },
-}
-EOF
+    bench_config "$cfg" "$1" "$POLICY"
     "$MOONGATE" check --config "$cfg" >"$WORK/moongate-check.out" 2>&1 || die "moongate check failed: $(tail -5 "$WORK/moongate-check.out")"
     serve_moongate "$cfg" "$P_LOG" "${PIN_PEER[@]}"
     P_PID=$MG_PID

@@ -107,6 +107,23 @@ start_mock() {
     MOCK_PORT=$(awk '/^READY/{print $2}' "$WORK/mock.out")
 }
 
+# bench_config FILE ORIGIN_URL POLICY: the moongate config of the throughput runs. Two providers on
+# the same origin so the fallback policy has a chain to walk; "default" in the request body
+# resolves to it. Everything else is moongate's defaults (compaction on, health tracking, the JSON
+# access log on stderr).
+bench_config() {
+    cat >"$1" <<EOF
+{
+  models: { mode: "replace", providers: {
+    origin: { baseUrl: "$2", apiKey: "bench", api: "openai-completions", models: [{ id: "m", contextWindow: 128000 }] },
+    backup: { baseUrl: "$2", apiKey: "bench", api: "openai-completions", models: [{ id: "m2", contextWindow: 128000 }] },
+  } },
+  agents: { defaults: { model: { primary: "origin/m", fallbacks: ["backup/m2"] } } },
+  gateway: { policy: "$3" },
+}
+EOF
+}
+
 # serve_moongate CONFIG LOG [command prefix...]: `moongate serve` on an ephemeral loopback port, its
 # log (stderr) in LOG -> MG_PID, MG_PORT once it says "listening" (dies if not within 10 s).
 serve_moongate() {
