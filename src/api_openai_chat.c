@@ -671,13 +671,22 @@ char *mg_openai_chat_encode_error(int status, const char *type, const char *code
 typedef struct chat_tool {
     int up_index; /* the upstream's tool_calls[].index, -1 when it sent none */
     char *id;
+    char *name;
+    mg_buf_t args;  /* the arguments so far */
+    bool emitted;   /* its TOOL_CALL_START went out; a held call's events wait in name/args */
 } chat_tool_t;
 
+/* Tool calls go out one after the other (the Anthropic and Responses encoders cannot reopen a
+ * call once the next one started). A Chat upstream may interleave the argument fragments of
+ * parallel calls by index, so a call that starts while the one streaming has arguments that are
+ * not yet a whole JSON value is held, with its fragments, until that one completes (or the
+ * answer finishes): then it goes out whole and streaming continues with it. */
 typedef struct chat_dec {
     bool started, finished, ended;
     think_t think;
     chat_tool_t *tools;
     int n_tools, cap_tools;
+    int cur_tool; /* the call streaming live, -1 none */
     mg_buf_t r, t; /* think_feed output */
 } chat_dec_t;
 
@@ -685,6 +694,7 @@ void *mg_openai_chat_decoder_new(const mg_ir_decode_opts_t *opts)
 {
     chat_dec_t *d = mg_xcalloc(1, sizeof *d);
     d->think.mode = opts && opts->no_think_tags ? THINK_OFF : THINK_PRE;
+    d->cur_tool = -1;
     return d;
 }
 
@@ -692,8 +702,11 @@ void mg_openai_chat_decoder_free(void *st)
 {
     chat_dec_t *d = st;
     if (!d) return;
-    for (int i = 0; i < d->n_tools; i++)
+    for (int i = 0; i < d->n_tools; i++) {
         free(d->tools[i].id);
+        free(d->tools[i].name);
+        mg_buf_free(&d->tools[i].args);
+    }
     free(d->tools);
     mg_buf_free(&d->think.hold);
     mg_buf_free(&d->r);
@@ -738,6 +751,41 @@ static chat_tool_t *find_tool(chat_dec_t *d, int up_index, const char *id)
     return NULL;
 }
 
+/* Whether a call's arguments so far are a whole JSON value (the call may be complete). */
+static bool args_complete(const chat_tool_t *t)
+{
+    cJSON *j = cJSON_ParseWithLength(t->args.data ? t->args.data : "", t->args.len);
+    cJSON_Delete(j);
+    return j != NULL;
+}
+
+/* Sends held calls in order: all of them when all is true (the answer finished, or other
+ * content follows), else while the call streaming live is complete. */
+static int release_tools(chat_dec_t *d, bool all, mg_ir_event_cb cb, void *ud)
+{
+    for (int i = d->cur_tool + 1; i < d->n_tools; i++) {
+        chat_tool_t *t = &d->tools[i];
+        if (t->emitted) continue;
+        if (!all && d->cur_tool >= 0 && !args_complete(&d->tools[d->cur_tool])) break;
+        t->emitted = true;
+        d->cur_tool = i;
+        mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = i, .id = t->id,
+                            .name = t->name ? t->name : ""};
+        MG_CODEC_EMIT(ev);
+        if (t->args.len) {
+            mg_ir_event_t dv = {.type = MG_IR_EV_TOOL_CALL_DELTA, .index = i, .text = t->args.data,
+                                .text_len = t->args.len};
+            MG_CODEC_EMIT(dv);
+        }
+    }
+    return 0;
+}
+
+static bool tools_held(const chat_dec_t *d)
+{
+    return d->n_tools > 0 && !d->tools[d->n_tools - 1].emitted;
+}
+
 static int decode_tool_deltas(chat_dec_t *d, const cJSON *tcs, mg_ir_event_cb cb, void *ud)
 {
     const cJSON *tc;
@@ -750,22 +798,44 @@ static int decode_tool_deltas(chat_dec_t *d, const cJSON *tcs, mg_ir_event_cb cb
         const char *args = mg_ir_jstr(fn, "arguments");
         if (id && !*id) id = NULL;
         chat_tool_t *t = find_tool(d, up, id);
+        if (t && !t->emitted && name && *name && !*t->name) {
+            free(t->name); /* a held call whose name came after its first fragment */
+            t->name = mg_xstrdup(name);
+        }
         if (!t) {
+            bool held_before = tools_held(d);
             if (d->n_tools == d->cap_tools) {
                 d->cap_tools = d->cap_tools ? d->cap_tools * 2 : 4;
                 d->tools = mg_xrealloc(d->tools, (size_t)d->cap_tools * sizeof *d->tools);
             }
             t = &d->tools[d->n_tools];
+            memset(t, 0, sizeof *t);
             t->up_index = up;
             t->id = id ? mg_xstrdup(id) : mg_xasprintf("call_%d", d->n_tools);
-            mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = d->n_tools++, .id = t->id,
-                                .name = name ? name : ""};
-            MG_CODEC_EMIT(ev);
+            t->name = mg_xstrdup(name ? name : "");
+            d->n_tools++;
+            /* Live when nothing is held and the call streaming (if any) looks complete. */
+            bool live = d->cur_tool < 0 || (!held_before && args_complete(&d->tools[d->cur_tool]));
+            if (live) {
+                t->emitted = true;
+                d->cur_tool = d->n_tools - 1;
+                mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = d->cur_tool, .id = t->id,
+                                    .name = t->name};
+                MG_CODEC_EMIT(ev);
+            }
         }
         if (args && *args) {
-            mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_DELTA, .index = (int)(t - d->tools),
-                                .text = args, .text_len = strlen(args)};
-            MG_CODEC_EMIT(ev);
+            size_t n = strlen(args);
+            mg_buf_append(&t->args, args, n);
+            if (t->emitted) {
+                mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_DELTA, .index = (int)(t - d->tools),
+                                    .text = args, .text_len = n};
+                MG_CODEC_EMIT(ev);
+                if (t == &d->tools[d->cur_tool] && tools_held(d)) {
+                    int rc = release_tools(d, false, cb, ud);
+                    if (rc) return rc;
+                }
+            }
         }
     }
     return 0;
@@ -791,6 +861,11 @@ static int decode_chunk(chat_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *
     int rc;
     if (c0) {
         const cJSON *delta = mg_ir_jget(c0, "delta");
+        if (tools_held(d)) {
+            /* Other content after the calls: the held ones go out first, in order. */
+            const char *rf = reasoning_field(delta), *ct = mg_ir_jstr(delta, "content");
+            if (((rf && *rf) || (ct && *ct)) && (rc = release_tools(d, true, cb, ud))) return rc;
+        }
         if ((rc = mg_codec_emit_text(MG_IR_EV_REASONING_DELTA, reasoning_field(delta), 0, cb, ud))) return rc;
         const char *content = mg_ir_jstr(delta, "content");
         if (content && *content) {
@@ -811,6 +886,7 @@ static int decode_chunk(chat_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *
                 return mg_codec_emit_error(&d->ended, &e, cb, ud);
             }
             if ((rc = flush_think(d, cb, ud))) return rc;
+            if ((rc = release_tools(d, true, cb, ud))) return rc;
             d->finished = true;
             mg_ir_event_t ev = {.type = MG_IR_EV_FINISH, .finish = mg_openai_chat_parse_finish(fr)};
             MG_CODEC_EMIT(ev);
@@ -832,6 +908,7 @@ int mg_openai_chat_decoder_feed(void *st, const char *type, size_t type_len, con
     size_t ws = skip_ws(data, data_len);
     if (data_len - ws >= 6 && memcmp(data + ws, "[DONE]", 6) == 0) {
         int rc = flush_think(d, cb, ud);
+        if (!rc) rc = release_tools(d, true, cb, ud);
         return rc ? rc : mg_codec_emit_end(&d->ended, cb, ud);
     }
     bool error_event = type_len == 5 && memcmp(type, "error", 5) == 0; /* LM Studio */
@@ -859,6 +936,7 @@ int mg_openai_chat_decoder_finish(void *st, mg_ir_event_cb cb, void *ud)
     chat_dec_t *d = st;
     if (d->ended) return 0;
     int rc = flush_think(d, cb, ud);
+    if (!rc) rc = release_tools(d, true, cb, ud);
     if (rc) return rc;
     /* A stream that ends after its finish_reason without [DONE] is accepted by the SDK. */
     if (d->finished) return mg_codec_emit_end(&d->ended, cb, ud);

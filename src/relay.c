@@ -455,6 +455,7 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
 {
     mg_attempt_t *a = ud;
     mg_req_t *req = a->req;
+    bool raw_cut = false; /* a RAW stream whose decoder found it stopped short at its clean end */
     if (a->is_sse && result == MG_XFER_OK && !a->fail_cls) {
         /* The SDKs dispatch an unterminated last event; so do we. */
         event_ctx_t ctx = {a, NULL, NULL, false, false};
@@ -462,13 +463,17 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
         /* A decoder knows whether the answer was complete: END, or an ERROR when it stopped short. */
         if (a->dec && !a->fail_cls) {
             ctx.ev = NULL;
+            ctx.failed = false;
             mg_ir_decoder_finish(a->dec, on_ir, &ctx);
+            /* RAW forwards only the upstream's own bytes: this ERROR has none, so the client's
+             * error event is written below (a TRANSLATE encoder has already written it). */
+            raw_cut = ctx.failed && a->mode == MG_RELAY_RAW;
         }
     }
     bool committed = req->committed == a;
     mg_buf_t tail = {0};
-    if (committed && !a->fail_cls) {
-        bool complete = result == MG_XFER_OK && (a->saw_done || a->saw_finish);
+    if (committed && (!a->fail_cls || raw_cut)) {
+        bool complete = result == MG_XFER_OK && !raw_cut && (a->saw_done || a->saw_finish);
         if (complete) {
             if (a->mode == MG_RELAY_CHAT_RAW) mg_buf_puts(&tail, "data: [DONE]\n\n");
         } else {
