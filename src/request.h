@@ -80,8 +80,8 @@ typedef struct mg_attempt {
     int64_t relayed_bytes;   /* bytes queued for the client */
     int64_t ttft_ms;      /* time to the commit point (streams), -1 none */
     mg_compact_report_t compaction; /* what safety filters and compaction did to this candidate's copy */
-    char compaction_note[256]; /* why a summary or the policy's compaction was not used, or ""
-                                  (the access log's "compaction_note") */
+    char compaction_note[256]; /* why a summary or the policy's compaction was not used (or that
+                                  a summary was reused), or "" (the access log's "compaction_note") */
     mg_buf_t answer;      /* gateway.log.content: the answer's text for the access line, capped [locked] */
     bool answer_cut;      /* [locked] more text came than the cap let in */
     int64_t raw_estimate; /* raw token estimate of what was sent (calibration), 0 unknown */
@@ -89,6 +89,7 @@ typedef struct mg_attempt {
     bool health_begun;    /* counted in flight by the health registry; ended exactly once */
     /* Serving thread, once done. */
     mg_class_t cls;
+    int64_t retry_after_ms; /* the upstream's Retry-After (or like) hint, -1 none */
     bool usage_known;     /* the classifier's strict pass over a Chat answer noted its "usage" */
     mg_json_span_t usage; /* … and where its value is (found false: the answer has none) */
 } mg_attempt_t;

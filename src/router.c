@@ -216,6 +216,7 @@ static mg_attempt_t *new_attempt(mg_req_t *req, const mg_model_t *m)
     a->model = m;
     a->start_ms = a->end_ms = mg_now_ms();
     a->ttft_ms = -1;
+    a->retry_after_ms = -1;
     return a;
 }
 
@@ -805,6 +806,30 @@ static bool start_next(mg_req_t *req)
     return false;
 }
 
+/* Whether every attempt of req ended in class cls; with local, only attempts that never left
+ * (settled by the gateway, no upstream status) count. */
+static bool all_attempts(const mg_req_t *req, mg_class_t cls, bool local)
+{
+    for (size_t i = 0; i < req->n_attempts; i++)
+        if (req->attempts[i].cls != cls || (local && req->attempts[i].status)) return false;
+    return req->n_attempts > 0;
+}
+
+/* Seconds until one of the candidates rate-limited this request may be asked again: the soonest
+ * of their hints (Retry-After and the like), else of their cooldowns; -1 when neither is known. */
+static int64_t retry_after_s(const mg_req_t *req)
+{
+    int64_t ms = -1, now = mg_now_ms();
+    for (size_t i = 0; i < req->n_attempts; i++) {
+        const mg_attempt_t *a = &req->attempts[i];
+        int64_t until = 0, wait = a->retry_after_ms;
+        if (wait < 0 && health && !mg_health_available(health, a->model->provider->id, a->model->ref, now, &until))
+            wait = MG_MAX(0, until - now);
+        if (wait >= 0 && (ms < 0 || wait < ms)) ms = wait;
+    }
+    return ms < 0 ? -1 : (ms + 999) / 1000;
+}
+
 static void reply_all_failed(mg_req_t *req, mg_reply_t *reply)
 {
     bool overflow = req->n_attempts > 0;
@@ -836,7 +861,17 @@ static void reply_all_failed(mg_req_t *req, mg_reply_t *reply)
         else if (a->detail[0]) mg_buf_printf(&msg, " (%s)", a->detail);
     }
     if (req->n_attempts == 0) mg_buf_puts(&msg, " none could be tried");
-    mg_reply_error(reply, req->ep, 502, "upstream_error", "all_candidates_failed", msg.data);
+    if (all_attempts(req, MG_CLASS_RATE_LIMIT, false)) {
+        /* Every upstream asked said "later": so does the gateway, with the soonest time known. */
+        mg_reply_error(reply, req->ep, 429, "rate_limit_error", "rate_limit_exceeded", msg.data);
+        reply->retry_after_s = retry_after_s(req);
+    } else if (all_attempts(req, MG_CLASS_UNSUPPORTED, true)) {
+        /* No candidate's API can carry what the request asks for (the gateway could not even
+         * send it): the request has to change. */
+        mg_reply_error(reply, req->ep, 400, "invalid_request_error", "unsupported_request", msg.data);
+    } else {
+        mg_reply_error(reply, req->ep, 502, "upstream_error", "all_candidates_failed", msg.data);
+    }
     mg_buf_free(&msg);
 }
 
@@ -1262,6 +1297,7 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
     }
     mg_classification_t c = mg_relay_classify(req, a);
     a->cls = c.cls;
+    a->retry_after_ms = c.retry_after_ms;
     if (a->cls != MG_CLASS_OK && a->result == MG_XFER_OK && !a->is_sse && !a->detail[0] &&
         (a->status < 400))
         snprintf(a->detail, sizeof a->detail, "%s", mg_relay_answer_problem(a));

@@ -149,66 +149,100 @@ static enum MHD_Result send_method_error(struct MHD_Connection *c, mg_req_t *req
 
 /* ---- GET endpoints ---- */
 
-static void model_entry(mg_buf_t *b, bool *first, const char *id, const char *owner, int64_t created)
-{
-    mg_buf_puts(b, *first ? "{\"id\":" : ",{\"id\":");
-    *first = false;
-    mg_buf_json_str(b, id);
-    mg_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":", (long long)created);
-    mg_buf_json_str(b, owner);
-    mg_buf_puts(b, "}");
-}
+/* The names GET /v1/models lists, in order: every provider/id, every alias, and "default" when
+ * there is a default chain; with the provider that owns each and its display name. */
+typedef struct {
+    const char *id, *owner, *display_name;
+} catalog_name_t;
 
-/* Anthropic's list shape ({"data":[{"type":"model","id","display_name","created_at"}],"has_more",
- * "first_id","last_id"}), for clients that send anthropic-version. */
-static void anthropic_models(const mg_config_t *cfg, int64_t loaded_ms, mg_buf_t *b)
+static size_t catalog_names(const mg_config_t *cfg, size_t i, catalog_name_t *out)
 {
-    char created[32];
-    time_t t = (time_t)(loaded_ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    const char *first = NULL, *last = NULL;
-    mg_buf_puts(b, "{\"data\":[");
     for (size_t p = 0; p < cfg->n_providers; p++) {
-        for (size_t k = 0; k < cfg->providers[p].n_models; k++) {
-            const mg_model_t *m = &cfg->providers[p].models[k];
-            mg_buf_puts(b, first ? ",{\"type\":\"model\",\"id\":" : "{\"type\":\"model\",\"id\":");
-            mg_buf_json_str(b, m->ref);
-            mg_buf_puts(b, ",\"display_name\":");
-            mg_buf_json_str(b, m->name);
-            mg_buf_printf(b, ",\"created_at\":\"%s\"}", created);
-            if (!first) first = m->ref;
-            last = m->ref;
+        const mg_provider_t *pv = &cfg->providers[p];
+        if (i < pv->n_models) {
+            *out = (catalog_name_t){pv->models[i].ref, pv->id, pv->models[i].name};
+            return 1;
         }
+        i -= pv->n_models;
     }
-    mg_buf_puts(b, "],\"has_more\":false,\"first_id\":");
-    mg_buf_json_str(b, first);
-    mg_buf_puts(b, ",\"last_id\":");
-    mg_buf_json_str(b, last);
+    if (i < cfg->n_aliases) {
+        *out = (catalog_name_t){cfg->aliases[i].alias, cfg->aliases[i].model->provider->id,
+                                cfg->aliases[i].alias};
+        return 1;
+    }
+    if (i == cfg->n_aliases && cfg->n_default_chain) {
+        *out = (catalog_name_t){"default", "moongate", "default"};
+        return 1;
+    }
+    return 0;
+}
+
+/* One model object: OpenAI's {"id","object":"model","created","owned_by"}, or Anthropic's
+ * {"type":"model","id","display_name","created_at"} (created: RFC 3339) for clients that send
+ * anthropic-version. */
+static void model_object(mg_buf_t *b, bool anthropic, const catalog_name_t *n, int64_t loaded_ms)
+{
+    if (anthropic) {
+        char created[32];
+        time_t t = (time_t)(loaded_ms / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        mg_buf_puts(b, "{\"type\":\"model\",\"id\":");
+        mg_buf_json_str(b, n->id);
+        mg_buf_puts(b, ",\"display_name\":");
+        mg_buf_json_str(b, n->display_name ? n->display_name : n->id);
+        mg_buf_printf(b, ",\"created_at\":\"%s\"}", created);
+        return;
+    }
+    mg_buf_puts(b, "{\"id\":");
+    mg_buf_json_str(b, n->id);
+    mg_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":", (long long)(loaded_ms / 1000));
+    mg_buf_json_str(b, n->owner);
     mg_buf_puts(b, "}");
 }
 
-static enum MHD_Result serve_models(struct MHD_Connection *c, mg_req_t *req)
+/* GET /v1/models (name NULL): the catalog in OpenAI's list shape, or Anthropic's
+ * ({"data":[…],"has_more","first_id","last_id"}) for clients that send anthropic-version;
+ * GET /v1/models/{name}: one of its entries (the SDKs' models.retrieve), 404 if it has none. */
+static enum MHD_Result serve_models(struct MHD_Connection *c, mg_req_t *req, const char *name)
 {
     mg_gen_t *g = mg_gen_acquire();
     const mg_config_t *cfg = g->cfg;
-    int64_t created = g->loaded_wall_ms / 1000;
+    bool anthropic = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version") != NULL;
     mg_reply_t r = {.status = 200, .content_type = "application/json", .retry_after_s = -1};
-    if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version")) {
-        anthropic_models(cfg, g->loaded_wall_ms, &r.body);
+    catalog_name_t n;
+    if (name) {
+        size_t i = 0;
+        while (catalog_names(cfg, i, &n) && strcmp(n.id, name) != 0) i++;
+        if (catalog_names(cfg, i, &n)) {
+            model_object(&r.body, anthropic, &n, g->loaded_wall_ms);
+        } else {
+            char msg[300];
+            snprintf(msg, sizeof msg, "no model \"%.200s\" in this gateway's catalog (GET /v1/models lists them)",
+                     name);
+            mg_reply_error(&r, req->ep, 404, "invalid_request_error", "model_not_found", msg);
+        }
         mg_gen_release(g);
         return send_reply(c, req, &r);
     }
-    bool first = true;
-    mg_buf_puts(&r.body, "{\"object\":\"list\",\"data\":[");
-    for (size_t p = 0; p < cfg->n_providers; p++)
-        for (size_t k = 0; k < cfg->providers[p].n_models; k++)
-            model_entry(&r.body, &first, cfg->providers[p].models[k].ref, cfg->providers[p].id, created);
-    for (size_t k = 0; k < cfg->n_aliases; k++)
-        model_entry(&r.body, &first, cfg->aliases[k].alias, cfg->aliases[k].model->provider->id, created);
-    if (cfg->n_default_chain) model_entry(&r.body, &first, "default", "moongate", created);
-    mg_buf_puts(&r.body, "]}");
+    mg_buf_puts(&r.body, anthropic ? "{\"data\":[" : "{\"object\":\"list\",\"data\":[");
+    const char *first = NULL, *last = NULL;
+    for (size_t i = 0; catalog_names(cfg, i, &n); i++) {
+        if (i) mg_buf_puts(&r.body, ",");
+        model_object(&r.body, anthropic, &n, g->loaded_wall_ms);
+        if (!first) first = n.id;
+        last = n.id;
+    }
+    if (anthropic) {
+        mg_buf_puts(&r.body, "],\"has_more\":false,\"first_id\":");
+        mg_buf_json_str(&r.body, first);
+        mg_buf_puts(&r.body, ",\"last_id\":");
+        mg_buf_json_str(&r.body, last);
+        mg_buf_puts(&r.body, "}");
+    } else {
+        mg_buf_puts(&r.body, "]}");
+    }
     mg_gen_release(g);
     return send_reply(c, req, &r);
 }
@@ -636,7 +670,10 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
         mg_metrics_render(&r.body);
         return send_reply(c, req, &r);
     }
+    /* GET /v1/models, or /v1/models/{name} (a name may hold '/': provider/id, escaped or not). */
     bool models = strcmp(url, "/v1/models") == 0;
+    const char *model_name = strncmp(url, "/v1/models/", 11) == 0 && url[11] ? url + 11 : NULL;
+    models = models || model_name;
     if (!models && !api_endpoint(url, &req->ep))
         return send_error(c, req, 404, "invalid_request_error", "not_found", "no such endpoint");
     if (models && MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version")) req->ep = MG_EP_MESSAGES;
@@ -654,7 +691,7 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
     }
     if (models) {
         if (!is_get) return send_method_error(c, req, "GET", "this endpoint accepts GET only");
-        return serve_models(c, req);
+        return serve_models(c, req, model_name);
     }
     if (strcmp(method, "POST") != 0) return send_method_error(c, req, "POST", "this endpoint accepts POST only");
     MHD_get_connection_values(c, MHD_HEADER_KIND, keep_header, req);

@@ -201,6 +201,50 @@ class AllFailed(MGTestCase):
         self.assertLess(msg.index("b/m"), msg.index("c/m"))
         self.assertEqual((len(b.requests), len(c.requests)), (1, 1))
 
+    def test_every_candidate_rate_limited_is_429_with_the_soonest_retry_after(self):
+        b, c = self.mock("B"), self.mock("C")
+        b.set_behavior("fail", status=429, headers={"Retry-After": "40"})
+        c.set_behavior("fail", status=429, headers={"Retry-After": "25"})
+        gw = self.gateway(config(providers={"b": provider(b, ["m"]), "c": provider(c, ["m"])},
+                                 primary="b/m", fallbacks=["c/m"]))
+        t0 = time.monotonic()
+        r = gw.post_json("/v1/chat/completions", {"model": "default", "messages": MSGS})
+        self.assertLess(time.monotonic() - t0, 5, "a long Retry-After is not waited out")
+        err = self.assertOpenAIError(r, 429, "rate_limit_exceeded")
+        self.assertEqual(err["type"], "rate_limit_error", r)
+        self.assertEqual(r.header("retry-after"), "25", r)
+        self.assertRoute(r, [("b/m", "rate_limit", 429), ("c/m", "rate_limit", 429)])
+        for piece in ("b/m", "c/m", "429"):
+            self.assertIn(piece, err["message"])
+        # An Anthropic client gets its own shape; both candidates now cool down, and the one that
+        # ends first is asked (and says 429 again).
+        r = gw.post_json("/v1/messages", {"model": "default", "max_tokens": 16, "messages": MSGS},
+                         headers={"anthropic-version": "2023-06-01"})
+        self.assertEqual(r.status, 429, r)
+        self.assertEqual(r.json["type"], "error", r)
+        self.assertEqual(r.json["error"]["type"], "rate_limit_error", r)
+        self.assertIn(r.header("retry-after"), ("24", "25"), r)
+
+    def test_rate_limits_mixed_with_other_failures_stay_502(self):
+        b, c = self.mock("B"), self.mock("C")
+        b.set_behavior("fail", status=429, headers={"Retry-After": "40"})
+        c.set_behavior("fail", status=500)
+        gw = self.gateway(config(providers={"b": provider(b, ["m"]), "c": provider(c, ["m"])},
+                                 primary="b/m", fallbacks=["c/m"]))
+        r = gw.post_json("/v1/chat/completions", {"model": "default", "messages": MSGS})
+        self.assertOpenAIError(r, 502, "all_candidates_failed")
+        self.assertIsNone(r.header("retry-after"), r)
+
+    def test_a_request_no_candidate_can_carry_is_400(self):
+        an = self.mock("AN")
+        gw = self.gateway(config(providers={"an": provider(an, ["m"], api="anthropic-messages")},
+                                 primary="an/m"))
+        r = gw.post_json("/v1/chat/completions", {"model": "an/m", "messages": MSGS, "n": 2})
+        err = self.assertOpenAIError(r, 400, "unsupported_request")
+        self.assertEqual(err["type"], "invalid_request_error", r)
+        self.assertIn("an/m", err["message"])
+        self.assertEqual(len(an.requests), 0, "nothing was sent")
+
     def test_single_candidate_down_is_502(self):
         a = self.down()
         gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GET /v1/models (OpenAI list format, provider/id entries plus aliases, models.mode merge and
+"""GET /v1/models and /v1/models/{name} (OpenAI list format, provider/id entries plus aliases, models.mode merge and
 replace), GET /health, and configs written the JSON5 way (issue 2, items 3, 5 and 9)."""
 
 import mglib
@@ -39,6 +39,51 @@ class Models(MGTestCase):
                                  aliases=self.ALIASES, mode="replace"))
         body, ids = self.models(gw)
         self.assertEqual(ids, self.DECLARED | set(self.ALIASES))
+
+    def test_anthropic_shape_lists_the_same_names(self):
+        # A client that sends anthropic-version gets Anthropic's list shape, with the same names
+        # as the OpenAI shape: the models, every alias and default.
+        gw = self.gateway(config(providers=self.providers(), primary="lmstudio/qwen3-8b",
+                                 aliases=self.ALIASES, mode="replace"))
+        openai_ids = {e["id"] for e in gw.get("/v1/models").json["data"]}
+        r = gw.get("/v1/models", headers={"anthropic-version": "2023-06-01"})
+        self.assertEqual(r.status, 200, r)
+        body = r.json
+        for e in body["data"]:
+            self.assertEqual(e.get("type"), "model", e)
+            self.assertIsInstance(e.get("display_name"), str, e)
+            self.assertIsInstance(e.get("created_at"), str, e)
+        ids = [e["id"] for e in body["data"]]
+        self.assertEqual(set(ids), openai_ids)
+        self.assertLessEqual(set(self.ALIASES) | {"default"}, set(ids))
+        self.assertEqual(body["first_id"], ids[0])
+        self.assertEqual(body["last_id"], ids[-1])
+        self.assertIs(body["has_more"], False)
+
+    def test_one_model_by_name_in_both_shapes(self):
+        # GET /v1/models/{name}: what the SDKs' models.retrieve asks; the name as listed, its
+        # slash sent as is or escaped.
+        gw = self.gateway(config(providers=self.providers(), primary="lmstudio/qwen3-8b",
+                                 aliases=self.ALIASES, mode="replace"))
+        listed = {e["id"]: e for e in gw.get("/v1/models").json["data"]}
+        for path, name in (("lmstudio/qwen3-8b", "lmstudio/qwen3-8b"),
+                           ("lmstudio%2Fqwen3-8b", "lmstudio/qwen3-8b"),
+                           ("Minimax", "Minimax"), ("default", "default")):
+            r = gw.get("/v1/models/" + path)
+            self.assertEqual(r.status, 200, (path, r))
+            self.assertEqual(r.json, listed[name], path)
+            r = gw.get("/v1/models/" + path, headers={"anthropic-version": "2023-06-01"})
+            self.assertEqual(r.status, 200, (path, r))
+            self.assertEqual((r.json["type"], r.json["id"]), ("model", name), r)
+            self.assertIsInstance(r.json.get("created_at"), str, r)
+        r = gw.get("/v1/models/lmstudio/nope")
+        err = self.assertOpenAIError(r, 404, "model_not_found")
+        self.assertIn("lmstudio/nope", err["message"])
+        r = gw.get("/v1/models/nope", headers={"anthropic-version": "2023-06-01"})
+        self.assertEqual(r.status, 404, r)
+        self.assertEqual((r.json["type"], r.json["error"]["type"]), ("error", "not_found_error"), r)
+        r = gw.post_json("/v1/models/default", {})
+        self.assertEqual(r.status, 405, r)
 
     def test_merge_adds_the_builtin_hosted_models(self):
         gw = self.gateway(config(providers=self.providers(), primary="lmstudio/qwen3-8b",

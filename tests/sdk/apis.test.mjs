@@ -81,11 +81,18 @@ test('errors reach each SDK in its own format', async () => {
   await assert.rejects(openai.responses.create({ model: 'nope/x', input: 'x' }), (e) => e instanceof OpenAI.NotFoundError);
 });
 
-test('models.list in both shapes', async () => {
+test('models.list and models.retrieve in both shapes', async () => {
   const ids = [];
   for await (const m of openai.models.list()) ids.push(m.id);
   assert.ok(ids.includes('anth/m') && ids.includes('chat/m'), ids.join(','));
   const am = [];
   for await (const m of anthropic.models.list()) am.push(m.id);
   assert.ok(am.includes('resp/m'), am.join(','));
+  const one = await openai.models.retrieve('chat/m');
+  assert.equal(one.id, 'chat/m');
+  assert.equal(one.object, 'model');
+  const info = await anthropic.models.retrieve('anth/m');
+  assert.equal(info.id, 'anth/m');
+  assert.equal(info.type, 'model');
+  await assert.rejects(openai.models.retrieve('nope/x'), (e) => e instanceof OpenAI.NotFoundError);
 });
