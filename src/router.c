@@ -899,6 +899,15 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
         return MG_ROUTE_REPLY;
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(req->json, "model");
+    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(req->json, "stream");
+    const char *wrong = model && !cJSON_IsNull(model) && !cJSON_IsString(model) ? "\"model\" must be a string"
+                        : stream && !cJSON_IsNull(stream) && !cJSON_IsBool(stream) ? "\"stream\" must be true or false"
+                                                                                   : NULL;
+    if (wrong) {
+        req->model_asked = mg_xstrdup(cJSON_IsString(model) ? model->valuestring : "");
+        mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_type", wrong);
+        return MG_ROUTE_REPLY;
+    }
     if (!cJSON_IsString(model) || !model->valuestring[0]) {
         req->model_asked = mg_xstrdup("");
         mg_reply_error(reply, req->ep, 404, "invalid_request_error", "model_not_found",
@@ -910,7 +919,6 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
                                            [MG_EP_RESPONSES] = MG_API_OPENAI_RESPONSES,
                                            [MG_EP_MESSAGES] = MG_API_ANTHROPIC_MESSAGES};
     req->client_api = client_apis[req->ep];
-    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(req->json, "stream");
     req->stream = cJSON_IsTrue(stream);
     if (req->stream) {
         const cJSON *so = cJSON_GetObjectItemCaseSensitive(req->json, "stream_options");

@@ -46,12 +46,26 @@ class ClientErrors(MGTestCase):
         r = self.gw.post_json("/v1/chat/completions", {"messages": MSGS})
         self.assertOpenAIError(r, 404, "model_not_found")
 
-    def test_model_that_is_not_a_string_is_rejected(self):
-        for model in (42, None, ["a/m"], {"id": "a/m"}, ""):
+    def test_model_that_is_not_a_string_is_400(self):
+        for model in (42, ["a/m"], {"id": "a/m"}, True):
             with self.subTest(model=model):
                 r = self.gw.post_json("/v1/chat/completions", {"model": model, "messages": MSGS})
-                self.assertIn(r.status, (400, 404), r)
-                self.assertOpenAIError(r, r.status)
+                err = self.assertOpenAIError(r, 400, "invalid_type")
+                self.assertIn('"model" must be a string', err["message"])
+        for model in (None, ""):  # no model at all
+            with self.subTest(model=model):
+                r = self.gw.post_json("/v1/chat/completions", {"model": model, "messages": MSGS})
+                self.assertOpenAIError(r, 404, "model_not_found")
+
+    def test_stream_that_is_not_a_boolean_is_400(self):
+        for stream in ("yes", 1, "true", {}):
+            with self.subTest(stream=stream):
+                r = self.gw.post_json("/v1/chat/completions", {"model": "a/m", "messages": MSGS, "stream": stream})
+                err = self.assertOpenAIError(r, 400, "invalid_type")
+                self.assertIn('"stream" must be true or false', err["message"])
+        r = self.gw.post_json("/v1/messages", {"model": "a/m", "max_tokens": 8, "messages": MSGS, "stream": "yes"},
+                              headers={"anthropic-version": "2023-06-01"})
+        self.assertEqual((r.status, r.json["error"]["type"]), (400, "invalid_request_error"), r)
 
     def test_unknown_model_is_404_and_lists_what_exists(self):
         r = self.gw.post_json("/v1/chat/completions", {"model": "nope/x", "messages": MSGS})
