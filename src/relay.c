@@ -13,6 +13,7 @@
 #include "router.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -199,7 +200,8 @@ static int on_ir(void *ud, const mg_ir_event_t *ev)
 
 /* An error event in the client's dialect, for a RAW stream that broke after its commit point (a
  * TRANSLATE stream gets one from its encoder). */
-static void client_error_event(mg_buf_t *b, mg_api_t api, const char *code, const char *message)
+static void client_error_event(mg_buf_t *b, mg_api_t api, const char *code, const char *message,
+                               int64_t seq)
 {
     if (api == MG_API_ANTHROPIC_MESSAGES) {
         mg_buf_puts(b, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":");
@@ -210,7 +212,9 @@ static void client_error_event(mg_buf_t *b, mg_api_t api, const char *code, cons
         mg_buf_json_str(b, code);
         mg_buf_puts(b, ",\"message\":");
         mg_buf_json_str(b, message);
-        mg_buf_puts(b, ",\"param\":null}\n\n");
+        mg_buf_puts(b, ",\"param\":null");
+        if (seq >= 0) mg_buf_printf(b, ",\"sequence_number\":%lld", (long long)seq);
+        mg_buf_puts(b, "}\n\n");
     } else {
         chat_error_chunk(b, code, message);
     }
@@ -233,6 +237,13 @@ static int on_decoded_event(event_ctx_t *ctx, const mg_sse_event_t *ev)
         mg_buf_puts(&b, "data: ");
         mg_buf_append(&b, ev->data, ev->data_len);
         mg_buf_puts(&b, "\n\n");
+        size_t vs, ve;
+        if (a->req->client_api == MG_API_OPENAI_RESPONSES &&
+            mg_json_member_span(ev->data, ev->data_len, "sequence_number", &vs, &ve)) {
+            /* An event the gateway adds (an error at a cut) numbers on from the upstream's. */
+            int64_t seq = strtoll(ev->data + vs, NULL, 10);
+            if (seq >= a->next_seq) a->next_seq = seq + 1;
+        }
         int e = emit(ctx, b.data, b.len, ctx->content, ctx->failed);
         mg_buf_free(&b);
         if (rc == 0) rc = e;
@@ -485,7 +496,7 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
                 mg_ir_event_t err = {.type = MG_IR_EV_ERROR, .error = {502, "api_error", mg_class_name(cls), msg}};
                 mg_ir_encoder_push(a->enc, &err, &tail);
             } else {
-                client_error_event(&tail, req->client_api, mg_class_name(cls), msg);
+                client_error_event(&tail, req->client_api, mg_class_name(cls), msg, a->next_seq);
             }
         }
     }

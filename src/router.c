@@ -216,7 +216,7 @@ static mg_attempt_t *new_attempt(mg_req_t *req, const mg_model_t *m)
     a->model = m;
     a->start_ms = a->end_ms = mg_now_ms();
     a->ttft_ms = -1;
-    a->retry_after_ms = -1;
+    a->retry_after_ms = a->next_seq = -1;
     return a;
 }
 

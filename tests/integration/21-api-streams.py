@@ -49,6 +49,9 @@ class ApiStreams(MGTestCase):
                 else:
                     self.assertEqual(last["type"], "error", s)
                     self.assertTrue(last.get("message"), s)
+                    # it numbers on from the upstream's events
+                    seqs = [p["sequence_number"] for p in s.payloads[:-1]]
+                    self.assertEqual(last.get("sequence_number"), seqs[-1] + 1, s)
 
     def test_same_api_complete_streams_end_cleanly(self):
         for path, prov, terminal in (("/v1/responses", "or", "response.completed"),
