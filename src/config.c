@@ -311,6 +311,12 @@ static int resolve_secret(loader_t *ld, const cJSON *v, bool warn_unset, char **
         return 0;
     }
     if (has_control(s)) return mg_cfgread_fail(&ld->rd, v, false, "contains a control character");
+    /* OpenClaw substitutes ${NAME} anywhere in a string ("Bearer ${TOKEN}"); moongate only a whole
+     * value. Say so rather than send the text as written without a word (the value is not shown). */
+    if (strstr(s, "${"))
+        mg_cfgread_warn(&ld->rd, v, false,
+                        "contains \"${\" but is not a whole \"${NAME}\": only a value that is exactly "
+                        "\"${NAME}\" is read from the environment; this one is sent as written");
     if (*s) *value = mg_xstrdup(s);
     return 0;
 }
@@ -1038,6 +1044,9 @@ static int load_aliases(loader_t *ld, const cJSON *defaults)
             if (find_by_ref(cfg, alias))
                 rc = mg_cfgread_fail(&ld->rd, av, false, "alias %s is already the name of a model",
                                      q);
+            else if (!strcmp(alias, "default")) /* the route name of agents.defaults.model */
+                rc = mg_cfgread_fail(&ld->rd, av, false,
+                                     "alias %s is reserved: it names the default chain (agents.defaults.model)", q);
             for (size_t i = 0; i < cfg->n_aliases && rc > 0; i++)
                 if (!strcmp(cfg->aliases[i].alias, alias))
                     rc = mg_cfgread_fail(&ld->rd, av, false, "alias %s is already used for %s", q,

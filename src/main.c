@@ -95,14 +95,20 @@ static int cmd_check(const char *path)
     return 0;
 }
 
-/* Watches the files the current generation was built from. */
+/* Watches the files the current generation was built from: config, policy, error patterns. */
 static void arm_watch(mg_watch_t *w)
 {
     if (!w) return;
     mg_gen_t *g = mg_gen_acquire();
-    const char *paths[] = {g->cfg->path, g->cfg->gw.policy_path};
+    char *pend[2] = {NULL, NULL};
+    size_t np = mg_reload_pending_paths(pend, 2);
+    /* and the files of a reload that failed on them, so that fixing them retries it */
+    const char *paths[] = {g->cfg->path, g->cfg->gw.policy_path, g->cfg->gw.error_patterns_path,
+                           np > 0 ? pend[0] : NULL, np > 1 ? pend[1] : NULL};
     mg_watch_set(w, paths, MG_ARRAY_LEN(paths));
     mg_gen_release(g);
+    free(pend[0]);
+    free(pend[1]);
 }
 
 /* Reloads, then reopens the log (it may have moved, or been rotated: SIGHUP is also the rotation

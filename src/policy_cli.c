@@ -41,6 +41,12 @@ static int normalize_live(const mg_config_t *cfg, mg_tcase_t *c, char *err, size
         }
     }
     c->in.cfg = cfg;
+    /* The gateway applies its own region list to every request: so does a try or a test, unless
+     * the request names one to simulate. */
+    if (!c->in.gateway_regions && cfg->gw.allowed_regions) {
+        c->in.gateway_regions = (const char *const *)cfg->gw.allowed_regions;
+        c->in.n_gateway_regions = cfg->gw.n_allowed_regions;
+    }
     return 0;
 }
 

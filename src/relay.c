@@ -500,6 +500,13 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
             }
         }
     }
+    if (committed) {
+        /* The serving side counted no outcome for an attempt it committed to: count it here. */
+        mg_class_t mcls = a->fail_cls             ? a->fail_cls
+                          : result == MG_XFER_OK ? (a->saw_done || a->saw_finish ? MG_CLASS_OK : MG_CLASS_STREAM_BROKEN)
+                                                 : mg_classify_xfer(result);
+        mg_metrics_attempt(a->model->ref, mcls);
+    }
     mg_health_t *h = mg_router_health();
     if (committed && h && a->health_begun) {
         /* The serving side stopped looking at this attempt when it committed: its end is ours to

@@ -22,6 +22,15 @@
 
 static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long long reloads_ok, reloads_failed;
+static char *pending[2]; /* mg_reload_pending_paths; under reload_lock */
+
+static void set_pending(char *policy, char *patterns)
+{
+    free(pending[0]);
+    free(pending[1]);
+    pending[0] = policy;
+    pending[1] = patterns;
+}
 
 /* The settings the server reads only at start: a reload that changes them (from the previous
  * generation's) says so, since nothing else would show that they have not taken effect. */
@@ -39,7 +48,17 @@ unsigned long long mg_reload(const char *config_path, const char *why, char *err
     pthread_mutex_lock(&reload_lock);
     int64_t t0 = mg_now_us();
     mg_config_t *cfg = mg_config_load(config_path, err, errlen);
+    /* mg_gen_build frees cfg when it fails: keep the files it named, to watch them. */
+    char *want_policy = cfg && cfg->gw.policy_path ? mg_xstrdup(cfg->gw.policy_path) : NULL;
+    char *want_patterns = cfg && cfg->gw.error_patterns_path ? mg_xstrdup(cfg->gw.error_patterns_path) : NULL;
     mg_gen_t *g = cfg ? mg_gen_build(cfg, err, errlen) : NULL;
+    if (g) {
+        free(want_policy);
+        free(want_patterns);
+        set_pending(NULL, NULL);
+    } else if (cfg) {
+        set_pending(want_policy, want_patterns);
+    }
     unsigned long long id = 0;
     mg_buf_t extra = {0};
     mg_buf_puts(&extra, "\"why\":");
@@ -72,6 +91,16 @@ unsigned long long mg_reload(const char *config_path, const char *why, char *err
     mg_buf_free(&extra);
     pthread_mutex_unlock(&reload_lock);
     return id;
+}
+
+size_t mg_reload_pending_paths(char **out, size_t n)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&reload_lock);
+    for (size_t i = 0; i < 2 && k < n; i++)
+        if (pending[i]) out[k++] = mg_xstrdup(pending[i]);
+    pthread_mutex_unlock(&reload_lock);
+    return k;
 }
 
 void mg_reload_counts(unsigned long long *ok, unsigned long long *failed)

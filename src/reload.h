@@ -13,6 +13,12 @@
  * generation keeps serving). why ("SIGHUP", "file change", "admin") goes into the log line. */
 unsigned long long mg_reload(const char *config_path, const char *why, char *err, size_t errlen);
 
+/* The policy and errorPatterns files named by the config of the last reload, when that reload
+ * failed after its config loaded (e.g. the config names a new policy file that does not load):
+ * watched too, so that fixing that file retries the reload. Up to n copies into out (the caller
+ * frees them); returns how many. */
+size_t mg_reload_pending_paths(char **out, size_t n);
+
 /* Reload counters since start, for /admin/policy and metrics. */
 void mg_reload_counts(unsigned long long *ok, unsigned long long *failed);
 

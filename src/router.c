@@ -108,6 +108,38 @@ static bool has_part(const mg_ir_request_t *ir, mg_ir_part_type_t t)
     return false;
 }
 
+/* req.metadata: the body's "metadata" object (OpenAI's string map, Anthropic's user_id), name =
+ * text; numbers and booleans as their text, anything else left out. Copied into the arena. */
+static void fill_metadata(mg_req_t *req, mg_route_input_t *in)
+{
+    const cJSON *md = req->json ? cJSON_GetObjectItemCaseSensitive(req->json, "metadata") : NULL;
+    if (!cJSON_IsObject(md)) return;
+    size_t n = 0;
+    for (const cJSON *e = md->child; e && n < 64; e = e->next) n++;
+    if (!n) return;
+    mg_kv_t *kv = mg_ir_alloc(req->arena, n * sizeof *kv);
+    size_t k = 0;
+    for (const cJSON *e = md->child; e && k < n; e = e->next) {
+        char num[64];
+        const char *v = NULL;
+        if (!e->string) continue;
+        if (cJSON_IsString(e)) {
+            v = e->valuestring;
+        } else if (cJSON_IsBool(e)) {
+            v = cJSON_IsTrue(e) ? "true" : "false";
+        } else if (cJSON_IsNumber(e)) {
+            double d = e->valuedouble;
+            if (d == (double)(long long)d && d > -1e15 && d < 1e15) snprintf(num, sizeof num, "%lld", (long long)d);
+            else snprintf(num, sizeof num, "%.15g", d);
+            v = num;
+        }
+        if (!v) continue;
+        kv[k++] = (mg_kv_t){mg_ir_strdup(req->arena, e->string), mg_ir_strdup(req->arena, v)};
+    }
+    in->metadata = kv;
+    in->n_metadata = k;
+}
+
 /* The request as the policy sees it; borrowed from req, valid as long as req. */
 static void fill_input(mg_req_t *req)
 {
@@ -129,6 +161,7 @@ static void fill_input(mg_req_t *req)
     }
     in->headers = req->hdrs;
     in->n_headers = req->n_hdrs;
+    fill_metadata(req, in);
     if (req->gen->cfg->gw.allowed_regions) {
         in->gateway_regions = (const char *const *)req->gen->cfg->gw.allowed_regions;
         in->n_gateway_regions = req->gen->cfg->gw.n_allowed_regions;
@@ -832,7 +865,11 @@ static int64_t retry_after_s(const mg_req_t *req)
 
 static void reply_all_failed(mg_req_t *req, mg_reply_t *reply)
 {
-    bool overflow = req->n_attempts > 0;
+    /* A client error only when some candidate said the request is too long and the others could
+     * not be tried for want of a key: a plan of keyless candidates alone is no overflow. */
+    bool overflow = false;
+    for (size_t i = 0; i < req->n_attempts; i++)
+        if (req->attempts[i].cls == MG_CLASS_CONTEXT_OVERFLOW) overflow = true;
     for (size_t i = 0; i < req->n_attempts; i++)
         overflow = overflow && (req->attempts[i].cls == MG_CLASS_CONTEXT_OVERFLOW || req->attempts[i].cls == MG_CLASS_NO_KEY);
     if (overflow) {
@@ -1357,7 +1394,9 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
         while (idx < req->n_cands && req->cands[idx] != a->model) idx++;
         mg_failure_t f = {idx, a->model, mg_class_name(a->cls), a->status, c.retry_after_ms, (int)req->n_attempts};
         mg_failure_decision_t fd;
-        if (mg_policy_on_failure(req->gen->policy, &req->pin, &live_view, &f, &fd) < 0)
+        int frc = mg_policy_on_failure(req->gen->policy, &req->pin, &live_view, &f, &fd);
+        if (fd.trace[0]) trace_note(req, fd.trace); /* gw.trace works in on_failure too */
+        if (frc < 0)
             mg_log(MG_LOG_ERROR, "policy", "%s", fd.error);
         else if (fd.action == MG_FAILURE_STOP)
             d.action = MG_HEALTH_STOP;

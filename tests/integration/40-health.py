@@ -8,7 +8,7 @@ import json
 import time
 
 import mglib
-from mglib import MGTestCase, config, provider
+from mglib import MGTestCase, config, metric, provider
 
 
 def health(gw):
@@ -26,15 +26,6 @@ def entry(h, key):
             if m.get("ref") == key:
                 return m
     raise AssertionError("%s not in /admin/health: %r" % (key, h))
-
-
-def metric(text, name, **labels):
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all('%s="%s"' % (k, v) in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 class Cooldowns(MGTestCase):

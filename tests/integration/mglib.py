@@ -87,6 +87,17 @@ def config(providers, primary=None, fallbacks=(), aliases=None, mode="replace", 
     return c
 
 
+def metric(text, name, **labels):
+    """The value of the first sample of metric `name` in a /metrics text with these labels, or
+    None."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all('%s="%s"' % (k, v) in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def history(turns=30, size=1500):
     """A chat of `turns` question/answer pairs of about `size` bytes each, between a system prompt
     and a last user turn: too large for a small context window, for compaction tests."""

@@ -449,6 +449,11 @@ MG_TEST(api_keys_from_the_environment)
     }
     mg_config_free(cfg);
 
+    /* OpenClaw's inline "${NAME}" (in a longer string) is not substituted: a warning says so. */
+    expect_warning("{models: {mode: 'replace', providers: {x: {baseUrl: 'http://127.0.0.1:1/v1', apiKey: 'sk-${MG_TEST_KEY}', "
+                   "models: [{id: 'm'}]}}}}",
+                   "cfg.json5:1:86: models.providers.x.apiKey: contains \"${\" but is not a whole \"${NAME}\": only a value "
+                   "that is exactly \"${NAME}\" is read from the environment; this one is sent as written");
     expect_error("{models: {providers: {x: {baseUrl: 'http://h', apiKey: '${NOT A NAME}', models: [{id: 'm'}]}}}}",
                  "cfg.json5:1:56: models.providers.x.apiKey: expected \"${NAME}\" with NAME made of letters, digits "
                  "and _, got \"${NOT A NAME}\"");
@@ -791,6 +796,9 @@ MG_TEST(aliases)
     expect_error("{agents: {defaults: {models: {'openai/gpt-5': {alias: 'anthropic/claude-opus-4-6'}}}}}",
                  "cfg.json5:1:55: agents.defaults.models[\"openai/gpt-5\"].alias: alias "
                  "\"anthropic/claude-opus-4-6\" is already the name of a model");
+    expect_error("{agents: {defaults: {models: {'openai/gpt-5': {alias: 'default'}}}}}",
+                 "cfg.json5:1:55: agents.defaults.models[\"openai/gpt-5\"].alias: alias \"default\" is reserved: "
+                 "it names the default chain (agents.defaults.model)");
     expect_error("{agents: {defaults: {models: {'openai/gpt-5': 'G5'}}}}",
                  "cfg.json5:1:47: agents.defaults.models[\"openai/gpt-5\"]: expected an object, got \"G5\"");
     expect_error("{agents: {defaults: {models: {'openai/gpt-5': {alias: ''}}}}}",
