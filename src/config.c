@@ -67,6 +67,10 @@ static const char *const gateway_keys[] = {"listen",       "maxBodyBytes",      
                                            "policyMemoryMb", "onPolicyError",   "keys",
                                            "allowedRegions", "maxConnectionsPerIp", "bodyTimeoutMs",
                                            "headerTimeoutMs", "maxHeaderBytes", NULL};
+/* OpenClaw's own gateway block (its server: port, bind, auth, Control UI, Tailscale, …). */
+static const char *const openclaw_gateway_keys[] = {"port", "mode", "bind", "customBindHost", "auth",
+                                                    "controlUi", "tailscale", "tls", "remote", "reload",
+                                                    "trustedProxies", "http", "nodes", NULL};
 static const char *const compaction_keys[] = {
     "enabled",        "marginTokens",     "extraControlTokens", "toolResultMaxBytes",
     "messageMaxBytes", "minKeepBytes",    "dropCurrentSteps",   "summarizer",
@@ -285,75 +289,163 @@ static bool has_control(const char *s)
     return false;
 }
 
-/* Resolves a secret-bearing string v (an apiKey or header value): "${NAME}" reads the environment
- * (*env gets NAME; *value stays NULL with a warning when NAME is unset or empty), anything else is
- * used as written. Values must not contain control characters: they end up in HTTP headers. */
-static int resolve_secret(loader_t *ld, const cJSON *v, bool warn_unset, char **value, char **env)
+/* OpenClaw's substitution: every "${NAME}" in s is replaced by the environment variable NAME
+ * (NAME: letters, digits and _, not starting with a digit), and "$${NAME}" stands for a literal
+ * "${NAME}". On success *out is the result (malloc'd), *first the first NAME referenced and
+ * *missing the first one that is unset or empty (malloc'd or NULL); with a missing one *out is
+ * NULL. A "${" with no NAME and "}" after it is an error (reported at v). */
+static int expand_env(loader_t *ld, const cJSON *v, const char *s, char **out, char **first,
+                      char **missing)
 {
-    const char *s = v->valuestring;
-    size_t n = strlen(s);
-    *value = *env = NULL;
-    if (n >= 3 && s[0] == '$' && s[1] == '{' && s[n - 1] == '}') {
-        if (!valid_env_name(s + 2, n - 3))
-            return mg_cfgread_fail_got(
-                &ld->rd, v, "expected \"${NAME}\" with NAME made of letters, digits and _");
-        *env = mg_xstrndup(s + 2, n - 3);
-        const char *e = getenv(*env);
-        if (!e || !*e) {
-            if (warn_unset)
-                mg_cfgread_warn(&ld->rd, v, false, "environment variable %s is not set", *env);
-            return 0;
+    mg_buf_t b = {0};
+    *out = *first = *missing = NULL;
+    while (*s) {
+        if (s[0] == '$' && s[1] == '$' && s[2] == '{') { /* escaped: "$${" is a literal "${" */
+            mg_buf_puts(&b, "${");
+            s += 3;
+            continue;
         }
-        if (has_control(e))
-            return mg_cfgread_fail(&ld->rd, v, false,
-                                   "environment variable %s contains a control character", *env);
-        *value = mg_xstrdup(e);
+        if (s[0] != '$' || s[1] != '{') {
+            mg_buf_append(&b, s++, 1);
+            continue;
+        }
+        const char *close = strchr(s + 2, '}');
+        if (!close || !valid_env_name(s + 2, (size_t)(close - s - 2))) {
+            wipe_free(b.data);
+            free(*first), free(*missing);
+            *first = *missing = NULL;
+            return mg_cfgread_fail_got(&ld->rd, v,
+                                       "expected \"${NAME}\" with NAME made of letters, digits and _ "
+                                       "(\"$${\" for a literal \"${\")");
+        }
+        char *name = mg_xstrndup(s + 2, (size_t)(close - s - 2));
+        const char *e = getenv(name);
+        if (!*first) *first = mg_xstrdup(name);
+        if (e && *e) mg_buf_puts(&b, e);
+        else if (!*missing) *missing = mg_xstrdup(name);
+        free(name);
+        s = close + 1;
+    }
+    if (*missing) {
+        wipe_free(b.data);
         return 0;
     }
-    if (has_control(s)) return mg_cfgread_fail(&ld->rd, v, false, "contains a control character");
-    /* OpenClaw substitutes ${NAME} anywhere in a string ("Bearer ${TOKEN}"); moongate only a whole
-     * value. Say so rather than send the text as written without a word (the value is not shown). */
-    if (strstr(s, "${"))
-        mg_cfgread_warn(&ld->rd, v, false,
-                        "contains \"${\" but is not a whole \"${NAME}\": only a value that is exactly "
-                        "\"${NAME}\" is read from the environment; this one is sent as written");
-    if (*s) *value = mg_xstrdup(s);
+    *out = b.data ? b.data : mg_xstrdup("");
+    return 0;
+}
+
+static int resolve_secret_text(loader_t *ld, const cJSON *v, const char *text, bool warn_unset,
+                               char **value, char **env);
+
+/* Resolves a secret-bearing string v (an apiKey or header value), "${NAME}" substituted anywhere
+ * in it (expand_env): *env gets the first NAME; when one is unset or empty, *env names it and
+ * *value stays NULL (with a warning if warn_unset). Values must not contain control characters:
+ * they end up in HTTP headers. */
+static int resolve_secret(loader_t *ld, const cJSON *v, bool warn_unset, char **value, char **env)
+{
+    return resolve_secret_text(ld, v, v->valuestring, warn_unset, value, env);
+}
+
+static int resolve_secret_text(loader_t *ld, const cJSON *v, const char *text, bool warn_unset,
+                               char **value, char **env)
+{
+    char *x, *first, *missing;
+    *value = *env = NULL;
+    if (expand_env(ld, v, text, &x, &first, &missing)) return -1;
+    if (missing) {
+        free(first);
+        *env = missing;
+        if (warn_unset) mg_cfgread_warn(&ld->rd, v, false, "environment variable %s is not set", missing);
+        return 0;
+    }
+    *env = first;
+    if (has_control(x)) {
+        wipe_free(x);
+        return first ? mg_cfgread_fail(&ld->rd, v, false, "environment variable %s contains a control character", first)
+                     : mg_cfgread_fail(&ld->rd, v, false, "contains a control character");
+    }
+    if (*x) *value = x;
+    else free(x);
     return 0;
 }
 
 static int load_base_url(loader_t *ld, const cJSON *pobj, mg_provider_t *p, bool required)
 {
-    const char *s;
-    int rc = mg_cfgread_string(&ld->rd, pobj, "baseUrl", true, &s);
+    const char *raw;
+    int rc = mg_cfgread_string(&ld->rd, pobj, "baseUrl", true, &raw);
     if (rc < 0) return -1;
     if (rc == 0) return required ? mg_cfgread_fail_missing(&ld->rd, pobj, "baseUrl") : 0;
     size_t mark = mg_cfgread_push_key(&ld->rd, "baseUrl");
-    char host[256];
-    if (!url_host(s, host, sizeof host)) {
-        mg_cfgread_fail_got(&ld->rd, mg_cfgread_member(pobj, "baseUrl"),
-                            "expected an http:// or https:// URL");
+    const cJSON *v = mg_cfgread_member(pobj, "baseUrl");
+    char host[256], *s = NULL, *first = NULL, *missing = NULL;
+    if (expand_env(ld, v, raw, &s, &first, &missing)) {
+        /* reported */
+    } else if (missing) {
+        mg_cfgread_fail(&ld->rd, v, false, "environment variable %s is not set", missing);
+    } else if (!url_host(s, host, sizeof host)) {
+        mg_cfgread_fail_got(&ld->rd, v, first ? "expected an http:// or https:// URL (after ${…} substitution)"
+                                              : "expected an http:// or https:// URL");
     } else {
         size_t n = strlen(s);
         while (n && s[n - 1] == '/') n--;
         free(p->base_url);
         p->base_url = mg_xstrndup(s, n);
     }
+    free(s), free(first), free(missing);
     mg_cfgread_pop(&ld->rd, mark);
     return ld->rd.failed ? -1 : 0;
 }
 
+/* OpenClaw's SecretRef {source: "env", provider: "default", id: "NAME"}: as "${NAME}". Other
+ * sources (file, exec, a secret store) are refused with what to write instead. Returns the
+ * "${NAME}" text (malloc'd), or NULL once the error is reported. */
+static char *secret_ref_text(loader_t *ld, const cJSON *ref)
+{
+    const char *source = NULL, *id = NULL;
+    if (mg_cfgread_string(&ld->rd, ref, "source", true, &source) < 0 ||
+        mg_cfgread_string(&ld->rd, ref, "id", true, &id) < 0)
+        return NULL;
+    for (const cJSON *m = ref->child; m; m = m->next)
+        if (strcmp(m->string, "source") && strcmp(m->string, "id") && strcmp(m->string, "provider")) {
+            mg_cfgread_fail(&ld->rd, m, true, "unknown key in a secret reference (source, provider, id)");
+            return NULL;
+        }
+    if (!source || strcmp(source, "env") != 0) {
+        mg_cfgread_fail(&ld->rd, ref, false,
+                        "only {source: \"env\", id: \"NAME\"} secret references are read here (or \"${NAME}\"); "
+                        "source %s%s%s is not supported",
+                        source ? "\"" : "", source ? source : "(missing)", source ? "\"" : "");
+        return NULL;
+    }
+    if (!id || !valid_env_name(id, strlen(id))) {
+        mg_cfgread_fail(&ld->rd, ref, false, "a secret reference needs id: the name of an environment variable");
+        return NULL;
+    }
+    return mg_xasprintf("${%s}", id);
+}
+
 static int load_api_key(loader_t *ld, const cJSON *pobj, mg_provider_t *p, bool builtin)
 {
-    const char *s;
-    int rc = mg_cfgread_string(&ld->rd, pobj, "apiKey", false, &s);
-    if (rc <= 0) return rc;
     const cJSON *v = mg_cfgread_member(pobj, "apiKey");
+    char *ref_text = NULL;
+    if (cJSON_IsObject(v)) {
+        size_t rm = mg_cfgread_push_key(&ld->rd, "apiKey");
+        ref_text = secret_ref_text(ld, v);
+        mg_cfgread_pop(&ld->rd, rm);
+        if (!ref_text) return -1;
+    } else {
+        const char *s;
+        int rc = mg_cfgread_string(&ld->rd, pobj, "apiKey", false, &s);
+        if (rc <= 0) return rc;
+    }
     size_t mark = mg_cfgread_push_key(&ld->rd, "apiKey");
     wipe_free(p->api_key), p->api_key = NULL;
     free(p->api_key_env), p->api_key_env = NULL;
     /* Built-in keys that are unset are reported where a model of theirs is used (load_chain_entry),
      * not here: most configs never touch openai, say. */
-    rc = resolve_secret(ld, v, !builtin, &p->api_key, &p->api_key_env);
+    int rc = resolve_secret_text(ld, v, ref_text ? ref_text : v->valuestring, !builtin, &p->api_key,
+                                 &p->api_key_env);
+    free(ref_text);
     char host[256];
     if (!rc && !builtin && !p->api_key_env && p->api_key && p->base_url &&
         url_host(p->base_url, host, sizeof host) && !host_is_local(host))
@@ -463,7 +555,8 @@ static int load_cost(loader_t *ld, const cJSON *mobj, mg_cost_t *cost)
     return 0;
 }
 
-/* One models[] entry of provider k. A config model replaces a built-in one with the same id. */
+/* One models[] entry of provider k. A config model with the id of a built-in one overrides the
+ * fields it names; the others keep the built-in values (cost, input, reasoning, window, …). */
 static int load_model(loader_t *ld, size_t k, const cJSON *mobj, bool builtin)
 {
     mg_model_t m = {.input = MG_INPUT_TEXT, .context_window = 128000, .max_tokens = 8192, .builtin = builtin};
@@ -473,12 +566,6 @@ static int load_model(loader_t *ld, size_t k, const cJSON *mobj, bool builtin)
     if (mg_cfgread_check_keys(&ld->rd, mobj, model_keys, false)) return -1;
     if ((rc = mg_cfgread_string(&ld->rd, mobj, "id", true, &id)) < 0) return -1;
     if (rc == 0) return mg_cfgread_fail_missing(&ld->rd, mobj, "id");
-    if (mg_cfgread_string(&ld->rd, mobj, "name", true, &name) < 0 ||
-        mg_cfgread_bool(&ld->rd, mobj, "reasoning", &m.reasoning) < 0 ||
-        load_input(ld, mobj, &m.input) || load_cost(ld, mobj, &m.cost) ||
-        mg_cfgread_int(&ld->rd, mobj, "contextWindow", 1, MG_MAX_SAFE_INT, &m.context_window) < 0 ||
-        mg_cfgread_int(&ld->rd, mobj, "maxTokens", 1, MG_MAX_SAFE_INT, &m.max_tokens) < 0)
-        return -1;
 
     mg_provider_t *p = &ld->cfg->providers[k];
     mg_model_t *slot = NULL;
@@ -492,15 +579,27 @@ static int load_model(loader_t *ld, size_t k, const cJSON *mobj, bool builtin)
         mg_cfgread_pop(&ld->rd, mark);
         return -1;
     }
+    if (slot) { /* the built-in values are the defaults of what this entry leaves out */
+        m = *slot;
+        m.builtin = builtin;
+        m.id = m.name = m.ref = NULL;
+    }
+    if (mg_cfgread_string(&ld->rd, mobj, "name", true, &name) < 0 ||
+        mg_cfgread_bool(&ld->rd, mobj, "reasoning", &m.reasoning) < 0 ||
+        load_input(ld, mobj, &m.input) || load_cost(ld, mobj, &m.cost) ||
+        mg_cfgread_int(&ld->rd, mobj, "contextWindow", 1, MG_MAX_SAFE_INT, &m.context_window) < 0 ||
+        mg_cfgread_int(&ld->rd, mobj, "maxTokens", 1, MG_MAX_SAFE_INT, &m.max_tokens) < 0)
+        return -1;
+    if (!name && slot) name = slot->name;
+    m.id = mg_xstrdup(id);
+    m.name = mg_xstrdup(name ? name : id);
+    m.ref = mg_xasprintf("%s/%s", p->id, id);
     if (slot) {
         model_free_fields(slot);
     } else {
         p->models = mg_xrealloc(p->models, (p->n_models + 1) * sizeof *p->models);
         slot = &p->models[p->n_models++];
     }
-    m.id = mg_xstrdup(id);
-    m.name = mg_xstrdup(name ? name : id);
-    m.ref = mg_xasprintf("%s/%s", p->id, id);
     *slot = m;
     return 0;
 }
@@ -884,7 +983,22 @@ static int load_gateway(loader_t *ld, const cJSON *root)
     int64_t v;
     int rc;
     if (!gw) return ld->rd.failed ? -1 : 0;
-    if (mg_cfgread_check_keys(&ld->rd, gw, gateway_keys, true)) return -1;
+    /* A whole openclaw.json has OpenClaw's own gateway block beside the models: its settings are
+     * not moongate's, so they are ignored with a warning; any other unknown key is an error. */
+    for (const cJSON *m = gw->child; m; m = m->next) {
+        bool ours = false, openclaw = false;
+        for (const char *const *k = gateway_keys; *k && !ours; k++) ours = !strcmp(*k, m->string);
+        for (const char *const *k = openclaw_gateway_keys; *k && !ours && !openclaw; k++)
+            openclaw = !strcmp(*k, m->string);
+        if (ours) continue;
+        size_t km = mg_cfgread_push_key(&ld->rd, m->string);
+        if (openclaw)
+            mg_cfgread_warn(&ld->rd, m, true, "an OpenClaw gateway setting, not moongate's: ignored");
+        else
+            mg_cfgread_fail(&ld->rd, m, true, "unknown key");
+        mg_cfgread_pop(&ld->rd, km);
+        if (ld->rd.failed) return -1;
+    }
 
     if ((rc = mg_cfgread_string(&ld->rd, gw, "listen", true, &s)) < 0) return -1;
     if (rc) {

@@ -71,7 +71,7 @@ typedef struct mg_provider {
     char *id;
     char *base_url;    /* as configured, trailing slash removed */
     char *api_key;     /* resolved value, or NULL when none/unset. Secret: never log it. */
-    char *api_key_env; /* NAME when apiKey was "${NAME}", else NULL */
+    char *api_key_env; /* the first NAME that apiKey substitutes ("${NAME}", {source: "env"}), else NULL */
     mg_api_t api;
     mg_header_t *headers; /* extra headers sent upstream (values may be secrets) */
     size_t n_headers;

@@ -302,6 +302,24 @@ MG_TEST(unknown_openclaw_keys_warn_and_gateway_typos_fail)
     mg_config_free(cfg);
 
     expect_error("{\n  gateway: { lisen: '0.0.0.0:80' },\n}", "cfg.json5:2:14: gateway.lisen: unknown key");
+    /* A whole openclaw.json: OpenClaw's own gateway settings sit beside moongate's, ignored. */
+    const char *whole = "{\n  gateway: { port: 18789, bind: 'loopback', auth: { mode: 'token', token: 'x' },\n"
+                        "             listen: '127.0.0.1:8788' },\n"
+                        "  models: { mode: 'replace', providers: { p: { baseUrl: 'http://127.0.0.1:1/v1', models: [{ id: 'm' }] } } },\n}";
+    cfg = load_ok(whole);
+    if (cfg) {
+        MG_CHECK_INT(cfg->n_warnings, 3);
+        const char *keys[] = {"port", "bind", "auth"};
+        for (size_t i = 0; i < 3 && i < cfg->n_warnings; i++) {
+            char *rest = mg_xasprintf("gateway.%s: an OpenClaw gateway setting, not moongate's: ignored", keys[i]);
+            char *w = at(whole, keys[i], rest);
+            MG_CHECK_STR(cfg->warnings[i], w);
+            free(w);
+            free(rest);
+        }
+        MG_CHECK_INT(cfg->gw.listen_port, 8788);
+        mg_config_free(cfg);
+    }
     expect_error("{gateway: {timeouts: {idle: 5}}}", "cfg.json5:1:23: gateway.timeouts.idle: unknown key");
     expect_error("{gateway: {log: {file: 'x'}}}", "cfg.json5:1:18: gateway.log.file: unknown key");
     expect_error("{gateway: {providers: {openai: {regoin: 'us'}}}}",
@@ -326,14 +344,17 @@ MG_TEST(merge_overrides_builtin_provider_and_merges_models)
     MG_CHECK_STR(a->api_key_env, "ANTHROPIC_API_KEY");
     MG_CHECK_INT(a->n_models, 4);
     const mg_model_t *opus = mg_config_find_model(cfg, "anthropic/claude-opus-4-6");
-    MG_CHECK(opus && !opus->builtin && opus->context_window == 100000 && opus->max_tokens == 8192);
+    /* the fields the entry names win; the others keep the built-in values */
+    MG_CHECK(opus && !opus->builtin && opus->context_window == 100000 && opus->max_tokens == 32000);
     MG_CHECK_STR(opus ? opus->name : NULL, "Opus via proxy");
-    MG_CHECK(opus && opus->input == MG_INPUT_TEXT && !opus->reasoning); /* the config entry wins whole */
+    MG_CHECK(opus && opus->input == (MG_INPUT_TEXT | MG_INPUT_IMAGE) && opus->reasoning);
+    MG_CHECK(opus && opus->cost.input == 5 && opus->cost.output == 25 && opus->cost.cache_write == 6.25);
     const mg_model_t *sonnet = mg_config_find_model(cfg, "anthropic/claude-sonnet-4-5");
     MG_CHECK(sonnet && sonnet->builtin && sonnet->max_tokens == 64000 && sonnet->input == (MG_INPUT_TEXT | MG_INPUT_IMAGE));
     MG_CHECK(sonnet && sonnet->cost.input == 3 && sonnet->cost.cache_write == 3.75);
     const mg_model_t *next = mg_config_find_model(cfg, "claude-next");
     MG_CHECK(next && next->provider == a && !strcmp(next->ref, "anthropic/claude-next"));
+    MG_CHECK(next && next->max_tokens == 8192 && next->input == MG_INPUT_TEXT); /* a new id: the defaults */
 done:
     mg_config_free(cfg);
 
@@ -449,14 +470,49 @@ MG_TEST(api_keys_from_the_environment)
     }
     mg_config_free(cfg);
 
-    /* OpenClaw's inline "${NAME}" (in a longer string) is not substituted: a warning says so. */
-    expect_warning("{models: {mode: 'replace', providers: {x: {baseUrl: 'http://127.0.0.1:1/v1', apiKey: 'sk-${MG_TEST_KEY}', "
-                   "models: [{id: 'm'}]}}}}",
-                   "cfg.json5:1:86: models.providers.x.apiKey: contains \"${\" but is not a whole \"${NAME}\": only a value "
-                   "that is exactly \"${NAME}\" is read from the environment; this one is sent as written");
+    /* OpenClaw's substitution: "${NAME}" anywhere in the string (baseUrl too), "$${" for a
+     * literal "${", and its SecretRef {source: "env", id}; one unset NAME leaves no key. */
+    setenv("MG_TEST_KEY", "k1", 1);
+    setenv("MG_TEST_HOST", "127.0.0.1:9", 1);
+    const char *subst = "{models: {mode: 'replace', providers: {\n"
+                        "  x: {baseUrl: 'http://${MG_TEST_HOST}/v1', apiKey: 'sk-${MG_TEST_KEY}-$${LIT}', models: [{id: 'm'}]},\n"
+                        "  y: {baseUrl: 'https://y.example', apiKey: {source: 'env', provider: 'default', id: 'MG_TEST_KEY'}, models: [{id: 'm'}]},\n"
+                        "  z: {baseUrl: 'https://z.example', apiKey: 'Bearer ${MG_TEST_KEY}${MG_TEST_UNSET}', models: [{id: 'm'}]},\n"
+                        "}}}";
+    cfg = load_ok(subst);
+    if (cfg) {
+        p = mg_config_find_provider(cfg, "x");
+        MG_CHECK_STR(p->base_url, "http://127.0.0.1:9/v1");
+        MG_CHECK_STR(p->api_key, "sk-k1-${LIT}");
+        MG_CHECK_STR(p->api_key_env, "MG_TEST_KEY");
+        p = mg_config_find_provider(cfg, "y");
+        MG_CHECK_STR(p->api_key, "k1");
+        MG_CHECK_STR(p->api_key_env, "MG_TEST_KEY");
+        p = mg_config_find_provider(cfg, "z");
+        MG_CHECK(p->api_key == NULL);
+        MG_CHECK_STR(p->api_key_env, "MG_TEST_UNSET");
+        MG_CHECK_INT(cfg->n_warnings, 1);
+        char *w = at(subst, "'Bearer", "models.providers.z.apiKey: environment variable MG_TEST_UNSET is not set");
+        MG_CHECK_STR(cfg->n_warnings ? cfg->warnings[0] : NULL, w);
+        free(w);
+        mg_config_free(cfg);
+    }
+    const char *bad = "{models: {providers: {x: {baseUrl: '${MG_TEST_UNSET}/v1', models: [{id: 'm'}]}}}}";
+    expect_error_at(bad, "'${", "models.providers.x.baseUrl: environment variable MG_TEST_UNSET is not set");
+    bad = "{models: {providers: {x: {baseUrl: 'http://h', apiKey: {source: 'file', id: 'K'}, models: [{id: 'm'}]}}}}";
+    expect_error_at(bad, "{source",
+                    "models.providers.x.apiKey: only {source: \"env\", id: \"NAME\"} secret references are read here "
+                    "(or \"${NAME}\"); source \"file\" is not supported");
+    bad = "{models: {providers: {x: {baseUrl: 'http://h', apiKey: {source: 'env'}, models: [{id: 'm'}]}}}}";
+    expect_error_at(bad, "{source",
+                    "models.providers.x.apiKey: a secret reference needs id: the name of an environment variable");
+    unsetenv("MG_TEST_HOST");
     expect_error("{models: {providers: {x: {baseUrl: 'http://h', apiKey: '${NOT A NAME}', models: [{id: 'm'}]}}}}",
                  "cfg.json5:1:56: models.providers.x.apiKey: expected \"${NAME}\" with NAME made of letters, digits "
-                 "and _, got \"${NOT A NAME}\"");
+                 "and _ (\"$${\" for a literal \"${\"), got \"${NOT A NAME}\"");
+    expect_error("{models: {providers: {x: {baseUrl: 'http://h', apiKey: 'sk-${unclosed', models: [{id: 'm'}]}}}}",
+                 "cfg.json5:1:56: models.providers.x.apiKey: expected \"${NAME}\" with NAME made of letters, digits "
+                 "and _ (\"$${\" for a literal \"${\"), got \"sk-${unclosed\"");
     expect_error("{models: {providers: {x: {baseUrl: 'http://h', apiKey: 42, models: [{id: 'm'}]}}}}",
                  "cfg.json5:1:56: models.providers.x.apiKey: expected a string, got 42");
     expect_error("{models: {providers: {x: {baseUrl: 'http://h', apiKey: 'a\\r\\nX-Evil: 1', models: [{id: 'm'}]}}}}",
