@@ -85,6 +85,12 @@ int mg_keys_load(const cJSON *keys_array, const mg_config_t *cfg, mg_keys_t **ou
 int mg_keys_load_ex(const cJSON *keys_array, const mg_config_t *cfg, const char *path,
                     mg_keys_t **out, const cJSON **err_node, char *err, size_t errlen);
 
+/* For the offline commands (route, test), which authenticate nothing: from then on, a key whose
+ * environment variable is unset loads as a key that matches nothing instead of failing the load,
+ * so that a policy can be tried without the production secrets. Process-wide; the server never
+ * calls it. */
+void mg_keys_offline(void);
+
 void mg_keys_free(mg_keys_t *keys);
 
 size_t mg_keys_count(const mg_keys_t *keys);

@@ -137,6 +137,24 @@ class Offline(MGTestCase):
         self.assertLess(p.stdout.find("a/m"), p.stdout.find("b/m"), p.stdout)
         self.assertEqual(len(a.requests), 0, "route sends nothing")
 
+    def test_route_needs_no_client_key_secrets_but_serving_does(self):
+        a = self.mock("A")
+        os.environ.pop("MG_TEST_UNSET_CLIENT_KEY", None)
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"keys": [{"id": "team", "key": "${MG_TEST_UNSET_CLIENT_KEY}"}]}),
+                          start=False)
+        req = os.path.join(gw.dir, "req.json")
+        with open(req, "w") as f:
+            json.dump({"model": "default"}, f)
+        p = subprocess.run([BIN, "route", "--config", gw.config_path, "--request", req],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("a/m", p.stdout)
+        p = subprocess.run([BIN, "check", "--config", gw.config_path], capture_output=True, text=True,
+                           timeout=30)
+        self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("environment variable MG_TEST_UNSET_CLIENT_KEY is not set", p.stdout + p.stderr)
+
 
 if __name__ == "__main__":
     mglib.main()
