@@ -801,9 +801,11 @@ static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *
         .ud = a,
     };
     mg_req_ref(req); /* the attempt's reference, released by on_done */
-    a->start_ms = mg_now_ms() + delay_ms;
+    int64_t now = mg_now_ms();
+    a->start_ms = now + delay_ms; /* it leaves after its backoff */
     if (health) {
-        mg_health_attempt_begin(health, p->id, m->ref, is_retry, a->start_ms);
+        /* The clock of health is now: a cooldown must not be settled as over before it is. */
+        mg_health_attempt_begin(health, p->id, m->ref, is_retry, now);
         a->health_begun = true;
     }
     a->xfer = mg_xfer_submit(req->up, &spec);
