@@ -150,6 +150,7 @@ typedef struct mg_req {
     bool suspended;  /* [locked] the connection is suspended waiting for the upstream side */
     int64_t start_ms;
     mg_endpoint_t ep;
+    bool is_api;   /* a POST to one of the three API endpoints (ep names it); the access line's "api" */
     char *method;
     char *path;
     bool body_phase;     /* [locked] headers seen, body not complete yet */

@@ -1484,9 +1484,12 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
     mg_buf_json_str(out, req->method);
     mg_buf_puts(out, ",\"path\":");
     mg_buf_json_str(out, req->path);
-    mg_buf_puts(out, ",\"api\":\"");
-    mg_buf_puts(out, ep_names[req->ep]);
-    mg_buf_puts(out, "\",\"gen\":");
+    if (req->is_api) { /* not for the model list, health, metrics, admin or an unknown path */
+        mg_buf_puts(out, ",\"api\":\"");
+        mg_buf_puts(out, ep_names[req->ep]);
+        mg_buf_puts(out, "\"");
+    }
+    mg_buf_puts(out, ",\"gen\":");
     mg_buf_put_u64(out, (uint64_t)req->gen->id);
     mg_buf_puts(out, ",\"model\":");
     mg_buf_json_str(out, req->model_asked);

@@ -676,6 +676,7 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
     models = models || model_name;
     if (!models && !api_endpoint(url, &req->ep))
         return send_error(c, req, 404, "invalid_request_error", "not_found", "no such endpoint");
+    req->is_api = !models;
     if (models && MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version")) req->ep = MG_EP_MESSAGES;
     if (g->cfg->gw.keys) {
         /* Client keys: Authorization: Bearer or x-api-key (Anthropic's SDKs), compared in

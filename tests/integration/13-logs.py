@@ -71,6 +71,16 @@ class AccessLog(MGTestCase):
             self.assertEqual(l.get("attempts"), [], l)
         self.assertEqual(lines[0]["model"], "nope/x")
 
+    def test_api_is_named_only_for_api_requests(self):
+        self.gw.chat("default")
+        self.gw.get("/v1/models")
+        self.gw.get("/admin/health")
+        self.gw.get("/nowhere")
+        lines = self.gw.wait_access(4)
+        self.assertEqual([(l["path"], l.get("api")) for l in lines],
+                         [("/v1/chat/completions", "chat"), ("/v1/models", None), ("/admin/health", None),
+                          ("/nowhere", None)], lines)
+
     def test_ids_are_unique(self):
         for _ in range(5):
             self.gw.chat("fast")
