@@ -63,6 +63,19 @@ class Check(MGTestCase):
         self.assertNotEqual(rc, 0, out)
         self.assertIn(path + ":3:", out)
 
+    def test_check_rejects_a_log_path_that_cannot_be_written(self):
+        good = config(providers={"a": provider("http://127.0.0.1:9/v1", ["m"])}, primary="a/m",
+                      gateway={"log": {"path": "/nonexistent-mg-dir/moongate.log"}})
+        rc, out = run(["check", "--config", self.write(json.dumps(good))])
+        self.assertEqual(rc, 1, out)
+        self.assertIn("gateway.log.path: cannot write /nonexistent-mg-dir/moongate.log: No such file or directory", out)
+        d = tempfile.mkdtemp(prefix="mg-it-")
+        self.addCleanup(lambda: os.rmdir(d))
+        good["gateway"]["log"]["path"] = os.path.join(d, "moongate.log")
+        rc, out = run(["check", "--config", self.write(json.dumps(good))])
+        self.assertEqual(rc, 0, out)
+        self.assertFalse(os.path.exists(os.path.join(d, "moongate.log")), "check creates nothing")
+
     def test_check_on_a_missing_file_fails_cleanly(self):
         rc, out = run(["check", "--config", "/nonexistent/moongate.json5"])
         self.assertNotEqual(rc, 0, out)
