@@ -296,6 +296,11 @@ int main(int argc, char **argv)
             state = argv[++i];
         } else if (strcmp(cmd, "test") == 0 && !target && argv[i][0] != '-') {
             target = argv[i];
+        } else if (i + 1 == argc && (!strcmp(argv[i], "--config") || !strcmp(argv[i], "--listen") ||
+                                     !strcmp(argv[i], "--request") || !strcmp(argv[i], "--state"))) {
+            fprintf(stderr, "moongate: %s needs a value\n", argv[i]);
+            usage(stderr);
+            return 2;
         } else {
             fprintf(stderr, "moongate: unknown argument %s\n", argv[i]);
             usage(stderr);

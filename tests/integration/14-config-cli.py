@@ -92,6 +92,10 @@ class Check(MGTestCase):
         self.assertNotEqual(rc, 0, out)
         rc, out = run([])
         self.assertNotEqual(rc, 0, out)
+        for args in (["check", "--config"], ["route", "--config", "x.json5", "--request"]):
+            rc, out = run(args)
+            self.assertEqual(rc, 2, out)
+            self.assertIn("moongate: %s needs a value" % args[-1], out)
 
     def test_examples_all_pass_check(self):
         examples = sorted(glob.glob(os.path.join(SOURCE_DIR, "examples", "*.json5")) +
