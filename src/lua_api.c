@@ -1065,6 +1065,7 @@ static int build(lua_State *L)
     lua_pushvalue(L, chunk);
     lua_call(L, 0, 1);
     /* route may be a global, a field of a returned table, or the returned function itself */
+    char others[160] = ""; /* the returned table's other keys, named if route is missing */
     if (lua_type(L, -1) == LUA_TFUNCTION) {
         lua_setfield(L, env, "route");
     } else if (lua_type(L, -1) == LUA_TTABLE) {
@@ -1075,6 +1076,17 @@ static int build(lua_State *L)
                 lua_setfield(L, env, hooks[i]);
             else
                 lua_pop(L, 1);
+        }
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            lua_pop(L, 1); /* the value; the key stays for lua_next */
+            if (lua_type(L, -1) != LUA_TSTRING) continue;
+            const char *k = lua_tostring(L, -1);
+            bool hook = false;
+            for (size_t i = 0; i < MG_ARRAY_LEN(hooks) && !hook; i++) hook = !strcmp(k, hooks[i]);
+            size_t used = strlen(others);
+            if (!hook && used + strlen(k) + 5 < sizeof others)
+                snprintf(others + used, sizeof others - used, "%s\"%s\"", used ? ", " : "", k);
         }
         lua_pop(L, 1);
     } else if (!lua_isnil(L, -1)) {
@@ -1087,8 +1099,10 @@ static int build(lua_State *L)
     }
     lua_pushliteral(L, "route");
     if (lua_rawget(L, env) != LUA_TFUNCTION)
-        luaL_error(L, "%s: the policy must define a function route(req) (it %s)", a->chunkname + 1,
-                   lua_isnil(L, -1) ? "defines none" : "is not a function");
+        luaL_error(L, "%s: the policy must define a function route(req) (it %s%s%s%s)", a->chunkname + 1,
+                   lua_isnil(L, -1) ? "defines none" : "is not a function",
+                   others[0] ? "; the table it returned has " : "", others,
+                   others[0] ? ", and the hooks are route, on_failure, on_complete and compact" : "");
     lua_Debug ar;
     lua_pushvalue(L, -1);
     lua_getinfo(L, ">S", &ar);

@@ -229,6 +229,10 @@ MG_TEST(load_errors_name_file_and_line)
     load_fails("route = 42\n",
                "the policy must define a function route(req) (it is not a function)");
     load_fails("return 42\n", "the file returned a number");
+    load_fails("return { rout = function(req) return 'lm/small' end, helper = 1, [3] = 0 }\n",
+               "(it defines none; the table it returned has ");
+    load_fails("return { rout = function(req) return 'lm/small' end }\n",
+               "has \"rout\", and the hooks are route, on_failure, on_complete and compact)");
     load_fails("\x1bLuaT", "attempt to load a binary chunk (mode is 't')");
     snprintf(want, sizeof want,
              "p%d.lua:1: route returned candidate #2 'nope/x', which is not a model", n_files + 1);
