@@ -663,7 +663,24 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
         return send_error(c, req, 431, "invalid_request_error", "request_header_fields_too_large", msg);
     }
 
-    if (strncmp(url, "/admin/", 7) == 0) return serve_admin(srv, c, req, url, method);
+    /* A request that carries Origin comes from a web page. moongate sends no CORS headers, so no
+     * page can make real use of it; but a page can still *send* requests (a cross-site form or
+     * fetch, or DNS rebinding, which makes the page same-origin with 127.0.0.1). Where the only
+     * guard is the client's address (no gateway.keys for the API, no adminKey for the admin
+     * endpoints), any site the local user visits could spend the providers' keys or reload the
+     * config: such requests are refused. With keys configured they need a key like any other. */
+    bool admin = strncmp(url, "/admin/", 7) == 0;
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (origin && (admin ? !g->cfg->gw.admin_key
+                         : !g->cfg->gw.keys && (strncmp(url, "/v1/", 4) == 0))) {
+        if (!admin && !api_endpoint(url, &req->ep) &&
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version"))
+            req->ep = MG_EP_MESSAGES;
+        return send_error(c, req, 403, "permission_error", "origin_not_allowed",
+                          admin ? "browser requests (with an Origin header) to /admin/* need gateway.adminKey"
+                                : "browser requests (with an Origin header) need a client key (gateway.keys)");
+    }
+    if (admin) return serve_admin(srv, c, req, url, method);
     if (strcmp(url, "/metrics") == 0) {
         if (!is_get) return send_method_error(c, req, "GET", "this endpoint accepts GET only");
         mg_reply_t r = {.status = 200, .content_type = MG_METRICS_CONTENT_TYPE, .retry_after_s = -1};

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Security review regressions through the real binary: a key limited to some models is never
+served by another one through a fallback chain; browser requests (Origin) are refused where only
+the client's address guards the gateway (no client keys, no admin key); and a large body that
+fails to parse at its end is refused quickly (the parse used to be quadratic in the body size,
+holding the serving thread)."""
+
+import time
+
+import mglib
+from mglib import MGTestCase, config, provider
+
+KEY = "mgk-sec-canary-111"
+ADMIN = "mgk-sec-admin-222"
+
+
+class KeyModels(MGTestCase):
+    def setUp(self):
+        self.a, self.b = self.mock("A"), self.mock("B")
+        keys = [{"id": "local-only", "key": "${MG_IT_KEY}", "models": ["a/m", "a/fail-500"]},
+                {"id": "routes", "key": "${MG_IT_KEY2}", "models": ["default"]}]
+        self.gw = self.gateway(
+            config(providers={"a": provider(self.a, ["m", "fail-500"]),
+                              "b": provider(self.b, ["m"], api="anthropic-messages")},
+                   primary="a/fail-500", fallbacks=["b/m"], gateway={"keys": keys}),
+            env={"MG_IT_KEY": KEY, "MG_IT_KEY2": KEY + "x"}, secrets=[KEY, KEY + "x"])
+
+    def test_fallback_chain_stays_within_the_keys_models(self):
+        # a/fail-500 starts the default chain, whose fallback b/m the key may not use.
+        r = self.gw.chat("a/fail-500", headers={"Authorization": "Bearer " + KEY})
+        self.assertEqual(r.status, 502, r)
+        self.assertEqual(len(self.b.requests), 0, "b/m served a key that may not use it")
+        self.assertIn("key local-only may not use b/m", r.header("x-moongate-route"), r)
+        self.assertEqual([a[0] for a in r.route["attempts"]], ["a/fail-500"], r)
+
+    def test_route_name_allows_its_whole_plan(self):
+        r = self.gw.chat("default", headers={"Authorization": "Bearer " + KEY + "x"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-moongate-model"), "b/m", r)
+
+    def test_an_alias_the_key_lists_allows_its_model(self):
+        gw = self.gateway(
+            config(providers={"a": provider(self.a, ["m"]), "b": provider(self.b, ["m"])},
+                   aliases={"Big": "b/m"},
+                   gateway={"keys": [{"id": "k", "key": "${MG_IT_KEY}", "models": ["a/m", "Big"]}]}),
+            env={"MG_IT_KEY": KEY}, secrets=[KEY])
+        r = gw.chat("Big", headers={"Authorization": "Bearer " + KEY})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-moongate-model"), "b/m", r)
+
+    def test_a_policy_sending_elsewhere_is_403(self):
+        # The key may use a/m, but the policy routes every request to b/m.
+        gw = self.gateway(
+            config(providers={"a": provider(self.a, ["m"]), "b": provider(self.b, ["m"])},
+                   primary="a/m",
+                   gateway={"policy": "p.lua",
+                            "keys": [{"id": "k", "key": "${MG_IT_KEY}", "models": ["a/m"]}]}),
+            env={"MG_IT_KEY": KEY}, secrets=[KEY], start=False)
+        with open(gw.dir + "/p.lua", "w") as f:
+            f.write('function route(req) return { "b/m" } end\n')
+        gw.start()
+        r = gw.chat("a/m", headers={"Authorization": "Bearer " + KEY})
+        self.assertOpenAIError(r, 403, "model_not_allowed")
+        self.assertEqual(len(self.b.requests), 0)
+
+
+class BrowserOrigin(MGTestCase):
+    BODY = {"model": "a/m", "messages": [{"role": "user", "content": "hi"}]}
+    EVIL = {"Origin": "http://attacker.example", "Content-Type": "text/plain"}
+
+    def test_no_keys_refuses_browser_requests(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"))
+        r = gw.post_json("/v1/chat/completions", self.BODY, headers=self.EVIL)
+        self.assertOpenAIError(r, 403, "origin_not_allowed")
+        r = gw.post_json("/v1/messages", dict(self.BODY, max_tokens=5), headers=self.EVIL)
+        self.assertEqual(r.status, 403, r)
+        self.assertEqual(r.json["type"], "error", r)
+        self.assertEqual(len(a.requests), 0, "a cross-site request reached the upstream")
+        r = gw.post_json("/admin/reload", {}, headers=self.EVIL)
+        self.assertOpenAIError(r, 403, "origin_not_allowed")
+        # Ordinary clients (no Origin) are unaffected.
+        self.assertEqual(gw.post_json("/v1/chat/completions", self.BODY).status, 200)
+        self.assertEqual(gw.post_json("/admin/reload", {}).status, 200)
+
+    def test_with_keys_a_browser_request_needs_the_key(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"keys": [{"id": "k", "key": "${MG_IT_KEY}"}],
+                                          "adminKey": "${MG_IT_ADMIN}"}),
+                          env={"MG_IT_KEY": KEY, "MG_IT_ADMIN": ADMIN}, secrets=[KEY, ADMIN])
+        r = gw.post_json("/v1/chat/completions", self.BODY, headers=self.EVIL)
+        self.assertOpenAIError(r, 401, "missing_api_key")
+        h = dict(self.EVIL, Authorization="Bearer " + KEY)
+        self.assertEqual(gw.post_json("/v1/chat/completions", self.BODY, headers=h).status, 200)
+        h = dict(self.EVIL, Authorization="Bearer " + ADMIN)
+        self.assertEqual(gw.post_json("/admin/reload", {}, headers=h).status, 200)
+
+
+class ParseCost(MGTestCase):
+    def test_large_invalid_body_is_refused_quickly(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"))
+        # ~2 MB, a million array elements, never closed: cJSON builds the whole partial tree and
+        # then frees it. Freeing it used to search the arena's chunk list for every node.
+        body = b'{"model":"a/m","messages":[' + b"0," * 1000000
+        t0 = time.monotonic()
+        r = gw.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"},
+                       timeout=120)
+        took = time.monotonic() - t0
+        self.assertOpenAIError(r, 400, "invalid_json")
+        self.assertLess(took, 4.0 * mglib.TIMEOUT_SCALE, "a 2 MB invalid body took %.1f s" % took)
+
+
+if __name__ == "__main__":
+    mglib.main()
