@@ -1059,34 +1059,10 @@ static bool utf8_valid(const char *str)
                 continue;
             }
         }
-        unsigned char c = *s;
-        if (c < 0x80) {
-            s++;
-            continue;
-        }
-        int n;
         uint32_t cp;
-        if (c >= 0xC2 && c <= 0xDF) {
-            n = 1;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            n = 2;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (end - s <= n) return false;
-        for (int k = 1; k <= n; k++) {
-            if (!is_cont(s[k])) return false;
-            cp = (cp << 6) | (s[k] & 0x3F);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        s += n + 1;
+        size_t n = mg_utf8_decode(s, (size_t)(end - s), &cp);
+        if (!n) return false;
+        s += n;
     }
     return true;
 }

@@ -86,37 +86,6 @@ static int fail(parser_t *p, loc_t at, const char *fmt, ...)
 
 /* ---- characters ------------------------------------------------------------------------------ */
 
-/* Decodes one well-formed UTF-8 sequence (no overlong forms, surrogates or values past U+10FFFF).
- * Returns its length and sets *cp, or returns 0 when s[0..n) does not start with one. */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    if (n == 0) return 0;
-    unsigned c = s[0];
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    size_t len;
-    uint32_t v, min;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2, v = c & 0x1F, min = 0x80;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3, v = c & 0x0F, min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4, v = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xC0) != 0x80) return 0;
-        v = (v << 6) | (s[k] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    *cp = v;
-    return len;
-}
-
 static void utf8_encode(mg_buf_t *b, uint32_t cp)
 {
     unsigned char o[4];
@@ -197,7 +166,7 @@ static int fail_unexpected(parser_t *p, const char *context)
     unsigned c = p->s[p->i];
     if (c > 0x20 && c < 0x7F) return fail(p, at, "unexpected character '%c'%s", (char)c, context);
     uint32_t cp;
-    if (!utf8_decode(p->s + p->i, p->len - p->i, &cp)) return fail(p, at, "invalid UTF-8");
+    if (!mg_utf8_decode(p->s + p->i, p->len - p->i, &cp)) return fail(p, at, "invalid UTF-8");
     return fail(p, at, "unexpected character U+%04X%s", (unsigned)cp, context);
 }
 
@@ -211,7 +180,7 @@ static int skip_char(parser_t *p)
         return 0;
     }
     uint32_t cp;
-    size_t n = utf8_decode(p->s + p->i, p->len - p->i, &cp);
+    size_t n = mg_utf8_decode(p->s + p->i, p->len - p->i, &cp);
     if (!n) return fail(p, here(p), "invalid UTF-8");
     p->i += n;
     return 0;
@@ -247,7 +216,7 @@ static int skip_ws(parser_t *p)
             }
         } else if (c >= 0x80) {
             uint32_t cp;
-            n = utf8_decode(p->s + p->i, p->len - p->i, &cp);
+            n = mg_utf8_decode(p->s + p->i, p->len - p->i, &cp);
             if (!n) return fail(p, here(p), "invalid UTF-8");
             if (!is_space_cp(cp)) break;
             p->i += n;
@@ -408,7 +377,7 @@ static int parse_escape(parser_t *p, mg_buf_t *out, loc_t start)
         if (is_digit(c)) return fail(p, at, "invalid escape '\\%c'", (char)c);
         /* ' " \ and every NonEscapeCharacter stand for themselves */
         if (c >= 0x80) {
-            n = utf8_decode(p->s + p->i, p->len - p->i, &cp);
+            n = mg_utf8_decode(p->s + p->i, p->len - p->i, &cp);
             if (!n) return fail(p, here(p), "invalid UTF-8");
             mg_buf_append(out, p->s + p->i, n);
             p->i += n;
@@ -453,7 +422,7 @@ static int parse_string(parser_t *p, mg_buf_t *out)
             return fail(p, here(p), "NUL character in string (not supported)");
         } else { /* non-ASCII, including U+2028/U+2029 which JSON5 allows raw in strings */
             uint32_t cp;
-            size_t n = utf8_decode(p->s + p->i, p->len - p->i, &cp);
+            size_t n = mg_utf8_decode(p->s + p->i, p->len - p->i, &cp);
             if (!n) return fail(p, here(p), "invalid UTF-8");
             mg_buf_append(out, p->s + p->i, n);
             p->i += n;
@@ -481,7 +450,7 @@ static int parse_identifier(parser_t *p, mg_buf_t *out)
                 return fail(p, at, "\\u escape is not an identifier character");
             utf8_encode(out, cp);
         } else {
-            n = utf8_decode(p->s + p->i, p->len - p->i, &cp);
+            n = mg_utf8_decode(p->s + p->i, p->len - p->i, &cp);
             if (!n) return fail(p, here(p), "invalid UTF-8");
             if (!(first ? is_ident_start(cp) : is_ident_part(cp))) break;
             mg_buf_append(out, p->s + p->i, n);
@@ -497,7 +466,7 @@ static bool at_ident_char(const parser_t *p)
     uint32_t cp;
     if (p->i >= p->len) return false;
     if (p->s[p->i] == '\\') return true;
-    return utf8_decode(p->s + p->i, p->len - p->i, &cp) && is_ident_part(cp);
+    return mg_utf8_decode(p->s + p->i, p->len - p->i, &cp) && is_ident_part(cp);
 }
 
 static bool match_word(parser_t *p, const char *w)

@@ -136,6 +136,35 @@ void mg_buf_put_i64(mg_buf_t *b, int64_t v)
     mg_buf_put_u64(b, (uint64_t)v);
 }
 
+size_t mg_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    if (n == 0) return 0;
+    unsigned c = s[0];
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    size_t len;
+    uint32_t v, min;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2, v = c & 0x1F, min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3, v = c & 0x0F, min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4, v = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len) return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xC0) != 0x80) return 0;
+        v = (v << 6) | (s[k] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+    *cp = v;
+    return len;
+}
+
 void mg_buf_json_strn(mg_buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -144,7 +173,15 @@ void mg_buf_json_strn(mg_buf_t *b, const char *s, size_t n)
     size_t run = 0; /* start of the pending run of bytes that need no escaping */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') continue;
+        if (c >= 0x80) { /* well-formed UTF-8 passes; any other byte becomes U+FFFD */
+            uint32_t cp;
+            size_t k = mg_utf8_decode((const unsigned char *)s + i, n - i, &cp);
+            if (k) {
+                i += k - 1;
+                continue;
+            }
+        }
         if (i > run) mg_buf_append(b, s + run, i - run);
         run = i + 1;
         switch (c) {
@@ -153,10 +190,13 @@ void mg_buf_json_strn(mg_buf_t *b, const char *s, size_t n)
         case '\n': mg_buf_append(b, "\\n", 2); break;
         case '\r': mg_buf_append(b, "\\r", 2); break;
         case '\t': mg_buf_append(b, "\\t", 2); break;
-        default: {
-            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            mg_buf_append(b, esc, 6);
-        }
+        default:
+            if (c >= 0x80) {
+                mg_buf_append(b, "\\ufffd", 6);
+            } else {
+                char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+                mg_buf_append(b, esc, 6);
+            }
         }
     }
     if (n > run) mg_buf_append(b, s + run, n - run);

@@ -63,7 +63,14 @@ void mg_buf_put_u64(mg_buf_t *b, uint64_t v);
 /* d in the shortest decimal that reads back as d (integers below 1e15 without a fraction), NaN as
  * "NaN" and the infinities as inf / -inf as the caller's format spells them. */
 void mg_fmt_double(char *out, size_t n, double d, const char *inf, const char *neg_inf);
-/* Appends s as a JSON string literal, quotes included. */
+
+/* Decodes one well-formed UTF-8 sequence (no overlong forms, surrogates or values past U+10FFFF).
+ * Returns its length and sets *cp, or returns 0 when s[0..n) does not start with one. */
+size_t mg_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+
+/* Appends s as a JSON string literal, quotes included: control characters, quotes and
+ * backslashes escaped, and each byte that is not part of well-formed UTF-8 written as \ufffd, so
+ * the output is valid UTF-8 whatever s holds. NULL: null. */
 void mg_buf_json_str(mg_buf_t *b, const char *s);
 void mg_buf_json_strn(mg_buf_t *b, const char *s, size_t n);
 /* Drops the first n bytes. */

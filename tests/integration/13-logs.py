@@ -158,6 +158,21 @@ class Secrets(MGTestCase):
         for canary in ALL_CANARIES:
             self.assertNotIn(canary, text)
 
+    def test_lines_are_valid_utf8_whatever_the_client_sent(self):
+        c = self.mock("C")
+        gw = self.gateway(config(providers={"c": provider(c, ["m"])}, primary="c/m",
+                                 gateway={"log": {"path": "access.log"}}))
+        body = b'{"model":"x\xff\xc3(y","messages":[{"role":"user","content":"hi"}]}'
+        self.assertEqual(gw.post_json("/v1/chat/completions", body).status, 404)
+        self.assertEqual(gw.get("/v1/models/%ff%fe").status, 404)
+        gw.wait_access(2)
+        with open(gw.log_file_path(), "rb") as f:
+            raw = f.read()
+        text = raw.decode("utf-8")  # strict: a raw 0xFF byte fails here
+        lines = [json.loads(l) for l in text.splitlines() if '"msg":"access"' in l]
+        self.assertEqual(lines[0]["model"], "x\ufffd\ufffd(y", lines[0])
+        self.assertEqual(lines[1]["path"], "/v1/models/\ufffd\ufffd", lines[1])
+
 
 class ContentLogging(MGTestCase):
     """gateway.log.content: prompt and answer text in the access line, off by default, capped."""

@@ -304,13 +304,40 @@ MG_TEST(arena_parse_matches_cjson)
 
 /* ---- mg_buf helpers ---- */
 
+/* The length of the well-formed UTF-8 sequence at s, by RFC 3629's table of byte ranges, or 0. */
+static size_t ref_utf8_len(const unsigned char *s, size_t n)
+{
+    static const struct {
+        unsigned char lo0, hi0, lo1, hi1;
+        size_t len;
+    } t[] = {{0xC2, 0xDF, 0x80, 0xBF, 2}, {0xE0, 0xE0, 0xA0, 0xBF, 3}, {0xE1, 0xEC, 0x80, 0xBF, 3},
+             {0xED, 0xED, 0x80, 0x9F, 3}, {0xEE, 0xEF, 0x80, 0xBF, 3}, {0xF0, 0xF0, 0x90, 0xBF, 4},
+             {0xF1, 0xF3, 0x80, 0xBF, 4}, {0xF4, 0xF4, 0x80, 0x8F, 4}};
+    for (size_t r = 0; r < MG_ARRAY_LEN(t); r++) {
+        if (s[0] < t[r].lo0 || s[0] > t[r].hi0) continue;
+        if (n < t[r].len || s[1] < t[r].lo1 || s[1] > t[r].hi1) return 0;
+        for (size_t k = 2; k < t[r].len; k++)
+            if (s[k] < 0x80 || s[k] > 0xBF) return 0;
+        return t[r].len;
+    }
+    return 0;
+}
+
 static void ref_json_str(mg_buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     mg_buf_append(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"')
+        if (c >= 0x80) {
+            size_t k = ref_utf8_len((const unsigned char *)s + i, n - i);
+            if (k) {
+                mg_buf_append(b, s + i, k);
+                i += k - 1;
+            } else {
+                mg_buf_append(b, "\\ufffd", 6);
+            }
+        } else if (c == '"')
             mg_buf_append(b, "\\\"", 2);
         else if (c == '\\')
             mg_buf_append(b, "\\\\", 2);
@@ -338,7 +365,7 @@ MG_TEST(buf_json_strn_matches_reference)
         for (size_t i = 0; i < n; i++) {
             uint64_t r = next_rand();
             s[i] = (char)(r % 4 == 0 ? (char)(r >> 8)
-                                     : "ab\"\\\n\r\t\x01\x1f\x7f\xc3\xa9 "[(r >> 8) % 13]);
+                                     : "ab\"\\\n\r\t\x01\x1f\x7f\xc3\xa9 \xe2\x82\xac\xf0\x9f\x98\x80\xed\xa0\xf4\x90"[(r >> 8) % 24]);
         }
         mg_buf_t a = {0}, b = {0};
         mg_buf_puts(&a, "x");
@@ -354,6 +381,22 @@ MG_TEST(buf_json_strn_matches_reference)
     mg_buf_json_str(&c, NULL);
     MG_CHECK_STR(c.data, "null");
     mg_buf_free(&c);
+    /* Well-formed UTF-8 passes as is; overlongs, surrogates, values past U+10FFFF, stray and cut
+     * bytes become U+FFFD, one per byte. */
+    static const struct {
+        const char *in, *want;
+    } cases[] = {{"\xe2\x82\xac \xf0\x9f\x98\x80", "\"\xe2\x82\xac \xf0\x9f\x98\x80\""},
+                 {"\xc0\xaf", "\"\\ufffd\\ufffd\""},
+                 {"\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\""},
+                 {"\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""},
+                 {"a\xff" "b", "\"a\\ufffdb\""},
+                 {"\xe2\x82", "\"\\ufffd\\ufffd\""}};
+    for (size_t i = 0; i < MG_ARRAY_LEN(cases); i++) {
+        mg_buf_t d = {0};
+        mg_buf_json_str(&d, cases[i].in);
+        MG_CHECK_STR(d.data, cases[i].want);
+        mg_buf_free(&d);
+    }
 }
 
 MG_TEST(buf_integers_match_printf)
