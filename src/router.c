@@ -1026,10 +1026,58 @@ bool mg_router_attempt_done_locked(mg_req_t *req)
     return !a || a->done || req->committed;
 }
 
+/* Replaces what b holds of one secret (8 bytes or more: shorter header values are not secrets). */
+static void scrub_one(mg_buf_t *b, const char *secret)
+{
+    size_t n = secret ? strlen(secret) : 0;
+    if (n < 8 || !b->len || !memmem(b->data, b->len, secret, n)) return;
+    mg_buf_t out = {0};
+    const char *p = b->data, *end = b->data + b->len, *hit;
+    while ((hit = memmem(p, (size_t)(end - p), secret, n))) {
+        mg_buf_append(&out, p, (size_t)(hit - p));
+        mg_buf_puts(&out, "[redacted]");
+        p = hit + n;
+    }
+    mg_buf_append(&out, p, (size_t)(end - p));
+    explicit_bzero(b->data, b->len);
+    mg_buf_free(b);
+    *b = out;
+}
+
+/* Some servers echo the request, headers included, in their error text: what the client gets of
+ * an upstream's error answer must not carry the provider's key or header values. */
+static int by_length_desc(const void *x, const void *y)
+{
+    size_t a = strlen(*(const char *const *)x), b = strlen(*(const char *const *)y);
+    return a < b ? 1 : a > b ? -1 : 0;
+}
+
+static void scrub_secrets(mg_buf_t *b, const mg_provider_t *p)
+{
+    /* Longest first, so that a secret holding another ("Bearer <key>") goes whole. */
+    const char **v = mg_xcalloc(p->n_headers + 1, sizeof *v);
+    size_t n = 0;
+    if (p->api_key) v[n++] = p->api_key;
+    for (size_t i = 0; i < p->n_headers; i++)
+        if (p->headers[i].value) v[n++] = p->headers[i].value;
+    qsort(v, n, sizeof *v, by_length_desc);
+    for (size_t i = 0; i < n; i++) scrub_one(b, v[i]);
+    free(v);
+}
+
+static void reply_upstream_error_body(mg_req_t *req, mg_attempt_t *a, mg_reply_t *reply);
+
 /* The request itself is at fault: the upstream's error goes back with its status, as it is when it
  * is already in the client API's shape ({"error": {"message": …}}), else re-encoded into it with
- * the message it carried (LM Studio's string errors, vLLM's unwrapped ones, plain text). */
+ * the message it carried (LM Studio's string errors, vLLM's unwrapped ones, plain text).
+ * The provider's secrets are scrubbed from it. */
 static void reply_upstream_error(mg_req_t *req, mg_attempt_t *a, mg_reply_t *reply)
+{
+    reply_upstream_error_body(req, a, reply);
+    scrub_secrets(&reply->body, a->model->provider);
+}
+
+static void reply_upstream_error_body(mg_req_t *req, mg_attempt_t *a, mg_reply_t *reply)
 {
     cJSON *j = a->body.len ? cJSON_ParseWithLength(a->body.data, a->body.len) : NULL;
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");

@@ -143,6 +143,22 @@ class Secrets(MGTestCase):
         gw.wait_access(1)
         self.assertNotIn(CANARY_ENV, gw.all_output())
 
+    def test_a_key_echoed_in_an_upstream_400_is_not_passed_to_the_client(self):
+        # A 400 is the request's fault and goes back to the client as the upstream said it; the
+        # provider's key and header values must not go with it.
+        a = self.mock("A")
+        a.set_behavior("fail", status=400, body={"error": {
+            "message": "bad request; you sent Authorization: Bearer %s and X-Org: %s" % (CANARY_ENV, CANARY_ENV + "-org"),
+            "type": "invalid_request_error", "code": None}})
+        gw = self.gateway(config(providers={
+            "a": provider(a, ["m"], api_key="${MG_IT_CANARY_ENV}", headers={"X-Org": CANARY_ENV + "-org"})},
+            primary="a/m"), env={"MG_IT_CANARY_ENV": CANARY_ENV}, secrets=ALL_CANARIES)
+        r = gw.chat("default")
+        self.assertEqual(r.status, 400, r)
+        msg = r.json["error"]["message"]
+        self.assertNotIn(CANARY_ENV, msg)
+        self.assertEqual(msg, "bad request; you sent Authorization: Bearer [redacted] and X-Org: [redacted]", r)
+
     def test_log_file(self):
         c = self.mock("C")
         cfg = config(providers={"c": provider(c, ["m"], api_key=CANARY_LITERAL)}, primary="c/m",
