@@ -141,11 +141,18 @@ void *mg_ir_alloc(mg_ir_arena_t *a, size_t n)
  * cJSON allocates elsewhere may still be freed with free()). */
 
 static _Thread_local mg_ir_arena_t *parse_arena;
+static _Thread_local size_t parse_left; /* what the running parse may still allocate */
+static _Thread_local bool parse_over;   /* the last parse ran out of it */
 
 static void *json_malloc(size_t n)
 {
-    if (parse_arena) return arena_take(parse_arena, n);
-    return malloc(n);
+    if (!parse_arena) return malloc(n);
+    if (n > parse_left) {
+        parse_over = true;
+        return NULL; /* cJSON gives up: the parse fails */
+    }
+    parse_left -= n;
+    return arena_take(parse_arena, n);
 }
 
 static void json_free(void *p)
@@ -169,10 +176,17 @@ cJSON *mg_ir_parse_json(mg_ir_arena_t *a, const char *text, size_t len, const ch
 {
     const char *e = NULL;
     parse_arena = a;
+    parse_left = MG_MAX(MG_IR_PARSE_MAX_BYTES, 2 * len); /* text-heavy JSON takes about its size */
+    parse_over = false;
     cJSON *j = cJSON_ParseWithLengthOpts(text, len, &e, 0);
     parse_arena = NULL;
     if (end) *end = e;
     return j;
+}
+
+bool mg_ir_parse_too_large(void)
+{
+    return parse_over;
 }
 
 char *mg_ir_strndup(mg_ir_arena_t *a, const char *s, size_t n)

@@ -47,6 +47,12 @@ char *mg_ir_strndup(mg_ir_arena_t *a, const char *s, size_t n); /* NUL-terminate
  * cJSON call that frees (cJSON_SetValuestring…); copy with cJSON_Duplicate to edit. NULL when the
  * text is not JSON (its partial tree stays in the arena). end may be NULL. */
 cJSON *mg_ir_parse_json(mg_ir_arena_t *a, const char *text, size_t len, const char **end);
+/* What one mg_ir_parse_json may allocate (or twice the text's length, if more): a document
+ * needing more is refused (NULL), so that a body made of millions of tiny values (64+ bytes of
+ * cJSON node each) cannot take gigabytes. */
+#define MG_IR_PARSE_MAX_BYTES ((size_t)64 << 20)
+/* Whether the calling thread's last mg_ir_parse_json failed for want of that memory. */
+bool mg_ir_parse_too_large(void);
 /* Takes ownership of j: it is deleted with the arena. Returns j. */
 cJSON *mg_ir_keep_json(mg_ir_arena_t *a, cJSON *j);
 /* Grows an arena array of elem-sized items from n to at least n + 1 (amortised doubling; the old

@@ -953,6 +953,13 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
     /* The document lives in the request's arena, as long as the model that borrows from it. */
     req->arena = mg_ir_arena_new();
     req->json = mg_ir_parse_json(req->arena, req->body.data ? req->body.data : "", req->body.len, NULL);
+    if (!req->json && mg_ir_parse_too_large()) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the request body holds too many JSON values: reading it would take more "
+                 "than %zu MiB", MG_MAX(MG_IR_PARSE_MAX_BYTES, 2 * req->body.len) >> 20);
+        mg_reply_error(reply, req->ep, 413, "invalid_request_error", "request_too_large", msg);
+        return MG_ROUTE_REPLY;
+    }
     if (!req->json || !cJSON_IsObject(req->json)) {
         mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_json",
                        req->json ? "the request body must be a JSON object"

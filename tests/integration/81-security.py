@@ -101,15 +101,35 @@ class ParseCost(MGTestCase):
     def test_large_invalid_body_is_refused_quickly(self):
         a = self.mock("A")
         gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"))
-        # ~2 MB, a million array elements, never closed: cJSON builds the whole partial tree and
+        # ~1.2 MB, 600,000 array elements, never closed: cJSON builds the whole partial tree and
         # then frees it. Freeing it used to search the arena's chunk list for every node.
-        body = b'{"model":"a/m","messages":[' + b"0," * 1000000
+        body = b'{"model":"a/m","messages":[' + b"0," * 600000
         t0 = time.monotonic()
         r = gw.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"},
                        timeout=120)
         took = time.monotonic() - t0
         self.assertOpenAIError(r, 400, "invalid_json")
-        self.assertLess(took, 4.0 * mglib.TIMEOUT_SCALE, "a 2 MB invalid body took %.1f s" % took)
+        self.assertLess(took, 4.0 * mglib.TIMEOUT_SCALE, "a 1.2 MB invalid body took %.1f s" % took)
+
+    def test_a_body_of_millions_of_values_is_refused_before_it_takes_gigabytes(self):
+        # Valid JSON, 8 MB: four million numbers would take about 300 MB as cJSON nodes.
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"))
+        body = (b'{"model":"a/m","messages":[{"role":"user","content":"hi"}],"x":['
+                + b"0," * 4000000 + b'0]}')
+
+        def peak_kb():
+            with open("/proc/%d/status" % gw.proc.pid) as f:
+                return int(next(l for l in f if l.startswith("VmHWM:")).split()[1])
+        before = peak_kb()
+        r = gw.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"},
+                       timeout=120)
+        err = self.assertOpenAIError(r, 413, "request_too_large")
+        self.assertIn("too many JSON values", err["message"])
+        grown = peak_kb() - before  # the body (8 MB) and at most 64 MiB of parse, plus slack
+        self.assertLess(grown, 160 * 1024, "peak RSS grew by %d KiB" % grown)
+        self.assertEqual(len(a.requests), 0)
+        self.assertEqual(gw.chat("default").status, 200)
 
 
 if __name__ == "__main__":
