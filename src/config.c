@@ -314,9 +314,10 @@ static int expand_env(loader_t *ld, const cJSON *v, const char *s, char **out, c
             wipe_free(b.data);
             free(*first), free(*missing);
             *first = *missing = NULL;
-            return mg_cfgread_fail_got(&ld->rd, v,
-                                       "expected \"${NAME}\" with NAME made of letters, digits and _ "
-                                       "(\"$${\" for a literal \"${\")");
+            /* The value is not repeated: it may be a literal key with a stray "${" in it. */
+            return mg_cfgread_fail(&ld->rd, v, false,
+                                   "a \"${\" must start \"${NAME}\", NAME made of letters, digits and _ "
+                                   "(write \"$${\" for a literal \"${\")");
         }
         char *name = mg_xstrndup(s + 2, (size_t)(close - s - 2));
         const char *e = getenv(name);

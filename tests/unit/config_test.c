@@ -508,11 +508,11 @@ MG_TEST(api_keys_from_the_environment)
                     "models.providers.x.apiKey: a secret reference needs id: the name of an environment variable");
     unsetenv("MG_TEST_HOST");
     expect_error("{models: {providers: {x: {baseUrl: 'http://h', apiKey: '${NOT A NAME}', models: [{id: 'm'}]}}}}",
-                 "cfg.json5:1:56: models.providers.x.apiKey: expected \"${NAME}\" with NAME made of letters, digits "
-                 "and _ (\"$${\" for a literal \"${\"), got \"${NOT A NAME}\"");
+                 "cfg.json5:1:56: models.providers.x.apiKey: a \"${\" must start \"${NAME}\", NAME made of "
+                 "letters, digits and _ (write \"$${\" for a literal \"${\")");
     expect_error("{models: {providers: {x: {baseUrl: 'http://h', apiKey: 'sk-${unclosed', models: [{id: 'm'}]}}}}",
-                 "cfg.json5:1:56: models.providers.x.apiKey: expected \"${NAME}\" with NAME made of letters, digits "
-                 "and _ (\"$${\" for a literal \"${\"), got \"sk-${unclosed\"");
+                 "cfg.json5:1:56: models.providers.x.apiKey: a \"${\" must start \"${NAME}\", NAME made of "
+                 "letters, digits and _ (write \"$${\" for a literal \"${\")");
     expect_error("{models: {providers: {x: {baseUrl: 'http://h', apiKey: 42, models: [{id: 'm'}]}}}}",
                  "cfg.json5:1:56: models.providers.x.apiKey: expected a string, got 42");
     expect_error("{models: {providers: {x: {baseUrl: 'http://h', apiKey: 'a\\r\\nX-Evil: 1', models: [{id: 'm'}]}}}}",
