@@ -150,31 +150,32 @@ static enum MHD_Result send_method_error(struct MHD_Connection *c, mg_req_t *req
 /* ---- GET endpoints ---- */
 
 /* The names GET /v1/models lists, in order: every provider/id, every alias, and "default" when
- * there is a default chain; with the provider that owns each and its display name. */
+ * there is a default chain; with the provider that owns each and its display name. catalog_names
+ * gives the i-th of them (false past the last); catalogs are small, so the walk is fine. */
 typedef struct {
     const char *id, *owner, *display_name;
 } catalog_name_t;
 
-static size_t catalog_names(const mg_config_t *cfg, size_t i, catalog_name_t *out)
+static bool catalog_names(const mg_config_t *cfg, size_t i, catalog_name_t *out)
 {
     for (size_t p = 0; p < cfg->n_providers; p++) {
         const mg_provider_t *pv = &cfg->providers[p];
         if (i < pv->n_models) {
             *out = (catalog_name_t){pv->models[i].ref, pv->id, pv->models[i].name};
-            return 1;
+            return true;
         }
         i -= pv->n_models;
     }
     if (i < cfg->n_aliases) {
         *out = (catalog_name_t){cfg->aliases[i].alias, cfg->aliases[i].model->provider->id,
                                 cfg->aliases[i].alias};
-        return 1;
+        return true;
     }
     if (i == cfg->n_aliases && cfg->n_default_chain) {
         *out = (catalog_name_t){"default", "moongate", "default"};
-        return 1;
+        return true;
     }
-    return 0;
+    return false;
 }
 
 /* One model object: OpenAI's {"id","object":"model","created","owned_by"}, or Anthropic's
