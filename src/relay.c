@@ -88,6 +88,24 @@ static bool nonempty_str(const cJSON *o, const char *k)
     return s && *s;
 }
 
+/* An event's data as SSE data lines: "data: " before each line of it, each ending in "\n" (the
+ * caller adds the blank line). An upstream may split one event's data over several data lines
+ * (the parser joined them with "\n"); written back as one line, its newlines would end the field
+ * and the client would read a cut JSON text. */
+static void put_data_lines(mg_buf_t *b, const char *data, size_t len)
+{
+    for (;;) {
+        const char *nl = memchr(data, '\n', len);
+        size_t n = nl ? (size_t)(nl - data) : len;
+        mg_buf_puts(b, "data: ");
+        mg_buf_append(b, data, n);
+        mg_buf_puts(b, "\n");
+        if (!nl) break;
+        data += n + 1;
+        len -= n + 1;
+    }
+}
+
 /* The client-facing error chunk that ends a broken Chat Completions stream. */
 static void chat_error_chunk(mg_buf_t *b, const char *code, const char *message)
 {
@@ -234,9 +252,8 @@ static int on_decoded_event(event_ctx_t *ctx, const mg_sse_event_t *ev)
             mg_buf_append(&b, ev->type, ev->type_len);
             mg_buf_puts(&b, "\n");
         }
-        mg_buf_puts(&b, "data: ");
-        mg_buf_append(&b, ev->data, ev->data_len);
-        mg_buf_puts(&b, "\n\n");
+        put_data_lines(&b, ev->data, ev->data_len);
+        mg_buf_puts(&b, "\n");
         size_t vs, ve;
         if (a->req->client_api == MG_API_OPENAI_RESPONSES &&
             mg_json_member_span(ev->data, ev->data_len, "sequence_number", &vs, &ve)) {
@@ -418,9 +435,8 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
             snprintf(a->detail, sizeof a->detail, "over %u bytes of events before any content", MG_MAX_PENDING_BYTES);
             return 1;
         }
-        mg_buf_puts(&a->pending, "data: ");
-        mg_buf_append(&a->pending, data, data_len);
-        mg_buf_puts(&a->pending, "\n\n");
+        put_data_lines(&a->pending, data, data_len);
+        mg_buf_puts(&a->pending, "\n");
         cJSON_free(printed);
         return 0;
     }
@@ -428,9 +444,8 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
     cJSON_Delete(j);
     mg_buf_t b = {0};
     mg_buf_reserve(&b, data_len + 8);
-    mg_buf_puts(&b, "data: ");
-    mg_buf_append(&b, data, data_len);
-    mg_buf_puts(&b, "\n\n");
+    put_data_lines(&b, data, data_len);
+    mg_buf_puts(&b, "\n");
     queue_out(req, a, b.data, b.len, false, content);
     mg_buf_free(&b);
     cJSON_free(printed);
@@ -457,6 +472,7 @@ static size_t on_data(void *ud, mg_xfer_t *x, const char *p, size_t n)
     int rc = mg_sse_feed(&a->sse, p, n, on_event, &ctx);
     if (rc < 0 && !a->fail_cls) {
         a->fail_cls = MG_CLASS_STREAM_BROKEN;
+        a->sse_broken = true;
         snprintf(a->detail, sizeof a->detail, "bad event stream: %s", mg_sse_strerror(rc));
     }
     return rc == 0 ? n : MG_XFER_DATA_ABORT;
@@ -483,15 +499,20 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
     }
     bool committed = req->committed == a;
     mg_buf_t tail = {0};
-    if (committed && (!a->fail_cls || raw_cut)) {
-        bool complete = result == MG_XFER_OK && !raw_cut && (a->saw_done || a->saw_finish);
+    /* A stream cut because its event stream broke (sse_broken) has told the client nothing yet:
+     * it gets its error event here, like a stream that stopped short. */
+    if (committed && (!a->fail_cls || raw_cut || a->sse_broken)) {
+        bool complete = result == MG_XFER_OK && !raw_cut && !a->sse_broken && (a->saw_done || a->saw_finish);
         if (complete) {
             if (a->mode == MG_RELAY_CHAT_RAW) mg_buf_puts(&tail, "data: [DONE]\n\n");
         } else {
             char msg[256];
-            mg_class_t cls = result == MG_XFER_OK ? MG_CLASS_STREAM_BROKEN : mg_classify_xfer(result);
+            mg_class_t cls = a->sse_broken      ? a->fail_cls
+                             : result == MG_XFER_OK ? MG_CLASS_STREAM_BROKEN
+                                                    : mg_classify_xfer(result);
+            const char *why = a->sse_broken ? a->detail : detail;
             snprintf(msg, sizeof msg, "the upstream stream ended early (%s%s%s)", mg_class_name(cls),
-                     *detail ? ": " : "", detail);
+                     *why ? ": " : "", why);
             if (a->mode == MG_RELAY_TRANSLATE) {
                 mg_ir_event_t err = {.type = MG_IR_EV_ERROR, .error = {502, "api_error", mg_class_name(cls), msg}};
                 mg_ir_encoder_push(a->enc, &err, &tail);

@@ -74,6 +74,8 @@ typedef struct mg_attempt {
     mg_ir_decoder_t *dec; /* MG_RELAY_RAW / TRANSLATE: the upstream's events, decoded */
     mg_ir_encoder_t *enc; /* MG_RELAY_TRANSLATE: the client's events, encoded */
     mg_class_t fail_cls;  /* set when the stream itself reported an error or broke the rules */
+    bool sse_broken;      /* the event stream could not be parsed (an event over the size limit): no
+                             error event has reached the client for it yet */
     int64_t prompt_tokens, completion_tokens; /* from the usage, 0 when none [locked] */
     int64_t cached_tokens;                    /* prompt tokens read from a cache [locked] */
     int64_t content_events;  /* content-bearing events relayed (a token count when usage never came) */

@@ -554,6 +554,7 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
         return false;
     }
     mg_ir_request_t reserved = *filtered;
+    reserved.max_output_tokens = cand->max_output_tokens; /* capped like the compacted request */
     mg_compact_report_t rrep = *filtered_rep;
     if (mg_compact(req->arena, &reserved, budget - co->summary_reserve_tokens, co, &rrep) !=
             MG_COMPACT_CHANGED ||
@@ -741,6 +742,13 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
         return false;
     }
     rewrite = rewrite || rc == MG_COMPACT_CHANGED;
+    if (rc == MG_COMPACT_CHANGED && cand.max_output_tokens > 0) {
+        /* The prompt was cut to fit the window less the output reserved for it (the request's max
+         * tokens, capped by the model's maxTokens): a request still asking for more than that
+         * would not fit after all (vLLM refuses prompt + max_tokens over the window). */
+        int64_t reserved = mg_compact_reserved_output(m, cand.max_output_tokens);
+        if (cand.max_output_tokens > reserved) cand.max_output_tokens = reserved;
+    }
     a->raw_estimate = a->compaction.raw_after;
     const mg_model_t *summarizer = summarizer_for(req, &opt);
     if (rc == MG_COMPACT_CHANGED && a->compaction.n_dropped > 0 && summarizer &&

@@ -789,9 +789,17 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum M
     if (req == (mg_req_t *)&deferred_get) *ctx = req = NULL;
     if (!req) return;
     *ctx = NULL;
-    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+    /* client_gone: the watchdog saw the client leave while its request waited (prefill, a summary,
+     * a retry's backoff) and cancelled it; the router then answered an error that MHD could still
+     * "send" into the dead socket, so toe may say COMPLETED_OK. It is an abort all the same (499,
+     * not the 502 nobody received). */
+    bool gone = false;
+    pthread_mutex_lock(&req->lock);
+    gone = req->client_gone;
+    pthread_mutex_unlock(&req->lock);
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK || gone) {
         req->client_aborted = true;
-        mg_router_abort(req);
+        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) mg_router_abort(req);
         pthread_mutex_lock(&req->lock);
         bool timed_out = req->body_timed_out;
         pthread_mutex_unlock(&req->lock);

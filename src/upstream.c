@@ -387,6 +387,10 @@ static void scan_timers(mg_upstream_t *up, int64_t now)
             snprintf(why, sizeof why, "first-token timeout: nothing in %lld ms", (long long)x->first_token_timeout_ms);
             finish(up, x, MG_XFER_TIMEOUT_FIRST_TOKEN, why);
         } else if (x->head_reported && x->idle_timeout_ms > 0 && !x->paused &&
+                   /* Before a stream's first token its own timer governs: a server that sends
+                    * its headers at once and then loads the model or runs a long prefill (vLLM,
+                    * llama.cpp) is within firstTokenMs, even when that is longer than idleMs. */
+                   (x->first_token || x->first_token_timeout_ms <= 0) &&
                    now - x->last_data_ms >= x->idle_timeout_ms) {
             snprintf(why, sizeof why, "idle timeout: no data for %lld ms", (long long)x->idle_timeout_ms);
             finish(up, x, MG_XFER_TIMEOUT_IDLE, why);
