@@ -311,7 +311,8 @@ static enum MHD_Result serve_admin(mg_server_t *srv, struct MHD_Connection *c, m
         return send_reply(c, req, &r);
     }
     if (strcmp(url, "/admin/health") == 0) {
-        if (strcmp(method, "GET") != 0) return send_method_error(c, req, "GET", "use GET /admin/health");
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+            return send_method_error(c, req, "GET, HEAD", "use GET /admin/health");
         if (mg_router_health()) mg_health_dump_json(mg_router_health(), &r.body, mg_now_ms());
         else mg_buf_puts(&r.body, "{}");
         if (mg_router_calib() && r.body.len && r.body.data[r.body.len - 1] == '}') {
@@ -324,7 +325,8 @@ static enum MHD_Result serve_admin(mg_server_t *srv, struct MHD_Connection *c, m
         return send_reply(c, req, &r);
     }
     if (strcmp(url, "/admin/policy") == 0) {
-        if (strcmp(method, "GET") != 0) return send_method_error(c, req, "GET", "use GET /admin/policy");
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+            return send_method_error(c, req, "GET, HEAD", "use GET /admin/policy");
         mg_gen_t *g = mg_gen_acquire();
         unsigned long long ok, failed;
         mg_reload_counts(&ok, &failed);
@@ -634,9 +636,9 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
 {
     mg_server_t *srv = w->srv;
     atomic_fetch_add_explicit(&w->requests, 1, memory_order_relaxed);
-    bool is_get = strcmp(method, "GET") == 0;
+    bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0; /* HEAD: the same, without the body */
     if (strcmp(url, "/health") == 0)
-        return is_get ? serve_health(srv, c) : send_method_error(c, NULL, "GET", "this endpoint accepts GET only");
+        return is_get ? serve_health(srv, c) : send_method_error(c, NULL, "GET, HEAD", "this endpoint accepts GET only");
     mg_gen_t *g = mg_gen_acquire();
     mg_req_t *req = mg_req_new(g, w->up);
     req->method = mg_xstrndup(method, strnlen(method, 16));
@@ -683,7 +685,7 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
     }
     if (admin) return serve_admin(srv, c, req, url, method);
     if (strcmp(url, "/metrics") == 0) {
-        if (!is_get) return send_method_error(c, req, "GET", "this endpoint accepts GET only");
+        if (!is_get) return send_method_error(c, req, "GET, HEAD", "this endpoint accepts GET only");
         mg_reply_t r = {.status = 200, .content_type = MG_METRICS_CONTENT_TYPE, .retry_after_s = -1};
         mg_metrics_render(&r.body);
         return send_reply(c, req, &r);
@@ -709,7 +711,7 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
         if (!req->key) return send_error(c, req, 401, "authentication_error", "invalid_api_key", "invalid API key");
     }
     if (models) {
-        if (!is_get) return send_method_error(c, req, "GET", "this endpoint accepts GET only");
+        if (!is_get) return send_method_error(c, req, "GET, HEAD", "this endpoint accepts GET only");
         return serve_models(c, req, model_name);
     }
     if (strcmp(method, "POST") != 0) return send_method_error(c, req, "POST", "this endpoint accepts POST only");

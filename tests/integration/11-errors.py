@@ -180,7 +180,16 @@ class ClientErrors(MGTestCase):
             with self.subTest(path=path):
                 r = self.gw.post_json(path, {})
                 self.assertOpenAIError(r, 405, "method_not_allowed")
-                self.assertIn("GET", r.header("allow", ""), r)
+                self.assertEqual(r.header("allow", ""), "GET, HEAD", r)
+
+    def test_head_is_answered_where_get_is(self):
+        for path in ("/v1/models", "/health", "/metrics", "/admin/health", "/admin/policy"):
+            with self.subTest(path=path):
+                get = self.gw.get(path)
+                head = self.gw.request("HEAD", path)
+                self.assertEqual((get.status, head.status), (200, 200), head)
+                self.assertEqual(head.body, b"", head)
+                self.assertEqual(head.header("content-type"), get.header("content-type"), head)
 
     def test_unknown_path_is_404(self):
         for method, path in (("GET", "/"), ("GET", "/v1/nope"), ("POST", "/v1/nope"),
