@@ -1082,6 +1082,25 @@ static void scrub_secrets(mg_buf_t *b, const mg_provider_t *p)
 
 static void reply_upstream_error_body(mg_req_t *req, mg_attempt_t *a, mg_reply_t *reply);
 
+/* The upstream's own words for its error answer, as the attempt's detail (the access log,
+ * /admin/health's last message): the message of its error body, or the start of its text, with
+ * the provider's secrets [redacted] (before the cut, so no piece of one is left) and control
+ * characters as spaces. */
+static void note_upstream_error(mg_attempt_t *a)
+{
+    mg_ir_arena_t *arena = mg_ir_arena_new();
+    mg_ir_error_t e;
+    mg_ir_error_from_body(arena, a->status, a->body.data, a->body.len, &e);
+    mg_buf_t b = {0};
+    mg_buf_puts(&b, e.message ? e.message : "");
+    scrub_secrets(&b, a->model->provider);
+    size_t n = b.len ? mg_utf8_fit(b.data, b.len, sizeof a->detail - 1) : 0;
+    for (size_t i = 0; i < n; i++) a->detail[i] = (unsigned char)b.data[i] < 0x20 ? ' ' : b.data[i];
+    a->detail[n] = '\0';
+    mg_buf_free(&b);
+    mg_ir_arena_free(arena);
+}
+
 /* The request itself is at fault: the upstream's error goes back with its status, as it is when it
  * is already in the client API's shape ({"error": {"message": …}}), else re-encoded into it with
  * the message it carried (LM Studio's string errors, vLLM's unwrapped ones, plain text).
@@ -1430,9 +1449,10 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
     mg_classification_t c = mg_relay_classify(req, a);
     a->cls = c.cls;
     a->retry_after_ms = c.retry_after_ms;
-    if (a->cls != MG_CLASS_OK && a->result == MG_XFER_OK && !a->is_sse && !a->detail[0] &&
-        (a->status < 400))
-        snprintf(a->detail, sizeof a->detail, "%s", mg_relay_answer_problem(a));
+    if (a->cls != MG_CLASS_OK && a->result == MG_XFER_OK && !a->is_sse && !a->detail[0]) {
+        if (a->status < 400) snprintf(a->detail, sizeof a->detail, "%s", mg_relay_answer_problem(a));
+        else note_upstream_error(a);
+    }
     mg_metrics_attempt(a->model->ref, a->cls);
 
     mg_health_decision_t d = {.action = a->cls == MG_CLASS_OK                                 ? MG_HEALTH_STOP

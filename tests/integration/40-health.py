@@ -57,6 +57,23 @@ class Cooldowns(MGTestCase):
         m = gw.get("/metrics").body.decode()
         self.assertEqual(metric(m, "moongate_providers_cooling_down"), 1.0, m)
 
+    def test_the_upstreams_own_error_message_is_kept_for_the_operator(self):
+        a, b = self.mock("A"), self.mock("B")
+        a.set_behavior("fail", status=500, body={"error": {
+            "message": "CUDA out of memory\nwhile loading m; key sk-health-canary-1234 rejected",
+            "type": "server_error"}})
+        gw = self.gateway(config(providers={"a": provider(a, ["m"], api_key="sk-health-canary-1234"),
+                                            "b": provider(b, ["m"])},
+                                 primary="a/m", fallbacks=["b/m"],
+                                 gateway={"health": {"maxRetries": 0}}))
+        self.assertEqual(gw.chat("default").status, 200)
+        want = "CUDA out of memory while loading m; key [redacted] rejected"
+        line = gw.wait_access(1)[0]
+        self.assertEqual(line["attempts"][0].get("detail"), want, line)
+        e = entry(health(gw), "a/m")
+        self.assertEqual(e.get("last_message"), want, e)
+        self.assertNotIn("sk-health-canary-1234", gw.all_output())
+
     def test_a_reload_that_moves_a_provider_ends_its_cooldown(self):
         dead, a, b = self.down(), self.mock("A"), self.mock("B")
         cfg = config(providers={"a": provider(dead, ["m"]), "b": provider(b, ["m"])},
