@@ -301,6 +301,49 @@ void mg_ir_encoder_free(mg_ir_encoder_t *e)
     free(e);
 }
 
+int mg_ir_response_events(const mg_ir_response_t *r, mg_ir_event_cb cb, void *ud)
+{
+    int rc;
+#define EMIT(...)                                                                                  \
+    do {                                                                                           \
+        mg_ir_event_t ev_ = {__VA_ARGS__};                                                         \
+        if ((rc = cb(ud, &ev_))) return rc;                                                        \
+    } while (0)
+    EMIT(.type = MG_IR_EV_START, .id = r->id, .model = r->model, .created = r->created,
+         .usage = MG_IR_USAGE_UNKNOWN);
+    int call = 0;
+    for (size_t i = 0; i < r->n_parts; i++) {
+        const mg_ir_part_t *p = &r->parts[i];
+        switch (p->type) {
+        case MG_IR_PART_REASONING:
+            if (!p->text || !*p->text) continue; /* opaque reasoning has no stream form here */
+            EMIT(.type = MG_IR_EV_REASONING_DELTA, .text = p->text, .text_len = strlen(p->text));
+            if (p->signature)
+                EMIT(.type = MG_IR_EV_REASONING_SIGNATURE, .text = p->signature,
+                     .text_len = strlen(p->signature));
+            break;
+        case MG_IR_PART_TEXT:
+            if (!p->text || !*p->text) continue;
+            EMIT(.type = MG_IR_EV_TEXT_DELTA, .text = p->text, .text_len = strlen(p->text));
+            break;
+        case MG_IR_PART_TOOL_CALL:
+            EMIT(.type = MG_IR_EV_TOOL_CALL_START, .index = call, .id = p->id, .name = p->name ? p->name : "");
+            if (p->arguments && *p->arguments)
+                EMIT(.type = MG_IR_EV_TOOL_CALL_DELTA, .index = call, .text = p->arguments,
+                     .text_len = strlen(p->arguments));
+            call++;
+            break;
+        default: continue;
+        }
+        EMIT(.type = MG_IR_EV_BLOCK_END);
+    }
+    EMIT(.type = MG_IR_EV_FINISH, .finish = r->finish, .stop_sequence = r->stop_sequence);
+    EMIT(.type = MG_IR_EV_USAGE, .usage = r->usage);
+    EMIT(.type = MG_IR_EV_END);
+#undef EMIT
+    return 0;
+}
+
 bool mg_ir_event_is_content(const mg_ir_event_t *ev)
 {
     switch (ev->type) {

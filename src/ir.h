@@ -372,6 +372,12 @@ int mg_ir_decode_request(mg_api_t from, const cJSON *body, mg_ir_arena_t *a, mg_
                          char *err, size_t errlen);
 cJSON *mg_ir_encode_request(mg_api_t to, const mg_ir_request_t *ir, const mg_ir_request_opts_t *opts,
                             char *err, size_t errlen);
+/* The events a stream of r would have carried, in order, to cb: START, each reasoning, text and
+ * tool call part (its delta, then BLOCK_END), FINISH, USAGE, END. For an upstream that answered a
+ * streaming request with a whole response: an encoder turns these into the client's stream.
+ * Returns 0 or cb's nonzero value. */
+int mg_ir_response_events(const mg_ir_response_t *r, mg_ir_event_cb cb, void *ud);
+
 /* Upstream response body text (API `from`) → client response JSON (API `to`); caller owns it.
  * NULL with err when the body is not a valid response. */
 cJSON *mg_ir_translate_response(mg_api_t from, mg_api_t to, const char *body, size_t len,

@@ -676,8 +676,9 @@ mg_classification_t mg_relay_classify(const mg_req_t *req, mg_attempt_t *a)
     } else {
         c = mg_classify_http2(req->gen->patterns, a->status, a->headers.data, a->headers.len, a->body.data,
                               a->body.len);
-        if (c.cls == MG_CLASS_OK && req->stream) c.cls = MG_CLASS_UNSUPPORTED; /* asked to stream, got a body */
-        else if (c.cls == MG_CLASS_OK) c.cls = answer_class(req, a);
+        /* A whole answer to a streaming request is read like any answer: the router then sends it
+         * to the client as a stream (some servers ignore "stream": true). */
+        if (c.cls == MG_CLASS_OK) c.cls = answer_class(req, a);
     }
     return c;
 }

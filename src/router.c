@@ -1226,6 +1226,16 @@ static void read_usage(mg_req_t *req, mg_attempt_t *a)
     pthread_mutex_unlock(&req->lock);
 }
 
+/* The token counts of a decoded whole answer, for the access log and the metrics. */
+static void record_usage(mg_req_t *req, mg_attempt_t *a, const mg_ir_usage_t *u)
+{
+    pthread_mutex_lock(&req->lock);
+    if (u->input >= 0) a->prompt_tokens = u->input;
+    if (u->output >= 0) a->completion_tokens = u->output;
+    if (u->cache_read >= 0) a->cached_tokens = u->cache_read;
+    pthread_mutex_unlock(&req->lock);
+}
+
 /* A whole answer from a Responses or Messages upstream, or for a Responses or Messages client:
  * through the internal model (its usage recorded on the way), unless the APIs match and nothing
  * is stripped, in which case only the usage is read. */
@@ -1237,11 +1247,7 @@ static void translate_answer(mg_req_t *req, mg_attempt_t *a)
     mg_ir_response_t r;
     char err[256];
     if (j && mg_ir_codec(up)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0) {
-        pthread_mutex_lock(&req->lock);
-        if (r.usage.input >= 0) a->prompt_tokens = r.usage.input;
-        if (r.usage.output >= 0) a->completion_tokens = r.usage.output;
-        if (r.usage.cache_read >= 0) a->cached_tokens = r.usage.cache_read;
-        pthread_mutex_unlock(&req->lock);
+        record_usage(req, a, &r.usage);
         if (up != req->client_api || a->strip_reasoning) {
             mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning};
             cJSON *out = mg_ir_codec(req->client_api)->encode_response(&r, &o);
@@ -1251,6 +1257,46 @@ static void translate_answer(mg_req_t *req, mg_attempt_t *a)
             cJSON_free(txt);
             cJSON_Delete(out);
         }
+    }
+    mg_ir_arena_free(arena);
+}
+
+typedef struct {
+    mg_ir_encoder_t *enc;
+    mg_buf_t *out;
+} push_ctx_t;
+
+static int push_event(void *ud, const mg_ir_event_t *ev)
+{
+    push_ctx_t *p = ud;
+    mg_ir_encoder_push(p->enc, ev, p->out);
+    return 0;
+}
+
+/* The answer of an upstream that ignored "stream": true, sent to the client as the stream it
+ * asked for (its API's events, all at once), with usage read as for any answer. */
+static void stream_whole_answer(mg_req_t *req, mg_attempt_t *a, mg_reply_t *reply)
+{
+    mg_api_t up = a->model->provider->api;
+    mg_ir_arena_t *arena = mg_ir_arena_new();
+    cJSON *j = mg_ir_parse_json(arena, a->body.data ? a->body.data : "", a->body.len, NULL);
+    mg_ir_response_t r;
+    char err[256];
+    mg_buf_reset(&reply->body);
+    reply->status = 200;
+    reply->content_type = "text/event-stream";
+    if (j && mg_ir_codec(up)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0) {
+        record_usage(req, a, &r.usage);
+        if (req->gen->cfg->gw.log_content) {
+            char *text = mg_ir_join_text(r.parts, r.n_parts, "");
+            if (text) mg_req_note_answer(a, text, strlen(text));
+            free(text);
+        }
+        mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .include_usage = req->wants_usage};
+        mg_ir_encoder_t *enc = mg_ir_encoder_new(req->client_api, &o);
+        push_ctx_t p = {enc, &reply->body};
+        mg_ir_response_events(&r, push_event, &p);
+        mg_ir_encoder_free(enc);
     }
     mg_ir_arena_free(arena);
 }
@@ -1475,6 +1521,12 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
             mg_health_report(health, pid, a->model->ref, &o, now);
             d = mg_health_decide(health, pid, a->model->ref, &o, req->retries, now);
         }
+    }
+    if (a->cls == MG_CLASS_OK && req->stream) {
+        /* Asked to stream, the upstream answered whole: the client gets that answer as a stream. */
+        req->served = a->model;
+        stream_whole_answer(req, a, reply);
+        return MG_ROUTE_REPLY;
     }
     if (a->cls == MG_CLASS_OK) {
         req->served = a->model;

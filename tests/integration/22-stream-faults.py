@@ -5,7 +5,8 @@ stream that breaks after the commit point (an event over gateway.maxEventBytes),
 API; and a client that leaves while its request still waits for the upstream is logged (and
 counted) as an abort, not as the 502 nobody received; a compacted request asks for no more
 output than compaction reserved for it; an event whose data spans several data lines reaches a
-client of the upstream's own API as valid SSE."""
+client of the upstream's own API as valid SSE; an upstream that ignores "stream": true and answers
+whole reaches a streaming client as a stream of its own API."""
 
 import http.client
 import json
@@ -229,6 +230,50 @@ class CompactedOutput(MGTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertIn("summary", r.header("x-moongate-compaction") or "", r)
         self.check(a.requests[-1].json, "max_tokens", 3900)
+
+
+class WholeAnswerToStream(MGTestCase):
+    def test_an_upstream_that_ignores_stream_true_is_streamed_to_the_client(self):
+        a = self.mock("A")
+        a.set_behavior("answer", ignore_stream=True)  # its text: "mock A saw model m"
+        gw = self.gateway(config(providers={
+            "oc": provider(a, ["m"], api="openai-completions"),
+            "or": provider(a, ["m"], api="openai-responses"),
+            "an": provider(a, ["m"], api="anthropic-messages")}, primary="oc/m"))
+        bodies = {
+            "/v1/chat/completions": lambda m: {"model": m, "messages": MSGS, "stream": True,
+                                               "stream_options": {"include_usage": True}},
+            "/v1/responses": lambda m: {"model": m, "input": "hello", "stream": True},
+            "/v1/messages": lambda m: {"model": m, "max_tokens": 64, "messages": MSGS, "stream": True},
+        }
+        for path, mk in bodies.items():
+            for prov in ("oc", "or", "an"):
+                with self.subTest(path=path, upstream=prov):
+                    s = gw.stream_all(mk(prov + "/m"), path=path)
+                    self.assertEqual(s.status, 200, s)
+                    self.assertIn("text/event-stream", s.header("content-type", ""), s)
+                    names = [e.get("event") for e in s.events]
+                    if path == "/v1/chat/completions":
+                        self.assertTrue(s.done, s)
+                        self.assertEqual(s.text, "mock A saw model m", s)
+                        self.assertEqual(s.chunks[0]["choices"][0]["delta"].get("role"), "assistant", s)
+                        self.assertTrue([c for c in s.chunks if c.get("usage")], s)
+                    elif path == "/v1/responses":
+                        self.assertEqual(names[0], "response.created", s)
+                        self.assertEqual(names[-1], "response.completed", s)
+                        text = "".join(p.get("delta", "") for p in s.payloads
+                                       if isinstance(p, dict) and p.get("type") == "response.output_text.delta")
+                        self.assertEqual(text, "mock A saw model m", s)
+                    else:
+                        self.assertEqual(names[0], "message_start", s)
+                        self.assertEqual(names[-1], "message_stop", s)
+                        text = "".join(p["delta"].get("text", "") for p in s.payloads
+                                       if isinstance(p, dict) and p.get("type") == "content_block_delta")
+                        self.assertEqual(text, "mock A saw model m", s)
+                    self.assertEqual(s.header("x-moongate-model"), prov + "/m", s)
+        lines = gw.wait_access(9)
+        self.assertEqual({(l["status"], l["attempts"][0]["outcome"]) for l in lines}, {(200, "ok")}, lines)
+        self.assertTrue(all(l["tokens"]["out"] > 0 for l in lines), lines)
 
 
 if __name__ == "__main__":
