@@ -803,10 +803,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum M
         req->client_aborted = true;
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) mg_router_abort(req);
         pthread_mutex_lock(&req->lock);
-        bool timed_out = req->body_timed_out;
+        bool timed_out = req->body_timed_out, streaming = req->committed != NULL;
         pthread_mutex_unlock(&req->lock);
-        /* For the log: 408 for a body past its deadline, else nginx's 499 "client closed request". */
-        if (!req->status || req->client_gone) req->status = timed_out ? 408 : 499;
+        /* For the log: 408 for a body past its deadline, else nginx's 499 "client closed request";
+         * a stream whose 200 went out keeps it (client_aborted says the client left), whichever
+         * side noticed the client leave first. */
+        if (!req->status || (req->client_gone && !streaming)) req->status = timed_out ? 408 : 499;
     }
     pthread_mutex_lock(&srv->reg_lock);
     if (req->reg_prev) req->reg_prev->reg_next = req->reg_next;

@@ -176,6 +176,34 @@ class ClientLeavesEarly(MGTestCase):
         self.assertEqual(metric(m, "moongate_requests_total", status="499"), 2.0, m)
 
 
+    def test_a_client_gone_mid_stream_keeps_the_200_it_was_sent(self):
+        # After the 200 and some content went out, the client leaves: the access line says 200
+        # (what was sent) with client_aborted, whether MHD or the watchdog noticed first, for
+        # every pair of APIs.
+        a = self.mock("A")
+        a.set_behavior("answer", stall_after=6, events=10)
+        gw = self.gateway(config(providers={
+            "oc": provider(a, ["m"], api="openai-completions"),
+            "an": provider(a, ["m"], api="anthropic-messages")}, primary="oc/m"))
+        bodies = {"/v1/chat/completions": {"messages": MSGS, "stream": True},
+                  "/v1/responses": {"input": "hello", "stream": True},
+                  "/v1/messages": {"max_tokens": 64, "messages": MSGS, "stream": True}}
+        n = 0
+        for path, b in bodies.items():
+            for prov in ("oc", "an"):
+                conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+                conn.request("POST", path, json.dumps(dict(b, model=prov + "/m")),
+                             {"Content-Type": "application/json"})
+                r = conn.getresponse()
+                self.assertEqual(r.status, 200)
+                r.read1(64)  # some content came
+                conn.close()
+                a.wait_disconnect(n, timeout=3)
+                n += 1
+        lines = gw.wait_access(n, timeout=5)
+        self.assertEqual([(l["status"], l["client_aborted"]) for l in lines], [(200, True)] * n, lines)
+
+
 class CompactedOutput(MGTestCase):
     """Compaction cuts the prompt to window - reserved output - margin, the reserved output being
     the request's max tokens capped by the model's maxTokens. The compacted request must not then
