@@ -1,8 +1,8 @@
 -- regional.lua: only providers whose region the request's data region allows; local providers
 -- are always allowed; when none is allowed, a clear refusal — never a silent egress.
 --
--- The data region is req.data_region (from the x-moongate-region header or the caller's key),
--- else the x-data-region header. A provider's region is gateway.providers.<id>.region; a region
+-- The data region is req.data_region (the x-moongate-region header), else the x-data-region
+-- header; a caller key's regions are req.allowed_regions, which C enforces after this policy. A provider's region is gateway.providers.<id>.region; a region
 -- allows the provider when gw.region_allows(data_region, provider_region) ("eu" allows "eu" and
 -- "eu-west-1"). Hosted providers without a region are never allowed for a regional request.
 --

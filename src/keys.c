@@ -140,6 +140,15 @@ void mg_keys_offline(void)
     atomic_store(&offline, true);
 }
 
+/* The digest an offline load (mg_keys_offline) gives a key whose variable is unset: all ones.
+ * Every such key has it, and none can be presented, so they are not duplicates of each other. */
+static bool offline_placeholder(const mg_key_t *k)
+{
+    for (size_t i = 0; i < MG_SHA256_LEN; i++)
+        if (k->priv->digest[i] != 0xff) return false;
+    return true;
+}
+
 /* key: "${NAME}" read from the environment, or sha256: 64 hex digits. Never echoes either value:
  * a literal key or a key pasted into sha256 by mistake must not end up in an error message. */
 static int load_secret(kload_t *ld, const cJSON *obj, mg_key_t *k)
@@ -315,7 +324,7 @@ static int load_key(kload_t *ld, const cJSON *obj, mg_keys_t *ks, size_t idx)
 
     if (load_secret(ld, obj, k)) return -1;
     const char *field = mg_cfgread_member(obj, "key") ? "key" : "sha256";
-    for (size_t j = 0; j < idx; j++)
+    for (size_t j = 0; j < idx && !(atomic_load(&offline) && offline_placeholder(k)); j++)
         if (!memcmp(ks->keys[j].priv->digest, k->priv->digest, MG_SHA256_LEN)) {
             mg_cfgread_push_key(&ld->rd, field);
             return mg_cfgread_fail(&ld->rd, mg_cfgread_member(obj, field), false,

@@ -7,6 +7,7 @@
  * beyond MG_POLICY_SLOTS share a mutex-guarded pool of states (a state is still used by one thread
  * at a time). A state that hit a limit is freed at once and rebuilt on the next call. */
 #include "policy.h"
+#include "keys.h"
 
 #include "sha256.h"
 
@@ -192,9 +193,27 @@ static bool region_allowed(const mg_route_input_t *in, const mg_model_t *m)
     return true;
 }
 
+/* The request's data region as gw.util.data_region reads it: req.data_region (x-moongate-region),
+ * else the x-data-region header; NULL when it names none. */
+static const char *request_data_region(const mg_route_input_t *in)
+{
+    if (in->data_region && *in->data_region) return in->data_region;
+    for (size_t i = 0; i < in->n_headers; i++)
+        if (in->headers[i].name && mg_str_eq_nocase(in->headers[i].name, "x-data-region") &&
+            in->headers[i].value && *in->headers[i].value)
+            return in->headers[i].value;
+    return NULL;
+}
+
 bool mg_policy_region_ok(const mg_route_input_t *in, const mg_model_t *m)
 {
-    return region_allowed(in, m);
+    if (!region_allowed(in, m)) return false;
+    if (m->provider->local) return true;
+    /* Content the policy did not route (a summary of the dropped turns, whose summarizer may be
+     * the config's) also stays within the request's own data region: a policy that keeps a
+     * regional request's candidates in that region cannot see or veto the config's summarizer. */
+    const char *dr = request_data_region(in);
+    return !dr || mg_region_allows(dr, m->provider->region);
 }
 
 static void region_list(mg_buf_t *b, const char *const *list, size_t n)
@@ -214,16 +233,18 @@ static void plan_reject(mg_plan_t *out, int status, const char *code, const char
     snprintf(out->message, sizeof out->message, "%s", msg);
 }
 
-/* raw → out: duplicates dropped, region restrictions applied, length capped. */
-static void apply_invariants(const mg_route_input_t *in, const mg_raw_plan_t *raw, mg_plan_t *out,
-                             mg_trace_t *tr)
+/* raw → out: duplicates dropped, region restrictions and the key's models applied, length
+ * capped. cfg: the config the request resolves names in. */
+static void apply_invariants(const mg_config_t *cfg, const mg_route_input_t *in, const mg_raw_plan_t *raw,
+                             mg_plan_t *out, mg_trace_t *tr)
 {
     if (raw->rejected) {
         plan_reject(out, raw->status, raw->code, raw->message);
         return;
     }
     mg_buf_t refused = {0};
-    size_t n_refused = 0, cut = raw->dropped_over_max;
+    size_t n_refused = 0, cut = raw->dropped_over_max, key_dropped = 0;
+    bool key_filter = in->key && in->key->n_models && in->model && mg_config_find_model(cfg, in->model);
     for (size_t i = 0; i < raw->n; i++) {
         const mg_candidate_t *c = &raw->cands[i];
         bool dup = false;
@@ -233,6 +254,11 @@ static void apply_invariants(const mg_route_input_t *in, const mg_raw_plan_t *ra
             dup = raw->cands[j].model == c->model; /* refused earlier */
         if (dup) {
             mg_trace_addf(tr, "dropped duplicate %s", c->model->ref);
+            continue;
+        }
+        if (key_filter && !mg_keys_allows_model(in->key, c->model)) {
+            mg_trace_addf(tr, "key %s may not use %s", in->key->id, c->model->ref);
+            key_dropped++;
             continue;
         }
         if (!region_allowed(in, c->model)) {
@@ -272,6 +298,11 @@ static void apply_invariants(const mg_route_input_t *in, const mg_raw_plan_t *ra
             mg_buf_puts(&msg, "; local providers are always allowed");
             plan_reject(out, 403, "region_not_allowed", msg.data);
             mg_buf_free(&msg);
+        } else if (key_dropped) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "key %s may not use any model the route for `%.100s` chose",
+                     in->key->id, in->model);
+            plan_reject(out, 403, "model_not_allowed", msg);
         } else {
             plan_reject(out, 503, "no_candidates",
                         "the routing policy returned no candidates for this request");
@@ -341,7 +372,7 @@ void mg_policy_static_plan(const mg_config_t *cfg, const mg_route_input_t *in, m
         plan_reject(out, 404, "model_not_found", msg.data);
         mg_buf_free(&msg);
     } else {
-        apply_invariants(in, raw, out, &tr);
+        apply_invariants(cfg, in, raw, out, &tr);
     }
     free(raw);
 }
@@ -554,7 +585,7 @@ int mg_policy_route(mg_policy_t *p, const mg_route_input_t *in, const mg_live_vi
         out->elapsed_us = mg_now_us() - t0;
         return -1;
     }
-    apply_invariants(in, &raw, out, &tr);
+    apply_invariants(p->cfg, in, &raw, out, &tr);
     out->elapsed_us = mg_now_us() - t0;
     return 0;
 }

@@ -65,8 +65,12 @@ typedef struct mg_route_input {
     const mg_kv_t *metadata; /* request metadata (e.g. the body's "metadata" object) */
     size_t n_metadata;
     const char *key_id; /* the caller's key identity, or NULL */
+    /* The caller's key (NULL: none). When it lists models and the request names a catalog model,
+     * C drops the candidates it may not use after the policy (a chain or a policy must not take
+     * the request to other models); a route name the key lists allows that route's whole plan. */
+    const struct mg_key *key;
     const char
-        *data_region; /* the request's data region (x-moongate-region or the key's), or NULL */
+        *data_region; /* the request's data region (the x-moongate-region header), or NULL */
     /* Region restrictions enforced in C after the policy (see mg_region_allows): a candidate on a
      * hosted provider survives only if its provider's region is allowed by every list that is set
      * (NULL = no restriction from that source). Local providers are always allowed. */
@@ -190,7 +194,9 @@ void mg_policy_static_plan(const mg_config_t *cfg, const mg_route_input_t *in, m
 bool mg_region_allows(const char *allowed, const char *region);
 /* Whether the request in may send data to model m under its region restrictions (the rule C
  * applies to candidates: local providers always, hosted ones when every list set allows their
- * region). For anything else the gateway sends the request's content to, e.g. a summarizer. */
+ * region) and, for a hosted m, its own data region (x-moongate-region, else the x-data-region
+ * header) when it names one. For anything else the gateway sends the request's content to, e.g.
+ * a summarizer. */
 bool mg_policy_region_ok(const mg_route_input_t *in, const mg_model_t *m);
 
 /* ---- hooks (thread-safe) --------------------------------------------------------------------- */

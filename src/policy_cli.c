@@ -42,6 +42,21 @@ static int normalize_live(const mg_config_t *cfg, mg_tcase_t *c, char *err, size
         }
     }
     c->in.cfg = cfg;
+    /* As the gateway fills them: the data region from the x-moongate-region header; the key that
+     * key_id names, with its allowed regions unless the request gives them itself. */
+    if (!c->in.data_region)
+        for (size_t i = 0; i < c->in.n_headers; i++)
+            if (c->in.headers[i].name && mg_str_eq_nocase(c->in.headers[i].name, "x-moongate-region"))
+                c->in.data_region = c->in.headers[i].value;
+    for (size_t i = 0; c->in.key_id && i < mg_keys_count(cfg->gw.keys); i++) {
+        const mg_key_t *k = mg_keys_at(cfg->gw.keys, i);
+        if (strcmp(k->id, c->in.key_id)) continue;
+        c->in.key = k; /* its models apply after the policy, as live */
+        if (!c->in.allowed_regions && k->n_regions) {
+            c->in.allowed_regions = (const char *const *)k->regions;
+            c->in.n_allowed_regions = k->n_regions;
+        }
+    }
     /* The gateway applies its own region list to every request: so does a try or a test, unless
      * the request names one to simulate. */
     if (!c->in.gateway_regions && cfg->gw.allowed_regions) {

@@ -168,6 +168,7 @@ static void fill_input(mg_req_t *req)
     }
     if (req->key) {
         in->key_id = req->key->id;
+        in->key = req->key;
         if (req->key->n_regions) {
             in->allowed_regions = (const char *const *)req->key->regions;
             in->n_allowed_regions = req->key->n_regions;
@@ -176,8 +177,6 @@ static void fill_input(mg_req_t *req)
     for (size_t i = 0; i < req->n_hdrs; i++)
         if (strcmp(req->hdrs[i].name, "x-moongate-region") == 0) in->data_region = req->hdrs[i].value;
 }
-
-static void trace_note(mg_req_t *req, const char *text);
 
 /* Asks the policy for the plan. Returns false with *reply set when the request ends here (a
  * rejection, or a policy that failed). */
@@ -205,29 +204,9 @@ static bool plan(mg_req_t *req, mg_reply_t *reply)
             mg_reply_error(reply, req->ep, pl.status, "invalid_request_error", pl.code, pl.message);
         return false;
     }
-    /* A key limited to some models, asking for one of them by a catalog name, is served by
-     * those models only: without this, a chain the policy continues (the default chain, started
-     * at the model asked) falls back to models and providers the key may not use. A route name
-     * the key lists ("default", a policy's own route) allows that route's plan as a whole. */
-    bool key_filter = req->key && req->key->n_models && mg_config_find_model(req->gen->cfg, req->model_asked);
-    size_t key_dropped = 0;
     for (size_t i = 0; i < pl.n_cands && req->n_cands < MG_MAX_CANDIDATES; i++) {
-        if (key_filter && !mg_keys_allows_model(req->key, pl.cands[i].model)) {
-            char note[200];
-            snprintf(note, sizeof note, "key %s may not use %s", req->key->id, pl.cands[i].model->ref);
-            trace_note(req, note);
-            key_dropped++;
-            continue;
-        }
         req->cand_opts[req->n_cands] = pl.cands[i];
         req->cands[req->n_cands++] = pl.cands[i].model;
-    }
-    if (key_dropped && !req->n_cands) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "key %s may not use any model the route for `%.100s` chose", req->key->id,
-                 req->model_asked);
-        mg_reply_error(reply, req->ep, 403, "permission_error", "model_not_allowed", msg);
-        return false;
     }
     order_by_health(req);
     return true;
