@@ -88,14 +88,17 @@ function util.output_reserve(m, req, default)
 end
 
 -- Whether req fits model m: prompt tokens + reserved output within its context window (0 =
--- unknown window: fits), and images only to models that take images.
+-- unknown window: fits), and the prompt within the gateway's own budget for m (gw.prompt_budget:
+-- the window less the output it reserves and its margin), so that the gateway will not compact
+-- it; and images only to models that take images.
 function util.fits(m, req, reserve)
   local i = info(m)
   if not i then return false end
   if req.has_images and not i.image then return false end
   local cw = i.cw
   if not cw or cw <= 0 then return true end
-  return req.prompt_tokens + (reserve or reserve_of(i, req)) <= cw
+  if req.prompt_tokens + (reserve or reserve_of(i, req)) > cw then return false end
+  return req.prompt_tokens <= gw.prompt_budget(i.model, req.max_output_tokens)
 end
 
 -- gw.healthy: not known unhealthy or cooling down (model and provider).

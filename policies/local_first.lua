@@ -3,9 +3,11 @@
 --
 -- Starting from the candidates of the model asked (gw.util.chain_for: "default" is
 -- agents.defaults.model, a chain member starts the chain there, another model stands alone):
---   1. local candidates that are healthy and fit: prompt_tokens + reserved output tokens
---      (req.max_output_tokens, else min(model max_tokens, RESERVE)) <= context_window, and
---      images only to models that accept them;
+--   1. local candidates that are healthy and fit (gw.util.fits): prompt_tokens + reserved output
+--      tokens (req.max_output_tokens, else min(model max_tokens, RESERVE)) <= context_window, the
+--      prompt within the gateway's budget for the model (else it would drop turns to fit a small
+--      card, which the hosted safety net can take whole), and images only to models that take
+--      them;
 --   2. hosted candidates, in chain order (the safety net). When the chain has none (a local
 --      model asked by name), the hosted models of agents.defaults.model are added;
 --   3. local candidates that fit but are unhealthy or cooling down, as a last resort.

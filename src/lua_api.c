@@ -911,6 +911,20 @@ static int l_tokens(lua_State *L)
     return 1;
 }
 
+/* gw.prompt_budget(model [, max_output_tokens]) → the prompt tokens the gateway lets model take
+ * before it compacts: its window less the reserved output (the request's max, capped by the
+ * model's maxTokens; unset: maxTokens, at most half the window) less gateway.compaction's
+ * marginTokens. The same rule as compaction's, so a policy's "fits" agrees with it. */
+static int l_prompt_budget(lua_State *L)
+{
+    host_t *h = api_enter(L);
+    const mg_model_t *m = check_model(L, 1, "gw.prompt_budget");
+    lua_Integer max_out = luaL_optinteger(L, 2, -1);
+    int64_t b = mg_compact_budget(m, max_out > 0 ? (int64_t)max_out : -1, h->cfg->gw.compaction.margin_tokens);
+    lua_pushinteger(L, (lua_Integer)MG_MAX(b, 0));
+    return 1;
+}
+
 typedef struct api_fn {
     const char *name;
     lua_CFunction fn;
@@ -931,6 +945,7 @@ static const api_fn_t api_fns[] = {
     {"phase", l_phase, MG_PHASE_ALL},                      /* current phase name */
     {"region_allows", l_region_allows, MG_PHASE_ALL},      /* C's region rule */
     {"tokens", l_tokens, MG_PHASE_ALL},                    /* text → token estimate */
+    {"prompt_budget", l_prompt_budget, MG_PHASE_ALL},      /* model → prompt tokens before compaction */
     {NULL, NULL, 0},
 };
 

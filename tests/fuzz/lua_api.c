@@ -73,7 +73,7 @@ static const char *const POLICY =
     "string.rep,\n"
     "  string.format, table.concat, table.insert, table.sort, table.unpack, tostring, pairs, "
     "ipairs, next,\n"
-    "  select, type, rawlen, rawequal, setmetatable, getmetatable, load, gw.tokens,\n"
+    "  select, type, rawlen, rawequal, setmetatable, getmetatable, load, gw.tokens, gw.prompt_budget,\n"
     "  function(t, k) return t[k] end, function(t, k, v) t[k] = v end, function(t) return #t end,\n"
     "  function(s, p) local n = 0 for a in string.gmatch(s, p) do n = n + 1 if n > 50 then break "
     "end end return n end,\n"

@@ -906,10 +906,15 @@ MG_TEST(api_util)
     probe("return table.concat(gw.util.chain_for('eu/big'), ',')", "true|eu/big,us/big");
     probe("return table.concat(gw.util.chain_for('nr/other'), ',')", "true|nr/other");
     probe("return tostring(gw.util.chain_for('zzz'))", "true|nil");
-    probe("return tostring(gw.util.fits('lm/small', {prompt_tokens = 6000, has_images = false}))",
+    /* lm/small: window 8192 - maxTokens 2048 - margin 512 = 5632, compaction's own budget */
+    probe("return gw.prompt_budget('lm/small')", "true|5632");
+    probe("return gw.prompt_budget('lm/small', 100)", "true|7580");
+    probe("return tostring(gw.util.fits('lm/small', {prompt_tokens = 5632, has_images = false}))",
           "true|true");
-    probe("return tostring(gw.util.fits('lm/small', {prompt_tokens = 7000, has_images = false}))",
+    probe("return tostring(gw.util.fits('lm/small', {prompt_tokens = 6000, has_images = false}))",
           "true|false");
+    /* 6000 + 2048 fits the window, but the gateway would compact it (over 5632) */
+    probe("return tostring(gw.util.fits('lm/small', {prompt_tokens = 6000}, 2048))", "true|false");
     probe("return tostring(gw.util.fits('lm/small', {prompt_tokens = 7000, max_output_tokens = "
           "100}))",
           "true|true");
