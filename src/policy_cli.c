@@ -46,7 +46,8 @@ static int normalize_live(const mg_config_t *cfg, mg_tcase_t *c, char *err, size
      * key_id names, with its allowed regions unless the request gives them itself. */
     if (!c->in.data_region)
         for (size_t i = 0; i < c->in.n_headers; i++)
-            if (c->in.headers[i].name && mg_str_eq_nocase(c->in.headers[i].name, "x-moongate-region"))
+            if (!c->in.data_region && c->in.headers[i].name &&
+                mg_str_eq_nocase(c->in.headers[i].name, "x-moongate-region"))
                 c->in.data_region = c->in.headers[i].value;
     for (size_t i = 0; c->in.key_id && i < mg_keys_count(cfg->gw.keys); i++) {
         const mg_key_t *k = mg_keys_at(cfg->gw.keys, i);

@@ -175,7 +175,8 @@ static void fill_input(mg_req_t *req)
         }
     }
     for (size_t i = 0; i < req->n_hdrs; i++)
-        if (strcmp(req->hdrs[i].name, "x-moongate-region") == 0) in->data_region = req->hdrs[i].value;
+        if (!in->data_region && strcmp(req->hdrs[i].name, "x-moongate-region") == 0) /* the first, as req.headers */
+            in->data_region = req->hdrs[i].value;
 }
 
 /* Asks the policy for the plan. Returns false with *reply set when the request ends here (a
@@ -988,7 +989,7 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
     if (req->key) {
         const char *region = NULL;
         for (size_t i = 0; i < req->n_hdrs; i++)
-            if (strcmp(req->hdrs[i].name, "x-moongate-region") == 0) region = req->hdrs[i].value;
+            if (!region && strcmp(req->hdrs[i].name, "x-moongate-region") == 0) region = req->hdrs[i].value;
         mg_key_verdict_t v;
         if (mg_keys_check(req->key, req->model_asked, region, mg_wall_ms(), &v) != 0) {
             mg_reply_error(reply, req->ep, v.status, v.type, v.code, v.message);

@@ -448,7 +448,10 @@ static enum MHD_Result keep_header(void *cls, enum MHD_ValueKind kind, const cha
 {
     static const char *const secret[] = {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"};
     mg_req_t *req = cls;
-    if (!name || !value || req->n_hdrs >= 64) return MHD_YES;
+    /* At most 64 are kept for the policy, but never at the expense of the ones routing reads (a
+     * proxy in front may add x-moongate-region after the client's own headers). */
+    bool routing = name && (strncasecmp(name, "x-moongate-", 11) == 0 || mg_str_eq_nocase(name, "x-data-region"));
+    if (!name || !value || (req->n_hdrs >= 64 && !routing)) return MHD_YES;
     for (size_t i = 0; i < MG_ARRAY_LEN(secret); i++)
         if (mg_str_eq_nocase(name, secret[i])) return MHD_YES;
     req->hdrs = mg_xrealloc(req->hdrs, (req->n_hdrs + 1) * sizeof *req->hdrs);

@@ -122,6 +122,44 @@ KEYS_CFG = """
 """
 
 
+class RegionHeader(MGTestCase):
+    """The data region header counts however many headers come before it, and a duplicated one
+    is read the same way everywhere (the first copy, as req.headers gives it to the policy)."""
+
+    def test_region_after_many_headers_and_duplicated(self):
+        loc, eu, us = self.mock("L"), self.mock("E"), self.mock("U")
+        loc.set_behavior("fail", status=503)  # the local model is down: a hosted one must serve
+        gw = self.gateway(start=False, cfg=config(
+            providers={"loc": provider(loc, ["m"]), "eu": provider(eu, ["m"]), "us": provider(us, ["m"])},
+            primary="loc/m", fallbacks=["us/m", "eu/m"],
+            gateway={"policy": "regional.lua",
+                     "providers": {"eu": {"region": "eu", "tags": ["hosted"]},
+                                   "us": {"region": "us", "tags": ["hosted"]}},
+                     "health": {"maxRetries": 0}}))
+        shutil.copy(os.path.join(POLICIES, "regional.lua"), os.path.join(gw.dir, "regional.lua"))
+        gw.start()
+        import http.client
+        import json as _json
+        for extra in ([], [("x-moongate-region", "us")]):
+            conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+            conn.putrequest("POST", "/v1/chat/completions")
+            conn.putheader("Content-Type", "application/json")
+            for i in range(70):
+                conn.putheader("X-Filler-%d" % i, "x")
+            conn.putheader("x-moongate-region", "eu")
+            for k, v in extra:
+                conn.putheader(k, v)
+            body = _json.dumps({"model": "default", "messages": [{"role": "user", "content": "hi"}]})
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body.encode())
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.getheader("x-moongate-model"), "eu/m", r.getheader("x-moongate-route"))
+            conn.close()
+        self.assertEqual(len(us.requests), 0, "an EU request reached the US")
+
+
 class RouteLikeLive(MGTestCase):
     def route(self, request):
         d = self.tmpdir()
