@@ -63,6 +63,9 @@ typedef struct mg_worker {
     struct MHD_Daemon *daemon;
     mg_upstream_t *up;
     MHD_socket quiesced; /* its listening socket once quiesced: ours to close after the stop */
+    unsigned conn_limit;  /* its share of gateway.maxConnections */
+    bool was_full;        /* [its thread] the last pass ended with conn_limit connections open */
+    atomic_uint open_conns; /* connections its daemon holds (MHD's connection notifications) */
     /* Requests this thread has taken (GET /health shows them): written by its thread at every
      * request, so padded onto a cache line of its own, shared with no other worker's fields. */
     char pad_before[64];
@@ -529,6 +532,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
 {
     mg_server_t *srv = ((mg_worker_t *)cls)->srv;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add_explicit(&((mg_worker_t *)cls)->open_conns, 1, memory_order_relaxed);
         mg_conn_t *k = mg_xcalloc(1, sizeof *k);
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         k->fd = ci ? ci->connect_fd : MHD_INVALID_SOCKET;
@@ -557,6 +561,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
     }
     /* MHD closes the socket only after this notification: once k is unlinked here, the watchdog
      * can no longer shut down a descriptor number that a new connection may reuse. */
+    atomic_fetch_sub_explicit(&((mg_worker_t *)cls)->open_conns, 1, memory_order_relaxed);
     mg_conn_t *k = *socket_ctx;
     if (!k) return;
     pthread_mutex_lock(&srv->conn_lock);
@@ -843,7 +848,8 @@ static void watch_one(mg_req_t *req, int64_t now)
 {
     bool cancel = false, w = false;
     pthread_mutex_lock(&req->lock);
-    if (req->body_phase && req->conn && now - req->last_body_ms >= MG_WATCH_MS * 2) {
+    bool body_late = req->body_phase && now - req->start_ms >= req->gen->cfg->gw.body_timeout_ms;
+    if (req->body_phase && req->conn && (body_late || now - req->last_body_ms >= MG_WATCH_MS * 2)) {
         /* libmicrohttpd 0.9.75 in epoll mode misses an EOF that arrives together with the last
          * bytes of a partial body, and keeps such a connection open until its timeout. A body
          * that stalls at EOF is shut down here, which wakes MHD to close it properly. The same
@@ -852,7 +858,7 @@ static void watch_one(mg_req_t *req, int64_t now)
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         char ch;
-        bool late = now - req->start_ms >= req->gen->cfg->gw.body_timeout_ms;
+        bool late = body_late; /* checked on every pass: bytes paced under 2 passes apart must not hide it */
         if (ci && (late || recv(ci->connect_fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT) == 0)) {
             if (late) req->body_timed_out = true; /* the access line says 408 */
             shutdown(ci->connect_fd, SHUT_RDWR);
@@ -913,8 +919,21 @@ __attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const ch
 /* The driver of a worker's loop: MHD's epoll descriptor, MHD_run, MHD's timeout. */
 static void worker_run(void *ud)
 {
+    mg_worker_t *w = ud;
     mg_log_batch_begin(); /* the access lines of the requests this pass completes: one write */
-    MHD_run(((mg_worker_t *)ud)->daemon);
+    MHD_run(w->daemon);
+    /* At its connection limit libmicrohttpd takes the listening socket out of its epoll set, and
+     * puts it back only at the start of a later pass, once connections have closed. When the pass
+     * that closed them is the last thing to happen on this thread, no later pass comes (nothing
+     * is readable, no timeout is due) and the thread never accepts again: with every thread in
+     * that state the gateway is deaf. So a pass that brings a full daemon under its limit is
+     * followed by one more, which re-arms the listening socket. */
+    unsigned open = atomic_load_explicit(&w->open_conns, memory_order_relaxed);
+    if (w->was_full && open < w->conn_limit) {
+        MHD_run(w->daemon);
+        open = atomic_load_explicit(&w->open_conns, memory_order_relaxed);
+    }
+    w->was_full = open >= w->conn_limit;
     mg_log_batch_end();
 }
 
@@ -944,8 +963,13 @@ static bool worker_init(mg_server_t *srv, int i, const struct addrinfo *ai, int 
                : (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, dup_fd, NULL},
         {MHD_OPTION_END, 0, NULL},
     };
-    /* gateway.maxConnections is split between the serving threads. */
-    unsigned limit = (gw->max_connections + (unsigned)srv->n_workers - 1) / (unsigned)srv->n_workers;
+    /* gateway.maxConnections is split between the serving threads: the remainder goes to the
+     * first ones, so the shares add up to it (rounding each share up let n - 1 more in); every
+     * thread takes at least one. */
+    unsigned n_w = (unsigned)srv->n_workers;
+    unsigned limit = gw->max_connections / n_w + ((unsigned)i < gw->max_connections % n_w ? 1u : 0u);
+    if (limit == 0) limit = 1;
+    w->conn_limit = limit;
     w->daemon = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, on_request, w, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_ARRAY, where,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_NOTIFY_CONNECTION, on_connection, w,
