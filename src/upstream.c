@@ -53,6 +53,7 @@ struct mg_xfer {
     long status;
     mg_buf_t head;
     mg_xfer_t *prev, *next; /* the active list */
+    char errbuf[CURL_ERROR_SIZE]; /* libcurl's own words for a failure ("certificate has expired") */
 };
 
 typedef struct mg_fd_state {
@@ -362,8 +363,8 @@ static void read_done(mg_upstream_t *up)
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
         CURLcode rc = msg->data.result;
         mg_xfer_result_t r = map_curl_error(x, rc);
-        char why[96];
-        snprintf(why, sizeof why, "%s", rc == CURLE_OK ? "" : curl_easy_strerror(rc));
+        char why[160];
+        snprintf(why, sizeof why, "%.159s", rc == CURLE_OK ? "" : x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
         if (r == MG_XFER_TIMEOUT_CONNECT)
             snprintf(why, sizeof why, "connect timeout: not connected in %lld ms", (long long)x->connect_timeout_ms);
         else if (r == MG_XFER_TIMEOUT_TOTAL)
@@ -618,6 +619,8 @@ static void setup_easy(mg_xfer_t *x, const char *url, const char *ca_file)
     CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    x->errbuf[0] = '\0';
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, x->up);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);

@@ -58,6 +58,9 @@ class Tls(MGTestCase):
         self.assertEqual(r.status, 502, r)
         (line,) = gw.wait_access(1)
         self.assertEqual(line["attempts"][0]["outcome"], "connect_error", line)
+        # libcurl's own words say why (not only "SSL peer certificate ... was not OK")
+        self.assertIn("certificate", line["attempts"][0].get("detail", ""), line)
+        self.assertIn("self-signed", line["attempts"][0].get("detail", ""), line)
         self.assertEqual(len(a.requests), 0)
         # With it, the same server answers.
         r = gw.chat("b/m")
