@@ -521,23 +521,18 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
             }
         }
     }
-    if (committed) {
-        /* The serving side counted no outcome for an attempt it committed to: count it here. */
-        mg_class_t mcls = a->fail_cls             ? a->fail_cls
-                          : result == MG_XFER_OK ? (a->saw_done || a->saw_finish ? MG_CLASS_OK : MG_CLASS_STREAM_BROKEN)
-                                                 : mg_classify_xfer(result);
-        mg_metrics_attempt(a->model->ref, mcls);
-    }
+    /* How a committed stream ended: the serving side stopped looking at the attempt when it
+     * committed, so its outcome is counted (metrics) and reported (health) here. */
+    mg_class_t cls = a->fail_cls             ? a->fail_cls
+                     : result == MG_XFER_OK ? (a->saw_done || a->saw_finish ? MG_CLASS_OK : MG_CLASS_STREAM_BROKEN)
+                                            : mg_classify_xfer(result);
+    if (committed) mg_metrics_attempt(a->model->ref, cls);
     mg_health_t *h = mg_router_health();
     if (committed && h && a->health_begun) {
-        /* The serving side stopped looking at this attempt when it committed: its end is ours to
-         * report, with the stream's latency and time to first token. */
+        /* Reported with the stream's latency and time to first token. */
         const char *pid = a->model->provider->id;
         mg_health_attempt_end(h, pid, a->model->ref);
         a->health_begun = false;
-        mg_class_t cls = a->fail_cls             ? a->fail_cls
-                         : result == MG_XFER_OK ? (a->saw_done || a->saw_finish ? MG_CLASS_OK : MG_CLASS_STREAM_BROKEN)
-                                                : mg_classify_xfer(result);
         if (cls != MG_CLASS_CANCELLED) {
             mg_health_outcome_t o = mg_health_outcome(cls);
             o.xfer = result;
