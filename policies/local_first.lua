@@ -26,6 +26,8 @@ function route(req)
   for _, ref in ipairs(chain) do
     if not util.is_local(ref) then
       hosted[#hosted + 1] = ref
+    elseif req.has_images and not gw.catalog.models[ref].input.image then
+      gw.trace("%s: takes no images", ref)
     elseif not util.fits(ref, req, util.output_reserve(ref, req, RESERVE)) then
       gw.trace("%s: does not fit (%d prompt tokens)", ref, req.prompt_tokens)
     elseif gw.healthy(ref) then

@@ -35,7 +35,7 @@ return {
       expect = { candidates = { l(QWEN), SONNET, HAIKU, l(LLAMA) } } },
     { name = "images never go to text-only local models",
       request = { model = "default", has_images = true },
-      expect = { candidates = { SONNET, HAIKU } } },
+      expect = { candidates = { SONNET, HAIKU }, trace = QWEN .. ": takes no images" } },
     { name = "the alias of the primary is the whole chain",
       request = { model = "qwen" },
       expect = { candidates = { l(QWEN), l(LLAMA), SONNET, HAIKU } } },
