@@ -7,7 +7,9 @@
 --            (prompt_tokens * cost.input + reserved output * cost.output) / 1e6, where the
 --            reserved output is req.max_output_tokens, else min(model max_tokens, 4096).
 --   latency: measured median time to first token for streamed requests, median latency
---            otherwise (from the live state); candidates without samples come after those with.
+--            otherwise (from the live state). Candidates not measured yet come first, in chain
+--            order, so that each gets measured: otherwise the first measured one would keep
+--            winning and a faster model further down the chain would never be found.
 --
 -- Candidates are those of the model asked (gw.util.chain_for). For "default" the whole chain is
 -- reordered; for a model asked by name that model stays first and its fallbacks are reordered.
@@ -41,7 +43,14 @@ function route(req)
   end
   local fitting = util.filter(chain, util.fits, req)
   local ready, resting = util.partition(fitting, gw.healthy)
-  local plan = util.concat(head, util.sort_by(ready, key), resting)
+  local ordered
+  if mode == "latency" then
+    local untried, measured = util.partition(ready, function(x) return key(x) == nil end)
+    ordered = util.concat(untried, util.sort_by(measured, key))
+  else
+    ordered = util.sort_by(ready, key)
+  end
+  local plan = util.concat(head, ordered, resting)
   if #plan == 0 then
     return gw.reject(400, "context_length_exceeded", string.format(
       "the prompt (%d tokens) does not fit the context window of any candidate for %s", req.prompt_tokens, req.model))
