@@ -324,7 +324,8 @@ static int load_key(kload_t *ld, const cJSON *obj, mg_keys_t *ks, size_t idx)
 
     if (load_secret(ld, obj, k)) return -1;
     const char *field = mg_cfgread_member(obj, "key") ? "key" : "sha256";
-    for (size_t j = 0; j < idx && !(atomic_load(&offline) && offline_placeholder(k)); j++)
+    bool placeholder = atomic_load(&offline) && offline_placeholder(k); /* not a duplicate of any */
+    for (size_t j = 0; j < idx && !placeholder; j++)
         if (!memcmp(ks->keys[j].priv->digest, k->priv->digest, MG_SHA256_LEN)) {
             mg_cfgread_push_key(&ld->rd, field);
             return mg_cfgread_fail(&ld->rd, mg_cfgread_member(obj, field), false,

@@ -1241,6 +1241,14 @@ static void translate_answer(mg_req_t *req, mg_attempt_t *a)
     mg_ir_arena_free(arena);
 }
 
+/* gateway.log.content: the text of a decoded answer, for the access line. */
+static void note_response_text(mg_attempt_t *a, const mg_ir_response_t *r)
+{
+    char *text = mg_ir_join_text(r->parts, r->n_parts, "");
+    if (text) mg_req_note_answer(a, text, strlen(text));
+    free(text);
+}
+
 typedef struct {
     mg_ir_encoder_t *enc;
     mg_buf_t *out;
@@ -1267,11 +1275,7 @@ static void stream_whole_answer(mg_req_t *req, mg_attempt_t *a, mg_reply_t *repl
     reply->content_type = "text/event-stream";
     if (j && mg_ir_codec(up)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0) {
         record_usage(req, a, &r.usage);
-        if (req->gen->cfg->gw.log_content) {
-            char *text = mg_ir_join_text(r.parts, r.n_parts, "");
-            if (text) mg_req_note_answer(a, text, strlen(text));
-            free(text);
-        }
+        if (req->gen->cfg->gw.log_content) note_response_text(a, &r);
         mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .include_usage = req->wants_usage};
         mg_ir_encoder_t *enc = mg_ir_encoder_new(req->client_api, &o);
         push_ctx_t p = {enc, &reply->body};
@@ -1288,11 +1292,8 @@ static void note_answer(mg_req_t *req, mg_attempt_t *a)
     cJSON *j = mg_ir_parse_json(arena, a->body.data ? a->body.data : "", a->body.len, NULL);
     mg_ir_response_t r;
     char err[128];
-    if (j && mg_ir_codec(req->client_api)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0) {
-        char *text = mg_ir_join_text(r.parts, r.n_parts, "");
-        if (text) mg_req_note_answer(a, text, strlen(text));
-        free(text);
-    }
+    if (j && mg_ir_codec(req->client_api)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0)
+        note_response_text(a, &r);
     mg_ir_arena_free(arena);
 }
 
