@@ -16,10 +16,13 @@
 #   saturation  wrk -t1 -c<--conns> for --duration s: requests/s, p50/p99, the peer's CPU time per
 #               request (utime+stime from /proc/PID/stat before and after);
 #   1 conn      wrk -c1: latency with no queueing;
-#   half        half of the saturated rate: Debian's wrk has no fixed-rate mode, so bench/wrk/chat.lua
-#               paces the requests itself (WRK_RATE: send slots 1/R apart through wrk's delay()
-#               hook, 1 ms timer resolution) over 16 connections; the upstream directly is
-#               measured at the same rate and connection count, and "added" is the difference.
+#   half        half of the saturated rate, twice: Debian's wrk has no fixed-rate mode, so
+#               bench/wrk/chat.lua paces the requests itself (WRK_RATE: send slots 1/R apart through
+#               wrk's delay() hook, 1 ms timer resolution, so each millisecond's requests leave in
+#               one burst) over 16 connections; then bench/paced_load sends the same body at the
+#               same rate with Poisson arrivals, each at its own microsecond, over 16 connections.
+#               The upstream directly is measured the same two ways at the same rate, and "added"
+#               is the difference.
 # Every peer gets a 2 s warm-up first and is checked with one request (HTTP 200, a completion in
 # the body) before it is measured; a peer that does not start or answer stops the script. Each
 # measurement also reports the "other work" on the machine meanwhile (/proc/stat minus this
@@ -109,7 +112,7 @@ fi
 
 if [ "$BUILD" = 1 ]; then
     build_tools "moongate, the bench tools and the micro-benchmarks" 900 "$BUILD_DIR/compare-build.log" \
-        moongate bench_mock_upstream bench_stream_load bench_sse bench_compact bench_policy
+        moongate bench_mock_upstream bench_stream_load bench_paced_load bench_sse bench_compact bench_policy
 fi
 MOCK=$BUILD_DIR/bench/mock_upstream
 LOAD=$BUILD_DIR/bench/stream_load
@@ -190,6 +193,30 @@ run_wrk() {
     errs=$(awk -v l="$WRK_LINE" 'BEGIN { n = split(l, f, " "); s = 0; for (i = 1; i <= n; i++) if (f[i] ~ /^err_/) { split(f[i], kv, "="); s += kv[2] } print s }')
     WRK_LINE="$WRK_LINE errors=$errs others=$OTHERS"
     say "    $label: c=$c${WRK_RATE:+ paced at $WRK_RATE/s} $(field "$WRK_LINE" rps) req/s, p50 $(field "$WRK_LINE" p50_us) us, p99 $(field "$WRK_LINE" p99_us) us, CPU $(field "$WRK_LINE" cpu_us_req) us/req ($(field "$WRK_LINE" cpu_pct)% of a core), errors $errs; other work $OTHERS CPU"
+}
+
+# run_paced LABEL URL RATE PID [wrk -H args...] -> PACED line in $PACED_LINE: bench/paced_load,
+# Poisson arrivals at RATE/s over $HALF_CONNS connections for $DURATION s (after 1 s not counted).
+run_paced() {
+    local label=$1 url=$2 rate=$3 pid=$4 hostport path
+    shift 4
+    hostport=${url#http://}
+    path=/${hostport#*/}
+    hostport=${hostport%%/*}
+    local hdrs=()
+    while [ $# -ge 2 ]; do
+        [ "$1" = -H ] && hdrs+=(--header "$2")
+        shift 2
+    done
+    others_begin_peer "$pid"
+    run_waited timeout -k 5 $((DURATION + 30)) "${PIN_LOAD[@]}" "$BUILD_DIR/bench/paced_load" --host "${hostport%:*}" \
+        --port "${hostport##*:}" --path "$path" --rate "$rate" --conns "$HALF_CONNS" --duration "$DURATION" \
+        --body-file "$REPO/bench/wrk/chat.json" "${hdrs[@]}" >"$WORK/paced-$label.out" 2>&1
+    others_end
+    kill -0 "$pid" 2>/dev/null || die "$label: the process measured (pid $pid) exited during the run"
+    PACED_LINE=$(grep '^PACED ' "$WORK/paced-$label.out") || die "$label: paced_load failed: $(tail -5 "$WORK/paced-$label.out")"
+    PACED_LINE="$PACED_LINE others=$OTHERS"
+    say "    $label: paced_load, Poisson at $rate/s: $(field "$PACED_LINE" rate) answered/s, p50 $(field "$PACED_LINE" p50_us) us, p99 $(field "$PACED_LINE" p99_us) us, $(field "$PACED_LINE" queued) waited for a connection, $(($(field "$PACED_LINE" err_status) + $(field "$PACED_LINE" err_conn) + $(field "$PACED_LINE" unanswered))) failed; other work $OTHERS CPU"
 }
 
 # ---- origins ----
@@ -378,6 +405,8 @@ for ORIGIN in $ORIGINS; do
             HALF_RATE=$(($(field "${R[$key.sat]}" rps) / 2))
             WRK_RATE=$HALF_RATE run_wrk "$key-half" "$P_URL" "$HALF_CONNS" "$DURATION" "$P_PID" "${P_HDRS[@]}"
             R[$key.half]="$WRK_LINE target=$HALF_RATE"
+            run_paced "$key-paced" "$P_URL" "$HALF_RATE" "$P_PID" "${P_HDRS[@]}"
+            R[$key.paced]=$PACED_LINE
         fi
         if [ "$ORIGIN" = mock ] && [ "$STREAMING" = 1 ]; then run_streams "$ORIGIN" "$PEER"; fi
         if [ "$PEER" != direct ]; then
@@ -386,6 +415,8 @@ for ORIGIN in $ORIGINS; do
             # The upstream directly at the same rate, for "added latency".
             WRK_RATE=$HALF_RATE run_wrk "$ORIGIN-direct-for-$PEER" "$DIRECT_URL" "$HALF_CONNS" "$DURATION" "$CUR_ORIGIN_PID"
             R[$ORIGIN.direct.for.$PEER]=$WRK_LINE
+            run_paced "$ORIGIN-direct-paced-for-$PEER" "$DIRECT_URL" "$HALF_RATE" "$CUR_ORIGIN_PID"
+            R[$ORIGIN.direct.paced.for.$PEER]=$PACED_LINE
         fi
     done
     [ "$ORIGIN" = nginx ] && stop_pid "$ORIGIN_PID"
@@ -451,6 +482,19 @@ for ORIGIN in $ORIGINS; do
         echo "| $(name "$PEER") | $(ms "$(field "$l" p50_us)") / $(ms "$(field "$l" p99_us)") | $(added "$(field "$l" p50_us)" "$(field "$d1" p50_us)") / $(added "$(field "$l" p99_us)" "$(field "$d1" p99_us)")" \
             "| $(field "$h" rps) ($(awk -v a="$(field "$h" rps)" -v b="$(field "${R[$ORIGIN.$PEER.sat]}" rps)" 'BEGIN { printf "%.0f%%", 100 * a / b }')) | $(ms "$(field "$h" p50_us)") / $(ms "$(field "$h" p99_us)")" \
             "| $(ms "$(field "$dh" p50_us)") / $(ms "$(field "$dh" p99_us)") | $(added "$(field "$h" p50_us)" "$(field "$dh" p50_us)") / $(added "$(field "$h" p99_us)" "$(field "$dh" p99_us)") |"
+    done
+    echo
+    echo "Latency at half of saturation with Poisson arrivals, upstream \`$ORIGIN\` (bench/paced_load at the same rate as the wrk run above, $HALF_CONNS connections; latency from each request's scheduled time):"
+    echo
+    echo "| peer | rate (answered/s) | p50 / p99 / p99.9 (ms) | upstream directly, same arrivals | added p50 / p99 | waited for a connection |"
+    echo "|---|---:|---|---|---|---:|"
+    for PEER in $PEERS; do
+        p=${R[$ORIGIN.$PEER.paced]:-}
+        [ -n "$p" ] || continue
+        dp=${R[$ORIGIN.direct.paced.for.$PEER]:-}
+        echo "| $(name "$PEER") | $(field "$p" rate) | $(ms "$(field "$p" p50_us)") / $(ms "$(field "$p" p99_us)") / $(ms "$(field "$p" p999_us)")" \
+            "| $(ms "$(field "$dp" p50_us)") / $(ms "$(field "$dp" p99_us)") / $(ms "$(field "$dp" p999_us)")" \
+            "| $(added "$(field "$p" p50_us)" "$(field "$dp" p50_us)") / $(added "$(field "$p" p99_us)" "$(field "$dp" p99_us)") | $(field "$p" queued) |"
     done
     echo
 done
@@ -521,7 +565,13 @@ for ORIGIN in $ORIGINS; do
     if [ -n "$h" ]; then
         dh=${R[$ORIGIN.direct.for.moongate]:-}
         a=$(awk -v g="$(field "$h" p99_us)" -v d="$(field "$dh" p99_us)" 'BEGIN { printf "%.2f", (g - d) / 1000 }')
-        echo "| added p99 ≤ 1 ms at half of saturation | $ORIGIN | ${a} ms | $(verdict "$a" 1 le) |"
+        echo "| added p99 ≤ 1 ms at half of saturation (wrk, 1 ms bursts) | $ORIGIN | ${a} ms | $(verdict "$a" 1 le) |"
+    fi
+    p=${R[$ORIGIN.moongate.paced]:-}
+    if [ -n "$p" ]; then
+        dp=${R[$ORIGIN.direct.paced.for.moongate]:-}
+        a=$(awk -v g="$(field "$p" p99_us)" -v d="$(field "$dp" p99_us)" 'BEGIN { printf "%.2f", (g - d) / 1000 }')
+        echo "| added p99 ≤ 1 ms at half of saturation (Poisson arrivals) | $ORIGIN | ${a} ms | $(verdict "$a" 1 le) |"
     fi
 done
 [ "$MICRO" = 1 ] && echo "| SSE parsing ≥ 1 GB/s | | ${SSE_MBS:-n/a} MB/s | $(verdict "${SSE_MBS:-}" 1000 ge) |"

@@ -12,14 +12,11 @@
 -- The body is 655 bytes: a system prompt, a short exchange and a question, the shape of a small
 -- agent turn; "model": "default" (moongate resolves it; the mock, nginx and Portkey pass it on).
 
-local body = [[{"model":"default","max_tokens":256,"temperature":0.2,"messages":[]]
-  .. [[{"role":"system","content":"You are a concise assistant for a software team. Answer in plain text, ]]
-  .. [[at most three sentences, and say when you are not sure."},]]
-  .. [[{"role":"user","content":"What does the retry budget in our gateway config do?"},]]
-  .. [[{"role":"assistant","content":"It caps retries to a fraction of recent requests so that a failing ]]
-  .. [[upstream does not receive a multiple of the normal load."},]]
-  .. [[{"role":"user","content":"And what happens to a request when every candidate is cooling down? ]]
-  .. [[Please answer briefly, with the status code the client sees and the header that names the model."}]}]]
+-- The body is read from chat.json next to this script (bench/paced_load sends the same file).
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local f = assert(io.open(here .. "chat.json", "rb"))
+local body = f:read("*a"):gsub("%s+$", "")
+f:close()
 
 wrk.method = "POST"
 wrk.body = body
