@@ -582,7 +582,9 @@ int mg_anthropic_decode_response(const cJSON *body, mg_ir_arena_t *a, const mg_i
 cJSON *mg_anthropic_encode_response(const mg_ir_response_t *r, const mg_ir_output_opts_t *opts)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", opts->id ? opts->id : r->id ? r->id : "msg_moongate");
+    char *id = mg_codec_answer_id("msg_", opts->id, r->id, "msg_moongate");
+    cJSON_AddStringToObject(o, "id", id);
+    free(id);
     cJSON_AddStringToObject(o, "type", "message");
     cJSON_AddStringToObject(o, "role", "assistant");
     cJSON_AddStringToObject(o, "model", opts->model ? opts->model : r->model ? r->model : "");
@@ -852,7 +854,9 @@ static void enc_start(ant_enc_t *e, const mg_ir_event_t *ev, mg_buf_t *out)
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "type", "message_start");
     cJSON *m = cJSON_AddObjectToObject(j, "message");
-    cJSON_AddStringToObject(m, "id", e->id ? e->id : ev && ev->id ? ev->id : "msg_moongate");
+    char *id = mg_codec_answer_id("msg_", e->id, ev ? ev->id : NULL, "msg_moongate");
+    cJSON_AddStringToObject(m, "id", id);
+    free(id);
     cJSON_AddStringToObject(m, "type", "message");
     cJSON_AddStringToObject(m, "role", "assistant");
     cJSON_AddStringToObject(m, "model", e->model ? e->model : ev && ev->model ? ev->model : "");

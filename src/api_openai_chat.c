@@ -621,7 +621,9 @@ int mg_openai_chat_decode_response(const cJSON *body, mg_ir_arena_t *a,
 cJSON *mg_openai_chat_encode_response(const mg_ir_response_t *r, const mg_ir_output_opts_t *opts)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", opts->id ? opts->id : r->id ? r->id : "chatcmpl-moongate");
+    char *id = mg_codec_answer_id("chatcmpl-", opts->id, r->id, "chatcmpl-moongate");
+    cJSON_AddStringToObject(o, "id", id);
+    free(id);
     cJSON_AddStringToObject(o, "object", "chat.completion");
     mg_ir_add_int(o, "created", mg_ir_created(opts, r->created));
     cJSON_AddStringToObject(o, "model", opts->model ? opts->model : r->model ? r->model : "");
@@ -680,7 +682,8 @@ typedef struct chat_tool {
  * call once the next one started). A Chat upstream may interleave the argument fragments of
  * parallel calls by index, so a call that starts while the one streaming has arguments that are
  * not yet a whole JSON value is held, with its fragments, until that one completes (or the
- * answer finishes): then it goes out whole and streaming continues with it. */
+ * answer finishes): then it goes out whole and streaming continues with it. A call with no
+ * argument bytes at all counts as complete when the next one starts (live_done). */
 typedef struct chat_dec {
     bool started, finished, ended;
     think_t think;
@@ -759,14 +762,23 @@ static bool args_complete(const chat_tool_t *t)
     return j != NULL;
 }
 
+/* Whether the call streaming live is over once another call has started: its arguments are a
+ * whole JSON value, or it has none at all. A tool without parameters may get no argument bytes
+ * (some servers never send "{}"); the encoders give such a call "{}", and the calls after it
+ * stream live instead of waiting, held, for the end of the answer. */
+static bool live_done(const chat_tool_t *t)
+{
+    return t->args.len == 0 || args_complete(t);
+}
+
 /* Sends held calls in order: all of them when all is true (the answer finished, or other
- * content follows), else while the call streaming live is complete. */
+ * content follows), else while the call streaming live is over (live_done). */
 static int release_tools(chat_dec_t *d, bool all, mg_ir_event_cb cb, void *ud)
 {
     for (int i = d->cur_tool + 1; i < d->n_tools; i++) {
         chat_tool_t *t = &d->tools[i];
         if (t->emitted) continue;
-        if (!all && d->cur_tool >= 0 && !args_complete(&d->tools[d->cur_tool])) break;
+        if (!all && d->cur_tool >= 0 && !live_done(&d->tools[d->cur_tool])) break;
         t->emitted = true;
         d->cur_tool = i;
         mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = i, .id = t->id,
@@ -814,8 +826,8 @@ static int decode_tool_deltas(chat_dec_t *d, const cJSON *tcs, mg_ir_event_cb cb
             t->id = id ? mg_xstrdup(id) : mg_xasprintf("call_%d", d->n_tools);
             t->name = mg_xstrdup(name ? name : "");
             d->n_tools++;
-            /* Live when nothing is held and the call streaming (if any) looks complete. */
-            bool live = d->cur_tool < 0 || (!held_before && args_complete(&d->tools[d->cur_tool]));
+            /* Live when nothing is held and the call streaming (if any) is over. */
+            bool live = d->cur_tool < 0 || (!held_before && live_done(&d->tools[d->cur_tool]));
             if (live) {
                 t->emitted = true;
                 d->cur_tool = d->n_tools - 1;
@@ -1003,11 +1015,12 @@ static void enc_start(chat_enc_t *e, const mg_ir_event_t *ev, mg_buf_t *out)
 {
     if (e->started) return;
     e->started = true;
-    const char *id = e->id ? e->id : ev && ev->id ? ev->id : "chatcmpl-moongate";
+    char *id = mg_codec_answer_id("chatcmpl-", e->id, ev ? ev->id : NULL, "chatcmpl-moongate");
     const char *model = e->model ? e->model : ev && ev->model ? ev->model : "";
     mg_ir_output_opts_t o = {.created = e->created};
     mg_buf_puts(&e->head, "{\"id\":");
     mg_buf_json_str(&e->head, id);
+    free(id);
     mg_buf_printf(&e->head, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
                   (long long)mg_ir_created(&o, ev ? ev->created : 0));
     mg_buf_json_str(&e->head, model);

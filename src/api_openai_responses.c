@@ -545,10 +545,7 @@ static char *item_id(const char *resp_id, const char *prefix, int index)
 
 static char *response_id(const char *opt_id, const char *up_id)
 {
-    if (opt_id) return mg_xstrdup(opt_id);
-    if (!up_id || !*up_id) return mg_xstrdup("resp_moongate");
-    if (strncmp(up_id, "resp_", 5) == 0) return mg_xstrdup(up_id);
-    return mg_xasprintf("resp_%s", up_id);
+    return mg_codec_answer_id("resp_", opt_id, up_id, "resp_moongate");
 }
 
 static cJSON *output_text_part(const char *text)

@@ -239,6 +239,20 @@ char *mg_codec_openai_error(mg_api_t api, int status, const char *type, const ch
     return mg_buf_steal(&b);
 }
 
+char *mg_codec_answer_id(const char *prefix, const char *opt_id, const char *up_id, const char *fallback)
+{
+    if (opt_id) return mg_xstrdup(opt_id);
+    if (!up_id || !*up_id) return mg_xstrdup(fallback);
+    size_t np = strlen(prefix);
+    if (strncmp(up_id, prefix, np) == 0) return mg_xstrdup(up_id);
+    char *id = mg_xasprintf("%s%s", prefix, up_id);
+    for (char *c = id + np; *c; c++) {
+        bool alnum = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9');
+        if (!alnum && *c != '_' && *c != '-') *c = '_';
+    }
+    return id;
+}
+
 /* ---- streams ---- */
 
 int mg_codec_emit_text(mg_ir_event_type_t type, const char *s, int index, mg_ir_event_cb cb, void *ud)

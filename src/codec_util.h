@@ -99,6 +99,14 @@ void mg_codec_add_format_schema(cJSON *o, const mg_ir_request_t *ir);
  * Caller frees. */
 char *mg_codec_openai_error(mg_api_t api, int status, const char *type, const char *code, const char *message);
 
+/* The answer id a client of the API whose ids start with prefix ("chatcmpl-", "msg_", "resp_")
+ * sees: opt_id as given when set; the upstream's id as it came when it already starts with
+ * prefix (the same API, or a server that follows it); else prefix + the upstream's whole id with
+ * every byte outside [A-Za-z0-9_-] made "_", so the id has the shape the client's SDK and tools
+ * expect and still leads back to the upstream's logs ("msg_chatcmpl-abc", "chatcmpl-msg_01x");
+ * fallback when the upstream sent none. Whole answers and streams derive it alike. Caller frees. */
+char *mg_codec_answer_id(const char *prefix, const char *opt_id, const char *up_id, const char *fallback);
+
 /* ---- streams ---- */
 
 /* Emits a text-carrying event (a delta, a signature) unless s is NULL or empty; the callback's

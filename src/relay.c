@@ -106,14 +106,15 @@ static void put_data_lines(mg_buf_t *b, const char *data, size_t len)
     }
 }
 
-/* The client-facing error chunk that ends a broken Chat Completions stream. */
-static void chat_error_chunk(mg_buf_t *b, const char *code, const char *message)
+/* The client-facing error chunk that ends a broken Chat Completions stream: the body the Chat
+ * encoder writes for a translated stream (mg_ir_encode_error), so that both paths name the same
+ * type for the same failure. That type is the one OpenAI gives the status, as its own streams do
+ * (PROTOCOLS.md A.1): "server_error" for a 5xx; e->type when it is one of OpenAI's. */
+static void chat_error_chunk(mg_buf_t *b, const mg_ir_error_t *e)
 {
-    mg_buf_puts(b, "data: {\"error\":{\"message\":");
-    mg_buf_json_str(b, message);
-    mg_buf_puts(b, ",\"type\":\"upstream_error\",\"param\":null,\"code\":");
-    mg_buf_json_str(b, code);
-    mg_buf_puts(b, "}}\n\n");
+    char *body = mg_ir_encode_error(MG_API_OPENAI_COMPLETIONS, e);
+    mg_ir_sse_frame(b, NULL, body, strlen(body));
+    free(body);
 }
 
 /* The commit point: the held-back bytes (head, then pending) go to the client; from now on every
@@ -234,7 +235,8 @@ static void client_error_event(mg_buf_t *b, mg_api_t api, const char *code, cons
         if (seq >= 0) mg_buf_printf(b, ",\"sequence_number\":%lld", (long long)seq);
         mg_buf_puts(b, "}\n\n");
     } else {
-        chat_error_chunk(b, code, message);
+        mg_ir_error_t e = {502, NULL, code, message}; /* as on_done gives a TRANSLATE encoder */
+        chat_error_chunk(b, &e);
     }
 }
 
@@ -365,8 +367,14 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         if (!msg && j) msg = str_item(j, "message");
         snprintf(a->detail, sizeof a->detail, "error event in stream: %s", msg ? msg : "(no message)");
         if (committed) {
+            /* Typed from the upstream's error as a translated stream's would be (its type when
+             * OpenAI has it, else by its status); the code is the gateway's class. */
+            mg_ir_error_t e;
+            if (!mg_ir_error_from_json(j, 0, &e)) e = (mg_ir_error_t){500, NULL, NULL, NULL};
+            e.code = mg_class_name(a->fail_cls);
+            e.message = a->detail;
             mg_buf_t b = {0};
-            chat_error_chunk(&b, mg_class_name(a->fail_cls), a->detail);
+            chat_error_chunk(&b, &e);
             queue_out(req, a, b.data, b.len, true, false);
             mg_buf_free(&b);
         }

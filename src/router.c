@@ -919,7 +919,9 @@ static void reply_all_failed(mg_req_t *req, mg_reply_t *reply)
          * send it): the request has to change. */
         mg_reply_error(reply, req->ep, 400, "invalid_request_error", "unsupported_request", msg.data);
     } else {
-        mg_reply_error(reply, req->ep, 502, "upstream_error", "all_candidates_failed", msg.data);
+        /* OpenAI's type for a 5xx, as every other 5xx the gateway writes (an Anthropic client
+         * gets api_error); the code says what happened. */
+        mg_reply_error(reply, req->ep, 502, "server_error", "all_candidates_failed", msg.data);
     }
     mg_buf_free(&msg);
 }
@@ -1216,6 +1218,13 @@ static void record_usage(mg_req_t *req, mg_attempt_t *a, const mg_ir_usage_t *u)
     pthread_mutex_unlock(&req->lock);
 }
 
+/* The id an answer re-encoded for a client of the upstream's own API keeps: the upstream's, as
+ * it came (the encoders give a translated answer the client API's prefix). NULL: the encoder's. */
+static const char *same_api_id(const mg_req_t *req, const mg_attempt_t *a, const mg_ir_response_t *r)
+{
+    return a->model->provider->api == req->client_api && r->id && *r->id ? r->id : NULL;
+}
+
 /* A whole answer from a Responses or Messages upstream, or for a Responses or Messages client:
  * through the internal model (its usage recorded on the way), unless the APIs match and nothing
  * is stripped, in which case only the usage is read. */
@@ -1229,7 +1238,7 @@ static void translate_answer(mg_req_t *req, mg_attempt_t *a)
     if (j && mg_ir_codec(up)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0) {
         record_usage(req, a, &r.usage);
         if (up != req->client_api || a->strip_reasoning) {
-            mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning};
+            mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .id = same_api_id(req, a, &r)};
             cJSON *out = mg_ir_codec(req->client_api)->encode_response(&r, &o);
             char *txt = cJSON_PrintUnformatted(out);
             mg_buf_reset(&a->body);
@@ -1276,7 +1285,8 @@ static void stream_whole_answer(mg_req_t *req, mg_attempt_t *a, mg_reply_t *repl
     if (j && mg_ir_codec(up)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0) {
         record_usage(req, a, &r.usage);
         if (req->gen->cfg->gw.log_content) note_response_text(a, &r);
-        mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .include_usage = req->wants_usage};
+        mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .include_usage = req->wants_usage,
+                                 .id = same_api_id(req, a, &r)};
         mg_ir_encoder_t *enc = mg_ir_encoder_new(req->client_api, &o);
         push_ctx_t p = {enc, &reply->body};
         mg_ir_response_events(&r, push_event, &p);

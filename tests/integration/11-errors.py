@@ -215,6 +215,8 @@ class AllFailed(MGTestCase):
                                  primary="a/m", fallbacks=["b/m", "c/m"]))
         r = gw.post_json("/v1/chat/completions", {"model": "default", "messages": MSGS})
         err = self.assertOpenAIError(r, 502, "all_candidates_failed")
+        # OpenAI's type for a 5xx, the one a stream that fails midway carries too (21-api-streams).
+        self.assertEqual(err["type"], "server_error", r)
         self.assertRoute(r, [("a/m", "connect_error"), ("b/m", "overloaded", 503),
                              ("c/m", "server_error", 500)])
         msg = err["message"]

@@ -19,6 +19,18 @@ def body(path, model):
     return {"model": model, "messages": MSGS, "stream": True}
 
 
+
+def chat_chunk(delta, fr=None):
+    """One Chat Completions stream event carrying delta (and finish_reason fr)."""
+    return "data: %s\n\n" % json.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                                          "choices": [{"index": 0, "delta": delta, "finish_reason": fr}]})
+
+
+def tool_delta(**k):
+    """A Chat stream event with one tool_calls fragment."""
+    return chat_chunk({"tool_calls": [k]})
+
+
 class ApiStreams(MGTestCase):
     def setUp(self):
         self.a = self.mock("A")
@@ -65,14 +77,7 @@ class ApiStreams(MGTestCase):
     def test_interleaved_parallel_tool_calls_keep_their_arguments(self):
         # A Chat upstream may interleave the argument fragments of parallel tool calls by index;
         # Anthropic and Responses clients get each call whole, in order, arguments intact.
-        base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-
-        def c(delta, fr=None):
-            return "data: %s\n\n" % json.dumps(dict(base, choices=[
-                {"index": 0, "delta": delta, "finish_reason": fr}]))
-
-        def tc(**k):
-            return c({"tool_calls": [k]})
+        c, tc = chat_chunk, tool_delta
         raw = (c({"role": "assistant", "content": ""}) +
                tc(index=0, id="call_a", type="function", function={"name": "get_w", "arguments": ""}) +
                tc(index=0, function={"arguments": '{"city":'}) +
@@ -118,6 +123,99 @@ class ApiStreams(MGTestCase):
         calls = [(o["call_id"], o["name"], json.loads(o["arguments"]))
                  for o in done["response"]["output"] if o["type"] == "function_call"]
         self.assertEqual(calls, want, s)
+
+    def test_chat_client_stream_errors_name_one_type(self):
+        # A Chat client's stream that fails after content ends with an error chunk typed as
+        # OpenAI types a 5xx ("server_error"), whether the Chat upstream's events were passed
+        # through or another API's were translated, and whether the stream was cut or the
+        # upstream sent an error event.
+        crash = {"message": "model crashed", "type": "server_error"}
+        for prov, fault in (("oc", dict(close_after=6)), ("or", dict(close_after=6)),
+                            ("an", dict(close_after=6)),
+                            ("oc", dict(error_after=6, error_style="data", error=crash)),
+                            ("oc", dict(error_after=6, error_style="event", error=crash)),
+                            ("an", dict(error_after=6, error_style="anthropic", error=crash))):
+            with self.subTest(upstream=prov, fault=fault):
+                self.a.push_behavior("answer", **fault)
+                s = self.gw.stream_all(body("/v1/chat/completions", prov + "/m"))
+                self.assertEqual(s.status, 200, s)
+                self.assertTrue(s.text, "content flowed before the failure: %r" % s)
+                self.assertFalse(s.done, s)
+                err = s.payloads[-1]["error"]
+                self.assertEqual(err["type"], "server_error", s)
+                self.assertIn("code", err, s)  # the gateway's class, or the upstream's code
+                self.assertIn("model crashed" if "error_after" in fault else "stream_broken",
+                              err["message"], s)
+
+    def test_a_tool_call_without_arguments_does_not_hold_the_next(self):
+        # A tool without parameters: some servers send no argument bytes for its call at all.
+        # That call gets {} and the call after it streams live (two fragments, not one whole).
+        c, tc = chat_chunk, tool_delta
+        raw = (c({"role": "assistant", "content": ""}) +
+               tc(index=0, id="call_a", type="function", function={"name": "now"}) +
+               tc(index=1, id="call_b", type="function", function={"name": "get_w", "arguments": ""}) +
+               tc(index=1, function={"arguments": '{"city":'}) +
+               tc(index=1, function={"arguments": '"Paris"}'}) +
+               c({}, "tool_calls") + "data: [DONE]\n\n")
+        want = [("call_a", "now", {}), ("call_b", "get_w", {"city": "Paris"})]
+        # Anthropic: tool_use blocks, the input of each from its start and its partial_json.
+        self.a.push_behavior("answer", raw_sse=raw)
+        s = self.gw.stream_all(body("/v1/messages", "oc/m"), path="/v1/messages")
+        self.assertEqual(s.status, 200, s)
+        blocks = {}
+        for p in s.payloads:
+            if p["type"] == "content_block_start":
+                blocks[p["index"]] = [p["content_block"], []]
+            elif p["type"] == "content_block_delta":
+                blocks[p["index"]][1].append(p["delta"].get("partial_json", ""))
+        got = [(b["id"], b["name"], json.loads("".join(f)) if "".join(f) else b["input"])
+               for b, f in blocks.values() if b["type"] == "tool_use"]
+        self.assertEqual(got, want, s)
+        self.assertEqual([len(f) for _, f in blocks.values()], [0, 2], s)
+        self.assertEqual(s.payloads[-1]["type"], "message_stop", s)
+        # Responses: "{}" for the first call's arguments, the second's in two deltas.
+        self.a.push_behavior("answer", raw_sse=raw)
+        s = self.gw.stream_all(body("/v1/responses", "oc/m"), path="/v1/responses")
+        self.assertEqual(s.status, 200, s)
+        deltas = {}
+        for p in s.payloads:
+            if p["type"] == "response.function_call_arguments.delta":
+                deltas.setdefault(p["output_index"], []).append(p["delta"])
+            elif p["type"] == "response.function_call_arguments.done":
+                self.assertEqual(p["arguments"], "".join(deltas.get(p["output_index"], [])), s)
+        self.assertEqual(sorted(deltas.values()), [["{\"city\":", "\"Paris\"}"], ["{}"]], s)
+        done = s.payloads[-1]
+        self.assertEqual(done["type"], "response.completed", s)
+        calls = [(o["call_id"], o["name"], json.loads(o["arguments"]))
+                 for o in done["response"]["output"] if o["type"] == "function_call"]
+        self.assertEqual(calls, want, s)
+
+    def test_translated_answers_carry_the_client_apis_id_prefix(self):
+        # A translated answer's id has the client API's prefix and the upstream's whole id after
+        # it; whole and streamed alike. The same API passes the upstream's id through.
+        up_id = {"oc": "chatcmpl-A-%d", "an": "msg_A_%d", "or": "resp_A_%d"}
+        cases = (("/v1/messages", "oc", "msg_chatcmpl-A-%d"), ("/v1/chat/completions", "an", "chatcmpl-msg_A_%d"),
+                 ("/v1/responses", "an", "resp_msg_A_%d"), ("/v1/chat/completions", "or", "chatcmpl-resp_A_%d"),
+                 ("/v1/messages", "or", "msg_resp_A_%d"), ("/v1/responses", "oc", "resp_chatcmpl-A-%d"),
+                 ("/v1/chat/completions", "oc", up_id["oc"]), ("/v1/messages", "an", up_id["an"]))
+        for path, prov, want in cases:
+            for stream in (False, True):
+                with self.subTest(path=path, upstream=prov, stream=stream):
+                    b = body(path, prov + "/m")
+                    b["stream"] = stream
+                    if stream:
+                        s = self.gw.stream_all(b, path=path)
+                        self.assertEqual(s.status, 200, s)
+                        p = s.payloads[0]
+                        got = (p.get("message") or p.get("response") or p)["id"]
+                        ids = {(q.get("response") or q)["id"] for q in s.payloads
+                               if isinstance(q, dict) and ("choices" in q or "response" in q)}
+                        self.assertLessEqual(ids, {got}, "every event names the same id: %r" % s)
+                    else:
+                        r = self.gw.post_json(path, b)
+                        self.assertEqual(r.status, 200, r)
+                        got = r.json["id"]
+                    self.assertEqual(got, want % self.a.requests[-1].index)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,22 @@ import { startMock, startGateway, provider } from './harness.mjs';
 let up, gw, openai, anthropic;
 const kinds = { chat: 'openai-completions', resp: 'openai-responses', anth: 'anthropic-messages' };
 
+// A Chat upstream's two tool calls, the first for a tool without parameters and without any
+// argument bytes (as some servers send it), the second with its arguments in two fragments.
+const chunk = (delta, fr = null) => `data: ${JSON.stringify({ id: 'chatcmpl-t1', object: 'chat.completion.chunk', created: 1, model: 'tools', choices: [{ index: 0, delta, finish_reason: fr }] })}\n\n`;
+const toolsSse = chunk({ role: 'assistant', content: '' }) +
+  chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'now' } }] }) +
+  chunk({ tool_calls: [{ index: 1, id: 'call_b', type: 'function', function: { name: 'get_w', arguments: '' } }] }) +
+  chunk({ tool_calls: [{ index: 1, function: { arguments: '{"city":' } }] }) +
+  chunk({ tool_calls: [{ index: 1, function: { arguments: '"Paris"}' } }] }) +
+  chunk({}, 'tool_calls') + 'data: [DONE]\n\n';
+
 before(async () => {
-  up = await startMock({ name: 'U', behavior: { mode: 'answer', events: 6 } });
+  up = await startMock({ name: 'U', behavior: { mode: 'answer', events: 6 }, models: { tools: { mode: 'answer', raw_sse: toolsSse } } });
   const providers = {};
   for (const [id, api] of Object.entries(kinds)) {
     // Anthropic's base URL has no /v1 (moongate appends /v1/messages).
-    const p = provider(up, ['m'], api);
+    const p = provider(up, api === 'openai-completions' ? ['m', 'tools'] : ['m'], api);
     if (api === 'anthropic-messages') p.baseUrl = up.url.replace(/\/v1$/, '');
     providers[id] = p;
   }
@@ -36,6 +46,7 @@ for (const id of Object.keys(kinds)) {
   test(`responses.create → ${kinds[id]} upstream`, async () => {
     const r = await openai.responses.create({ model: `${id}/m`, input: 'hello' });
     assert.equal(r.status, 'completed');
+    assert.match(r.id, /^resp_[A-Za-z0-9_-]+$/);
     assert.equal(r.output_text, 'mock U saw model m');
     assert.ok(r.usage.output_tokens > 0);
   });
@@ -45,6 +56,7 @@ for (const id of Object.keys(kinds)) {
     let deltas = '';
     stream.on('response.output_text.delta', (e) => { deltas += e.delta; });
     const final = await stream.finalResponse();
+    assert.match(final.id, /^resp_[A-Za-z0-9_-]+$/);
     assert.equal(final.output_text, want(id));
     assert.equal(deltas, want(id));
   });
@@ -52,6 +64,7 @@ for (const id of Object.keys(kinds)) {
   test(`messages.create → ${kinds[id]} upstream`, async () => {
     const m = await anthropic.messages.create({ model: `${id}/m`, max_tokens: 100, messages: [{ role: 'user', content: 'hello' }] });
     assert.equal(m.type, 'message');
+    assert.match(m.id, /^msg_[A-Za-z0-9_-]+$/);
     assert.equal(m.content[0].type, 'text');
     assert.equal(m.content[0].text, 'mock U saw model m');
     assert.equal(m.stop_reason, 'end_turn');
@@ -62,6 +75,7 @@ for (const id of Object.keys(kinds)) {
     let text = '';
     stream.on('text', (t) => { text += t; });
     const final = await stream.finalMessage();
+    assert.match(final.id, /^msg_[A-Za-z0-9_-]+$/);
     assert.equal(text, want(id));
     assert.equal(final.content[0].text, want(id));
     assert.ok(final.usage.output_tokens > 0);
@@ -69,9 +83,25 @@ for (const id of Object.keys(kinds)) {
 
   test(`chat.completions.stream() → ${kinds[id]} upstream`, async () => {
     const final = await openai.chat.completions.stream({ model: `${id}/m`, messages: [{ role: 'user', content: 'hello' }] }).finalChatCompletion();
+    assert.match(final.id, /^chatcmpl-[A-Za-z0-9_-]+$/);
     assert.equal(final.choices[0].message.content, want(id));
   });
+
+  test(`chat.completions.create → ${kinds[id]} upstream`, async () => {
+    const c = await openai.chat.completions.create({ model: `${id}/m`, messages: [{ role: 'user', content: 'hello' }] });
+    assert.match(c.id, /^chatcmpl-[A-Za-z0-9_-]+$/);
+    assert.equal(c.choices[0].message.content, 'mock U saw model m');
+  });
 }
+
+test('a tool call without argument bytes reaches each SDK with {}', async () => {
+  const want = [['call_a', 'now', {}], ['call_b', 'get_w', { city: 'Paris' }]];
+  const m = await anthropic.messages.stream({ model: 'chat/tools', max_tokens: 100, messages: [{ role: 'user', content: 'hello' }] }).finalMessage();
+  assert.equal(m.stop_reason, 'tool_use');
+  assert.deepEqual(m.content.filter((b) => b.type === 'tool_use').map((b) => [b.id, b.name, b.input]), want);
+  const r = await openai.responses.stream({ model: 'chat/tools', input: 'hello' }).finalResponse();
+  assert.deepEqual(r.output.filter((o) => o.type === 'function_call').map((o) => [o.call_id, o.name, JSON.parse(o.arguments)]), want);
+});
 
 test('errors reach each SDK in its own format', async () => {
   await assert.rejects(

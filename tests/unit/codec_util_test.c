@@ -293,4 +293,26 @@ MG_TEST(error_frame_defaults_the_status)
     mg_buf_free(&out);
 }
 
+MG_TEST(answer_ids_take_the_client_apis_prefix)
+{
+    static const struct {
+        const char *prefix, *opt, *up, *want;
+    } cases[] = {
+        {"msg_", NULL, "chatcmpl-abc", "msg_chatcmpl-abc"},     /* another API's id, kept whole */
+        {"chatcmpl-", NULL, "msg_01XY", "chatcmpl-msg_01XY"},
+        {"resp_", NULL, "chatcmpl-1", "resp_chatcmpl-1"},
+        {"msg_", NULL, "msg_01XY", "msg_01XY"},                 /* already the client's shape */
+        {"chatcmpl-", NULL, "gen-17/a b.c", "chatcmpl-gen-17_a_b_c"}, /* [A-Za-z0-9_-] only */
+        {"msg_", NULL, NULL, "msg_moongate"},
+        {"msg_", NULL, "", "msg_moongate"},
+        {"msg_", "given", "chatcmpl-abc", "given"},             /* an explicit id as given */
+    };
+    for (size_t i = 0; i < MG_ARRAY_LEN(cases); i++) {
+        char *id = mg_codec_answer_id(cases[i].prefix, cases[i].opt, cases[i].up,
+                                      strcmp(cases[i].prefix, "msg_") == 0 ? "msg_moongate" : "x");
+        MG_CHECK_STR(id, cases[i].want);
+        free(id);
+    }
+}
+
 MG_TEST_MAIN()

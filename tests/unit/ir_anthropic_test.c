@@ -198,13 +198,13 @@ MG_TEST(whole_response_stop_sequence_and_redacted)
 {
     mg_ir_arena_t *a = mg_ir_arena_new();
     char err[100];
-    cJSON *j = cJSON_Parse("{\"id\":\"m\",\"type\":\"message\",\"content\":[{\"type\":\"redacted_thinking\",\"data\":\"xx\"},{\"type\":\"text\",\"text\":\"t\"}],"
+    cJSON *j = cJSON_Parse("{\"id\":\"msg_m\",\"type\":\"message\",\"content\":[{\"type\":\"redacted_thinking\",\"data\":\"xx\"},{\"type\":\"text\",\"text\":\"t\"}],"
                            "\"stop_reason\":\"stop_sequence\",\"stop_sequence\":\"END\",\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}");
     mg_ir_response_t r;
     MG_CHECK(mg_anthropic_decode_response(j, a, NULL, &r, err, sizeof err) == 0);
     cJSON *out = mg_anthropic_encode_response(&r, &(mg_ir_output_opts_t){0});
     char *s = cJSON_PrintUnformatted(out);
-    MG_CHECK_STR(s, "{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"\",\"content\":[{\"type\":\"redacted_thinking\",\"data\":\"xx\"},"
+    MG_CHECK_STR(s, "{\"id\":\"msg_m\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"\",\"content\":[{\"type\":\"redacted_thinking\",\"data\":\"xx\"},"
                     "{\"type\":\"text\",\"text\":\"t\"}],\"stop_reason\":\"stop_sequence\",\"stop_sequence\":\"END\","
                     "\"usage\":{\"input_tokens\":1,\"output_tokens\":2,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0}}");
     cJSON_free(s);
