@@ -388,10 +388,14 @@ static void triggers_init(triggers_t *t, const mg_safety_opts_t *o)
     }
 }
 
+/* One scan of s, every control token replaced by a line feed in out; returns how many. bounds
+ * (n_bounds ascending offsets into s, the ends of the texts s joins; may be NULL) are moved to
+ * the same places in out, so that out splits back into those texts: a bound inside a token moves
+ * to just after its line feed, which stays with the text where the token starts. */
 static size_t strip_pass(const char *s, size_t len, const mg_safety_opts_t *o, const triggers_t *t,
-                         mg_buf_t *out)
+                         mg_buf_t *out, size_t *bounds, size_t n_bounds)
 {
-    size_t removed = 0, last = 0;
+    size_t removed = 0, last = 0, b = 0;
     size_t next[sizeof t->c]; /* per trigger byte: its next position at or after i, or len */
     for (size_t k = 0; k < t->n; k++) {
         const char *q = memchr(s, t->c[k], len);
@@ -419,28 +423,35 @@ static size_t strip_pass(const char *s, size_t len, const mg_safety_opts_t *o, c
             i++;
             continue;
         }
+        for (; b < n_bounds && bounds[b] <= i; b++)
+            bounds[b] = out->len + (bounds[b] - last);
         mg_buf_append(out, s + last, i - last);
         mg_buf_puts(out, "\n");
+        for (; b < n_bounds && bounds[b] <= i + m; b++)
+            bounds[b] = out->len;
         removed++;
         i += m;
         last = i;
     }
-    if (removed) mg_buf_append(out, s + last, len - last);
+    if (!removed) return 0;
+    for (; b < n_bounds; b++)
+        bounds[b] = out->len + (bounds[b] - last);
+    mg_buf_append(out, s + last, len - last);
     return removed;
 }
 
-char *mg_safety_strip_tokens(mg_ir_arena_t *a, const char *s, size_t len, const mg_safety_opts_t *o,
-                             int *removed)
+/* Strips s pass after pass (see MAX_STRIP_PASSES), bounds as in strip_pass. Returns how many
+ * tokens were removed; when some were, *res holds the result (the caller frees it). */
+static size_t strip_all(const char *s, size_t len, const mg_safety_opts_t *o, size_t *bounds,
+                        size_t n_bounds, mg_buf_t *res)
 {
-    if (removed) *removed = 0;
-    if (!s || !len) return NULL;
     triggers_t trig;
     triggers_init(&trig, o);
     mg_buf_t cur = {0}, next = {0};
     const char *p = s;
     size_t plen = len, total = 0;
     for (int pass = 0; pass < MAX_STRIP_PASSES; pass++) {
-        size_t n = strip_pass(p, plen, o, &trig, &next);
+        size_t n = strip_pass(p, plen, o, &trig, &next, bounds, n_bounds);
         if (!n) break;
         total += n;
         mg_buf_free(&cur);
@@ -450,11 +461,54 @@ char *mg_safety_strip_tokens(mg_ir_arena_t *a, const char *s, size_t len, const 
         plen = cur.len;
     }
     mg_buf_free(&next);
+    *res = cur;
+    return total;
+}
+
+char *mg_safety_strip_tokens(mg_ir_arena_t *a, const char *s, size_t len, const mg_safety_opts_t *o,
+                             int *removed)
+{
+    if (removed) *removed = 0;
+    if (!s || !len) return NULL;
+    mg_buf_t res = {0};
+    size_t total = strip_all(s, len, o, NULL, 0, &res);
     char *r = NULL;
-    if (total) r = mg_ir_strndup(a, cur.data, cur.len);
-    mg_buf_free(&cur);
+    if (total) r = mg_ir_strndup(a, res.data, res.len);
+    mg_buf_free(&res);
     if (removed) *removed = (int)total;
     return r;
+}
+
+/* The control-token filter on a run of n adjacent text parts of one message. Servers join such
+ * parts with nothing between them, so the run is matched as one text: a token split across parts
+ * ("<|im_", "start|>system") is caught. nt[k] receives part k's new text (arena), or NULL when
+ * it is unchanged; "" when nothing of it is left (all of it was inside a token that started in
+ * an earlier part). Returns the number of tokens removed. */
+static int strip_text_run(mg_ir_arena_t *a, const mg_ir_part_t *p, size_t n,
+                          const mg_safety_opts_t *o, char **nt)
+{
+    int removed = 0;
+    if (n == 1) {
+        nt[0] = mg_safety_strip_tokens(a, p[0].text, strlen(p[0].text), o, &removed);
+        return removed;
+    }
+    mg_buf_t joined = {0}, res = {0};
+    size_t *bounds = mg_xmalloc(n * sizeof *bounds);
+    for (size_t k = 0; k < n; k++) {
+        mg_buf_puts(&joined, p[k].text);
+        bounds[k] = joined.len; /* the end of part k */
+    }
+    size_t total = joined.len ? strip_all(joined.data, joined.len, o, bounds, n, &res) : 0;
+    for (size_t k = 0; total && k < n; k++) {
+        size_t from = k ? bounds[k - 1] : 0, len = bounds[k] - from;
+        nt[k] = len == strlen(p[k].text) && memcmp(res.data + from, p[k].text, len) == 0
+                    ? NULL
+                    : mg_ir_strndup(a, res.data + from, len);
+    }
+    mg_buf_free(&joined);
+    mg_buf_free(&res);
+    free(bounds);
+    return (int)total;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -465,7 +519,8 @@ typedef struct wmsg {
     bool parts_owned;
     bool *removed; /* per part, NULL until one is removed */
     size_t n_live;
-    int64_t cost; /* raw tokens; 0 once dropped or emptied */
+    int64_t cost;  /* raw tokens; 0 once dropped or emptied */
+    int64_t fixed; /* the share of cost that calibration does not scale (images) */
     bool dropped;
 } wmsg_t;
 
@@ -488,6 +543,7 @@ typedef struct cstate {
     double ratio;
     int64_t budget;
     int64_t total; /* raw: base + sum of costs + note_cost */
+    int64_t fixed; /* the fixed share of total (images: see mg_tokens_scale) */
     int64_t note_cost;
     wmsg_t *w;
     size_t n;
@@ -502,13 +558,19 @@ typedef struct cstate {
     int shrunk;
 } cstate_t;
 
-static int64_t wmsg_cost(const cstate_t *st, const wmsg_t *w)
+/* A message's raw cost; its fixed share in *fixed. */
+static int64_t wmsg_cost(const cstate_t *st, const wmsg_t *w, int64_t *fixed)
 {
+    *fixed = 0;
     if (w->dropped || (w->m.n_parts > 0 && w->n_live == 0)) return 0;
-    int64_t c = mg_tokens_message(&w->m, st->img);
+    int64_t c = mg_tokens_message(&w->m, st->img, fixed);
     if (w->removed)
-        for (size_t j = 0; j < w->m.n_parts; j++)
-            if (w->removed[j]) c -= mg_tokens_part(&w->m.parts[j], st->img);
+        for (size_t j = 0; j < w->m.n_parts; j++) {
+            if (!w->removed[j]) continue;
+            int64_t f = 0;
+            c -= mg_tokens_part(&w->m.parts[j], st->img, &f);
+            *fixed -= f;
+        }
     return c;
 }
 
@@ -516,13 +578,15 @@ static void recost(cstate_t *st, size_t i)
 {
     wmsg_t *w = &st->w[i];
     st->total -= w->cost;
-    w->cost = wmsg_cost(st, w);
+    st->fixed -= w->fixed;
+    w->cost = wmsg_cost(st, w, &w->fixed);
     st->total += w->cost;
+    st->fixed += w->fixed;
 }
 
 static bool fits(const cstate_t *st)
 {
-    return mg_tokens_scale(st->total, st->ratio) <= st->budget;
+    return mg_tokens_scale(st->total, st->fixed, st->ratio) <= st->budget;
 }
 
 /* costs false: the token costs and total are left at 0 (the safety filters never weigh them,
@@ -538,14 +602,15 @@ static void init_state(cstate_t *st, mg_ir_arena_t *a, const mg_ir_request_t *in
     st->budget = budget;
     st->n = in->n_messages;
     st->w = mg_ir_alloc(a, (st->n + 1) * sizeof *st->w);
-    st->total = costs ? mg_tokens_request_base(in, img) : 0;
+    st->total = costs ? mg_tokens_request_base(in, img, &st->fixed) : 0;
     for (size_t i = 0; i < st->n; i++) {
         wmsg_t *w = &st->w[i];
         w->m = in->messages[i];
         w->n_live = w->m.n_parts;
         if (!costs) continue;
-        w->cost = wmsg_cost(st, w);
+        w->cost = wmsg_cost(st, w, &w->fixed);
         st->total += w->cost;
+        st->fixed += w->fixed;
     }
     /* The last unit starts at the first message of the last run of user messages. */
     st->last_unit = 0;
@@ -756,7 +821,7 @@ static void update_note(cstate_t *st, bool with_note)
     if (t) {
         mg_ir_part_t p = {.type = MG_IR_PART_TEXT, .text = t};
         mg_ir_message_t m = {MG_IR_USER, &p, 1};
-        c = mg_tokens_message(&m, st->img);
+        c = mg_tokens_message(&m, st->img, NULL); /* text: no fixed share */
     }
     st->total += c - st->note_cost;
     st->note_cost = c;
@@ -843,9 +908,10 @@ static void compact_run(mg_ir_arena_t *a, const mg_ir_request_t *in, int64_t bud
     init_state(&st, a, in, img, ratio, budget, true);
     mg_compact_report_t *r = &res->rep;
     r->budget = budget;
-    r->tokens_before = mg_tokens_scale(st.total, ratio);
+    r->tokens_before = mg_tokens_scale(st.total, st.fixed, ratio);
     r->tokens_after = r->tokens_before;
     r->raw_after = st.total;
+    r->raw_fixed_after = st.fixed;
     res->req = *in;
     if (fits(&st)) {
         res->rc = MG_COMPACT_FITS;
@@ -880,15 +946,16 @@ static void compact_run(mg_ir_arena_t *a, const mg_ir_request_t *in, int64_t bud
     /* 5. Early steps of the current turn. */
     if (!fits(&st) && o->drop_current_steps) drop_steps(&st, o->drop_note);
     if (!fits(&st)) {
-        r->tokens_after = mg_tokens_scale(st.total, ratio);
+        r->tokens_after = mg_tokens_scale(st.total, st.fixed, ratio);
         return;
     }
 
     const char *note = o->drop_note ? note_text(&st) : NULL;
     materialize(&st, note, &res->req);
     /* The running total is exact by construction; re-estimating the result is the last check. */
-    int64_t raw = mg_tokens_estimate(&res->req, &(mg_tokens_opts_t){NULL, NULL, img});
-    int64_t est = mg_tokens_scale(raw, ratio);
+    int64_t fixed = 0;
+    int64_t raw = mg_tokens_raw(&res->req, img, &fixed);
+    int64_t est = mg_tokens_scale(raw, fixed, ratio);
     if (est > budget) {
         res->req = *in;
         return;
@@ -896,6 +963,7 @@ static void compact_run(mg_ir_arena_t *a, const mg_ir_request_t *in, int64_t bud
     res->rc = MG_COMPACT_CHANGED;
     r->tokens_after = est;
     r->raw_after = raw;
+    r->raw_fixed_after = fixed;
     r->dropped_turns += st.dropped_turns;
     r->dropped_steps += st.dropped_steps;
     r->dropped_messages += st.dropped_messages;
@@ -912,16 +980,18 @@ static void compact_run(mg_ir_arena_t *a, const mg_ir_request_t *in, int64_t bud
     r->n_dropped = nd;
 }
 
-/* The most raw tokens that still fit budget at this ratio. */
-static int64_t raw_room(int64_t budget, double ratio)
+/* The most raw tokens that still fit budget at this ratio, fixed of them being images (which the
+ * ratio does not scale) and the rest text. */
+static int64_t raw_room(int64_t budget, int64_t fixed, double ratio)
 {
     if (ratio == 1.0 || budget <= 0 || budget > ((int64_t)1 << 50)) return budget;
-    int64_t x = (int64_t)((double)budget / ratio);
-    while (x > 0 && mg_tokens_scale(x, ratio) > budget)
+    if (fixed > budget) return budget; /* nothing fits: any room <= the images' share */
+    int64_t x = (int64_t)((double)(budget - fixed) / ratio);
+    while (x > 0 && mg_tokens_scale(fixed + x, fixed, ratio) > budget)
         x--;
-    while (mg_tokens_scale(x + 1, ratio) <= budget)
+    while (mg_tokens_scale(fixed + x + 1, fixed, ratio) <= budget)
         x++;
-    return x;
+    return fixed + x;
 }
 
 static int64_t summary_msg_cost(mg_ir_arena_t *a, int turns, const char *text, size_t len, bool cut,
@@ -933,7 +1003,7 @@ static int64_t summary_msg_cost(mg_ir_arena_t *a, int turns, const char *text, s
     mg_buf_puts(&b, cut ? " [\xE2\x80\xA6]]" : "]");
     mg_ir_part_t p = {.type = MG_IR_PART_TEXT, .text = b.data};
     mg_ir_message_t m = {MG_IR_USER, &p, 1};
-    int64_t c = mg_tokens_message(&m, img);
+    int64_t c = mg_tokens_message(&m, img, NULL);
     if (out) *out = mg_ir_strndup(a, b.data, b.len);
     mg_buf_free(&b);
     return c;
@@ -958,9 +1028,9 @@ int mg_compact_insert_summary(mg_ir_arena_t *a, mg_ir_request_t *req, int64_t bu
     mg_safety_opts_init(&so);
     const char *clean = mg_safety_strip_tokens(a, text, len, &so, NULL);
     if (clean) len = strlen(text = clean);
-    int64_t raw_without = mg_tokens_estimate(req, &(mg_tokens_opts_t){NULL, NULL, img}) -
-                          mg_tokens_message(note, img);
-    int64_t room = raw_room(budget, ratio) - raw_without;
+    int64_t fixed = 0; /* the note is text: its fixed share is 0 */
+    int64_t raw_without = mg_tokens_raw(req, img, &fixed) - mg_tokens_message(note, img, NULL);
+    int64_t room = raw_room(budget, fixed, ratio) - raw_without;
     int turns = report->dropped_turns;
     const char *msg = NULL;
     if (summary_msg_cost(a, turns, text, len, false, img, NULL) <= room) {
@@ -988,8 +1058,9 @@ int mg_compact_insert_summary(mg_ir_arena_t *a, mg_ir_request_t *req, int64_t bu
     req->messages = v;
     report->filters |= MG_COMPACT_F_SUMMARY;
     report->summarized_turns = turns;
-    report->raw_after = mg_tokens_estimate(req, &(mg_tokens_opts_t){NULL, NULL, img});
-    report->tokens_after = mg_tokens_scale(report->raw_after, ratio);
+    report->raw_fixed_after = 0;
+    report->raw_after = mg_tokens_raw(req, img, &report->raw_fixed_after);
+    report->tokens_after = mg_tokens_scale(report->raw_after, report->raw_fixed_after, ratio);
     return 0;
 }
 
@@ -1021,7 +1092,7 @@ int mg_compact(mg_ir_arena_t *a, mg_ir_request_t *req, int64_t budget,
             double ratio = opts->tokens.calib && opts->tokens.model_ref
                                ? mg_tokens_calib_ratio(opts->tokens.calib, opts->tokens.model_ref)
                                : 1.0;
-            int64_t room = raw_room(budget, ratio) - r2.rep.raw_after;
+            int64_t room = raw_room(budget, r2.rep.raw_fixed_after, ratio) - r2.rep.raw_after;
             size_t max_bytes = room > 40 ? (size_t)(room - 40) * 3 : 0;
             const char *text = NULL;
             size_t len = 0;
@@ -1182,6 +1253,59 @@ static void cap_tool_result(cstate_t *st, size_t i, size_t j, size_t cap, int64_
     }
 }
 
+static bool is_text(const mg_ir_part_t *p)
+{
+    return p->type == MG_IR_PART_TEXT && p->text;
+}
+
+/* Control tokens out of the user message i's text parts [j, j + n), adjacent ones matched as one
+ * text (strip_text_run). A part left empty is removed: some APIs refuse empty text blocks. */
+static int strip_user_run(cstate_t *st, size_t i, size_t j, size_t n, const mg_safety_opts_t *o)
+{
+    char *small[8] = {0}; /* most runs are one part: no allocation for them */
+    char **nt = n <= MG_ARRAY_LEN(small) ? small : mg_ir_alloc(st->a, n * sizeof *nt);
+    int removed = strip_text_run(st->a, &st->in->messages[i].parts[j], n, o, nt);
+    for (size_t k = 0; removed && k < n; k++) {
+        if (!nt[k]) continue;
+        ensure_parts(st, i);
+        st->w[i].m.parts[j + k].text = nt[k];
+        if (!*nt[k]) remove_part(st, i, j + k);
+    }
+    if (removed) st->changed = true;
+    return removed;
+}
+
+/* The same over the runs of text parts inside the tool result at message i, part j. */
+static int strip_tool_result(cstate_t *st, size_t i, size_t j, const mg_safety_opts_t *o)
+{
+    const mg_ir_part_t *in = st->in->messages[i].parts[j].parts;
+    size_t n_in = st->in->messages[i].parts[j].n_parts;
+    char *small[8] = {0};
+    char **nt = n_in <= MG_ARRAY_LEN(small) ? small : mg_ir_alloc(st->a, n_in * sizeof *nt);
+    int removed = 0;
+    for (size_t k = 0; k < n_in; k++) {
+        if (!is_text(&in[k])) continue;
+        size_t n = 1;
+        while (k + n < n_in && is_text(&in[k + n]))
+            n++;
+        removed += strip_text_run(st->a, &in[k], n, o, &nt[k]);
+        k += n - 1;
+    }
+    if (!removed) return 0;
+    mg_ir_part_t *r = ensure_inner(st, i, j);
+    mg_ir_part_t *v = (mg_ir_part_t *)r->parts;
+    size_t q = 0;
+    for (size_t k = 0; k < n_in; k++) {
+        if (nt[k] && !*nt[k]) continue; /* emptied: left out */
+        v[q] = in[k];
+        if (nt[k]) v[q].text = nt[k];
+        q++;
+    }
+    r->n_parts = q;
+    st->changed = true;
+    return removed;
+}
+
 int mg_safety_filter(mg_ir_arena_t *a, mg_ir_request_t *req, const mg_safety_opts_t *opts,
                      mg_compact_report_t *report)
 {
@@ -1198,27 +1322,14 @@ int mg_safety_filter(mg_ir_arena_t *a, mg_ir_request_t *req, const mg_safety_opt
         const mg_ir_message_t *m = &req->messages[i];
         for (size_t j = 0; j < m->n_parts; j++) {
             const mg_ir_part_t *p = &m->parts[j];
-            if (opts->control_tokens && m->role == MG_IR_USER && p->type == MG_IR_PART_TEXT &&
-                p->text) {
-                int n = 0;
-                char *ns = mg_safety_strip_tokens(a, p->text, strlen(p->text), opts, &n);
-                if (ns) {
-                    ensure_parts(&st, i);
-                    st.w[i].m.parts[j].text = ns;
-                    removed += n;
-                    st.changed = true;
-                }
+            if (opts->control_tokens && m->role == MG_IR_USER && is_text(p)) {
+                size_t n = 1;
+                while (j + n < m->n_parts && is_text(&m->parts[j + n]))
+                    n++;
+                removed += strip_user_run(&st, i, j, n, opts);
+                j += n - 1;
             } else if (m->role == MG_IR_TOOL && p->type == MG_IR_PART_TOOL_RESULT) {
-                for (size_t k = 0; opts->control_tokens && k < p->n_parts; k++) {
-                    const char *t = p->parts[k].type == MG_IR_PART_TEXT ? p->parts[k].text : NULL;
-                    int n = 0;
-                    char *ns = t ? mg_safety_strip_tokens(a, t, strlen(t), opts, &n) : NULL;
-                    if (!ns) continue;
-                    mg_ir_part_t *r = ensure_inner(&st, i, j);
-                    ((mg_ir_part_t *)r->parts)[k].text = ns;
-                    removed += n;
-                    st.changed = true;
-                }
+                if (opts->control_tokens) removed += strip_tool_result(&st, i, j, opts);
                 if (opts->tool_result_max_bytes)
                     cap_tool_result(&st, i, j, opts->tool_result_max_bytes, &elided);
             }

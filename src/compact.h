@@ -64,6 +64,8 @@ typedef struct mg_compact_report {
     int64_t tokens_before; /* calibrated estimate of the request as it came (after filters) */
     int64_t tokens_after;  /* calibrated estimate of what is sent */
     int64_t raw_after;     /* RAW estimate of what is sent: feed it to mg_tokens_calib_observe */
+    int64_t raw_fixed_after; /* its fixed share (images, inline media), which calibration does
+                                not scale: the observe call's fixed */
     int64_t budget;
     int dropped_turns; /* units dropped (summarized ones included) */
     int dropped_messages;
@@ -175,8 +177,11 @@ void mg_safety_opts_init(mg_safety_opts_t *o);
 
 /* Applies the filters in place (same arena rules as compaction). Never touches system parts,
  * assistant text or tool calls, and never the reasoning of the current turn (Anthropic thinking
- * blocks must go back unchanged while tools are in use: PROTOCOLS B.5 note 5). Returns 1 when
- * something changed (the original bytes can no longer be sent), 0 when not. report may be NULL. */
+ * blocks must go back unchanged while tools are in use: PROTOCOLS B.5 note 5). Adjacent text
+ * parts of one message (or of one tool result) are filtered as one text, since servers join them
+ * with nothing between: a token split across parts is caught, and a part it leaves empty is
+ * removed. Returns 1 when something changed (the original bytes can no longer be sent), 0 when
+ * not. report may be NULL. */
 int mg_safety_filter(mg_ir_arena_t *a, mg_ir_request_t *req, const mg_safety_opts_t *opts,
                      mg_compact_report_t *report);
 

@@ -907,7 +907,7 @@ static int l_tokens(lua_State *L)
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     int64_t raw = mg_tokens_text(s, n);
-    lua_pushinteger(L, h->phase == MG_PHASE_COMPACT ? mg_tokens_scale(raw, h->ratio) : raw);
+    lua_pushinteger(L, h->phase == MG_PHASE_COMPACT ? mg_tokens_scale(raw, 0, h->ratio) : raw);
     return 1;
 }
 
@@ -1680,7 +1680,9 @@ static void push_messages(lua_State *L, const mg_compact_call_t *c, int map)
             lua_rawseti(L, -2, (lua_Integer)j + 1);
         }
         lua_setfield(L, -2, "content");
-        set_int(L, "tokens", mg_tokens_scale(mg_tokens_message(m, img), ratio));
+        int64_t fixed = 0;
+        int64_t raw = mg_tokens_message(m, img, &fixed);
+        set_int(L, "tokens", mg_tokens_scale(raw, fixed, ratio));
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
 }
@@ -1874,8 +1876,9 @@ static int call_compact(lua_State *L)
     lua_rawsetp(L, LUA_REGISTRYINDEX, &msgs_key);
     /* What the messages may take: the budget less what the hook cannot change (system prompt,
      * tools), both as calibrated as message.tokens is. */
-    int64_t base = mg_tokens_scale(mg_tokens_request_base(c->req, mg_tokens_image_cost(&c->tokens)),
-                                   h->ratio);
+    int64_t base_fixed = 0;
+    int64_t base = mg_tokens_request_base(c->req, mg_tokens_image_cost(&c->tokens), &base_fixed);
+    base = mg_tokens_scale(base, base_fixed, h->ratio);
     int64_t budget = c->budget == INT64_MAX ? MG_MAX_SAFE_INT : c->budget - base;
     lua_pushcfunction(L, mg_lua_msgh);
     int msgh = lua_gettop(L);

@@ -87,6 +87,7 @@ typedef struct mg_attempt {
     mg_buf_t answer;      /* gateway.log.content: the answer's text for the access line, capped [locked] */
     bool answer_cut;      /* [locked] more text came than the cap let in */
     int64_t raw_estimate; /* raw token estimate of what was sent (calibration), 0 unknown */
+    int64_t raw_fixed;    /* its fixed share (images: calibration leaves such prompts out) */
     bool is_retry;        /* a resend of the previous attempt's candidate */
     bool health_begun;    /* counted in flight by the health registry; ended exactly once */
     /* Serving thread, once done. */

@@ -432,8 +432,9 @@ static int policy_compact(mg_req_t *req, mg_attempt_t *a, mg_ir_request_t *cand,
     mg_compact_report_t *r = &a->compaction;
     r->budget = budget;
     r->tokens_before = mg_tokens_estimate(cand, &co->tokens);
-    r->raw_after = mg_tokens_estimate(&call.result,
-                                      &(mg_tokens_opts_t){.image_tokens = co->tokens.image_tokens});
+    r->raw_fixed_after = 0;
+    r->raw_after =
+        mg_tokens_raw(&call.result, mg_tokens_image_cost(&co->tokens), &r->raw_fixed_after);
     r->tokens_after = mg_tokens_estimate(&call.result, &co->tokens);
     if (call.result.n_messages < cand->n_messages)
         r->dropped_messages += (int)(cand->n_messages - call.result.n_messages);
@@ -580,6 +581,7 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
         a->compaction = rrep;
         a->compaction.budget = budget;
         a->raw_estimate = a->compaction.raw_after;
+        a->raw_fixed = a->compaction.raw_fixed_after;
         /* Not a warning: the access log's note says where the summary came from. */
         snprintf(a->compaction_note, sizeof a->compaction_note,
                  "summary by %s reused: an earlier try dropped the same turns", s->ref);
@@ -730,6 +732,7 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
         if (cand.max_output_tokens > reserved) cand.max_output_tokens = reserved;
     }
     a->raw_estimate = a->compaction.raw_after;
+    a->raw_fixed = a->compaction.raw_fixed_after;
     const mg_model_t *summarizer = summarizer_for(req, &opt);
     if (rc == MG_COMPACT_CHANGED && a->compaction.n_dropped > 0 && summarizer &&
         start_summary(req, a, summarizer, &filtered, &filtered_rep, &cand, budget, &co, delay_ms))
@@ -1355,7 +1358,7 @@ void mg_router_account(mg_req_t *req)
     }
     if (!a) return;
     if (calib && a->raw_estimate > 0 && reported > 0 && !req->ir.previous_response_id)
-        mg_tokens_calib_observe(calib, a->model->ref, a->raw_estimate, reported);
+        mg_tokens_calib_observe(calib, a->model->ref, a->raw_estimate, a->raw_fixed, reported);
     mg_metrics_tokens(a->model->ref, in, out, cached, 0);
     mg_metrics_cost(a->model->ref, cost);
     mg_keys_account(req->key, in + out + cached, cost, mg_wall_ms());
@@ -1465,6 +1468,7 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
                         run->model->ref, (long long)took, why);
     }
     a->raw_estimate = a->compaction.raw_after;
+    a->raw_fixed = a->compaction.raw_fixed_after;
     if (send_attempt(req, a, &cand, true, run->delay_ms)) return MG_ROUTE_WAIT;
     mg_metrics_attempt(a->model->ref, a->cls);
     return advance(req, reply);

@@ -68,6 +68,7 @@ typedef struct jcount {
     int64_t tokens; /* from strings */
     size_t punct;   /* bytes of syntax, numbers and literals (ASCII) */
     int64_t image_tokens;
+    int64_t fixed; /* the share of tokens that is media (image_tokens each) */
 } jcount_t;
 
 static bool is_media_key(const char *k)
@@ -88,6 +89,7 @@ static void json_walk(jcount_t *c, const cJSON *j)
             if (n > MEDIA_MIN_BYTES &&
                 (is_media_key(j->string) || strncmp(j->valuestring, "data:", 5) == 0)) {
                 c->tokens += c->image_tokens;
+                c->fixed += c->image_tokens;
             } else {
                 c->tokens += mg_tokens_text(j->valuestring, n);
                 c->punct += 2;
@@ -101,14 +103,15 @@ static void json_walk(jcount_t *c, const cJSON *j)
     }
 }
 
-static int64_t json_tokens(const cJSON *j, int64_t image_tokens)
+static int64_t json_tokens(const cJSON *j, int64_t image_tokens, int64_t *fixed)
 {
     if (!j) return 0;
-    jcount_t c = {0, 0, image_tokens};
+    jcount_t c = {0, 0, image_tokens, 0};
     /* Walk j alone, not its siblings. */
     cJSON copy = *j;
     copy.next = NULL;
     json_walk(&c, &copy);
+    if (fixed) *fixed += c.fixed;
     return c.tokens + (int64_t)((c.punct * 2 + 6) / 7);
 }
 
@@ -119,7 +122,7 @@ int64_t mg_tokens_image_cost(const mg_tokens_opts_t *opts)
     return opts && opts->image_tokens > 0 ? opts->image_tokens : MG_TOKENS_IMAGE_DEFAULT;
 }
 
-int64_t mg_tokens_part(const mg_ir_part_t *p, int64_t image_tokens)
+int64_t mg_tokens_part(const mg_ir_part_t *p, int64_t image_tokens, int64_t *fixed)
 {
     int64_t t = PART_OVERHEAD;
     switch (p->type) {
@@ -128,6 +131,7 @@ int64_t mg_tokens_part(const mg_ir_part_t *p, int64_t image_tokens)
         break;
     case MG_IR_PART_IMAGE:
         t += image_tokens;
+        if (fixed) *fixed += image_tokens;
         break;
     case MG_IR_PART_TOOL_CALL:
         t +=
@@ -136,7 +140,7 @@ int64_t mg_tokens_part(const mg_ir_part_t *p, int64_t image_tokens)
     case MG_IR_PART_TOOL_RESULT:
         t += TOOL_RESULT_OVERHEAD + str_tokens(p->id);
         for (size_t i = 0; i < p->n_parts; i++)
-            t += mg_tokens_part(&p->parts[i], image_tokens);
+            t += mg_tokens_part(&p->parts[i], image_tokens, fixed);
         break;
     case MG_IR_PART_REASONING:
         /* Encrypted or redacted reasoning stands for the model's hidden thinking: base64 of
@@ -146,58 +150,67 @@ int64_t mg_tokens_part(const mg_ir_part_t *p, int64_t image_tokens)
         if (p->encrypted) t += (int64_t)(strlen(p->encrypted) / 4);
         break;
     case MG_IR_PART_OPAQUE:
-        t += json_tokens(p->raw, image_tokens);
+        t += json_tokens(p->raw, image_tokens, fixed);
         break;
     }
     return t;
 }
 
-int64_t mg_tokens_message(const mg_ir_message_t *m, int64_t image_tokens)
+int64_t mg_tokens_message(const mg_ir_message_t *m, int64_t image_tokens, int64_t *fixed)
 {
     int64_t t = MESSAGE_OVERHEAD;
     for (size_t i = 0; i < m->n_parts; i++)
-        t += mg_tokens_part(&m->parts[i], image_tokens);
+        t += mg_tokens_part(&m->parts[i], image_tokens, fixed);
     return t;
 }
 
-int64_t mg_tokens_request_base(const mg_ir_request_t *req, int64_t image_tokens)
+int64_t mg_tokens_request_base(const mg_ir_request_t *req, int64_t image_tokens, int64_t *fixed)
 {
     int64_t t = REQUEST_OVERHEAD;
     if (req->n_system) t += MESSAGE_OVERHEAD;
     for (size_t i = 0; i < req->n_system; i++)
-        t += mg_tokens_part(&req->system[i], image_tokens);
+        t += mg_tokens_part(&req->system[i], image_tokens, fixed);
     for (size_t i = 0; i < req->n_tools; i++) {
         const mg_ir_tool_t *tool = &req->tools[i];
         t += TOOL_OVERHEAD;
         if (tool->raw) {
-            t += json_tokens(tool->raw, image_tokens);
+            t += json_tokens(tool->raw, image_tokens, fixed);
             continue;
         }
         t += str_tokens(tool->name) + str_tokens(tool->description);
-        t += json_tokens(tool->parameters, image_tokens);
+        t += json_tokens(tool->parameters, image_tokens, fixed);
     }
-    if (req->format_schema) t += TOOL_OVERHEAD + json_tokens(req->format_schema, image_tokens);
+    if (req->format_schema)
+        t += TOOL_OVERHEAD + json_tokens(req->format_schema, image_tokens, fixed);
     for (size_t i = 0; i < req->n_stop; i++)
         t += str_tokens(req->stop[i]);
     return t;
 }
 
-int64_t mg_tokens_scale(int64_t raw, double ratio)
+int64_t mg_tokens_scale(int64_t raw, int64_t fixed, double ratio)
 {
     if (ratio == 1.0 || raw <= 0) return raw;
-    double v = ceil((double)raw * ratio);
+    if (fixed < 0) fixed = 0;
+    if (fixed > raw) fixed = raw;
+    double v = ceil((double)(raw - fixed) * ratio) + (double)fixed;
     if (v >= 9.0e18) return INT64_MAX;
     return (int64_t)v;
 }
 
+int64_t mg_tokens_raw(const mg_ir_request_t *req, int64_t image_tokens, int64_t *fixed)
+{
+    int64_t raw = mg_tokens_request_base(req, image_tokens, fixed);
+    for (size_t i = 0; i < req->n_messages; i++)
+        raw += mg_tokens_message(&req->messages[i], image_tokens, fixed);
+    return raw;
+}
+
 int64_t mg_tokens_estimate(const mg_ir_request_t *req, const mg_tokens_opts_t *opts)
 {
-    int64_t img = mg_tokens_image_cost(opts);
-    int64_t raw = mg_tokens_request_base(req, img);
-    for (size_t i = 0; i < req->n_messages; i++)
-        raw += mg_tokens_message(&req->messages[i], img);
+    int64_t fixed = 0;
+    int64_t raw = mg_tokens_raw(req, mg_tokens_image_cost(opts), &fixed);
     if (!opts || !opts->calib || !opts->model_ref) return raw;
-    return mg_tokens_scale(raw, mg_tokens_calib_ratio(opts->calib, opts->model_ref));
+    return mg_tokens_scale(raw, fixed, mg_tokens_calib_ratio(opts->calib, opts->model_ref));
 }
 
 /* ---- calibration ---- */
@@ -283,9 +296,12 @@ static void grow(mg_tokens_calib_t *c)
 }
 
 void mg_tokens_calib_observe(mg_tokens_calib_t *c, const char *model_ref, int64_t raw_estimate,
-                             int64_t reported)
+                             int64_t fixed, int64_t reported)
 {
-    if (!c || !model_ref || raw_estimate < MG_TOKENS_CALIB_MIN_RAW || reported <= 0) return;
+    /* The ratio scales text only; with images in the prompt, the report mixes the upstream's real
+     * image cost with our fixed guess of it, and says nothing reliable about the text. */
+    if (!c || !model_ref || raw_estimate < MG_TOKENS_CALIB_MIN_RAW || fixed > 0 || reported <= 0)
+        return;
     double r = (double)reported / (double)raw_estimate;
     if (r < CALIB_OBS_MIN) r = CALIB_OBS_MIN;
     if (r > CALIB_OBS_MAX) r = CALIB_OBS_MAX;

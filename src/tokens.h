@@ -18,7 +18,10 @@
  * the raw estimate of what was sent, and a per-model ratio (an EWMA of real/raw, plus 2.5 times
  * an EWMA of its absolute deviation, clamped to [0.5, 2.0]) scales later estimates for that
  * model. The bias keeps the scaled estimate above the real count for nearly every request (about
- * 2 standard deviations); outliers are clipped (Huber) so one odd report cannot swing it.
+ * 2 standard deviations); outliers are clipped (Huber) so one odd report cannot swing it. The
+ * ratio is the tokenizer's over our text count, so it scales the counted share only: the fixed
+ * cost of images and inline media stays as it is, and prompts that hold any are not observed
+ * (their report mixes the real image cost with our guess of it).
  *
  * Threads: estimating is pure and reentrant. A calibration table is shared: observe (upstream
  * thread) and the readers (serving threads) take its mutex for a few dozen nanoseconds. */
@@ -56,12 +59,17 @@ int64_t mg_tokens_estimate(const mg_ir_request_t *req, const mg_tokens_opts_t *o
 
 /* The same split in parts, so that compaction can re-estimate one message at a time. The raw
  * estimate is exactly base + the sum of message costs; the calibrated one is
- * mg_tokens_scale(raw, ratio). */
-int64_t mg_tokens_request_base(const mg_ir_request_t *req, int64_t image_tokens);
-int64_t mg_tokens_message(const mg_ir_message_t *m, int64_t image_tokens);
-int64_t mg_tokens_part(const mg_ir_part_t *p, int64_t image_tokens);
-/* ceil(raw × ratio), saturating. */
-int64_t mg_tokens_scale(int64_t raw, double ratio);
+ * mg_tokens_scale(raw, fixed, ratio). Each adds the fixed share of its cost (images and inline
+ * media, image_tokens each) to *fixed, which may be NULL. */
+int64_t mg_tokens_request_base(const mg_ir_request_t *req, int64_t image_tokens, int64_t *fixed);
+int64_t mg_tokens_message(const mg_ir_message_t *m, int64_t image_tokens, int64_t *fixed);
+int64_t mg_tokens_part(const mg_ir_part_t *p, int64_t image_tokens, int64_t *fixed);
+/* The raw (uncalibrated) estimate of the whole request; its fixed share added to *fixed (may be
+ * NULL). */
+int64_t mg_tokens_raw(const mg_ir_request_t *req, int64_t image_tokens, int64_t *fixed);
+/* ceil((raw − fixed) × ratio) + fixed, saturating: calibration scales the counted share of a raw
+ * estimate, never the fixed cost of its images (fixed is clamped to [0, raw]). */
+int64_t mg_tokens_scale(int64_t raw, int64_t fixed, double ratio);
 /* The image cost opts stands for (the default when unset). */
 int64_t mg_tokens_image_cost(const mg_tokens_opts_t *opts);
 
@@ -71,11 +79,12 @@ mg_tokens_calib_t *mg_tokens_calib_new(void);
 void mg_tokens_calib_free(mg_tokens_calib_t *c); /* NULL is fine */
 
 /* One upstream report. raw_estimate must be the RAW estimate of the request as it was sent
- * (mg_tokens_estimate with no calibration; compaction reports it as raw_after), and reported the
- * upstream's whole prompt count (cached tokens included: mg_ir_usage_t.input). Ignored when either
- * is <= 0 or raw_estimate < MG_TOKENS_CALIB_MIN_RAW. model_ref is copied. */
+ * (mg_tokens_estimate with no calibration; compaction reports it as raw_after) and fixed its
+ * fixed share (raw_fixed_after), reported the upstream's whole prompt count (cached tokens
+ * included: mg_ir_usage_t.input). Ignored when either count is <= 0, when raw_estimate <
+ * MG_TOKENS_CALIB_MIN_RAW, and when fixed > 0 (images: see the top). model_ref is copied. */
 void mg_tokens_calib_observe(mg_tokens_calib_t *c, const char *model_ref, int64_t raw_estimate,
-                             int64_t reported);
+                             int64_t fixed, int64_t reported);
 
 /* The ratio to apply for a model: 1.0 when c or model_ref is NULL or nothing was observed. */
 double mg_tokens_calib_ratio(const mg_tokens_calib_t *c, const char *model_ref);

@@ -471,6 +471,8 @@ static void rng_conversation(rng_t *r, tb_t *b, size_t max_units, size_t huge)
         size_t nu = 1 + (rng_chance(r, 15) ? 1 : 0);
         for (size_t k = 0; k < nu; k++) {
             tb_user(b, rng_text(r, b->a, rng_size(r, huge)));
+            /* A second text part: random cuts of the pool may split a token across the two. */
+            if (rng_chance(r, 10)) tb_text(b, rng_text(r, b->a, rng_size(r, huge)));
             if (rng_chance(r, 10)) tb_image(b);
         }
         bool last = u + 1 == units;

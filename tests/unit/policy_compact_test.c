@@ -241,10 +241,10 @@ MG_TEST(well_shaped_results_are_checked_by_c)
     mg_compact_call_t call;
     char err[256];
     /* The hook's budget leaves out what it cannot change (request overhead, system prompt). */
-    MG_CHECK_INT(run(p, &b, "lm/small", 1000 + mg_tokens_request_base(&b.r, 0), &call), 1);
+    MG_CHECK_INT(run(p, &b, "lm/small", 1000 + mg_tokens_request_base(&b.r, 0, NULL), &call), 1);
     MG_CHECK_INT(mg_compact_validate(&call.result, 1000, NULL, err, sizeof err), -1);
     CHECK_CONTAINS(err, "the first message must be from the user");
-    MG_CHECK_INT(run(p, &b, "lm/small", 1001 + mg_tokens_request_base(&b.r, 0), &call), 1);
+    MG_CHECK_INT(run(p, &b, "lm/small", 1001 + mg_tokens_request_base(&b.r, 0, NULL), &call), 1);
     MG_CHECK_INT(mg_compact_validate(&call.result, 1001, NULL, err, sizeof err), -1);
     CHECK_CONTAINS(err, "tool call call_1 has no result");
     MG_CHECK_INT(run(p, &b, "lm/small", 20, &call), 1);

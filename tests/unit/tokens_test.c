@@ -57,9 +57,9 @@ MG_TEST(estimate_is_the_sum_of_its_parts)
         rng_conversation(&r, &b, 6, 30000);
         int64_t img = 700;
         mg_tokens_opts_t o = {NULL, NULL, img};
-        int64_t sum = mg_tokens_request_base(&b.r, img);
+        int64_t sum = mg_tokens_request_base(&b.r, img, NULL);
         for (size_t i = 0; i < b.r.n_messages; i++)
-            sum += mg_tokens_message(&b.r.messages[i], img);
+            sum += mg_tokens_message(&b.r.messages[i], img, NULL);
         MG_CHECK_INT(mg_tokens_estimate(&b.r, &o), sum);
         tb_free(&b);
     }
@@ -122,11 +122,11 @@ MG_TEST(images_tools_and_overheads)
 
 MG_TEST(scale)
 {
-    MG_CHECK_INT(mg_tokens_scale(1000, 1.0), 1000);
-    MG_CHECK_INT(mg_tokens_scale(1000, 0.8), 800);
-    MG_CHECK_INT(mg_tokens_scale(1001, 0.8), 801); /* rounds up */
-    MG_CHECK_INT(mg_tokens_scale(0, 1.5), 0);
-    MG_CHECK_INT(mg_tokens_scale(INT64_MAX / 2, 2.0) > 0, 1);
+    MG_CHECK_INT(mg_tokens_scale(1000, 0, 1.0), 1000);
+    MG_CHECK_INT(mg_tokens_scale(1000, 0, 0.8), 800);
+    MG_CHECK_INT(mg_tokens_scale(1001, 0, 0.8), 801); /* rounds up */
+    MG_CHECK_INT(mg_tokens_scale(0, 0, 1.5), 0);
+    MG_CHECK_INT(mg_tokens_scale(INT64_MAX / 2, 0, 2.0) > 0, 1);
 }
 
 /* A synthetic tokenizer whose real count is true_ratio × raw, with ±noise uniform jitter. */
@@ -145,11 +145,11 @@ static void converge(double true_ratio, double noise, double lo, double hi)
         int64_t raw = 500 + (int64_t)rng_below(&r, 50000);
         int64_t real = synthetic(&r, raw, true_ratio, noise);
         if (i >= 100) { /* after warm-up: how often is the calibrated estimate below the truth? */
-            int64_t est = mg_tokens_scale(raw, mg_tokens_calib_ratio(c, "p/m"));
+            int64_t est = mg_tokens_scale(raw, 0, mg_tokens_calib_ratio(c, "p/m"));
             under += est < real;
             n_checked++;
         }
-        mg_tokens_calib_observe(c, "p/m", raw, real);
+        mg_tokens_calib_observe(c, "p/m", raw, 0, real);
     }
     double ratio = mg_tokens_calib_ratio(c, "p/m");
     if (!(ratio >= lo && ratio <= hi))
@@ -178,26 +178,26 @@ MG_TEST(calibration_clamps_and_ignores_nonsense)
     MG_CHECK(mg_tokens_calib_ratio(c, "a/x") == 1.0); /* never seen */
     MG_CHECK(mg_tokens_calib_ratio(NULL, "a/x") == 1.0);
     for (int i = 0; i < 200; i++)
-        mg_tokens_calib_observe(c, "a/high", 1000, 3000);
+        mg_tokens_calib_observe(c, "a/high", 1000, 0, 3000);
     MG_CHECK(mg_tokens_calib_ratio(c, "a/high") == MG_TOKENS_RATIO_MAX);
     for (int i = 0; i < 200; i++)
-        mg_tokens_calib_observe(c, "a/low", 1000, 200);
+        mg_tokens_calib_observe(c, "a/low", 1000, 0, 200);
     MG_CHECK(mg_tokens_calib_ratio(c, "a/low") == MG_TOKENS_RATIO_MIN);
-    mg_tokens_calib_observe(c, "a/small", 100, 90); /* below MG_TOKENS_CALIB_MIN_RAW */
-    mg_tokens_calib_observe(c, "a/small", 1000, 0); /* no report */
-    mg_tokens_calib_observe(c, "a/small", -5, 1000);
-    mg_tokens_calib_observe(c, NULL, 1000, 1000);
+    mg_tokens_calib_observe(c, "a/small", 100, 0, 90); /* below MG_TOKENS_CALIB_MIN_RAW */
+    mg_tokens_calib_observe(c, "a/small", 1000, 0, 0); /* no report */
+    mg_tokens_calib_observe(c, "a/small", -5, 0, 1000);
+    mg_tokens_calib_observe(c, NULL, 1000, 0, 1000);
     MG_CHECK(mg_tokens_calib_ratio(c, "a/small") == 1.0);
     /* One absurd report moves the ratio, but not far. */
     for (int i = 0; i < 100; i++)
-        mg_tokens_calib_observe(c, "a/steady", 1000, 900);
+        mg_tokens_calib_observe(c, "a/steady", 1000, 0, 900);
     double before = mg_tokens_calib_ratio(c, "a/steady");
-    mg_tokens_calib_observe(c, "a/steady", 1000, 1000000);
+    mg_tokens_calib_observe(c, "a/steady", 1000, 0, 1000000);
     double after = mg_tokens_calib_ratio(c, "a/steady");
     MG_CHECK(after > before && after < before + 0.05);
     /* But a real shift (every report higher from now on) wins within a few dozen reports. */
     for (int i = 0; i < 40; i++)
-        mg_tokens_calib_observe(c, "a/steady", 1000, 1300);
+        mg_tokens_calib_observe(c, "a/steady", 1000, 0, 1300);
     MG_CHECK(mg_tokens_calib_ratio(c, "a/steady") >= 1.3);
     mg_tokens_calib_free(c);
 }
@@ -206,17 +206,65 @@ MG_TEST(calibrated_estimate_uses_the_models_ratio)
 {
     mg_tokens_calib_t *c = mg_tokens_calib_new();
     for (int i = 0; i < 300; i++)
-        mg_tokens_calib_observe(c, "local/small", 10000, 15000);
+        mg_tokens_calib_observe(c, "local/small", 10000, 0, 15000);
     tb_t b;
     tb_init(&b, MG_API_OPENAI_COMPLETIONS);
     tb_user(&b, tb_fill(b.a, "lorem ipsum ", 35000));
     int64_t raw = mg_tokens_estimate(&b.r, NULL);
     mg_tokens_opts_t o = {c, "local/small", 0};
     MG_CHECK_INT(mg_tokens_estimate(&b.r, &o),
-                 mg_tokens_scale(raw, mg_tokens_calib_ratio(c, "local/small")));
+                 mg_tokens_scale(raw, 0, mg_tokens_calib_ratio(c, "local/small")));
     MG_CHECK(mg_tokens_estimate(&b.r, &o) >= raw * 3 / 2);
     o.model_ref = "hosted/other";
     MG_CHECK_INT(mg_tokens_estimate(&b.r, &o), raw);
+    tb_free(&b);
+    mg_tokens_calib_free(c);
+}
+
+/* Calibration is a ratio to our text count: an image's fixed cost is not multiplied by it, and a
+ * prompt with images teaches it nothing (its report holds the real image cost, not ours). */
+MG_TEST(calibration_leaves_images_alone)
+{
+    mg_tokens_calib_t *c = mg_tokens_calib_new();
+    for (int i = 0; i < 300; i++)
+        mg_tokens_calib_observe(c, "local/low", 10000, 0, 5000);
+    double ratio = mg_tokens_calib_ratio(c, "local/low");
+    MG_CHECK(ratio < 0.6);
+    tb_t b;
+    tb_init(&b, MG_API_OPENAI_COMPLETIONS);
+    tb_user(&b, tb_fill(b.a, "lorem ipsum ", 7000));
+    mg_tokens_opts_t o = {c, "local/low", 0};
+    int64_t text_only = mg_tokens_estimate(&b.r, &o);
+    for (int i = 0; i < 10; i++)
+        tb_image(&b);
+    int64_t fixed = 0;
+    int64_t raw = mg_tokens_raw(&b.r, MG_TOKENS_IMAGE_DEFAULT, &fixed);
+    MG_CHECK_INT(fixed, 10 * MG_TOKENS_IMAGE_DEFAULT);
+    MG_CHECK_INT(raw, mg_tokens_estimate(&b.r, NULL));
+    int64_t est = mg_tokens_estimate(&b.r, &o);
+    MG_CHECK_INT(est, mg_tokens_scale(raw, fixed, ratio));
+    /* Ten images add their ten fixed costs (and a scaled part overhead each), not half of them. */
+    MG_CHECK(est - text_only >= 10 * MG_TOKENS_IMAGE_DEFAULT);
+    MG_CHECK(est - text_only <= 10 * (MG_TOKENS_IMAGE_DEFAULT + 1));
+    /* Inline media in an opaque part is a fixed cost too. */
+    mg_ir_part_t *q = tb_part(&b, MG_IR_PART_OPAQUE);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "type", "document");
+    cJSON_AddStringToObject(doc, "data", tb_fill(b.a, "QUJD", 4000));
+    q->raw = mg_ir_keep_json(b.a, doc);
+    fixed = 0;
+    mg_tokens_raw(&b.r, MG_TOKENS_IMAGE_DEFAULT, &fixed);
+    MG_CHECK_INT(fixed, 11 * MG_TOKENS_IMAGE_DEFAULT);
+    /* scale: the fixed share is clamped to [0, raw]. */
+    MG_CHECK_INT(mg_tokens_scale(1000, 400, 0.5), 700);
+    MG_CHECK_INT(mg_tokens_scale(1000, 5000, 0.5), 1000);
+    MG_CHECK_INT(mg_tokens_scale(1000, -1, 0.5), 500);
+    /* A report for a prompt with images is not observed. */
+    for (int i = 0; i < 50; i++)
+        mg_tokens_calib_observe(c, "local/img", 10000, 1600, 3000);
+    MG_CHECK(mg_tokens_calib_ratio(c, "local/img") == 1.0);
+    mg_tokens_calib_observe(c, "local/low", 10000, 1600, 20000);
+    MG_CHECK(mg_tokens_calib_ratio(c, "local/low") == ratio);
     tb_free(&b);
     mg_tokens_calib_free(c);
 }
@@ -232,9 +280,9 @@ MG_TEST(calibration_dump_json)
     for (int i = 40; i-- > 0;) {
         char ref[32];
         snprintf(ref, sizeof ref, "prov/m%02d", i);
-        mg_tokens_calib_observe(c, ref, 1000, 900 + i);
+        mg_tokens_calib_observe(c, ref, 1000, 0, 900 + i);
     }
-    mg_tokens_calib_observe(c, "a \"quoted\"/id", 1000, 1000);
+    mg_tokens_calib_observe(c, "a \"quoted\"/id", 1000, 0, 1000);
     mg_tokens_calib_dump_json(c, &out);
     cJSON *j = cJSON_Parse(out.data);
     MG_CHECK(j != NULL);
@@ -264,7 +312,7 @@ static void *hammer(void *p)
     for (int i = 0; i < 20000; i++) {
         snprintf(ref, sizeof ref, "p/m%d", (i + t->id) % 50);
         if (t->id % 2)
-            mg_tokens_calib_observe(t->c, ref, 1000, 800 + i % 100);
+            mg_tokens_calib_observe(t->c, ref, 1000, 0, 800 + i % 100);
         else
             (void)mg_tokens_calib_ratio(t->c, ref);
     }
