@@ -975,6 +975,19 @@ static int load_compaction(loader_t *ld, const cJSON *gw)
     return 0;
 }
 
+/* "FILE:LINE:COL: gateway.KEY", where the config sets gw[key] (present): the prefix of a message
+ * about the file that value names, which is only read once the config has loaded (gen.c). */
+static char *where(loader_t *ld, const cJSON *gw, const char *key)
+{
+    size_t mark = mg_cfgread_push_key(&ld->rd, key);
+    mg_json5_pos_t pos = mg_json5_pos_of(ld->doc, mg_cfgread_member(gw, key));
+    char *s = pos.value_line > 0 ? mg_xasprintf("%s:%d:%d: %s", ld->file, pos.value_line,
+                                                pos.value_column, ld->rd.path.data)
+                                 : mg_xasprintf("%s: %s", ld->file, ld->rd.path.data);
+    mg_cfgread_pop(&ld->rd, mark);
+    return s;
+}
+
 static int load_gateway(loader_t *ld, const cJSON *root)
 {
     mg_gateway_settings_t *g = &ld->cfg->gw;
@@ -1048,7 +1061,10 @@ static int load_gateway(loader_t *ld, const cJSON *root)
     }
 
     if ((rc = mg_cfgread_string(&ld->rd, gw, "policy", true, &s)) < 0) return -1;
-    if (rc) g->policy_path = join_path(ld->cfg->base_dir, s);
+    if (rc) {
+        g->policy_path = join_path(ld->cfg->base_dir, s);
+        g->policy_at = where(ld, gw, "policy");
+    }
     if ((rc = mg_cfgread_int(&ld->rd, gw, "bodyTimeoutMs", 100, 3600000, &v)) < 0) return -1;
     if (rc) g->body_timeout_ms = v;
     if ((rc = mg_cfgread_int(&ld->rd, gw, "headerTimeoutMs", 100, 3600000, &v)) < 0) return -1;
@@ -1074,7 +1090,10 @@ static int load_gateway(loader_t *ld, const cJSON *root)
         g->policy_error_static = strcmp(s, "static") == 0;
     }
     if ((rc = mg_cfgread_string(&ld->rd, gw, "errorPatterns", true, &s)) < 0) return -1;
-    if (rc) g->error_patterns_path = join_path(ld->cfg->base_dir, s);
+    if (rc) {
+        g->error_patterns_path = join_path(ld->cfg->base_dir, s);
+        g->error_patterns_at = where(ld, gw, "errorPatterns");
+    }
     if (load_health(ld, gw)) return -1;
     if (load_compaction(ld, gw)) return -1;
 
@@ -1444,7 +1463,9 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->default_chain);
     free(cfg->gw.listen_host);
     free(cfg->gw.policy_path);
+    free(cfg->gw.policy_at);
     free(cfg->gw.error_patterns_path);
+    free(cfg->gw.error_patterns_at);
     free(cfg->gw.log_path);
     wipe_free(cfg->gw.admin_key);
     mg_keys_free(cfg->gw.keys);

@@ -144,11 +144,14 @@ typedef struct mg_gateway_settings {
     unsigned max_connections;    /* default 10000 */
     mg_timeouts_t timeouts; /* defaults: connect 10 s, first token 120 s, idle 60 s, total 600 s */
     char *policy_path;      /* absolute, or NULL */
+    char *policy_at;        /* "FILE:LINE:COL: gateway.policy", where the config names it (for
+                               messages about that file), or NULL */
     int64_t policy_cpu_ms;    /* gateway.policyCpuMs: CPU budget per decision (0 = the engine's 5 ms) */
     int64_t policy_memory_mb; /* gateway.policyMemoryMb: per Lua state (0 = the engine's 32 MiB) */
     bool policy_error_static; /* gateway.onPolicyError "static": a failing policy falls back to the
                                  static chain instead of a 500 policy_error */
     char *error_patterns_path; /* gateway.errorPatterns: the operator's Lua rules (classify.h), or NULL */
+    char *error_patterns_at;   /* where the config names it, as policy_at */
     mg_health_conf_t health;
     mg_compaction_conf_t compaction; /* gateway.compaction */
     struct mg_keys *keys;   /* gateway.keys (keys.h): client API keys; NULL = none required */

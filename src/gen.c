@@ -5,16 +5,36 @@
 
 #include "util.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 static pthread_mutex_t cur_lock = PTHREAD_MUTEX_INITIALIZER;
 static mg_gen_t *current;
 static atomic_uint_fast64_t next_id = 1;
 
+/* A file the config names that cannot be read is most likely a wrong path in the config: said as
+ * config errors are, at the value that names it ("FILE:LINE:COL: gateway.policy: cannot read
+ * PATH: why"). What is wrong inside a file that reads, its loader says, at the file's own line. */
+static bool readable(const char *path, const char *at, char *err, size_t errlen)
+{
+    if (!at || access(path, R_OK) == 0) return true;
+    snprintf(err, errlen, "%s: cannot read %s: %s", at, path, strerror(errno));
+    return false;
+}
+
 mg_gen_t *mg_gen_build(mg_config_t *cfg, char *err, size_t errlen)
 {
     const mg_patterns_t *pats = mg_patterns_builtin();
+    if ((cfg->gw.error_patterns_path &&
+         !readable(cfg->gw.error_patterns_path, cfg->gw.error_patterns_at, err, errlen)) ||
+        (cfg->gw.policy_path && !readable(cfg->gw.policy_path, cfg->gw.policy_at, err, errlen))) {
+        mg_config_free(cfg);
+        return NULL;
+    }
     if (cfg->gw.error_patterns_path) {
         pats = mg_patterns_load(cfg->gw.error_patterns_path, err, errlen);
         if (!pats) {

@@ -129,17 +129,25 @@ static void arm_watch(mg_watch_t *w)
     free(pend[1]);
 }
 
-/* Reloads, then reopens the log (it may have moved, or been rotated: SIGHUP is also the rotation
- * signal) and re-arms the watcher on the files of whichever generation is current. */
-static void reload(const char *path, const char *why, mg_watch_t *w)
+/* After a reload, whatever triggered it (SIGHUP and file changes here, POST /admin/reload on a
+ * serving thread, which reaches us through mg_reload_done_fd): reopens the log (it may have moved,
+ * or been rotated: SIGHUP is also the rotation signal) and re-arms the watcher on the files of
+ * whichever generation is current, so that a file a reload newly names is watched at once. */
+static void after_reload(mg_watch_t *w)
 {
-    char err[1024];
-    mg_reload(path, why, err, sizeof err);
+    mg_reload_done_take(); /* this pass covers every reload that ended so far */
     mg_gen_t *g = mg_gen_acquire();
     if (mg_log_open(g->cfg->gw.log_path) != 0)
         mg_log(MG_LOG_ERROR, "log reopen failed", "%s: %s", g->cfg->gw.log_path, strerror(errno));
     mg_gen_release(g);
     arm_watch(w);
+}
+
+static void reload(const char *path, const char *why, mg_watch_t *w)
+{
+    char err[1024];
+    mg_reload(path, why, err, sizeof err);
+    after_reload(w);
 }
 
 /* Raises the descriptor limit to its hard maximum and returns it: it bounds how many connections
@@ -171,6 +179,7 @@ static int cmd_serve(const char *path, const char *listen)
     } else {
         host = mg_xstrdup(cfg->gw.listen_host);
     }
+    mg_reload_set_start(&cfg->gw); /* as configured, before the descriptor limit trims it */
     if (mg_log_open(cfg->gw.log_path) != 0) {
         fprintf(stderr, "moongate: cannot open log %s\n", cfg->gw.log_path);
         free(host);
@@ -220,16 +229,21 @@ static int cmd_serve(const char *path, const char *listen)
     mg_server_t *srv = mg_server_start(host, port);
     if (!srv) goto out;
 
-    /* The main thread waits for signals (signalfd) and config/policy file changes (inotify). */
+    /* The main thread waits for signals (signalfd), config/policy file changes (inotify) and the
+     * end of reloads it did not start (the admin endpoint's). */
     int sfd = signalfd(-1, &set, SFD_CLOEXEC);
     mg_watch_t *watch = mg_watch_new();
     arm_watch(watch);
+    int done_fd = mg_reload_done_fd();
     int64_t change_at = -1; /* a file changed: reload once things settle (editors write twice) */
     for (;;) {
-        struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = watch ? mg_watch_fd(watch) : -1, .events = POLLIN}};
+        struct pollfd pfd[3] = {{.fd = sfd, .events = POLLIN},
+                                {.fd = watch ? mg_watch_fd(watch) : -1, .events = POLLIN},
+                                {.fd = done_fd, .events = POLLIN}};
         int timeout = change_at < 0 ? -1 : (int)MG_MAX(0, change_at - mg_now_ms());
-        int n = poll(pfd, 2, timeout);
+        int n = poll(pfd, 3, timeout);
         if (n < 0 && errno != EINTR) break;
+        if (pfd[2].revents & POLLIN) after_reload(watch); /* POST /admin/reload */
         if (pfd[1].revents & POLLIN && mg_watch_changed(watch)) change_at = mg_now_ms() + 150;
         if (change_at >= 0 && mg_now_ms() >= change_at) {
             change_at = -1;

@@ -14,9 +14,11 @@
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -32,15 +34,56 @@ static void set_pending(char *policy, char *patterns)
     pending[1] = patterns;
 }
 
-/* The settings the server reads only at start: a reload that changes them (from the previous
- * generation's) says so, since nothing else would show that they have not taken effect. */
-static void warn_start_only(const mg_gateway_settings_t *was, const mg_gateway_settings_t *now)
+/* The settings the server reads only at start, as the config had them then (under reload_lock).
+ * A reload is compared with these, not with the previous generation: what runs is what started,
+ * so a change is named on every reload until it is undone, and undoing it is silent. */
+static struct {
+    bool set;
+    char *listen_host;
+    int listen_port;
+    int threads;
+    unsigned max_connections;
+} started;
+
+static atomic_int done_fd = -1; /* mg_reload_done_fd; created under reload_lock */
+
+void mg_reload_set_start(const mg_gateway_settings_t *gw)
 {
-    if (was->listen_port != now->listen_port || strcmp(was->listen_host, now->listen_host) != 0)
+    pthread_mutex_lock(&reload_lock);
+    free(started.listen_host);
+    started.listen_host = mg_xstrdup(gw->listen_host);
+    started.listen_port = gw->listen_port;
+    started.threads = gw->threads;
+    started.max_connections = gw->max_connections;
+    started.set = true;
+    pthread_mutex_unlock(&reload_lock);
+}
+
+/* A reload that sets them differently says so, since nothing else would show that they have not
+ * taken effect. reload_lock held. */
+static void warn_start_only(const mg_gateway_settings_t *now)
+{
+    if (!started.set) return;
+    if (started.listen_port != now->listen_port ||
+        strcmp(started.listen_host, now->listen_host) != 0)
         mg_log(MG_LOG_WARN, "reload", "gateway.listen changed to %s:%d: it takes effect on restart (unless --listen sets it)",
                now->listen_host, now->listen_port);
-    if (was->threads != now->threads)
+    if (started.threads != now->threads)
         mg_log(MG_LOG_WARN, "reload", "gateway.threads changed to %d: it takes effect on restart", now->threads);
+    if (started.max_connections != now->max_connections)
+        mg_log(MG_LOG_WARN, "reload",
+               "gateway.maxConnections changed to %u: it takes effect on restart",
+               now->max_connections);
+}
+
+/* Tells whoever polls mg_reload_done_fd that a reload ended (reload_lock held). */
+static void signal_done(void)
+{
+    uint64_t one = 1;
+    int fd = atomic_load(&done_fd);
+    if (fd >= 0 && write(fd, &one, sizeof one) < 0) {
+        /* only EAGAIN (the counter full), and then it is readable anyway */
+    }
 }
 
 unsigned long long mg_reload(const char *config_path, const char *why, char *err, size_t errlen)
@@ -74,11 +117,9 @@ unsigned long long mg_reload(const char *config_path, const char *why, char *err
         mg_log_json(MG_LOG_ERROR, "reload", extra.data);
     } else {
         mg_gen_t *cur = mg_gen_acquire();
-        if (cur) {
-            mg_keys_adopt_state(g->cfg->gw.keys, cur->cfg->gw.keys); /* limits carry over */
-            warn_start_only(&cur->cfg->gw, &g->cfg->gw);
-        }
+        if (cur) mg_keys_adopt_state(g->cfg->gw.keys, cur->cfg->gw.keys); /* limits carry over */
         mg_gen_release(cur);
+        warn_start_only(&g->cfg->gw);
         id = g->id;
         if (mg_router_health()) mg_probe_health_update(mg_router_health(), g->cfg);
         mg_gen_publish(g);
@@ -89,8 +130,25 @@ unsigned long long mg_reload(const char *config_path, const char *why, char *err
         mg_log_json(MG_LOG_INFO, "reload", extra.data);
     }
     mg_buf_free(&extra);
+    signal_done(); /* failed too: the pending paths may have changed */
     pthread_mutex_unlock(&reload_lock);
     return id;
+}
+
+int mg_reload_done_fd(void)
+{
+    pthread_mutex_lock(&reload_lock);
+    if (atomic_load(&done_fd) < 0) atomic_store(&done_fd, eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    pthread_mutex_unlock(&reload_lock);
+    return atomic_load(&done_fd);
+}
+
+bool mg_reload_done_take(void)
+{
+    /* no lock: the descriptor is made once, before the reloads that write to it */
+    uint64_t n = 0;
+    int fd = atomic_load(&done_fd);
+    return fd >= 0 && read(fd, &n, sizeof n) == (ssize_t)sizeof n && n > 0;
 }
 
 size_t mg_reload_pending_paths(char **out, size_t n)

@@ -1,10 +1,13 @@
 /* Reload: build a new generation from the config file (and what it names), validate it off the
  * serving path, and publish it atomically; a broken file changes nothing and says why. Requests in
  * flight keep the generation they started with (gen.h). Triggers: SIGHUP and file changes (main.c
- * through mg_watch_*), and POST /admin/reload (server.c).
+ * through mg_watch_*), and POST /admin/reload (server.c); after each, main.c re-arms the watcher
+ * (mg_reload_done_fd).
  *
  * Uses config.c and gen.c; knows nothing of HTTP. */
 #pragma once
+#include "config.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -12,6 +15,18 @@
  * after the other. Returns the new generation id, or 0 with a one-line reason in err (the current
  * generation keeps serving). why ("SIGHUP", "file change", "admin") goes into the log line. */
 unsigned long long mg_reload(const char *config_path, const char *why, char *err, size_t errlen);
+
+/* Records the settings that only take effect at start (gateway.listen, threads, maxConnections)
+ * as the config that started the server had them: a reload that sets them otherwise logs a
+ * warning that they take effect on restart. Without it, reloads warn of nothing. Copies. */
+void mg_reload_set_start(const mg_gateway_settings_t *gw);
+
+/* A descriptor (eventfd; created by the first call, -1 if it cannot be) that polls readable after
+ * each reload, successful or not, whatever triggered it: the thread that owns the watcher re-arms
+ * it there (and reopens the log), since POST /admin/reload reloads on a serving thread.
+ * mg_reload_done_take clears it and says whether a reload ended since the last take. */
+int mg_reload_done_fd(void);
+bool mg_reload_done_take(void);
 
 /* The policy and errorPatterns files named by the config of the last reload, when that reload
  * failed after its config loaded (e.g. the config names a new policy file that does not load):

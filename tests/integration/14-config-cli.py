@@ -76,6 +76,28 @@ class Check(MGTestCase):
         self.assertEqual(rc, 0, out)
         self.assertFalse(os.path.exists(os.path.join(d, "moongate.log")), "check creates nothing")
 
+    def test_a_missing_policy_or_patterns_file_is_named_at_its_config_line(self):
+        # Like every other config error: FILE:LINE:COL of the value that names the file, its key
+        # path, then the file and why it cannot be read.
+        text = ('{\n  models: { mode: "replace", providers: { a: { baseUrl: "http://127.0.0.1:9/v1",\n'
+                '    api: "openai-completions", models: [ { id: "m", name: "m" } ] } } },\n'
+                '  gateway: {\n    policy: "nope.lua",\n    errorPatterns: "%s",\n  },\n}\n')
+        path = self.write(text % "nope-patterns.lua")
+        d = os.path.dirname(path)
+        rc, out = run(["check", "--config", path])
+        self.assertEqual(rc, 1, out)
+        self.assertIn("%s:6:20: gateway.errorPatterns: cannot read %s: No such file or directory"
+                      % (path, os.path.join(d, "nope-patterns.lua")), out)
+        with open(os.path.join(d, "patterns.lua"), "w") as f:
+            f.write("return {}\n")
+        self.addCleanup(os.remove, os.path.join(d, "patterns.lua"))
+        with open(path, "w") as f:
+            f.write(text % "patterns.lua")
+        rc, out = run(["check", "--config", path])
+        self.assertEqual(rc, 1, out)
+        self.assertIn("%s:5:13: gateway.policy: cannot read %s: No such file or directory"
+                      % (path, os.path.join(d, "nope.lua")), out)
+
     def test_check_on_a_missing_file_fails_cleanly(self):
         rc, out = run(["check", "--config", "/nonexistent/moongate.json5"])
         self.assertNotEqual(rc, 0, out)

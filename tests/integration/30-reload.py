@@ -66,6 +66,132 @@ class Reload(MGTestCase):
         # Still serving where it started.
         self.assertEqual(gw.get("/health").status, 200)
 
+    def linked(self, cfg):
+        """A gateway whose config path is a symlink, for swap(): a not-yet-started gateway's
+        config is moved to a file of its own and the path made a link to it."""
+        gw = self.gateway(cfg, start=False)
+        self.swaps = 0
+        os.replace(gw.config_path, os.path.join(gw.dir, "c0.json5"))
+        os.symlink("c0.json5", gw.config_path)
+        gw.start()
+        return gw
+
+    def point(self, gw, cfg):
+        """Points the config link at a new file holding cfg. The watcher follows the file the link
+        resolved to, whose name is not reused: no file change causes a reload."""
+        self.swaps += 1
+        name = "c%d.json5" % self.swaps
+        with open(os.path.join(gw.dir, name), "w") as f:
+            f.write(json.dumps(cfg))
+        os.symlink(name, gw.config_path + ".tmp")
+        os.replace(gw.config_path + ".tmp", gw.config_path)
+
+    def swap(self, gw, cfg):
+        """point(), then POST /admin/reload, the only reload; returns the new generation."""
+        self.point(gw, cfg)
+        r = gw.request("POST", "/admin/reload")
+        self.assertEqual(r.status, 200, r)
+        return r.json["generation"]
+
+    def warnings_of(self, gw, gen):
+        """The reload warnings logged by the reload that published generation gen (they come
+        just before its result line)."""
+        def done(l):
+            return l.get("msg") == "reload" and l.get("result") == "ok" and l.get("generation") == gen
+
+        gw.wait_lines(done)
+        out = []
+        for l in gw.log_lines():
+            if l.get("msg") != "reload":
+                continue
+            if "result" in l:
+                if done(l):
+                    return out
+                out = []
+            elif l.get("level") == "warn":
+                out.append(l.get("detail", ""))
+        self.fail("no result line for generation %s" % gen)
+
+    def test_settings_read_at_start_are_compared_with_what_started(self):
+        # What runs is what the process started with: a reload is compared with that, not with
+        # the generation before it. Going back is silent; a change not undone is named again on
+        # every reload. maxConnections, trimmed at start to the descriptor limit, is compared as
+        # configured.
+        gw = self.linked(self.cfg("a/m"))
+        changed = self.cfg("a/m")
+        changed["gateway"] = {"threads": 2, "maxConnections": 500}
+        w = self.warnings_of(gw, self.swap(gw, changed))
+        self.assertEqual(sorted(x.split(":")[0] for x in w),
+                         ["gateway.maxConnections changed to 500", "gateway.threads changed to 2"], w)
+        self.assertEqual(self.warnings_of(gw, self.swap(gw, self.cfg("a/m"))), [])
+        changed = self.cfg("a/m")
+        changed["gateway"] = {"threads": 2}
+        self.assertEqual(len(self.warnings_of(gw, self.swap(gw, changed))), 1)
+        changed = self.cfg("b/m")  # another edit; threads still 2, still not applied
+        changed["gateway"] = {"threads": 2}
+        w = self.warnings_of(gw, self.swap(gw, changed))
+        self.assertEqual(len(w), 1, w)
+        self.assertTrue(w[0].startswith("gateway.threads changed to 2: it takes effect on restart"), w)
+        self.assertEqual(self.served(gw)[0], "b/m")
+        self.assertEqual(len(gw.get("/health").json["requests_by_thread"]), 1)  # still one thread
+
+    def test_admin_reload_watches_the_files_it_newly_names(self):
+        # POST /admin/reload to a config that names a policy file never watched before: editing
+        # that file must reload, as after SIGHUP or a config change, without either.
+        gw = self.linked(self.cfg("a/m"))
+        with open(os.path.join(gw.dir, "new-policy.lua"), "w") as f:
+            f.write('function route(req) return {"a/m"} end\n')
+        cfg = self.cfg("a/m")
+        cfg["gateway"] = {"policy": "new-policy.lua"}
+        gen = self.swap(gw, cfg)
+        self.assertEqual(self.served(gw), ("a/m", str(gen)))
+        tmp = os.path.join(gw.dir, "new-policy.lua.tmp")
+        with open(tmp, "w") as f:
+            f.write('function route(req) return {"b/m"} end\n')
+        os.replace(tmp, os.path.join(gw.dir, "new-policy.lua"))
+        deadline = time.monotonic() + 3 * mglib.TIMEOUT_SCALE
+        while time.monotonic() < deadline and self.served(gw)[0] != "b/m":
+            time.sleep(0.05)
+        model, route_gen = self.served(gw)
+        self.assertEqual(model, "b/m", "the edit of the newly named policy was not picked up")
+        self.assertGreater(int(route_gen), gen)
+        self.assertTrue(any(l.get("msg") == "reload" and l.get("why") == "file change" for l in gw.log_lines()),
+                        gw.stderr_text())
+
+    def test_a_refused_admin_reload_watches_the_file_it_lacked(self):
+        # POST /admin/reload to a config naming a policy file that does not exist yet is refused;
+        # creating that file then reloads by itself.
+        gw = self.linked(self.cfg("a/m"))
+        cfg = self.cfg("a/m")
+        cfg["gateway"] = {"policy": "later.lua"}
+        self.point(gw, cfg)
+        err = self.assertOpenAIError(gw.request("POST", "/admin/reload"), 400, "reload_failed")
+        self.assertIn("gateway.policy: cannot read", err["message"])
+        time.sleep(0.3 * mglib.TIMEOUT_SCALE)  # the main thread re-arms after the refusal
+        tmp = os.path.join(gw.dir, "later.tmp")
+        with open(tmp, "w") as f:
+            f.write('function route(req) return {"b/m"} end\n')
+        os.replace(tmp, os.path.join(gw.dir, "later.lua"))
+        deadline = time.monotonic() + 3 * mglib.TIMEOUT_SCALE
+        while time.monotonic() < deadline and self.served(gw)[0] != "b/m":
+            time.sleep(0.05)
+        self.assertEqual(self.served(gw)[0], "b/m")
+
+    def test_admin_reload_moves_the_log_to_a_new_path(self):
+        # The log follows gateway.log.path after any reload, not only after SIGHUP.
+        gw = self.linked(self.cfg("a/m"))
+        cfg = self.cfg("a/m")
+        cfg["gateway"] = {"log": {"path": "moved.log"}}
+        gen = self.swap(gw, cfg)
+        moved = os.path.join(gw.dir, "moved.log")
+        self.served(gw)
+        deadline = time.monotonic() + 3 * mglib.TIMEOUT_SCALE
+        text = ""
+        while time.monotonic() < deadline and '"access"' not in text:
+            time.sleep(0.05)
+            text = open(moved).read() if os.path.exists(moved) else ""
+        self.assertIn('"access"', text, "the access line did not go to the new log (generation %s)" % gen)
+
     def test_broken_file_is_rejected_and_the_old_generation_keeps_serving(self):
         gw = self.gateway(self.cfg("a/m"))
         self.write(gw, raw='{models: {mode: "replace"}, gateway: {lisen: "x"}}')

@@ -5,6 +5,7 @@ the client's address guards the gateway (no client keys, no admin key); and a la
 fails to parse at its end is refused quickly (the parse used to be quadratic in the body size,
 holding the serving thread)."""
 
+import socket
 import time
 
 import mglib
@@ -95,6 +96,52 @@ class BrowserOrigin(MGTestCase):
         self.assertEqual(gw.post_json("/v1/chat/completions", self.BODY, headers=h).status, 200)
         h = dict(self.EVIL, Authorization="Bearer " + ADMIN)
         self.assertEqual(gw.post_json("/admin/reload", {}, headers=h).status, 200)
+
+
+def _ipv6_address(dest):
+    """The local IPv6 address a datagram to dest would leave from, or None (no IPv6, no route).
+    Nothing is sent."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.connect((dest, 9))
+            return s.getsockname()[0]
+    except OSError:
+        return None
+
+
+class AdminOverIPv6(MGTestCase):
+    """Without adminKey the admin endpoints answer loopback clients only, by the peer's address.
+    On `[::]` that address is never an IPv4-mapped one (::ffff:127.0.0.1, which the loopback test
+    would refuse): libmicrohttpd makes an IPv6 listening socket IPv6-only (IPV6_V6ONLY, as it is
+    not asked for MHD_USE_DUAL_STACK), so IPv4 clients cannot connect at all. If the listener ever
+    becomes dual-stack, that assertion fails here and the loopback test needs to learn mapped
+    addresses."""
+
+    def setUp(self):
+        if not _ipv6_address("::1"):
+            self.skipTest("no IPv6 loopback on this machine")
+        a = self.mock("A")
+        self.gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"), start=False)
+        self.gw.listen_host, self.gw.connect_host = "::", "::1"
+        self.gw.start()
+
+    def test_ipv6_loopback_is_loopback(self):
+        self.assertEqual(self.gw.get("/admin/policy").status, 200)
+        self.assertEqual(self.gw.post_json("/admin/reload", {}).status, 200)
+
+    def test_ipv6_other_addresses_are_not(self):
+        addr = _ipv6_address("2001:db8::1")  # this machine's own non-loopback address, if any
+        if not addr or addr.startswith("fe80:"):
+            self.skipTest("no routable IPv6 address on this machine")
+        self.gw.connect_host = addr
+        self.assertOpenAIError(self.gw.get("/admin/policy"), 401, "admin_unauthorized")
+        self.assertEqual(self.gw.get("/health").status, 200)  # it is reachable, only not admin
+
+    def test_ipv4_clients_cannot_reach_an_ipv6_listener(self):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            self.assertNotEqual(s.connect_ex(("127.0.0.1", self.gw.port)), 0,
+                                "[::] accepted IPv4: check that admin access treats ::ffff:127.0.0.1 as loopback")
 
 
 class ParseCost(MGTestCase):

@@ -246,6 +246,10 @@ class Gateway:
                 self.env[k] = v
         self.secrets = list(secrets) + _secrets_in_config(cfg, self.env)
         self.extra_args = list(extra_args)
+        # Where it listens, and the address the test's requests go to (set both before start()
+        # to listen elsewhere than 127.0.0.1; an IPv6 address comes without brackets).
+        self.listen_host = "127.0.0.1"
+        self.connect_host = "127.0.0.1"
         self.port = None
         self.proc = None
         self.lines = []            # stderr lines (str, without newline)
@@ -259,8 +263,9 @@ class Gateway:
     def start(self, timeout=10.0):
         timeout *= TIMEOUT_SCALE
         self.port = free_port()
+        host = "[%s]" % self.listen_host if ":" in self.listen_host else self.listen_host
         args = [BIN, "serve", "--config", self.config_path,
-                "--listen", "127.0.0.1:%d" % self.port] + self.extra_args
+                "--listen", "%s:%d" % (host, self.port)] + self.extra_args
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=self.env, cwd=self.dir)
         _live.add(self.proc)
@@ -414,7 +419,7 @@ class Gateway:
 
     # -- HTTP
     def conn(self, timeout=30):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        return http.client.HTTPConnection(self.connect_host, self.port, timeout=timeout)
 
     def request(self, method, path, body=None, headers=None, timeout=30):
         c = self.conn(timeout)

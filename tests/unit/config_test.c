@@ -694,6 +694,9 @@ MG_TEST(gateway_settings)
     MG_CHECK_INT(cfg->gw.max_connections, 500);
     MG_CHECK_STR(cfg->gw.policy_path, "/etc/mg/policies/route.lua");
     MG_CHECK_STR(cfg->gw.log_path, "/etc/mg/logs/mg.log");
+    /* where the value is, for "cannot read" messages about the file (gen.c) */
+    MG_CHECK_STR(cfg->gw.policy_at, "cfg.json5:2:44: gateway.policy");
+    MG_CHECK(cfg->gw.error_patterns_at == NULL);
     MG_CHECK_INT(cfg->gw.timeouts.total_ms, 0);
     mg_timeouts_t t = mg_config_timeouts(cfg, mg_config_find_model(cfg, "anthropic/claude-opus-4-6"));
     MG_CHECK_INT(t.connect_ms, 1);
