@@ -217,7 +217,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 40; i++) {
         char ref[32];
         snprintf(ref, sizeof ref, "prov/model-%d", i);
-        mg_tokens_calib_observe(calib, ref, 10000, 8500);
+        mg_tokens_calib_observe(calib, ref, 10000, 0, 8500); /* text only: no fixed share */
     }
     mg_tokens_opts_t cal = {calib, "prov/model-7", 0};
 
