@@ -86,6 +86,12 @@ static const char *const gw_provider_keys[] = {"tags",   "region", "timeouts", "
 
 /* ---- messages -------------------------------------------------------------------------------- */
 
+static void add_warning(mg_config_t *cfg, char *msg)
+{
+    cfg->warnings = mg_xrealloc(cfg->warnings, (cfg->n_warnings + 1) * sizeof *cfg->warnings);
+    cfg->warnings[cfg->n_warnings++] = msg;
+}
+
 /* The reader's report callback: "FILE:LINE:COL: key.path: message" about node, at its key
  * (at_key) or at its value. The first error goes to the caller's buffer; warnings accumulate. */
 static void report(mg_cfgread_t *r, const cJSON *node, bool at_key, bool is_error, const char *msg)
@@ -107,9 +113,20 @@ static void report(mg_cfgread_t *r, const cJSON *node, bool at_key, bool is_erro
         mg_buf_free(&b);
         return;
     }
-    mg_config_t *cfg = ld->cfg;
-    cfg->warnings = mg_xrealloc(cfg->warnings, (cfg->n_warnings + 1) * sizeof *cfg->warnings);
-    cfg->warnings[cfg->n_warnings++] = mg_buf_steal(&b);
+    add_warning(ld->cfg, mg_buf_steal(&b));
+}
+
+/* JSON5 lets a later key replace an earlier one without a word. In a config that is nearly always
+ * a paste gone wrong (a second `models` block, a provider given twice), so each one warns. */
+static void warn_duplicate_keys(loader_t *ld)
+{
+    for (size_t i = 0; i < ld->doc->n_dups; i++) {
+        const mg_json5_dup_t *d = &ld->doc->dups[i];
+        char *q = mg_cfgread_quote(d->key);
+        add_warning(ld->cfg, mg_xasprintf("%s:%d:%d: duplicate key %s: it replaces the one at %d:%d (the last one wins)",
+                                          ld->file, d->line, d->column, q, d->was_line, d->was_column));
+        free(q);
+    }
 }
 
 /* ---- hosts and paths ------------------------------------------------------------------------- */
@@ -1387,6 +1404,7 @@ static mg_config_t *load_text(const char *text, size_t len, const char *name, co
         mg_cfgread_fail_got(&ld.rd, doc.root, "expected an object at the top level");
         goto done;
     }
+    warn_duplicate_keys(&ld);
     if (mg_cfgread_check_keys(&ld.rd, doc.root, top_keys, false) || load_models(&ld, doc.root) ||
         load_gateway(&ld, doc.root))
         goto done;

@@ -33,6 +33,7 @@ typedef struct key_slot {
     const cJSON *obj; /* NULL = empty slot */
     cJSON *item;      /* the member; item->string is its key */
     uint64_t hash;
+    loc_t at;         /* where its key starts */
 } key_slot_t;
 
 typedef struct parser {
@@ -49,6 +50,8 @@ typedef struct parser {
     key_slot_t *keys; /* owned; open addressing, capacity a power of two */
     size_t n_keys, cap_keys;
     cJSON *graveyard; /* owned; members replaced by a later duplicate, freed at the end */
+    mg_json5_dup_t *dups; /* owned; handed to the doc on success */
+    size_t n_dups;
     mg_buf_t scratch; /* owned; string and number text being decoded */
 } parser_t;
 
@@ -260,10 +263,11 @@ static void keys_grow(parser_t *p)
     p->cap_keys = cap;
 }
 
-/* Adds item to obj under key. A key obj already has is replaced (the last one wins); the old
- * member goes to the graveyard rather than being freed, so that no later node can reuse its
- * address while its position entry still exists. */
-static void add_member(parser_t *p, cJSON *obj, const char *key, cJSON *item)
+/* Adds item to obj under key (starting at kat). A key obj already has is replaced (the last one
+ * wins) and the replacement noted in p->dups; the old member goes to the graveyard rather than
+ * being freed, so that no later node can reuse its address while its position entry still
+ * exists. */
+static void add_member(parser_t *p, cJSON *obj, const char *key, cJSON *item, loc_t kat)
 {
     if ((p->n_keys + 1) * 2 > p->cap_keys) keys_grow(p);
     uint64_t h = key_hash(obj, key);
@@ -272,12 +276,14 @@ static void add_member(parser_t *p, cJSON *obj, const char *key, cJSON *item)
         key_slot_t *s = &p->keys[j];
         if (s->hash == h && s->obj == obj && strcmp(s->item->string, key) == 0) {
             cJSON_AddItemToArray(p->graveyard, cJSON_DetachItemViaPointer(obj, s->item));
+            p->dups = mg_xrealloc(p->dups, (p->n_dups + 1) * sizeof *p->dups);
+            p->dups[p->n_dups++] = (mg_json5_dup_t){mg_xstrdup(key), kat.line, kat.col, s->at.line, s->at.col};
             break;
         }
     }
     if (!p->keys[j].obj) p->n_keys++;
     if (!cJSON_AddItemToObject(obj, key, item)) CJ(NULL);
-    p->keys[j] = (key_slot_t){obj, item, h};
+    p->keys[j] = (key_slot_t){obj, item, h, kat};
 }
 
 static int cmp_pos(const void *a, const void *b)
@@ -610,7 +616,7 @@ static cJSON *parse_object(parser_t *p, int depth)
         cJSON *v = parse_value(p, depth, &vat);
         if (!v) goto error;
         record(p, v, kat, vat);
-        add_member(p, obj, key, v);
+        add_member(p, obj, key, v, kat);
         free(key), key = NULL;
         if (skip_ws(p)) goto error;
         if (p->i < p->len && p->s[p->i] == ',') {
@@ -650,6 +656,12 @@ static cJSON *parse_value(parser_t *p, int depth, loc_t *at)
     return fail_unexpected(p, ""), NULL;
 }
 
+static void free_dups(mg_json5_dup_t *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(d[i].key);
+    free(d);
+}
+
 /* ---- public ---------------------------------------------------------------------------------- */
 
 int mg_json5_parse(const char *text, size_t len, mg_json5_doc_t *doc, char *err, size_t errlen)
@@ -685,12 +697,15 @@ int mg_json5_parse(const char *text, size_t len, mg_json5_doc_t *doc, char *err,
     doc->root = root, root = NULL;
     doc->pos = p.pos, p.pos = NULL;
     doc->n_pos = p.n_pos;
+    doc->dups = p.dups, p.dups = NULL;
+    doc->n_dups = p.n_dups, p.n_dups = 0;
     rc = 0;
 done:
     cJSON_Delete(root);
     cJSON_Delete(p.graveyard);
     free(p.pos);
     free(p.keys);
+    free_dups(p.dups, p.n_dups);
     mg_buf_free(&p.scratch);
     return rc;
 }
@@ -708,5 +723,6 @@ void mg_json5_free(mg_json5_doc_t *doc)
     if (!doc) return;
     cJSON_Delete(doc->root);
     free(doc->pos);
+    free_dups(doc->dups, doc->n_dups);
     *doc = (mg_json5_doc_t){0};
 }

@@ -4,7 +4,8 @@
  * Supports: // and block comments, trailing commas, unquoted (ECMAScript identifier) keys, single-
  * quoted strings, escapes incl. \x, \u (surrogate pairs) and line continuations, hex integers,
  * leading/trailing decimal points, explicit +, Infinity, NaN. Nesting is capped (MG_JSON5_MAX_DEPTH)
- * and input must be valid UTF-8. Duplicate keys: the last one wins (as JSON5/ES5 does).
+ * and input must be valid UTF-8. Duplicate keys: the last one wins (as JSON5/ES5 does), and each
+ * replacement is listed in the doc (dups) so that a caller can warn of it.
  * One deliberate departure: a NUL character in a string (\0, \x00, \u0000 or a raw 0 byte) is
  * rejected, because cJSON strings end at the first NUL and would silently be cut there.
  * Lines end at LF, CR, CRLF, U+2028 and U+2029 (outside strings, and in line continuations);
@@ -24,10 +25,19 @@ typedef struct mg_json5_pos {
     int value_column; /* object members): errors about a value point here, about a key above */
 } mg_json5_pos_t;
 
+/* A key given twice in one object: the later member replaced the earlier. */
+typedef struct mg_json5_dup {
+    char *key;
+    int line, column;         /* where the later key starts (the one that counts) */
+    int was_line, was_column; /* where the replaced one started */
+} mg_json5_dup_t;
+
 typedef struct mg_json5_doc {
     cJSON *root;
     mg_json5_pos_t *pos; /* one entry per node (value position; for object members, the key's) */
     size_t n_pos;
+    mg_json5_dup_t *dups; /* in the order met */
+    size_t n_dups;
 } mg_json5_doc_t;
 
 /* Parses text[0..len). On success returns 0 and fills doc (free with mg_json5_free). On failure

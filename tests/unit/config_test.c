@@ -843,6 +843,15 @@ MG_TEST(default_chain)
     }
 }
 
+MG_TEST(duplicate_keys_warn)
+{
+    /* A second models block pasted below the first replaces it: said, with both places. */
+    expect_warning("{models: {mode: 'merge'},\n gateway: {},\n models: {mode: 'merge'}}",
+                   "cfg.json5:3:2: duplicate key \"models\": it replaces the one at 1:2 (the last one wins)");
+    expect_warning("{gateway: {threads: 1, threads: 2}}",
+                   "cfg.json5:1:24: duplicate key \"threads\": it replaces the one at 1:12 (the last one wins)");
+}
+
 MG_TEST(aliases)
 {
     expect_warning("{agents: {defaults: {models: {'nope/x': {alias: 'X'}}}}}",

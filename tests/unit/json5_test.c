@@ -248,6 +248,26 @@ MG_TEST(duplicate_keys_last_wins)
     /* the replaced subtree's positions are gone: root, b, a */
     MG_CHECK_INT(doc.n_pos, 3);
     MG_CHECK_INT(count_with_pos(&doc, r), 3);
+    /* the replacement is listed: the later key and where the replaced one was */
+    MG_CHECK_INT(doc.n_dups, 1);
+    if (doc.n_dups == 1) {
+        MG_CHECK_STR(doc.dups[0].key, "a");
+        MG_CHECK_INT(doc.dups[0].column, 24);
+        MG_CHECK_INT(doc.dups[0].was_column, 2);
+        MG_CHECK_INT(doc.dups[0].was_line, 1);
+    }
+    mg_json5_free(&doc);
+    /* three of one key: two replacements, each naming the one it replaced */
+    r = parse_ok(&doc, "{k: 1,\nk: 2,\n  k: 3}");
+    MG_CHECK_INT(num(r, "k"), 3);
+    MG_CHECK_INT(doc.n_dups, 2);
+    if (doc.n_dups == 2) {
+        MG_CHECK_INT(doc.dups[0].line, 2);
+        MG_CHECK_INT(doc.dups[0].was_line, 1);
+        MG_CHECK_INT(doc.dups[1].line, 3);
+        MG_CHECK_INT(doc.dups[1].column, 3);
+        MG_CHECK_INT(doc.dups[1].was_line, 2);
+    }
     mg_json5_free(&doc);
     /* duplicates in nested and sibling objects stay apart */
     r = parse_ok(&doc, "{o: {k: 1}, p: {k: 2}, o: {k: 3, k: 4}}");
@@ -255,6 +275,7 @@ MG_TEST(duplicate_keys_last_wins)
     MG_CHECK_INT(num(cJSON_GetObjectItemCaseSensitive(r, "p"), "k"), 2);
     MG_CHECK_INT(count_with_pos(&doc, r), 5);
     MG_CHECK_INT(doc.n_pos, 5);
+    MG_CHECK_INT(doc.n_dups, 2); /* o, and k inside the second o; p's k is no duplicate */
     mg_json5_free(&doc);
 }
 
