@@ -112,7 +112,7 @@ fi
 
 if [ "$BUILD" = 1 ]; then
     build_tools "moongate, the bench tools and the micro-benchmarks" 900 "$BUILD_DIR/compare-build.log" \
-        moongate bench_mock_upstream bench_stream_load bench_paced_load bench_sse bench_compact bench_policy
+        moongate bench_mock_upstream bench_stream_load bench_paced_load bench_cpu_gaps bench_sse bench_compact bench_policy
 fi
 MOCK=$BUILD_DIR/bench/mock_upstream
 LOAD=$BUILD_DIR/bench/stream_load
@@ -377,6 +377,33 @@ PK_VER=$( [ -f "$PORTKEY_DIR/node_modules/@portkey-ai/gateway/package.json" ] &&
 say "machine: $MACHINE; ${BUSY}% busy, load $LOADAVG"
 say "peer on CPU $PEER_CPU; wrk, upstream and stream client on CPU $LOAD_CPU; wrk runs ${DURATION} s, saturation at $CONNS connections"
 
+# cpu_gaps on both CPUs at once, as busy as a measurement keeps them: the time each loses to gaps
+# nothing on the machine shows (a VM's host, interrupts). Gaps of milliseconds put a floor under
+# every p99 below, for every peer alike. -> GAPS[label]: the GAPS lines, one per CPU
+declare -A GAPS
+measure_gaps() {
+    local label=$1 secs c pids=()
+    secs=$([ "$QUICK" = 1 ] && echo 2 || echo 5)
+    for c in $(printf '%s\n' "$LOAD_CPU" "$PEER_CPU" | sort -u); do
+        spawn taskset -c "$c" "$BUILD_DIR/bench/cpu_gaps" --seconds "$secs" >"$WORK/gaps-$label-$c.out" 2>/dev/null
+        pids+=("$SPAWNED")
+    done
+    wait "${pids[@]}"
+    GAPS[$label]=$(cat "$WORK"/gaps-"$label"-*.out 2>/dev/null | grep '^GAPS ')
+}
+gaps_text() { # label -> "CPU 0 lost 0.41% (3 gaps ≥ 1 ms, longest 2.1 ms); CPU 1 ..."
+    local l first=1
+    while read -r l; do
+        [ -n "$l" ] || continue
+        [ $first = 1 ] || printf '; '
+        first=0
+        printf 'CPU %s lost %s%% (%s gaps ≥ 1 ms, %s ≥ 5 ms, longest %s ms)' "$(field "$l" cpu)" "$(field "$l" lost_pct)" \
+            "$(field "$l" n_1ms)" "$(field "$l" n_5ms)" "$(field "$l" max_ms)"
+    done <<<"${GAPS[$1]:-}"
+}
+
+measure_gaps before
+say "cpu_gaps before: $(gaps_text before)"
 start_mock "$EV_EVENTS" 0
 for ORIGIN in $ORIGINS; do
     CUR_ORIGIN=$ORIGIN
@@ -421,6 +448,8 @@ for ORIGIN in $ORIGINS; do
     done
     [ "$ORIGIN" = nginx ] && stop_pid "$ORIGIN_PID"
 done
+measure_gaps after
+say "cpu_gaps after: $(gaps_text after)"
 
 # ---- concurrent streams (bench/streams.sh) ----
 STREAMS_TABLE=
@@ -450,6 +479,7 @@ echo "Date: $DATE. Machine: $MACHINE; ${BUSY}% busy and load average $LOADAVG be
 echo "moongate at commit $COMMIT$([ "$DIRTY" -gt 0 ] && echo " plus uncommitted changes to $DIRTY files ($DIRTY_FILES)"), build type ${BUILD_TYPE:-unknown}; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'); wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'); node $(node --version 2>/dev/null)."
 echo "Command: \`$CMDLINE\`. Peer on CPU $PEER_CPU; wrk (1 thread), the upstream and the stream client on CPU $LOAD_CPU."
 echo "Other work on the machine during the wrk and streaming measurements: at most $OTHER_MAX CPU (/proc/stat minus this script's processes; per run in the progress log)."
+echo "Time the CPUs lost to gaps no process shows (bench/cpu_gaps spinning on both at once, gaps of 0.1 ms or more): before the measurements $(gaps_text before); after them $(gaps_text after). Gaps of milliseconds are a floor under every p99 below, for every peer alike."
 echo
 for ORIGIN in $ORIGINS; do
     echo "Throughput, upstream \`$ORIGIN\` ($([ "$ORIGIN" = mock ] && echo "bench/mock_upstream" || echo "nginx return 200")); wrk -t1 -c$CONNS -d${DURATION}s, 655-byte JSON POST:"
