@@ -33,8 +33,9 @@
 # runs; "" skips), --no-stream (skip the streaming part), --no-micro, --build-dir DIR
 # (build-compare, configured Release if missing), --no-build, --no-install (do not apt-get/npm),
 # --prio (SCHED_RR priority 1 for every process measured, for a shared machine; note that the
-# kernel's RT throttling then caps each CPU at 95%, which lowers saturated figures), --keep (keep the
-# work directory), --quick.
+# kernel's RT throttling then caps each CPU at 95%, which lowers saturated figures), --same-rate R
+# (also measure every peer and the upstream directly at R requests/s, both ways, as a control: at
+# one rate, peers that cost more per request run busier), --keep (keep the work directory), --quick.
 # Installs what is missing: wrk and nginx with apt-get, Portkey with npm into BUILD_DIR/portkey
 # (versions pinned in bench/portkey/package.json). nginx runs from its own config and prefix in the
 # work directory, never the system service. Loopback only; nothing is sent to a hosted provider.
@@ -58,6 +59,7 @@ INSTALL=1
 PRIO=0
 KEEP=0
 QUICK=0
+SAME_RATE=
 HALF_CONNS=16
 WARM_S=2
 TTFT_N=200
@@ -79,6 +81,7 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0 ;;
     --no-install) INSTALL=0 ;;
     --prio) PRIO=1 ;;
+    --same-rate) SAME_RATE=$2; shift ;;
     --keep) KEEP=1 ;;
     --quick) QUICK=1 DURATION=3 WARM_S=1 STREAMS_RUN=200 TTFT_N=50 EV_EVENTS=500 ;;
     -h | --help) usage; exit 0 ;;
@@ -435,6 +438,12 @@ for ORIGIN in $ORIGINS; do
             run_paced "$key-paced" "$P_URL" "$HALF_RATE" "$P_PID" "${P_HDRS[@]}"
             R[$key.paced]=$PACED_LINE
         fi
+        if [ -n "$SAME_RATE" ]; then
+            WRK_RATE=$SAME_RATE run_wrk "$key-same" "$P_URL" "$HALF_CONNS" "$DURATION" "$P_PID" "${P_HDRS[@]}"
+            R[$key.same]=$WRK_LINE
+            run_paced "$key-same-paced" "$P_URL" "$SAME_RATE" "$P_PID" "${P_HDRS[@]}"
+            R[$key.same_paced]=$PACED_LINE
+        fi
         if [ "$ORIGIN" = mock ] && [ "$STREAMING" = 1 ]; then run_streams "$ORIGIN" "$PEER"; fi
         if [ "$PEER" != direct ]; then
             if ! kill -0 "$P_PID" 2>/dev/null; then die "$PEER exited during the run${P_LOG:+: $(tail -3 "$P_LOG")}"; fi
@@ -527,6 +536,20 @@ for ORIGIN in $ORIGINS; do
             "| $(added "$(field "$p" p50_us)" "$(field "$dp" p50_us)") / $(added "$(field "$p" p99_us)" "$(field "$dp" p99_us)") | $(field "$p" queued) |"
     done
     echo
+    if [ -n "$SAME_RATE" ]; then
+        echo "All at the same rate, upstream \`$ORIGIN\` (--same-rate $SAME_RATE: a control; at one rate a peer that costs more per request is busier), $HALF_CONNS connections; ms:"
+        echo
+        echo "| peer | busy (CPU of its core) | wrk pacing p50 / p99 | Poisson p50 / p99 / p99.9 |"
+        echo "|---|---:|---|---|"
+        for PEER in $PEERS; do
+            l=${R[$ORIGIN.$PEER.same]:-}
+            p=${R[$ORIGIN.$PEER.same_paced]:-}
+            [ -n "$l" ] || continue
+            echo "| $(name "$PEER") | $(field "$l" cpu_pct)% | $(ms "$(field "$l" p50_us)") / $(ms "$(field "$l" p99_us)")" \
+                "| $(ms "$(field "$p" p50_us)") / $(ms "$(field "$p" p99_us)") / $(ms "$(field "$p" p999_us)") |"
+        done
+        echo
+    fi
 done
 
 if [ "$STREAMING" = 1 ] && [[ " $ORIGINS " == *" mock "* ]]; then
