@@ -1,6 +1,7 @@
 /* What the three codec files do alike. See codec_util.h for the contracts. */
 #include "codec_util.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -239,10 +240,16 @@ char *mg_codec_openai_error(mg_api_t api, int status, const char *type, const ch
     return mg_buf_steal(&b);
 }
 
+static atomic_ullong placeholder_seq; /* mg_codec_answer_id's ids for answers that had none */
+
 char *mg_codec_answer_id(const char *prefix, const char *opt_id, const char *up_id, const char *fallback)
 {
     if (opt_id) return mg_xstrdup(opt_id);
-    if (!up_id || !*up_id) return mg_xstrdup(fallback);
+    /* An upstream that names its answers nothing still gets unique ids to its clients (SDKs and
+     * logs key on them): the wall clock's seconds and a counter, as request ids are made. */
+    if (!up_id || !*up_id)
+        return mg_xasprintf("%s-%llx%06llx", fallback, (unsigned long long)(mg_wall_ms() / 1000),
+                            (unsigned long long)atomic_fetch_add(&placeholder_seq, 1) & 0xFFFFFFull);
     size_t np = strlen(prefix);
     if (strncmp(up_id, prefix, np) == 0) return mg_xstrdup(up_id);
     char *id = mg_xasprintf("%s%s", prefix, up_id);

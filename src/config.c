@@ -992,8 +992,9 @@ static int load_compaction(loader_t *ld, const cJSON *gw)
     return 0;
 }
 
-/* "FILE:LINE:COL: gateway.KEY", where the config sets gw[key] (present): the prefix of a message
- * about the file that value names, which is only read once the config has loaded (gen.c). */
+/* "FILE:LINE:COL: gateway.KEY", where the config sets obj[key] (present; obj is the object the
+ * reader's path names): the prefix of a message about the file that value names, which is only
+ * opened once the config has loaded (gen.c, main.c). */
 static char *where(loader_t *ld, const cJSON *gw, const char *key)
 {
     size_t mark = mg_cfgread_push_key(&ld->rd, key);
@@ -1120,7 +1121,10 @@ static int load_gateway(loader_t *ld, const cJSON *root)
         if (mg_cfgread_check_keys(&ld->rd, log, log_keys, true) ||
             (rc = mg_cfgread_string(&ld->rd, log, "path", true, &s)) < 0)
             return -1;
-        if (rc && strcmp(s, "-") != 0) g->log_path = join_path(ld->cfg->base_dir, s);
+        if (rc && strcmp(s, "-") != 0) {
+            g->log_path = join_path(ld->cfg->base_dir, s);
+            g->log_path_at = where(ld, log, "path");
+        }
         if (mg_cfgread_bool(&ld->rd, log, "content", &g->log_content) < 0) return -1;
         if ((rc = mg_cfgread_int(&ld->rd, log, "contentMaxBytes", 0, 16 << 20, &v)) < 0) return -1;
         if (rc) g->log_content_max_bytes = (size_t)v;
@@ -1485,6 +1489,7 @@ void mg_config_free(mg_config_t *cfg)
     free(cfg->gw.error_patterns_path);
     free(cfg->gw.error_patterns_at);
     free(cfg->gw.log_path);
+    free(cfg->gw.log_path_at);
     wipe_free(cfg->gw.admin_key);
     mg_keys_free(cfg->gw.keys);
     for (size_t i = 0; i < cfg->gw.n_allowed_regions; i++) free(cfg->gw.allowed_regions[i]);

@@ -169,6 +169,7 @@ typedef struct mg_gateway_settings {
     size_t log_content_max_bytes; /* gateway.log.contentMaxBytes: cap per text, default 4096 */
     char *admin_key;        /* gateway.adminKey (may be "${ENV}"); NULL = admin endpoints from loopback only. Secret. */
     char *log_path;         /* absolute, or NULL for stderr (config "-" or absent) */
+    char *log_path_at;      /* where the config names it, as policy_at */
 } mg_gateway_settings_t;
 
 typedef struct mg_config {

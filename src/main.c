@@ -89,7 +89,8 @@ static int cmd_check(const char *path)
     mg_config_t *cfg = load_config(path, false);
     if (!cfg) return 1;
     if (cfg->gw.log_path && !log_path_writable(cfg->gw.log_path)) {
-        fprintf(stderr, "moongate: gateway.log.path: cannot write %s: %s\n", cfg->gw.log_path, strerror(errno));
+        fprintf(stderr, "moongate: %s: cannot write %s: %s\n", cfg->gw.log_path_at ? cfg->gw.log_path_at : "gateway.log.path",
+                cfg->gw.log_path, strerror(errno));
         mg_config_free(cfg);
         return 1;
     }
@@ -181,7 +182,8 @@ static int cmd_serve(const char *path, const char *listen)
     }
     mg_reload_set_start(&cfg->gw); /* as configured, before the descriptor limit trims it */
     if (mg_log_open(cfg->gw.log_path) != 0) {
-        fprintf(stderr, "moongate: cannot open log %s\n", cfg->gw.log_path);
+        fprintf(stderr, "moongate: %s: cannot write %s: %s\n", cfg->gw.log_path_at ? cfg->gw.log_path_at : "gateway.log.path",
+                cfg->gw.log_path, strerror(errno));
         free(host);
         mg_config_free(cfg);
         return 1;

@@ -514,7 +514,7 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
         if (complete) {
             if (a->mode == MG_RELAY_CHAT_RAW) mg_buf_puts(&tail, "data: [DONE]\n\n");
         } else {
-            char msg[256];
+            char msg[sizeof a->detail + 96];
             mg_class_t cls = a->sse_broken      ? a->fail_cls
                              : result == MG_XFER_OK ? MG_CLASS_STREAM_BROKEN
                                                     : mg_classify_xfer(result);

@@ -61,7 +61,7 @@ typedef struct mg_attempt {
     mg_buf_t body;
     size_t body_cap;
     mg_xfer_result_t result;
-    char detail[160];
+    char detail[512]; /* what went wrong, the upstream's own words where it gave some (cut to fit) */
     bool done; /* [locked] */
     /* Streaming answers (upstream thread until done). */
     bool is_sse;          /* a 2xx text/event-stream answer */
@@ -113,7 +113,7 @@ typedef struct mg_summary_run {
     mg_buf_t body;           /* (up) the answer, capped */
     bool health_begun;       /* counted in flight by the health registry; ended exactly once */
     mg_xfer_result_t result; /* (up) */
-    char detail[160];        /* (up) */
+    char detail[512];        /* (up) */
     /* The candidate: compacted with room kept for the summary (reserved), and the deterministic
      * result that stands when the summary cannot be had (fallback). */
     mg_ir_request_t reserved, fallback;

@@ -1431,7 +1431,7 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
         mg_metrics_attempt(a->model->ref, a->cls);
         return advance(req, reply);
     }
-    char why[256] = "";
+    char why[sizeof run->detail + 64] = "";
     const char *text = NULL;
     size_t len = 0;
     int64_t took = mg_now_ms() - run->start_ms;

@@ -6,6 +6,7 @@ examples/ loading cleanly (issue 2, items 3 and 4)."""
 import glob
 import json
 import os
+import re
 import subprocess
 import tempfile
 
@@ -66,9 +67,16 @@ class Check(MGTestCase):
     def test_check_rejects_a_log_path_that_cannot_be_written(self):
         good = config(providers={"a": provider("http://127.0.0.1:9/v1", ["m"])}, primary="a/m",
                       gateway={"log": {"path": "/nonexistent-mg-dir/moongate.log"}})
-        rc, out = run(["check", "--config", self.write(json.dumps(good))])
+        path = self.write(json.dumps(good))
+        rc, out = run(["check", "--config", path])
         self.assertEqual(rc, 1, out)
-        self.assertIn("gateway.log.path: cannot write /nonexistent-mg-dir/moongate.log: No such file or directory", out)
+        # Named at the config's line:col, like every config error.
+        self.assertRegex(out, re.escape(path) + r":1:\d+: gateway\.log\.path: cannot write "
+                         r"/nonexistent-mg-dir/moongate\.log: No such file or directory")
+        # serve refuses it the same way, before listening.
+        rc, out = run(["serve", "--config", path, "--listen", "127.0.0.1:0"])
+        self.assertEqual(rc, 1, out)
+        self.assertRegex(out, re.escape(path) + r":1:\d+: gateway\.log\.path: cannot write")
         d = tempfile.mkdtemp(prefix="mg-it-")
         self.addCleanup(lambda: os.rmdir(d))
         good["gateway"]["log"]["path"] = os.path.join(d, "moongate.log")

@@ -303,8 +303,6 @@ MG_TEST(answer_ids_take_the_client_apis_prefix)
         {"resp_", NULL, "chatcmpl-1", "resp_chatcmpl-1"},
         {"msg_", NULL, "msg_01XY", "msg_01XY"},                 /* already the client's shape */
         {"chatcmpl-", NULL, "gen-17/a b.c", "chatcmpl-gen-17_a_b_c"}, /* [A-Za-z0-9_-] only */
-        {"msg_", NULL, NULL, "msg_moongate"},
-        {"msg_", NULL, "", "msg_moongate"},
         {"msg_", "given", "chatcmpl-abc", "given"},             /* an explicit id as given */
     };
     for (size_t i = 0; i < MG_ARRAY_LEN(cases); i++) {
@@ -313,6 +311,15 @@ MG_TEST(answer_ids_take_the_client_apis_prefix)
         MG_CHECK_STR(id, cases[i].want);
         free(id);
     }
+    /* No upstream id: the fallback and a suffix, different for every answer. */
+    char *a = mg_codec_answer_id("msg_", NULL, NULL, "msg_moongate");
+    char *b = mg_codec_answer_id("msg_", NULL, "", "msg_moongate");
+    MG_CHECK(strncmp(a, "msg_moongate-", 13) == 0 && strlen(a) > 13);
+    MG_CHECK(strncmp(b, "msg_moongate-", 13) == 0);
+    MG_CHECK(strcmp(a, b) != 0);
+    for (const char *c = a + 13; *c; c++) MG_CHECK((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'));
+    free(a);
+    free(b);
 }
 
 MG_TEST_MAIN()

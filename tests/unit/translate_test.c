@@ -233,7 +233,7 @@ MG_TEST(requests_all_pairs_match_goldens)
         int from;
         if (!split_name(files[f], cas, sizeof cas, &from)) continue;
         snprintf(path, sizeof path, FIX "/requests/%s", files[f]);
-        size_t len;
+        size_t len = 0;
         char *text = mg_test_read_file(path, &len);
         cJSON *body = cJSON_ParseWithLength(text, len);
         MG_CHECK(body != NULL);
@@ -303,7 +303,7 @@ MG_TEST(responses_all_pairs_match_goldens)
         int from;
         if (!split_name(files[f], cas, sizeof cas, &from)) continue;
         snprintf(path, sizeof path, FIX "/responses/%s", files[f]);
-        size_t len;
+        size_t len = 0;
         char *text = mg_test_read_file(path, &len);
         cJSON *body = cJSON_ParseWithLength(text, len);
         mg_ir_arena_t *a = mg_ir_arena_new();
@@ -413,7 +413,7 @@ MG_TEST(streams_all_pairs_match_goldens_and_round_trip)
         int from;
         if (!split_name(files[f], cas, sizeof cas, &from)) continue;
         snprintf(path, sizeof path, FIX "/streams/%s", files[f]);
-        size_t len;
+        size_t len = 0;
         char *text = mg_test_read_file(path, &len);
         for (int to = 0; to < 3; to++) {
             for (int strip = 0; strip <= (has_reasoning_case(cas) ? 1 : 0); strip++) {
