@@ -41,10 +41,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int line = 0, col = 0, used = 0;
         check(sscanf(err, "%d:%d: %n", &line, &col, &used) == 2 && used > 0, "error without line:col");
         check(line >= 1 && col >= 1 && err[used] != '\0', "bad error position or empty message");
-        check(doc.root == NULL && doc.pos == NULL && doc.n_pos == 0, "doc not empty after failure");
+        check(doc.root == NULL && doc.pos == NULL && doc.n_pos == 0 && doc.dups == NULL && doc.n_dups == 0,
+              "doc not empty after failure");
         return 0;
     }
     check(check_positions(&doc, doc.root) == doc.n_pos, "position entries do not match the nodes");
+    /* Each replaced key came earlier in the text than the key that replaced it. */
+    for (size_t i = 0; i < doc.n_dups; i++) {
+        const mg_json5_dup_t *d = &doc.dups[i];
+        check(d->key && d->was_line >= 1 && d->was_column >= 1, "duplicate without a key or position");
+        check(d->was_line < d->line || (d->was_line == d->line && d->was_column < d->column),
+              "a duplicate key before the one it replaced");
+    }
     mg_json5_free(&doc);
 
     mg_config_t *cfg = mg_config_load_string(text, size, "fuzz.json5", "/nonexistent", err, sizeof err);
