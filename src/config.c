@@ -66,7 +66,7 @@ static const char *const gateway_keys[] = {"listen",       "maxBodyBytes",      
                                            "health",       "compaction",        "policyCpuMs",
                                            "policyMemoryMb", "onPolicyError",   "keys",
                                            "allowedRegions", "maxConnectionsPerIp", "bodyTimeoutMs",
-                                           "headerTimeoutMs", "maxHeaderBytes", NULL};
+                                           "headerTimeoutMs", "maxHeaderBytes", "allowedHosts", NULL};
 /* OpenClaw's own gateway block (its server: port, bind, auth, Control UI, Tailscale, …). */
 static const char *const openclaw_gateway_keys[] = {"port", "mode", "bind", "customBindHost", "auth",
                                                     "controlUi", "tailscale", "tls", "remote", "reload",
@@ -1094,6 +1094,20 @@ static int load_gateway(loader_t *ld, const cJSON *root)
     if (mg_cfgread_strings(&ld->rd, gw, "allowedRegions", "expected an array of region names", NULL,
                            false, &g->allowed_regions, &g->n_allowed_regions) < 0)
         return -1;
+    if (mg_cfgread_strings(&ld->rd, gw, "allowedHosts", "expected an array of host names", NULL, true,
+                           &g->allowed_hosts, &g->n_allowed_hosts) < 0)
+        return -1;
+    for (size_t i = 0; i < g->n_allowed_hosts; i++) {
+        const char *h = g->allowed_hosts[i];
+        if (strcmp(h, "*") != 0 && strpbrk(h, " \t/:@[]")) {
+            size_t at_key = mg_cfgread_push_key(&ld->rd, "allowedHosts");
+            mg_cfgread_push_index(&ld->rd, i);
+            mg_cfgread_fail(&ld->rd, cJSON_GetArrayItem(mg_cfgread_member(gw, "allowedHosts"), (int)i), false,
+                            "expected a host name without port or scheme (\"gw.example.org\"), or \"*\"");
+            mg_cfgread_pop(&ld->rd, at_key);
+            return -1;
+        }
+    }
     if ((rc = mg_cfgread_int(&ld->rd, gw, "policyCpuMs", 1, 1000, &v)) < 0) return -1;
     if (rc) g->policy_cpu_ms = v;
     if ((rc = mg_cfgread_int(&ld->rd, gw, "policyMemoryMb", 1, 4096, &v)) < 0) return -1;
@@ -1494,6 +1508,8 @@ void mg_config_free(mg_config_t *cfg)
     mg_keys_free(cfg->gw.keys);
     for (size_t i = 0; i < cfg->gw.n_allowed_regions; i++) free(cfg->gw.allowed_regions[i]);
     free(cfg->gw.allowed_regions);
+    for (size_t i = 0; i < cfg->gw.n_allowed_hosts; i++) free(cfg->gw.allowed_hosts[i]);
+    free(cfg->gw.allowed_hosts);
     for (size_t i = 0; i < cfg->gw.compaction.n_extra_tokens; i++) free(cfg->gw.compaction.extra_tokens[i]);
     free(cfg->gw.compaction.extra_tokens);
     for (size_t i = 0; i < cfg->n_warnings; i++) free(cfg->warnings[i]);

@@ -158,6 +158,9 @@ typedef struct mg_gateway_settings {
     char **allowed_regions; /* gateway.allowedRegions: hosted providers outside them are never
                                contacted (local ones always may be); NULL = no restriction */
     size_t n_allowed_regions;
+    char **allowed_hosts; /* gateway.allowedHosts: Host names accepted besides localhost and IP
+                             literals where the client's address is the only guard ("*": any) */
+    size_t n_allowed_hosts;
     unsigned max_connections_per_ip; /* gateway.maxConnectionsPerIp, 0 = unlimited */
     int64_t body_timeout_ms; /* gateway.bodyTimeoutMs: a request body must arrive whole within this
                                 (an absolute deadline against slow senders), default 30 s */

@@ -273,6 +273,40 @@ static enum MHD_Result serve_health(mg_server_t *srv, struct MHD_Connection *c)
     return send_reply(c, NULL, &r);
 }
 
+/* ---- Host ---- */
+
+/* Whether a Host header names this gateway as a local client or the admin would: an IP literal
+ * (IPv4, or IPv6 in brackets), localhost or a name under .localhost, or one of
+ * gateway.allowedHosts ("*" allows any), compared without the port and case. */
+static bool host_allowed(const char *host, const mg_gateway_settings_t *gw)
+{
+    char name[256];
+    size_t n = strlen(host);
+    if (n >= sizeof name) return false;
+    if (host[0] == '[') {
+        const char *end = strchr(host, ']');
+        if (!end || (end[1] != '\0' && end[1] != ':')) return false;
+        size_t len = (size_t)(end - host - 1);
+        memcpy(name, host + 1, len);
+        name[len] = '\0';
+        struct in6_addr a6;
+        return inet_pton(AF_INET6, name, &a6) == 1;
+    }
+    const char *colon = strchr(host, ':');
+    size_t len = colon ? (size_t)(colon - host) : n;
+    if (colon && strchr(colon + 1, ':')) return false; /* an IPv6 literal must be bracketed */
+    memcpy(name, host, len);
+    name[len] = '\0';
+    if (len && name[len - 1] == '.') name[--len] = '\0'; /* "localhost." is localhost */
+    struct in_addr a4;
+    if (inet_pton(AF_INET, name, &a4) == 1) return true;
+    if (strcasecmp(name, "localhost") == 0) return true;
+    if (len > 10 && strcasecmp(name + len - 10, ".localhost") == 0) return true;
+    for (size_t i = 0; i < gw->n_allowed_hosts; i++)
+        if (strcmp(gw->allowed_hosts[i], "*") == 0 || strcasecmp(gw->allowed_hosts[i], name) == 0) return true;
+    return false;
+}
+
 /* ---- admin ---- */
 
 /* The admin endpoints need `Authorization: Bearer <gateway.adminKey>` when an admin key is configured, and
@@ -681,15 +715,31 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
      * endpoints), any site the local user visits could spend the providers' keys or reload the
      * config: such requests are refused. With keys configured they need a key like any other. */
     bool admin = strncmp(url, "/admin/", 7) == 0;
+    bool address_only = admin ? !g->cfg->gw.admin_key : !g->cfg->gw.keys && strncmp(url, "/v1/", 4) == 0;
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
-    if (origin && (admin ? !g->cfg->gw.admin_key
-                         : !g->cfg->gw.keys && (strncmp(url, "/v1/", 4) == 0))) {
+    if (address_only && origin) {
         if (!admin && !api_endpoint(url, &req->ep) &&
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version"))
             req->ep = MG_EP_MESSAGES;
         return send_error(c, req, 403, "permission_error", "origin_not_allowed",
                           admin ? "browser requests (with an Origin header) to /admin/* need gateway.adminKey"
                                 : "browser requests (with an Origin header) need a client key (gateway.keys)");
+    }
+    /* DNS rebinding: a page whose own name now resolves to this address is same-origin with it,
+     * and a browser sends its GETs without Origin, so the check above cannot see it read
+     * /v1/models or /admin/policy. Its requests still carry its own name in Host: where the
+     * address is the only guard, Host must be an IP literal, localhost, or a name the admin lists
+     * in gateway.allowedHosts. */
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    if (address_only && host && !host_allowed(host, &g->cfg->gw)) {
+        if (!admin && !api_endpoint(url, &req->ep) &&
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version"))
+            req->ep = MG_EP_MESSAGES;
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "Host %.80s is not this gateway's name: add it to gateway.allowedHosts%s", host,
+                 admin ? ", or set gateway.adminKey" : ", or configure client keys (gateway.keys)");
+        return send_error(c, req, 403, "permission_error", "host_not_allowed", msg);
     }
     if (admin) return serve_admin(srv, c, req, url, method);
     if (strcmp(url, "/metrics") == 0) {

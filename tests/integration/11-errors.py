@@ -133,7 +133,7 @@ class ClientErrors(MGTestCase):
         # A client announcing 50 MB gets 413 at once; the gateway does not wait for the bytes.
         s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=3)
         try:
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
                       b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n"
                       b'{"model": "a/m", ')
             data = b""
@@ -333,12 +333,12 @@ class Robustness(MGTestCase):
     def test_garbage_and_truncated_requests(self):
         self.raw(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64)  # a TLS hello
         self.raw(b"GARBAGE\r\n\r\n")
-        self.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+        self.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n"
                  b'{"model"', read=False)
-        self.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        self.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
                  b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", read=False)
-        self.raw(b"GET /" + b"a" * 100000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.raw(b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"b" * 200000 + b"\r\n\r\n")
+        self.raw(b"GET /" + b"a" * 100000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        self.raw(b"GET /health HTTP/1.1\r\nHost: localhost\r\n" + b"X-Big: " + b"b" * 200000 + b"\r\n\r\n")
         self.assertAlive()
 
     def test_clients_closing_mid_body_are_accounted_for(self):
@@ -347,7 +347,7 @@ class Robustness(MGTestCase):
         # gateway leaks it and a graceful stop waits for it.
         n = 20
         for _ in range(n):
-            self.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            self.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
                      b"Content-Length: 100\r\n\r\n" b'{"model"', read=False)
         lines = self.gw.wait_access(n, timeout=3)
         self.assertTrue(all(l["status"] == 499 for l in lines), lines)

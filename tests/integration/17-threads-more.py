@@ -48,7 +48,7 @@ class ThreadsMore(MGTestCase):
                 h = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
                 held.append(h)
                 h.settimeout(1.0 * mglib.TIMEOUT_SCALE)
-                h.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                h.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                           b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY))
                 try:
                     served += h.recv(100).startswith(b"HTTP/1.1 200")
@@ -76,7 +76,7 @@ class ThreadsMore(MGTestCase):
                     h = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
                     held.append(h)
                     h.settimeout(3 * mglib.TIMEOUT_SCALE)
-                    h.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                    h.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
                     try:
                         got = h.recv(100)
                     except OSError as e:
@@ -100,7 +100,7 @@ class ThreadsMore(MGTestCase):
             t0 = time.monotonic()
             got = None
             try:
-                s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
                           b"application/json\r\nContent-Length: 1000\r\n\r\n{")
                 while time.monotonic() - t0 < 4:
                     s.sendall(b" ")       # a byte every 100 ms: never quiet for 500 ms

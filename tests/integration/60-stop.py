@@ -75,7 +75,7 @@ class SlowSenders(MGTestCase):
         gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
                                  gateway={"bodyTimeoutMs": 1000}))
         s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{")
         t0 = time.monotonic()
         closed = False
         while time.monotonic() - t0 < 4:
@@ -133,7 +133,7 @@ class SlowSenders(MGTestCase):
         gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
                                  gateway={"headerTimeoutMs": 1000}))
         # Slowloris: a header line every 100 ms, never the blank line that ends the head.
-        took = self._trickle_until_closed(gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n",
+        took = self._trickle_until_closed(gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n",
                                           b"X-a: b\r\n", 4)
         self.assertIsNotNone(took, "the slow head kept its connection past headerTimeoutMs")
         self.assertLess(took, 2.5)
@@ -188,7 +188,7 @@ class Limits(MGTestCase):
         held = []
         for _ in range(n):
             h = socket.create_connection(("127.0.0.1", gw.port), timeout=5 * mglib.TIMEOUT_SCALE)
-            h.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            h.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                       b"Content-Length: %d\r\n\r\n%s" % (len(self.BODY), self.BODY))
             self.assertTrue(h.recv(100).startswith(b"HTTP/1.1 200"))
             held.append(h)
@@ -199,7 +199,7 @@ class Limits(MGTestCase):
         n = 0
         for _ in range(tries):
             extra = socket.create_connection(("127.0.0.1", gw.port), timeout=5 * mglib.TIMEOUT_SCALE)
-            extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            extra.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
             try:
                 got = extra.recv(100)
             except OSError:

@@ -98,6 +98,50 @@ class BrowserOrigin(MGTestCase):
         self.assertEqual(gw.post_json("/admin/reload", {}, headers=h).status, 200)
 
 
+class DnsRebinding(MGTestCase):
+    """A page whose own name now resolves to 127.0.0.1 is same-origin with the gateway and its GETs
+    carry no Origin; its Host header still names the page's domain. Where the client's address is
+    the only guard, Host must be an IP literal, localhost (or *.localhost), or in allowedHosts."""
+    BODY = {"model": "a/m", "messages": [{"role": "user", "content": "hi"}]}
+
+    def test_a_foreign_host_is_refused_where_the_address_is_the_only_guard(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"allowedHosts": ["gw.internal"]}))
+        evil = {"Host": "rebind.attacker.example:%d" % gw.port}
+        for path in ("/v1/models", "/admin/policy", "/admin/health"):
+            r = gw.get(path, headers=evil)
+            self.assertOpenAIError(r, 403, "host_not_allowed")
+            self.assertIn("gateway.allowedHosts", r.json["error"]["message"], r)
+        r = gw.post_json("/v1/chat/completions", self.BODY, headers=evil)
+        self.assertOpenAIError(r, 403, "host_not_allowed")
+        r = gw.post_json("/v1/messages", dict(self.BODY, max_tokens=5), headers=evil)
+        self.assertEqual((r.status, r.json["type"], r.json["error"]["type"]), (403, "error", "permission_error"), r)
+        self.assertEqual(len(a.requests), 0, "a rebound request reached the upstream")
+        # A name that merely starts like an address is a name.
+        self.assertEqual(gw.get("/v1/models", headers={"Host": "127.0.0.1.attacker.example"}).status, 403)
+        # Local names, IP literals and the listed name pass; /health and /metrics are not guarded.
+        for host in ("127.0.0.1:%d" % gw.port, "localhost", "LocalHost.:1", "app.localhost", "[::1]:8787",
+                     "gw.internal", "GW.Internal:443"):
+            self.assertEqual(gw.get("/v1/models", headers={"Host": host}).status, 200, host)
+        for path in ("/health", "/metrics"):
+            self.assertEqual(gw.get(path, headers=evil).status, 200, path)
+
+    def test_keys_guard_instead_and_star_allows_any(self):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m",
+                                 gateway={"keys": [{"id": "k", "key": "${MG_IT_KEY}"}],
+                                          "adminKey": "${MG_IT_ADMIN}"}),
+                          env={"MG_IT_KEY": KEY, "MG_IT_ADMIN": ADMIN}, secrets=[KEY, ADMIN])
+        evil = {"Host": "gw.example.org"}
+        self.assertEqual(gw.get("/v1/models", headers=dict(evil, Authorization="Bearer " + KEY)).status, 200)
+        self.assertEqual(gw.get("/admin/policy", headers=dict(evil, Authorization="Bearer " + ADMIN)).status, 200)
+        b = self.mock("B")
+        gw2 = self.gateway(config(providers={"b": provider(b, ["m"])}, primary="b/m",
+                                  gateway={"allowedHosts": ["*"]}))
+        self.assertEqual(gw2.get("/v1/models", headers=evil).status, 200)
+
+
 def _ipv6_address(dest):
     """The local IPv6 address a datagram to dest would leave from, or None (no IPv6, no route).
     Nothing is sent."""

@@ -112,14 +112,14 @@ async def _trickle(port, n, interval, stop, st, head, piece):
 async def slow_headers(port, n, interval, stop, st):
     """A request head that never ends: one more header line every interval seconds."""
     await _trickle(port, n, interval, stop, st,
-                   b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n",
+                   b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n",
                    lambda k: b"X-Slow-%d: %d\r\n" % (k, k))
 
 
 async def slow_body(port, n, interval, stop, st):
     """A whole head announcing 8 KiB of body, then a byte of it every interval seconds."""
     await _trickle(port, n, interval, stop, st,
-                   b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                   b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
                    b"Content-Type: application/json\r\nContent-Length: 8192\r\n\r\n",
                    lambda k: b" ")
 
@@ -128,7 +128,7 @@ async def slow_streams(port, n, stop, st):
     """Streams of a big answer read 1 KiB a second through a 4 KiB receive buffer."""
     body = json.dumps({"model": "big/m", "stream": True,
                        "messages": [{"role": "user", "content": "a long answer please"}]}).encode()
-    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
            b"Content-Length: %d\r\n\r\n" % len(body)) + body
 
     async def talk(loop, s):

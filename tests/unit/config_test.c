@@ -1249,6 +1249,22 @@ MG_TEST(allowed_regions)
                  "cfg.json5:1:35: gateway.allowedRegions[1]: expected a non-empty string, got 5");
 }
 
+MG_TEST(allowed_hosts)
+{
+    mg_config_t *cfg = load_ok("{gateway: {allowedHosts: ['gw.internal', '*', 'gw.internal']}}");
+    if (cfg) {
+        MG_CHECK_INT(cfg->gw.n_allowed_hosts, 2); /* repeats dropped */
+        mg_config_free(cfg);
+    }
+    /* A URL or a host:port is a likely slip: refused, at the element. */
+    expect_error("{gateway: {allowedHosts: ['ok', 'http://gw.internal']}}",
+                 "cfg.json5:1:33: gateway.allowedHosts[1]: expected a host name without port or scheme "
+                 "(\"gw.example.org\"), or \"*\"");
+    expect_error("{gateway: {allowedHosts: ['gw:8787']}}",
+                 "cfg.json5:1:27: gateway.allowedHosts[0]: expected a host name without port or scheme "
+                 "(\"gw.example.org\"), or \"*\"");
+}
+
 MG_TEST_MAIN()
 
 /* gateway.compaction: every knob, the summarizer resolved like a chain entry (alias included). */
