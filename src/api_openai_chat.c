@@ -682,8 +682,7 @@ typedef struct chat_tool {
  * call once the next one started). A Chat upstream may interleave the argument fragments of
  * parallel calls by index, so a call that starts while the one streaming has arguments that are
  * not yet a whole JSON value is held, with its fragments, until that one completes (or the
- * answer finishes): then it goes out whole and streaming continues with it. A call with no
- * argument bytes at all counts as complete when the next one starts (live_done). */
+ * answer finishes): then it goes out whole and streaming continues with it. */
 typedef struct chat_dec {
     bool started, finished, ended;
     think_t think;
@@ -762,23 +761,17 @@ static bool args_complete(const chat_tool_t *t)
     return j != NULL;
 }
 
-/* Whether the call streaming live is over once another call has started: its arguments are a
- * whole JSON value, or it has none at all. A tool without parameters may get no argument bytes
- * (some servers never send "{}"); the encoders give such a call "{}", and the calls after it
- * stream live instead of waiting, held, for the end of the answer. */
-static bool live_done(const chat_tool_t *t)
-{
-    return t->args.len == 0 || args_complete(t);
-}
-
 /* Sends held calls in order: all of them when all is true (the answer finished, or other
- * content follows), else while the call streaming live is over (live_done). */
+ * content follows), else while the call streaming live is complete. A call with no argument
+ * bytes yet is not: every streamed call opens with "" and may get its arguments after the next
+ * call has opened. So a call that never gets any (a tool without parameters) holds the calls
+ * after it until the answer ends; they then go out whole, and it gets "{}" from the encoders. */
 static int release_tools(chat_dec_t *d, bool all, mg_ir_event_cb cb, void *ud)
 {
     for (int i = d->cur_tool + 1; i < d->n_tools; i++) {
         chat_tool_t *t = &d->tools[i];
         if (t->emitted) continue;
-        if (!all && d->cur_tool >= 0 && !live_done(&d->tools[d->cur_tool])) break;
+        if (!all && d->cur_tool >= 0 && !args_complete(&d->tools[d->cur_tool])) break;
         t->emitted = true;
         d->cur_tool = i;
         mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = i, .id = t->id,
@@ -826,8 +819,8 @@ static int decode_tool_deltas(chat_dec_t *d, const cJSON *tcs, mg_ir_event_cb cb
             t->id = id ? mg_xstrdup(id) : mg_xasprintf("call_%d", d->n_tools);
             t->name = mg_xstrdup(name ? name : "");
             d->n_tools++;
-            /* Live when nothing is held and the call streaming (if any) is over. */
-            bool live = d->cur_tool < 0 || (!held_before && live_done(&d->tools[d->cur_tool]));
+            /* Live when nothing is held and the call streaming (if any) looks complete. */
+            bool live = d->cur_tool < 0 || (!held_before && args_complete(&d->tools[d->cur_tool]));
             if (live) {
                 t->emitted = true;
                 d->cur_tool = d->n_tools - 1;

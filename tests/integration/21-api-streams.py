@@ -147,48 +147,56 @@ class ApiStreams(MGTestCase):
                 self.assertIn("model crashed" if "error_after" in fault else "stream_broken",
                               err["message"], s)
 
-    def test_a_tool_call_without_arguments_does_not_hold_the_next(self):
-        # A tool without parameters: some servers send no argument bytes for its call at all.
-        # That call gets {} and the call after it streams live (two fragments, not one whole).
+    def test_tool_calls_opened_before_their_arguments_keep_them(self):
+        # Every streamed call opens with no argument bytes; some get theirs only after the next
+        # call has opened (a), and a tool without parameters gets none at all (b). Either way each
+        # call reaches Anthropic and Responses clients with its own arguments, {} for none.
         c, tc = chat_chunk, tool_delta
-        raw = (c({"role": "assistant", "content": ""}) +
-               tc(index=0, id="call_a", type="function", function={"name": "now"}) +
-               tc(index=1, id="call_b", type="function", function={"name": "get_w", "arguments": ""}) +
-               tc(index=1, function={"arguments": '{"city":'}) +
-               tc(index=1, function={"arguments": '"Paris"}'}) +
-               c({}, "tool_calls") + "data: [DONE]\n\n")
-        want = [("call_a", "now", {}), ("call_b", "get_w", {"city": "Paris"})]
-        # Anthropic: tool_use blocks, the input of each from its start and its partial_json.
-        self.a.push_behavior("answer", raw_sse=raw)
-        s = self.gw.stream_all(body("/v1/messages", "oc/m"), path="/v1/messages")
-        self.assertEqual(s.status, 200, s)
-        blocks = {}
-        for p in s.payloads:
-            if p["type"] == "content_block_start":
-                blocks[p["index"]] = [p["content_block"], []]
-            elif p["type"] == "content_block_delta":
-                blocks[p["index"]][1].append(p["delta"].get("partial_json", ""))
-        got = [(b["id"], b["name"], json.loads("".join(f)) if "".join(f) else b["input"])
-               for b, f in blocks.values() if b["type"] == "tool_use"]
-        self.assertEqual(got, want, s)
-        self.assertEqual([len(f) for _, f in blocks.values()], [0, 2], s)
-        self.assertEqual(s.payloads[-1]["type"], "message_stop", s)
-        # Responses: "{}" for the first call's arguments, the second's in two deltas.
-        self.a.push_behavior("answer", raw_sse=raw)
-        s = self.gw.stream_all(body("/v1/responses", "oc/m"), path="/v1/responses")
-        self.assertEqual(s.status, 200, s)
-        deltas = {}
-        for p in s.payloads:
-            if p["type"] == "response.function_call_arguments.delta":
-                deltas.setdefault(p["output_index"], []).append(p["delta"])
-            elif p["type"] == "response.function_call_arguments.done":
-                self.assertEqual(p["arguments"], "".join(deltas.get(p["output_index"], [])), s)
-        self.assertEqual(sorted(deltas.values()), [["{\"city\":", "\"Paris\"}"], ["{}"]], s)
-        done = s.payloads[-1]
-        self.assertEqual(done["type"], "response.completed", s)
-        calls = [(o["call_id"], o["name"], json.loads(o["arguments"]))
-                 for o in done["response"]["output"] if o["type"] == "function_call"]
-        self.assertEqual(calls, want, s)
+        streams = {
+            "interleaved after both opened": (
+                tc(index=0, id="call_a", type="function", function={"name": "get_w", "arguments": ""}) +
+                tc(index=1, id="call_b", type="function", function={"name": "get_t", "arguments": ""}) +
+                tc(index=0, function={"arguments": '{"city":"Paris"}'}) +
+                tc(index=1, function={"arguments": '{"tz":"UTC"}'}),
+                [("call_a", "get_w", {"city": "Paris"}), ("call_b", "get_t", {"tz": "UTC"})]),
+            "no argument bytes at all": (
+                tc(index=0, id="call_a", type="function", function={"name": "now"}) +
+                tc(index=1, id="call_b", type="function", function={"name": "get_w", "arguments": ""}) +
+                tc(index=1, function={"arguments": '{"city":'}) +
+                tc(index=1, function={"arguments": '"Paris"}'}),
+                [("call_a", "now", {}), ("call_b", "get_w", {"city": "Paris"})]),
+        }
+        for name, (calls_sse, want) in streams.items():
+            raw = c({"role": "assistant", "content": ""}) + calls_sse + c({}, "tool_calls") + "data: [DONE]\n\n"
+            # Anthropic: tool_use blocks, the input of each from its start and its partial_json.
+            self.a.push_behavior("answer", raw_sse=raw)
+            s = self.gw.stream_all(body("/v1/messages", "oc/m"), path="/v1/messages")
+            self.assertEqual(s.status, 200, s)
+            blocks = {}
+            for p in s.payloads:
+                if p["type"] == "content_block_start":
+                    blocks[p["index"]] = [p["content_block"], ""]
+                elif p["type"] == "content_block_delta":
+                    blocks[p["index"]][1] += p["delta"].get("partial_json", "")
+            got = [(b["id"], b["name"], json.loads(f) if f else b["input"])
+                   for b, f in blocks.values() if b["type"] == "tool_use"]
+            self.assertEqual(got, want, (name, s))
+            self.assertEqual(s.payloads[-1]["type"], "message_stop", s)
+            # Responses: each call's deltas make its .done arguments and response.completed's.
+            self.a.push_behavior("answer", raw_sse=raw)
+            s = self.gw.stream_all(body("/v1/responses", "oc/m"), path="/v1/responses")
+            self.assertEqual(s.status, 200, s)
+            deltas = {}
+            for p in s.payloads:
+                if p["type"] == "response.function_call_arguments.delta":
+                    deltas[p["output_index"]] = deltas.get(p["output_index"], "") + p["delta"]
+                elif p["type"] == "response.function_call_arguments.done":
+                    self.assertEqual(p["arguments"], deltas.get(p["output_index"], ""), (name, s))
+            done = s.payloads[-1]
+            self.assertEqual(done["type"], "response.completed", s)
+            calls = [(o["call_id"], o["name"], json.loads(o["arguments"]))
+                     for o in done["response"]["output"] if o["type"] == "function_call"]
+            self.assertEqual(calls, want, (name, s))
 
     def test_translated_answers_carry_the_client_apis_id_prefix(self):
         # A translated answer's id has the client API's prefix and the upstream's whole id after
