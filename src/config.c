@@ -1094,16 +1094,19 @@ static int load_gateway(loader_t *ld, const cJSON *root)
     if (mg_cfgread_strings(&ld->rd, gw, "allowedRegions", "expected an array of region names", NULL,
                            false, &g->allowed_regions, &g->n_allowed_regions) < 0)
         return -1;
-    if (mg_cfgread_strings(&ld->rd, gw, "allowedHosts", "expected an array of host names", NULL, true,
+    if (mg_cfgread_strings(&ld->rd, gw, "allowedHosts", "expected an array of host names", NULL, false,
                            &g->allowed_hosts, &g->n_allowed_hosts) < 0)
         return -1;
-    for (size_t i = 0; i < g->n_allowed_hosts; i++) {
-        const char *h = g->allowed_hosts[i];
-        if (strcmp(h, "*") != 0 && strpbrk(h, " \t/:@[]")) {
+    for (size_t i = 0; i < g->n_allowed_hosts; i++) { /* i is the element's index: no repeats dropped */
+        char *h = g->allowed_hosts[i];
+        size_t len = strlen(h);
+        if (len > 1 && h[len - 1] == '.') h[len - 1] = '\0'; /* "gw.example.org." is gw.example.org */
+        if (strcmp(h, "*") != 0 && strpbrk(h, " \t/:@[]*")) {
             size_t at_key = mg_cfgread_push_key(&ld->rd, "allowedHosts");
             mg_cfgread_push_index(&ld->rd, i);
             mg_cfgread_fail(&ld->rd, cJSON_GetArrayItem(mg_cfgread_member(gw, "allowedHosts"), (int)i), false,
-                            "expected a host name without port or scheme (\"gw.example.org\"), or \"*\"");
+                            "expected a host name without port, scheme or wildcard (\"gw.example.org\"), or "
+                            "\"*\" alone for any");
             mg_cfgread_pop(&ld->rd, at_key);
             return -1;
         }

@@ -228,6 +228,7 @@ static int cmd_serve(const char *path, const char *listen)
     mg_router_set_calib(calib);
     mg_gen_publish(gen);
     int rc = 1;
+    int done_fd = mg_reload_done_fd(); /* before the server: an admin reload may come at once */
     mg_server_t *srv = mg_server_start(host, port);
     if (!srv) goto out;
 
@@ -236,7 +237,6 @@ static int cmd_serve(const char *path, const char *listen)
     int sfd = signalfd(-1, &set, SFD_CLOEXEC);
     mg_watch_t *watch = mg_watch_new();
     arm_watch(watch);
-    int done_fd = mg_reload_done_fd();
     int64_t change_at = -1; /* a file changed: reload once things settle (editors write twice) */
     for (;;) {
         struct pollfd pfd[3] = {{.fd = sfd, .events = POLLIN},

@@ -275,9 +275,13 @@ static enum MHD_Result serve_health(mg_server_t *srv, struct MHD_Connection *c)
 
 /* ---- Host ---- */
 
+/* This machine's own name (gethostname, at start), which clients on the machine or the network
+ * use as naturally as localhost: accepted like it, whole or up to its first dot. */
+static char self_name[256];
+
 /* Whether a Host header names this gateway as a local client or the admin would: an IP literal
- * (IPv4, or IPv6 in brackets), localhost or a name under .localhost, or one of
- * gateway.allowedHosts ("*" allows any), compared without the port and case. */
+ * (IPv4, or IPv6 in brackets), localhost or a name under .localhost, this machine's name, or one
+ * of gateway.allowedHosts ("*" allows any), compared without the port and case. */
 static bool host_allowed(const char *host, const mg_gateway_settings_t *gw)
 {
     char name[256];
@@ -302,6 +306,11 @@ static bool host_allowed(const char *host, const mg_gateway_settings_t *gw)
     if (inet_pton(AF_INET, name, &a4) == 1) return true;
     if (strcasecmp(name, "localhost") == 0) return true;
     if (len > 10 && strcasecmp(name + len - 10, ".localhost") == 0) return true;
+    if (self_name[0]) {
+        size_t short_len = strcspn(self_name, ".");
+        if (strcasecmp(name, self_name) == 0 || (len == short_len && strncasecmp(name, self_name, len) == 0))
+            return true;
+    }
     for (size_t i = 0; i < gw->n_allowed_hosts; i++)
         if (strcmp(gw->allowed_hosts[i], "*") == 0 || strcasecmp(gw->allowed_hosts[i], name) == 0) return true;
     return false;
@@ -739,6 +748,12 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
         snprintf(msg, sizeof msg,
                  "Host %.80s is not this gateway's name: add it to gateway.allowedHosts%s", host,
                  admin ? ", or set gateway.adminKey" : ", or configure client keys (gateway.keys)");
+        /* Said in the log too (at most every 10 s), for the admin whose clients reach the gateway
+         * by a name it does not know yet: they would otherwise see only their 403s. */
+        static _Atomic int64_t last_warned = INT64_MIN / 2;
+        int64_t now = mg_now_ms(), was = atomic_load(&last_warned);
+        if (now - was >= 10000 && atomic_compare_exchange_strong(&last_warned, &was, now))
+            mg_log(MG_LOG_WARN, "host not allowed", "%s", msg);
         return send_error(c, req, 403, "permission_error", "host_not_allowed", msg);
     }
     if (admin) return serve_admin(srv, c, req, url, method);
@@ -1062,6 +1077,7 @@ mg_server_t *mg_server_start(const char *host, int port)
         return NULL;
     }
     mg_server_t *srv = mg_xcalloc(1, sizeof *srv);
+    if (gethostname(self_name, sizeof self_name - 1) != 0) self_name[0] = '\0';
     srv->n_workers = gw->threads > 0 ? gw->threads : 1;
     srv->workers = mg_xcalloc((size_t)srv->n_workers, sizeof *srv->workers);
     pthread_mutex_init(&srv->reg_lock, NULL);
@@ -1106,7 +1122,8 @@ mg_server_t *mg_server_start(const char *host, int port)
                   (unsigned long long)g->id, nkeys);
     if (!nkeys)
         mg_buf_puts(&extra, loopback ? ",\"note\":\"no client keys configured: listening on loopback only\""
-                                     : ",\"note\":\"no client keys configured and not on loopback: anyone who can reach this address can use it\"");
+                                     : ",\"note\":\"no client keys configured and not on loopback: anyone who can reach this address can use it; "
+                                       "clients that use a DNS name other than this machine's need it in gateway.allowedHosts\"");
     mg_log_json(nkeys || loopback ? MG_LOG_INFO : MG_LOG_WARN, "listening", extra.data);
     mg_buf_free(&extra);
     mg_gen_release(g);

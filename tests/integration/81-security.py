@@ -120,9 +120,15 @@ class DnsRebinding(MGTestCase):
         self.assertEqual(len(a.requests), 0, "a rebound request reached the upstream")
         # A name that merely starts like an address is a name.
         self.assertEqual(gw.get("/v1/models", headers={"Host": "127.0.0.1.attacker.example"}).status, 403)
-        # Local names, IP literals and the listed name pass; /health and /metrics are not guarded.
+        # The admin hears of it once, not once per request.
+        warned = [l for l in gw.log_lines() if l.get("msg") == "host not allowed"]
+        self.assertEqual(len(warned), 1, warned)
+        self.assertIn("rebind.attacker.example", warned[0].get("detail", ""), warned)
+        # Local names, IP literals, this machine's name (whole or short) and the listed name pass;
+        # /health and /metrics are not guarded.
+        me = socket.gethostname()
         for host in ("127.0.0.1:%d" % gw.port, "localhost", "LocalHost.:1", "app.localhost", "[::1]:8787",
-                     "gw.internal", "GW.Internal:443"):
+                     "gw.internal", "GW.Internal:443", me, "%s:%d" % (me.split(".")[0].upper(), gw.port)):
             self.assertEqual(gw.get("/v1/models", headers={"Host": host}).status, 200, host)
         for path in ("/health", "/metrics"):
             self.assertEqual(gw.get(path, headers=evil).status, 200, path)
