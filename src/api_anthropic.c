@@ -582,7 +582,7 @@ int mg_anthropic_decode_response(const cJSON *body, mg_ir_arena_t *a, const mg_i
 cJSON *mg_anthropic_encode_response(const mg_ir_response_t *r, const mg_ir_output_opts_t *opts)
 {
     cJSON *o = cJSON_CreateObject();
-    char *id = mg_codec_answer_id("msg_", opts->id, r->id, "msg_moongate");
+    char *id = mg_codec_answer_id(opts->keep_upstream_id ? "" : "msg_", opts->id, r->id, "msg_moongate");
     cJSON_AddStringToObject(o, "id", id);
     free(id);
     cJSON_AddStringToObject(o, "type", "message");
@@ -809,6 +809,7 @@ int mg_anthropic_decoder_finish(void *st, mg_ir_event_cb cb, void *ud)
 
 typedef struct ant_enc {
     char *id, *model;
+    bool keep_id; /* mg_ir_output_opts_t.keep_upstream_id */
     bool strip;
     bool started, done, any_tool;
     int open;       /* BLK_OTHER (= none open), BLK_TEXT, BLK_THINKING, BLK_TOOL */
@@ -824,6 +825,7 @@ void *mg_anthropic_encoder_new(const mg_ir_output_opts_t *opts)
 {
     ant_enc_t *e = mg_xcalloc(1, sizeof *e);
     e->id = opts->id ? mg_xstrdup(opts->id) : NULL;
+    e->keep_id = opts->keep_upstream_id;
     e->model = opts->model ? mg_xstrdup(opts->model) : NULL;
     e->strip = opts->strip_reasoning;
     e->usage = MG_IR_USAGE_UNKNOWN;
@@ -854,7 +856,7 @@ static void enc_start(ant_enc_t *e, const mg_ir_event_t *ev, mg_buf_t *out)
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "type", "message_start");
     cJSON *m = cJSON_AddObjectToObject(j, "message");
-    char *id = mg_codec_answer_id("msg_", e->id, ev ? ev->id : NULL, "msg_moongate");
+    char *id = mg_codec_answer_id(e->keep_id ? "" : "msg_", e->id, ev ? ev->id : NULL, "msg_moongate");
     cJSON_AddStringToObject(m, "id", id);
     free(id);
     cJSON_AddStringToObject(m, "type", "message");

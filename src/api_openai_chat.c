@@ -621,7 +621,7 @@ int mg_openai_chat_decode_response(const cJSON *body, mg_ir_arena_t *a,
 cJSON *mg_openai_chat_encode_response(const mg_ir_response_t *r, const mg_ir_output_opts_t *opts)
 {
     cJSON *o = cJSON_CreateObject();
-    char *id = mg_codec_answer_id("chatcmpl-", opts->id, r->id, "chatcmpl-moongate");
+    char *id = mg_codec_answer_id(opts->keep_upstream_id ? "" : "chatcmpl-", opts->id, r->id, "chatcmpl-moongate");
     cJSON_AddStringToObject(o, "id", id);
     free(id);
     cJSON_AddStringToObject(o, "object", "chat.completion");
@@ -952,6 +952,7 @@ int mg_openai_chat_decoder_finish(void *st, mg_ir_event_cb cb, void *ud)
 
 typedef struct chat_enc {
     char *id, *model;
+    bool keep_id; /* mg_ir_output_opts_t.keep_upstream_id */
     int64_t created;
     bool strip, include_usage;
     bool started, finish_sent, done, any_tool;
@@ -967,6 +968,7 @@ void *mg_openai_chat_encoder_new(const mg_ir_output_opts_t *opts)
 {
     chat_enc_t *e = mg_xcalloc(1, sizeof *e);
     e->id = opts->id ? mg_xstrdup(opts->id) : NULL;
+    e->keep_id = opts->keep_upstream_id;
     e->model = opts->model ? mg_xstrdup(opts->model) : NULL;
     e->created = opts->created;
     e->strip = opts->strip_reasoning;
@@ -1008,7 +1010,7 @@ static void enc_start(chat_enc_t *e, const mg_ir_event_t *ev, mg_buf_t *out)
 {
     if (e->started) return;
     e->started = true;
-    char *id = mg_codec_answer_id("chatcmpl-", e->id, ev ? ev->id : NULL, "chatcmpl-moongate");
+    char *id = mg_codec_answer_id(e->keep_id ? "" : "chatcmpl-", e->id, ev ? ev->id : NULL, "chatcmpl-moongate");
     const char *model = e->model ? e->model : ev && ev->model ? ev->model : "";
     mg_ir_output_opts_t o = {.created = e->created};
     mg_buf_puts(&e->head, "{\"id\":");

@@ -543,9 +543,9 @@ static char *item_id(const char *resp_id, const char *prefix, int index)
     return mg_xasprintf("%s_%s_%d", prefix, base, index);
 }
 
-static char *response_id(const char *opt_id, const char *up_id)
+static char *response_id(const char *opt_id, const char *up_id, bool keep_upstream_id)
 {
-    return mg_codec_answer_id("resp_", opt_id, up_id, "resp_moongate");
+    return mg_codec_answer_id(keep_upstream_id ? "" : "resp_", opt_id, up_id, "resp_moongate");
 }
 
 static cJSON *output_text_part(const char *text)
@@ -643,7 +643,7 @@ static cJSON *response_json(const char *id, int64_t created, const char *model, 
 
 cJSON *mg_openai_responses_encode_response(const mg_ir_response_t *r, const mg_ir_output_opts_t *opts)
 {
-    char *id = response_id(opts->id, r->id);
+    char *id = response_id(opts->id, r->id, opts->keep_upstream_id);
     cJSON *o = response_json(id, mg_ir_created(opts, r->created), opts->model ? opts->model : r->model ? r->model : "",
                              r, opts->strip_reasoning, NULL);
     free(id);
@@ -892,6 +892,7 @@ int mg_openai_responses_decoder_finish(void *st, mg_ir_event_cb cb, void *ud)
 
 typedef struct resp_enc {
     char *opt_id, *opt_model;
+    bool keep_id; /* mg_ir_output_opts_t.keep_upstream_id */
     char *id, *model;
     int64_t created;
     bool strip;
@@ -912,6 +913,7 @@ void *mg_openai_responses_encoder_new(const mg_ir_output_opts_t *opts)
 {
     resp_enc_t *e = mg_xcalloc(1, sizeof *e);
     e->opt_id = opts->id ? mg_xstrdup(opts->id) : NULL;
+    e->keep_id = opts->keep_upstream_id;
     e->opt_model = opts->model ? mg_xstrdup(opts->model) : NULL;
     e->created = opts->created;
     e->strip = opts->strip_reasoning;
@@ -993,7 +995,7 @@ static void enc_start(resp_enc_t *e, const mg_ir_event_t *ev, mg_buf_t *out)
 {
     if (e->started) return;
     e->started = true;
-    e->id = response_id(e->opt_id, ev ? ev->id : NULL);
+    e->id = response_id(e->opt_id, ev ? ev->id : NULL, e->keep_id);
     e->model = mg_xstrdup(e->opt_model ? e->opt_model : ev && ev->model ? ev->model : "");
     mg_ir_output_opts_t o = {.created = e->created};
     e->created = mg_ir_created(&o, ev ? ev->created : 0);

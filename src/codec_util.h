@@ -105,7 +105,9 @@ char *mg_codec_openai_error(mg_api_t api, int status, const char *type, const ch
  * every byte outside [A-Za-z0-9_-] made "_", so the id has the shape the client's SDK and tools
  * expect and still leads back to the upstream's logs ("msg_chatcmpl-abc", "chatcmpl-msg_01x");
  * fallback + "-" + a process-unique suffix when the upstream sent none
- * ("chatcmpl-moongate-674a1b2c00002a"). Whole answers and streams derive it alike. Caller frees. */
+ * ("chatcmpl-moongate-674a1b2c00002a"). With prefix "" the upstream's id is kept as it came (an
+ * answer re-encoded for a client of the upstream's own API: mg_ir_output_opts_t.keep_upstream_id).
+ * Whole answers and streams derive it alike. Caller frees. */
 char *mg_codec_answer_id(const char *prefix, const char *opt_id, const char *up_id, const char *fallback);
 
 /* ---- streams ---- */

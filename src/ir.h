@@ -287,6 +287,8 @@ typedef struct mg_ir_output_opts {
     bool strip_reasoning; /* drop reasoning entirely: only final text and tool calls go out */
     bool include_usage;   /* Chat streams: send the usage chunk (the client's
                              stream_options.include_usage). Other APIs always carry usage. */
+    bool keep_upstream_id; /* the upstream's id as it came, without the client API's prefix: an
+                              answer re-encoded for a client of the upstream's own API */
 } mg_ir_output_opts_t;
 
 /* Decoding an upstream stream or response. */

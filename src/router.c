@@ -1221,13 +1221,6 @@ static void record_usage(mg_req_t *req, mg_attempt_t *a, const mg_ir_usage_t *u)
     pthread_mutex_unlock(&req->lock);
 }
 
-/* The id an answer re-encoded for a client of the upstream's own API keeps: the upstream's, as
- * it came (the encoders give a translated answer the client API's prefix). NULL: the encoder's. */
-static const char *same_api_id(const mg_req_t *req, const mg_attempt_t *a, const mg_ir_response_t *r)
-{
-    return a->model->provider->api == req->client_api && r->id && *r->id ? r->id : NULL;
-}
-
 /* A whole answer from a Responses or Messages upstream, or for a Responses or Messages client:
  * through the internal model (its usage recorded on the way), unless the APIs match and nothing
  * is stripped, in which case only the usage is read. */
@@ -1241,7 +1234,7 @@ static void translate_answer(mg_req_t *req, mg_attempt_t *a)
     if (j && mg_ir_codec(up)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0) {
         record_usage(req, a, &r.usage);
         if (up != req->client_api || a->strip_reasoning) {
-            mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .id = same_api_id(req, a, &r)};
+            mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .keep_upstream_id = a->model->provider->api == req->client_api};
             cJSON *out = mg_ir_codec(req->client_api)->encode_response(&r, &o);
             char *txt = cJSON_PrintUnformatted(out);
             mg_buf_reset(&a->body);
@@ -1289,7 +1282,7 @@ static void stream_whole_answer(mg_req_t *req, mg_attempt_t *a, mg_reply_t *repl
         record_usage(req, a, &r.usage);
         if (req->gen->cfg->gw.log_content) note_response_text(a, &r);
         mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .include_usage = req->wants_usage,
-                                 .id = same_api_id(req, a, &r)};
+                                 .keep_upstream_id = a->model->provider->api == req->client_api};
         mg_ir_encoder_t *enc = mg_ir_encoder_new(req->client_api, &o);
         push_ctx_t p = {enc, &reply->body};
         mg_ir_response_events(&r, push_event, &p);

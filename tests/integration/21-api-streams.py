@@ -226,5 +226,31 @@ class ApiStreams(MGTestCase):
                     self.assertEqual(got, want % self.a.requests[-1].index)
 
 
+    def test_a_same_api_answer_re_encoded_keeps_the_upstreams_id(self):
+        # stripReasoning makes the gateway re-encode even a same-API answer; its id is still the
+        # upstream's as it came (no msg_ put in front of a server's unprefixed id), whole and
+        # streamed alike.
+        gw = self.gateway(config(providers={"an": provider(self.a, ["m"], api="anthropic-messages")},
+                                 primary="an/m", gateway={"providers": {"an": {"stripReasoning": True}}}))
+        ev = lambda name, d: "event: %s\ndata: %s\n\n" % (name, json.dumps(dict(d, type=name)))  # noqa: E731
+        raw = (ev("message_start", {"message": {"id": "abc-1", "type": "message", "role": "assistant",
+                                                "model": "m", "content": [], "stop_reason": None,
+                                                "usage": {"input_tokens": 3, "output_tokens": 0}}}) +
+               ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}) +
+               ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "hi"}}) +
+               ev("content_block_stop", {"index": 0}) +
+               ev("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}}) +
+               ev("message_stop", {}))
+        self.a.push_behavior("answer", raw_sse=raw)
+        s = gw.stream_all(body("/v1/messages", "an/m"), path="/v1/messages")
+        self.assertEqual(s.status, 200, s)
+        self.assertEqual(s.payloads[0]["message"]["id"], "abc-1", s)
+        whole = {"id": "abc-2", "type": "message", "role": "assistant", "model": "m",
+                 "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+                 "usage": {"input_tokens": 3, "output_tokens": 1}}
+        self.a.push_behavior("badjson", body=json.dumps(whole).encode())  # a raw 200 body
+        r = gw.post_json("/v1/messages", dict(body("/v1/messages", "an/m"), stream=False))
+        self.assertEqual((r.status, r.json.get("id")), (200, "abc-2"), r)
+
 if __name__ == "__main__":
     unittest.main()
