@@ -126,9 +126,17 @@ static void conn_open(conn_t *c)
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS) die("connect");
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
+    /* The event names the connection and this socket of it: an event for a socket since closed
+     * (one batch can hold both) is then told apart from the connection's new socket. */
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET,
+                             .data.u64 = (uint64_t)(c - conns + 1) << 32 | (uint32_t)c->fd};
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl");
     c->in_len = 0;
+}
+
+static bool counted(int64_t due)
+{
+    return due >= t_count_from && due < t_end;
 }
 
 static void make_idle(conn_t *c)
@@ -147,14 +155,17 @@ static void try_write(conn_t *c)
     }
 }
 
-static void start(conn_t *c, int64_t due)
+/* Sends the request due at due on c (opened again first if it was closed while idle); queued:
+ * it waited for a connection (counted as such, not as late as well). */
+static void start(conn_t *c, int64_t due, bool queued)
 {
+    if (c->fd < 0) conn_open(c);
     c->busy = true;
     c->due_ns = due;
     c->woff = 0;
     c->in_len = 0;
     n_in_flight++;
-    if (now_ns() - due > LATE_NS && due >= t_count_from) n_late++;
+    if (!queued && now_ns() - due > LATE_NS && counted(due)) n_late++;
     try_write(c);
 }
 
@@ -162,20 +173,20 @@ static void start(conn_t *c, int64_t due)
 static void arrive(int64_t due)
 {
     if (!idle) {
-        if (due >= t_count_from) n_queued++;
+        if (counted(due)) n_queued++;
         q_push(due);
         return;
     }
     conn_t *c = idle;
     idle = c->next_idle;
-    start(c, due);
+    start(c, due, false);
 }
 
 static void answered(conn_t *c, int status, bool keep_alive)
 {
     int64_t t = now_ns();
     n_in_flight--;
-    if (c->due_ns >= t_count_from && c->due_ns < t_end) {
+    if (counted(c->due_ns)) {
         if (status < 200 || status > 299) {
             n_status++;
         } else {
@@ -188,22 +199,23 @@ static void answered(conn_t *c, int status, bool keep_alive)
     }
     if (!keep_alive) {
         close(c->fd);
-        conn_open(c);
+        c->fd = -1; /* opened again when it is next used */
     }
-    if (q_len) start(c, q_pop());
+    if (q_len) start(c, q_pop(), true);
     else make_idle(c);
 }
 
-/* The connection failed or closed: a request in flight on it is an error. It is opened again; an
- * idle one stays in the idle list, where it already is. */
+/* The connection failed or closed: a request in flight on it is an error. It is opened again
+ * when next used (an idle one stays in the idle list, where it already is), so a peer that is
+ * down costs one attempt per request, not a loop of reconnects. */
 static void failed(conn_t *c)
 {
     close(c->fd);
-    conn_open(c);
+    c->fd = -1;
     if (!c->busy) return;
     n_in_flight--;
-    if (c->due_ns >= t_count_from && c->due_ns < t_end) n_errors++;
-    if (q_len) start(c, q_pop());
+    if (counted(c->due_ns)) n_errors++;
+    if (q_len) start(c, q_pop(), true);
     else make_idle(c);
 }
 
@@ -364,7 +376,7 @@ int main(int argc, char **argv)
     epfd = epoll_create1(EPOLL_CLOEXEC);
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (epfd < 0 || tfd < 0) die("epoll/timerfd");
-    struct epoll_event tev = {.events = EPOLLIN, .data.ptr = NULL};
+    struct epoll_event tev = {.events = EPOLLIN, .data.u64 = 0};
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, tfd, &tev) < 0) die("epoll_ctl");
     conns = calloc((size_t)opt.conns, sizeof *conns);
     if (!conns) die("calloc");
@@ -402,13 +414,15 @@ int main(int argc, char **argv)
         }
         int ne = epoll_wait(epfd, evs, 256, arming ? -1 : 100);
         for (int i = 0; i < ne; i++) {
-            conn_t *c = evs[i].data.ptr;
-            if (!c) {
+            uint64_t tag = evs[i].data.u64;
+            if (!tag) { /* the timer */
                 uint64_t x;
                 ssize_t r = read(tfd, &x, sizeof x);
                 (void)r;
                 continue;
             }
+            conn_t *c = &conns[(tag >> 32) - 1];
+            if (c->fd != (int)(uint32_t)tag) continue; /* a socket since closed */
             if (evs[i].events & (EPOLLERR | EPOLLHUP) && !(evs[i].events & EPOLLIN)) {
                 failed(c);
                 continue;
@@ -417,7 +431,9 @@ int main(int argc, char **argv)
             if (evs[i].events & EPOLLIN) on_readable(c);
         }
     }
-    uint64_t unanswered = n_in_flight + q_len;
+    uint64_t unanswered = 0; /* counted requests still waiting or in flight at the end */
+    for (int i = 0; i < opt.conns; i++) unanswered += conns[i].busy && counted(conns[i].due_ns);
+    for (size_t i = 0; i < q_len; i++) unanswered += counted(queue[(q_head + i) % q_cap]);
     qsort(lat_us, n_lat, sizeof *lat_us, cmp_i64);
     uint64_t failures = n_errors + n_status + unanswered;
     double secs = opt.duration;
