@@ -184,6 +184,34 @@ static char *concat(const mg_ir_response_t *r, mg_ir_part_type_t t)
     return mg_buf_steal(&b);
 }
 
+/* s with every byte that is not well-formed UTF-8 made U+FFFD, as mg_buf_json_str writes it. An
+ * upstream's raw bytes reach the client as U+FFFD through the gateway's own JSON writer and
+ * unchanged through cJSON's printer (most encoders' events), so the round trip holds only up to
+ * this. Caller frees. */
+static char *as_json_reads_back(const char *s)
+{
+    mg_buf_t b = {0};
+    mg_buf_json_str(&b, s ? s : "");
+    cJSON *j = cJSON_ParseWithLength(b.data, b.len);
+    CHECK(cJSON_IsString(j));
+    char *out = strdup(j->valuestring);
+    cJSON_Delete(j);
+    mg_buf_free(&b);
+    return out;
+}
+
+/* 1 when the text the upstream sent (a) reads back the same (b); 0 when not; -1 when a is not
+ * well-formed UTF-8, which is not judged: each delta is written on its own, so bytes that are not
+ * UTF-8 come back as U+FFFD or unchanged depending on the encoder, and a character split between
+ * two deltas comes back as two U+FFFD through the gateway's writer. */
+static int same_if_utf8(const char *a, const char *b)
+{
+    char *n = as_json_reads_back(a);
+    bool valid = strcmp(n, a) == 0;
+    free(n);
+    return !valid ? -1 : strcmp(a, b) == 0;
+}
+
 static int count_tools(const mg_ir_response_t *r)
 {
     int n = 0;
@@ -221,16 +249,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     run(&b, client, a.out.data ? a.out.data : "", a.out.len, 0, true, (size_t)1 << 30);
     CHECK(a.col.failed == b.col.failed);
     CHECK(a.col.ended == b.col.ended);
-    if (a.col.failed) CHECK(strcmp(a.col.error.message, b.col.error.message) == 0);
+    if (a.col.failed) { /* the same message, but for bytes that are not UTF-8 (see as_json_reads_back) */
+        char *m1 = as_json_reads_back(a.col.error.message), *m2 = as_json_reads_back(b.col.error.message);
+        CHECK(strcmp(m1, m2) == 0);
+        free(m1);
+        free(m2);
+    }
     mg_ir_arena_t *ar = mg_ir_arena_new();
     mg_ir_response_t ra, rb;
     mg_ir_collector_response(&a.col, ar, &ra);
     mg_ir_collector_response(&b.col, ar, &rb);
     char *t1 = concat(&ra, MG_IR_PART_TEXT), *t2 = concat(&rb, MG_IR_PART_TEXT);
-    if (strcmp(t1, t2) != 0) fprintf(stderr, "text \"%s\" read back as \"%s\"\n", t1, t2);
-    CHECK(strcmp(t1, t2) == 0);
+    if (same_if_utf8(t1, t2) == 0) fprintf(stderr, "text \"%s\" read back as \"%s\"\n", t1, t2);
+    CHECK(same_if_utf8(t1, t2) != 0);
     char *r1 = concat(&ra, MG_IR_PART_REASONING), *r2 = concat(&rb, MG_IR_PART_REASONING);
-    CHECK(strcmp(r1, r2) == 0);
+    CHECK(same_if_utf8(r1, r2) != 0);
     if (strip) CHECK(r2[0] == '\0');
     int n1 = count_tools(&ra), n2 = count_tools(&rb);
     CHECK(n1 == n2);
