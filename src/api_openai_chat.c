@@ -791,6 +791,15 @@ static bool tools_held(const chat_dec_t *d)
     return d->n_tools > 0 && !d->tools[d->n_tools - 1].emitted;
 }
 
+/* What the decoder still holds (think-tag text, tool calls waiting for the live one), sent
+ * before an error ends the stream: whatever the upstream sent before its error reaches the
+ * client, as it would have had the calls not been interleaved. */
+static int flush_held(chat_dec_t *d, mg_ir_event_cb cb, void *ud)
+{
+    int rc = flush_think(d, cb, ud);
+    return rc ? rc : release_tools(d, true, cb, ud);
+}
+
 static int decode_tool_deltas(chat_dec_t *d, const cJSON *tcs, mg_ir_event_cb cb, void *ud)
 {
     const cJSON *tc;
@@ -888,6 +897,7 @@ static int decode_chunk(chat_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *
             if (strcmp(fr, "error") == 0) {
                 /* OpenRouter: a failure after generation started (A.6). */
                 mg_ir_error_t e = {502, "server_error", NULL, "the upstream reported finish_reason \"error\""};
+                if ((rc = flush_held(d, cb, ud))) return rc;
                 return mg_codec_emit_error(&d->ended, &e, cb, ud);
             }
             if ((rc = flush_think(d, cb, ud))) return rc;
@@ -920,7 +930,8 @@ int mg_openai_chat_decoder_feed(void *st, const char *type, size_t type_len, con
     cJSON *j = cJSON_ParseWithLengthOpts(data, data_len, NULL, false);
     int rc = 0;
     if (!j) {
-        if (error_event) rc = mg_codec_emit_raw_error(&d->ended, "server_error", data, data_len, cb, ud);
+        if (error_event && !(rc = flush_held(d, cb, ud)))
+            rc = mg_codec_emit_raw_error(&d->ended, "server_error", data, data_len, cb, ud);
         return rc; /* not JSON: nothing a Chat client could use */
     }
     const cJSON *err = mg_ir_jget(j, "error");
@@ -928,7 +939,8 @@ int mg_openai_chat_decoder_feed(void *st, const char *type, size_t type_len, con
     if (error_event || (err && !cJSON_IsNull(err)) || (object && strcmp(object, "error") == 0)) {
         mg_ir_error_t e;
         if (!mg_ir_error_from_json(j, 0, &e)) e = (mg_ir_error_t){500, "server_error", NULL, "upstream error"};
-        rc = mg_codec_emit_error(&d->ended, &e, cb, ud);
+        rc = flush_held(d, cb, ud);
+        if (!rc) rc = mg_codec_emit_error(&d->ended, &e, cb, ud);
     } else {
         rc = decode_chunk(d, j, cb, ud);
     }
