@@ -42,6 +42,44 @@ class ApiStreams(MGTestCase):
     def names(self, s):
         return [e.get("event") for e in s.events]
 
+    def assert_tool_calls_reach_clients(self, raw, want, label=""):
+        """The Chat upstream stream raw reaches an Anthropic and a Responses client with exactly
+        the tool calls want, [(id, name, arguments)], each call's arguments whole."""
+        # Anthropic: tool_use blocks one at a time; each input is its start's plus its partial_json.
+        self.a.push_behavior("answer", raw_sse=raw)
+        s = self.gw.stream_all(body("/v1/messages", "oc/m"), path="/v1/messages")
+        self.assertEqual(s.status, 200, (label, s))
+        blocks, open_ = {}, None
+        for p in s.payloads:
+            if p["type"] == "content_block_start":
+                self.assertIsNone(open_, "a block started before the last one stopped: %r" % ((label, s),))
+                open_ = p["index"]
+                blocks[open_] = [p["content_block"], ""]
+            elif p["type"] == "content_block_delta":
+                self.assertEqual(p["index"], open_, (label, s))
+                blocks[open_][1] += p["delta"].get("partial_json", "")
+            elif p["type"] == "content_block_stop":
+                open_ = None
+        got = [(b["id"], b["name"], json.loads(args) if args else b["input"])
+               for b, args in blocks.values() if b["type"] == "tool_use"]
+        self.assertEqual(got, want, (label, s))
+        self.assertEqual(s.payloads[-1]["type"], "message_stop", (label, s))
+        # Responses: the arguments deltas, the .done events and response.completed agree.
+        self.a.push_behavior("answer", raw_sse=raw)
+        s = self.gw.stream_all(body("/v1/responses", "oc/m"), path="/v1/responses")
+        self.assertEqual(s.status, 200, (label, s))
+        args = {}
+        for p in s.payloads:
+            if p["type"] == "response.function_call_arguments.delta":
+                args[p["output_index"]] = args.get(p["output_index"], "") + p["delta"]
+            elif p["type"] == "response.function_call_arguments.done":
+                self.assertEqual(p["arguments"], args.get(p["output_index"], ""), (label, s))
+        done = s.payloads[-1]
+        self.assertEqual(done["type"], "response.completed", (label, s))
+        calls = [(o["call_id"], o["name"], json.loads(o["arguments"]))
+                 for o in done["response"]["output"] if o["type"] == "function_call"]
+        self.assertEqual(calls, want, (label, s))
+
     def test_same_api_clean_end_without_terminal_event_is_an_error(self):
         # 7 events in: content has flowed for both APIs; then the HTTP body ends cleanly, with
         # no response.completed / message_stop.
@@ -89,40 +127,7 @@ class ApiStreams(MGTestCase):
                c({}, "tool_calls") + "data: [DONE]\n\n")
         want = [("call_a", "get_w", {"city": "Paris"}), ("call_b", "get_t", {"tz": "UTC"}),
                 ("call_c", "get_x", {})]
-        # Anthropic: each tool_use block's partial_json fragments make its input.
-        self.a.push_behavior("answer", raw_sse=raw)
-        s = self.gw.stream_all(body("/v1/messages", "oc/m"), path="/v1/messages")
-        self.assertEqual(s.status, 200, s)
-        blocks, open_ = {}, None
-        for p in s.payloads:
-            if p["type"] == "content_block_start":
-                self.assertIsNone(open_, "a block started before the last one stopped: %r" % s)
-                open_ = p["index"]
-                blocks[open_] = [p["content_block"], ""]
-            elif p["type"] == "content_block_delta":
-                self.assertEqual(p["index"], open_, s)
-                blocks[open_][1] += p["delta"].get("partial_json", "")
-            elif p["type"] == "content_block_stop":
-                open_ = None
-        got = [(b["id"], b["name"], json.loads(args)) for b, args in blocks.values()
-               if b["type"] == "tool_use"]
-        self.assertEqual(got, want, s)
-        self.assertEqual(s.payloads[-1]["type"], "message_stop", s)
-        # Responses: the arguments deltas, the .done events and response.completed agree.
-        self.a.push_behavior("answer", raw_sse=raw)
-        s = self.gw.stream_all(body("/v1/responses", "oc/m"), path="/v1/responses")
-        self.assertEqual(s.status, 200, s)
-        args = {}
-        for p in s.payloads:
-            if p["type"] == "response.function_call_arguments.delta":
-                args[p["output_index"]] = args.get(p["output_index"], "") + p["delta"]
-            elif p["type"] == "response.function_call_arguments.done":
-                self.assertEqual(p["arguments"], args.get(p["output_index"], ""), s)
-        done = s.payloads[-1]
-        self.assertEqual(done["type"], "response.completed", s)
-        calls = [(o["call_id"], o["name"], json.loads(o["arguments"]))
-                 for o in done["response"]["output"] if o["type"] == "function_call"]
-        self.assertEqual(calls, want, s)
+        self.assert_tool_calls_reach_clients(raw, want)
 
     def test_chat_client_stream_errors_name_one_type(self):
         # A Chat client's stream that fails after content ends with an error chunk typed as
@@ -168,35 +173,7 @@ class ApiStreams(MGTestCase):
         }
         for name, (calls_sse, want) in streams.items():
             raw = c({"role": "assistant", "content": ""}) + calls_sse + c({}, "tool_calls") + "data: [DONE]\n\n"
-            # Anthropic: tool_use blocks, the input of each from its start and its partial_json.
-            self.a.push_behavior("answer", raw_sse=raw)
-            s = self.gw.stream_all(body("/v1/messages", "oc/m"), path="/v1/messages")
-            self.assertEqual(s.status, 200, s)
-            blocks = {}
-            for p in s.payloads:
-                if p["type"] == "content_block_start":
-                    blocks[p["index"]] = [p["content_block"], ""]
-                elif p["type"] == "content_block_delta":
-                    blocks[p["index"]][1] += p["delta"].get("partial_json", "")
-            got = [(b["id"], b["name"], json.loads(f) if f else b["input"])
-                   for b, f in blocks.values() if b["type"] == "tool_use"]
-            self.assertEqual(got, want, (name, s))
-            self.assertEqual(s.payloads[-1]["type"], "message_stop", s)
-            # Responses: each call's deltas make its .done arguments and response.completed's.
-            self.a.push_behavior("answer", raw_sse=raw)
-            s = self.gw.stream_all(body("/v1/responses", "oc/m"), path="/v1/responses")
-            self.assertEqual(s.status, 200, s)
-            deltas = {}
-            for p in s.payloads:
-                if p["type"] == "response.function_call_arguments.delta":
-                    deltas[p["output_index"]] = deltas.get(p["output_index"], "") + p["delta"]
-                elif p["type"] == "response.function_call_arguments.done":
-                    self.assertEqual(p["arguments"], deltas.get(p["output_index"], ""), (name, s))
-            done = s.payloads[-1]
-            self.assertEqual(done["type"], "response.completed", s)
-            calls = [(o["call_id"], o["name"], json.loads(o["arguments"]))
-                     for o in done["response"]["output"] if o["type"] == "function_call"]
-            self.assertEqual(calls, want, (name, s))
+            self.assert_tool_calls_reach_clients(raw, want, name)
 
     def test_translated_answers_carry_the_client_apis_id_prefix(self):
         # A translated answer's id has the client API's prefix and the upstream's whole id after
