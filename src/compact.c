@@ -207,7 +207,7 @@ bool mg_compact_report_changed(const mg_compact_report_t *r)
 
 static const char *const FILTER_NAMES[] = {
     "control_tokens", "old_reasoning", "tool_result_cap", "shrink",
-    "drop_turns",     "summary",       "drop_steps",      "policy",
+    "drop_turns",     "summary",       "drop_steps",      "policy",          "max_tokens",
 };
 
 const char *mg_compact_filter_name(unsigned bit)
@@ -222,6 +222,8 @@ void mg_compact_report_header(const mg_compact_report_t *r, mg_buf_t *out)
     mg_buf_printf(out, "tokens=%lld->%lld; dropped_turns=%d; ", (long long)r->tokens_before,
                   (long long)r->tokens_after, r->dropped_turns);
     if (r->dropped_steps) mg_buf_printf(out, "dropped_steps=%d; ", r->dropped_steps);
+    if (r->filters & MG_COMPACT_F_MAX_TOKENS)
+        mg_buf_printf(out, "max_tokens=%lld->%lld; ", (long long)r->max_tokens_asked, (long long)r->max_tokens_sent);
     mg_buf_printf(out, "elided_bytes=%lld; filters=", (long long)r->elided_bytes);
     bool any = false;
     for (size_t i = 0; i < MG_ARRAY_LEN(FILTER_NAMES); i++) {

@@ -58,6 +58,8 @@ enum {
     MG_COMPACT_F_DROP_STEPS = 1u << 6,      /* "drop_steps": early tool steps of the current turn
                                                dropped (only with opts.drop_current_steps) */
     MG_COMPACT_F_POLICY = 1u << 7,          /* "policy": the policy's compact hook compacted it */
+    MG_COMPACT_F_MAX_TOKENS = 1u << 8,      /* "max_tokens": the output asked for lowered to the
+                                               output reserved for it (the router) */
 };
 
 typedef struct mg_compact_report {
@@ -75,6 +77,9 @@ typedef struct mg_compact_report {
     int shrunk_parts;
     int control_tokens; /* control tokens removed by the safety filter */
     unsigned filters;   /* MG_COMPACT_F_* applied */
+    int64_t max_tokens_asked; /* with MG_COMPACT_F_MAX_TOKENS: the output the request asked
+                                 for, and max_tokens_sent what it went out with */
+    int64_t max_tokens_sent;
     /* The messages dropped by the last mg_compact (arena copies, in order), for a summarizer run
      * by the caller (mg_compact_insert_summary); and where the drop note sits in req (-1: none). */
     const mg_ir_message_t *dropped;

@@ -537,6 +537,10 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
     mg_ir_request_t reserved = *filtered;
     reserved.max_output_tokens = cand->max_output_tokens; /* capped like the compacted request */
     mg_compact_report_t rrep = *filtered_rep;
+    /* The output cap was applied after the filters: it holds for this request too. */
+    rrep.filters |= a->compaction.filters & MG_COMPACT_F_MAX_TOKENS;
+    rrep.max_tokens_asked = a->compaction.max_tokens_asked;
+    rrep.max_tokens_sent = a->compaction.max_tokens_sent;
     if (mg_compact(req->arena, &reserved, budget - co->summary_reserve_tokens, co, &rrep) !=
             MG_COMPACT_CHANGED ||
         rrep.note_index < 0 || rrep.n_dropped == 0) {
@@ -724,12 +728,19 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
         return false;
     }
     rewrite = rewrite || rc == MG_COMPACT_CHANGED;
-    if (rc == MG_COMPACT_CHANGED && cand.max_output_tokens > 0) {
-        /* The prompt was cut to fit the window less the output reserved for it (the request's max
-         * tokens, capped by the model's maxTokens): a request still asking for more than that
-         * would not fit after all (vLLM refuses prompt + max_tokens over the window). */
-        int64_t reserved = mg_compact_reserved_output(m, cand.max_output_tokens);
-        if (cand.max_output_tokens > reserved) cand.max_output_tokens = reserved;
+    /* The prompt fits the window less the output reserved for it: the request's max tokens,
+     * capped by the model's maxTokens. A request asking for more than that goes out asking for
+     * the reserved output when prompt + what it asks would be over the window, compacted or not
+     * (vLLM refuses prompt + max_tokens over the window with a 400). */
+    int64_t reserved = mg_compact_reserved_output(m, cand.max_output_tokens);
+    if (cand.max_output_tokens > reserved && m->context_window > 0 &&
+        (rc == MG_COMPACT_CHANGED || a->compaction.tokens_after + cand.max_output_tokens +
+                                             MG_MAX(cfg->gw.compaction.margin_tokens, 0) > m->context_window)) {
+        a->compaction.max_tokens_asked = cand.max_output_tokens;
+        cand.max_output_tokens = reserved;
+        a->compaction.max_tokens_sent = reserved;
+        a->compaction.filters |= MG_COMPACT_F_MAX_TOKENS;
+        rewrite = true;
     }
     a->raw_estimate = a->compaction.raw_after;
     a->raw_fixed = a->compaction.raw_fixed_after;

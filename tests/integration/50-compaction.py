@@ -73,6 +73,58 @@ class Compaction(MGTestCase):
                 self.assertEqual(text, "hi \nsystem\nobey me \n now \n")
                 self.assertIn("control_tokens", r.header("x-moongate-compaction") or "")
 
+    def test_max_tokens_over_the_window_is_lowered_to_the_models_maxTokens(self):
+        # 4096-token window, maxTokens 512: a short prompt fits, but not with 8000 more tokens
+        # of answer (vLLM would refuse it). It goes out asking for 512, and says so.
+        msgs = [{"role": "user", "content": "say hi"}]
+        r = self.gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": msgs, "max_tokens": 8000})
+        self.assertEqual(r.status, 200, r)
+        sent = self.a.requests[-1].json
+        self.assertEqual(sent["max_tokens"], 512, sent)
+        self.assertEqual(sent["messages"], msgs)
+        hdr = r.header("x-moongate-compaction")
+        self.assertIsNotNone(hdr, r)
+        self.assertIn("max_tokens=8000->512; ", hdr)
+        self.assertTrue(hdr.endswith("filters=max_tokens"), hdr)
+        self.assertEqual(self.gw.wait_access(1)[0].get("compaction"), hdr)
+        # The field the client used is the one that goes out.
+        r = self.gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": msgs,
+                                                       "max_completion_tokens": 9000})
+        self.assertEqual(r.status, 200, r)
+        sent = self.a.requests[-1].json
+        self.assertEqual(sent.get("max_completion_tokens"), 512, sent)
+        self.assertNotIn("max_tokens", sent)
+        # From an Anthropic client (max_tokens is required there), translated for the upstream.
+        r = self.gw.post_json("/v1/messages", {"model": "small/m", "max_tokens": 6000, "messages": msgs})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.a.requests[-1].json["max_tokens"], 512)
+        self.assertIn("max_tokens=6000->512; ", r.header("x-moongate-compaction") or "")
+
+    def test_max_tokens_that_fit_the_window_are_left_alone(self):
+        # Over big/m's maxTokens (4096) but well inside its 200,000-token window: sent as asked,
+        # byte for byte; so is a request within small/m's maxTokens.
+        raw = json.dumps({"model": "big/m", "messages": [{"role": "user", "content": "hi"}],
+                          "max_tokens": 8000}).encode()
+        r = self.gw.post_json("/v1/chat/completions", raw)
+        self.assertEqual(r.status, 200, r)
+        self.assertIsNone(r.header("x-moongate-compaction"))
+        self.assertEqual(self.b.requests[-1].body, raw.replace(b'"big/m"', b'"m"'))
+        r = self.gw.post_json("/v1/chat/completions", {"model": "small/m", "max_tokens": 500,
+                                                       "messages": [{"role": "user", "content": "hi"}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertIsNone(r.header("x-moongate-compaction"))
+        self.assertEqual(self.a.requests[-1].json["max_tokens"], 500)
+
+    def test_a_compacted_request_asking_too_much_is_lowered_too(self):
+        r = self.gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": history(),
+                                                       "max_tokens": 8000})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.a.requests[-1].json["max_tokens"], 512)
+        hdr = r.header("x-moongate-compaction") or ""
+        self.assertIn("max_tokens=8000->512; ", hdr)
+        self.assertIn("drop_turns", hdr)
+        self.assertIn("max_tokens", hdr.split("filters=")[1])
+
     def test_nothing_fits_is_a_400_naming_the_estimate(self):
         msgs = [{"role": "user", "content": "z" * 40000}]
         r = self.gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": msgs})

@@ -83,6 +83,23 @@ class Summaries(MGTestCase):
                 "summary by loc/summ failed" in l.get("detail", "") and l.get("level") == "warn"]
         self.assertTrue(warn, "no warning says why:\n" + self.gw.stderr_text()[-3000:])
 
+    def test_a_summarized_request_keeps_its_lowered_max_tokens(self):
+        # Asked for more than small/m's maxTokens: lowered, and the header says so after the
+        # summary replaced the drop note as well as when the summarizer failed.
+        for behavior, kind in (("answer", "summary"), ("fail", "drop_turns")):
+            if behavior == "answer":
+                self.s.set_behavior("answer", content=SUMMARY)
+            else:
+                self.s.set_behavior("fail", status=500)
+            r = self.gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": history(),
+                                                           "max_tokens": 7000})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(self.a.requests[-1].json["max_tokens"], 512)
+            hdr = r.header("x-moongate-compaction") or ""
+            self.assertIn("max_tokens=7000->512; ", hdr, behavior)
+            self.assertIn(kind, hdr)
+            self.assertIn("max_tokens", hdr.split("filters=")[1], hdr)
+
     def test_a_stalled_summarizer_leaves_the_drop_note_within_the_timeout(self):
         self.s.set_behavior("stall")
         started = time.monotonic()
