@@ -1185,3 +1185,47 @@ mg_class_t mg_classify_http(long status, const char *headers, size_t hlen, const
 {
     return mg_classify_http2(NULL, status, headers, hlen, body, blen).cls;
 }
+
+/* The digits at p (after spaces), as a count of tokens; 0 when there are none or too many. */
+static int64_t tokens_at(const char *p, const char *end)
+{
+    while (p < end && *p == ' ') p++;
+    int64_t v = 0;
+    int digits = 0;
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+        if (++digits > 9) return 0;
+        v = v * 10 + (*p - '0');
+    }
+    return v;
+}
+
+int64_t mg_classify_context_window(const char *text, size_t len)
+{
+    /* The phrases servers put before the window (after the window: "-token context"). */
+    static const char *const before[] = {
+        "maximum context length is ",      /* OpenAI, vLLM, OpenRouter */
+        "context length is only ",         /* vLLM >= 0.16 */
+        "context length only supports ",   /* LM Studio */
+        "n_ctx: ",                         /* LM Studio (llama.cpp's message) */
+        "\"n_ctx\":",                      /* llama.cpp's error field */
+        "available context size (",        /* llama.cpp */
+        "model's context length (",        /* SGLang */
+        "maximum context length of ",      /* SGLang */
+    };
+    char low[4096];
+    size_t n = lower_into(low, sizeof low, text ? text : "", text ? len : 0);
+    const char *end = low + n;
+    for (size_t i = 0; i < MG_ARRAY_LEN(before); i++) {
+        const char *hit = memmem(low, n, before[i], strlen(before[i]));
+        int64_t w = hit ? tokens_at(hit + strlen(before[i]), end) : 0;
+        if (w > 0) return w;
+    }
+    /* vLLM: "… over the 2048-token context." */
+    const char *hit = memmem(low, n, "-token context", 14);
+    if (hit) {
+        const char *p = hit;
+        while (p > low && p[-1] >= '0' && p[-1] <= '9') p--;
+        if (p < hit) return tokens_at(p, hit);
+    }
+    return 0;
+}

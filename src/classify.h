@@ -106,6 +106,12 @@ mg_classification_t mg_classify_http2(const mg_patterns_t *patterns, long status
 mg_classification_t mg_classify_stream_error(const mg_patterns_t *patterns, const char *data,
                                              size_t len);
 
+/* The context window a context-overflow error names, in tokens: the window the server has
+ * loaded, which may be smaller than the configured contextWindow ("maximum context length is
+ * 4096 tokens", "n_ctx: 4096", "available context size (4096 tokens)", "over the 4096-token
+ * context"…). 0 when the text names none. Reads the first 4 KiB of text (a body or a message). */
+int64_t mg_classify_context_window(const char *text, size_t len);
+
 /* The original API: mg_classify_http2 with the built-in patterns, class only. */
 mg_class_t mg_classify_http(long status, const char *headers, size_t hlen, const char *body,
                             size_t blen);

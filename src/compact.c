@@ -188,6 +188,15 @@ int64_t mg_compact_reserved_output(const mg_model_t *m, int64_t requested)
     return cap;
 }
 
+const mg_model_t *mg_compact_fit_model(const mg_model_t *m, int64_t learned, mg_model_t *tmp)
+{
+    if (!m || learned <= 0 || (m->context_window > 0 && learned >= m->context_window)) return m;
+    *tmp = *m;
+    tmp->context_window = learned;
+    if (tmp->max_tokens > learned / 2) tmp->max_tokens = learned / 2;
+    return tmp;
+}
+
 int64_t mg_compact_budget(const mg_model_t *m, int64_t requested, int64_t margin)
 {
     if (!m || m->context_window <= 0) return INT64_MAX;

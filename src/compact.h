@@ -40,6 +40,11 @@
  * window), half the window is reserved instead. Both unknown: 4096 (what encoders default to). */
 int64_t mg_compact_reserved_output(const mg_model_t *m, int64_t requested_max_output);
 
+/* The model as a request must be fitted to it: m itself, or, when learned (a window its server
+ * named, 0 none) is under m's window, a copy in *tmp with that window and at most half of it as
+ * maxTokens (the reserved output must leave room for a prompt). */
+const mg_model_t *mg_compact_fit_model(const mg_model_t *m, int64_t learned, mg_model_t *tmp);
+
 /* context_window − reserved output − margin: the most prompt tokens the model can take.
  * INT64_MAX when the window is unknown (<= 0): no limit can be enforced. May be <= 0. */
 int64_t mg_compact_budget(const mg_model_t *m, int64_t requested_max_output, int64_t margin);

@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,10 @@ typedef struct ent {
         uint32_t ok, fail;
     } win[WIN_BUCKETS];
 
+    /* models only: the context window the model's server named in a context-overflow error,
+     * below the configured one, and until when budgets use it (0: none) */
+    int64_t learned_window, learned_until;
+
     /* providers only */
     uint64_t endpoint;    /* mg_health_endpoint of the provider as last configured; 0 unknown */
     int64_t budget_milli; /* retry tokens × 1000: exact arithmetic, 5 deposits make one token */
@@ -66,6 +71,7 @@ typedef struct map {
 
 struct mg_health {
     pthread_mutex_t lock;
+    atomic_bool any_learned; /* a window was ever learned: until then no lookup is needed */
     mg_health_settings_t s;
     map_t providers, models;
     uint64_t rng;
@@ -310,6 +316,7 @@ static void forget(mg_health_t *h, ent_t *e, int64_t now)
     e->lat_n = e->lat_i = e->ttft_n = e->ttft_i = 0;
     e->pct_valid = false;
     e->probe_in_flight = false; /* its answer will be about the old endpoint: ignored */
+    e->learned_window = e->learned_until = 0;
 }
 
 /* Whether a result about endpoint (0: unknown) is about provider entry pe's current one. */
@@ -742,6 +749,7 @@ static void fill_stats(const mg_health_t *h, ent_t *e, int64_t now, mg_health_st
                                                                : MG_CLASS_OK;
     st->consecutive_failures = e->consecutive;
     st->level = e->level;
+    st->learned_window = me && me->learned_until > now ? me->learned_window : 0;
     st->last_class = e->last_class;
     st->last_status = e->last_status;
     size_t ml = strnlen(e->last_message, sizeof st->last_message - 1); /* as snprintf "%s" */
@@ -828,6 +836,31 @@ static void json_pcts(mg_buf_t *out, const char *name, int64_t p50, int64_t p95,
                   (long long)p50, (long long)p95, (long long)p99, n);
 }
 
+void mg_health_learn_window(mg_health_t *h, const char *provider, const char *model_ref, uint64_t endpoint,
+                            int64_t window, int64_t now)
+{
+    if (!h || !provider || !model_ref || window <= 0) return;
+    pthread_mutex_lock(&h->lock);
+    ent_t *pe = provider_ent(h, provider);
+    if (current(pe, endpoint)) {
+        ent_t *me = model_ent(h, pe, model_ref);
+        me->learned_window = window;
+        me->learned_until = now + MG_HEALTH_WINDOW_TTL_MS;
+        atomic_store(&h->any_learned, true);
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
+int64_t mg_health_window(mg_health_t *h, const char *model_ref, int64_t now)
+{
+    if (!h || !model_ref || !atomic_load_explicit(&h->any_learned, memory_order_relaxed)) return 0;
+    pthread_mutex_lock(&h->lock);
+    ent_t *me = map_get(&h->models, model_ref);
+    int64_t w = me && me->learned_until > now ? me->learned_window : 0;
+    pthread_mutex_unlock(&h->lock);
+    return w;
+}
+
 static void json_entry(const mg_health_t *h, mg_buf_t *out, ent_t *e, int64_t now)
 {
     mg_health_stats_t st;
@@ -869,6 +902,11 @@ static void json_entry(const mg_health_t *h, mg_buf_t *out, ent_t *e, int64_t no
     json_pcts(out, "latency_ms", st.latency_p50, st.latency_p95, st.latency_p99,
               st.latency_samples);
     json_pcts(out, "ttft_ms", st.ttft_p50, st.ttft_p95, st.ttft_p99, st.ttft_samples);
+    if (!e->is_provider && e->learned_until > now)
+        mg_buf_printf(out, ",\"learned_context_window\":%lld,\"learned_context_window_remaining_ms\":%lld",
+                      (long long)e->learned_window, (long long)(e->learned_until - now));
+    else if (!e->is_provider)
+        mg_buf_puts(out, ",\"learned_context_window\":null");
     if (e->is_provider)
         mg_buf_printf(out,
                       ",\"retry_tokens\":%.1f,\"retries_total\":%llu,\"retries_denied\":%llu,"

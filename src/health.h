@@ -214,7 +214,21 @@ typedef struct mg_health_stats {
     double retry_tokens;            /* providers */
     uint64_t retries_total, retries_denied;
     bool probe_in_flight;
+    int64_t learned_window;         /* models: the window in force from mg_health_learn_window, 0 none */
 } mg_health_stats_t;
+
+/* How long a learned context window holds: a server reloaded with a larger window is believed
+ * again after this (the next overflow teaches it anew). */
+#define MG_HEALTH_WINDOW_TTL_MS (10 * 60 * 1000)
+/* The model's server named window tokens as its context window in a context-overflow error
+ * (LM Studio, llama.cpp and vLLM name the window they have loaded), below the configured
+ * contextWindow: budgets use it for MG_HEALTH_WINDOW_TTL_MS. Ignored when endpoint (0: unknown)
+ * is not the provider's current one; forgotten when the provider's endpoint changes. */
+void mg_health_learn_window(mg_health_t *h, const char *provider, const char *model_ref, uint64_t endpoint,
+                            int64_t window, int64_t now_ms);
+/* The learned window in force for the model; 0 when none. One atomic load until a window is ever
+ * learned. */
+int64_t mg_health_window(mg_health_t *h, const char *model_ref, int64_t now_ms);
 
 /* Fills *out for the model (or the provider, model_ref NULL); returns out->known. */
 bool mg_health_query(mg_health_t *h, const char *provider, const char *model_ref, int64_t now_ms,

@@ -745,6 +745,7 @@ static void push_live(lua_State *L, bool known, const mg_live_state_t *st)
     set_int(L, "in_flight", st->in_flight);
     set_num(L, "error_rate", st->error_rate);
     set_str(L, "last_error", st->last_error_class);
+    if (st->learned_context_window > 0) set_int(L, "learned_context_window", st->learned_context_window);
 }
 
 /* gw.health(model) → the model's live state table (a fresh snapshot per call). */
@@ -914,12 +915,16 @@ static int l_tokens(lua_State *L)
 /* gw.prompt_budget(model [, max_output_tokens]) → the prompt tokens the gateway lets model take
  * before it compacts: its window less the reserved output (the request's max, capped by the
  * model's maxTokens; unset: maxTokens, at most half the window) less gateway.compaction's
- * marginTokens. The same rule as compaction's, so a policy's "fits" agrees with it. */
+ * marginTokens. The same rule as compaction's, so a policy's "fits" agrees with it, including a
+ * window the model's server named in an overflow (gw.health(model).learned_context_window). */
 static int l_prompt_budget(lua_State *L)
 {
     host_t *h = api_enter(L);
     const mg_model_t *m = check_model(L, 1, "gw.prompt_budget");
     lua_Integer max_out = luaL_optinteger(L, 2, -1);
+    mg_live_state_t st;
+    mg_model_t tmp;
+    if (live_model(h, m, &st)) m = mg_compact_fit_model(m, st.learned_context_window, &tmp);
     int64_t b = mg_compact_budget(m, max_out > 0 ? (int64_t)max_out : -1, h->cfg->gw.compaction.margin_tokens);
     lua_pushinteger(L, (lua_Integer)MG_MAX(b, 0));
     return 1;

@@ -240,7 +240,7 @@ static void read_request(lua_State *L, int t, mg_tcase_t *c)
 
 static const char *const live_keys[] = {
     "healthy", "cooling_down", "cooldown_ms", "cooldown_until_ms", "latency_ms",
-    "ttft_ms", "in_flight",    "error_rate",  "last_error",        NULL,
+    "ttft_ms", "in_flight",    "error_rate",  "last_error",        "learned_context_window", NULL,
 };
 
 static void read_live_group(lua_State *L, int t, const char *group, bool provider, mg_tcase_t *c)
@@ -279,6 +279,7 @@ static void read_live_group(lua_State *L, int t, const char *group, bool provide
         get_int(L, e, where, "in_flight", &st->in_flight);
         get_num(L, e, where, "error_rate", &st->error_rate);
         st->last_error_class = get_str(L, e, where, "last_error", c);
+        get_int(L, e, where, "learned_context_window", &st->learned_context_window);
         lua_pop(L, 1);
     }
     lua_pop(L, 1);

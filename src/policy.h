@@ -92,6 +92,8 @@ typedef struct mg_live_state {
     double error_rate;         /* recent failures / attempts, 0..1 */
     const char
         *last_error_class; /* mg_class_name() of the last failure, or NULL; valid during the call */
+    int64_t learned_context_window; /* the window the model's server named in an overflow, under
+                                       the configured one (mg_health_learn_window); 0 none */
 } mg_live_state_t;
 
 /* Callbacks return false when they know nothing about the entry (the policy then sees

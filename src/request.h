@@ -89,6 +89,8 @@ typedef struct mg_attempt {
     int64_t raw_estimate; /* raw token estimate of what was sent (calibration), 0 unknown */
     int64_t raw_fixed;    /* its fixed share (images: calibration leaves such prompts out) */
     bool is_retry;        /* a resend of the previous attempt's candidate */
+    int64_t fit_window;   /* the window the request was fitted to (a learned one may be smaller
+                             than the model's); 0 when none was known */
     bool health_begun;    /* counted in flight by the health registry; ended exactly once */
     /* Serving thread, once done. */
     mg_class_t cls;
@@ -191,6 +193,7 @@ typedef struct mg_req {
     size_t n_skipped;
     const mg_model_t *overflowed; /* the largest window that overflowed so far */
     unsigned retries;             /* resends of the current candidate */
+    bool refitted;                /* a candidate was resent fitted to the window its server named */
     mg_summary_run_t summary;     /* a summarizer run the current attempt waits for */
     mg_summary_memo_t *summaries; /* the summaries made so far, for reuse */
     mg_attempt_t attempts[MG_MAX_ATTEMPTS]; /* only [0, n_attempts) is initialised (mg_req_new) */

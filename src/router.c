@@ -78,6 +78,7 @@ static void live_fill(const mg_health_stats_t *st, int64_t now, mg_live_state_t 
     out->in_flight = st->in_flight;
     out->error_rate = st->error_rate;
     out->last_error_class = st->failures_total ? mg_class_name(st->last_class) : NULL;
+    out->learned_context_window = st->learned_window;
 }
 
 static bool live_model(void *ud, const mg_model_t *m, mg_live_state_t *out)
@@ -659,6 +660,13 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
 static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *cand, bool rewrite,
                          int64_t delay_ms);
 
+/* The model as its request must be fitted: with the window its server named in an earlier
+ * overflow (mg_health_learn_window), if any. */
+static const mg_model_t *fit_model(const mg_model_t *m, mg_model_t *tmp)
+{
+    return mg_compact_fit_model(m, mg_health_window(health, m->ref, mg_now_ms()), tmp);
+}
+
 /* Starts one attempt at model m (after delay_ms: a retry's backoff): filters and compacts the
  * candidate's copy of the request, then sends it, or first waits for a summary of the turns it
  * dropped (the attempt is then in flight as far as the server can tell). Returns false when it
@@ -703,7 +711,10 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
         safety_opts_for(cfg, p, &so, extra);
         rewrite = mg_safety_filter(req->arena, &cand, &so, &a->compaction) == 1 || rewrite;
     }
-    int64_t budget = mg_compact_budget(m, cand.max_output_tokens, cfg->gw.compaction.margin_tokens);
+    mg_model_t learned;
+    const mg_model_t *fit = fit_model(m, &learned);
+    a->fit_window = fit->context_window;
+    int64_t budget = mg_compact_budget(fit, cand.max_output_tokens, cfg->gw.compaction.margin_tokens);
     mg_compact_opts_t co;
     compact_opts_for(cfg, m, &opt, &co);
     /* What the filters left, before anything is cut: where a summary run starts again. */
@@ -721,8 +732,9 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
         rc = mg_compact(req->arena, &cand, budget, &co, &a->compaction);
     if (rc == MG_COMPACT_OVERFLOW) {
         char d[160];
-        snprintf(d, sizeof d, "estimated %lld prompt tokens, over this model's budget of %lld (window %lld)",
-                 (long long)a->compaction.tokens_before, (long long)budget, (long long)m->context_window);
+        snprintf(d, sizeof d, "estimated %lld prompt tokens, over this model's budget of %lld (window %lld%s)",
+                 (long long)a->compaction.tokens_before, (long long)budget, (long long)fit->context_window,
+                 fit == m ? "" : ", as its server said");
         req->est_tokens = MG_MAX(req->est_tokens, a->compaction.tokens_before);
         settle_locally(a, MG_CLASS_CONTEXT_OVERFLOW, d);
         return false;
@@ -732,10 +744,10 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
      * capped by the model's maxTokens. A request asking for more than that goes out asking for
      * the reserved output when prompt + what it asks would be over the window, compacted or not
      * (vLLM refuses prompt + max_tokens over the window with a 400). */
-    int64_t reserved = mg_compact_reserved_output(m, cand.max_output_tokens);
-    if (cand.max_output_tokens > reserved && m->context_window > 0 &&
+    int64_t reserved = mg_compact_reserved_output(fit, cand.max_output_tokens);
+    if (cand.max_output_tokens > reserved && fit->context_window > 0 &&
         (rc == MG_COMPACT_CHANGED || a->compaction.tokens_after + cand.max_output_tokens +
-                                             MG_MAX(cfg->gw.compaction.margin_tokens, 0) > m->context_window)) {
+                                             MG_MAX(cfg->gw.compaction.margin_tokens, 0) > fit->context_window)) {
         a->compaction.max_tokens_asked = cand.max_output_tokens;
         cand.max_output_tokens = reserved;
         a->compaction.max_tokens_sent = reserved;
@@ -1478,6 +1490,27 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
     return advance(req, reply);
 }
 
+/* An overflow whose error names the server's window, under the configured one (LM Studio or
+ * llama.cpp loaded with a smaller context than contextWindow says): the window is learned for
+ * the model, with a warning when it is new. Returns true when a resend fitted to it may get an
+ * answer, that is when the request was fitted to a larger window. */
+static bool learn_window(mg_attempt_t *a)
+{
+    const mg_model_t *m = a->model;
+    int64_t w = mg_classify_context_window(a->body.data, a->body.len);
+    if (w <= 0) w = mg_classify_context_window(a->detail, strlen(a->detail));
+    if (w <= 0 || (m->context_window > 0 && w >= m->context_window)) return false;
+    int64_t now = mg_now_ms();
+    if (mg_health_window(health, m->ref, now) != w)
+        mg_log(MG_LOG_WARN, "health",
+               "%s: its server says its context window is %lld tokens, under the configured contextWindow of "
+               "%lld; requests to it are fitted to %lld tokens for %d minutes (set contextWindow, or load "
+               "the model with a larger context)",
+               m->ref, (long long)w, (long long)m->context_window, (long long)w, MG_HEALTH_WINDOW_TTL_MS / 60000);
+    mg_health_learn_window(health, m->provider->id, m->ref, mg_health_endpoint(m->provider), w, now);
+    return a->fit_window <= 0 || w < a->fit_window;
+}
+
 mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
 {
     if (req->summary.active) return finish_summary(req, reply);
@@ -1520,6 +1553,22 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
             mg_health_report(health, pid, a->model->ref, &o, now);
             d = mg_health_decide(health, pid, a->model->ref, &o, req->retries, now);
         }
+    }
+    if (a->cls == MG_CLASS_CONTEXT_OVERFLOW && a->status > 0 && learn_window(a) && !req->refitted) {
+        /* Fitted to a window the server does not have: once per request, the same model again,
+         * fitted to the one it named, before any other candidate (a local model's request stays
+         * local). */
+        req->refitted = true;
+        pthread_mutex_lock(&req->lock);
+        bool gone = req->client_gone;
+        pthread_mutex_unlock(&req->lock);
+        if (gone) return advance(req, reply);
+        trace_note(req, "refit: the server named a smaller context window");
+        if (submit(req, a->model, true, 0)) return MG_ROUTE_WAIT;
+        mg_metrics_attempt(a->model->ref, mg_req_current(req)->cls);
+        if (!req->overflowed || req->overflowed->context_window < a->model->context_window)
+            req->overflowed = a->model;
+        return advance(req, reply);
     }
     if (a->cls == MG_CLASS_OK && req->stream) {
         /* Asked to stream, the upstream answered whole: the client gets that answer as a stream. */

@@ -47,6 +47,11 @@ static void fuzz_http(const uint8_t *d, size_t n)
 
     mg_classification_t s = mg_classify_stream_error(NULL, body, bl);
     CHECK(s.cls != MG_CLASS_OK && (int)s.cls < MG_CLASS_COUNT);
+
+    /* A window named in the text: never negative, at most 9 digits, and the same again. */
+    int64_t w = mg_classify_context_window(body, bl);
+    CHECK(w >= 0 && w <= 999999999);
+    CHECK(w == mg_classify_context_window(body, bl));
 }
 
 static lua_State *oracle(void)

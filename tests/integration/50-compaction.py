@@ -8,6 +8,7 @@ import json
 
 import mglib
 from mglib import MGTestCase, config, history, provider
+from mock_upstream import ERRORS
 
 
 class Compaction(MGTestCase):
@@ -132,6 +133,80 @@ class Compaction(MGTestCase):
         self.assertIn("estimated at", err["message"])
         self.assertIn("4096", err["message"])
         self.assertEqual(len(self.a.requests), 0, "nothing was sent to a model it cannot fit")
+
+
+class LearnedWindow(MGTestCase):
+    """A local server loaded with a smaller context than contextWindow says (LM Studio's n_ctx):
+    its overflow error names the real window, the request goes to the same model again fitted to
+    it (not to the hosted fallback), and later requests are fitted to it from the start."""
+
+    def setUp(self):
+        self.a, self.b = self.mock("A"), self.mock("B")
+        self.gw = self.gateway(config(
+            providers={"loc": provider(self.a, [{"id": "m", "contextWindow": 65536, "maxTokens": 4096}]),
+                       "hosted": provider(self.b, [{"id": "m", "contextWindow": 200000}])},
+            primary="loc/m", fallbacks=["hosted/m"]))
+
+    def health_entry(self, ref):
+        for p in self.gw.get("/admin/health").json.get("providers", []):
+            for m in p.get("models", []):
+                if m.get("ref") == ref:
+                    return m
+        raise AssertionError(ref + " not in /admin/health")
+
+    def test_the_window_the_server_names_is_learned_and_the_request_stays_local(self):
+        self.assertIsNone(self.health_entry("loc/m")["learned_context_window"])
+        self.a.push_behavior("fail", status=400, body=ERRORS["context_lmstudio"])
+        body = {"model": "loc/m", "messages": history(), "max_tokens": 3000}
+        r = self.gw.post_json("/v1/chat/completions", body)
+        self.assertEqual(r.status, 200, r)
+        self.assertRoute(r, [("loc/m", "context_overflow", 400), ("loc/m", "ok", 200)])
+        self.assertEqual(len(self.b.requests), 0, "the hosted fallback was not needed")
+        first, second = self.a.requests[-2].json, self.a.requests[-1].json
+        self.assertEqual(len(first["messages"]), len(body["messages"]), "first as sent: it fit 65536")
+        self.assertLess(len(second["messages"]), len(body["messages"]), "then fitted to 4096")
+        # At most half of the learned window is kept for the answer.
+        self.assertEqual(second["max_tokens"], 2048)
+        hdr = r.header("x-moongate-compaction") or ""
+        self.assertIn("drop_turns", hdr)
+        self.assertIn("max_tokens=3000->2048; ", hdr)
+        warn = [l for l in self.gw.log_lines() if l.get("level") == "warn" and "n_ctx" not in str(l)
+                and "context window is 4096 tokens" in l.get("msg", "") + str(l.get("detail", ""))]
+        self.assertEqual(len(warn), 1, self.gw.stderr_text()[-3000:])
+        e = self.health_entry("loc/m")
+        self.assertEqual(e["learned_context_window"], 4096, e)
+        self.assertGreater(e["learned_context_window_remaining_ms"], 9 * 60 * 1000)
+        # The next request is fitted to 4096 at once: one attempt, no second warning.
+        n = len(self.a.requests)
+        r = self.gw.post_json("/v1/chat/completions", {"model": "loc/m", "messages": history()})
+        self.assertEqual(r.status, 200, r)
+        self.assertRoute(r, [("loc/m", "ok", 200)])
+        self.assertEqual(len(self.a.requests), n + 1)
+        self.assertLess(len(self.a.requests[-1].json["messages"]), len(body["messages"]))
+        warn2 = [l for l in self.gw.log_lines() if "context window is 4096 tokens" in str(l)]
+        self.assertEqual(len(warn2), 1)
+
+    def test_a_request_that_cannot_fit_the_learned_window_moves_on(self):
+        # Learned 4096, and a last turn that alone is over it: the gateway does not send it to
+        # loc/m again; the hosted model with a larger window answers.
+        self.a.push_behavior("fail", status=400, body=ERRORS["context_llamacpp"])
+        msgs = [{"role": "user", "content": "z" * 30000}]
+        r = self.gw.post_json("/v1/chat/completions", {"model": "loc/m", "messages": msgs})
+        self.assertEqual(r.status, 200, r)
+        self.assertRoute(r, [("loc/m", "context_overflow", 400), ("loc/m", "context_overflow"),
+                             ("hosted/m", "ok", 200)])
+        self.assertEqual(len(self.a.requests), 1, "nothing more was sent to loc/m")
+
+    def test_a_window_at_or_over_the_configured_one_is_not_learned(self):
+        # The server's window is the configured one (or larger): nothing to learn, no resend.
+        big = {"error": {"message": "This model's maximum context length is 65536 tokens. However, "
+                                    "your messages resulted in 70000 tokens.",
+                         "type": "invalid_request_error", "code": "context_length_exceeded"}}
+        self.a.push_behavior("fail", status=400, body=big)
+        r = self.gw.post_json("/v1/chat/completions", {"model": "loc/m", "messages": history()})
+        self.assertEqual(r.status, 200, r)
+        self.assertRoute(r, [("loc/m", "context_overflow", 400), ("hosted/m", "ok", 200)])
+        self.assertIsNone(self.health_entry("loc/m")["learned_context_window"])
 
 
 class SafetyOff(MGTestCase):

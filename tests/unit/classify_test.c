@@ -183,6 +183,39 @@ MG_TEST(every_stream_error_wording)
     MG_CHECK(mg_classify_stream_error(NULL, NULL, 0).cls == MG_CLASS_SERVER_ERROR);
 }
 
+/* The window each server's overflow error names (the fixtures above, by index), and texts that
+ * name none. */
+MG_TEST(context_window_named_by_the_error)
+{
+    static const struct {
+        const char *server;
+        int64_t window;
+    } want[] = {
+        {"openai", 4096},  {"vllm<=0.15", 4096}, {"vllm>=0.16", 1024},  {"vllm 2026", 2048},
+        {"sglang", 262144}, {"llama.cpp", 4096}, {"lmstudio", 4096},    {"lmstudio 200", 30000},
+        {"openrouter", 8192},
+    };
+    for (size_t k = 0; k < MG_ARRAY_LEN(want); k++) {
+        bool found = false;
+        for (size_t i = 0; i < MG_ARRAY_LEN(http_fixtures) && !found; i++) {
+            if (strcmp(http_fixtures[i].server, want[k].server) != 0) continue;
+            found = true;
+            const char *b = http_fixtures[i].body;
+            MG_CHECK_INT(mg_classify_context_window(b, strlen(b)), want[k].window);
+        }
+        MG_CHECK(found);
+    }
+    static const char *const none[] = {
+        "", "{\"error\":{\"message\":\"Your input exceeds the context window of this model.\"}}",
+        "the request exceeds the available context size. try increasing the context size",
+        "maximum context length is unknown", "maximum context length is 99999999999 tokens",
+        "over the -token context",
+    };
+    for (size_t i = 0; i < MG_ARRAY_LEN(none); i++) MG_CHECK_INT(mg_classify_context_window(none[i], strlen(none[i])), 0);
+    MG_CHECK_INT(mg_classify_context_window(NULL, 0), 0);
+    MG_CHECK_INT(mg_classify_context_window("Maximum Context Length Is 512 tokens", 36), 512);
+}
+
 MG_TEST(transfer_results)
 {
     MG_CHECK(mg_classify_xfer(MG_XFER_OK) == MG_CLASS_OK);

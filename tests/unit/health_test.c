@@ -442,16 +442,22 @@ MG_TEST(change_callback_fires_once_per_transition)
     mg_health_free(h);
 }
 
+/* The fake catalog with addresses (lm local, oa hosted), as a config for mg_health_add_config. */
+static void addressed_cfg(fake_cfg_t *f, mg_config_t *cfg)
+{
+    fake_cfg(f);
+    f->p[0].base_url = "http://127.0.0.1:1234/v1";
+    f->p[1].base_url = "https://api.openai.com/v1";
+    memset(cfg, 0, sizeof *cfg);
+    cfg->providers = f->p;
+    cfg->n_providers = 3;
+}
+
 MG_TEST(a_changed_endpoint_starts_afresh)
 {
     fake_cfg_t f;
-    fake_cfg(&f);
-    f.p[0].base_url = "http://127.0.0.1:1234/v1";
-    f.p[1].base_url = "https://api.openai.com/v1";
     mg_config_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.providers = f.p;
-    cfg.n_providers = 3;
+    addressed_cfg(&f, &cfg);
     evlog_t log = {0};
     mg_health_t *h = new_health(&log);
     mg_health_add_config(h, &cfg, 0);
@@ -504,6 +510,36 @@ MG_TEST(a_changed_endpoint_starts_afresh)
     f.p[1].api_key = "sk-new";
     mg_health_add_config(h, &cfg, 1600);
     MG_CHECK(mg_health_available(h, "oa", NULL, 2000, NULL));
+    mg_health_free(h);
+}
+
+/* A window a server named: in force for MG_HEALTH_WINDOW_TTL_MS, shown in the stats, ignored
+ * when about an old endpoint, forgotten when the provider's endpoint changes. */
+MG_TEST(learned_windows)
+{
+    fake_cfg_t f;
+    mg_config_t cfg;
+    addressed_cfg(&f, &cfg);
+    evlog_t log = {0};
+    mg_health_t *h = new_health(&log);
+    MG_CHECK_INT(mg_health_window(h, "lm/a", 0), 0);
+    mg_health_add_config(h, &cfg, 0);
+    uint64_t ep = mg_health_endpoint(&f.p[0]);
+    mg_health_learn_window(h, "lm", "lm/a", ep, 4096, 1000);
+    MG_CHECK_INT(mg_health_window(h, "lm/a", 1000), 4096);
+    MG_CHECK_INT(mg_health_window(h, "lm/b", 1000), 0);
+    MG_CHECK_INT(mg_health_window(h, "lm/a", 1000 + MG_HEALTH_WINDOW_TTL_MS - 1), 4096);
+    MG_CHECK_INT(mg_health_window(h, "lm/a", 1000 + MG_HEALTH_WINDOW_TTL_MS), 0);
+    mg_health_stats_t st;
+    mg_health_query(h, "lm", "lm/a", 2000, &st);
+    MG_CHECK_INT(st.learned_window, 4096);
+    mg_health_learn_window(h, "lm", "lm/a", ep, 2048, 3000); /* a newer word replaces it */
+    MG_CHECK_INT(mg_health_window(h, "lm/a", 3000), 2048);
+    mg_health_learn_window(h, "lm", "lm/a", ep + 1, 1024, 3000); /* about another endpoint */
+    MG_CHECK_INT(mg_health_window(h, "lm/a", 3000), 2048);
+    f.p[0].base_url = "http://127.0.0.1:8080/v1"; /* another server now */
+    mg_health_add_config(h, &cfg, 4000);
+    MG_CHECK_INT(mg_health_window(h, "lm/a", 4000), 0);
     mg_health_free(h);
 }
 

@@ -959,6 +959,7 @@ static bool fake_model(void *ud, const mg_model_t *m, mg_live_state_t *out)
         out->latency_ms_p50 = 120;
         out->ttft_ms_p50 = 30;
         out->in_flight = 3;
+        out->learned_context_window = 4096; /* its server said so (8192 configured) */
         return true;
     }
     return false;
@@ -991,6 +992,8 @@ MG_TEST(api_live_state)
         "  gw.trace('%s %s %s %s', tostring(gw.healthy('eu/big')), "
         "tostring(gw.healthy('us/big')),\n"
         "           tostring(gw.healthy('lm/small')), tostring(gw.healthy('nr/other')))\n"
+        "  gw.trace('%s %s %s', tostring(l.learned_context_window), tostring(h.learned_context_window),\n"
+        "           gw.prompt_budget('lm/small'))\n"
         "  return gw.util.filter(gw.util.default_chain(), gw.healthy)\n"
         "end");
     MG_CHECK(p != NULL);
@@ -1001,7 +1004,8 @@ MG_TEST(api_live_state)
     MG_CHECK_INT(mg_policy_route(p, &in, &live, &plan), 0);
     MG_CHECK_STR(plan.trace,
                  "true false 0.5 server_error; 120.0 30.0 3 false; true true; false true nil; "
-                 "false false true true");
+                 "false false true true; 4096 nil 1536");
+    /* 1536: the learned 4096 less half of it for the answer (maxTokens 2048) less margin 512 */
     MG_CHECK_STR(refs(&plan), "lm/small");
     probe("return gw.health('nope')", "gw.health: unknown model 'nope'");
     mg_policy_free(p);
