@@ -964,6 +964,31 @@ static mg_route_step_t advance(mg_req_t *req, mg_reply_t *reply)
     return MG_ROUTE_REPLY;
 }
 
+/* POST /v1/messages/count_tokens: the gateway's own estimate of the prompt, calibrated for the
+ * model that would serve it (the plan's first candidate), as {"input_tokens": N}. Nothing goes
+ * upstream: the estimate errs high, as compaction's does (docs/COMPACTION.md), which is the
+ * safe side for a client deciding when to compact its own context. */
+static mg_route_step_t count_tokens(mg_req_t *req, mg_reply_t *reply, const char *decode_error)
+{
+    if (!req->ir_ready) {
+        mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_request", decode_error);
+        return MG_ROUTE_REPLY;
+    }
+    if (!req->n_cands) {
+        reply_unknown_model(req, reply);
+        return MG_ROUTE_REPLY;
+    }
+    const mg_model_t *m = req->cands[0];
+    mg_candidate_t opt = cand_options(req, m);
+    mg_compact_opts_t co;
+    compact_opts_for(req->gen->cfg, m, &opt, &co);
+    req->served = m;
+    reply->status = 200;
+    reply->content_type = "application/json";
+    mg_buf_printf(&reply->body, "{\"input_tokens\":%lld}", (long long)mg_tokens_estimate(&req->ir, &co.tokens));
+    return MG_ROUTE_REPLY;
+}
+
 mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
 {
     /* The document lives in the request's arena, as long as the model that borrows from it. */
@@ -1028,6 +1053,7 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
     char err[256];
     req->ir_ready = mg_ir_decode_request(req->client_api, req->json, req->arena, &req->ir, err, sizeof err) == 0;
     if (!plan(req, reply)) return MG_ROUTE_REPLY;
+    if (req->count_tokens) return count_tokens(req, reply, err);
     bool need_ir = false;
     for (size_t i = 0; i < req->n_cands; i++) {
         const mg_provider_t *p = req->cands[i]->provider;

@@ -209,6 +209,53 @@ class LearnedWindow(MGTestCase):
         self.assertIsNone(self.health_entry("loc/m")["learned_context_window"])
 
 
+class CountTokens(MGTestCase):
+    """POST /v1/messages/count_tokens (the Anthropic SDK's messages.countTokens, which agents call
+    to manage their context): the gateway's estimate for the model that would serve the request,
+    and nothing sent upstream."""
+
+    def setUp(self):
+        self.a = self.mock("A")
+        self.gw = self.gateway(config(providers={"loc": provider(self.a, [{"id": "m", "contextWindow": 8192}])},
+                                      primary="loc/m"))
+
+    def count(self, body, status=200):
+        r = self.gw.post_json("/v1/messages/count_tokens", body)
+        self.assertEqual(r.status, status, r)
+        return r
+
+    def test_the_estimate_grows_with_the_prompt_and_nothing_goes_upstream(self):
+        msgs = [{"role": "user", "content": "hello there"}]
+        r = self.count({"model": "loc/m", "messages": msgs})
+        self.assertEqual(list(r.json), ["input_tokens"], r)
+        small = r.json["input_tokens"]
+        self.assertIsInstance(small, int)
+        self.assertGreater(small, 0)
+        self.assertEqual(r.header("x-moongate-model"), "loc/m")
+        # The system prompt and tools count, and "default" names the primary.
+        r = self.count({"model": "default", "system": "You are terse. " * 50, "messages": msgs,
+                        "tools": [{"name": "get_w", "description": "weather",
+                                   "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]})
+        self.assertGreater(r.json["input_tokens"], small + 100, r)
+        # About a token per 3.5 bytes of ASCII, on the high side.
+        r = self.count({"model": "loc/m", "messages": [{"role": "user", "content": "word " * 2000}]})
+        self.assertGreater(r.json["input_tokens"], 10000 / 4)
+        self.assertLess(r.json["input_tokens"], 10000 / 2)
+        self.assertEqual(len(self.a.requests), 0, "counting sends nothing upstream")
+        line = self.gw.wait_access(3)[-1]
+        self.assertEqual((line.get("path"), line.get("status")), ("/v1/messages/count_tokens", 200), line)
+
+    def test_errors_are_anthropic_errors(self):
+        r = self.count({"model": "nope/x", "messages": [{"role": "user", "content": "x"}]}, 404)
+        self.assertEqual((r.json["type"], r.json["error"]["type"]), ("error", "not_found_error"), r)
+        r = self.count({"model": "loc/m", "messages": "not a list"}, 400)
+        self.assertEqual((r.json["type"], r.json["error"]["type"]), ("error", "invalid_request_error"), r)
+        r = self.gw.get("/v1/messages/count_tokens")
+        self.assertEqual(r.status, 405, r)
+        self.assertEqual(r.header("allow"), "POST")
+        self.assertEqual(len(self.a.requests), 0)
+
+
 class SafetyOff(MGTestCase):
     def test_safety_can_be_turned_off_per_provider(self):
         a = self.mock("A")

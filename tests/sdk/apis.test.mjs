@@ -111,6 +111,19 @@ test('errors reach each SDK in its own format', async () => {
   await assert.rejects(openai.responses.create({ model: 'nope/x', input: 'x' }), (e) => e instanceof OpenAI.NotFoundError);
 });
 
+test('messages.countTokens gets the gateway estimate', async () => {
+  const short = await anthropic.messages.countTokens({ model: 'anth/m', messages: [{ role: 'user', content: 'hi' }] });
+  assert.ok(Number.isInteger(short.input_tokens) && short.input_tokens > 0, JSON.stringify(short));
+  const long = await anthropic.messages.countTokens({
+    model: 'chat/m', system: 'Answer in French. '.repeat(40), messages: [{ role: 'user', content: 'hi' }],
+  });
+  assert.ok(long.input_tokens > short.input_tokens + 100, JSON.stringify(long));
+  await assert.rejects(
+    anthropic.messages.countTokens({ model: 'nope/x', messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof Anthropic.NotFoundError,
+  );
+});
+
 test('models.list and models.retrieve in both shapes', async () => {
   const ids = [];
   for await (const m of openai.models.list()) ids.push(m.id);
