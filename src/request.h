@@ -156,7 +156,8 @@ typedef struct mg_req {
     int64_t start_ms;
     mg_endpoint_t ep;
     bool is_api;   /* a POST to one of the three API endpoints (ep names it); the access line's "api" */
-    bool count_tokens; /* POST /v1/messages/count_tokens (ep MG_EP_MESSAGES): answered here */
+    bool count_tokens; /* POST /v1/messages/count_tokens or /v1/responses/input_tokens (ep says
+                          which): answered by the router's estimate */
     char *method;
     char *path;
     bool body_phase;     /* [locked] headers seen, body not complete yet */

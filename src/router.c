@@ -964,8 +964,9 @@ static mg_route_step_t advance(mg_req_t *req, mg_reply_t *reply)
     return MG_ROUTE_REPLY;
 }
 
-/* POST /v1/messages/count_tokens: the gateway's own estimate of the prompt, calibrated for the
- * model that would serve it (the plan's first candidate), as {"input_tokens": N}. Nothing goes
+/* POST /v1/messages/count_tokens and /v1/responses/input_tokens: the gateway's own estimate of
+ * the prompt, calibrated for the model that would serve it (the plan's first candidate), as
+ * {"input_tokens": N} (Responses: with "object": "response.input_tokens"). Nothing goes
  * upstream: the estimate errs high, as compaction's does (docs/COMPACTION.md), which is the
  * safe side for a client deciding when to compact its own context. */
 static mg_route_step_t count_tokens(mg_req_t *req, mg_reply_t *reply, const char *decode_error)
@@ -985,7 +986,11 @@ static mg_route_step_t count_tokens(mg_req_t *req, mg_reply_t *reply, const char
     req->served = m;
     reply->status = 200;
     reply->content_type = "application/json";
-    mg_buf_printf(&reply->body, "{\"input_tokens\":%lld}", (long long)mg_tokens_estimate(&req->ir, &co.tokens));
+    long long n = (long long)mg_tokens_estimate(&req->ir, &co.tokens);
+    if (req->ep == MG_EP_RESPONSES)
+        mg_buf_printf(&reply->body, "{\"object\":\"response.input_tokens\",\"input_tokens\":%lld}", n);
+    else
+        mg_buf_printf(&reply->body, "{\"input_tokens\":%lld}", n);
     return MG_ROUTE_REPLY;
 }
 
@@ -1017,13 +1022,16 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
         mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_type", wrong);
         return MG_ROUTE_REPLY;
     }
-    if (!cJSON_IsString(model) || !model->valuestring[0]) {
+    if (req->count_tokens && req->ep == MG_EP_RESPONSES && !cJSON_IsString(model)) {
+        req->model_asked = mg_xstrdup("default"); /* input_tokens' model is optional */
+    } else if (!cJSON_IsString(model) || !model->valuestring[0]) {
         req->model_asked = mg_xstrdup("");
         mg_reply_error(reply, req->ep, 404, "invalid_request_error", "model_not_found",
                        "the request has no \"model\": send a provider/id, an alias, or \"default\"");
         return MG_ROUTE_REPLY;
+    } else {
+        req->model_asked = mg_xstrdup(model->valuestring);
     }
-    req->model_asked = mg_xstrdup(model->valuestring);
     static const mg_api_t client_apis[] = {[MG_EP_CHAT] = MG_API_OPENAI_COMPLETIONS,
                                            [MG_EP_RESPONSES] = MG_API_OPENAI_RESPONSES,
                                            [MG_EP_MESSAGES] = MG_API_ANTHROPIC_MESSAGES};

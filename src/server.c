@@ -767,8 +767,8 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
     bool models = strcmp(url, "/v1/models") == 0;
     const char *model_name = strncmp(url, "/v1/models/", 11) == 0 && url[11] ? url + 11 : NULL;
     models = models || model_name;
-    if (!models && strcmp(url, "/v1/messages/count_tokens") == 0) {
-        req->ep = MG_EP_MESSAGES;
+    if (!models && (strcmp(url, "/v1/messages/count_tokens") == 0 || strcmp(url, "/v1/responses/input_tokens") == 0)) {
+        req->ep = url[4] == 'm' ? MG_EP_MESSAGES : MG_EP_RESPONSES;
         req->count_tokens = true;
     } else if (!models && !api_endpoint(url, &req->ep)) {
         return send_error(c, req, 404, "invalid_request_error", "not_found", "no such endpoint");

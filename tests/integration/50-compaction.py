@@ -245,6 +245,20 @@ class CountTokens(MGTestCase):
         line = self.gw.wait_access(3)[-1]
         self.assertEqual((line.get("path"), line.get("status")), ("/v1/messages/count_tokens", 200), line)
 
+    def test_responses_input_tokens_counts_the_same_way(self):
+        # POST /v1/responses/input_tokens (openai's responses.inputTokens.count); model optional.
+        r = self.gw.post_json("/v1/responses/input_tokens", {"model": "loc/m", "input": "word " * 2000})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json["object"], "response.input_tokens", r)
+        n = r.json["input_tokens"]
+        self.assertGreater(n, 10000 / 4)
+        r = self.gw.post_json("/v1/responses/input_tokens", {"input": "word " * 2000})
+        self.assertEqual((r.status, r.json.get("input_tokens")), (200, n), r)
+        self.assertEqual(r.header("x-moongate-model"), "loc/m")
+        r = self.gw.post_json("/v1/responses/input_tokens", {"model": "nope/x", "input": "x"})
+        self.assertOpenAIError(r, 404, "model_not_found")
+        self.assertEqual(len(self.a.requests), 0)
+
     def test_errors_are_anthropic_errors(self):
         r = self.count({"model": "nope/x", "messages": [{"role": "user", "content": "x"}]}, 404)
         self.assertEqual((r.json["type"], r.json["error"]["type"]), ("error", "not_found_error"), r)

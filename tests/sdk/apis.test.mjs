@@ -111,7 +111,7 @@ test('errors reach each SDK in its own format', async () => {
   await assert.rejects(openai.responses.create({ model: 'nope/x', input: 'x' }), (e) => e instanceof OpenAI.NotFoundError);
 });
 
-test('messages.countTokens gets the gateway estimate', async () => {
+test('messages.countTokens and responses.inputTokens.count get the gateway estimate', async () => {
   const short = await anthropic.messages.countTokens({ model: 'anth/m', messages: [{ role: 'user', content: 'hi' }] });
   assert.ok(Number.isInteger(short.input_tokens) && short.input_tokens > 0, JSON.stringify(short));
   const long = await anthropic.messages.countTokens({
@@ -122,6 +122,9 @@ test('messages.countTokens gets the gateway estimate', async () => {
     anthropic.messages.countTokens({ model: 'nope/x', messages: [{ role: 'user', content: 'x' }] }),
     (e) => e instanceof Anthropic.NotFoundError,
   );
+  const r = await openai.responses.inputTokens.count({ model: 'anth/m', input: 'hi' });
+  assert.equal(r.object, 'response.input_tokens');
+  assert.equal(r.input_tokens, short.input_tokens, 'the same prompt, the same estimate');
 });
 
 test('models.list and models.retrieve in both shapes', async () => {
