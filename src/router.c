@@ -1588,7 +1588,7 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
             d = mg_health_decide(health, pid, a->model->ref, &o, req->retries, now);
         }
     }
-    if (a->cls == MG_CLASS_CONTEXT_OVERFLOW && a->status > 0 && learn_window(a) && !req->refitted) {
+    if (a->cls == MG_CLASS_CONTEXT_OVERFLOW && a->status > 0 && learn_window(a) && !req->refitted && req->ir_ready) {
         /* Fitted to a window the server does not have: once per request, the same model again,
          * fitted to the one it named, before any other candidate (a local model's request stays
          * local). */
