@@ -647,14 +647,16 @@ void mg_ir_collector_push(mg_ir_collector_t *c, const mg_ir_event_t *ev)
         break;
     case MG_IR_EV_REASONING_DELTA:
         if (ev->text_len)
-            mg_buf_append(&collector_part(c, MG_IR_PART_REASONING)->text, ev->text, ev->text_len);
+            mg_buf_append_utf8(&collector_part(c, MG_IR_PART_REASONING)->text, ev->text,
+                               ev->text_len);
         break;
     case MG_IR_EV_REASONING_SIGNATURE:
         if (c->open && c->n_parts && c->parts[c->n_parts - 1].type == MG_IR_PART_REASONING)
-            mg_buf_append(&c->parts[c->n_parts - 1].signature, ev->text, ev->text_len);
+            mg_buf_append_utf8(&c->parts[c->n_parts - 1].signature, ev->text, ev->text_len);
         break;
     case MG_IR_EV_TEXT_DELTA:
-        if (ev->text_len) mg_buf_append(&collector_part(c, MG_IR_PART_TEXT)->text, ev->text, ev->text_len);
+        if (ev->text_len)
+            mg_buf_append_utf8(&collector_part(c, MG_IR_PART_TEXT)->text, ev->text, ev->text_len);
         break;
     case MG_IR_EV_TOOL_CALL_START: {
         mg_ir_cpart_t *p = collector_new_part(c, MG_IR_PART_TOOL_CALL);
@@ -668,7 +670,7 @@ void mg_ir_collector_push(mg_ir_collector_t *c, const mg_ir_event_t *ev)
         /* The open call, or (interleaved upstreams) the call with that index. */
         for (size_t i = c->n_parts; i-- > 0;) {
             if (c->parts[i].type == MG_IR_PART_TOOL_CALL && c->parts[i].index == ev->index) {
-                mg_buf_append(&c->parts[i].text, ev->text, ev->text_len);
+                mg_buf_append_utf8(&c->parts[i].text, ev->text, ev->text_len);
                 break;
             }
         }
@@ -927,12 +929,31 @@ void mg_ir_buf_int(mg_buf_t *b, int64_t v)
     mg_buf_append(b, tmp + i, sizeof tmp - i);
 }
 
-void mg_ir_sse_json(mg_buf_t *out, const char *name, const cJSON *j)
+char *mg_ir_print_json(const cJSON *j, size_t *len)
 {
     char *s = cJSON_PrintUnformatted(j);
     if (!s) abort(); /* cJSON fails only when allocation fails */
-    mg_ir_sse_frame(out, name, s, strlen(s));
-    cJSON_free(s);
+    size_t n = strlen(s);
+    size_t k = mg_utf8_valid_len(s, n);
+    if (k < n) { /* rare: a copy only when there is something to repair */
+        mg_buf_t b = {0};
+        mg_buf_reserve(&b, n + 16);
+        mg_buf_append(&b, s, k);
+        mg_buf_append_json_utf8(&b, s + k, n - k);
+        cJSON_free(s);
+        n = b.len;
+        s = mg_buf_steal(&b);
+    }
+    if (len) *len = n;
+    return s;
+}
+
+void mg_ir_sse_json(mg_buf_t *out, const char *name, const cJSON *j)
+{
+    size_t n;
+    char *s = mg_ir_print_json(j, &n);
+    mg_ir_sse_frame(out, name, s, n);
+    free(s);
 }
 
 int mg_ir_fail(char *err, size_t errlen, const char *fmt, ...)

@@ -380,6 +380,16 @@ cJSON *mg_ir_encode_request(mg_api_t to, const mg_ir_request_t *ir, const mg_ir_
  * Returns 0 or cb's nonzero value. */
 int mg_ir_response_events(const mg_ir_response_t *r, mg_ir_event_cb cb, void *ud);
 
+/* j as unformatted JSON text that is valid UTF-8, whatever bytes its strings hold. cJSON parses
+ * and prints string bytes as they are, so an upstream's (or a client's) bytes that are not UTF-8
+ * would reach the other side as they came; here each such byte is written \ufffd, one per byte
+ * as mg_buf_json_strn does. Well-formed text comes out as cJSON_PrintUnformatted writes it (one
+ * more pass over it, no copy). Translated answers and requests, and the stream events encoders
+ * build as trees (mg_ir_sse_json), are printed through this; what encoders write by hand goes
+ * through mg_buf_json_str. *len (when not NULL) gets the length; the caller frees the text
+ * (free()). */
+char *mg_ir_print_json(const cJSON *j, size_t *len);
+
 /* Upstream response body text (API `from`) → client response JSON (API `to`); caller owns it.
  * NULL with err when the body is not a valid response. */
 cJSON *mg_ir_translate_response(mg_api_t from, mg_api_t to, const char *body, size_t len,
@@ -410,7 +420,9 @@ const char *mg_ir_error_type(mg_api_t api, int status, const char *type);
  * Collector: folds stream events into a whole response, following the same block rules as the
  * encoders (a new part when the kind changes, after BLOCK_END, and at each TOOL_CALL_START). Used
  * by the Responses encoder (response.completed repeats the whole output), by tests and fuzzers,
- * and available for access logging. */
+ * and available for access logging. Each delta is kept as the encoders write it: its bytes that
+ * are not well-formed UTF-8 become U+FFFD (mg_buf_append_utf8), delta by delta, so the whole text
+ * repeats what the deltas said even when an upstream cut a character between two of them. */
 
 typedef struct mg_ir_cpart {
     mg_ir_part_type_t type; /* TEXT, REASONING or TOOL_CALL */
@@ -491,7 +503,7 @@ bool mg_ir_same_api(mg_api_t source, mg_api_t target);
 void mg_ir_sse_frame(mg_buf_t *out, const char *name, const char *json, size_t json_len);
 /* Appends a decimal integer (the hot paths avoid printf). */
 void mg_ir_buf_int(mg_buf_t *b, int64_t v);
-/* Serialises j unformatted and appends it as one frame. */
+/* Serialises j with mg_ir_print_json and appends it as one frame. */
 void mg_ir_sse_json(mg_buf_t *out, const char *name, const cJSON *j);
 /* snprintf into err when errlen > 0; returns -1 (for `return mg_ir_fail(...)`). */
 int mg_ir_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

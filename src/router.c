@@ -570,9 +570,9 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
                         err);
         return false;
     }
-    char *body = cJSON_PrintUnformatted(j);
+    size_t body_len;
+    char *body = mg_ir_print_json(j, &body_len);
     cJSON_Delete(j);
-    size_t body_len = strlen(body);
     const mg_summary_memo_t *memo = summary_memo(req, s, body, body_len);
     if (memo) {
         free(body);
@@ -803,8 +803,7 @@ static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *
             settle_locally(a, MG_CLASS_UNSUPPORTED, err);
             return false;
         }
-        body = cJSON_PrintUnformatted(j);
-        body_len = strlen(body);
+        body = mg_ir_print_json(j, &body_len); /* valid UTF-8 whatever the client's bytes */
         cJSON_Delete(j);
     }
 
@@ -1293,10 +1292,11 @@ static void translate_answer(mg_req_t *req, mg_attempt_t *a)
         if (up != req->client_api || a->strip_reasoning) {
             mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .keep_upstream_id = a->model->provider->api == req->client_api};
             cJSON *out = mg_ir_codec(req->client_api)->encode_response(&r, &o);
-            char *txt = cJSON_PrintUnformatted(out);
+            size_t n;
+            char *txt = mg_ir_print_json(out, &n); /* valid UTF-8 whatever the upstream's bytes */
             mg_buf_reset(&a->body);
-            mg_buf_puts(&a->body, txt);
-            cJSON_free(txt);
+            mg_buf_append(&a->body, txt, n);
+            free(txt);
             cJSON_Delete(out);
         }
     }

@@ -136,7 +136,10 @@ void mg_buf_put_i64(mg_buf_t *b, int64_t v)
     mg_buf_put_u64(b, (uint64_t)v);
 }
 
-size_t mg_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
+/* mg_utf8_decode's body, inlined into the loops that check text (mg_utf8_valid_len,
+ * mg_buf_json_strn): a call per character would cost more than the check itself. */
+static inline __attribute__((always_inline)) size_t utf8_decode(const unsigned char *s, size_t n,
+                                                                uint32_t *cp)
 {
     if (n == 0) return 0;
     unsigned c = s[0];
@@ -165,6 +168,54 @@ size_t mg_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
     return len;
 }
 
+size_t mg_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    return utf8_decode(s, n, cp);
+}
+
+size_t mg_utf8_valid_len(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        if (p[i] < 0x80) { /* a run of ASCII (most JSON is): eight bytes at a time, then the rest */
+            uint64_t w;
+            while (n - i >= 8 && (memcpy(&w, p + i, 8), !(w & 0x8080808080808080ULL)))
+                i += 8;
+            while (i < n && p[i] < 0x80)
+                i++;
+            continue;
+        }
+        uint32_t cp;
+        size_t k = utf8_decode(p + i, n - i, &cp);
+        if (!k) return i;
+        i += k;
+    }
+    return n;
+}
+
+static void append_repaired(mg_buf_t *b, const char *s, size_t n, const char *rep, size_t rep_len)
+{
+    for (;;) {
+        size_t k = mg_utf8_valid_len(s, n);
+        mg_buf_append(b, s, k);
+        if (k == n) return;
+        mg_buf_append(b, rep, rep_len); /* s[k] starts no well-formed sequence: it alone goes */
+        s += k + 1;
+        n -= k + 1;
+    }
+}
+
+void mg_buf_append_utf8(mg_buf_t *b, const char *s, size_t n)
+{
+    append_repaired(b, s, n, "\xEF\xBF\xBD", 3);
+}
+
+void mg_buf_append_json_utf8(mg_buf_t *b, const char *s, size_t n)
+{
+    append_repaired(b, s, n, "\\ufffd", 6);
+}
+
 void mg_buf_json_strn(mg_buf_t *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -176,7 +227,7 @@ void mg_buf_json_strn(mg_buf_t *b, const char *s, size_t n)
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') continue;
         if (c >= 0x80) { /* well-formed UTF-8 passes; any other byte becomes U+FFFD */
             uint32_t cp;
-            size_t k = mg_utf8_decode((const unsigned char *)s + i, n - i, &cp);
+            size_t k = utf8_decode((const unsigned char *)s + i, n - i, &cp);
             if (k) {
                 i += k - 1;
                 continue;

@@ -67,6 +67,15 @@ void mg_fmt_double(char *out, size_t n, double d, const char *inf, const char *n
 /* Decodes one well-formed UTF-8 sequence (no overlong forms, surrogates or values past U+10FFFF).
  * Returns its length and sets *cp, or returns 0 when s[0..n) does not start with one. */
 size_t mg_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+/* The length of the longest prefix of s[0..n) that is well-formed UTF-8 by mg_utf8_decode: n when
+ * all of it is. One pass; ASCII is skipped eight bytes at a time. */
+size_t mg_utf8_valid_len(const char *s, size_t n);
+/* Appends s[0..n) with each byte that is not part of well-formed UTF-8 replaced by U+FFFD, one
+ * per byte: the rule of mg_buf_json_strn. mg_buf_append_utf8 writes the character itself (for
+ * text); mg_buf_append_json_utf8 writes the escape \ufffd, for JSON text whose bytes >= 0x80 all
+ * lie inside string literals (what cJSON prints). Well-formed input is appended as it is. */
+void mg_buf_append_utf8(mg_buf_t *b, const char *s, size_t n);
+void mg_buf_append_json_utf8(mg_buf_t *b, const char *s, size_t n);
 
 /* Appends s as a JSON string literal, quotes included: control characters, quotes and
  * backslashes escaped, and each byte that is not part of well-formed UTF-8 written as \ufffd, so

@@ -399,6 +399,70 @@ MG_TEST(buf_json_strn_matches_reference)
     }
 }
 
+/* The longest well-formed prefix, by the reference table. */
+static size_t ref_valid_len(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t k = (unsigned char)s[i] < 0x80 ? 1
+                                              : ref_utf8_len((const unsigned char *)s + i, n - i);
+        if (!k) return i;
+        i += k;
+    }
+    return n;
+}
+
+MG_TEST(utf8_valid_len_and_repair_follow_the_json_writer)
+{
+    for (int k = 0; k < 20000; k++) {
+        char s[48];
+        size_t n = next_rand() % sizeof s;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t r = next_rand();
+            /* mostly ASCII runs (the eight-byte skip), with every kind of lead and tail byte */
+            static const char tails[] = "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"
+                                        "\xed\xa0\xf4\x90\xc0\xbf\xff";
+            s[i] = (char)(r % 3   ? "abcdefgh"[(r >> 8) % 8]
+                          : r % 2 ? (char)(r >> 8)
+                                  : tails[(r >> 8) % 16]);
+            if (!s[i]) s[i] = 'z'; /* a C string for cJSON below */
+        }
+        MG_CHECK_INT(mg_utf8_valid_len(s, n), ref_valid_len(s, n));
+        /* The repair puts U+FFFD where mg_buf_json_strn writes \ufffd, and nothing else changes. */
+        mg_buf_t json = {0}, raw = {0}, esc = {0};
+        mg_buf_json_strn(&json, s, n);
+        cJSON *j = cJSON_ParseWithLength(json.data, json.len);
+        mg_buf_append_utf8(&raw, s, n);
+        MG_CHECK(cJSON_IsString(j) && strlen(j->valuestring) == raw.len &&
+                 memcmp(j->valuestring, raw.data, raw.len) == 0);
+        MG_CHECK_INT(mg_utf8_valid_len(raw.data, raw.len), raw.len);
+        mg_buf_append_json_utf8(&esc, s, n);
+        MG_CHECK_INT(mg_utf8_valid_len(esc.data, esc.len), esc.len);
+        if (ref_valid_len(s, n) == n)
+            MG_CHECK(raw.len == n && esc.len == n && memcmp(esc.data, s, n) == 0);
+        cJSON_Delete(j);
+        mg_buf_free(&json);
+        mg_buf_free(&raw);
+        mg_buf_free(&esc);
+    }
+    static const struct {
+        const char *in, *want;
+    } cases[] = {{"caf\xe2\x82", "caf\\ufffd\\ufffd"},         /* cut */
+                 {"\xc0\xaf", "\\ufffd\\ufffd"},               /* overlong */
+                 {"\xed\xa0\x80", "\\ufffd\\ufffd\\ufffd"},     /* surrogate */
+                 {"\xf5\x80", "\\ufffd\\ufffd"},               /* past F4 */
+                 {"a\x80" "b", "a\\ufffdb"},                  /* lone continuation */
+                 {"0123456789\xe2\x82\xac", "0123456789\xe2\x82\xac"}};
+    for (size_t i = 0; i < MG_ARRAY_LEN(cases); i++) {
+        mg_buf_t b = {0};
+        mg_buf_append_json_utf8(&b, cases[i].in, strlen(cases[i].in));
+        MG_CHECK_STR(b.data, cases[i].want);
+        mg_buf_free(&b);
+    }
+    MG_CHECK_INT(mg_utf8_valid_len("abcdefghijklmno\x80", 16), 15);
+    MG_CHECK_INT(mg_utf8_valid_len("", 0), 0);
+}
+
 MG_TEST(buf_integers_match_printf)
 {
     const int64_t vals[] = {0,   1,    -1,        9,         10,        99,

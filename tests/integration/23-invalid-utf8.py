@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Bytes that are not UTF-8 in an upstream's answer or a client's request. JSON must be UTF-8, and
+cJSON neither checks nor repairs it: a translated answer (whole or streamed) and a request
+re-encoded for another API carry U+FFFD for each such byte, one per byte as the gateway's own
+error and log writer has it. What passes through untouched (the same API) keeps the bytes as they
+came: they are the upstream's (or the client's), forwarded as sent."""
+
+import json
+import unittest
+
+from mglib import MGTestCase, StreamResult, config, provider
+
+R = "\ufffd"
+MSGS = [{"role": "user", "content": "hello"}]
+
+# (bytes an upstream sends inside a JSON string, what a client must read there)
+BAD = [(b"caf\xe2\x82", "caf" + R * 2),            # a character cut at the end
+       (b"<\xc0\xaf>", "<" + R * 2 + ">"),          # overlong
+       (b"<\xed\xa0\x80>", "<" + R * 3 + ">"),      # a surrogate
+       (b"<\xf5\xff>", "<" + R * 2 + ">"),          # bytes past F4
+       (b"a\x80b", "a" + R + "b")]                  # a lone continuation byte
+TEXT_IN = b"|".join(b for b, _ in BAD)
+TEXT_OUT = "|".join(s for _, s in BAD)
+
+
+def chat_chunk(content, fr=None, model=b"m\xff"):
+    """A Chat Completions stream event, as bytes; content is bytes put into the JSON as they are."""
+    delta = b'{}' if content is None else b'{"content":"' + content + b'"}'
+    return (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"' + model +
+            b'","choices":[{"index":0,"delta":' + delta + b',"finish_reason":' +
+            (b'"' + fr.encode() + b'"' if fr else b"null") + b'}]}\n\n')
+
+
+# The text is sent in three deltas: TEXT_IN, then "é!" with its two bytes cut between two deltas.
+CHAT_STREAM = (chat_chunk(b"") + chat_chunk(TEXT_IN) + chat_chunk(b" caf\xc3") + chat_chunk(b"\xa9!") +
+               chat_chunk(None, "stop") + b"data: [DONE]\n\n")
+STREAM_TEXT = TEXT_OUT + " caf" + R + R + "!"
+
+CHAT_WHOLE = (b'{"id":"c2","object":"chat.completion","created":1,"model":"m\xff","choices":[{"index":0,'
+              b'"message":{"role":"assistant","content":"' + TEXT_IN + b'","tool_calls":[{"id":"call_1",'
+              b'"type":"function","function":{"name":"f","arguments":"{\\"q\\":\\"\xe2\x82\\"}"}}]},'
+              b'"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}')
+
+ANTHROPIC_WHOLE = (b'{"id":"msg_1","type":"message","role":"assistant","model":"m\xff","content":[{"type":"text",'
+                   b'"text":"' + TEXT_IN + b'"}],"stop_reason":"end_turn","stop_sequence":null,'
+                   b'"usage":{"input_tokens":3,"output_tokens":2}}')
+
+
+def body(path, model, stream):
+    if path == "/v1/responses":
+        return {"model": model, "input": "hello", "stream": stream}
+    if path == "/v1/messages":
+        return {"model": model, "max_tokens": 64, "messages": MSGS, "stream": stream}
+    return {"model": model, "messages": MSGS, "stream": stream}
+
+
+class InvalidUtf8(MGTestCase):
+    def setUp(self):
+        self.a = self.mock("A")
+        self.gw = self.gateway(config(providers={
+            "oc": provider(self.a, ["m"], api="openai-completions"),
+            "or": provider(self.a, ["m"], api="openai-responses"),
+            "an": provider(self.a, ["m"], api="anthropic-messages")}, primary="oc/m"))
+
+    def decode(self, raw, what):
+        """raw as UTF-8 text; fails the test (naming the first bad byte) when it is not."""
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            self.fail("%s is not valid UTF-8 (%s): %r" % (what, e, raw[max(0, e.start - 40):e.end + 40]))
+
+    def stream(self, path, obj):
+        """The whole stream, checked to be UTF-8 before its events are parsed."""
+        gen = self.gw.stream(path, obj)
+        status, headers = next(gen)
+        raw = b"".join(gen)
+        self.decode(raw, "the %s stream" % path)
+        return StreamResult(status, headers, raw, [])
+
+    def test_translated_streams_carry_replacement_characters(self):
+        # Cut into pieces of 1-3 bytes on the wire, so bad bytes also fall between two reads.
+        for path in ("/v1/messages", "/v1/responses"):
+            with self.subTest(path=path):
+                self.a.push_behavior("answer", raw_sse=CHAT_STREAM, rechunk_seed=7, rechunk_max=3,
+                                     rechunk_pause_ms=0)
+                s = self.stream(path, body(path, "oc/m", True))
+                self.assertEqual(s.status, 200, s)
+                for e in s.events:  # each event's data is a JSON text of its own
+                    json.loads(e["data"])
+                if path == "/v1/messages":
+                    text = "".join(p["delta"].get("text", "") for p in s.payloads
+                                   if p["type"] == "content_block_delta")
+                    self.assertEqual(s.payloads[0]["message"]["model"], "m" + R, s)
+                    self.assertEqual(s.payloads[-1]["type"], "message_stop", s)
+                else:
+                    text = "".join(p["delta"] for p in s.payloads if p["type"] == "response.output_text.delta")
+                    done = s.payloads[-1]
+                    self.assertEqual(done["type"], "response.completed", s)
+                    self.assertEqual(done["response"]["model"], "m" + R, s)
+                    # the whole text at the end says what the deltas said
+                    self.assertEqual(done["response"]["output"][0]["content"][0]["text"], STREAM_TEXT, s)
+                self.assertEqual(text, STREAM_TEXT, s)
+
+    def test_translated_whole_answers_carry_replacement_characters(self):
+        for path, up, raw in (("/v1/messages", "oc", CHAT_WHOLE), ("/v1/responses", "oc", CHAT_WHOLE),
+                              ("/v1/chat/completions", "an", ANTHROPIC_WHOLE)):
+            for stream in (False, True):  # an upstream that answers a streaming request whole
+                with self.subTest(path=path, upstream=up, stream=stream):
+                    self.a.push_behavior("badjson", body=raw)  # a raw 200 body
+                    if stream:
+                        s = self.stream(path, body(path, up + "/m", True))
+                        self.assertEqual(s.status, 200, s)
+                        for e in s.events:
+                            if e["data"] != "[DONE]":
+                                json.loads(e["data"])
+                        continue
+                    r = self.gw.post_json(path, body(path, up + "/m", False))
+                    self.assertEqual(r.status, 200, r)
+                    j = json.loads(self.decode(r.body, "the %s answer" % path))
+                    self.assertEqual(j["model"], "m" + R, r)
+                    if path == "/v1/messages":
+                        self.assertEqual(j["content"][0]["text"], TEXT_OUT, r)
+                        self.assertEqual(j["content"][1]["input"], {"q": R * 2}, r)
+                    elif path == "/v1/responses":
+                        msg = [o for o in j["output"] if o["type"] == "message"][0]
+                        call = [o for o in j["output"] if o["type"] == "function_call"][0]
+                        self.assertEqual(msg["content"][0]["text"], TEXT_OUT, r)
+                        self.assertEqual(json.loads(call["arguments"]), {"q": R * 2}, r)
+                    else:
+                        self.assertEqual(j["choices"][0]["message"]["content"], TEXT_OUT, r)
+
+    def test_translated_requests_carry_replacement_characters(self):
+        raw = b'{"model":"an/m","max_tokens":16,"messages":[{"role":"user","content":"' + TEXT_IN + b'"}]}'
+        r = self.gw.request("POST", "/v1/chat/completions", raw, {"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r)
+        sent = self.a.requests[-1]
+        self.assertTrue(sent.path.endswith("/messages"), sent)
+        j = json.loads(self.decode(sent.body, "the request sent to the Anthropic upstream"))
+        self.assertEqual(j["messages"][0]["content"][0]["text"], TEXT_OUT, sent.body)
+
+    def test_the_same_api_passes_bytes_through_as_they_came(self):
+        # A Chat client of a Chat upstream: request, whole answer and stream go byte for byte.
+        raw = b'{"model":"oc/m","messages":[{"role":"user","content":"' + TEXT_IN + b'"}]}'
+        self.a.push_behavior("badjson", body=CHAT_WHOLE)
+        r = self.gw.request("POST", "/v1/chat/completions", raw, {"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r)
+        self.assertIn(TEXT_IN, self.a.requests[-1].body)
+        self.assertEqual(r.body, CHAT_WHOLE)
+        self.a.push_behavior("answer", raw_sse=CHAT_STREAM)
+        gen = self.gw.stream("/v1/chat/completions", body("/v1/chat/completions", "oc/m", True))
+        status, _ = next(gen)
+        self.assertEqual(status, 200)
+        self.assertIn(TEXT_IN, b"".join(gen))
+
+
+if __name__ == "__main__":
+    unittest.main()
