@@ -67,6 +67,7 @@ return {
     { id = "llamacpp.context_size_exceeded", class = "context_overflow", match = "context size has been exceeded" },
     { id = "lmstudio.n_keep", class = "context_overflow", match = "greater than the context length" },
     { id = "lmstudio.does_not_fit", class = "context_overflow", match = "input does not fit in context length" },
+    { id = "lmstudio.context_length_of_only", class = "context_overflow", match = "context length of only" },
     { id = "ollama.longer_than_context", class = "context_overflow", match = "longer than the context length", unless = RL },
     { id = "ollama.input_length_exceeds", class = "context_overflow", match = "input length exceeds the context length" },
     { id = "ollama.exceeded_max_context", class = "context_overflow", match = "exceeded max context length" },

@@ -1206,6 +1206,10 @@ int64_t mg_classify_context_window(const char *text, size_t len)
         "maximum context length is ",      /* OpenAI, vLLM, OpenRouter */
         "context length is only ",         /* vLLM >= 0.16 */
         "context length only supports ",   /* LM Studio */
+        "context length of only ",         /* LM Studio ("…loaded with context length of only 4096") */
+        "maximum model length of ",        /* vLLM ("…longer than the maximum model length of 4096") */
+        "too large for model with ",       /* Mistral */
+        "maximum prompt length is ",       /* xAI */
         "n_ctx: ",                         /* LM Studio (llama.cpp's message) */
         "\"n_ctx\":",                      /* llama.cpp's error field */
         "available context size (",        /* llama.cpp */

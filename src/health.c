@@ -53,8 +53,9 @@ typedef struct ent {
     } win[WIN_BUCKETS];
 
     /* models only: the context window the model's server named in a context-overflow error,
-     * below the configured one, and until when budgets use it (0: none) */
-    int64_t learned_window, learned_until;
+     * below the configured one, and until when budgets use it (0: none); the configured window
+     * it was learned against (a reload that changes it forgets what was learned) */
+    int64_t learned_window, learned_until, conf_window;
 
     /* providers only */
     uint64_t endpoint;    /* mg_health_endpoint of the provider as last configured; 0 unknown */
@@ -337,7 +338,11 @@ void mg_health_add_config(mg_health_t *h, const mg_config_t *cfg, int64_t now_ms
             for (ent_t *m = pe->models; m; m = m->next_model) forget(h, m, now_ms);
         }
         pe->endpoint = ep;
-        for (size_t j = 0; j < p->n_models; j++) model_ent(h, pe, p->models[j].ref);
+        for (size_t j = 0; j < p->n_models; j++) {
+            ent_t *me = model_ent(h, pe, p->models[j].ref);
+            if (me->conf_window != p->models[j].context_window) me->learned_window = me->learned_until = 0;
+            me->conf_window = p->models[j].context_window;
+        }
     }
     pthread_mutex_unlock(&h->lock);
 }
@@ -674,11 +679,10 @@ out:
     return d;
 }
 
-bool mg_health_should_try(const mg_model_t *largest_overflowed, const mg_model_t *cand)
+bool mg_health_should_try(int64_t overflowed_window, int64_t cand_window)
 {
-    if (!cand || cand->context_window <= 0) return false;
-    if (!largest_overflowed || largest_overflowed->context_window <= 0) return true;
-    return cand->context_window > largest_overflowed->context_window;
+    if (cand_window <= 0) return false;
+    return overflowed_window <= 0 || cand_window > overflowed_window;
 }
 
 /* ---------------------------------------------------------------------------------------------

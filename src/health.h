@@ -171,10 +171,12 @@ mg_health_decision_t mg_health_decide(mg_health_t *h, const char *provider, cons
                                       const mg_health_outcome_t *o, unsigned retries_done,
                                       int64_t now_ms);
 
-/* After a context_overflow on largest_overflowed (the largest window that overflowed so far),
- * whether cand is worth trying: only a strictly larger known window. An unknown (0) window on the
- * candidate is not tried; an unknown window on the one that overflowed lets any known one try. */
-bool mg_health_should_try(const mg_model_t *largest_overflowed, const mg_model_t *cand);
+/* After a context_overflow on a window of overflowed_window tokens (the largest that overflowed
+ * so far), whether a candidate with a window of cand_window is worth trying: only a strictly
+ * larger known window. An unknown (<= 0) candidate window is not tried; an unknown overflowed
+ * window lets any known one try. The router passes the windows it knows (a learned one where the
+ * server named it). */
+bool mg_health_should_try(int64_t overflowed_window, int64_t cand_window);
 
 /* ---------------------------------------------------------------------------------------------
  * Queries */

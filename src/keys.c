@@ -647,8 +647,7 @@ static void verdict_set(mg_key_verdict_t *out, int status, const char *type, con
     out->code = code;
 }
 
-int mg_keys_check(const mg_key_t *key, const char *model, const char *region, int64_t now_ms,
-                  mg_key_verdict_t *out)
+int mg_keys_check_access(const mg_key_t *key, const char *model, const char *region, mg_key_verdict_t *out)
 {
     char list[300];
     memset(out, 0, sizeof *out);
@@ -679,7 +678,14 @@ int mg_keys_check(const mg_key_t *key, const char *model, const char *region, in
             return 403;
         }
     }
-    if (!key->rpm && !key->tpm && !key->budget) return 0;
+    return 0;
+}
+
+int mg_keys_check(const mg_key_t *key, const char *model, const char *region, int64_t now_ms,
+                  mg_key_verdict_t *out)
+{
+    int rc = mg_keys_check_access(key, model, region, out);
+    if (rc || (!key->rpm && !key->tpm && !key->budget)) return rc;
 
     mg_key_state_t *s = key->priv->state;
     int64_t wait_ms[3] = {0, 0, 0}; /* budget, tpm, rpm */

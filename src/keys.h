@@ -148,6 +148,9 @@ typedef struct mg_key_verdict {
  * that crosses it completes). Returns 0 when allowed, else out->status. */
 int mg_keys_check(const mg_key_t *key, const char *model, const char *region, int64_t now_ms,
                   mg_key_verdict_t *out);
+/* mg_keys_check's first part: the key, the model and the region, not the limits; takes nothing
+ * from any bucket. For requests that send nothing upstream (token counts). */
+int mg_keys_check_access(const mg_key_t *key, const char *model, const char *region, mg_key_verdict_t *out);
 
 /* Whether the key allows the catalog model m (its ref, its provider's wildcard, "*" or an alias of
  * it listed), for filtering candidates if wanted. A key with no models list allows all. */

@@ -248,8 +248,8 @@ static void req_inc(unsigned api, uint32_t midx, unsigned status)
 
 /* ---- the rest -------------------------------------------------------------------------------- */
 
-#define N_API 3
-static const char *const api_names[N_API] = {"chat", "responses", "messages"};
+#define N_API 4
+static const char *const api_names[N_API] = {"chat", "responses", "messages", "count_tokens"};
 
 static counter_t fallbacks;
 static hist_t duration[N_API];

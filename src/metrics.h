@@ -45,9 +45,11 @@ typedef enum mg_metrics_api {
     MG_METRICS_API_CHAT = 0,      /* "chat"      POST /v1/chat/completions */
     MG_METRICS_API_RESPONSES = 1, /* "responses" POST /v1/responses */
     MG_METRICS_API_MESSAGES = 2,  /* "messages"  POST /v1/messages */
+    MG_METRICS_API_COUNT_TOKENS = 3, /* "count_tokens": POST /v1/messages/count_tokens and
+                                        /v1/responses/input_tokens (answered by the gateway) */
 } mg_metrics_api_t;
 
-/* Label value of api ("chat", "responses", "messages"; "unknown" out of range). */
+/* Label value of api ("chat", "responses", "messages", "count_tokens"; "unknown" out of range). */
 const char *mg_metrics_api_name(mg_metrics_api_t api);
 
 /* ---- recorders: any thread, any time; strings are borrowed for the call ---------------------- */

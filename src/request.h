@@ -158,6 +158,7 @@ typedef struct mg_req {
     bool is_api;   /* a POST to one of the three API endpoints (ep names it); the access line's "api" */
     bool count_tokens; /* POST /v1/messages/count_tokens or /v1/responses/input_tokens (ep says
                           which): answered by the router's estimate */
+    const mg_model_t *counted_for; /* … for this model (x-moongate-model); nothing is served */
     char *method;
     char *path;
     bool body_phase;     /* [locked] headers seen, body not complete yet */
@@ -193,7 +194,8 @@ typedef struct mg_req {
     char trace[MG_POLICY_TRACE_MAX]; /* the policy's decision trace */
     const mg_model_t *skipped[MG_MAX_CANDIDATES]; /* passed over: cooling down, or too small a window */
     size_t n_skipped;
-    const mg_model_t *overflowed; /* the largest window that overflowed so far */
+    bool overflowed;              /* a candidate overflowed: only larger windows are tried */
+    int64_t overflow_window;      /* the largest window that overflowed (as far as known; 0 unknown) */
     unsigned retries;             /* resends of the current candidate */
     bool refitted;                /* a candidate was resent fitted to the window its server named */
     mg_summary_run_t summary;     /* a summarizer run the current attempt waits for */

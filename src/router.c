@@ -244,6 +244,29 @@ static void reply_unknown_model(mg_req_t *req, mg_reply_t *reply)
 
 /* ---- attempts ---- */
 
+/* The model as its request must be fitted: with the window its server named in an earlier
+ * overflow (mg_health_learn_window), if any. */
+static const mg_model_t *fit_model(const mg_model_t *m, mg_model_t *tmp)
+{
+    return mg_compact_fit_model(m, mg_health_window(health, m->ref, mg_now_ms()), tmp);
+}
+
+/* The window m really has, as far as the gateway knows: the configured one, or the smaller one its
+ * server named. 0 when unknown. */
+static int64_t effective_window(const mg_model_t *m)
+{
+    mg_model_t tmp;
+    return fit_model(m, &tmp)->context_window;
+}
+
+/* m overflowed: from now on only a larger window is worth a try (start_next). */
+static void note_overflow(mg_req_t *req, const mg_model_t *m)
+{
+    int64_t w = effective_window(m);
+    req->overflowed = true;
+    if (w > req->overflow_window) req->overflow_window = w;
+}
+
 static mg_attempt_t *new_attempt(mg_req_t *req, const mg_model_t *m)
 {
     mg_attempt_t *a = &req->attempts[req->n_attempts++];
@@ -550,7 +573,8 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
         return false;
     }
     int64_t max_tokens = cfg->gw.compaction.summary_max_tokens;
-    size_t cap = mg_summary_input_cap(s, max_tokens);
+    mg_model_t s_learned;
+    size_t cap = mg_summary_input_cap(fit_model(s, &s_learned), max_tokens);
     if (!cap) {
         compaction_note(req, a, "no summary: summarizer %s has too small a context window", s->ref);
         return false;
@@ -660,12 +684,6 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
 static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *cand, bool rewrite,
                          int64_t delay_ms);
 
-/* The model as its request must be fitted: with the window its server named in an earlier
- * overflow (mg_health_learn_window), if any. */
-static const mg_model_t *fit_model(const mg_model_t *m, mg_model_t *tmp)
-{
-    return mg_compact_fit_model(m, mg_health_window(health, m->ref, mg_now_ms()), tmp);
-}
 
 /* Starts one attempt at model m (after delay_ms: a retry's backoff): filters and compacts the
  * candidate's copy of the request, then sends it, or first waits for a summary of the turns it
@@ -746,8 +764,8 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
      * (vLLM refuses prompt + max_tokens over the window with a 400). */
     int64_t reserved = mg_compact_reserved_output(fit, cand.max_output_tokens);
     if (cand.max_output_tokens > reserved && fit->context_window > 0 &&
-        (rc == MG_COMPACT_CHANGED || a->compaction.tokens_after + cand.max_output_tokens +
-                                             MG_MAX(cfg->gw.compaction.margin_tokens, 0) > fit->context_window)) {
+        a->compaction.tokens_after + cand.max_output_tokens + MG_MAX(cfg->gw.compaction.margin_tokens, 0) >
+            fit->context_window) {
         a->compaction.max_tokens_asked = cand.max_output_tokens;
         cand.max_output_tokens = reserved;
         a->compaction.max_tokens_sent = reserved;
@@ -796,8 +814,10 @@ static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *
         return false;
     } else {
         char err[256];
+        mg_model_t learned;
         mg_ir_request_opts_t o = {.model = m->id,
-                                  .default_max_tokens = mg_compact_reserved_output(m, cand->max_output_tokens)};
+                                  .default_max_tokens =
+                                      mg_compact_reserved_output(fit_model(m, &learned), cand->max_output_tokens)};
         cJSON *j = mg_ir_encode_request(p->api, cand, &o, err, sizeof err);
         if (!j) {
             settle_locally(a, MG_CLASS_UNSUPPORTED, err);
@@ -866,7 +886,7 @@ static bool start_next(mg_req_t *req)
     while (req->next_cand < req->n_cands && req->n_attempts < MG_MAX_ATTEMPTS) {
         const mg_model_t *m = req->cands[req->next_cand++];
         /* After a context overflow only a larger window is worth a try. */
-        if (req->overflowed && !mg_health_should_try(req->overflowed, m)) {
+        if (req->overflowed && !mg_health_should_try(req->overflow_window, effective_window(m))) {
             if (req->n_skipped < MG_MAX_CANDIDATES) req->skipped[req->n_skipped++] = m;
             continue;
         }
@@ -912,8 +932,14 @@ static void reply_all_failed(mg_req_t *req, mg_reply_t *reply)
     if (overflow) {
         /* Nothing could take the request: a client error, named with the figures. */
         const mg_model_t *largest = NULL;
-        for (size_t i = 0; i < req->n_cands; i++)
-            if (!largest || req->cands[i]->context_window > largest->context_window) largest = req->cands[i];
+        int64_t largest_w = 0;
+        for (size_t i = 0; i < req->n_cands; i++) {
+            int64_t w = effective_window(req->cands[i]);
+            if (!largest || w > largest_w) {
+                largest = req->cands[i];
+                largest_w = w;
+            }
+        }
         mg_buf_t msg = {0};
         if (req->est_tokens > 0)
             mg_buf_printf(&msg, "the request is estimated at %lld prompt tokens", (long long)req->est_tokens);
@@ -921,7 +947,7 @@ static void reply_all_failed(mg_req_t *req, mg_reply_t *reply)
             mg_buf_puts(&msg, "the request does not fit the context window of any candidate");
         if (largest)
             mg_buf_printf(&msg, "; the largest context window available is %lld tokens (%s), output reserved included",
-                          (long long)largest->context_window, largest->ref);
+                          (long long)largest_w, largest->ref);
         mg_reply_error(reply, req->ep, 400, "invalid_request_error", "context_length_exceeded", msg.data);
         mg_buf_free(&msg);
         return;
@@ -982,7 +1008,7 @@ static mg_route_step_t count_tokens(mg_req_t *req, mg_reply_t *reply, const char
     mg_candidate_t opt = cand_options(req, m);
     mg_compact_opts_t co;
     compact_opts_for(req->gen->cfg, m, &opt, &co);
-    req->served = m;
+    req->counted_for = m;
     reply->status = 200;
     reply->content_type = "application/json";
     long long n = (long long)mg_tokens_estimate(&req->ir, &co.tokens);
@@ -1051,7 +1077,10 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
         for (size_t i = 0; i < req->n_hdrs; i++)
             if (!region && strcmp(req->hdrs[i].name, "x-moongate-region") == 0) region = req->hdrs[i].value;
         mg_key_verdict_t v;
-        if (mg_keys_check(req->key, req->model_asked, region, mg_wall_ms(), &v) != 0) {
+        /* A token count sends nothing upstream: it needs access, and takes nothing of the limits. */
+        int rc = req->count_tokens ? mg_keys_check_access(req->key, req->model_asked, region, &v)
+                                   : mg_keys_check(req->key, req->model_asked, region, mg_wall_ms(), &v);
+        if (rc != 0) {
             mg_reply_error(reply, req->ep, v.status, v.type, v.code, v.message);
             reply->retry_after_s = v.status == 429 ? v.retry_after_s : -1;
             return MG_ROUTE_REPLY;
@@ -1528,12 +1557,15 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
  * llama.cpp loaded with a smaller context than contextWindow says): the window is learned for
  * the model, with a warning when it is new. Returns true when a resend fitted to it may get an
  * answer, that is when the request was fitted to a larger window. */
+#define MG_MIN_LEARNED_WINDOW 1024
 static bool learn_window(mg_attempt_t *a)
 {
     const mg_model_t *m = a->model;
     int64_t w = mg_classify_context_window(a->body.data, a->body.len);
     if (w <= 0) w = mg_classify_context_window(a->detail, strlen(a->detail));
-    if (w <= 0 || (m->context_window > 0 && w >= m->context_window)) return false;
+    /* Under MG_MIN_LEARNED_WINDOW nothing would fit anyway (half goes to the answer, then the
+     * margin), and such a figure is more likely a misread than a server's window. */
+    if (w < MG_MIN_LEARNED_WINDOW || (m->context_window > 0 && w >= m->context_window)) return false;
     int64_t now = mg_now_ms();
     if (mg_health_window(health, m->ref, now) != w)
         mg_log(MG_LOG_WARN, "health",
@@ -1542,7 +1574,8 @@ static bool learn_window(mg_attempt_t *a)
                "the model with a larger context)",
                m->ref, (long long)w, (long long)m->context_window, (long long)w, MG_HEALTH_WINDOW_TTL_MS / 60000);
     mg_health_learn_window(health, m->provider->id, m->ref, mg_health_endpoint(m->provider), w, now);
-    return a->fit_window <= 0 || w < a->fit_window;
+    int64_t in_force = mg_health_window(health, m->ref, now); /* 0 when the endpoint changed meanwhile */
+    return in_force > 0 && (a->fit_window <= 0 || in_force < a->fit_window);
 }
 
 mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
@@ -1588,7 +1621,8 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
             d = mg_health_decide(health, pid, a->model->ref, &o, req->retries, now);
         }
     }
-    if (a->cls == MG_CLASS_CONTEXT_OVERFLOW && a->status > 0 && learn_window(a) && !req->refitted && req->ir_ready) {
+    if (a->cls == MG_CLASS_CONTEXT_OVERFLOW && a->status > 0 && learn_window(a) && !req->refitted && req->ir_ready &&
+        req->n_attempts < MG_MAX_ATTEMPTS) {
         /* Fitted to a window the server does not have: once per request, the same model again,
          * fitted to the one it named, before any other candidate (a local model's request stays
          * local). */
@@ -1600,8 +1634,7 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
         trace_note(req, "refit: the server named a smaller context window");
         if (submit(req, a->model, true, 0)) return MG_ROUTE_WAIT;
         mg_metrics_attempt(a->model->ref, mg_req_current(req)->cls);
-        if (!req->overflowed || req->overflowed->context_window < a->model->context_window)
-            req->overflowed = a->model;
+        note_overflow(req, a->model);
         return advance(req, reply);
     }
     if (a->cls == MG_CLASS_OK && req->stream) {
@@ -1650,13 +1683,11 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
         reply_all_failed(req, reply);
         return MG_ROUTE_REPLY;
     }
-    if (a->cls == MG_CLASS_CONTEXT_OVERFLOW &&
-        (!req->overflowed || req->overflowed->context_window < a->model->context_window))
-        req->overflowed = a->model;
+    if (a->cls == MG_CLASS_CONTEXT_OVERFLOW) note_overflow(req, a->model);
     pthread_mutex_lock(&req->lock);
     bool gone = req->client_gone;
     pthread_mutex_unlock(&req->lock);
-    if (d.action == MG_HEALTH_RETRY && !gone) {
+    if (d.action == MG_HEALTH_RETRY && !gone && req->n_attempts < MG_MAX_ATTEMPTS) {
         req->retries++;
         if (submit(req, a->model, true, d.delay_ms)) return MG_ROUTE_WAIT;
     }

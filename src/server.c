@@ -125,7 +125,8 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, mg_req_t *req, mg_re
             add_header(resp, "x-moongate-route", route.data);
             mg_buf_free(&route);
         }
-        if (req->served) add_header(resp, "x-moongate-model", req->served->ref);
+        const mg_model_t *mm = req->served ? req->served : req->counted_for;
+        if (mm) add_header(resp, "x-moongate-model", mm->ref);
         mg_buf_t cmp = {0};
         if (req->served && mg_router_compaction_header(req, &cmp)) add_header(resp, "x-moongate-compaction", cmp.data);
         mg_buf_free(&cmp);
@@ -899,9 +900,12 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum M
     pthread_mutex_unlock(&req->lock);
     if (req->model_asked) { /* an API request (not /v1/models, /metrics, /admin) */
         /* Counted before the access line is written, so whoever reads the line sees the counts. */
-        mg_metrics_request((mg_metrics_api_t)req->ep, req->served ? req->served->ref : NULL, req->status);
-        mg_metrics_latency((mg_metrics_api_t)req->ep, (double)(mg_now_ms() - req->start_ms) / 1000.0);
-        mg_router_account(req);
+        /* A token count is its own api, and nothing was served or spent (no on_complete). */
+        mg_metrics_api_t api = req->count_tokens ? MG_METRICS_API_COUNT_TOKENS : (mg_metrics_api_t)req->ep;
+        const mg_model_t *m = req->count_tokens ? req->counted_for : req->served;
+        mg_metrics_request(api, m ? m->ref : NULL, req->status);
+        mg_metrics_latency(api, (double)(mg_now_ms() - req->start_ms) / 1000.0);
+        if (!req->count_tokens) mg_router_account(req);
     }
     mg_log_json(MG_LOG_INFO, "access", line.data);
     mg_buf_free(&line);

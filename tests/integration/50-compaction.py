@@ -7,7 +7,7 @@ nowhere is a 400 context_length_exceeded naming the estimate and the largest win
 import json
 
 import mglib
-from mglib import MGTestCase, config, history, provider
+from mglib import MGTestCase, config, history, metric, provider
 from mock_upstream import ERRORS
 
 
@@ -197,6 +197,20 @@ class LearnedWindow(MGTestCase):
                              ("hosted/m", "ok", 200)])
         self.assertEqual(len(self.a.requests), 1, "nothing more was sent to loc/m")
 
+    def test_after_a_learned_window_a_smaller_configured_one_may_still_be_tried(self):
+        # loc/m is configured at 65536 but has 4096; mid/m's 16384 is larger than that. A request
+        # too big for 4096 (its last turn alone) goes to mid/m, not to a 400 naming 65536.
+        mid = self.mock("M")
+        gw = self.gateway(config(
+            providers={"loc": provider(self.a, [{"id": "m", "contextWindow": 65536, "maxTokens": 4096}]),
+                       "mid": provider(mid, [{"id": "m", "contextWindow": 16384, "maxTokens": 2048}])},
+            primary="loc/m", fallbacks=["mid/m"]))
+        self.a.push_behavior("fail", status=400, body=ERRORS["context_lmstudio"])
+        r = gw.post_json("/v1/chat/completions", {"model": "default",
+                                                  "messages": [{"role": "user", "content": "z" * 30000}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-moongate-model"), "mid/m", r.route["raw"])
+
     def test_a_window_at_or_over_the_configured_one_is_not_learned(self):
         # The server's window is the configured one (or larger): nothing to learn, no resend.
         big = {"error": {"message": "This model's maximum context length is 65536 tokens. However, "
@@ -244,6 +258,10 @@ class CountTokens(MGTestCase):
         self.assertEqual(len(self.a.requests), 0, "counting sends nothing upstream")
         line = self.gw.wait_access(3)[-1]
         self.assertEqual((line.get("path"), line.get("status")), ("/v1/messages/count_tokens", 200), line)
+        self.assertIsNone(line.get("served"), "nothing was served")
+        text = self.gw.get("/metrics").body.decode()
+        self.assertEqual(metric(text, "moongate_requests_total", api="count_tokens", model="loc/m", status="200"), 3)
+        self.assertIsNone(metric(text, "moongate_requests_total", api="messages", model="loc/m"))
 
     def test_responses_input_tokens_counts_the_same_way(self):
         # POST /v1/responses/input_tokens (openai's responses.inputTokens.count); model optional.

@@ -103,6 +103,22 @@ class Policy(MGTestCase):
         self.assertIn("policy.lua", err["message"])
         self.assertEqual(gw.chat("default").header("x-moongate-model"), "b/m")
 
+    def test_retries_stop_at_the_attempt_limit(self):
+        # on_failure always says "retry": 4 candidates x 6 tries would be 24 attempts; the
+        # gateway keeps at most 16 (it used to write past its attempt array here).
+        self.a.set_behavior("fail", status=500)
+        gw = self.gateway(start=False, cfg=config(providers={"a": provider(self.a, ["m", "n", "o", "p"])},
+                                                  primary="a/m", gateway={"policy": "policy.lua"}))
+        with open(os.path.join(gw.dir, "policy.lua"), "w") as f:
+            f.write('function route(req) return {"a/m", "a/n", "a/o", "a/p"} end\n'
+                    'function on_failure(req, f) return "retry", 0 end\n')
+        gw.start()
+        r = gw.chat("default")
+        self.assertOpenAIError(r, 502, "all_candidates_failed")
+        self.assertEqual(len(r.route["attempts"]), 16, r.route["raw"])
+        self.assertEqual(len(self.a.requests), 16)
+        self.assertEqual(gw.chat("default").status, 502, "the gateway still serves")
+
 
 class GatewayRegions(MGTestCase):
     def test_gateway_allowed_regions_refuse_rather_than_egress(self):

@@ -63,6 +63,18 @@ class Keys(MGTestCase):
         self.assertGreaterEqual(int(r.header("retry-after")), 1, r)
         self.assertEqual(len(self.a.requests), 3, "the refused request never left")
 
+    def test_token_counts_need_access_but_take_nothing_of_the_limits(self):
+        body = {"model": "a/m", "messages": [{"role": "user", "content": "x"}]}
+        for _ in range(5):  # over rpm 3, and still counted: nothing goes upstream
+            r = self.gw.post_json("/v1/messages/count_tokens", body, headers={"x-api-key": GOOD})
+            self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.gw.chat("a/m", headers=self.auth(GOOD)).status, 200, "rpm untouched")
+        r = self.gw.post_json("/v1/messages/count_tokens", dict(body, model="b/m"), headers={"x-api-key": GOOD})
+        self.assertEqual((r.status, r.json["error"]["type"]), (403, "permission_error"), r)
+        r = self.gw.post_json("/v1/messages/count_tokens", body, headers={"x-api-key": "nope"})
+        self.assertEqual(r.status, 401, r)
+        self.assertEqual(len(self.a.requests), 1)
+
 
 if __name__ == "__main__":
     mglib.main()

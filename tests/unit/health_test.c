@@ -280,13 +280,14 @@ MG_TEST(overflow_moves_only_to_a_larger_window)
 {
     fake_cfg_t f;
     fake_cfg(&f); /* windows: a 8192, b 32768, c 128000, d unknown */
-    MG_CHECK(mg_health_should_try(&f.m[0], &f.m[1]));
-    MG_CHECK(mg_health_should_try(&f.m[1], &f.m[2]));
-    MG_CHECK(!mg_health_should_try(&f.m[1], &f.m[0]));
-    MG_CHECK(!mg_health_should_try(&f.m[1], &f.m[1]));
-    MG_CHECK(!mg_health_should_try(&f.m[0], &f.m[3])); /* unknown candidate window */
-    MG_CHECK(mg_health_should_try(&f.m[3], &f.m[0]));  /* unknown overflowed window */
-    MG_CHECK(mg_health_should_try(NULL, &f.m[0]));
+#define W(i) f.m[i].context_window
+    MG_CHECK(mg_health_should_try(W(0), W(1)));
+    MG_CHECK(mg_health_should_try(W(1), W(2)));
+    MG_CHECK(!mg_health_should_try(W(1), W(0)));
+    MG_CHECK(!mg_health_should_try(W(1), W(1)));
+    MG_CHECK(!mg_health_should_try(W(0), W(3))); /* unknown candidate window */
+    MG_CHECK(mg_health_should_try(W(3), W(0)));  /* unknown overflowed window */
+#undef W
 }
 
 MG_TEST(all_cooling_tries_the_soonest)
@@ -537,6 +538,12 @@ MG_TEST(learned_windows)
     MG_CHECK_INT(mg_health_window(h, "lm/a", 3000), 2048);
     mg_health_learn_window(h, "lm", "lm/a", ep + 1, 1024, 3000); /* about another endpoint */
     MG_CHECK_INT(mg_health_window(h, "lm/a", 3000), 2048);
+    mg_health_add_config(h, &cfg, 3500); /* a reload that changes nothing of lm/a */
+    MG_CHECK_INT(mg_health_window(h, "lm/a", 3500), 2048);
+    f.m[0].context_window = 4096; /* a reload that changes its contextWindow: the admin's new word */
+    mg_health_add_config(h, &cfg, 3500);
+    MG_CHECK_INT(mg_health_window(h, "lm/a", 3500), 0);
+    mg_health_learn_window(h, "lm", "lm/a", ep, 2048, 3600);
     f.p[0].base_url = "http://127.0.0.1:8080/v1"; /* another server now */
     mg_health_add_config(h, &cfg, 4000);
     MG_CHECK_INT(mg_health_window(h, "lm/a", 4000), 0);

@@ -544,7 +544,26 @@ MG_TEST(exact_lines_after_known_operations)
                  "moongate_request_duration_seconds_bucket{api=\"messages\",le=\"600\"} 0\n"
                  "moongate_request_duration_seconds_bucket{api=\"messages\",le=\"+Inf\"} 0\n"
                  "moongate_request_duration_seconds_sum{api=\"messages\"} 0\n"
-                 "moongate_request_duration_seconds_count{api=\"messages\"} 0\n");
+                 "moongate_request_duration_seconds_count{api=\"messages\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"0.005\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"0.01\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"0.025\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"0.05\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"0.1\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"0.25\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"0.5\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"1\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"2.5\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"5\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"10\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"30\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"60\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"120\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"300\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"600\"} 0\n"
+                 "moongate_request_duration_seconds_bucket{api=\"count_tokens\",le=\"+Inf\"} 0\n"
+                 "moongate_request_duration_seconds_sum{api=\"count_tokens\"} 0\n"
+                 "moongate_request_duration_seconds_count{api=\"count_tokens\"} 0\n");
     free(got);
 
     got = lines_with(t, "moongate_ttft_seconds_");
