@@ -1553,11 +1553,13 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
     return advance(req, reply);
 }
 
+/* The smallest window learned from an error (learn_window). */
+#define MG_MIN_LEARNED_WINDOW 1024
+
 /* An overflow whose error names the server's window, under the configured one (LM Studio or
  * llama.cpp loaded with a smaller context than contextWindow says): the window is learned for
  * the model, with a warning when it is new. Returns true when a resend fitted to it may get an
  * answer, that is when the request was fitted to a larger window. */
-#define MG_MIN_LEARNED_WINDOW 1024
 static bool learn_window(mg_attempt_t *a)
 {
     const mg_model_t *m = a->model;

@@ -1,11 +1,23 @@
-/* The stream pipe the translation tests share: upstream SSE bytes → the SSE parser (fed in
- * pieces) → an API's decoder → a collector and, when set, a client API's encoder. Static
- * functions: each test file that includes it gets its own copy. */
+/* What the translation tests share: the fixtures' folder, the three APIs, and the stream pipe
+ * (upstream SSE bytes → the SSE parser, fed in pieces → an API's decoder → a collector and, when
+ * set, a client API's encoder). Static: each test file that includes it gets its own copy. */
 #pragma once
 #include "ir.h"
 #include "mg_test.h"
 #include "sse.h"
 #include "util.h"
+
+#define FIX MG_SOURCE_DIR "/tests/fixtures/translate"
+
+/* The three APIs, in the order the goldens and loops use. */
+static const struct {
+    mg_api_t api;
+    const char *name;
+} apis[] = {
+    {MG_API_OPENAI_COMPLETIONS, "chat"},
+    {MG_API_OPENAI_RESPONSES, "responses"},
+    {MG_API_ANTHROPIC_MESSAGES, "anthropic"},
+};
 
 typedef struct pipe_ctx {
     mg_ir_decoder_t *dec;

@@ -26,17 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FIX MG_SOURCE_DIR "/tests/fixtures/translate"
 #define CREATED 1750000000
-
-static const struct {
-    mg_api_t api;
-    const char *name;
-} apis[] = {
-    {MG_API_OPENAI_COMPLETIONS, "chat"},
-    {MG_API_OPENAI_RESPONSES, "responses"},
-    {MG_API_ANTHROPIC_MESSAGES, "anthropic"},
-};
 
 /* ---- files and goldens ---- */
 

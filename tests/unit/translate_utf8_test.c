@@ -19,17 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FIX MG_SOURCE_DIR "/tests/fixtures/translate"
 #define R "\xEF\xBF\xBD" /* U+FFFD */
-
-static const struct {
-    mg_api_t api;
-    const char *name;
-} apis[] = {
-    {MG_API_OPENAI_COMPLETIONS, "chat"},
-    {MG_API_OPENAI_RESPONSES, "responses"},
-    {MG_API_ANTHROPIC_MESSAGES, "anthropic"},
-};
 
 /* in: bytes an upstream or client sent inside a JSON string (no quote or backslash); want: what a
  * client must read back. No hex digit follows a hex escape (it would be read as part of it). */
