@@ -1,6 +1,7 @@
-/* What the translation tests share: the fixtures' folder, the three APIs, and the stream pipe
- * (upstream SSE bytes → the SSE parser, fed in pieces → an API's decoder → a collector and, when
- * set, a client API's encoder). Static: each test file that includes it gets its own copy. */
+/* What the translation tests share: the fixtures' folder, the three APIs, a part-text joiner and
+ * the stream pipe (upstream SSE bytes → the SSE parser, fed in pieces → an API's decoder → a
+ * collector and, when set, a client API's encoder). Static: each test file that includes it gets
+ * its own copy. */
 #pragma once
 #include "ir.h"
 #include "mg_test.h"
@@ -18,6 +19,16 @@ static const struct {
     {MG_API_OPENAI_RESPONSES, "responses"},
     {MG_API_ANTHROPIC_MESSAGES, "anthropic"},
 };
+
+/* The texts of r's parts of type t, joined ("" when none); the caller frees it. */
+static char *concat(const mg_ir_response_t *r, mg_ir_part_type_t t)
+{
+    mg_buf_t b = {0};
+    mg_buf_puts(&b, "");
+    for (size_t i = 0; i < r->n_parts; i++)
+        if (r->parts[i].type == t && r->parts[i].text) mg_buf_puts(&b, r->parts[i].text);
+    return mg_buf_steal(&b);
+}
 
 typedef struct pipe_ctx {
     mg_ir_decoder_t *dec;

@@ -140,15 +140,6 @@ static int finish_class(mg_ir_finish_t f)
     }
 }
 
-static char *concat(const mg_ir_response_t *r, mg_ir_part_type_t t)
-{
-    mg_buf_t b = {0};
-    mg_buf_puts(&b, "");
-    for (size_t i = 0; i < r->n_parts; i++)
-        if (r->parts[i].type == t && r->parts[i].text) mg_buf_puts(&b, r->parts[i].text);
-    return mg_buf_steal(&b);
-}
-
 static const char *norm_args(const char *a)
 {
     return a && *a ? a : "{}";

@@ -98,15 +98,6 @@ static bool valid_utf8(const char *s, size_t n)
         }                                                                                          \
     } while (0)
 
-static char *concat(const mg_ir_response_t *r, mg_ir_part_type_t t)
-{
-    mg_buf_t b = {0};
-    mg_buf_puts(&b, "");
-    for (size_t i = 0; i < r->n_parts; i++)
-        if (r->parts[i].type == t && r->parts[i].text) mg_buf_puts(&b, r->parts[i].text);
-    return mg_buf_steal(&b);
-}
-
 /* ---- the printer itself ---- */
 
 MG_TEST(print_json_repairs_and_leaves_valid_text_as_cjson_prints_it)
