@@ -229,14 +229,18 @@ static int cmd_serve(const char *path, const char *listen)
     mg_gen_publish(gen);
     int rc = 1;
     int done_fd = mg_reload_done_fd(); /* before the server: an admin reload may come at once */
+    /* Watched before the server says "listening": an edit made as soon as it does is seen. */
+    mg_watch_t *watch = mg_watch_new();
+    arm_watch(watch);
     mg_server_t *srv = mg_server_start(host, port);
-    if (!srv) goto out;
+    if (!srv) {
+        mg_watch_free(watch);
+        goto out;
+    }
 
     /* The main thread waits for signals (signalfd), config/policy file changes (inotify) and the
      * end of reloads it did not start (the admin endpoint's). */
     int sfd = signalfd(-1, &set, SFD_CLOEXEC);
-    mg_watch_t *watch = mg_watch_new();
-    arm_watch(watch);
     int64_t change_at = -1; /* a file changed: reload once things settle (editors write twice) */
     for (;;) {
         struct pollfd pfd[3] = {{.fd = sfd, .events = POLLIN},
