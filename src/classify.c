@@ -554,8 +554,15 @@ static char *lower_dup(const char *s, size_t n)
 
 /* A rules file is a table constructor: the built-ins take a few thousand instructions. The
  * budgets only stop a runaway file (a loop, a pcall'd error in a loop) from holding a reload. */
-enum { LOAD_MEM_LIMIT = 16 << 20, LOAD_INSN_BUDGET = 5 * 1000 * 1000, LOAD_HOOK_EVERY = 1000,
-       LOAD_TIME_BUDGET_MS = 1000, MAX_FILE_BYTES = 1 << 20 };
+enum { LOAD_MEM_LIMIT = 16 << 20, LOAD_HOOK_EVERY = 1000, MAX_FILE_BYTES = 1 << 20 };
+static long load_insn_budget = 5 * 1000 * 1000;
+static int load_time_budget_ms = 1000;
+
+void mg_patterns_set_load_budget(long insns, int ms)
+{
+    load_insn_budget = MG_MAX(insns, 100 * 1000);
+    load_time_budget_ms = MG_MAX(ms, 1);
+}
 
 typedef struct lmem {
     size_t used, limit;
@@ -587,7 +594,7 @@ static void load_hook(lua_State *L, lua_Debug *ar)
     lmem_t *m;
     lua_getallocf(L, (void **)&m);
     m->insns += LOAD_HOOK_EVERY;
-    if (m->insns > LOAD_INSN_BUDGET || mg_now_ms() > m->deadline_ms) {
+    if (m->insns > load_insn_budget || mg_now_ms() > m->deadline_ms) {
         lua_sethook(L, load_hook, LUA_MASKCOUNT, 1);
         luaL_error(L, "error patterns: CPU budget exhausted (an endless loop?)");
     }
@@ -870,7 +877,7 @@ static lua_State *new_load_state(lmem_t *mem)
     mem->used = 0;
     mem->limit = LOAD_MEM_LIMIT;
     mem->insns = 0;
-    mem->deadline_ms = mg_now_ms() + LOAD_TIME_BUDGET_MS;
+    mem->deadline_ms = mg_now_ms() + load_time_budget_ms;
     lua_State *L = lua_newstate(load_alloc, mem);
     if (!L) return NULL;
     static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},

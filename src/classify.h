@@ -67,6 +67,10 @@ mg_patterns_t *mg_patterns_load(const char *extra_lua_path, char *err, size_t er
 /* The same with the operator's rules given as text; name is used in messages and rule ids. */
 mg_patterns_t *mg_patterns_load_string(const char *extra_text, size_t len, const char *name,
                                        char *err, size_t errlen);
+/* The budgets of one load (5,000,000 Lua instructions and 1,000 ms unless set; at least 100,000
+ * and 1 ms). For the fuzz target, whose inputs are runaway files by the thousand: call it before
+ * any load, from one thread. */
+void mg_patterns_set_load_budget(long insns, int ms);
 /* The built-in rules only, loaded once per process and never freed (retain/release are no-ops on
  * it). If the embedded table failed to load (a build bug) it is empty and the status fallback
  * still classifies; mg_patterns_builtin_error says why. */
