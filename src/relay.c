@@ -433,20 +433,21 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         return 0;
     }
     /* Events pass through byte for byte unless reasoning had to be moved or dropped. */
-    char *printed = rewritten ? cJSON_PrintUnformatted(j) : NULL;
+    size_t printed_len = 0;
+    char *printed = rewritten ? mg_ir_print_json(j, &printed_len) : NULL; /* re-printed: repaired */
     const char *data = printed ? printed : ev->data;
-    size_t data_len = printed ? strlen(printed) : ev->data_len;
+    size_t data_len = printed ? printed_len : ev->data_len;
     if (!committed && !content) {
         cJSON_Delete(j);
         if (a->pending.len + data_len > MG_MAX_PENDING_BYTES) {
-            cJSON_free(printed);
+            free(printed);
             a->fail_cls = MG_CLASS_STREAM_BROKEN;
             snprintf(a->detail, sizeof a->detail, "over %u bytes of events before any content", MG_MAX_PENDING_BYTES);
             return 1;
         }
         put_data_lines(&a->pending, data, data_len);
         mg_buf_puts(&a->pending, "\n");
-        cJSON_free(printed);
+        free(printed);
         return 0;
     }
     if (!committed) commit(a, ctx->x, j);
@@ -457,7 +458,7 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
     mg_buf_puts(&b, "\n");
     queue_out(req, a, b.data, b.len, false, content);
     mg_buf_free(&b);
-    cJSON_free(printed);
+    free(printed);
     return 0;
 }
 

@@ -1472,10 +1472,11 @@ static void normalize_answer(mg_req_t *req, const mg_attempt_t *a, mg_buf_t *bod
         if (cJSON_IsObject(msg) && mg_relay_normalize_reasoning(msg, strip)) changed = true;
     }
     if (changed) {
-        char *p = cJSON_PrintUnformatted(j);
+        size_t n;
+        char *p = mg_ir_print_json(j, &n); /* re-printed: repaired like a translated answer */
         mg_buf_reset(body);
-        mg_buf_puts(body, p);
-        cJSON_free(p);
+        mg_buf_append(body, p, n);
+        free(p);
     }
     cJSON_Delete(j);
 }

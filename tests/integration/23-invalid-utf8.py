@@ -152,6 +152,34 @@ class InvalidUtf8(MGTestCase):
         self.assertEqual(status, 200)
         self.assertIn(TEXT_IN, b"".join(gen))
 
+    def test_a_chat_answer_moongate_rewrites_is_repaired(self):
+        # vLLM/Ollama say "reasoning"; moongate moves it to "reasoning_content" and so prints the
+        # answer (or the event) again: what it prints is repaired like a translation. An event it
+        # leaves alone still passes as it came.
+        whole = (b'{"id":"c3","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+                 b'"message":{"role":"assistant","reasoning":"x\xff","content":"' + TEXT_IN + b'"},'
+                 b'"finish_reason":"stop"}]}')
+        self.a.push_behavior("badjson", body=whole)
+        r = self.gw.post_json("/v1/chat/completions", body("/v1/chat/completions", "oc/m", False))
+        self.assertEqual(r.status, 200, r)
+        msg = json.loads(self.decode(r.body, "the rewritten answer"))["choices"][0]["message"]
+        self.assertEqual((msg.get("reasoning_content"), msg["content"]), ("x" + R, TEXT_OUT), r)
+        self.assertNotIn("reasoning", msg, r)
+
+        reasoning = (b'data: {"id":"c4","object":"chat.completion.chunk","created":1,"model":"m",'
+                     b'"choices":[{"index":0,"delta":{"reasoning":"y\xe2\x82"},"finish_reason":null}]}\n\n')
+        self.a.push_behavior("answer", raw_sse=reasoning + chat_chunk(b"a\x80b", model=b"m") +
+                             chat_chunk(None, "stop", model=b"m") + b"data: [DONE]\n\n")
+        gen = self.gw.stream("/v1/chat/completions", body("/v1/chat/completions", "oc/m", True))
+        status, _ = next(gen)
+        self.assertEqual(status, 200)
+        events = [e for e in b"".join(gen).split(b"\n\n") if e.startswith(b"data: {")]
+        moved = [e for e in events if b"reasoning" in e]
+        self.assertEqual(len(moved), 1, events)
+        self.assertEqual(json.loads(self.decode(moved[0][6:], "the rewritten event"))["choices"][0]["delta"],
+                         {"reasoning_content": "y" + R * 2}, events)
+        self.assertTrue(any(b'"content":"a\x80b"' in e for e in events), events)  # untouched: as it came
+
 
 if __name__ == "__main__":
     unittest.main()
