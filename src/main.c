@@ -114,10 +114,15 @@ static int cmd_check(const char *path)
     return 0;
 }
 
-/* Watches the files the current generation was built from: config, policy, error patterns. */
-static void arm_watch(mg_watch_t *w)
+/* How long a changed file must stay unchanged before it is reloaded: editors write twice. */
+#define MG_SETTLE_MS 150
+
+/* Watches the files the current generation was built from: config, policy, error patterns.
+ * Returns true when one of the files the last load read has changed since it read it: armed too
+ * late to be told, so the caller reloads as for a file change. */
+static bool arm_watch(mg_watch_t *w)
 {
-    if (!w) return;
+    if (!w) return false;
     mg_gen_t *g = mg_gen_acquire();
     char *pend[2] = {NULL, NULL};
     size_t np = mg_reload_pending_paths(pend, 2);
@@ -128,27 +133,29 @@ static void arm_watch(mg_watch_t *w)
     mg_gen_release(g);
     free(pend[0]);
     free(pend[1]);
+    return mg_reload_files_changed(); /* after arming: what changes from here on, inotify reports */
 }
 
 /* After a reload, whatever triggered it (SIGHUP and file changes here, POST /admin/reload on a
  * serving thread, which reaches us through mg_reload_done_fd): reopens the log (it may have moved,
  * or been rotated: SIGHUP is also the rotation signal) and re-arms the watcher on the files of
- * whichever generation is current, so that a file a reload newly names is watched at once. */
-static void after_reload(mg_watch_t *w)
+ * whichever generation is current, so that a file a reload newly names is watched at once.
+ * Returns arm_watch's answer. */
+static bool after_reload(mg_watch_t *w)
 {
     mg_reload_done_take(); /* this pass covers every reload that ended so far */
     mg_gen_t *g = mg_gen_acquire();
     if (mg_log_open(g->cfg->gw.log_path) != 0)
         mg_log(MG_LOG_ERROR, "log reopen failed", "%s: %s", g->cfg->gw.log_path, strerror(errno));
     mg_gen_release(g);
-    arm_watch(w);
+    return arm_watch(w);
 }
 
-static void reload(const char *path, const char *why, mg_watch_t *w)
+static bool reload(const char *path, const char *why, mg_watch_t *w)
 {
     char err[1024];
     mg_reload(path, why, err, sizeof err);
-    after_reload(w);
+    return after_reload(w);
 }
 
 /* Raises the descriptor limit to its hard maximum and returns it: it bounds how many connections
@@ -167,6 +174,7 @@ static long raise_fd_limit(void)
 
 static int cmd_serve(const char *path, const char *listen)
 {
+    mg_reload_note_config(path);
     mg_config_t *cfg = load_config(path, true);
     if (!cfg) return 1;
     char *host = NULL;
@@ -216,6 +224,7 @@ static int cmd_serve(const char *path, const char *listen)
     signal(SIGPIPE, SIG_IGN);
 
     char err[1024];
+    mg_reload_note_named(cfg);
     mg_gen_t *gen = mg_gen_build(cfg, err, sizeof err);
     if (!gen) {
         fprintf(stderr, "moongate: %s\n", err);
@@ -231,7 +240,7 @@ static int cmd_serve(const char *path, const char *listen)
     int done_fd = mg_reload_done_fd(); /* before the server: an admin reload may come at once */
     /* Watched before the server says "listening": an edit made as soon as it does is seen. */
     mg_watch_t *watch = mg_watch_new();
-    arm_watch(watch);
+    bool stale = arm_watch(watch); /* a file changed since it was read above */
     mg_server_t *srv = mg_server_start(host, port);
     if (!srv) {
         mg_watch_free(watch);
@@ -241,7 +250,8 @@ static int cmd_serve(const char *path, const char *listen)
     /* The main thread waits for signals (signalfd), config/policy file changes (inotify) and the
      * end of reloads it did not start (the admin endpoint's). */
     int sfd = signalfd(-1, &set, SFD_CLOEXEC);
-    int64_t change_at = -1; /* a file changed: reload once things settle (editors write twice) */
+    /* A file changed: reload once things settle (editors write twice). */
+    int64_t change_at = stale ? mg_now_ms() + MG_SETTLE_MS : -1;
     for (;;) {
         struct pollfd pfd[3] = {{.fd = sfd, .events = POLLIN},
                                 {.fd = watch ? mg_watch_fd(watch) : -1, .events = POLLIN},
@@ -249,17 +259,19 @@ static int cmd_serve(const char *path, const char *listen)
         int timeout = change_at < 0 ? -1 : (int)MG_MAX(0, change_at - mg_now_ms());
         int n = poll(pfd, 3, timeout);
         if (n < 0 && errno != EINTR) break;
-        if (pfd[2].revents & POLLIN) after_reload(watch); /* POST /admin/reload */
-        if (pfd[1].revents & POLLIN && mg_watch_changed(watch)) change_at = mg_now_ms() + 150;
+        bool changed = false;
+        if (pfd[2].revents & POLLIN) changed = after_reload(watch); /* POST /admin/reload */
+        if (pfd[1].revents & POLLIN && mg_watch_changed(watch)) changed = true;
+        if (changed) change_at = mg_now_ms() + MG_SETTLE_MS;
         if (change_at >= 0 && mg_now_ms() >= change_at) {
             change_at = -1;
-            reload(path, "file change", watch);
+            if (reload(path, "file change", watch)) change_at = mg_now_ms() + MG_SETTLE_MS;
         }
         if (!(pfd[0].revents & POLLIN)) continue;
         struct signalfd_siginfo si;
         if (read(sfd, &si, sizeof si) != (ssize_t)sizeof si) continue;
         if (si.ssi_signo == SIGHUP) {
-            reload(path, "SIGHUP", watch);
+            if (reload(path, "SIGHUP", watch)) change_at = mg_now_ms() + MG_SETTLE_MS;
             continue;
         }
         mg_log(MG_LOG_INFO, "stopping", "signal %u: draining %u requests", si.ssi_signo, mg_server_in_flight(srv));

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -46,6 +47,56 @@ static struct {
 } started;
 
 static atomic_int done_fd = -1; /* mg_reload_done_fd; created under reload_lock */
+
+/* mg_reload_note_read: a lock of its own, since the start notes reads outside any reload and the
+ * main thread compares while a serving thread may be reloading. */
+static pthread_mutex_t read_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char *path;
+    struct stat st;
+    bool exists;
+} reads[3];
+
+static bool same_file_state(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+static void note_read(size_t slot, const char *path)
+{
+    pthread_mutex_lock(&read_lock);
+    free(reads[slot].path);
+    reads[slot].path = path ? mg_xstrdup(path) : NULL;
+    reads[slot].exists = path && stat(path, &reads[slot].st) == 0;
+    pthread_mutex_unlock(&read_lock);
+}
+
+bool mg_reload_files_changed(void)
+{
+    bool changed = false;
+    pthread_mutex_lock(&read_lock);
+    for (size_t i = 0; i < MG_ARRAY_LEN(reads) && !changed; i++) {
+        if (!reads[i].path) continue;
+        struct stat now;
+        bool exists = stat(reads[i].path, &now) == 0;
+        changed = exists != reads[i].exists || (exists && !same_file_state(&now, &reads[i].st));
+    }
+    pthread_mutex_unlock(&read_lock);
+    return changed;
+}
+
+void mg_reload_note_config(const char *path)
+{
+    note_read(0, path);
+}
+
+void mg_reload_note_named(const mg_config_t *cfg)
+{
+    note_read(1, cfg->gw.policy_path);
+    note_read(2, cfg->gw.error_patterns_path);
+}
 
 void mg_reload_set_start(const mg_gateway_settings_t *gw)
 {
@@ -90,7 +141,9 @@ unsigned long long mg_reload(const char *config_path, const char *why, char *err
 {
     pthread_mutex_lock(&reload_lock);
     int64_t t0 = mg_now_us();
+    mg_reload_note_config(config_path);
     mg_config_t *cfg = mg_config_load(config_path, err, errlen);
+    if (cfg) mg_reload_note_named(cfg);
     /* mg_gen_build frees cfg when it fails: keep the files it named, to watch them. */
     char *want_policy = cfg && cfg->gw.policy_path ? mg_xstrdup(cfg->gw.policy_path) : NULL;
     char *want_patterns = cfg && cfg->gw.error_patterns_path ? mg_xstrdup(cfg->gw.error_patterns_path) : NULL;

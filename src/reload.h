@@ -34,6 +34,17 @@ bool mg_reload_done_take(void);
  * frees them); returns how many. */
 size_t mg_reload_pending_paths(char **out, size_t n);
 
+/* The files a load reads, each noted (stat) just before it is read, by the start and by every
+ * reload: the config file (mg_reload_note_config), then the policy and errorPatterns files it
+ * names (mg_reload_note_named). A change made after that read and before the watcher is armed on
+ * the file would otherwise be missed: inotify reports only what happens once armed.
+ * mg_reload_files_changed says whether a noted file is no longer as it was (another inode, size,
+ * mtime or ctime; gone, or back): the thread that owns the watcher asks right after arming it, and
+ * reloads if so. */
+void mg_reload_note_config(const char *path);
+void mg_reload_note_named(const mg_config_t *cfg);
+bool mg_reload_files_changed(void);
+
 /* Reload counters since start, for /admin/policy and metrics. */
 void mg_reload_counts(unsigned long long *ok, unsigned long long *failed);
 

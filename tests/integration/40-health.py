@@ -51,9 +51,9 @@ class Cooldowns(MGTestCase):
         chat = lambda l: l.get("path") == "/v1/chat/completions"  # noqa: E731 (not the admin GETs)
         line = gw.wait_access(3, pred=chat)[-1]
         self.assertEqual(line.get("skipped"), ["a/m"], line)
-        changes = [l for l in gw.log_lines() if l.get("msg") == "health"]
-        self.assertEqual(len([c for c in changes if c.get("key") == "a" and c.get("state") == "cooling_down"]), 1,
-                         changes)
+        changes = gw.wait_lines(lambda l: l.get("msg") == "health" and l.get("key") == "a"
+                                and l.get("state") == "cooling_down", what="health change of a")
+        self.assertEqual(len(changes), 1, changes)
         m = gw.get("/metrics").body.decode()
         self.assertEqual(metric(m, "moongate_providers_cooling_down"), 1.0, m)
 
@@ -100,8 +100,8 @@ class Cooldowns(MGTestCase):
         self.assertEqual(gw.request("POST", "/admin/reload").status, 200)
         self.assertEqual(entry(health(gw), "a")["state"], "healthy")
         self.assertRoute(gw.chat("default"), [("a/m", "ok", 200)])
-        changes = [(c.get("key"), c.get("state"), c.get("reason")) for c in gw.log_lines() if c.get("msg") == "health"]
-        self.assertIn(("a", "healthy", "reconfigured"), changes)
+        gw.wait_lines(lambda l: l.get("msg") == "health" and (l.get("key"), l.get("state"), l.get("reason")) ==
+                      ("a", "healthy", "reconfigured"), what="health change of a, reconfigured")
 
     def test_model_scoped_cooldown_leaves_the_sibling(self):
         a, b = self.mock("A"), self.mock("B")

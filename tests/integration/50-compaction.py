@@ -170,8 +170,9 @@ class LearnedWindow(MGTestCase):
         hdr = r.header("x-moongate-compaction") or ""
         self.assertIn("drop_turns", hdr)
         self.assertIn("max_tokens=3000->2048; ", hdr)
-        warn = [l for l in self.gw.log_lines() if l.get("level") == "warn" and "n_ctx" not in str(l)
-                and "context window is 4096 tokens" in l.get("msg", "") + str(l.get("detail", ""))]
+        warn = self.gw.wait_lines(lambda l: l.get("level") == "warn" and "n_ctx" not in str(l) and
+                                  "context window is 4096 tokens" in l.get("msg", "") + str(l.get("detail", "")),
+                                  what="warning of the learned window")
         self.assertEqual(len(warn), 1, self.gw.stderr_text()[-3000:])
         e = self.health_entry("loc/m")
         self.assertEqual(e["learned_context_window"], 4096, e)

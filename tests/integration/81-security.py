@@ -121,7 +121,7 @@ class DnsRebinding(MGTestCase):
         # A name that merely starts like an address is a name.
         self.assertEqual(gw.get("/v1/models", headers={"Host": "127.0.0.1.attacker.example"}).status, 403)
         # The admin hears of it once, not once per request.
-        warned = [l for l in gw.log_lines() if l.get("msg") == "host not allowed"]
+        warned = gw.wait_lines(lambda l: l.get("msg") == "host not allowed", what="host warning")
         self.assertEqual(len(warned), 1, warned)
         self.assertIn("rebind.attacker.example", warned[0].get("detail", ""), warned)
         # Local names, IP literals, this machine's name (whole or short) and the listed name pass;
