@@ -1023,7 +1023,25 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
 {
     /* The document lives in the request's arena, as long as the model that borrows from it. */
     req->arena = mg_ir_arena_new();
-    req->json = mg_ir_parse_json(req->arena, req->body.data ? req->body.data : "", req->body.len, NULL);
+    /* A byte order mark (PowerShell and .NET clients, files saved with one) is not part of the
+     * JSON: dropped, so that what goes upstream as it came, with "model" spliced, starts with the
+     * object itself. */
+    if (req->body.len >= 3 && memcmp(req->body.data, "\xEF\xBB\xBF", 3) == 0) {
+        memmove(req->body.data, req->body.data + 3, req->body.len - 3);
+        req->body.len -= 3;
+        req->body.data[req->body.len] = '\0';
+    }
+    const char *end = NULL;
+    req->json = mg_ir_parse_json(req->arena, req->body.data ? req->body.data : "", req->body.len, &end);
+    if (req->json && end) { /* one JSON text and nothing after it but white space */
+        const char *stop = req->body.data + req->body.len;
+        while (end < stop && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+        if (end < stop) {
+            mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_json",
+                           "the request body is not valid JSON: something follows the JSON object");
+            return MG_ROUTE_REPLY;
+        }
+    }
     if (!req->json && mg_ir_parse_too_large()) {
         char msg[160];
         snprintf(msg, sizeof msg, "the request body holds too many JSON values: reading it would take more "

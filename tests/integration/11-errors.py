@@ -28,7 +28,10 @@ class ClientErrors(MGTestCase):
 
     def test_malformed_json_is_400_invalid_json(self):
         for body in (b"{not json", b'{"model": "a/m", "messages": [}', b'{"model": "a/m"',
-                     b"\xff\xfe garbage", b"{'model': 'a/m'}"):
+                     b"\xff\xfe garbage", b"{'model': 'a/m'}",
+                     # one JSON object, then more: an upstream that got it as it came would choke
+                     b'{"model": "a/m", "messages": []}garbage', b'{"model": "a/m"}{"model": "other-model"}',
+                     b'{"model": "a/m"} ]]'):
             with self.subTest(body=body):
                 r = self.gw.post_json("/v1/chat/completions", body)
                 self.assertOpenAIError(r, 400, "invalid_json")

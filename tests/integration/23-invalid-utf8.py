@@ -152,6 +152,18 @@ class InvalidUtf8(MGTestCase):
         self.assertEqual(status, 200)
         self.assertIn(TEXT_IN, b"".join(gen))
 
+    def test_a_byte_order_mark_is_dropped(self):
+        # PowerShell and .NET clients may start the body with one. The body then goes upstream as
+        # it came (same API) with "model" spliced in: into the object, not into the mark.
+        for path, model in (("/v1/chat/completions", "oc/m"), ("/v1/messages", "an/m"), ("/v1/responses", "or/m")):
+            with self.subTest(path=path):
+                raw = json.dumps(body(path, model, False)).encode() + b"\r\n"  # white space after: fine
+                r = self.gw.request("POST", path, b"\xef\xbb\xbf" + raw, {"Content-Type": "application/json"})
+                self.assertEqual(r.status, 200, r)
+                sent = self.a.requests[-1].body
+                self.assertTrue(sent.startswith(b"{"), sent)
+                self.assertEqual(json.loads(sent)["model"], "m", sent)
+
     def test_a_chat_answer_moongate_rewrites_is_repaired(self):
         # vLLM/Ollama say "reasoning"; moongate moves it to "reasoning_content" and so prints the
         # answer (or the event) again: what it prints is repaired like a translation. An event it
