@@ -612,7 +612,24 @@ static mg_class_t chat_answer_class_text(const mg_req_t *req, const mg_attempt_t
         return c == MG_CLASS_OK ? MG_CLASS_SERVER_ERROR : c;
     }
     if (!choices->found || t[choices->start] != '[') return MG_CLASS_SERVER_ERROR;
+    size_t i = choices->start + 1;
+    while (i < choices->end && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r')) i++;
+    if (t[i] == ']') return MG_CLASS_SERVER_ERROR; /* "choices": []: nothing answered */
     return MG_CLASS_OK;
+}
+
+/* A Chat answer that passed the cheap checks but must be translated, or turned into a stream
+ * (an upstream that ignored "stream": true): one its decoder cannot read would reach the client
+ * as nothing, so it is a failure here, while another candidate can still be tried. */
+static bool chat_answer_decodes(const mg_attempt_t *a)
+{
+    mg_ir_arena_t *arena = mg_ir_arena_new();
+    cJSON *j = mg_ir_parse_json(arena, a->body.data, a->body.len, NULL);
+    mg_ir_response_t r;
+    char err[128];
+    bool ok = j && mg_ir_codec(MG_API_OPENAI_COMPLETIONS)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0;
+    mg_ir_arena_free(arena);
+    return ok;
 }
 
 /* A 2xx whole answer must be one: a JSON object with choices and no error member. Servers that
@@ -628,7 +645,10 @@ static mg_class_t answer_class(const mg_req_t *req, mg_attempt_t *a)
     if (up == MG_API_OPENAI_COMPLETIONS && mg_json_strict_members(a->body.data, a->body.len, &root, keys, 3, spans)) {
         a->usage_known = root == '{';
         a->usage = spans[2];
-        return chat_answer_class_text(req, a, root, &spans[0], &spans[1]);
+        mg_class_t c = chat_answer_class_text(req, a, root, &spans[0], &spans[1]);
+        if (c == MG_CLASS_OK && (req->client_api != up || req->stream) && !chat_answer_decodes(a))
+            c = MG_CLASS_SERVER_ERROR;
+        return c;
     }
     /* The answer is only read here: parsed into a scratch arena (no node-by-node frees). */
     mg_ir_arena_t *arena = mg_ir_arena_new();
@@ -648,7 +668,10 @@ static mg_class_t answer_class(const mg_req_t *req, mg_attempt_t *a)
     } else if (err && !cJSON_IsNull(err)) {
         c = mg_classify_http2(req->gen->patterns, 500, NULL, 0, a->body.data, a->body.len).cls;
         if (c == MG_CLASS_OK) c = MG_CLASS_SERVER_ERROR;
-    } else if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "choices"))) {
+    } else if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "choices")) ||
+               !cJSON_GetObjectItemCaseSensitive(j, "choices")->child) {
+        c = MG_CLASS_SERVER_ERROR;
+    } else if ((req->client_api != up || req->stream) && !chat_answer_decodes(a)) {
         c = MG_CLASS_SERVER_ERROR;
     }
     mg_ir_arena_free(arena);
@@ -660,9 +683,13 @@ const char *mg_relay_answer_problem(const mg_attempt_t *a)
     if (a->status < 200 || (a->status >= 300 && a->status < 400)) return "an unexpected non-2xx, non-error status";
     if (a->body.len == 0) return "an empty answer";
     cJSON *j = cJSON_ParseWithLength(a->body.data, a->body.len);
+    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
     const char *why = !cJSON_IsObject(j) ? "an answer that is not a JSON object"
                       : cJSON_GetObjectItemCaseSensitive(j, "error") ? "an error body with a 2xx status"
-                                                                     : "an answer without choices";
+                      : a->model->provider->api != MG_API_OPENAI_COMPLETIONS ? "an answer its API's decoder cannot read"
+                      : !cJSON_IsArray(choices) ? "an answer without choices"
+                      : !choices->child ? "an answer whose choices are empty"
+                                        : "an answer its API's decoder cannot read";
     cJSON_Delete(j);
     return why;
 }

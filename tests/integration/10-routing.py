@@ -133,6 +133,31 @@ class Fallback(MGTestCase):
         self.assertServedByC(r, c)
         self.assertNotEqual(r.route["attempts"][1][1], "ok", r.route["raw"])
 
+    def test_200_with_no_choices_to_read_falls_through(self):
+        # "choices": [] (Azure's content filter, some proxies on internal errors) answers nothing;
+        # and a choice the Chat decoder cannot read would reach a translated or streamed client as
+        # nothing at all. Both are failures while another candidate can still be tried.
+        empty = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": []}
+        unreadable = dict(empty, choices=[42])
+        for body, path, stream in ((empty, "/v1/chat/completions", False), (empty, "/v1/chat/completions", True),
+                                   (empty, "/v1/messages", False), (empty, "/v1/responses", True),
+                                   (unreadable, "/v1/messages", False), (unreadable, "/v1/chat/completions", True)):
+            with self.subTest(choices=body["choices"], path=path, stream=stream):
+                gw, a, b, c = self.three({"mode": "fail", "status": 200, "body": body})
+                req = dict(chat_body("default"), stream=stream)
+                if path == "/v1/messages":
+                    req["max_tokens"] = 64
+                elif path == "/v1/responses":
+                    req = {"model": "default", "input": "hello", "stream": stream}
+                r = gw.post_json(path, req)
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(r.header("x-moongate-model"), "c/m", r)
+                self.assertEqual(r.route["attempts"][1][:2], ("b/m", "server_error"), r.route["raw"])
+                self.assertIn(b"mock C saw model m", r.body, r)
+                line = gw.wait_access(1)[0]
+                self.assertIn("choices are empty" if not body["choices"] else "decoder cannot read",
+                              line["attempts"][1].get("detail", ""), line)
+
     def test_empty_2xx_falls_through(self):
         for status in (200, 204):
             with self.subTest(status=status):
