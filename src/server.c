@@ -147,8 +147,16 @@ static enum MHD_Result send_error(struct MHD_Connection *c, mg_req_t *req, int s
 static enum MHD_Result send_method_error(struct MHD_Connection *c, mg_req_t *req, const char *allow, const char *msg)
 {
     mg_reply_t r = {.retry_after_s = -1, .allow = allow};
-    mg_reply_error(&r, MG_EP_CHAT, 405, "invalid_request_error", "method_not_allowed", msg);
+    mg_reply_error(&r, req ? req->ep : MG_EP_CHAT, 405, "invalid_request_error", "method_not_allowed", msg);
     return send_reply(c, req, &r);
+}
+
+/* The URL's length as sent, less the escapes libmicrohttpd decoded: "?" or "&", key, "=", value. */
+static enum MHD_Result add_query_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    *(size_t *)cls += 1 + strlen(key) + (value ? 1 + strlen(value) : 0);
+    return MHD_YES;
 }
 
 /* ---- GET endpoints ---- */
@@ -704,6 +712,8 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
      * libmicrohttpd's connection buffer holds gets its plain page before this code runs). */
     size_t max_head = g->cfg->gw.max_header_bytes, url_len = strlen(url);
     const union MHD_ConnectionInfo *hi = MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (hi && hi->header_size > max_head / 2) /* only then can the query make the URL too long */
+        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, add_query_length, &url_len);
     if (url_len > max_head / 2 || (hi && hi->header_size > max_head)) {
         if (!api_endpoint(url, &req->ep) && MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version"))
             req->ep = MG_EP_MESSAGES;
@@ -772,6 +782,7 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
         req->ep = url[4] == 'm' ? MG_EP_MESSAGES : MG_EP_RESPONSES;
         req->count_tokens = true;
     } else if (!models && !api_endpoint(url, &req->ep)) {
+        if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version")) req->ep = MG_EP_MESSAGES;
         return send_error(c, req, 404, "invalid_request_error", "not_found", "no such endpoint");
     }
     req->is_api = !models;

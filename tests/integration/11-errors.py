@@ -169,6 +169,9 @@ class ClientErrors(MGTestCase):
     def test_url_over_half_the_header_limit_is_414(self):
         r = self.gw.post_json("/v1/chat/completions/" + "x" * 9000, {"model": "a/m", "messages": MSGS})
         self.assertOpenAIError(r, 414, "uri_too_long")
+        # the query string is part of the URL
+        r = self.gw.post_json("/v1/chat/completions?q=" + "x" * 9000, {"model": "a/m", "messages": MSGS})
+        self.assertOpenAIError(r, 414, "uri_too_long")
 
     def test_wrong_method_is_405_with_allow(self):
         for method in ("GET", "PUT", "DELETE", "PATCH"):
@@ -177,6 +180,20 @@ class ClientErrors(MGTestCase):
                 self.assertOpenAIError(r, 405, "method_not_allowed")
                 # RFC 9110 15.5.6: a 405 MUST carry Allow.
                 self.assertIn("POST", r.header("allow", ""), r)
+
+    def test_errors_on_anthropic_paths_are_in_anthropics_format(self):
+        # The Anthropic SDK reads {"type": "error", "error": {"type", "message"}}: a wrong method on
+        # its endpoints, and any path when the request says anthropic-version.
+        av = {"anthropic-version": "2023-06-01"}
+        for method, path, status in (("GET", "/v1/messages", 405), ("DELETE", "/v1/messages", 405),
+                                     ("GET", "/v1/messages/count_tokens", 405), ("POST", "/v1/models", 405),
+                                     ("GET", "/v1/nope", 404)):
+            with self.subTest(method=method, path=path):
+                r = self.gw.request(method, path, b"{}" if method == "POST" else None, av)
+                self.assertEqual(r.status, status, r)
+                self.assertEqual(r.json["type"], "error", r)
+                self.assertEqual(r.json["error"]["type"], "invalid_request_error" if status == 405
+                                 else "not_found_error", r)
 
     def test_post_to_get_endpoints_is_405(self):
         for path in ("/v1/models", "/health"):
