@@ -279,7 +279,7 @@ static cJSON *tool_use_input(const char *arguments)
 {
     /* Arguments are JSON text in the model; Anthropic wants an object (B.5.4). Anything else
      * (empty, truncated, not an object) becomes {} as LiteLLM does. */
-    cJSON *in = arguments ? cJSON_ParseWithLengthOpts(arguments, strlen(arguments), NULL, false) : NULL;
+    cJSON *in = arguments ? mg_ir_parse_text(arguments, strlen(arguments)) : NULL;
     if (!cJSON_IsObject(in)) {
         cJSON_Delete(in);
         in = cJSON_CreateObject();
@@ -781,7 +781,7 @@ int mg_anthropic_decoder_feed(void *st, const char *type, size_t type_len, const
 {
     ant_dec_t *d = st;
     if (d->ended) return 0;
-    cJSON *j = cJSON_ParseWithLengthOpts(data, data_len, NULL, false);
+    cJSON *j = mg_ir_parse_text(data, data_len);
     /* The payload's own "type" names the event; the `event:` line is the fallback. */
     char tbuf[64];
     const char *t = mg_ir_event_type(j, type, type_len, tbuf, sizeof tbuf);

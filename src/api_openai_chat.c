@@ -756,7 +756,7 @@ static chat_tool_t *find_tool(chat_dec_t *d, int up_index, const char *id)
 /* Whether a call's arguments so far are a whole JSON value (the call may be complete). */
 static bool args_complete(const chat_tool_t *t)
 {
-    cJSON *j = cJSON_ParseWithLength(t->args.data ? t->args.data : "", t->args.len);
+    cJSON *j = mg_ir_parse_text(t->args.data ? t->args.data : "", t->args.len);
     cJSON_Delete(j);
     return j != NULL;
 }
@@ -927,7 +927,7 @@ int mg_openai_chat_decoder_feed(void *st, const char *type, size_t type_len, con
         return rc ? rc : mg_codec_emit_end(&d->ended, cb, ud);
     }
     bool error_event = type_len == 5 && memcmp(type, "error", 5) == 0; /* LM Studio */
-    cJSON *j = cJSON_ParseWithLengthOpts(data, data_len, NULL, false);
+    cJSON *j = mg_ir_parse_text(data, data_len);
     int rc = 0;
     if (!j) {
         if (error_event && !(rc = flush_held(d, cb, ud)))

@@ -868,7 +868,7 @@ int mg_openai_responses_decoder_feed(void *st, const char *type, size_t type_len
 {
     resp_dec_t *d = st;
     if (d->ended) return 0;
-    cJSON *j = cJSON_ParseWithLengthOpts(data, data_len, NULL, false);
+    cJSON *j = mg_ir_parse_text(data, data_len);
     char tbuf[96];
     const char *t = mg_ir_event_type(j, type, type_len, tbuf, sizeof tbuf);
     int rc = 0;

@@ -7,6 +7,7 @@
 #include "api_openai_chat.h"
 #include "api_openai_responses.h"
 #include "classify.h"
+#include "jsonutil.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -175,12 +176,22 @@ __attribute__((constructor)) static void json_hooks_init(void)
 cJSON *mg_ir_parse_json(mg_ir_arena_t *a, const char *text, size_t len, const char **end)
 {
     const char *e = NULL;
+    char *fixed = mg_json_fix_escapes(text, len); /* NULL: nothing to fix, the usual case */
     parse_arena = a;
     parse_left = MG_MAX(MG_IR_PARSE_MAX_BYTES, 2 * len); /* text-heavy JSON takes about its size */
     parse_over = false;
-    cJSON *j = cJSON_ParseWithLengthOpts(text, len, &e, 0);
+    cJSON *j = cJSON_ParseWithLengthOpts(fixed ? fixed : text, len, &e, 0);
     parse_arena = NULL;
-    if (end) *end = e;
+    if (end) *end = e && fixed ? text + (e - fixed) : e;
+    free(fixed);
+    return j;
+}
+
+cJSON *mg_ir_parse_text(const char *text, size_t len)
+{
+    char *fixed = mg_json_fix_escapes(text, len);
+    cJSON *j = cJSON_ParseWithLengthOpts(fixed ? fixed : text, len, NULL, false);
+    free(fixed);
     return j;
 }
 
@@ -408,7 +419,7 @@ cJSON *mg_ir_translate_response(mg_api_t from, mg_api_t to, const char *body, si
 {
     static const mg_ir_decode_opts_t dnone = {0};
     static const mg_ir_output_opts_t onone = {0};
-    cJSON *j = cJSON_ParseWithLengthOpts(body, len, NULL, false);
+    cJSON *j = mg_ir_parse_text(body, len);
     if (!j) {
         mg_ir_fail(err, errlen, "the upstream's answer is not JSON");
         return NULL;
@@ -510,7 +521,7 @@ bool mg_ir_error_from_json(const cJSON *j, long http_status, mg_ir_error_t *out)
 void mg_ir_error_from_body(mg_ir_arena_t *a, long http_status, const char *body, size_t len,
                            mg_ir_error_t *out)
 {
-    cJSON *j = body && len ? cJSON_ParseWithLengthOpts(body, len, NULL, false) : NULL;
+    cJSON *j = body && len ? mg_ir_parse_text(body, len) : NULL;
     mg_ir_error_t e;
     if (j && mg_ir_error_from_json(j, http_status, &e)) {
         out->status = e.status;

@@ -45,8 +45,12 @@ char *mg_ir_strndup(mg_ir_arena_t *a, const char *s, size_t n); /* NUL-terminate
  * whose nodes and strings live in the arena: it goes with the arena, never through cJSON_Delete.
  * Read it only: nothing may be detached from it, replaced or deleted in it, or set through a
  * cJSON call that frees (cJSON_SetValuestring…); copy with cJSON_Duplicate to edit. NULL when the
- * text is not JSON (its partial tree stays in the arena). end may be NULL. */
+ * text is not JSON (its partial tree stays in the arena). end may be NULL. \u0000 and lone
+ * surrogate escapes are read as U+FFFD (mg_json_fix_escapes): text itself is not changed. */
 cJSON *mg_ir_parse_json(mg_ir_arena_t *a, const char *text, size_t len, const char **end);
+/* The same for a stream event, a tool call's arguments or an error body: a tree from malloc (the
+ * caller cJSON_Deletes it), NULL when the text is not JSON. */
+cJSON *mg_ir_parse_text(const char *text, size_t len);
 /* What one mg_ir_parse_json may allocate (or twice the text's length, if more): a document
  * needing more is refused (NULL), so that a body made of millions of tiny values (64+ bytes of
  * cJSON node each) cannot take gigabytes. */

@@ -1,8 +1,12 @@
-/* Top-level member lookup and replacement on raw JSON text. See jsonutil.h. */
+/* Top-level member lookup and replacement on raw JSON text, the strict check, and the fixes
+ * around cJSON's reading (escapes, duplicate names). See jsonutil.h. */
 #include "jsonutil.h"
 
 #include "util.h"
 
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static size_t skip_ws(const char *t, size_t i, size_t n)
@@ -84,10 +88,101 @@ static bool next_member(const char *t, size_t n, size_t *i, size_t *ks, size_t *
     return true;
 }
 
-/* Keys with escapes are compared raw; "model" never needs escaping. */
+static int hex_val(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* The value of the escape \uXXXX at t[i] (its backslash), or -1 when there is none. */
+static long hex4(const char *t, size_t n, size_t i)
+{
+    if (i > n || n - i < 6 || t[i] != '\\' || t[i + 1] != 'u') return -1;
+    long v = 0;
+    for (size_t k = 2; k < 6; k++) {
+        int h = hex_val(t[i + k]);
+        if (h < 0) return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+static bool is_high(long u)
+{
+    return u >= 0xD800 && u <= 0xDBFF;
+}
+
+static bool is_low(long u)
+{
+    return u >= 0xDC00 && u <= 0xDFFF;
+}
+
+/* The character of the escape at t[*i] (a backslash; n the end of the string's bytes) as cJSON
+ * reads it once mg_json_fix_escapes has run; *i goes past it. -1: no escape cJSON reads. */
+static long unescape(const char *t, size_t n, size_t *i)
+{
+    static const char from[8] = {'"', '\\', '/', 'b', 'f', 'n', 'r', 't'};
+    static const char to[8] = {'"', '\\', '/', '\b', '\f', '\n', '\r', '\t'};
+    if (n - *i < 2) return -1;
+    const char *f = memchr(from, t[*i + 1], sizeof from);
+    if (f) {
+        *i += 2;
+        return to[f - from];
+    }
+    long u = hex4(t, n, *i);
+    if (u < 0) return -1;
+    *i += 6;
+    if (is_high(u)) {
+        long lo = hex4(t, n, *i);
+        if (!is_low(lo)) return 0xFFFD;
+        *i += 6;
+        return 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+    }
+    return u == 0 || is_low(u) ? 0xFFFD : u;
+}
+
+static size_t utf8_put(char *o, uint32_t cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | cp >> 6), o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | cp >> 12), o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | cp >> 18), o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    o[2] = (char)(0x80 | (cp >> 6 & 0x3F)), o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Whether the raw name t[ks..ke) is key once unescaped: cJSON routes {"mod\u0065l":…} by its
+ * model, so the splice must find that member too, or the upstream would get two. */
 static bool key_is(const char *t, size_t ks, size_t ke, const char *key, size_t klen)
 {
-    return ke - ks == klen && memcmp(t + ks, key, klen) == 0;
+    if (!memchr(t + ks, '\\', ke - ks)) return ke - ks == klen && memcmp(t + ks, key, klen) == 0;
+    size_t i = ks, k = 0;
+    while (i < ke) {
+        char u[4];
+        size_t un = 1;
+        if (t[i] != '\\') {
+            u[0] = t[i++];
+        } else {
+            long cp = unescape(t, ke, &i);
+            if (cp < 0) return false;
+            un = utf8_put(u, (uint32_t)cp);
+        }
+        if (un > klen - k || memcmp(key + k, u, un) != 0) return false;
+        k += un;
+    }
+    return k == klen;
 }
 
 bool mg_json_member_span(const char *t, size_t n, const char *key, size_t *vstart, size_t *vend)
@@ -158,25 +253,10 @@ static void st_ws(strict_t *s)
         s->i++;
 }
 
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* \uXXXX at t[i] (the backslash): its code, or -1. */
 static long st_hex4(const strict_t *s, size_t i)
 {
-    if (s->n - i < 6 || s->t[i] != '\\' || s->t[i + 1] != 'u') return -1;
-    long v = 0;
-    for (size_t k = 2; k < 6; k++) {
-        int h = hex_val(s->t[i + k]);
-        if (h < 0) return -1;
-        v = v * 16 + h;
-    }
-    return v;
+    return hex4(s->t, s->n, i);
 }
 
 /* A string at s->i (its opening quote). Escapes as RFC 8259 allows and cJSON reads them: a \u
@@ -329,4 +409,101 @@ bool mg_json_strict_members(const char *text, size_t len, char *root, const char
     if (!st_value(&s)) return false;
     st_ws(&s);
     return s.i == len;
+}
+
+/* ---- escapes cJSON mangles ---- */
+
+char *mg_json_fix_escapes(const char *text, size_t len)
+{
+    char *out = NULL;
+    const char *p = text && len ? memchr(text, '\\', len) : NULL;
+    while (p) {
+        size_t i = (size_t)(p - text);
+        size_t step = 2; /* a backslash takes the byte after it: "\\u0000" is no escape */
+        long u = hex4(text, len, i);
+        if (u >= 0) {
+            bool bad = u == 0 || is_low(u);
+            step = 6;
+            if (is_high(u)) {
+                if (is_low(hex4(text, len, i + 6))) step = 12; /* a pair */
+                else bad = true;
+            }
+            if (bad) {
+                if (!out) {
+                    out = mg_xmalloc(len + 1);
+                    memcpy(out, text, len);
+                    out[len] = '\0';
+                }
+                memcpy(out + i, "\\ufffd", 6);
+            }
+        }
+        if (step >= len - i) break;
+        p = memchr(text + i + step, '\\', len - i - step);
+    }
+    return out;
+}
+
+/* ---- duplicate member names ---- */
+
+#define DUP_PAIRWISE 16 /* members up to which every pair is compared; past it, names are sorted */
+#define DUP_PATH 160    /* what the message shows of where (longer paths are cut) */
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A name the object j has twice, or NULL. A JSON schema's properties or a metadata object may
+ * have hundreds of members: those are sorted, never compared pair by pair. */
+static const char *dup_in(const cJSON *j)
+{
+    size_t n = 0;
+    for (const cJSON *c = j->child; c; c = c->next)
+        n++;
+    if (n <= DUP_PAIRWISE) {
+        for (const cJSON *a = j->child; a; a = a->next)
+            for (const cJSON *b = a->next; b; b = b->next)
+                if (a->string && b->string && strcmp(a->string, b->string) == 0) return a->string;
+        return NULL;
+    }
+    const char **names = mg_xmalloc(n * sizeof *names);
+    size_t k = 0;
+    for (const cJSON *c = j->child; c; c = c->next)
+        if (c->string) names[k++] = c->string;
+    qsort(names, k, sizeof *names, cmp_names);
+    const char *dup = NULL;
+    for (size_t i = 1; i < k && !dup; i++)
+        if (strcmp(names[i - 1], names[i]) == 0) dup = names[i];
+    free(names);
+    return dup;
+}
+
+/* path[0..plen) names where j is ("" for the root); the buffer holds DUP_PATH bytes. */
+static bool dup_walk(const cJSON *j, char *path, size_t plen, char *msg, size_t msglen)
+{
+    if (cJSON_IsObject(j)) {
+        const char *d = dup_in(j);
+        if (d) {
+            snprintf(msg, msglen, "duplicate key \"%.64s\" in %s", d, plen ? path : "the top-level object");
+            return true;
+        }
+    } else if (!cJSON_IsArray(j)) {
+        return false;
+    }
+    int index = 0;
+    for (const cJSON *c = j->child; c; c = c->next, index++) {
+        size_t room = DUP_PATH - plen;
+        int w = cJSON_IsArray(j) ? snprintf(path + plen, room, "[%d]", index)
+                                 : snprintf(path + plen, room, plen ? ".%.40s" : "%.40s", c->string ? c->string : "");
+        size_t clen = w < 0 ? plen : MG_MIN(plen + (size_t)w, DUP_PATH - 1);
+        if (dup_walk(c, path, clen, msg, msglen)) return true;
+        path[plen] = '\0';
+    }
+    return false;
+}
+
+bool mg_json_duplicate_key(const cJSON *j, char *msg, size_t msglen)
+{
+    char path[DUP_PATH] = "";
+    return dup_walk(j, path, 0, msg, msglen);
 }

@@ -1,10 +1,15 @@
 /* Byte-level helpers over JSON text: over text already known to be valid (cJSON parsed it), the
  * lookup and change of one member of a request without re-serialising it (the rest goes upstream
- * byte for byte); and a strict check that tells when a text is one cJSON reads the same way, so
- * that a whole answer can be judged from its bytes without building a tree. */
+ * byte for byte); a strict check that tells when a text is one cJSON reads the same way, so
+ * that a whole answer can be judged from its bytes without building a tree; and the two fixes
+ * that make cJSON read a text as other parsers do (escapes it would mangle, duplicate names). */
 #pragma once
+#include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+/* Member names are compared as cJSON reads them, escapes decoded ("mod\u0065l" is "model"), with
+ * \u0000 and lone surrogates read as U+FFFD as mg_json_fix_escapes has them. */
 
 /* Finds the value of top-level member key in the JSON object text[0..len): the first occurrence,
  * the one cJSON_GetObjectItem finds. On success sets [*vstart, *vend) to the value's bytes (quotes
@@ -37,3 +42,21 @@ typedef struct mg_json_span {
  * returns true). */
 bool mg_json_strict_members(const char *text, size_t len, char *root, const char *const *keys, size_t n_keys,
                             mg_json_span_t *spans);
+
+/* A copy of text[0..len) (malloc'd, NUL-terminated, the same length: the caller frees it) in
+ * which every \u0000 and every lone surrogate escape (a high \uD800-\uDBFF not followed by a low
+ * \uDC00-\uDFFF, a low not preceded by a high) is \ufffd; NULL when there is none, the common
+ * case, which costs a memchr from one backslash to the next and no copy. To apply before cJSON
+ * parses: it keeps strings as C strings, so "a\u0000b" would be "a" in the tree (and in whatever
+ * moongate prints from it), and it refuses a lone surrogate (JSON.stringify of a string cut
+ * inside an emoji), failing the whole text, where raw bytes that are not UTF-8 only get U+FFFD
+ * when printed (mg_ir_print_json). */
+char *mg_json_fix_escapes(const char *text, size_t len);
+
+/* Whether an object anywhere in the tree j has two members of the same name (compared as cJSON
+ * decoded them). cJSON keeps both and its lookups find the first, while many parsers (Python,
+ * JavaScript, Go) keep the last: a request moongate checked by one could reach an upstream that
+ * reads the other. On true, msg (msglen bytes, at least 1) names the member and where, e.g.
+ * `duplicate key "role" in messages[2]`. One pass over the tree; the names of an object of many
+ * members are sorted, never compared pair by pair. */
+bool mg_json_duplicate_key(const cJSON *j, char *msg, size_t msglen);

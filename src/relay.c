@@ -355,7 +355,7 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         return 0;
     }
     bool error_type = ev->type_len == 5 && memcmp(ev->type, "error", 5) == 0;
-    cJSON *j = cJSON_ParseWithLength(ev->data, ev->data_len);
+    cJSON *j = mg_ir_parse_text(ev->data, ev->data_len);
     const cJSON *err = j ? cJSON_GetObjectItemCaseSensitive(j, "error") : NULL;
     const char *object = j ? str_item(j, "object") : NULL;
     if (error_type || (err && !cJSON_IsNull(err)) || (object && strcmp(object, "error") == 0)) {

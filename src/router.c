@@ -1055,6 +1055,14 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
                                  : "the request body is not valid JSON");
         return MG_ROUTE_REPLY;
     }
+    char dup[160], msg[224];
+    if (mg_json_duplicate_key(req->json, dup, sizeof dup)) {
+        /* cJSON reads the first of two same-named members, many upstreams' parsers the last: the
+         * request checked here (model, messages) would not be the one the upstream reads. */
+        snprintf(msg, sizeof msg, "the request body is ambiguous: %s", dup);
+        mg_reply_error(reply, req->ep, 400, "invalid_request_error", "duplicate_key", msg);
+        return MG_ROUTE_REPLY;
+    }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(req->json, "model");
     const cJSON *stream = cJSON_GetObjectItemCaseSensitive(req->json, "stream");
     const char *wrong = model && !cJSON_IsNull(model) && !cJSON_IsString(model) ? "\"model\" must be a string"
@@ -1468,7 +1476,7 @@ static void normalize_answer(mg_req_t *req, const mg_attempt_t *a, mg_buf_t *bod
     if (req->ep != MG_EP_CHAT || !body->data) return;
     if (!strip && !memmem(body->data, body->len, "\"reasoning\"", 11) && !memmem(body->data, body->len, "<think>", 7))
         return;
-    cJSON *j = cJSON_ParseWithLength(body->data, body->len);
+    cJSON *j = mg_ir_parse_text(body->data, body->len);
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
     bool changed = false;
     const cJSON *c;

@@ -344,18 +344,17 @@ class Rewrite(MGTestCase):
                 self.assertEqual(up.path, "/v1/chat/completions")
                 self.assertIn("application/json", up.headers.get("content-type", ""))
 
-    def test_a_duplicated_model_key_leaves_no_client_value_upstream(self):
-        # cJSON (the router) reads the first "model"; many upstream parsers keep the last. Both
-        # must become the resolved id, or a client could pick an upstream model unchecked.
-        raw = (b'{"model":"default","messages":[{"role":"user","content":"hi"}],'
-               b'"model":"some-other-upstream-model"}')
+    def test_a_model_key_written_with_escapes_is_replaced_not_doubled(self):
+        # cJSON reads "mod\u0065l" as "model" and routes by it; the splice must set that member,
+        # not add a second "model" that leaves the client's value to an upstream keeping the last.
+        # (Two "model" members are refused: 11-errors.)
+        raw = b'{"mod\\u0065l":"lmstudio/minimax-m2.1-gs32","messages":[{"role":"user","content":"hi"}]}'
         r = self.gw.request("POST", "/v1/chat/completions", body=raw,
                             headers={"Content-Type": "application/json"})
         self.assertEqual(r.status, 200, r)
         up = self.lm.requests[-1]
-        self.assertEqual(up.model, "minimax-m2.1-gs32")
-        self.assertNotIn(b"some-other-upstream-model", up.body)
-        self.assertEqual(up.body.count(b'"minimax-m2.1-gs32"'), 2, up.body)
+        members = json.loads(up.body, object_pairs_hook=list)
+        self.assertEqual([v for k, v in members if k == "model"], ["minimax-m2.1-gs32"], up.body)
 
     def test_rest_of_the_body_is_unchanged(self):
         body = dict(self.BODY, model="Minimax")

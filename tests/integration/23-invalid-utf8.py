@@ -152,6 +152,82 @@ class InvalidUtf8(MGTestCase):
         self.assertEqual(status, 200)
         self.assertIn(TEXT_IN, b"".join(gen))
 
+    # The same mistakes written as escapes: cJSON keeps strings as C strings, so "\u0000" would
+    # end one there (the rest lost in whatever moongate prints from it), and it refuses a lone
+    # surrogate (JSON.stringify of a string cut inside an emoji), failing the whole text. Both are
+    # read as U+FFFD; what passes through with the same API keeps them as they came.
+    ESCAPED = "HEADER\x00TAIL ok \ud83d end \udc00!"  # json.dumps writes \u0000, \ud83d, \udc00
+    ESCAPED_OUT = "HEADER" + R + "TAIL ok " + R + " end " + R + "!"
+
+    def test_escaped_nul_and_lone_surrogates_in_a_translated_request(self):
+        raw = json.dumps({"model": "an/m", "max_tokens": 16,
+                          "messages": [{"role": "user", "content": self.ESCAPED}]}).encode()
+        self.assertIn(b"\\u0000", raw)
+        r = self.gw.request("POST", "/v1/chat/completions", raw, {"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r)
+        sent = self.a.requests[-1]
+        self.assertTrue(sent.path.endswith("/messages"), sent)
+        j = json.loads(self.decode(sent.body, "the request sent to the Anthropic upstream"))
+        self.assertEqual(j["messages"][0]["content"][0]["text"], self.ESCAPED_OUT, sent.body)
+
+    def test_escaped_nul_and_lone_surrogates_in_translated_answers(self):
+        whole = json.dumps({"id": "msg_2", "type": "message", "role": "assistant", "model": "m",
+                            "content": [{"type": "text", "text": self.ESCAPED}], "stop_reason": "end_turn",
+                            "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 2}}).encode()
+        self.a.push_behavior("badjson", body=whole)
+        r = self.gw.post_json("/v1/chat/completions", body("/v1/chat/completions", "an/m", False))
+        self.assertEqual(r.status, 200, r)
+        j = json.loads(self.decode(r.body, "the translated answer"))
+        self.assertEqual(j["choices"][0]["message"]["content"], self.ESCAPED_OUT, r)
+
+        # a tool call's arguments (JSON in a string) that an Anthropic client gets as an object
+        call = {"id": "call_1", "type": "function",
+                "function": {"name": "f", "arguments": json.dumps({"q": self.ESCAPED})}}
+        self.a.push_behavior("badjson", body=json.dumps({
+            "id": "c6", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                         "finish_reason": "tool_calls"}]}).encode())
+        r = self.gw.post_json("/v1/messages", body("/v1/messages", "oc/m", False))
+        self.assertEqual(r.status, 200, r)
+        j = json.loads(self.decode(r.body, "the translated answer"))
+        self.assertEqual(j["content"][-1]["input"], {"q": self.ESCAPED_OUT}, r)
+
+        def ev(name, obj):
+            return "event: %s\ndata: %s\n\n" % (name, json.dumps(dict({"type": name}, **obj)))
+        sse = ev("message_start", {"message": {"id": "msg_3", "type": "message", "role": "assistant",
+                                               "model": "m", "content": [], "stop_reason": None,
+                                               "stop_sequence": None,
+                                               "usage": {"input_tokens": 1, "output_tokens": 1}}})
+        sse += ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        for t in ("HEADER\x00TAIL", " ok \ud83d", " end \udc00!"):
+            sse += ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": t}})
+        sse += ev("content_block_stop", {"index": 0})
+        sse += ev("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                    "usage": {"output_tokens": 2}})
+        sse += ev("message_stop", {})
+        self.a.push_behavior("answer", raw_sse=sse.encode())
+        s = self.stream("/v1/chat/completions", body("/v1/chat/completions", "an/m", True))
+        self.assertEqual(s.status, 200, s)
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in s.chunks if c["choices"])
+        self.assertEqual(text, self.ESCAPED_OUT, s)
+
+    def test_escapes_pass_through_the_same_api_as_they_came(self):
+        for path, model in (("/v1/chat/completions", "oc/m"), ("/v1/messages", "an/m")):
+            with self.subTest(path=path):
+                raw = json.dumps(body(path, model, False)).replace('"hello"', json.dumps(self.ESCAPED)).encode()
+                r = self.gw.request("POST", path, raw, {"Content-Type": "application/json"})
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(self.a.requests[-1].body, raw.replace(json.dumps(model).encode(), b'"m"'))
+        # and a Chat stream's event (moongate reads each one, for usage and reasoning; one it could
+        # not parse was dropped)
+        escaped = b"HEADER\\u0000TAIL ok \\ud83d"
+        self.a.push_behavior("answer", raw_sse=chat_chunk(b"") + chat_chunk(escaped) + chat_chunk(None, "stop") +
+                             b"data: [DONE]\n\n")
+        gen = self.gw.stream("/v1/chat/completions", body("/v1/chat/completions", "oc/m", True))
+        status, _ = next(gen)
+        self.assertEqual(status, 200)
+        self.assertIn(b'"content":"' + escaped + b'"', b"".join(gen))
+
     def test_a_byte_order_mark_is_dropped(self):
         # PowerShell and .NET clients may start the body with one. The body then goes upstream as
         # it came (same API) with "model" spliced in: into the object, not into the mark.
@@ -191,6 +267,16 @@ class InvalidUtf8(MGTestCase):
         self.assertEqual(json.loads(self.decode(moved[0][6:], "the rewritten event"))["choices"][0]["delta"],
                          {"reasoning_content": "y" + R * 2}, events)
         self.assertTrue(any(b'"content":"a\x80b"' in e for e in events), events)  # untouched: as it came
+
+        # Escapes in an answer it re-prints: read as U+FFFD, the text after them kept.
+        whole = (b'{"id":"c5","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+                 b'"message":{"role":"assistant","reasoning":"r","content":"HEADER\\u0000TAIL \\ud83d"},'
+                 b'"finish_reason":"stop"}]}')
+        self.a.push_behavior("badjson", body=whole)
+        r = self.gw.post_json("/v1/chat/completions", body("/v1/chat/completions", "oc/m", False))
+        self.assertEqual(r.status, 200, r)
+        msg = json.loads(self.decode(r.body, "the rewritten answer"))["choices"][0]["message"]
+        self.assertEqual((msg.get("reasoning_content"), msg["content"]), ("r", "HEADER" + R + "TAIL " + R), r)
 
 
 if __name__ == "__main__":
