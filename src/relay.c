@@ -682,10 +682,11 @@ const char *mg_relay_answer_problem(const mg_attempt_t *a)
 {
     if (a->status < 200 || (a->status >= 300 && a->status < 400)) return "an unexpected non-2xx, non-error status";
     if (a->body.len == 0) return "an empty answer";
-    cJSON *j = cJSON_ParseWithLength(a->body.data, a->body.len);
+    cJSON *j = mg_ir_parse_text(a->body.data, a->body.len); /* read as the classifier read it */
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
     const char *why = !cJSON_IsObject(j) ? "an answer that is not a JSON object"
-                      : cJSON_GetObjectItemCaseSensitive(j, "error") ? "an error body with a 2xx status"
+                      : err && !cJSON_IsNull(err) ? "an error body with a 2xx status"
                       : a->model->provider->api != MG_API_OPENAI_COMPLETIONS ? "an answer its API's decoder cannot read"
                       : !cJSON_IsArray(choices) ? "an answer without choices"
                       : !choices->child ? "an answer whose choices are empty"

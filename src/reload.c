@@ -77,11 +77,14 @@ bool mg_reload_files_changed(void)
 {
     bool changed = false;
     pthread_mutex_lock(&read_lock);
-    for (size_t i = 0; i < MG_ARRAY_LEN(reads) && !changed; i++) {
+    for (size_t i = 0; i < MG_ARRAY_LEN(reads); i++) {
         if (!reads[i].path) continue;
         struct stat now;
         bool exists = stat(reads[i].path, &now) == 0;
-        changed = exists != reads[i].exists || (exists && !same_file_state(&now, &reads[i].st));
+        if (exists != reads[i].exists || (exists && !same_file_state(&now, &reads[i].st))) changed = true;
+        /* Seen: the caller reloads for it once, whether or not that reload reads the file. */
+        reads[i].exists = exists;
+        if (exists) reads[i].st = now;
     }
     pthread_mutex_unlock(&read_lock);
     return changed;

@@ -40,7 +40,9 @@ size_t mg_reload_pending_paths(char **out, size_t n);
  * the file would otherwise be missed: inotify reports only what happens once armed.
  * mg_reload_files_changed says whether a noted file is no longer as it was (another inode, size,
  * mtime or ctime; gone, or back): the thread that owns the watcher asks right after arming it, and
- * reloads if so. */
+ * reloads if so. What it saw becomes the state to compare with next time: a file that a failed
+ * reload did not read again (its config broken) is not reported twice for the same change, and
+ * what changes from then on inotify reports. */
 void mg_reload_note_config(const char *path);
 void mg_reload_note_named(const mg_config_t *cfg);
 bool mg_reload_files_changed(void);

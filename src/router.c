@@ -1033,12 +1033,18 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
     }
     const char *end = NULL;
     req->json = mg_ir_parse_json(req->arena, req->body.data ? req->body.data : "", req->body.len, &end);
-    if (req->json && end) { /* one JSON text and nothing after it but white space */
-        const char *stop = req->body.data + req->body.len;
+    if (req->json && end) {
+        /* One JSON text, with nothing but JSON's white space around it: cJSON also skips other
+         * control bytes (and a second mark) before it, which the splice of same-API bodies
+         * would not. */
+        const char *p = req->body.data, *stop = req->body.data + req->body.len;
+        while (p < stop && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
         while (end < stop && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
-        if (end < stop) {
+        bool before = cJSON_IsObject(req->json) && p < stop && *p != '{';
+        if (end < stop || before) {
             mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_json",
-                           "the request body is not valid JSON: something follows the JSON object");
+                           before ? "the request body is not valid JSON: bytes before the JSON object"
+                                  : "the request body is not valid JSON: something follows the JSON object");
             return MG_ROUTE_REPLY;
         }
     }

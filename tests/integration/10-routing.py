@@ -140,6 +140,7 @@ class Fallback(MGTestCase):
         empty = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": []}
         unreadable = dict(empty, choices=[42])
         for body, path, stream in ((empty, "/v1/chat/completions", False), (empty, "/v1/chat/completions", True),
+                                   (dict(empty, error=None), "/v1/chat/completions", False),
                                    (empty, "/v1/messages", False), (empty, "/v1/responses", True),
                                    (unreadable, "/v1/messages", False), (unreadable, "/v1/chat/completions", True)):
             with self.subTest(choices=body["choices"], path=path, stream=stream):

@@ -233,6 +233,28 @@ class Reload(MGTestCase):
                       and l.get("result") == "ok", timeout=5, what="reload of the config edited at start")
         self.assertEqual(self.served(gw)[0], "b/m")
 
+    def test_a_broken_config_and_an_edited_policy_reload_once(self):
+        # The config is broken, then the policy it names is edited: one refused reload for each
+        # edit, not one after another until the config is fixed.
+        cfg = self.cfg("a/m")
+        cfg["gateway"] = {"policy": "p.lua"}
+        gw = self.gateway(cfg, start=False)
+        policy = os.path.join(gw.dir, "p.lua")
+        with open(policy, "w") as f:
+            f.write('function route(req) return {"a/m"} end\n')
+        gw.start()
+        refused = lambda l: l.get("msg") == "reload" and l.get("result") == "error"  # noqa: E731
+        self.write(gw, raw='{models: {mode: "replace"}, gateway: {lisen: "x"}}')
+        gw.wait_lines(refused, 1, what="refused reload of the broken config")
+        with open(policy + ".tmp", "w") as f:
+            f.write('function route(req) return {"b/m"} end\n')
+        os.replace(policy + ".tmp", policy)
+        gw.wait_lines(refused, 2, what="refused reload after the policy edit")
+        time.sleep(1.0 * mglib.TIMEOUT_SCALE)
+        n = len([l for l in gw.log_lines() if refused(l)])
+        self.assertLessEqual(n, 3, "the gateway kept reloading:\n" + gw.stderr_text()[-2000:])
+        self.assertEqual(self.served(gw)[0], "a/m")
+
     def test_sighup_reloads(self):
         # The file is left untouched, so only SIGHUP can cause this reload (the watcher sees
         # nothing): a new generation must appear, logged with why = SIGHUP.
