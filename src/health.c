@@ -91,7 +91,7 @@ void mg_health_settings_default(mg_health_settings_t *s)
     s->cooldowns_ms[2] = 300000;
     s->n_cooldowns = 3;
     s->failures_before_cooldown = 3;
-    s->max_retry_after_ms = 3600000;
+    s->max_retry_after_ms = MG_HEALTH_MAX_RETRY_AFTER_MS;
     s->probe_before_expiry_ms = 5000;
     s->probe_timeout_ms = 15000;
     s->max_retries = 2;

@@ -33,6 +33,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* An upstream's Retry-After is believed up to this long (an hour): the cooldown it starts, and
+ * what the gateway's own 429 tells the client, are capped there. */
+#define MG_HEALTH_MAX_RETRY_AFTER_MS 3600000
+
 typedef struct mg_health mg_health_t;
 
 typedef enum mg_health_scope {
@@ -57,7 +61,8 @@ typedef struct mg_health_settings {
     int64_t cooldowns_ms[MG_HEALTH_MAX_STEPS]; /* the ladder; default 30000, 60000, 300000 */
     size_t n_cooldowns;
     unsigned failures_before_cooldown; /* for non-immediate classes; default 3 */
-    int64_t max_retry_after_ms;        /* cap on a cooldown taken from retry-after; default 1 h */
+    int64_t max_retry_after_ms;        /* cap on a cooldown taken from retry-after; default 1 h
+                                          (MG_HEALTH_MAX_RETRY_AFTER_MS) */
     int64_t probe_before_expiry_ms;    /* probe a cooldown this close to its end; default 5000 */
     int64_t probe_timeout_ms;          /* a probe claimed but never answered is forgotten; 15000 */
     unsigned max_retries;              /* retries of the same candidate per request; default 2 */

@@ -43,6 +43,12 @@ typedef struct mg_json_span {
 bool mg_json_strict_members(const char *text, size_t len, char *root, const char *const *keys, size_t n_keys,
                             mg_json_span_t *spans);
 
+/* The offset of the first byte under 0x20 other than tab, line feed and carriage return in
+ * text[0..len), or len when there is none. JSON allows none of them, in strings or between
+ * tokens; cJSON takes them as white space (and in strings as they are), while the member lookup
+ * above and the upstream's parser do not: a body holding one is refused before either reads it. */
+size_t mg_json_control_byte(const char *text, size_t len);
+
 /* A copy of text[0..len) (malloc'd, NUL-terminated, the same length: the caller frees it) in
  * which every \u0000 and every lone surrogate escape (a high \uD800-\uDBFF not followed by a low
  * \uDC00-\uDFFF, a low not preceded by a high) is \ufffd; NULL when there is none, the common

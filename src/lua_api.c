@@ -807,7 +807,13 @@ static const char *format_args(lua_State *L, int first, size_t *len)
     lua_pushvalue(L, lua_upvalueindex(3));
     for (int i = first; i <= top; i++)
         lua_pushvalue(L, i);
-    lua_call(L, top - first + 1, 1);
+    if (lua_pcall(L, top - first + 1, 1, 0) != LUA_OK) {
+        /* string.format's own words carry no place ("bad argument #3 to '?'"): raised again from
+         * here, they name the policy's file and line. The CPU budget's error object (not a
+         * string) and out-of-memory go on as they are. */
+        if (lua_type(L, -1) != LUA_TSTRING) lua_error(L);
+        luaL_error(L, "%s: %s", lua_tostring(L, lua_upvalueindex(2)), lua_tostring(L, -1));
+    }
     if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "format did not produce a string");
     return lua_tolstring(L, -1, len);
 }

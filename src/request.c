@@ -187,7 +187,15 @@ void mg_reply_error(mg_reply_t *r, mg_endpoint_t ep, int status, const char *typ
         mg_buf_puts(&r->body, "}}");
         return;
     }
-    /* OpenAI: {"error":{"message":…,"type":…,"param":null,"code":…}} */
+    /* OpenAI: {"error":{"message":…,"type":…,"param":null,"code":…}}. A caller's generic
+     * invalid_request_error (a policy's gw.reject, a region refusal, an empty plan) becomes the
+     * type OpenAI gives the status, as the Anthropic branch above does for every type. */
+    if (strcmp(type, "invalid_request_error") == 0)
+        type = status == 401   ? "authentication_error"
+               : status == 403 ? "permission_error"
+               : status == 429 ? "rate_limit_error"
+               : status >= 500 ? "server_error"
+                               : type;
     mg_buf_puts(&r->body, "{\"error\":{\"message\":");
     mg_buf_json_str(&r->body, message);
     mg_buf_puts(&r->body, ",\"type\":");

@@ -915,7 +915,7 @@ static int64_t retry_after_s(const mg_req_t *req)
         int64_t until = 0, wait = a->retry_after_ms;
         if (wait < 0 && health && !mg_health_available(health, a->model->provider->id, a->model->ref, now, &until))
             wait = MG_MAX(0, until - now);
-        if (wait >= 0 && (ms < 0 || wait < ms)) ms = wait;
+        if (wait >= 0 && (ms < 0 || wait < ms)) ms = MG_MIN(wait, MG_HEALTH_MAX_RETRY_AFTER_MS);
     }
     return ms < 0 ? -1 : (ms + 999) / 1000;
 }
@@ -1030,6 +1030,14 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
         memmove(req->body.data, req->body.data + 3, req->body.len - 3);
         req->body.len -= 3;
         req->body.data[req->body.len] = '\0';
+    }
+    size_t ctl = req->body.len ? mg_json_control_byte(req->body.data, req->body.len) : 0;
+    if (ctl < req->body.len) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the request body is not valid JSON: a control byte (0x%02x) at offset %zu",
+                 (unsigned char)req->body.data[ctl], ctl);
+        mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_json", msg);
+        return MG_ROUTE_REPLY;
     }
     const char *end = NULL;
     req->json = mg_ir_parse_json(req->arena, req->body.data ? req->body.data : "", req->body.len, &end);
@@ -1430,12 +1438,36 @@ static const mg_attempt_t *served_attempt(const mg_req_t *req)
     return NULL;
 }
 
-/* Tokens and cost of the answer (per million tokens, from the catalog), non-cached input apart. */
-static double usage_cost(const mg_attempt_t *a, int64_t *in, int64_t *out, int64_t *cached)
+/* The attempt whose answer the client got, to be charged: the one that served it, or else the
+ * stream that reached it and then ended badly (the client went away, the upstream cut it, a
+ * graceful stop): the upstream did that work, and a hosted one bills it. NULL: nothing served. */
+static const mg_attempt_t *billed_attempt(const mg_req_t *req)
 {
+    const mg_attempt_t *a = served_attempt(req);
+    for (size_t i = req->n_attempts; !a && i-- > 0;)
+        if (req->served && req->attempts[i].model == req->served) a = &req->attempts[i];
+    return a;
+}
+
+/* Tokens and cost of the answer (per million tokens, from the catalog), non-cached input apart.
+ * What the upstream did not report (a stream that ended before its usage, a server that sends
+ * none) is estimated: the prompt by the calibrated estimate of what was sent, the output by the
+ * content events relayed (about one token each); *estimated says so. */
+static double usage_cost(const mg_attempt_t *a, int64_t *in, int64_t *out, int64_t *cached, bool *estimated)
+{
+    *estimated = false;
+    int64_t prompt = a->prompt_tokens, completion = a->completion_tokens;
+    if (prompt <= 0 && a->compaction.tokens_after > 0) {
+        prompt = a->compaction.tokens_after;
+        *estimated = true;
+    }
+    if (completion <= 0 && a->content_events > 0) {
+        completion = a->content_events;
+        *estimated = true;
+    }
     *cached = MG_MAX(a->cached_tokens, 0);
-    *in = MG_MAX(a->prompt_tokens - *cached, 0);
-    *out = MG_MAX(a->completion_tokens, 0);
+    *in = MG_MAX(prompt - *cached, 0);
+    *out = MG_MAX(completion, 0);
     return mg_cost_of(&a->model->cost, *in, *out, *cached, 0);
 }
 
@@ -1450,9 +1482,10 @@ bool mg_router_compaction_header(const mg_req_t *req, mg_buf_t *out)
 void mg_router_account(mg_req_t *req)
 {
     pthread_mutex_lock(&req->lock);
-    const mg_attempt_t *a = served_attempt(req);
+    const mg_attempt_t *a = served_attempt(req), *billed = billed_attempt(req);
     int64_t in = 0, out = 0, cached = 0;
-    double cost = a ? usage_cost(a, &in, &out, &cached) : 0;
+    bool estimated;
+    double cost = billed ? usage_cost(billed, &in, &out, &cached, &estimated) : 0;
     int64_t reported = a ? a->prompt_tokens : 0;
     pthread_mutex_unlock(&req->lock);
     if (req->gen->policy && mg_policy_has_hook(req->gen->policy, "on_complete")) {
@@ -1467,11 +1500,11 @@ void mg_router_account(mg_req_t *req)
         if (!a && last) c.error_class = mg_class_name(last->cls);
         mg_policy_on_complete(req->gen->policy, &req->pin, &live_view, &c);
     }
-    if (!a) return;
-    if (calib && a->raw_estimate > 0 && reported > 0 && !req->ir.previous_response_id)
+    if (a && calib && a->raw_estimate > 0 && reported > 0 && !req->ir.previous_response_id)
         mg_tokens_calib_observe(calib, a->model->ref, a->raw_estimate, a->raw_fixed, reported);
-    mg_metrics_tokens(a->model->ref, in, out, cached, 0);
-    mg_metrics_cost(a->model->ref, cost);
+    if (!billed) return;
+    mg_metrics_tokens(billed->model->ref, in, out, cached, 0);
+    mg_metrics_cost(billed->model->ref, cost);
     mg_keys_account(req->key, in + out + cached, cost, mg_wall_ms());
 }
 
@@ -1714,8 +1747,11 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
         else if (fd.action == MG_FAILURE_NEXT && d.action == MG_HEALTH_RETRY)
             d.action = MG_HEALTH_NEXT;
     }
-    if (d.action == MG_HEALTH_STOP && a->cls != MG_CLASS_OK && a->status < 400) {
-        reply_all_failed(req, reply);
+    if (d.action == MG_HEALTH_STOP && a->cls != MG_CLASS_OK) {
+        /* on_failure said stop (or the defaults did, for a failure with no status): the client
+         * gets this failure, the upstream's own error when it answered with one. */
+        if (a->status >= 400) reply_upstream_error(req, a, reply);
+        else reply_all_failed(req, reply);
         return MG_ROUTE_REPLY;
     }
     if (a->cls == MG_CLASS_CONTEXT_OVERFLOW) note_overflow(req, a->model);
@@ -1864,17 +1900,22 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
         mg_buf_json_str(out, h.data);
         mg_buf_free(&h);
     }
-    if (sa) {
+    const mg_attempt_t *ba = billed_attempt(req);
+    if (ba) {
         int64_t in, o, cached;
-        double cost = usage_cost(sa, &in, &o, &cached);
+        bool estimated;
+        double cost = usage_cost(ba, &in, &o, &cached, &estimated);
         mg_buf_puts(out, ",\"tokens\":{\"in\":");
         mg_buf_put_i64(out, in);
         mg_buf_puts(out, ",\"out\":");
         mg_buf_put_i64(out, o);
         mg_buf_puts(out, ",\"cached\":");
         mg_buf_put_i64(out, cached);
+        if (estimated) mg_buf_puts(out, ",\"estimated\":true");
         if (cost == 0 && !signbit(cost)) mg_buf_puts(out, "},\"cost\":0"); /* what %.6g writes */
         else mg_buf_printf(out, "},\"cost\":%.6g", cost);
+    }
+    if (sa) {
         if (sa->ttft_ms >= 0) {
             mg_buf_puts(out, ",\"ttft_ms\":");
             mg_buf_put_i64(out, sa->ttft_ms);

@@ -6,7 +6,11 @@
  * - what an encoder produced is accepted by the same API's decoder, and encoding that again gives
  *   the same bytes (the encoders only write what their decoders read);
  * - the same document read as an upstream answer (and as an error body) never crashes, and a
- *   translated answer is accepted by the client API's decoder. */
+ *   translated answer is accepted by the client API's decoder;
+ * - the text fixes around cJSON (jsonutil.c): the escape fix-up keeps the length, is done in one
+ *   pass and only makes more texts readable; a request object without duplicate names, its
+ *   "model" set on the raw text as the same-API path does, reads back with exactly one "model"
+ *   (the new value) and every other member unchanged. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +18,7 @@
 
 #include "fuzz_util.h"
 #include "ir.h"
+#include "jsonutil.h"
 
 static const mg_api_t apis[3] = {MG_API_OPENAI_COMPLETIONS, MG_API_OPENAI_RESPONSES, MG_API_ANTHROPIC_MESSAGES};
 
@@ -82,6 +87,63 @@ static void responses(mg_api_t from, const char *text, size_t len)
     mg_ir_arena_free(a);
 }
 
+static void text_fixes(const char *text, size_t len, const cJSON *body)
+{
+    char *fixed = mg_json_fix_escapes(text, len);
+    if (fixed) {
+        for (size_t k = 0; k < len; k++) { /* only hex digits of escapes changed, to fffd */
+            if (fixed[k] == text[k]) continue;
+            bool in_fffd = false;
+            for (size_t s = k >= 5 ? k - 5 : 0; s + 2 <= k && !in_fffd; s++)
+                in_fffd = s + 6 <= len && memcmp(fixed + s, "\\ufffd", 6) == 0;
+            CHECK(in_fffd);
+        }
+        CHECK(fixed[len] == '\0');
+        char *again = mg_json_fix_escapes(fixed, len);
+        CHECK(again == NULL); /* one pass fixes all */
+        cJSON *fj = cJSON_ParseWithLengthOpts(fixed, len, NULL, false);
+        CHECK(!body || fj); /* fixing never makes a readable text unreadable */
+        cJSON_Delete(fj);
+        free(fixed);
+    }
+    if (!cJSON_IsObject(body)) return;
+    char msg[160];
+    if (mg_json_duplicate_key(body, msg, sizeof msg)) {
+        CHECK(msg[0] != '\0');
+        return; /* refused before any splice */
+    }
+    size_t i = 0;
+    while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r'))
+        i++;
+    const char *end = NULL;
+    cJSON *whole = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    bool only = whole && end && (size_t)(end - text) == len; /* nothing after the object */
+    cJSON_Delete(whole);
+    if (i >= len || text[i] != '{' || !only || mg_json_control_byte(text, len) < len)
+        return; /* what the router refuses */
+    size_t n;
+    char *set = mg_json_set_member(text, len, "model", "\"fuzz-model\"", &n);
+    cJSON *j = cJSON_ParseWithLengthOpts(set, n, NULL, false);
+    CHECK(cJSON_IsObject(j));
+    int models = 0;
+    for (const cJSON *c = j->child; c; c = c->next)
+        if (c->string && strcmp(c->string, "model") == 0) {
+            models++;
+            CHECK(cJSON_IsString(c) && strcmp(c->valuestring, "fuzz-model") == 0);
+        }
+    CHECK(models == 1);
+    for (const cJSON *c = body->child; c; c = c->next) {
+        if (!c->string || strcmp(c->string, "model") == 0) continue;
+        /* printed, not cJSON_Compare: that calls two infinities (1e999) different */
+        char *was = cJSON_PrintUnformatted(c), *now = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, c->string));
+        CHECK(was && now && strcmp(was, now) == 0);
+        cJSON_free(was);
+        cJSON_free(now);
+    }
+    cJSON_Delete(j);
+    free(set);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
@@ -91,6 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cJSON *body = cJSON_ParseWithLengthOpts(text, len, NULL, false);
     if (body) requests(from, body);
     responses(from, text, len);
+    text_fixes(text, len, body);
     cJSON_Delete(body);
     return 0;
 }

@@ -34,7 +34,10 @@ class ClientErrors(MGTestCase):
                      b'{"model": "a/m"} ]]',
                      # cJSON skips these before the object (one mark is dropped, a second is not),
                      # the splice of a same-API body would not: "model" would land before the brace
-                     b'\xef\xbb\xbf\xef\xbb\xbf{"model": "a/m"}', b'\x0c{"model": "a/m"}', b'\x00{"model": "a/m"}'):
+                     b'\xef\xbb\xbf\xef\xbb\xbf{"model": "a/m"}', b'\x0c{"model": "a/m"}', b'\x00{"model": "a/m"}',
+                     # control bytes JSON does not allow, between tokens or raw in a string
+                     b'{"model": "a/m",\x00"messages": []}', b'{"model": "a/m", "messages": [{"role": "user", '
+                     b'"content": "a\x1b[31mb"}]}'):
             with self.subTest(body=body):
                 r = self.gw.post_json("/v1/chat/completions", body)
                 self.assertOpenAIError(r, 400, "invalid_json")
@@ -303,6 +306,16 @@ class AllFailed(MGTestCase):
         self.assertEqual(r.json["type"], "error", r)
         self.assertEqual(r.json["error"]["type"], "rate_limit_error", r)
         self.assertIn(r.header("retry-after"), ("24", "25"), r)
+
+    def test_an_absurd_retry_after_reaches_the_client_capped_at_an_hour(self):
+        # The gateway believes an upstream's Retry-After for at most an hour (its cooldown cap),
+        # and says no more than that to the client.
+        b = self.mock("B")
+        b.set_behavior("fail", status=429, headers={"Retry-After": "999999999"})
+        gw = self.gateway(config(providers={"b": provider(b, ["m"])}, primary="b/m"))
+        r = gw.post_json("/v1/chat/completions", {"model": "default", "messages": MSGS})
+        self.assertOpenAIError(r, 429, "rate_limit_exceeded")
+        self.assertEqual(r.header("retry-after"), "3600", r)
 
     def test_rate_limits_mixed_with_other_failures_stay_502(self):
         b, c = self.mock("B"), self.mock("C")

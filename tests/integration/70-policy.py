@@ -34,6 +34,9 @@ LOOPS = """
 function route(req)
   if req.model == "spin" then while true do pcall(function() while true do end end) end end
   if req.model == "boom" then error("kaboom") end
+  if req.model == "badfmt" then gw.trace("%s and %s", "one") end
+  if req.model == "badlog" then gw.log("info", "%d", {}) end
+  if req.model == "spinfmt" then gw.trace("%s", setmetatable({}, {__tostring = function() while true do end end})) end
   return {"a/m"}
 end
 """
@@ -68,6 +71,7 @@ class Policy(MGTestCase):
         r = gw.chat("default", headers={"x-moongate-region": "mars"})
         err = self.assertOpenAIError(r, 403, "region_not_allowed")
         self.assertIn("mars", err["message"])
+        self.assertEqual(err["type"], "permission_error", err)
         self.assertEqual(len(self.a.requests) + len(self.b.requests), 0, "nothing left the gateway")
         r = gw.post_json("/v1/messages", {"model": "default", "max_tokens": 5,
                                           "messages": [{"role": "user", "content": "x"}]},
@@ -75,6 +79,25 @@ class Policy(MGTestCase):
         self.assertEqual(r.status, 403, r)
         self.assertEqual(r.json["type"], "error", r)
         self.assertEqual(r.json["error"]["type"], "permission_error", r)
+
+    def test_a_rejection_has_the_type_openai_gives_its_status(self):
+        gw = self.gw_with('function route(req)\n'
+                          '  local s = tonumber(req.headers["x-status"])\n'
+                          '  if not s then return {"a/m"} end\n'  # the self-check at load
+                          '  if s == 0 then return {} end\n'  # an empty plan: 503 no_candidates
+                          '  return gw.reject(s, "nope", "refused")\n'
+                          'end\n')
+        for status, want in ((400, "invalid_request_error"), (401, "authentication_error"),
+                             (403, "permission_error"), (429, "rate_limit_error"), (500, "server_error"),
+                             (503, "server_error"), (0, "server_error")):
+            for path in ("/v1/chat/completions", "/v1/responses"):
+                with self.subTest(status=status, path=path):
+                    body = {"model": "default", "messages": [{"role": "user", "content": "x"}]}
+                    if path == "/v1/responses":
+                        body = {"model": "default", "input": "x"}
+                    r = gw.post_json(path, body, headers={"x-status": str(status)})
+                    err = self.assertOpenAIError(r, status or 503)
+                    self.assertEqual(err["type"], want, err)
 
     def test_a_runaway_policy_fails_only_its_request(self):
         gw = self.gw_with(LOOPS)
@@ -85,6 +108,15 @@ class Policy(MGTestCase):
         self.assertIn("policy.lua", err["message"])
         err = self.assertOpenAIError(gw.chat("boom"), 500, "policy_error")
         self.assertIn("kaboom", err["message"])
+        # A bad format in gw.trace or gw.log names the place, like any other policy error; a
+        # loop inside the formatting still meets the CPU budget.
+        for model, fn, line in (("badfmt", "gw.trace", 5), ("badlog", "gw.log", 6)):
+            err = self.assertOpenAIError(gw.chat(model), 500, "policy_error")
+            self.assertIn("policy.lua:%d: %s: bad argument" % (line, fn), err["message"])
+        t0 = time.monotonic()
+        err = self.assertOpenAIError(gw.chat("spinfmt"), 500, "policy_error")
+        self.assertLess(time.monotonic() - t0, 3.0, "the CPU budget did not stop the loop")
+        self.assertIn("CPU budget", err["message"])
         self.assertEqual(gw.chat("default").status, 200)  # everyone else is served
 
     def test_on_policy_error_static_routes_by_the_chain(self):
@@ -102,6 +134,32 @@ class Policy(MGTestCase):
         err = self.assertOpenAIError(r, 400, "reload_failed")
         self.assertIn("policy.lua", err["message"])
         self.assertEqual(gw.chat("default").header("x-moongate-model"), "b/m")
+
+    def test_on_failure_stop_ends_the_request_whatever_the_failure(self):
+        # A policy stops after a failure to keep the request from its fallback (privacy, cost):
+        # an upstream's error status included, not only connect errors and timeouts.
+        stop = ('function route(req) return {"a/m", "b/m"} end\n'
+                'function on_failure(req, f) return "stop" end\n')
+        for status in (500, 503, 429):
+            with self.subTest(status=status):
+                self.a.set_behavior("fail", status=status)
+                n = len(self.b.requests)
+                gw = self.gw_with(stop)
+                r = gw.chat("default")
+                self.assertEqual(r.status, status, r)
+                self.assertIn("error", r.json, r)
+                self.assertEqual(len(self.b.requests), n, "the fallback was asked after stop")
+                self.assertEqual([a[0] for a in r.route["attempts"]], ["a/m"], r.route["raw"])
+                gw.stop()
+        gw = self.gateway(start=False, cfg=config(providers={"a": provider(self.down(), ["m"]),
+                                                             "b": provider(self.b, ["m"])},
+                                                  primary="a/m", gateway={"policy": "policy.lua"}))
+        with open(os.path.join(gw.dir, "policy.lua"), "w") as f:
+            f.write(stop)
+        gw.start()
+        r = gw.chat("default")  # no status at all: a connect error
+        self.assertOpenAIError(r, 502, "all_candidates_failed")
+        self.assertEqual(len(self.b.requests), n)
 
     def test_retries_stop_at_the_attempt_limit(self):
         # on_failure always says "retry": 4 candidates x 6 tries would be 24 attempts; the

@@ -76,5 +76,47 @@ class Keys(MGTestCase):
         self.assertEqual(len(self.a.requests), 1)
 
 
+class StreamCharges(MGTestCase):
+    """OPERATIONS.md: tpm is charged with the tokens a request used. A stream that reached the
+    client and then ended before the upstream's usage (the client hung up, the upstream cut it)
+    used them too: it is charged with the estimate, or a key holder could spend without limit by
+    leaving each stream early."""
+
+    def setUp(self):
+        self.a = self.mock("A")
+        keys = [{"id": "gone", "key": "${MG_IT_K1}", "tpm": 500}, {"id": "cut", "key": "${MG_IT_K2}", "tpm": 500}]
+        self.gw = self.gateway(config(providers={"a": provider(self.a, ["m"])}, primary="a/m",
+                                      gateway={"keys": keys}),
+                               env={"MG_IT_K1": "mgk-gone-1", "MG_IT_K2": "mgk-cut-2"})
+        self.body = {"model": "a/m", "stream": True,
+                     "messages": [{"role": "user", "content": "word " * 1500}]}  # ~1,900 tokens
+
+    def assert_charged_then_refused(self, key, key_id):
+        line = self.gw.wait_access(1, pred=lambda l: l.get("key") == key_id)[0]
+        self.assertGreater(line["tokens"]["in"], 1000, line)
+        self.assertTrue(line["tokens"].get("estimated"), line)
+        r = self.gw.chat("a/m", headers={"Authorization": "Bearer " + key})
+        self.assertOpenAIError(r, 429, "tokens_limit_exceeded")
+
+    def test_a_stream_the_client_leaves_is_charged(self):
+        self.a.set_behavior("answer", events=40, pacing_ms=50)
+        gen = self.gw.stream("/v1/chat/completions", self.body, headers={"Authorization": "Bearer mgk-gone-1"})
+        status, _ = next(gen)
+        self.assertEqual(status, 200)
+        got = b""
+        while got.count(b"\n\n") < 3:
+            got += next(gen)
+        gen.close()  # the client hangs up mid-stream
+        self.assert_charged_then_refused("mgk-gone-1", "gone")
+
+    def test_a_stream_the_upstream_cuts_is_charged(self):
+        self.a.set_behavior("answer", events=20, close_after=6)
+        gen = self.gw.stream("/v1/chat/completions", self.body, headers={"Authorization": "Bearer mgk-cut-2"})
+        status, _ = next(gen)
+        self.assertEqual(status, 200)
+        self.assertIn(b"stream_broken", b"".join(gen))
+        self.assert_charged_then_refused("mgk-cut-2", "cut")
+
+
 if __name__ == "__main__":
     mglib.main()

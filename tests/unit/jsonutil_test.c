@@ -203,4 +203,25 @@ MG_TEST(duplicate_key_paths_are_cut_not_overrun)
     mg_buf_free(&b);
 }
 
+MG_TEST(control_bytes_are_found_wherever_they_are)
+{
+    /* Against the plain definition: every byte value at every place of texts of 0..19 bytes, so
+     * that the eight-at-a-time scan and its tail are both crossed. */
+    char t[20];
+    for (size_t len = 0; len < sizeof t; len++) {
+        for (size_t p = 0; p < len; p++) {
+            for (int v = 0; v < 256; v++) {
+                memset(t, 'a', sizeof t);
+                if (p) t[p - 1] = '\n'; /* an allowed one just before: the word is looked into */
+                t[p] = (char)v;
+                bool bad = v < 0x20 && v != '\t' && v != '\n' && v != '\r';
+                size_t want = bad ? p : len;
+                MG_CHECK(mg_json_control_byte(t, len) == want);
+            }
+        }
+    }
+    MG_CHECK(mg_json_control_byte("{\"a\":\"b\"}\r\n\t", 12) == 12);
+    MG_CHECK(mg_json_control_byte("\xef\xbb\xbf{}", 5) == 5); /* bytes over 0x7f are no control bytes */
+}
+
 MG_TEST_MAIN()
