@@ -810,7 +810,8 @@ static const char *format_args(lua_State *L, int first, size_t *len)
     if (lua_pcall(L, top - first + 1, 1, 0) != LUA_OK) {
         /* string.format's own words carry no place ("bad argument #3 to '?'"): raised again from
          * here, they name the policy's file and line. The CPU budget's error object (not a
-         * string) and out-of-memory go on as they are. */
+         * string) goes on as it is; out of memory comes back as its message, which the sandbox
+         * still reports as its limit. */
         if (lua_type(L, -1) != LUA_TSTRING) lua_error(L);
         luaL_error(L, "%s: %s", lua_tostring(L, lua_upvalueindex(2)), lua_tostring(L, -1));
     }
@@ -1593,6 +1594,10 @@ static int call_complete(lua_State *L)
     set_str(L, "error_class", c->error_class);
     if (c->prompt_tokens >= 0) set_int(L, "prompt_tokens", c->prompt_tokens);
     if (c->completion_tokens >= 0) set_int(L, "completion_tokens", c->completion_tokens);
+    if (c->estimated) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "estimated");
+    }
     if (c->latency_ms >= 0) set_int(L, "latency_ms", c->latency_ms);
     if (c->ttft_ms >= 0) set_int(L, "ttft_ms", c->ttft_ms);
     set_int(L, "attempts", c->attempts);

@@ -234,7 +234,8 @@ typedef struct mg_completion {
     const mg_model_t *model;                  /* the model that served, or NULL when none did */
     int status;                               /* HTTP status sent to the client */
     const char *error_class;                  /* NULL on success */
-    int64_t prompt_tokens, completion_tokens; /* -1 when unknown */
+    int64_t prompt_tokens, completion_tokens; /* what is charged (-1 when unknown) */
+    bool estimated;                           /* … estimated, the upstream having reported none */
     int64_t latency_ms, ttft_ms;              /* -1 when unknown */
     int attempts;
 } mg_completion_t;

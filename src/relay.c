@@ -182,6 +182,12 @@ static int on_ir(void *ud, const mg_ir_event_t *ev)
     mg_attempt_t *a = ctx->a;
     mg_req_t *req = a->req;
     switch (ev->type) {
+    case MG_IR_EV_START: /* Anthropic's message_start says the input (its output is a placeholder) */
+        pthread_mutex_lock(&req->lock);
+        if (ev->usage.input >= 0) a->prompt_tokens = ev->usage.input;
+        if (ev->usage.cache_read >= 0) a->cached_tokens = ev->usage.cache_read;
+        pthread_mutex_unlock(&req->lock);
+        break;
     case MG_IR_EV_USAGE:
         pthread_mutex_lock(&req->lock);
         if (ev->usage.input >= 0) a->prompt_tokens = ev->usage.input;

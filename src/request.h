@@ -80,6 +80,7 @@ typedef struct mg_attempt {
     int64_t cached_tokens;                    /* prompt tokens read from a cache [locked] */
     int64_t content_events;  /* content-bearing events relayed (a token count when usage never came) */
     int64_t relayed_bytes;   /* bytes queued for the client */
+    int64_t answer_estimate; /* a whole answer served without usage: its token estimate (billing) */
     int64_t ttft_ms;      /* time to the commit point (streams), -1 none */
     mg_compact_report_t compaction; /* what safety filters and compaction did to this candidate's copy */
     char compaction_note[256]; /* why a summary or the policy's compaction was not used (or that

@@ -1452,17 +1452,20 @@ static const mg_attempt_t *billed_attempt(const mg_req_t *req)
 /* Tokens and cost of the answer (per million tokens, from the catalog), non-cached input apart.
  * What the upstream did not report (a stream that ended before its usage, a server that sends
  * none) is estimated: the prompt by the calibrated estimate of what was sent, the output by the
- * content events relayed (about one token each); *estimated says so. */
-static double usage_cost(const mg_attempt_t *a, int64_t *in, int64_t *out, int64_t *cached, bool *estimated)
+ * content events relayed (about one token each), or a whole answer's by its text; *estimated
+ * says so. */
+static double usage_cost(const mg_req_t *req, const mg_attempt_t *a, int64_t *in, int64_t *out, int64_t *cached,
+                         bool *estimated)
 {
     *estimated = false;
     int64_t prompt = a->prompt_tokens, completion = a->completion_tokens;
-    if (prompt <= 0 && a->compaction.tokens_after > 0) {
-        prompt = a->compaction.tokens_after;
-        *estimated = true;
+    if (prompt <= 0) {
+        /* a request the decoder could not read has no estimate: its size, as the policy sees it */
+        prompt = a->compaction.tokens_after > 0 ? a->compaction.tokens_after : (int64_t)(req->body.len / 3);
+        *estimated = prompt > 0;
     }
-    if (completion <= 0 && a->content_events > 0) {
-        completion = a->content_events;
+    if (completion <= 0 && (a->content_events > 0 || a->answer_estimate > 0)) {
+        completion = a->content_events > 0 ? a->content_events : a->answer_estimate;
         *estimated = true;
     }
     *cached = MG_MAX(a->cached_tokens, 0);
@@ -1484,17 +1487,19 @@ void mg_router_account(mg_req_t *req)
     pthread_mutex_lock(&req->lock);
     const mg_attempt_t *a = served_attempt(req), *billed = billed_attempt(req);
     int64_t in = 0, out = 0, cached = 0;
-    bool estimated;
-    double cost = billed ? usage_cost(billed, &in, &out, &cached, &estimated) : 0;
+    bool estimated = false;
+    double cost = billed ? usage_cost(req, billed, &in, &out, &cached, &estimated) : 0;
     int64_t reported = a ? a->prompt_tokens : 0;
     pthread_mutex_unlock(&req->lock);
     if (req->gen->policy && mg_policy_has_hook(req->gen->policy, "on_complete")) {
-        mg_completion_t c = {.model = a ? a->model : NULL,
+        /* What is charged, so that a policy keeping its own books sees a stream the client left. */
+        mg_completion_t c = {.model = billed ? billed->model : NULL,
                              .status = req->status,
-                             .prompt_tokens = a ? a->prompt_tokens : -1,
-                             .completion_tokens = a ? a->completion_tokens : -1,
+                             .prompt_tokens = billed ? in + cached : -1,
+                             .completion_tokens = billed ? out : -1,
+                             .estimated = billed && estimated,
                              .latency_ms = mg_now_ms() - req->start_ms,
-                             .ttft_ms = a ? a->ttft_ms : -1,
+                             .ttft_ms = billed ? billed->ttft_ms : -1,
                              .attempts = (int)req->n_attempts};
         const mg_attempt_t *last = mg_req_current(req);
         if (!a && last) c.error_class = mg_class_name(last->cls);
@@ -1720,6 +1725,8 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
             translate_answer(req, a);
         }
         if (req->gen->cfg->gw.log_content) note_answer(req, a);
+        if (a->completion_tokens <= 0) /* no usage to charge: the answer's size, as sent */
+            a->answer_estimate = mg_tokens_text(a->body.data ? a->body.data : "", a->body.len);
         reply->status = (int)a->status;
         reply->content_type = "application/json";
         reply->body = a->body;
@@ -1749,9 +1756,11 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
     }
     if (d.action == MG_HEALTH_STOP && a->cls != MG_CLASS_OK) {
         /* on_failure said stop (or the defaults did, for a failure with no status): the client
-         * gets this failure, the upstream's own error when it answered with one. */
-        if (a->status >= 400) reply_upstream_error(req, a, reply);
-        else reply_all_failed(req, reply);
+         * gets the gateway's answer for the attempts so far, as if this candidate were the last
+         * (429 with Retry-After when all were rate limits, 502 otherwise). Not the upstream's own
+         * error: a 401 there is about the provider's key, not the client's. The failures that are
+         * the request's own (bad_request…) were answered above, before the hook. */
+        reply_all_failed(req, reply);
         return MG_ROUTE_REPLY;
     }
     if (a->cls == MG_CLASS_CONTEXT_OVERFLOW) note_overflow(req, a->model);
@@ -1904,7 +1913,7 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
     if (ba) {
         int64_t in, o, cached;
         bool estimated;
-        double cost = usage_cost(ba, &in, &o, &cached, &estimated);
+        double cost = usage_cost(req, ba, &in, &o, &cached, &estimated);
         mg_buf_puts(out, ",\"tokens\":{\"in\":");
         mg_buf_put_i64(out, in);
         mg_buf_puts(out, ",\"out\":");

@@ -140,14 +140,20 @@ class Policy(MGTestCase):
         # an upstream's error status included, not only connect errors and timeouts.
         stop = ('function route(req) return {"a/m", "b/m"} end\n'
                 'function on_failure(req, f) return "stop" end\n')
-        for status in (500, 503, 429):
+        # The client gets the gateway's answer for what was tried, not the upstream's error: a
+        # 401 there is about the provider's key, not the client's.
+        for status, headers, want, code in ((500, {}, 502, "all_candidates_failed"),
+                                            (503, {}, 502, "all_candidates_failed"),
+                                            (401, {}, 502, "all_candidates_failed"),
+                                            (429, {"Retry-After": "30"}, 429, "rate_limit_exceeded")):
             with self.subTest(status=status):
-                self.a.set_behavior("fail", status=status)
+                self.a.set_behavior("fail", status=status, headers=headers)
                 n = len(self.b.requests)
                 gw = self.gw_with(stop)
                 r = gw.chat("default")
-                self.assertEqual(r.status, status, r)
-                self.assertIn("error", r.json, r)
+                self.assertOpenAIError(r, want, code)
+                if status == 429:
+                    self.assertEqual(r.header("retry-after"), "30", r)
                 self.assertEqual(len(self.b.requests), n, "the fallback was asked after stop")
                 self.assertEqual([a[0] for a in r.route["attempts"]], ["a/m"], r.route["raw"])
                 gw.stop()

@@ -5,6 +5,8 @@ limit, Bearer and x-api-key both accepted, the key id (never the key) in the log
 never forwarded upstream. Errors are in the client API's own format."""
 
 import hashlib
+import json
+import os
 
 import mglib
 from mglib import MGTestCase, config, provider
@@ -80,42 +82,92 @@ class StreamCharges(MGTestCase):
     """OPERATIONS.md: tpm is charged with the tokens a request used. A stream that reached the
     client and then ended before the upstream's usage (the client hung up, the upstream cut it)
     used them too: it is charged with the estimate, or a key holder could spend without limit by
-    leaving each stream early."""
+    leaving each stream early. The policy's on_complete sees what is charged."""
+
+    POLICY = ('function route(req) if req.model == "an/m" then return {"an/m"} end return {"a/m"} end\n'
+              'function on_complete(req, r)\n'
+              '  gw.log("info", "complete %s %s %s %s", tostring(r.model), tostring(r.prompt_tokens),\n'
+              '         tostring(r.completion_tokens), tostring(r.estimated))\n'
+              'end\n')
 
     def setUp(self):
         self.a = self.mock("A")
-        keys = [{"id": "gone", "key": "${MG_IT_K1}", "tpm": 500}, {"id": "cut", "key": "${MG_IT_K2}", "tpm": 500}]
-        self.gw = self.gateway(config(providers={"a": provider(self.a, ["m"])}, primary="a/m",
-                                      gateway={"keys": keys}),
-                               env={"MG_IT_K1": "mgk-gone-1", "MG_IT_K2": "mgk-cut-2"})
+        ids = ("gone", "cut", "odd", "whole")
+        keys = [{"id": k, "key": "${MG_IT_K_%s}" % k.upper(), "tpm": 500} for k in ids]
+        self.gw = self.gateway(config(providers={"a": provider(self.a, ["m"]),
+                                                 "an": provider(self.a, ["m"], api="anthropic-messages")},
+                                      primary="a/m", gateway={"keys": keys, "policy": "p.lua"}),
+                               env={"MG_IT_K_%s" % k.upper(): "mgk-%s-1" % k for k in ids}, start=False)
+        with open(os.path.join(self.gw.dir, "p.lua"), "w") as f:
+            f.write(self.POLICY)
+        self.gw.start()
         self.body = {"model": "a/m", "stream": True,
                      "messages": [{"role": "user", "content": "word " * 1500}]}  # ~1,900 tokens
 
-    def assert_charged_then_refused(self, key, key_id):
+    def charged(self, key_id):
         line = self.gw.wait_access(1, pred=lambda l: l.get("key") == key_id)[0]
-        self.assertGreater(line["tokens"]["in"], 1000, line)
-        self.assertTrue(line["tokens"].get("estimated"), line)
-        r = self.gw.chat("a/m", headers={"Authorization": "Bearer " + key})
+        r = self.gw.chat("a/m", headers={"Authorization": "Bearer mgk-%s-1" % key_id})
         self.assertOpenAIError(r, 429, "tokens_limit_exceeded")
+        return line
 
-    def test_a_stream_the_client_leaves_is_charged(self):
-        self.a.set_behavior("answer", events=40, pacing_ms=50)
-        gen = self.gw.stream("/v1/chat/completions", self.body, headers={"Authorization": "Bearer mgk-gone-1"})
+    def leave(self, body, key_id):
+        gen = self.gw.stream("/v1/chat/completions", body, headers={"Authorization": "Bearer mgk-%s-1" % key_id})
         status, _ = next(gen)
         self.assertEqual(status, 200)
         got = b""
         while got.count(b"\n\n") < 3:
             got += next(gen)
         gen.close()  # the client hangs up mid-stream
-        self.assert_charged_then_refused("mgk-gone-1", "gone")
 
-    def test_a_stream_the_upstream_cuts_is_charged(self):
+    def test_a_stream_the_client_leaves_is_charged(self):
+        self.a.set_behavior("answer", events=40, pacing_ms=50)
+        self.leave(self.body, "gone")
+        line = self.charged("gone")
+        self.assertGreater(line["tokens"]["in"], 1000, line)
+        self.assertTrue(line["tokens"].get("estimated"), line)
+        done = self.gw.wait_lines(lambda l: "complete" in l.get("detail", ""), what="on_complete line")[0]
+        words = done["detail"].split()
+        words = words[words.index("complete"):]  # after the policy's name
+        self.assertEqual((words[1], words[4]), ("a/m", "true"), done)
+        self.assertGreater(int(words[2]), 1000, done)
+
+    def test_a_request_the_decoder_cannot_read_is_charged_by_its_size(self):
+        # Passed through to its own API as it came (an assistant tool call without an id): no
+        # estimate of its messages, so its size stands for them.
+        self.a.set_behavior("answer", events=40, pacing_ms=50)
+        body = dict(self.body, messages=self.body["messages"] + [
+            {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "user", "content": "go on"}])
+        self.leave(body, "odd")
+        line = self.charged("odd")
+        self.assertGreater(line["tokens"]["in"], 1000, line)
+
+    def test_a_stream_the_upstream_cuts_is_charged_what_it_reported(self):
+        # Anthropic's message_start says the input tokens: those are charged, not an estimate.
         self.a.set_behavior("answer", events=20, close_after=6)
-        gen = self.gw.stream("/v1/chat/completions", self.body, headers={"Authorization": "Bearer mgk-cut-2"})
+        gen = self.gw.stream("/v1/chat/completions", dict(self.body, model="an/m"),
+                             headers={"Authorization": "Bearer mgk-cut-1"})
         status, _ = next(gen)
         self.assertEqual(status, 200)
         self.assertIn(b"stream_broken", b"".join(gen))
-        self.assert_charged_then_refused("mgk-cut-2", "cut")
+        line = self.charged("cut")  # the refused request never left: requests[-1] is the cut one
+        reported = max(1, len(json.dumps(self.a.requests[-1].json["messages"])) // 4)
+        self.assertEqual(line["tokens"]["in"], reported, line)
+        self.assertTrue(line["tokens"].get("estimated"), line)  # the output is still estimated
+        self.assertGreater(line["tokens"]["out"], 0, line)
+
+    def test_a_whole_answer_without_usage_is_charged_its_size(self):
+        text = "word " * 400
+        self.a.set_behavior("badjson", body=json.dumps({
+            "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop"}]}).encode())
+        r = self.gw.post_json("/v1/chat/completions", dict(self.body, stream=False),
+                              headers={"Authorization": "Bearer mgk-whole-1"})
+        self.assertEqual(r.status, 200, r)
+        line = self.charged("whole")
+        self.assertGreater(line["tokens"]["out"], 300, line)
+        self.assertTrue(line["tokens"].get("estimated"), line)
 
 
 if __name__ == "__main__":
