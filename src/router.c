@@ -1759,7 +1759,14 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
          * gets the gateway's answer for the attempts so far, as if this candidate were the last
          * (429 with Retry-After when all were rate limits, 502 otherwise). Not the upstream's own
          * error: a 401 there is about the provider's key, not the client's. The failures that are
-         * the request's own (bad_request…) were answered above, before the hook. */
+         * the request's own (bad_request…) were answered above, before the hook, when they came
+         * with an error status; one that came inside a 2xx stream (a content filter's refusal as
+         * an error event) is the client's to see as well, in its API's format. */
+        if (!mg_class_moves_on(a->cls) && a->cls != MG_CLASS_CANCELLED && a->status < 400) {
+            mg_reply_error(reply, req->ep, 400, "invalid_request_error", mg_class_name(a->cls),
+                           a->detail[0] ? a->detail : "the upstream refused the request");
+            return MG_ROUTE_REPLY;
+        }
         reply_all_failed(req, reply);
         return MG_ROUTE_REPLY;
     }

@@ -150,6 +150,17 @@ class Stream(MGTestCase):
         self.assertCleanStream(s, expected_text("C", "m", 5))
         self.assertEqual(s.route["attempts"][0][1], "context_overflow", s.route["raw"])
 
+    def test_a_content_filter_refusal_before_content_reaches_the_client(self):
+        # HEALTH.md: content_filter does not move on, the client gets the answer; inside a 200
+        # stream (an error event first) as much as with an error status.
+        gw, b, c = self.two({"mode": "answer", "error_after": 0, "error": {
+            "message": "The response was filtered due to the prompt triggering content management policy",
+            "type": "invalid_request_error", "code": "content_filter"}})
+        r = gw.post_json("/v1/chat/completions", sbody())
+        err = self.assertOpenAIError(r, 400, "content_filter")
+        self.assertIn("content management policy", err["message"])
+        self.assertEqual(len(c.requests), 0, "a refusal is not the next candidate's to answer")
+
     def test_close_before_content_falls_through(self):
         for k in (0, 1):
             with self.subTest(close_after=k):
