@@ -2,6 +2,7 @@
  * longjmp (STYLE 18) and run only under mg_sandbox_pcall. */
 #include "lua_testfile.h"
 
+#include "classify.h"
 #include "json5.h"
 #include "lua_sandbox.h"
 #include "mg_embedded.h"
@@ -279,6 +280,9 @@ static void read_live_group(lua_State *L, int t, const char *group, bool provide
         get_int(L, e, where, "in_flight", &st->in_flight);
         get_num(L, e, where, "error_rate", &st->error_rate);
         st->last_error_class = get_str(L, e, where, "last_error", c);
+        mg_class_t known;
+        if (st->last_error_class && !mg_class_from_name(st->last_error_class, &known))
+            field_error(L, where, "last_error", "not an error class (gw.ERROR_CLASSES)");
         get_int(L, e, where, "learned_context_window", &st->learned_context_window);
         lua_pop(L, 1);
     }
@@ -301,6 +305,9 @@ static void read_failure(lua_State *L, int t, mg_tcase_t *c)
     c->failure.index = v > 0 ? (size_t)(v - 1) : 0;
     c->failure.error_class = get_str(L, t, w, "error_class", c);
     if (!c->failure.error_class) c->failure.error_class = "server_error";
+    mg_class_t known; /* a misspelt class would match no branch of the policy, and a test pass */
+    if (!mg_class_from_name(c->failure.error_class, &known))
+        field_error(L, w, "error_class", "not an error class (gw.ERROR_CLASSES)");
     v = 0;
     get_int(L, t, w, "status", &v);
     c->failure.http_status = (long)v;

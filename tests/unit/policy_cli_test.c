@@ -89,6 +89,10 @@ MG_TEST(a_wrong_expectation_fails)
             "} } },\n"
             "  { name = 'err', request = { model = 'boom' }, expect = { error = 'kaboom' } },\n"
             "  { name = 'typo', request = { mdoel = 'x' }, expect = { first = 'lm/a' } },\n"
+            "  { name = 'class', request = { model = 'default' },\n"
+            "    failure = { model = 'lm/a', error_class = 'ratelimit' }, expect = { action = 'next' } },\n"
+            "  { name = 'last', request = { model = 'default' },\n"
+            "    state = { models = { ['lm/a'] = { last_error = 'time_out' } } }, expect = { first = 'lm/a' } },\n"
             "} }\n");
     int rc;
     char *out = capture_test(t, &rc);
@@ -98,7 +102,10 @@ MG_TEST(a_wrong_expectation_fails)
     CHECK_CONTAINS(out, "FAIL t_test.lua: short: expected 1 candidates; got [lm/a, lm/b]\n");
     CHECK_CONTAINS(out, "ok   t_test.lua: err\n");
     CHECK_CONTAINS(out, "FAIL t_test.lua: case 5: request: unknown field 'mdoel'\n");
-    CHECK_CONTAINS(out, "2 passed, 3 failed\n");
+    /* a misspelt class would match no branch of a policy, and pass: refused */
+    CHECK_CONTAINS(out, "case 6: failure.error_class: not an error class (gw.ERROR_CLASSES)\n");
+    CHECK_CONTAINS(out, ".last_error: not an error class (gw.ERROR_CLASSES)\n");
+    CHECK_CONTAINS(out, "2 passed, 5 failed\n");
     free(out);
     free(t);
 
