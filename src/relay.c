@@ -624,37 +624,32 @@ static mg_class_t chat_answer_class_text(const mg_req_t *req, const mg_attempt_t
     return MG_CLASS_OK;
 }
 
-/* A Chat answer that passed the cheap checks but must be translated, or turned into a stream
- * (an upstream that ignored "stream": true): one its decoder cannot read would reach the client
- * as nothing, so it is a failure here, while another candidate can still be tried. */
-static bool chat_answer_decodes(const mg_attempt_t *a)
+/* Whether api's decoder can read the answer j (parsed into arena; NULL: not JSON). */
+static bool answer_decodes(mg_api_t api, const cJSON *j, mg_ir_arena_t *arena)
 {
-    mg_ir_arena_t *arena = mg_ir_arena_new();
-    cJSON *j = mg_ir_parse_json(arena, a->body.data, a->body.len, NULL);
     mg_ir_response_t r;
     char err[128];
-    bool ok = j && mg_ir_codec(MG_API_OPENAI_COMPLETIONS)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0;
-    mg_ir_arena_free(arena);
-    return ok;
+    return j && mg_ir_codec(api)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0;
 }
 
 /* A 2xx whole answer must be one: a JSON object with choices and no error member. Servers that
  * report failures with 200 (an error body, an empty or cut body) are failures, classified by the
- * body's wording where it has one. A Chat answer's strict pass also notes where its usage is
- * (a->usage), for the router's read_usage. */
+ * body's wording where it has one. A Chat answer the client gets as it came is judged from its
+ * bytes by the strict pass, which also notes where its usage is (a->usage, for the router's
+ * read_usage). One that must be translated, or turned into a stream (an upstream that ignored
+ * "stream": true), must also be one its decoder can read, or it would reach the client as
+ * nothing: that needs the tree, so it is parsed once, below. */
 static mg_class_t answer_class(const mg_req_t *req, mg_attempt_t *a)
 {
     mg_api_t up = a->model->provider->api;
+    bool as_it_came = up == MG_API_OPENAI_COMPLETIONS && req->client_api == up && !req->stream;
     static const char *const keys[3] = {"error", "choices", "usage"};
     mg_json_span_t spans[3];
     char root;
-    if (up == MG_API_OPENAI_COMPLETIONS && mg_json_strict_members(a->body.data, a->body.len, &root, keys, 3, spans)) {
+    if (as_it_came && mg_json_strict_members(a->body.data, a->body.len, &root, keys, 3, spans)) {
         a->usage_known = root == '{';
         a->usage = spans[2];
-        mg_class_t c = chat_answer_class_text(req, a, root, &spans[0], &spans[1]);
-        if (c == MG_CLASS_OK && (req->client_api != up || req->stream) && !chat_answer_decodes(a))
-            c = MG_CLASS_SERVER_ERROR;
-        return c;
+        return chat_answer_class_text(req, a, root, &spans[0], &spans[1]);
     }
     /* The answer is only read here: parsed into a scratch arena (no node-by-node frees). */
     mg_ir_arena_t *arena = mg_ir_arena_new();
@@ -662,22 +657,20 @@ static mg_class_t answer_class(const mg_req_t *req, mg_attempt_t *a)
     mg_class_t c = MG_CLASS_OK;
     if (up != MG_API_OPENAI_COMPLETIONS) {
         /* A Responses or Messages answer is one when its own decoder can read it. */
-        mg_ir_response_t r;
-        char err[128];
-        bool ok = j && mg_ir_codec(up)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0;
+        c = answer_decodes(up, j, arena) ? MG_CLASS_OK : MG_CLASS_SERVER_ERROR;
         mg_ir_arena_free(arena);
-        return ok ? MG_CLASS_OK : MG_CLASS_SERVER_ERROR;
+        return c;
     }
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
     if (!cJSON_IsObject(j)) {
         c = MG_CLASS_SERVER_ERROR;
     } else if (err && !cJSON_IsNull(err)) {
         c = mg_classify_http2(req->gen->patterns, 500, NULL, 0, a->body.data, a->body.len).cls;
         if (c == MG_CLASS_OK) c = MG_CLASS_SERVER_ERROR;
-    } else if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "choices")) ||
-               !cJSON_GetObjectItemCaseSensitive(j, "choices")->child) {
-        c = MG_CLASS_SERVER_ERROR;
-    } else if ((req->client_api != up || req->stream) && !chat_answer_decodes(a)) {
+    } else if (!cJSON_IsArray(choices) || !choices->child) {
+        c = MG_CLASS_SERVER_ERROR; /* none, or "choices": []: nothing answered */
+    } else if (!as_it_came && !answer_decodes(up, j, arena)) {
         c = MG_CLASS_SERVER_ERROR;
     }
     mg_ir_arena_free(arena);
