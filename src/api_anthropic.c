@@ -587,7 +587,7 @@ cJSON *mg_anthropic_encode_response(const mg_ir_response_t *r, const mg_ir_outpu
     free(id);
     cJSON_AddStringToObject(o, "type", "message");
     cJSON_AddStringToObject(o, "role", "assistant");
-    cJSON_AddStringToObject(o, "model", opts->model ? opts->model : r->model ? r->model : "");
+    cJSON_AddStringToObject(o, "model", mg_ir_model_shown(opts, r->model));
     cJSON *content = cJSON_AddArrayToObject(o, "content");
     bool tools = false;
     for (size_t i = 0; i < r->n_parts; i++) {
@@ -808,7 +808,7 @@ int mg_anthropic_decoder_finish(void *st, mg_ir_event_cb cb, void *ud)
 /* ---- stream encoder ---- */
 
 typedef struct ant_enc {
-    char *id, *model;
+    char *id, *model, *default_model;
     bool keep_id; /* mg_ir_output_opts_t.keep_upstream_id */
     bool strip;
     bool started, done, any_tool;
@@ -827,6 +827,7 @@ void *mg_anthropic_encoder_new(const mg_ir_output_opts_t *opts)
     e->id = opts->id ? mg_xstrdup(opts->id) : NULL;
     e->keep_id = opts->keep_upstream_id;
     e->model = opts->model ? mg_xstrdup(opts->model) : NULL;
+    e->default_model = opts->default_model ? mg_xstrdup(opts->default_model) : NULL;
     e->strip = opts->strip_reasoning;
     e->usage = MG_IR_USAGE_UNKNOWN;
     e->open_tool = -1;
@@ -839,6 +840,7 @@ void mg_anthropic_encoder_free(void *st)
     if (!e) return;
     free(e->id);
     free(e->model);
+    free(e->default_model);
     free(e->stop_sequence);
     mg_buf_free(&e->scratch);
     free(e);
@@ -861,7 +863,8 @@ static void enc_start(ant_enc_t *e, const mg_ir_event_t *ev, mg_buf_t *out)
     free(id);
     cJSON_AddStringToObject(m, "type", "message");
     cJSON_AddStringToObject(m, "role", "assistant");
-    cJSON_AddStringToObject(m, "model", e->model ? e->model : ev && ev->model ? ev->model : "");
+    mg_ir_output_opts_t mo = {.model = e->model, .default_model = e->default_model};
+    cJSON_AddStringToObject(m, "model", mg_ir_model_shown(&mo, ev ? ev->model : NULL));
     cJSON_AddArrayToObject(m, "content");
     cJSON_AddNullToObject(m, "stop_reason");
     cJSON_AddNullToObject(m, "stop_sequence");

@@ -626,7 +626,7 @@ cJSON *mg_openai_chat_encode_response(const mg_ir_response_t *r, const mg_ir_out
     free(id);
     cJSON_AddStringToObject(o, "object", "chat.completion");
     mg_ir_add_int(o, "created", mg_ir_created(opts, r->created));
-    cJSON_AddStringToObject(o, "model", opts->model ? opts->model : r->model ? r->model : "");
+    cJSON_AddStringToObject(o, "model", mg_ir_model_shown(opts, r->model));
     cJSON *choice = cJSON_CreateObject();
     cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), choice);
     mg_ir_add_int(choice, "index", 0);
@@ -963,7 +963,7 @@ int mg_openai_chat_decoder_finish(void *st, mg_ir_event_cb cb, void *ud)
 /* ---- stream encoder ---- */
 
 typedef struct chat_enc {
-    char *id, *model;
+    char *id, *model, *default_model;
     bool keep_id; /* mg_ir_output_opts_t.keep_upstream_id */
     int64_t created;
     bool strip, include_usage;
@@ -982,6 +982,7 @@ void *mg_openai_chat_encoder_new(const mg_ir_output_opts_t *opts)
     e->id = opts->id ? mg_xstrdup(opts->id) : NULL;
     e->keep_id = opts->keep_upstream_id;
     e->model = opts->model ? mg_xstrdup(opts->model) : NULL;
+    e->default_model = opts->default_model ? mg_xstrdup(opts->default_model) : NULL;
     e->created = opts->created;
     e->strip = opts->strip_reasoning;
     e->include_usage = opts->include_usage;
@@ -996,6 +997,7 @@ void mg_openai_chat_encoder_free(void *st)
     if (!e) return;
     free(e->id);
     free(e->model);
+    free(e->default_model);
     mg_buf_free(&e->head);
     mg_buf_free(&e->delta);
     free(e);
@@ -1023,8 +1025,8 @@ static void enc_start(chat_enc_t *e, const mg_ir_event_t *ev, mg_buf_t *out)
     if (e->started) return;
     e->started = true;
     char *id = mg_codec_answer_id(e->keep_id ? "" : "chatcmpl-", e->id, ev ? ev->id : NULL, "chatcmpl-moongate");
-    const char *model = e->model ? e->model : ev && ev->model ? ev->model : "";
-    mg_ir_output_opts_t o = {.created = e->created};
+    mg_ir_output_opts_t o = {.created = e->created, .model = e->model, .default_model = e->default_model};
+    const char *model = mg_ir_model_shown(&o, ev ? ev->model : NULL);
     mg_buf_puts(&e->head, "{\"id\":");
     mg_buf_json_str(&e->head, id);
     free(id);

@@ -644,7 +644,7 @@ static cJSON *response_json(const char *id, int64_t created, const char *model, 
 cJSON *mg_openai_responses_encode_response(const mg_ir_response_t *r, const mg_ir_output_opts_t *opts)
 {
     char *id = response_id(opts->id, r->id, opts->keep_upstream_id);
-    cJSON *o = response_json(id, mg_ir_created(opts, r->created), opts->model ? opts->model : r->model ? r->model : "",
+    cJSON *o = response_json(id, mg_ir_created(opts, r->created), mg_ir_model_shown(opts, r->model),
                              r, opts->strip_reasoning, NULL);
     free(id);
     return o;
@@ -891,7 +891,7 @@ int mg_openai_responses_decoder_finish(void *st, mg_ir_event_cb cb, void *ud)
 /* ---- stream encoder ---- */
 
 typedef struct resp_enc {
-    char *opt_id, *opt_model;
+    char *opt_id, *opt_model, *default_model;
     bool keep_id; /* mg_ir_output_opts_t.keep_upstream_id */
     char *id, *model;
     int64_t created;
@@ -915,6 +915,7 @@ void *mg_openai_responses_encoder_new(const mg_ir_output_opts_t *opts)
     e->opt_id = opts->id ? mg_xstrdup(opts->id) : NULL;
     e->keep_id = opts->keep_upstream_id;
     e->opt_model = opts->model ? mg_xstrdup(opts->model) : NULL;
+    e->default_model = opts->default_model ? mg_xstrdup(opts->default_model) : NULL;
     e->created = opts->created;
     e->strip = opts->strip_reasoning;
     e->open_tool = -1;
@@ -928,6 +929,7 @@ void mg_openai_responses_encoder_free(void *st)
     if (!e) return;
     free(e->opt_id);
     free(e->opt_model);
+    free(e->default_model);
     free(e->id);
     free(e->model);
     free(e->open_id);
@@ -996,7 +998,8 @@ static void enc_start(resp_enc_t *e, const mg_ir_event_t *ev, mg_buf_t *out)
     if (e->started) return;
     e->started = true;
     e->id = response_id(e->opt_id, ev ? ev->id : NULL, e->keep_id);
-    e->model = mg_xstrdup(e->opt_model ? e->opt_model : ev && ev->model ? ev->model : "");
+    mg_ir_output_opts_t mo = {.model = e->opt_model, .default_model = e->default_model};
+    e->model = mg_xstrdup(mg_ir_model_shown(&mo, ev ? ev->model : NULL));
     mg_ir_output_opts_t o = {.created = e->created};
     e->created = mg_ir_created(&o, ev ? ev->created : 0);
     mg_ir_event_t sev = {.type = MG_IR_EV_START, .id = e->id, .model = e->model, .created = e->created};

@@ -994,6 +994,13 @@ int64_t mg_ir_created(const mg_ir_output_opts_t *opts, int64_t upstream)
     return mg_wall_ms() / 1000;
 }
 
+const char *mg_ir_model_shown(const mg_ir_output_opts_t *opts, const char *upstream)
+{
+    if (opts && opts->model) return opts->model;
+    if (upstream && *upstream) return upstream;
+    return opts && opts->default_model ? opts->default_model : "";
+}
+
 cJSON *mg_ir_empty_schema(void)
 {
     cJSON *s = cJSON_CreateObject();

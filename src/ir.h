@@ -286,6 +286,8 @@ typedef struct mg_ir_request_opts {
 /* Encoding an answer for a client (whole or streamed). */
 typedef struct mg_ir_output_opts {
     const char *model;    /* model name shown to the client; NULL = the upstream's */
+    const char *default_model; /* shown when the upstream names none (some local servers): the
+                                  catalog id of the model that answered */
     const char *id;       /* response id to show; NULL = the upstream's (or a made-up one) */
     int64_t created;      /* unix seconds; 0 = the upstream's, else the wall clock */
     bool strip_reasoning; /* drop reasoning entirely: only final text and tool calls go out */
@@ -516,6 +518,9 @@ int mg_ir_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((fo
 void mg_ir_copy_extras(cJSON *o, const mg_ir_request_t *ir);
 /* The wall clock in unix seconds, or opts->created, or upstream. */
 int64_t mg_ir_created(const mg_ir_output_opts_t *opts, int64_t upstream);
+/* The model name an answer shows: opts->model, else the upstream's when it named one, else
+   opts->default_model, else "". opts may be NULL. */
+const char *mg_ir_model_shown(const mg_ir_output_opts_t *opts, const char *upstream);
 /* {"type":"object","properties":{}}: the schema of a tool that declared none (caller owns). */
 cJSON *mg_ir_empty_schema(void);
 /* cJSON helpers: add an int64 number; add a duplicate of a borrowed subtree (NULL → nothing). */

@@ -52,7 +52,8 @@ static void on_head(void *ud, long status, const char *headers, size_t len)
             if (a->mode != MG_RELAY_CHAT_RAW) a->dec = mg_ir_decoder_new(a->model->provider->api, NULL);
             if (a->mode == MG_RELAY_TRANSLATE) {
                 mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .include_usage = req->wants_usage,
-                                         .keep_upstream_id = a->model->provider->api == req->client_api};
+                                         .keep_upstream_id = a->model->provider->api == req->client_api,
+                                         .default_model = a->model->id};
                 a->enc = mg_ir_encoder_new(req->client_api, &o);
             }
         }

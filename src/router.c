@@ -1359,7 +1359,9 @@ static void translate_answer(mg_req_t *req, mg_attempt_t *a)
     if (j && mg_ir_codec(up)->decode_response(j, arena, NULL, &r, err, sizeof err) == 0) {
         record_usage(req, a, &r.usage);
         if (up != req->client_api || a->strip_reasoning) {
-            mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .keep_upstream_id = a->model->provider->api == req->client_api};
+            mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning,
+                                     .keep_upstream_id = a->model->provider->api == req->client_api,
+                                     .default_model = a->model->id};
             cJSON *out = mg_ir_codec(req->client_api)->encode_response(&r, &o);
             size_t n;
             char *txt = mg_ir_print_json(out, &n); /* valid UTF-8 whatever the upstream's bytes */
@@ -1408,7 +1410,8 @@ static void stream_whole_answer(mg_req_t *req, mg_attempt_t *a, mg_reply_t *repl
         record_usage(req, a, &r.usage);
         if (req->gen->cfg->gw.log_content) note_response_text(a, &r);
         mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .include_usage = req->wants_usage,
-                                 .keep_upstream_id = a->model->provider->api == req->client_api};
+                                 .keep_upstream_id = a->model->provider->api == req->client_api,
+                                 .default_model = a->model->id};
         mg_ir_encoder_t *enc = mg_ir_encoder_new(req->client_api, &o);
         push_ctx_t p = {enc, &reply->body};
         mg_ir_response_events(&r, push_event, &p);

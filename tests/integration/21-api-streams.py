@@ -229,5 +229,25 @@ class ApiStreams(MGTestCase):
         r = gw.post_json("/v1/messages", dict(body("/v1/messages", "an/m"), stream=False))
         self.assertEqual((r.status, r.json.get("id")), (200, "abc-2"), r)
 
+    def test_an_answer_without_a_model_shows_the_catalog_model(self):
+        # Some local servers name no model in their answers. A translated answer then shows the
+        # id of the model that answered rather than "", whole and streamed.
+        gw = self.gateway(config(providers={"lo": provider(self.a, ["qwen-local"])}, primary="lo/qwen-local"))
+        ev = {"id": "c1", "object": "chat.completion.chunk", "created": 1,
+              "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
+        whole = {"id": "c2", "object": "chat.completion", "created": 1,
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
+        for path in ("/v1/messages", "/v1/responses"):
+            with self.subTest(path=path):
+                self.a.push_behavior("answer", raw_sse="data: %s\n\ndata: [DONE]\n\n" % json.dumps(ev))
+                s = gw.stream_all(body(path, "lo/qwen-local"), path=path)
+                self.assertEqual(s.status, 200, s)
+                first = s.payloads[0]
+                self.assertEqual((first.get("message") or first.get("response"))["model"], "qwen-local", s)
+                self.a.push_behavior("badjson", body=json.dumps(whole).encode())
+                r = gw.post_json(path, dict(body(path, "lo/qwen-local"), stream=False))
+                self.assertEqual((r.status, r.json.get("model")), (200, "qwen-local"), r)
+
+
 if __name__ == "__main__":
     unittest.main()
