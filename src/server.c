@@ -239,16 +239,54 @@ static enum MHD_Result serve_models(struct MHD_Connection *c, mg_req_t *req, con
         mg_gen_release(g);
         return send_reply(c, req, &r);
     }
+    size_t total = 0;
+    while (catalog_names(cfg, total, &n)) total++;
+    /* Anthropic's list pages: limit (1..1000, default 20) entries after after_id, or the limit
+     * entries just before before_id. A cursor no longer in the catalog (a reload removed it)
+     * gives an empty last page rather than an error, so a paging loop ends. */
+    size_t from = 0, to = total;
+    bool more = false;
+    if (anthropic) {
+        const char *lim = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit");
+        const char *after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after_id");
+        const char *before = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "before_id");
+        char *end = NULL;
+        long limit = lim ? strtol(lim, &end, 10) : 20;
+        if ((lim && (!*lim || *end)) || limit < 1 || limit > 1000 || (after && before)) {
+            mg_reply_error(&r, req->ep, 400, "invalid_request_error", NULL,
+                           after && before ? "give after_id or before_id, not both"
+                                           : "limit: an integer from 1 to 1000");
+            mg_gen_release(g);
+            return send_reply(c, req, &r);
+        }
+        const char *cursor = after ? after : before;
+        size_t at = 0;
+        while (cursor && at < total && catalog_names(cfg, at, &n) && strcmp(n.id, cursor) != 0) at++;
+        if (cursor && at == total) {
+            from = to = 0;
+        } else if (after) {
+            from = at + 1;
+            to = total - from > (size_t)limit ? from + (size_t)limit : total;
+            more = to < total;
+        } else if (before) {
+            to = at;
+            from = to > (size_t)limit ? to - (size_t)limit : 0;
+            more = from > 0;
+        } else {
+            to = total > (size_t)limit ? (size_t)limit : total;
+            more = to < total;
+        }
+    }
     mg_buf_puts(&r.body, anthropic ? "{\"data\":[" : "{\"object\":\"list\",\"data\":[");
     const char *first = NULL, *last = NULL;
-    for (size_t i = 0; catalog_names(cfg, i, &n); i++) {
-        if (i) mg_buf_puts(&r.body, ",");
+    for (size_t i = from; i < to && catalog_names(cfg, i, &n); i++) {
+        if (i > from) mg_buf_puts(&r.body, ",");
         model_object(&r.body, anthropic, &n, g->loaded_wall_ms);
         if (!first) first = n.id;
         last = n.id;
     }
     if (anthropic) {
-        mg_buf_puts(&r.body, "],\"has_more\":false,\"first_id\":");
+        mg_buf_printf(&r.body, "],\"has_more\":%s,\"first_id\":", more ? "true" : "false");
         mg_buf_json_str(&r.body, first);
         mg_buf_puts(&r.body, ",\"last_id\":");
         mg_buf_json_str(&r.body, last);

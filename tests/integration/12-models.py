@@ -60,6 +60,34 @@ class Models(MGTestCase):
         self.assertEqual(body["last_id"], ids[-1])
         self.assertIs(body["has_more"], False)
 
+    def test_anthropic_list_pages(self):
+        # Anthropic's paging: limit (default 20, 1..1000) entries after after_id or just before
+        # before_id; has_more in the direction asked; a cursor that is gone gives an empty page.
+        gw = self.gateway(config(providers=self.providers(), primary="lmstudio/qwen3-8b",
+                                 aliases=self.ALIASES, mode="replace"))
+        av = {"anthropic-version": "2023-06-01"}
+        ids = [e["id"] for e in gw.get("/v1/models", headers=av).json["data"]]
+        self.assertGreater(len(ids), 4, ids)
+
+        def page(q):
+            r = gw.get("/v1/models?" + q, headers=av)
+            self.assertEqual(r.status, 200, r)
+            return [e["id"] for e in r.json["data"]], r.json["has_more"], r.json["first_id"], r.json["last_id"]
+
+        self.assertEqual(page("limit=2"), (ids[:2], True, ids[0], ids[1]))
+        self.assertEqual(page("limit=2&after_id=" + ids[1]), (ids[2:4], len(ids) > 4, ids[2], ids[3]))
+        self.assertEqual(page("limit=1000&after_id=" + ids[1]), (ids[2:], False, ids[2], ids[-1]))
+        self.assertEqual(page("limit=2&before_id=" + ids[3]), (ids[1:3], True, ids[1], ids[2]))
+        self.assertEqual(page("limit=5&before_id=" + ids[3]), (ids[:3], False, ids[0], ids[2]))
+        self.assertEqual(page("after_id=" + ids[-1]), ([], False, None, None))
+        self.assertEqual(page("after_id=gone%2Fmodel"), ([], False, None, None))
+        for q in ("limit=0", "limit=1001", "limit=x", "limit=", "after_id=a&before_id=b"):
+            r = gw.get("/v1/models?" + q, headers=av)
+            self.assertEqual((r.status, r.json["type"], r.json["error"]["type"]),
+                             (400, "error", "invalid_request_error"), (q, r))
+        # The OpenAI shape has no paging: the whole list whatever the query.
+        self.assertEqual(len(gw.get("/v1/models?limit=2").json["data"]), len(ids))
+
     def test_one_model_by_name_in_both_shapes(self):
         # GET /v1/models/{name}: what the SDKs' models.retrieve asks; the name as listed, its
         # slash sent as is or escaped.

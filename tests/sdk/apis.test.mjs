@@ -134,6 +134,14 @@ test('models.list and models.retrieve in both shapes', async () => {
   const am = [];
   for await (const m of anthropic.models.list()) am.push(m.id);
   assert.ok(am.includes('resp/m'), am.join(','));
+  // Pages of two, followed by the SDK's auto-pagination (after_id = last_id while has_more).
+  const paged = [];
+  for await (const m of anthropic.models.list({ limit: 2 })) paged.push(m.id);
+  assert.deepEqual(paged, am);
+  assert.ok(am.length > 2, am.join(','));
+  const page = await anthropic.models.list({ limit: 2 });
+  assert.equal(page.has_more, true);
+  assert.deepEqual(page.data.map((m) => m.id), am.slice(0, 2));
   const one = await openai.models.retrieve('chat/m');
   assert.equal(one.id, 'chat/m');
   assert.equal(one.object, 'model');
