@@ -315,6 +315,8 @@ static void decode_tool_choice(const cJSON *tc, mg_ir_request_t *r)
 {
     if (cJSON_IsString(tc)) {
         r->tool_choice = mg_codec_openai_tool_choice(tc->valuestring);
+    } else if (mg_codec_openai_allowed_tools(tc, r)) {
+        /* the choice and the tools it allows are set */
     } else if (cJSON_IsObject(tc)) {
         const char *name = mg_ir_jstr(mg_ir_jget(tc, "function"), "name");
         if (name) {

@@ -241,6 +241,8 @@ int mg_openai_responses_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_i
     const cJSON *tc = mg_ir_jget(body, "tool_choice");
     if (cJSON_IsString(tc)) {
         r->tool_choice = mg_codec_openai_tool_choice(tc->valuestring);
+    } else if (mg_codec_openai_allowed_tools(tc, r)) {
+        /* the choice and the tools it allows are set */
     } else if (cJSON_IsObject(tc)) {
         const char *tct = mg_ir_jstr(tc, "type"), *name = mg_ir_jstr(tc, "name");
         if (tct && strcmp(tct, "function") == 0 && name) {

@@ -122,6 +122,39 @@ mg_ir_tool_choice_t mg_codec_openai_tool_choice(const char *s)
     return MG_IR_TOOL_CHOICE_AUTO;
 }
 
+static bool allowed(const cJSON *list, const mg_ir_tool_t *t)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, list)
+    {
+        const char *type = mg_ir_jstr(e, "type");
+        const char *name = mg_ir_jstr(e, "name");
+        if (!name) name = mg_ir_jstr(mg_ir_jget(e, "function"), "name");
+        if (t->raw ? type && t->name && strcmp(type, t->name) == 0
+                   : (!type || strcmp(type, "function") == 0) && name && t->name && strcmp(name, t->name) == 0)
+            return true;
+    }
+    return false;
+}
+
+bool mg_codec_openai_allowed_tools(const cJSON *tc, mg_ir_request_t *r)
+{
+    const char *type = mg_ir_jstr(tc, "type");
+    if (!type || strcmp(type, "allowed_tools") != 0) return false;
+    const cJSON *spec = mg_ir_jget(tc, "allowed_tools"); /* Chat nests it; Responses does not */
+    if (!cJSON_IsObject(spec)) spec = tc;
+    const char *mode = mg_ir_jstr(spec, "mode");
+    const cJSON *list = mg_ir_jget(spec, "tools");
+    r->tool_choice = mode && strcmp(mode, "required") == 0 ? MG_IR_TOOL_CHOICE_REQUIRED : MG_IR_TOOL_CHOICE_AUTO;
+    if (!cJSON_IsArray(list)) return true;
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_tools; i++)
+        if (allowed(list, &r->tools[i])) r->tools[n++] = r->tools[i];
+    r->n_tools = n;
+    if (!n) r->tool_choice = MG_IR_TOOL_CHOICE_UNSET; /* nothing allowed: no tools, no choice */
+    return true;
+}
+
 void mg_codec_decode_extras(const cJSON *body, mg_ir_request_t *r, const char *const *known, size_t n)
 {
     const cJSON *f;

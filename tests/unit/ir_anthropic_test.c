@@ -11,6 +11,7 @@
 
 #define ANT MG_API_ANTHROPIC_MESSAGES
 #define CHAT MG_API_OPENAI_COMPLETIONS
+#define RESP MG_API_OPENAI_RESPONSES
 
 static cJSON *translate_req(mg_api_t from, mg_api_t to, const char *json, const mg_ir_request_opts_t *o, char *err)
 {
@@ -90,6 +91,44 @@ MG_TEST(thinking_budget_temperature_and_tool_choice)
     /* tool_choice without tools is not sent (Anthropic refuses it). */
     out = translate_req(CHAT, ANT, "{\"model\":\"m\",\"tool_choice\":\"none\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &o, err);
     MG_CHECK(!mg_ir_jget(out, "tool_choice"));
+    cJSON_Delete(out);
+}
+
+/* OpenAI's allowed_tools choice, which Anthropic lacks: the tools it lists, with its mode. */
+MG_TEST(allowed_tools_become_the_tools_sent)
+{
+    char err[200] = "";
+    mg_ir_request_opts_t o = {.model = "up"};
+    const char *tools = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},"
+                        "{\"type\":\"function\",\"function\":{\"name\":\"g\"}},{\"type\":\"function\",\"function\":{\"name\":\"h\"}}]";
+    char buf[800];
+    snprintf(buf, sizeof buf, "{\"model\":\"m\",%s,\"tool_choice\":{\"type\":\"allowed_tools\",\"allowed_tools\":{\"mode\":\"required\","
+             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"h\"}},{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}},"
+             "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", tools);
+    cJSON *out = translate_req(CHAT, ANT, buf, &o, err);
+    char *s = compact(mg_ir_jget(out, "tool_choice"));
+    MG_CHECK_STR(s, "{\"type\":\"any\"}");
+    cJSON_free(s);
+    const cJSON *t = mg_ir_jget(out, "tools");
+    MG_CHECK_INT(cJSON_GetArraySize(t), 2);
+    MG_CHECK_STR(mg_ir_jstr(cJSON_GetArrayItem(t, 0), "name"), "f"); /* the request's order */
+    MG_CHECK_STR(mg_ir_jstr(cJSON_GetArrayItem(t, 1), "name"), "h");
+    cJSON_Delete(out);
+    /* Responses' flat shape, mode auto. */
+    out = translate_req(RESP, ANT, "{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"},"
+                                   "{\"type\":\"function\",\"name\":\"g\"}],\"tool_choice\":{\"type\":\"allowed_tools\",\"mode\":\"auto\","
+                                   "\"tools\":[{\"type\":\"function\",\"name\":\"g\"}]}}", &o, err);
+    s = compact(mg_ir_jget(out, "tool_choice"));
+    MG_CHECK_STR(s, "{\"type\":\"auto\"}");
+    cJSON_free(s);
+    MG_CHECK_INT(cJSON_GetArraySize(mg_ir_jget(out, "tools")), 1);
+    MG_CHECK_STR(mg_ir_jstr(cJSON_GetArrayItem(mg_ir_jget(out, "tools"), 0), "name"), "g");
+    cJSON_Delete(out);
+    /* None of the listed tools exists: no tools and no choice go out. */
+    snprintf(buf, sizeof buf, "{\"model\":\"m\",%s,\"tool_choice\":{\"type\":\"allowed_tools\",\"allowed_tools\":{\"mode\":\"required\","
+             "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"zz\"}}]}},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", tools);
+    out = translate_req(CHAT, ANT, buf, &o, err);
+    MG_CHECK(!mg_ir_jget(out, "tools") && !mg_ir_jget(out, "tool_choice"));
     cJSON_Delete(out);
 }
 
