@@ -101,11 +101,16 @@ static bool live_provider(void *ud, const mg_provider_t *p, mg_live_state_t *out
 
 static const mg_live_view_t live_view = {NULL, live_model, live_provider};
 
+/* Whether a message holds a part of type t, in a tool result's content too. */
 static bool has_part(const mg_ir_request_t *ir, mg_ir_part_type_t t)
 {
     for (size_t i = 0; i < ir->n_messages; i++)
-        for (size_t k = 0; k < ir->messages[i].n_parts; k++)
-            if (ir->messages[i].parts[k].type == t) return true;
+        for (size_t k = 0; k < ir->messages[i].n_parts; k++) {
+            const mg_ir_part_t *p = &ir->messages[i].parts[k];
+            if (p->type == t) return true;
+            for (size_t j = 0; j < p->n_parts; j++)
+                if (p->parts[j].type == t) return true;
+        }
     return false;
 }
 
@@ -702,6 +707,12 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
         char d[160];
         snprintf(d, sizeof d, "environment variable %s is not set", p->api_key_env);
         settle_locally(a, MG_CLASS_NO_KEY, d);
+        return false;
+    }
+    /* A model whose config says it takes no images (input: ["text"], also the default) is not
+     * sent them: a local server would drop them or fail in its own way. */
+    if (!(m->input & MG_INPUT_IMAGE) && req->ir_ready && has_part(&req->ir, MG_IR_PART_IMAGE)) {
+        settle_locally(a, MG_CLASS_UNSUPPORTED, "the request has images and the model's input is text only");
         return false;
     }
     /* Same API: the body passes through with only the model changed (and, for Chat streams, usage

@@ -337,6 +337,37 @@ class AllFailed(MGTestCase):
         self.assertIn("an/m", err["message"])
         self.assertEqual(len(an.requests), 0, "nothing was sent")
 
+    def test_images_skip_a_text_only_model(self):
+        # A model whose input is text only (declared, or by default) is not sent images: the chain
+        # goes on to one that takes them, and with none left the client gets 400. Images inside
+        # an Anthropic tool result count too; a request without images goes to the first model.
+        lo, vis = self.mock("LO"), self.mock("VIS")
+        text = {"id": "t", "name": "t", "input": ["text"]}
+        img = {"id": "v", "name": "v", "input": ["text", "image"]}
+        gw = self.gateway(config(providers={"lo": provider(lo, [text, "plain"]), "vis": provider(vis, [img])},
+                                 primary="lo/t", fallbacks=["vis/v"]))
+        pic = [{"type": "text", "text": "what is this?"},
+               {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+        r = gw.post_json("/v1/chat/completions", {"model": "default", "messages": [{"role": "user", "content": pic}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertRoute(r, [("lo/t", "unsupported"), ("vis/v", "ok")])
+        self.assertEqual(len(lo.requests), 0, "the text-only model got nothing")
+        anth = {"model": "default", "max_tokens": 16, "messages": [
+            {"role": "user", "content": "look"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": "shot", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}]}]}
+        r = gw.post_json("/v1/messages", anth)
+        self.assertEqual(r.status, 200, r)
+        self.assertRoute(r, [("lo/t", "unsupported"), ("vis/v", "ok")])
+        r = gw.post_json("/v1/chat/completions", {"model": "default", "messages": MSGS})
+        self.assertRoute(r, [("lo/t", "ok")])
+        # lo/plain: no input declared (text only), outside the chain, so alone.
+        r = gw.post_json("/v1/chat/completions", {"model": "lo/plain", "messages": [{"role": "user", "content": pic}]})
+        err = self.assertOpenAIError(r, 400, "unsupported_request")
+        self.assertIn("images", err["message"], r)
+        self.assertEqual(len(lo.requests), 1)
+
     def test_single_candidate_down_is_502(self):
         a = self.down()
         gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"))
