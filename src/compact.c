@@ -1188,17 +1188,17 @@ int mg_compact_validate(const mg_ir_request_t *req, int64_t budget, const mg_tok
         }
         if (!m) break;
         if (m->role == MG_IR_TOOL && !calls)
-            VFAIL("messages[%zu]: tool results without a tool call before them", i);
+            VFAIL("messages[%zu]: tool results without a tool call before them", i + 1);
         if (m->role == MG_IR_TOOL && m->n_parts == 0)
-            VFAIL("messages[%zu]: an empty tool message", i);
+            VFAIL("messages[%zu]: an empty tool message", i + 1);
         bool has_calls = false;
         for (size_t j = 0; j < m->n_parts; j++) {
             const mg_ir_part_t *p = &m->parts[j];
-            if (!part_utf8(p)) VFAIL("messages[%zu]: invalid UTF-8", i);
+            if (!part_utf8(p)) VFAIL("messages[%zu]: invalid UTF-8", i + 1);
             if (m->role == MG_IR_TOOL) {
                 if (p->type != MG_IR_PART_TOOL_RESULT)
-                    VFAIL("messages[%zu]: a tool message holds only tool results", i);
-                if (!p->id) VFAIL("messages[%zu]: a tool result without an id", i);
+                    VFAIL("messages[%zu]: a tool message holds only tool results", i + 1);
+                if (!p->id) VFAIL("messages[%zu]: a tool result without an id", i + 1);
                 size_t c = 0;
                 while (c < calls->n_parts && !(calls->parts[c].type == MG_IR_PART_TOOL_CALL &&
                                                strcmp(calls->parts[c].id, p->id) == 0))
@@ -1206,15 +1206,15 @@ int mg_compact_validate(const mg_ir_request_t *req, int64_t budget, const mg_tok
                 if (c == calls->n_parts)
                     VFAIL("messages[%zu]: tool result %s answers no call of the assistant message "
                           "before it",
-                          i, p->id);
+                          i + 1, p->id);
                 answered[c] = true;
             } else if (p->type == MG_IR_PART_TOOL_RESULT) {
-                VFAIL("messages[%zu]: a tool result outside a tool message", i);
+                VFAIL("messages[%zu]: a tool result outside a tool message", i + 1);
             } else if (p->type == MG_IR_PART_TOOL_CALL) {
                 if (m->role != MG_IR_ASSISTANT)
-                    VFAIL("messages[%zu]: a tool call outside an assistant message", i);
+                    VFAIL("messages[%zu]: a tool call outside an assistant message", i + 1);
                 if (!p->id || !p->name)
-                    VFAIL("messages[%zu]: a tool call without an id or a name", i);
+                    VFAIL("messages[%zu]: a tool call without an id or a name", i + 1);
                 has_calls = true;
             }
         }

@@ -166,7 +166,8 @@ int mg_compact_insert_summary(mg_ir_arena_t *a, mg_ir_request_t *req, int64_t bu
  * budget (tokens, as opts says; opts may be NULL) and is well formed: at least one message, the
  * first from the user; tool calls only in assistant messages, tool results only in tool
  * messages; every call answered by the tool messages that follow its assistant message and every
- * result answering a call there; ids set; all text valid UTF-8. 0, or -1 with a one-line reason. */
+ * result answering a call there; ids set; all text valid UTF-8. 0, or -1 with a one-line reason
+ * (messages numbered from 1, as the compact hook's Lua list numbers them). */
 int mg_compact_validate(const mg_ir_request_t *req, int64_t budget, const mg_tokens_opts_t *opts,
                         char *err, size_t errlen);
 

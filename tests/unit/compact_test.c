@@ -755,7 +755,7 @@ MG_TEST(validate_catches_each_broken_invariant)
         if (i != 1) v[k++] = b.r.messages[i];
     r.n_messages = k;
     MG_CHECK_STR(validate_msg(&r, INT64_MAX),
-                 "messages[1]: tool results without a tool call before them");
+                 "messages[2]: tool results without a tool call before them");
 
     /* A result answering another message's call. */
     k = 0;
@@ -771,17 +771,17 @@ MG_TEST(validate_catches_each_broken_invariant)
     tb_t u;
     tb_init(&u, MG_API_OPENAI_COMPLETIONS);
     tb_user(&u, "caf\xC3");
-    MG_CHECK_STR(validate_msg(&u.r, INT64_MAX), "messages[0]: invalid UTF-8");
+    MG_CHECK_STR(validate_msg(&u.r, INT64_MAX), "messages[1]: invalid UTF-8");
     u.r.messages[0].parts[0].text = "\xED\xA0\x80"; /* a surrogate */
-    MG_CHECK_STR(validate_msg(&u.r, INT64_MAX), "messages[0]: invalid UTF-8");
+    MG_CHECK_STR(validate_msg(&u.r, INT64_MAX), "messages[1]: invalid UTF-8");
     u.r.messages[0].parts[0].text = "\xC0\xAF"; /* overlong */
-    MG_CHECK_STR(validate_msg(&u.r, INT64_MAX), "messages[0]: invalid UTF-8");
+    MG_CHECK_STR(validate_msg(&u.r, INT64_MAX), "messages[1]: invalid UTF-8");
     u.r.messages[0].parts[0].text = "ok \xE4\xB8\xAD \xF0\x9F\x98\x80";
     MG_CHECK_STR(validate_msg(&u.r, INT64_MAX), "ok");
     /* A tool call in a user message. */
     tb_call(&u, "x", "f", "{}");
     MG_CHECK_STR(validate_msg(&u.r, INT64_MAX),
-                 "messages[0]: a tool call outside an assistant message");
+                 "messages[1]: a tool call outside an assistant message");
     tb_free(&u);
     tb_free(&b);
 }
