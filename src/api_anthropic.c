@@ -150,7 +150,7 @@ static int decode_block(mg_ir_arena_t *a, const cJSON *b, const char *type, mg_i
 }
 
 static const mg_codec_content_t block_rules = {decode_block, "content must be a string or an array of blocks",
-                                               "a content block has no type"};
+                                               "a content block has no type", false};
 
 /* Blocks of one message (or a tool_result's content) into parts. tool_result blocks go to
  * results (NULL: treated as opaque). */

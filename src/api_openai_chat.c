@@ -207,7 +207,8 @@ static const char *reasoning_field(const cJSON *o)
 static int decode_part(mg_ir_arena_t *a, const cJSON *item, const char *type, mg_ir_parts_t *pv, void *ud,
                        char *err, size_t errlen)
 {
-    if (strcmp(type, "text") == 0) {
+    if (strcmp(type, "text") == 0 || strcmp(type, "input_text") == 0 || strcmp(type, "output_text") == 0) {
+        /* vLLM renders the Responses spellings as text too: the filters must see them */
         mg_codec_add_text(a, pv, item, "text");
     } else if (strcmp(type, "refusal") == 0) {
         mg_codec_add_text(a, pv, item, "refusal");
@@ -223,7 +224,7 @@ static int decode_part(mg_ir_arena_t *a, const cJSON *item, const char *type, mg
 
 /* content: a string, null, or an array of parts. */
 static const mg_codec_content_t content_rules = {decode_part, "message content must be a string or an array",
-                                                 "a content part has no type"};
+                                                 "a content part has no type", true};
 
 static int decode_content(mg_ir_arena_t *a, const cJSON *content, mg_ir_parts_t *pv, char *err, size_t errlen)
 {

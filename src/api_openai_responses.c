@@ -87,7 +87,7 @@ static int decode_part(mg_ir_arena_t *a, const cJSON *c, const char *type, mg_ir
 
 /* Message content: a string or an array of input_text / input_image / output_text parts. */
 static const mg_codec_content_t content_rules = {decode_part, "content must be a string or an array",
-                                                 "a content part has no type"};
+                                                 "a content part has no type", false};
 
 static int decode_content(mg_ir_arena_t *a, const cJSON *content, mg_ir_parts_t *pv, char *err, size_t errlen)
 {

@@ -34,6 +34,10 @@ int mg_codec_decode_content(const mg_codec_content_t *how, mg_ir_arena_t *a, con
     const cJSON *item;
     cJSON_ArrayForEach(item, content)
     {
+        if (how->string_items && cJSON_IsString(item)) {
+            mg_ir_parts_add(a, pv, MG_IR_PART_TEXT)->text = item->valuestring;
+            continue;
+        }
         const char *type = mg_ir_jstr(item, "type");
         if (!type) return mg_ir_fail(err, errlen, "%s", how->no_type);
         if (how->part(a, item, type, pv, ud, err, errlen)) return -1;

@@ -32,6 +32,7 @@ typedef struct mg_codec_content {
     mg_codec_part_fn part;
     const char *not_array; /* content that is neither a string, null nor an array */
     const char *no_type;   /* an element without a "type" */
+    bool string_items;     /* a string element is a TEXT part (vLLM reads Chat content so) */
 } mg_codec_content_t;
 /* A content field: absent or null adds nothing, a string one TEXT part, an array its elements
  * through how->part in order. 0, or -1 with err (the first failing element stops the walk). */

@@ -182,7 +182,13 @@ int64_t mg_compact_reserved_output(const mg_model_t *m, int64_t requested)
 {
     int64_t cap = m && m->max_tokens > 0 ? m->max_tokens : 0;
     int64_t win = m ? m->context_window : 0;
-    if (requested > 0) return cap > 0 && requested > cap ? cap : requested;
+    if (requested > 0) {
+        /* At most maxTokens, and at most half the window: a request asking for the whole window
+         * (Anthropic clients must ask for something) keeps room for its prompt, as with a
+         * learned window. It is lowered only when prompt + what it asks would not fit. */
+        if (win > 0 && (cap <= 0 || cap > win / 2)) cap = win / 2;
+        return cap > 0 && requested > cap ? cap : requested;
+    }
     if (cap <= 0) return 4096;
     if (win > 0 && cap > win / 2) return win / 2;
     return cap;
@@ -533,6 +539,8 @@ typedef struct wmsg {
     int64_t cost;  /* raw tokens; 0 once dropped or emptied */
     int64_t fixed; /* the share of cost that calibration does not scale (images) */
     bool dropped;
+    bool pinned; /* tool results before any assistant message: they answer calls made outside
+                    the request (a stored response's, previous_response_id) and are never dropped */
 } wmsg_t;
 
 typedef enum { SLOT_TEXT, SLOT_RESULT, SLOT_ARGS, SLOT_REASONING } slot_kind_t;
@@ -623,6 +631,8 @@ static void init_state(cstate_t *st, mg_ir_arena_t *a, const mg_ir_request_t *in
         st->total += w->cost;
         st->fixed += w->fixed;
     }
+    for (size_t i = 0; i < st->n && in->messages[i].role != MG_IR_ASSISTANT; i++)
+        st->w[i].pinned = in->messages[i].role == MG_IR_TOOL;
     /* The last unit starts at the first message of the last run of user messages. */
     st->last_unit = 0;
     st->user_end = 0;
@@ -709,21 +719,38 @@ static bool drop_old_reasoning(cstate_t *st, bool check)
 }
 
 /* New messages array from the working list, with an optional note first. */
+/* Whether materialize writes message i (not dropped, not cut to nothing). */
+static bool written(const cstate_t *st, size_t i)
+{
+    return !st->w[i].dropped && !(st->w[i].m.n_parts > 0 && st->w[i].n_live == 0);
+}
+
+/* Where materialize puts the drop note: first, but after the pinned tool results that open the
+ * request (they answer the calls that come before everything; returns how many are written). */
+static size_t note_at(const cstate_t *st)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < st->n && st->w[i].pinned; i++)
+        if (written(st, i)) k++;
+    return k;
+}
+
 static void materialize(cstate_t *st, const char *note, mg_ir_request_t *out)
 {
     *out = *st->in;
     mg_ir_message_t *v = mg_ir_alloc(st->a, (st->n + 1) * sizeof *v);
     size_t k = 0;
-    if (note) {
-        mg_ir_part_t *p = mg_ir_alloc(st->a, sizeof *p);
-        p->type = MG_IR_PART_TEXT;
-        p->text = note;
-        v[k++] = (mg_ir_message_t){MG_IR_USER, p, 1};
-    }
-    for (size_t i = 0; i < st->n; i++) {
+    size_t at = note_at(st);
+    for (size_t i = 0; i <= st->n; i++) {
+        if (k == at && note) {
+            mg_ir_part_t *p = mg_ir_alloc(st->a, sizeof *p);
+            p->type = MG_IR_PART_TEXT;
+            p->text = note;
+            v[k++] = (mg_ir_message_t){MG_IR_USER, p, 1};
+        }
+        if (i == st->n) break;
         wmsg_t *w = &st->w[i];
-        if (w->dropped) continue;
-        if (w->m.n_parts > 0 && w->n_live == 0) continue;
+        if (!written(st, i)) continue;
         mg_ir_message_t m = w->m;
         if (w->removed) {
             mg_ir_part_t *p = mg_ir_alloc(st->a, (w->n_live + 1) * sizeof *p);
@@ -838,15 +865,19 @@ static void update_note(cstate_t *st, bool with_note)
     st->note_cost = c;
 }
 
-static void drop_range(cstate_t *st, size_t from, size_t to)
+/* Drops messages [from, to) but the pinned ones; returns how many it dropped. */
+static size_t drop_range(cstate_t *st, size_t from, size_t to)
 {
+    size_t n = 0;
     for (size_t i = from; i < to; i++) {
-        if (st->w[i].dropped) continue;
+        if (st->w[i].dropped || st->w[i].pinned) continue;
         st->w[i].dropped = true;
         st->dropped_messages++;
         recost(st, i);
+        n++;
     }
-    st->changed = true;
+    if (n) st->changed = true;
+    return n;
 }
 
 /* Stage 3: whole units, oldest first, never the last one. */
@@ -860,10 +891,11 @@ static void drop_turns(cstate_t *st, bool with_note)
         while (end < st->last_unit && !(st->in->messages[end].role == MG_IR_USER &&
                                         st->in->messages[end - 1].role != MG_IR_USER))
             end++;
-        drop_range(st, start, end);
-        st->dropped_turns++;
-        st->filters |= MG_COMPACT_F_DROP_TURNS;
-        update_note(st, with_note);
+        if (drop_range(st, start, end)) {
+            st->dropped_turns++;
+            st->filters |= MG_COMPACT_F_DROP_TURNS;
+            update_note(st, with_note);
+        }
         start = end;
     }
 }
@@ -981,7 +1013,7 @@ static void compact_run(mg_ir_arena_t *a, const mg_ir_request_t *in, int64_t bud
     r->elided_bytes += sum_elided(&st);
     r->shrunk_parts += st.shrunk;
     r->filters |= st.filters;
-    r->note_index = note ? 0 : -1;
+    r->note_index = note ? (int)note_at(&st) : -1;
     /* The dropped originals, in order, for a summarizer. */
     mg_ir_message_t *d = mg_ir_alloc(a, (st.n + 1) * sizeof *d);
     size_t nd = 0;

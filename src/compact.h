@@ -35,9 +35,10 @@
  * Budget. */
 
 /* The output a request reserves on a model: the request's max output tokens (requested <= 0:
- * unset) capped by the model's maxTokens; unset means the model's maxTokens. When the request did
- * not ask and maxTokens would take more than half the window (catalogs where maxTokens equals the
- * window), half the window is reserved instead. Both unknown: 4096 (what encoders default to). */
+ * unset) capped by the model's maxTokens and by half the window; unset means the model's maxTokens,
+ * or half the window when that is less (catalogs where maxTokens equals the window). A request
+ * asking for more keeps its ask unless prompt + ask would overflow (router.c lowers it then).
+ * Both unknown: 4096 (what encoders default to). */
 int64_t mg_compact_reserved_output(const mg_model_t *m, int64_t requested_max_output);
 
 /* The model as a request must be fitted to it: m itself, or, when learned (a window its server

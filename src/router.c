@@ -689,6 +689,13 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
 static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *cand, bool rewrite,
                          int64_t delay_ms);
 
+/* Whether the safety filters run for p's requests: on when the provider says so, or by default
+ * for a local one. */
+static bool safety_on(const mg_provider_t *p)
+{
+    return p->safety > 0 || (p->safety < 0 && p->local);
+}
+
 
 /* Starts one attempt at model m (after delay_ms: a retry's backoff): filters and compacts the
  * candidate's copy of the request, then sends it, or first waits for a summary of the turns it
@@ -728,13 +735,17 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
     mg_ir_request_t cand;
     mg_compact_report_init(&a->compaction);
     a->compaction_note[0] = '\0';
+    if (!req->ir_ready && safety_on(p)) { /* route() refuses such a request; kept as the invariant */
+        settle_locally(a, MG_CLASS_UNSUPPORTED, "the request could not be decoded, so the safety filters cannot run");
+        return false;
+    }
     if (!req->ir_ready) return send_attempt(req, a, NULL, false, delay_ms);
     cand = req->ir;
     if (opt.max_output_tokens > 0 && (cand.max_output_tokens < 0 || cand.max_output_tokens > opt.max_output_tokens)) {
         cand.max_output_tokens = opt.max_output_tokens; /* the policy's output cap */
         rewrite = true;
     }
-    if (p->safety > 0 || (p->safety < 0 && p->local)) {
+    if (safety_on(p)) {
         mg_safety_opts_t so;
         const char *extra[2 * MG_MAX_EXTRA_TOKENS];
         safety_opts_for(cfg, p, &so, extra);
@@ -1146,7 +1157,9 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
         const mg_provider_t *p = req->cands[i]->provider;
         bool strip = req->cand_opts[i].strip_reasoning >= 0 ? req->cand_opts[i].strip_reasoning || req->strip_reasoning
                                                             : req->strip_reasoning || p->strip_reasoning;
-        need_ir = need_ir || p->api != req->client_api || (strip && req->client_api != MG_API_OPENAI_COMPLETIONS);
+        /* A provider with safety filters on is never sent what the gateway could not read. */
+        need_ir = need_ir || p->api != req->client_api || (strip && req->client_api != MG_API_OPENAI_COMPLETIONS) ||
+                  safety_on(p);
     }
     if (need_ir && !req->ir_ready) {
         mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_request", err);

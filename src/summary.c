@@ -108,8 +108,10 @@ static void flatten_message(mg_ir_arena_t *a, mg_buf_t *b, const mg_ir_message_t
 
 size_t mg_summary_input_cap(const mg_model_t *m, int64_t max_tokens)
 {
-    int64_t budget = mg_compact_budget(m, max_tokens, INSTRUCTION_TOKENS);
-    if (budget == INT64_MAX) return MG_SUMMARY_INPUT_MAX;
+    /* The summary request asks for max_tokens as it is (no lowering to fit, unlike a client's
+     * request), so all of it is reserved. */
+    if (!m || m->context_window <= 0) return MG_SUMMARY_INPUT_MAX;
+    int64_t budget = m->context_window - MG_MAX(max_tokens, 0) - INSTRUCTION_TOKENS;
     /* No character costs more than half a token per byte (tokens.h: ASCII 2/7, a 2-byte
      * character 1/2, longer ones less), so 2 bytes per token of budget always fit. */
     if (budget < MG_SUMMARY_INPUT_MIN / 2) return 0;

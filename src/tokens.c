@@ -76,7 +76,18 @@ static bool is_media_key(const char *k)
     return k && (strcmp(k, "data") == 0 || strcmp(k, "file_data") == 0);
 }
 
-static void json_walk(jcount_t *c, const cJSON *j)
+/* Whether object o holds its data as plain text (Anthropic's document source {"type":"text",
+ * "media_type":"text/plain","data":…}): then data is counted as text, not as media. */
+static bool text_source(const cJSON *o)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "type");
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(o, "media_type");
+    return (cJSON_IsString(t) && strcmp(t->valuestring, "text") == 0) ||
+           (cJSON_IsString(mt) && strncmp(mt->valuestring, "text/", 5) == 0);
+}
+
+/* parent: the object j's members belong to (NULL for the top). */
+static void json_walk(jcount_t *c, const cJSON *j, const cJSON *parent)
 {
     for (; j; j = j->next) {
         if (j->string) {
@@ -87,7 +98,8 @@ static void json_walk(jcount_t *c, const cJSON *j)
         if (cJSON_IsString(j) && j->valuestring) {
             size_t n = strlen(j->valuestring);
             if (n > MEDIA_MIN_BYTES &&
-                (is_media_key(j->string) || strncmp(j->valuestring, "data:", 5) == 0)) {
+                ((is_media_key(j->string) && !(parent && text_source(parent))) ||
+                 strncmp(j->valuestring, "data:", 5) == 0)) {
                 c->tokens += c->image_tokens;
                 c->fixed += c->image_tokens;
             } else {
@@ -96,7 +108,7 @@ static void json_walk(jcount_t *c, const cJSON *j)
             }
         } else if (cJSON_IsArray(j) || cJSON_IsObject(j)) {
             c->punct += 2;
-            json_walk(c, j->child);
+            json_walk(c, j->child, cJSON_IsObject(j) ? j : NULL);
         } else {
             c->punct += 6; /* a number or a literal */
         }
@@ -110,7 +122,7 @@ static int64_t json_tokens(const cJSON *j, int64_t image_tokens, int64_t *fixed)
     /* Walk j alone, not its siblings. */
     cJSON copy = *j;
     copy.next = NULL;
-    json_walk(&c, &copy);
+    json_walk(&c, &copy, NULL);
     if (fixed) *fixed += c.fixed;
     return c.tokens + (int64_t)((c.punct * 2 + 6) / 7);
 }

@@ -96,7 +96,9 @@ class StreamCharges(MGTestCase):
         keys = [{"id": k, "key": "${MG_IT_K_%s}" % k.upper(), "tpm": 500} for k in ids]
         self.gw = self.gateway(config(providers={"a": provider(self.a, ["m"]),
                                                  "an": provider(self.a, ["m"], api="anthropic-messages")},
-                                      primary="a/m", gateway={"keys": keys, "policy": "p.lua"}),
+                                      primary="a/m", gateway={"keys": keys, "policy": "p.lua",
+                                                              # undecodable requests pass only with the filters off
+                                                              "providers": {"a": {"safety": False}}}),
                                env={"MG_IT_K_%s" % k.upper(): "mgk-%s-1" % k for k in ids}, start=False)
         with open(os.path.join(self.gw.dir, "p.lua"), "w") as f:
             f.write(self.POLICY)
@@ -132,8 +134,8 @@ class StreamCharges(MGTestCase):
         self.assertGreater(int(words[2]), 1000, done)
 
     def test_a_request_the_decoder_cannot_read_is_charged_by_its_size(self):
-        # Passed through to its own API as it came (an assistant tool call without an id): no
-        # estimate of its messages, so its size stands for them.
+        # Passed through to its own API as it came (an assistant tool call without an id; the
+        # provider's safety filters are off): no estimate of its messages, so its size stands for them.
         self.a.set_behavior("answer", events=40, pacing_ms=50)
         body = dict(self.body, messages=self.body["messages"] + [
             {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]},

@@ -22,7 +22,7 @@ static int test_part(mg_ir_arena_t *a, const cJSON *item, const char *type, mg_i
     return 0;
 }
 
-static const mg_codec_content_t rules = {test_part, "not an array", "no type"};
+static const mg_codec_content_t rules = {test_part, "not an array", "no type", false};
 
 static int decode(mg_ir_arena_t *a, const char *json, mg_ir_parts_t *pv, char *err, size_t errlen)
 {

@@ -49,15 +49,18 @@ MG_TEST(budget_per_candidate)
     MG_CHECK_INT(mg_compact_budget(&m, 1000, 512), 32768 - 1000 - 512);
     m.max_tokens = 32768; /* catalogs where maxTokens is the whole window */
     MG_CHECK_INT(mg_compact_budget(&m, -1, 0), 16384);
-    MG_CHECK_INT(mg_compact_budget(&m, 30000, 1000), 32768 - 30000 - 1000);
+    /* A request asking for more than half the window reserves half: its prompt keeps room, and
+     * what it asks is lowered only if prompt + ask would not fit (router.c). */
+    MG_CHECK_INT(mg_compact_budget(&m, 30000, 1000), 32768 - 16384 - 1000);
     m.max_tokens = 0;
     MG_CHECK_INT(mg_compact_budget(&m, -1, 0), 32768 - 4096);
-    MG_CHECK_INT(mg_compact_reserved_output(&m, 50000), 50000);
+    MG_CHECK_INT(mg_compact_reserved_output(&m, 50000), 16384);
+    MG_CHECK_INT(mg_compact_reserved_output(&m, 16000), 16000);
     m.context_window = 0;
     MG_CHECK(mg_compact_budget(&m, -1, 0) == INT64_MAX);
     MG_CHECK(mg_compact_budget(NULL, -1, 0) == INT64_MAX);
     m = (mg_model_t){.context_window = 4096, .max_tokens = 4096};
-    MG_CHECK_INT(mg_compact_budget(&m, 4096, 100), -100); /* cannot serve: everything overflows */
+    MG_CHECK_INT(mg_compact_budget(&m, 4096, 100), 2048 - 100); /* the whole window asked: half kept */
 }
 
 /* ---- fits: nothing changes ---- */

@@ -104,6 +104,16 @@ MG_TEST(images_tools_and_overheads)
     tb_part(&d, MG_IR_PART_OPAQUE)->raw = mg_ir_keep_json(d.a, cJSON_Parse(big.data));
     int64_t doc = mg_tokens_estimate(&d.r, NULL) - base;
     MG_CHECK(doc >= MG_TOKENS_IMAGE_DEFAULT && doc < MG_TOKENS_IMAGE_DEFAULT + 50);
+    /* A plain-text document's data is its text: counted as text, not as a fixed media cost. */
+    mg_buf_reset(&big);
+    mg_buf_puts(&big, "{\"type\":\"document\",\"source\":{\"type\":\"text\",\"media_type\":\"text/plain\",\"data\":\"");
+    for (int i = 0; i < 20000; i++)
+        mg_buf_puts(&big, "word ");
+    mg_buf_puts(&big, "\"}}");
+    int64_t with_doc = mg_tokens_estimate(&d.r, NULL);
+    tb_part(&d, MG_IR_PART_OPAQUE)->raw = mg_ir_keep_json(d.a, cJSON_Parse(big.data));
+    int64_t text_doc = mg_tokens_estimate(&d.r, NULL) - with_doc;
+    MG_CHECK(text_doc >= mg_tokens_text(big.data + 80, 100000 - 1000));
     mg_buf_free(&big);
     tb_free(&d);
 
