@@ -1587,11 +1587,13 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
     mg_summary_run_t *run = &req->summary;
     mg_attempt_t *a = mg_req_current(req);
     run->active = false;
-    mg_xfer_release(run->xfer);
-    run->xfer = NULL;
+    /* Detached under the lock: the watchdog's mg_router_abort reads it there. */
     pthread_mutex_lock(&req->lock);
+    mg_xfer_t *x = run->xfer;
+    run->xfer = NULL;
     bool gone = req->client_gone;
     pthread_mutex_unlock(&req->lock);
+    mg_xfer_release(x);
     /* The summarizer's class, for health: from the transfer and the status (a 2xx whose summary
      * cannot be read is judged below). A transfer cut because the client left is cancelled. */
     mg_classification_t c = {.cls = MG_CLASS_OK, .retry_after_ms = -1, .should_retry = -1};
@@ -1811,22 +1813,22 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
 
 void mg_router_abort(mg_req_t *req)
 {
+    /* From the watchdog: the transfers are read, and cancelled (which takes a reference), under
+     * the request's lock, so the serving thread cannot release one in between (finish_summary
+     * detaches the summarizer's under it). */
+    pthread_mutex_lock(&req->lock);
     if (req->summary.active) {
         /* The attempt has not left yet: stop its summarizer (its end wakes the request). */
-        pthread_mutex_lock(&req->lock);
-        bool running = !req->summary.done;
+        if (!req->summary.done && req->summary.xfer) mg_xfer_cancel(req->summary.xfer);
         pthread_mutex_unlock(&req->lock);
-        if (running && req->summary.xfer) mg_xfer_cancel(req->summary.xfer);
         return;
     }
     mg_attempt_t *a = mg_req_current(req);
-    if (!a || !a->xfer) return;
-    pthread_mutex_lock(&req->lock);
-    bool running = !a->done;
+    if (a && a->xfer && !a->done) {
+        a->cls = MG_CLASS_CANCELLED;
+        mg_xfer_cancel(a->xfer);
+    }
     pthread_mutex_unlock(&req->lock);
-    if (!running) return;
-    a->cls = MG_CLASS_CANCELLED;
-    mg_xfer_cancel(a->xfer);
 }
 
 void mg_router_route_header(const mg_req_t *req, mg_buf_t *out)
@@ -1899,7 +1901,8 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
         mg_buf_put_i64(out, a->status);
         mg_buf_puts(out, ",\"ms\":");
         if (!a->done && now < 0) now = mg_now_ms();
-        mg_buf_put_i64(out, (a->done ? a->end_ms : now) - a->start_ms);
+        /* 0 for a retry cancelled during its backoff (its start was still ahead) */
+        mg_buf_put_i64(out, MG_MAX((a->done ? a->end_ms : now) - a->start_ms, 0));
         if (a == req->committed) {
             mg_buf_puts(out, ",\"content_events\":");
             mg_buf_put_i64(out, a->content_events);

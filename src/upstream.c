@@ -413,7 +413,16 @@ static void run_cmds(mg_upstream_t *up, cmd_t *cmds, size_t n)
             if (x->active && !x->waiting && x->paused) {
                 x->paused = false;
                 x->last_data_ms = mg_now_ms();
-                curl_easy_pause(x->easy, CURLPAUSE_CONT);
+                /* Unpausing hands curl's held-back chunk to on_write at once. When that chunk
+                 * ends the transfer (on_data aborted it: an event over the limit, a stream the
+                 * decoder stopped), curl reports the error here and neither re-arms nor ends
+                 * the transfer: end it now, or it would sit until a timer fired. */
+                CURLcode rc = curl_easy_pause(x->easy, CURLPAUSE_CONT);
+                if (rc != CURLE_OK && !x->finished) {
+                    char why[160];
+                    snprintf(why, sizeof why, "%.159s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+                    finish(up, x, map_curl_error(x, rc), why);
+                }
             }
             break;
         }

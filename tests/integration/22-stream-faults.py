@@ -115,6 +115,24 @@ class BrokenEventStream(MGTestCase):
             for line in gw.wait_access(3):
                 self.assertEqual(line["attempts"][-1]["outcome"], "stream_broken", line)
 
+    def test_an_oversized_event_held_back_by_a_paused_stream_ends_it_at_once(self):
+        # A client reading slowly pauses the transfer (streamBufferBytes); the chunk curl held
+        # back is delivered on resume, and when it holds an event over maxEventBytes the stream
+        # must end then, not when a timer (connectMs, idleMs: 30 s here) ends the transfer.
+        b = self.mock("B")
+        piece = "data: %s\n\n" % json.dumps(chat_chunk("y" * 800))
+        b.set_behavior("answer", raw_sse=piece * 9000 + "data: " + "z" * 60000 + "\n\n")
+        gw = self.gateway(config(providers={"b": provider(b, ["m"])}, primary="b/m",
+                                 gateway={"maxEventBytes": 1024, "streamBufferBytes": 4096, "keepAliveMs": 0,
+                                          "timeouts": {"connectMs": 30000, "idleMs": 30000}}))
+        t0 = time.monotonic()
+        s = mglib._stream_all(gw, sbody(), read_delay=0.002, timeout=60)
+        took = time.monotonic() - t0
+        self.assertErrorEnd(s, "chat", "paused, then an oversized event")
+        self.assertLess(took, 15, "the stream ended only when a timer fired")
+        line = gw.wait_access(1)[0]
+        self.assertEqual(line["attempts"][-1]["outcome"], "stream_broken", line)
+
 
 def multiline(raw):
     """The same event stream with every event's JSON data written over several data lines (legal

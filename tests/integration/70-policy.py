@@ -7,6 +7,7 @@ the trace is in x-moongate-route and the log, a broken policy is never swapped i
 
 import json
 import os
+import socket
 import subprocess
 import time
 
@@ -166,6 +167,26 @@ class Policy(MGTestCase):
         r = gw.chat("default")  # no status at all: a connect error
         self.assertOpenAIError(r, 502, "all_candidates_failed")
         self.assertEqual(len(self.b.requests), n)
+
+    def test_a_client_leaving_during_a_retry_backoff_cancels_it(self):
+        # The retry waits 3 s; the client leaves after 0.5 s: the retry never goes, and the access
+        # line's attempts show no negative time (the retry's start was still ahead).
+        self.a.set_behavior("fail", status=500)
+        gw = self.gw_with('function route(req) return {"a/m", "b/m"} end\n'
+                          'function on_failure(req, f) if f.attempt == 1 then return "retry", 3000 end '
+                          'return "next" end\n')
+        body = json.dumps({"model": "default", "messages": [{"role": "user", "content": "x"}]}).encode()
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(0.5)
+        s.close()
+        line = gw.wait_access(1, timeout=5)[0]
+        self.assertEqual(line["status"], 499, line)
+        self.assertEqual([a["outcome"] for a in line["attempts"]], ["server_error", "cancelled"], line)
+        self.assertTrue(all(a["ms"] >= 0 for a in line["attempts"]), line)
+        time.sleep(3)
+        self.assertEqual((len(self.a.requests), len(self.b.requests)), (1, 0), "nothing went after the client left")
 
     def test_retries_stop_at_the_attempt_limit(self):
         # on_failure always says "retry": 4 candidates x 6 tries would be 24 attempts; the
