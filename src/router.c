@@ -193,6 +193,9 @@ static bool plan(mg_req_t *req, mg_reply_t *reply)
     mg_plan_t pl;
     int rc = mg_policy_route(req->gen->policy, &req->pin, &live_view, &pl);
     mg_metrics_policy_decision((double)pl.elapsed_us / 1e6);
+    size_t tl = strnlen(pl.trace, sizeof req->trace - 1); /* as snprintf "%s", without printf */
+    memcpy(req->trace, pl.trace, tl);
+    req->trace[tl] = '\0';
     if (rc < 0) {
         mg_log(MG_LOG_ERROR, "policy", "%s", pl.error);
         if (!req->gen->cfg->gw.policy_error_static) {
@@ -201,14 +204,8 @@ static bool plan(mg_req_t *req, mg_reply_t *reply)
         }
         mg_policy_static_plan(req->gen->cfg, &req->pin, &pl); /* gateway.onPolicyError: "static" */
     }
-    size_t tl = strnlen(pl.trace, sizeof req->trace - 1); /* as snprintf "%s", without printf */
-    memcpy(req->trace, pl.trace, tl);
-    req->trace[tl] = '\0';
-    if (pl.rejected) {
-        if (pl.status == 404 && strcmp(pl.code, "model_not_found") == 0)
-            reply_unknown_model(req, reply); /* the same 404, listing what exists */
-        else
-            mg_reply_error(reply, req->ep, pl.status, "invalid_request_error", pl.code, pl.message);
+    if (pl.rejected) { /* the policy's own words (util.unknown_model lists what exists) */
+        mg_reply_error(reply, req->ep, pl.status, "invalid_request_error", pl.code, pl.message);
         return false;
     }
     for (size_t i = 0; i < pl.n_cands && req->n_cands < MG_MAX_CANDIDATES; i++) {

@@ -119,7 +119,7 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, mg_req_t *req, mg_re
     if (req) {
         req->status = r->status;
         add_header(resp, "x-request-id", req->id);
-        if (req->n_attempts) {
+        if (req->n_attempts || req->trace[0] || req->is_api) { /* refusals too: the policy's trace */
             mg_buf_t route = {0};
             mg_router_route_header(req, &route);
             add_header(resp, "x-moongate-route", route.data);

@@ -188,6 +188,32 @@ class Policy(MGTestCase):
         time.sleep(3)
         self.assertEqual((len(self.a.requests), len(self.b.requests)), (1, 0), "nothing went after the client left")
 
+    def test_refusals_carry_the_route_header_and_the_policys_words(self):
+        # A rejection, an empty plan and a policy error reach the client with the policy's trace
+        # in x-moongate-route, and a 404 model_not_found keeps the policy's own message.
+        gw = self.gw_with('''
+function route(req)
+  gw.trace("team=%s checked", req.headers["x-team"] or "?")
+  local m = req.headers["x-mode"]
+  if m == "reject" then return gw.reject(429, "team_quota", "team over its quota") end
+  if m == "404" then return gw.reject(404, "model_not_found", "interns may only ask for model small") end
+  if m == "empty" then return {} end
+  if m == "boom" then error("boom") end
+  return {"a/m"}
+end
+''')
+        for mode, status in (("reject", 429), ("404", 404), ("empty", 503), ("boom", 500)):
+            for path in ("/v1/chat/completions", "/v1/messages"):
+                with self.subTest(mode=mode, path=path):
+                    r = gw.post_json(path, {"model": "default", "max_tokens": 8, "messages": [
+                        {"role": "user", "content": "x"}]}, headers={"x-team": "search", "x-mode": mode})
+                    self.assertEqual(r.status, status, r)
+                    route = r.header("x-moongate-route") or ""
+                    self.assertIn("trace=team=search checked", route, r)
+                    if mode == "404":
+                        msg = r.json["error"]["message"]
+                        self.assertEqual(msg, "interns may only ask for model small", r)
+
     def test_retries_stop_at_the_attempt_limit(self):
         # on_failure always says "retry": 4 candidates x 6 tries would be 24 attempts; the
         # gateway keeps at most 16 (it used to write past its attempt array here).
