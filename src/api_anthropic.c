@@ -287,11 +287,19 @@ static cJSON *tool_use_input(const char *arguments)
     return in;
 }
 
+/* Adds key: a tool call id in the shape Anthropic accepts (mg_codec_anthropic_tool_id). */
+static void add_tool_id(cJSON *o, const char *key, const char *id)
+{
+    char *s = mg_codec_anthropic_tool_id(id);
+    cJSON_AddStringToObject(o, key, s);
+    free(s);
+}
+
 static cJSON *tool_result_block(const mg_ir_part_t *p)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "tool_result");
-    cJSON_AddStringToObject(o, "tool_use_id", p->id ? p->id : "");
+    add_tool_id(o, "tool_use_id", p->id);
     if (mg_codec_has_image(p->parts, p->n_parts)) {
         cJSON *c = cJSON_AddArrayToObject(o, "content");
         for (size_t i = 0; i < p->n_parts; i++) {
@@ -312,7 +320,7 @@ static cJSON *tool_use_block(const mg_ir_part_t *p)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "tool_use");
-    cJSON_AddStringToObject(o, "id", p->id ? p->id : "");
+    add_tool_id(o, "id", p->id);
     cJSON_AddStringToObject(o, "name", p->name ? p->name : "");
     cJSON_AddItemToObject(o, "input", tool_use_input(p->arguments));
     return o;
@@ -433,6 +441,33 @@ static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, si
     return 0;
 }
 
+/* Whether the encoded messages may go out with thinking on. Anthropic refuses thinking when the
+ * last assistant message holds a tool_use and does not open with a thinking or redacted_thinking
+ * block (400 "When `thinking` is enabled, a final `assistant` message must start with a thinking
+ * block"), and only thinking Anthropic signed can be there (message_blocks drops the rest). That
+ * is every tool loop of a Chat or Responses client, or one whose last turn another API answered:
+ * such a request goes without thinking, as LiteLLM's modify_params does, rather than fail. An
+ * Anthropic client's own tool turns open with their signed thinking and keep it. */
+static bool thinking_allowed(const cJSON *msgs)
+{
+    const cJSON *last = NULL, *m;
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const char *role = mg_ir_jstr(m, "role");
+        if (role && strcmp(role, "assistant") == 0) last = m;
+    }
+    const cJSON *blocks = mg_ir_jget(last, "content"), *b;
+    bool tool_use = false;
+    cJSON_ArrayForEach(b, mg_ir_arr(blocks))
+    {
+        const char *t = mg_ir_jstr(b, "type");
+        tool_use = tool_use || (t && strcmp(t, "tool_use") == 0);
+    }
+    if (!tool_use) return true;
+    const char *first = mg_ir_jstr(cJSON_GetArrayItem(blocks, 0), "type");
+    return first && (strcmp(first, "thinking") == 0 || strcmp(first, "redacted_thinking") == 0);
+}
+
 static cJSON *tool_json(const mg_ir_tool_t *t, bool same)
 {
     cJSON *tj = cJSON_CreateObject();
@@ -497,15 +532,19 @@ cJSON *mg_anthropic_encode_request(const mg_ir_request_t *ir, const mg_ir_reques
     }
     if (ir->n_stop) mg_codec_add_strings(o, "stop_sequences", ir->stop, ir->n_stop);
     /* Thinking: a budget from the effort, at least 1024 and below max_tokens (Anthropic's rules);
-     * with max_tokens too small to think in, no thinking. */
+     * with max_tokens too small to think in, or a last tool turn that cannot open with signed
+     * thinking (thinking_allowed), no thinking, and the sampling rules of no thinking below. */
     bool thinking = false;
+    bool may_think = thinking_allowed(msgs);
     mg_ir_effort_t eff = mg_ir_request_effort(ir);
     if (same && ir->reasoning_adaptive) {
-        cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "thinking"), "type", "adaptive");
-        thinking = true;
+        if (may_think) {
+            cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "thinking"), "type", "adaptive");
+            thinking = true;
+        }
     } else if (eff == MG_IR_EFFORT_NONE) {
         if (same) cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "thinking"), "type", "disabled");
-    } else if (eff != MG_IR_EFFORT_UNSET) {
+    } else if (eff != MG_IR_EFFORT_UNSET && may_think) {
         int64_t budget = ir->reasoning_budget >= 0 ? ir->reasoning_budget : mg_ir_effort_budget(eff);
         if (budget < 1024) budget = 1024;
         if (budget >= max_tokens) budget = max_tokens - 1;
@@ -561,6 +600,11 @@ int mg_anthropic_decode_response(const cJSON *body, mg_ir_arena_t *a, const mg_i
         } else if (strcmp(type, "tool_use") == 0) {
             mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TOOL_CALL);
             p->id = mg_codec_jtext(b, "id");
+            if (!*p->id) { /* a compatible server that sent none: one that no other call has */
+                char *made = mg_codec_new_call_id("toolu_");
+                p->id = mg_ir_strdup(a, made);
+                free(made);
+            }
             p->name = mg_codec_jtext(b, "name");
             p->arguments = input_text(a, mg_ir_jget(b, "input"));
         }
@@ -691,12 +735,13 @@ static int on_block_start(ant_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void 
     if (strcmp(type, "tool_use") == 0) {
         int tool = d->n_tools++;
         set_block(d, index, BLK_TOOL, tool);
-        char idb[32];
-        snprintf(idb, sizeof idb, "toolu_%d", tool);
         const char *id = mg_ir_jstr(b, "id");
-        mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = tool, .id = id && *id ? id : idb,
+        char *made = id && *id ? NULL : mg_codec_new_call_id("toolu_"); /* a server that sent none */
+        mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = tool, .id = made ? made : id,
                             .name = mg_codec_jtext(b, "name")};
-        MG_CODEC_EMIT(ev);
+        int rc_start = cb(ud, &ev);
+        free(made);
+        if (rc_start) return rc_start;
         /* Some compatible servers put the whole input here instead of streaming it. */
         const cJSON *input = mg_ir_jget(b, "input");
         if (cJSON_IsObject(input) && input->child) {
@@ -938,7 +983,9 @@ void mg_anthropic_encoder_push(void *st, const mg_ir_event_t *ev, mg_buf_t *out)
         enc_start(e, NULL, out);
         mg_buf_t cbj = {0};
         mg_buf_puts(&cbj, "{\"type\":\"tool_use\",\"id\":");
-        mg_buf_json_str(&cbj, ev->id ? ev->id : "");
+        char *id = mg_codec_anthropic_tool_id(ev->id); /* as whole answers and requests write it */
+        mg_buf_json_str(&cbj, id);
+        free(id);
         mg_buf_puts(&cbj, ",\"name\":");
         mg_buf_json_str(&cbj, ev->name ? ev->name : "");
         mg_buf_puts(&cbj, ",\"input\":{}}");

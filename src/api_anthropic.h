@@ -15,7 +15,9 @@ extern const mg_ir_codec_t mg_anthropic_codec;
  * request holds what Anthropic cannot carry (n > 1, another API's opaque parts or tools).
  * max_tokens defaults to opts->default_max_tokens; thinking gets a budget from the effort
  * (ir.h mg_ir_effort_budget) kept below max_tokens, and then temperature/top_p values Anthropic
- * refuses alongside thinking are left out. */
+ * refuses alongside thinking are left out. No thinking when the last assistant message holds a
+ * tool_use and does not open with signed thinking (Anthropic refuses that). Tool ids are made
+ * valid for Anthropic (mg_codec_anthropic_tool_id), in requests and answers alike. */
 int mg_anthropic_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_request_t *out,
                                 char *err, size_t errlen);
 cJSON *mg_anthropic_encode_request(const mg_ir_request_t *ir, const mg_ir_request_opts_t *opts,

@@ -599,20 +599,18 @@ int mg_openai_chat_decode_response(const cJSON *body, mg_ir_arena_t *a,
     }
     mg_buf_free(&text);
     const cJSON *tcs = mg_ir_jget(msg, "tool_calls"), *tc;
-    int k = 0;
     cJSON_ArrayForEach(tc, mg_ir_arr(tcs))
     {
         const cJSON *fn = mg_ir_jget(tc, "function");
         mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TOOL_CALL);
         p->id = mg_ir_jstr(tc, "id");
-        if (!p->id) {
-            char idb[32];
-            snprintf(idb, sizeof idb, "call_%d", k);
-            p->id = mg_ir_strdup(a, idb);
+        if (!p->id || !*p->id) { /* Ollama, vLLM: unique, so that no later answer repeats it */
+            char *made = mg_codec_new_call_id("call_");
+            p->id = mg_ir_strdup(a, made);
+            free(made);
         }
         p->name = mg_codec_jtext(fn, "name");
         p->arguments = args_text(a, mg_ir_jget(fn, "arguments"));
-        k++;
     }
     out->parts = pv.v;
     out->n_parts = pv.n;
@@ -828,7 +826,7 @@ static int decode_tool_deltas(chat_dec_t *d, const cJSON *tcs, mg_ir_event_cb cb
             t = &d->tools[d->n_tools];
             memset(t, 0, sizeof *t);
             t->up_index = up;
-            t->id = id ? mg_xstrdup(id) : mg_xasprintf("call_%d", d->n_tools);
+            t->id = id ? mg_xstrdup(id) : mg_codec_new_call_id("call_"); /* kept for all its events */
             t->name = mg_xstrdup(name ? name : "");
             d->n_tools++;
             /* Live when nothing is held and the call streaming (if any) looks complete. */

@@ -172,10 +172,13 @@ static int decode_input(const cJSON *input, mg_ir_arena_t *a, mg_ir_request_t *r
                 /* An assistant message holds only output_text / refusal: other parts are not
                  * valid there (and an assistant turn's opaque parts are whole items). */
                 if (ir_role == MG_IR_ASSISTANT && pv.v[k].type != MG_IR_PART_TEXT) continue;
-                *mg_ir_parts_add(a, t, pv.v[k].type) = pv.v[k];
+                mg_ir_part_t *p = mg_ir_parts_add(a, t, pv.v[k].type);
+                *p = pv.v[k];
+                if (ir_role == MG_IR_ASSISTANT) p->item_id = mg_ir_jstr(it, "id");
             }
         } else if (type && strcmp(type, "function_call") == 0) {
             mg_ir_part_t *p = mg_ir_parts_add(a, target(a, &b, MG_IR_ASSISTANT), MG_IR_PART_TOOL_CALL);
+            p->item_id = mg_ir_jstr(it, "id");
             p->id = mg_ir_jstr(it, "call_id");
             p->name = mg_ir_jstr(it, "name");
             if (!p->id || !p->name) return mg_ir_fail(err, errlen, "input[%d]: a function_call needs call_id and name", i);
@@ -330,13 +333,40 @@ static int encode_user(const mg_ir_request_t *ir, const mg_ir_message_t *m, cJSO
     return 0;
 }
 
+/* Whether TEXT part q belongs to the same message item as p (which has an item id). */
+static bool same_item(const mg_ir_part_t *p, const mg_ir_part_t *q)
+{
+    return q->type == MG_IR_PART_TEXT && q->item_id && strcmp(q->item_id, p->item_id) == 0;
+}
+
 static int encode_assistant(const mg_ir_request_t *ir, const mg_ir_message_t *m, cJSON *input,
                             char *err, size_t errlen)
 {
     bool same = mg_ir_same_api(ir->source, API);
     for (size_t k = 0; k < m->n_parts; k++) {
         const mg_ir_part_t *p = &m->parts[k];
-        if (p->type == MG_IR_PART_TEXT) {
+        if (p->type == MG_IR_PART_TEXT && same && p->item_id) {
+            /* The client's own message item, with its id: OpenAI links a reasoning item to the
+             * item after it by id, and refuses the reasoning when that item comes without one
+             * ("provided without its required following item"). Written as the output message
+             * it was, its texts together (annotations and status are required in that shape by
+             * strict servers). */
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", "message");
+            cJSON_AddStringToObject(o, "id", p->item_id);
+            cJSON_AddStringToObject(o, "role", "assistant");
+            cJSON_AddStringToObject(o, "status", "completed");
+            cJSON *content = cJSON_AddArrayToObject(o, "content");
+            size_t q = k;
+            while (q < m->n_parts && same_item(p, &m->parts[q])) {
+                cJSON *c = mg_codec_text_json("output_text", m->parts[q].text ? m->parts[q].text : "");
+                cJSON_AddArrayToObject(c, "annotations");
+                cJSON_AddItemToArray(content, c);
+                q++;
+            }
+            k = q - 1; /* the last text of the item */
+            cJSON_AddItemToArray(input, o);
+        } else if (p->type == MG_IR_PART_TEXT) {
             /* One message item per text: the decoder reads consecutive items back as one turn. */
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "role", "assistant");
@@ -345,6 +375,7 @@ static int encode_assistant(const mg_ir_request_t *ir, const mg_ir_message_t *m,
         } else if (p->type == MG_IR_PART_TOOL_CALL) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "type", "function_call");
+            if (same && p->item_id) cJSON_AddStringToObject(o, "id", p->item_id); /* as for messages */
             cJSON_AddStringToObject(o, "call_id", p->id ? p->id : "");
             cJSON_AddStringToObject(o, "name", p->name ? p->name : "");
             cJSON_AddStringToObject(o, "arguments", p->arguments ? p->arguments : "{}");
@@ -479,6 +510,17 @@ error:
 
 /* ---- whole responses ---- */
 
+/* A function_call item's id for the model: its call_id, else its item id, else a made-up one
+ * (mg_codec_new_call_id: unique across answers, so that several calls without ids stay apart and
+ * no later answer repeats one), which *made then holds (the caller frees it). */
+static const char *call_id(const cJSON *item, char **made)
+{
+    const char *id = mg_ir_jstr(item, "call_id");
+    if (!id || !*id) id = mg_ir_jstr(item, "id");
+    *made = id && *id ? NULL : mg_codec_new_call_id("call_");
+    return *made ? *made : id;
+}
+
 int mg_openai_responses_decode_response(const cJSON *body, mg_ir_arena_t *a,
                                         const mg_ir_decode_opts_t *opts, mg_ir_response_t *out,
                                         char *err, size_t errlen)
@@ -522,7 +564,9 @@ int mg_openai_responses_decode_response(const cJSON *body, mg_ir_arena_t *a,
             }
         } else if (strcmp(type, "function_call") == 0) {
             mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TOOL_CALL);
-            p->id = mg_ir_jstr(it, "call_id") ? mg_ir_jstr(it, "call_id") : mg_codec_jtext(it, "id");
+            char *made;
+            p->id = mg_ir_strdup(a, call_id(it, &made)); /* as the stream decoder names it */
+            free(made);
             p->name = mg_codec_jtext(it, "name");
             const char *args = mg_ir_jstr(it, "arguments");
             p->arguments = args && *args ? args : "{}";
@@ -747,17 +791,6 @@ static int late_content(resp_item_t *it, const cJSON *item, mg_ir_event_cb cb, v
     return rc;
 }
 
-/* A function_call item's id for the model: its call_id, else its item id, else call_<index> (so
- * that several calls without ids stay apart). buf holds the last. */
-static const char *call_id(const cJSON *item, int tool, char *buf, size_t n)
-{
-    const char *id = mg_ir_jstr(item, "call_id");
-    if (!id || !*id) id = mg_ir_jstr(item, "id");
-    if (id && *id) return id;
-    snprintf(buf, n, "call_%d", tool);
-    return buf;
-}
-
 static int on_item_added(resp_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *ud)
 {
     resp_item_t *it = item_at(d, j, true);
@@ -768,10 +801,12 @@ static int on_item_added(resp_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void 
     it->kind = (uint8_t)item_kind(mg_ir_jstr(item, "type"));
     if (it->kind == IT_CALL) {
         it->tool = d->n_tools++;
-        char idb[32];
-        mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = it->tool,
-                            .id = call_id(item, it->tool, idb, sizeof idb), .name = mg_codec_jtext(item, "name")};
-        MG_CODEC_EMIT(ev);
+        char *made;
+        mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = it->tool, .id = call_id(item, &made),
+                            .name = mg_codec_jtext(item, "name")};
+        int rc = cb(ud, &ev);
+        free(made);
+        if (rc) return rc;
         return delta(MG_IR_EV_TOOL_CALL_DELTA, mg_ir_jstr(item, "arguments"), it->tool, it, cb, ud);
     }
     return 0;
@@ -793,10 +828,12 @@ static int on_terminal(resp_dec_t *d, const char *type, const cJSON *j, mg_ir_ev
             resp_item_t it = {.kind = (uint8_t)item_kind(mg_ir_jstr(item, "type"))};
             if (it.kind == IT_CALL) {
                 it.tool = d->n_tools++;
-                char idb[32];
-                mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = it.tool,
-                                    .id = call_id(item, it.tool, idb, sizeof idb), .name = mg_codec_jtext(item, "name")};
-                MG_CODEC_EMIT(ev);
+                char *made;
+                mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = it.tool, .id = call_id(item, &made),
+                                    .name = mg_codec_jtext(item, "name")};
+                int rc = cb(ud, &ev);
+                free(made);
+                if (rc) return rc;
             }
             if (it.kind == IT_OTHER) continue;
             int rc = late_content(&it, item, cb, ud);

@@ -14,7 +14,9 @@ extern const mg_ir_codec_t mg_openai_responses_codec;
  * function_call_output items one tool message. encode: caller owns the result; NULL (with err)
  * when the request holds what Responses cannot carry (n > 1, another API's opaque parts or
  * tools). Stop sequences have no Responses field and are dropped; function tools from other APIs
- * are sent with strict:false (Responses' default is strict). */
+ * are sent with strict:false (Responses' default is strict). The item ids of function_call and
+ * assistant message items are kept and written back for a request from Responses (OpenAI pairs
+ * reasoning items with the item after them by id). */
 int mg_openai_responses_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_request_t *out,
                                        char *err, size_t errlen);
 cJSON *mg_openai_responses_encode_request(const mg_ir_request_t *ir, const mg_ir_request_opts_t *opts,

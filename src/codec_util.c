@@ -4,6 +4,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 /* ---- decoding ---- */
 
@@ -279,6 +281,15 @@ char *mg_codec_openai_error(mg_api_t api, int status, const char *type, const ch
 
 static atomic_ullong placeholder_seq; /* mg_codec_answer_id's ids for answers that had none */
 
+/* Every byte of s outside [A-Za-z0-9_-] made '_', in place. */
+static void safe_id_bytes(char *s)
+{
+    for (char *c = s; *c; c++) {
+        bool alnum = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9');
+        if (!alnum && *c != '_' && *c != '-') *c = '_';
+    }
+}
+
 char *mg_codec_answer_id(const char *prefix, const char *opt_id, const char *up_id, const char *fallback)
 {
     if (opt_id) return mg_xstrdup(opt_id);
@@ -290,11 +301,34 @@ char *mg_codec_answer_id(const char *prefix, const char *opt_id, const char *up_
     size_t np = strlen(prefix);
     if (strncmp(up_id, prefix, np) == 0) return mg_xstrdup(up_id);
     char *id = mg_xasprintf("%s%s", prefix, up_id);
-    for (char *c = id + np; *c; c++) {
-        bool alnum = (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9');
-        if (!alnum && *c != '_' && *c != '-') *c = '_';
-    }
+    safe_id_bytes(id + np);
     return id;
+}
+
+char *mg_codec_anthropic_tool_id(const char *id)
+{
+    char *s = mg_xstrdup(id ? id : "");
+    safe_id_bytes(s);
+    return s;
+}
+
+static atomic_uint call_id_salt;     /* mg_codec_new_call_id's per-process part, 0 until drawn */
+static atomic_ullong call_id_seq;    /* … and its counter */
+
+char *mg_codec_new_call_id(const char *prefix)
+{
+    unsigned salt = atomic_load(&call_id_salt);
+    if (!salt) {
+        /* Drawn once; threads that race here may draw twice, and one value wins for all. */
+        unsigned r = 0;
+        if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
+            r = (unsigned)mg_wall_ms() * 2654435761u ^ (unsigned)getpid();
+        if (!r) r = 1;
+        unsigned expected = 0;
+        if (!atomic_compare_exchange_strong(&call_id_salt, &expected, r)) r = expected;
+        salt = r;
+    }
+    return mg_xasprintf("%smg%08x%llx", prefix, salt, (unsigned long long)atomic_fetch_add(&call_id_seq, 1));
 }
 
 /* ---- streams ---- */

@@ -117,6 +117,19 @@ char *mg_codec_openai_error(mg_api_t api, int status, const char *type, const ch
  * Whole answers and streams derive it alike. Caller frees. */
 char *mg_codec_answer_id(const char *prefix, const char *opt_id, const char *up_id, const char *fallback);
 
+/* A tool call id as Anthropic takes it (tool_use.id and tool_result.tool_use_id must match
+ * ^[a-zA-Z0-9_-]+$; OpenAI's APIs take any string, e.g. Kimi K2's "functions.get_weather:0"):
+ * every byte outside [A-Za-z0-9_-] made "_", the rule answer ids follow. Applied alike to a call
+ * and to the result that answers it, so the pairs still match; ids already valid are unchanged,
+ * so an Anthropic client's own ids come back as they went. NULL is "". Caller frees. */
+char *mg_codec_anthropic_tool_id(const char *id);
+/* An id for a tool call whose upstream sent none (Ollama's and vLLM's Chat streams, some
+ * compatible servers): prefix ("call_", "toolu_") + a per-process random part + a process-wide
+ * counter, so that ids never repeat across the answers of one conversation (Anthropic refuses
+ * duplicate tool_use ids), nor across restarts. Made once per call by the decoder, which keeps it
+ * for every event of that call. Caller frees. */
+char *mg_codec_new_call_id(const char *prefix);
+
 /* ---- streams ---- */
 
 /* Emits a text-carrying event (a delta, a signature) unless s is NULL or empty; the callback's

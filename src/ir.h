@@ -105,6 +105,11 @@ typedef struct mg_ir_part {
     const char *signature; /* Anthropic thinking signature */
     const char *redacted;  /* Anthropic redacted_thinking data (text is NULL then) */
     const char *encrypted; /* Responses encrypted_content; id holds the rs_ item id */
+    /* TOOL_CALL and assistant TEXT decoded from a Responses request: the id of the input item
+     * they came from (fc_…, msg_…), or NULL. OpenAI pairs a reasoning item with the item after it
+     * by this id, so the Responses encoder writes it back (same API only; the others have no
+     * such ids). Consecutive TEXT parts of one message item share it. */
+    const char *item_id;
     const cJSON *cache_control; /* Anthropic cache_control on this block, or NULL */
     const cJSON *raw;           /* OPAQUE: the part as the source API wrote it */
 } mg_ir_part_t;
@@ -279,8 +284,11 @@ typedef struct mg_ir_request_opts {
     const char *model;          /* the upstream's model id (required) */
     int64_t default_max_tokens; /* Anthropic max_tokens when the request has none: the model's
                                    maxTokens; <= 0 means 4096 */
-    bool prefer_max_completion_tokens; /* Chat: send max_completion_tokens (OpenAI o-series)
-                                          rather than max_tokens (what local servers know) */
+    bool prefer_max_completion_tokens; /* Chat: send max_completion_tokens (OpenAI's o-series
+                                          and gpt-5 refuse max_tokens) rather than max_tokens
+                                          (what local servers know). The router sets it for a
+                                          model with reasoning: true on a provider that is not
+                                          local */
 } mg_ir_request_opts_t;
 
 /* Encoding an answer for a client (whole or streamed). */

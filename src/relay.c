@@ -136,24 +136,41 @@ static void commit_with(mg_attempt_t *a, mg_xfer_t *x, const mg_buf_t *head)
     mg_buf_free(&a->pending);
 }
 
-static void commit(mg_attempt_t *a, mg_xfer_t *x, const cJSON *chunk)
+/* A choice's "index" (0 when it has none: a server that knows only one choice). */
+static int64_t choice_index(const cJSON *c)
 {
-    mg_req_t *req = a->req;
-    mg_buf_t head = {0};
-    if (!a->saw_role) {
-        /* The SDK's stream helper rejects a choice whose first delta has no role. */
-        const cJSON *created = cJSON_GetObjectItemCaseSensitive(chunk, "created");
-        mg_buf_puts(&head, "data: {\"id\":");
-        mg_buf_json_str(&head, str_item(chunk, "id") ? str_item(chunk, "id") : req->id);
-        mg_buf_printf(&head, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
-                      cJSON_IsNumber(created) ? (long long)created->valuedouble : (long long)(mg_wall_ms() / 1000));
-        mg_buf_json_str(&head, str_item(chunk, "model") ? str_item(chunk, "model") : a->model->id);
-        mg_buf_puts(&head, ",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
-                           "\"logprobs\":null,\"finish_reason\":null}]}\n\n");
-        a->saw_role = true;
+    const cJSON *i = cJSON_GetObjectItemCaseSensitive(c, "index");
+    return cJSON_IsNumber(i) && i->valuedouble > 0 ? (int64_t)MG_MIN(i->valuedouble, 1e9) : 0;
+}
+
+/* The state of the choice at index (MG_RELAY_CHAT_RAW), made on first use; NULL for an index
+ * out of range, whose deltas pass on untouched. */
+static mg_choice_state_t *choice_state(mg_attempt_t *a, int64_t index)
+{
+    if (index <= 0) return &a->choice0;
+    if (index >= MG_MAX_CHOICES) return NULL;
+    if (index > a->n_choices) {
+        a->choices = mg_xrealloc(a->choices, (size_t)index * sizeof *a->choices);
+        memset(a->choices + a->n_choices, 0, (size_t)(index - a->n_choices) * sizeof *a->choices);
+        a->n_choices = (int)index;
     }
-    commit_with(a, x, &head);
-    mg_buf_free(&head);
+    return &a->choices[index - 1];
+}
+
+/* A chunk that gives choice index its role, with chunk's id, created and model, appended to b.
+ * The SDK's stream helper rejects a choice that never got one ("missing role for choice 1"),
+ * and some servers send none. */
+static void role_chunk(mg_attempt_t *a, const cJSON *chunk, int64_t index, mg_buf_t *b)
+{
+    const cJSON *created = cJSON_GetObjectItemCaseSensitive(chunk, "created");
+    mg_buf_puts(b, "data: {\"id\":");
+    mg_buf_json_str(b, str_item(chunk, "id") ? str_item(chunk, "id") : a->req->id);
+    mg_buf_printf(b, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
+                  cJSON_IsNumber(created) ? (long long)created->valuedouble : (long long)(mg_wall_ms() / 1000));
+    mg_buf_json_str(b, str_item(chunk, "model") ? str_item(chunk, "model") : a->model->id);
+    mg_buf_printf(b, ",\"choices\":[{\"index\":%lld,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+                     "\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+                  (long long)index);
 }
 
 /* Bytes for the client from the decoded paths: held back before the commit point, queued after.
@@ -407,59 +424,73 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
     bool usage_only = cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0 && cJSON_IsObject(usage);
     bool content = false;
     bool rewritten = false;
-    const cJSON *c0 = cJSON_IsArray(choices) ? cJSON_GetArrayItem(choices, 0) : NULL;
-    if (c0) {
-        cJSON *delta = cJSON_GetObjectItemCaseSensitive(c0, "delta");
+    bool emptied = true; /* every choice's delta is empty once rewritten */
+    const cJSON *c, *carr = cJSON_IsArray(choices) ? choices : NULL;
+    /* Each choice on its own (n > 1: the stream interleaves them; a chunk may carry several). */
+    cJSON_ArrayForEach(c, carr)
+    {
+        mg_choice_state_t *cs = choice_state(a, choice_index(c));
+        cJSON *delta = cJSON_GetObjectItemCaseSensitive(c, "delta");
         if (cJSON_IsObject(delta)) {
-            if (str_item(delta, "role")) a->saw_role = true;
-            rewritten = mg_relay_split_think(&a->think, delta);
+            if (cs && str_item(delta, "role")) cs->saw_role = true;
+            if (cs) rewritten = mg_relay_split_think(&cs->think, delta) || rewritten;
             rewritten = mg_relay_normalize_reasoning(delta, a->strip_reasoning) || rewritten;
             const cJSON *tc = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
-            content = nonempty_str(delta, "content") || nonempty_str(delta, "reasoning_content") ||
+            content = content || nonempty_str(delta, "content") || nonempty_str(delta, "reasoning_content") ||
                       (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0);
-            if (req->gen->cfg->gw.log_content) {
+            if (req->gen->cfg->gw.log_content && cs == &a->choice0) {
                 const cJSON *txt = cJSON_GetObjectItemCaseSensitive(delta, "content");
                 if (cJSON_IsString(txt)) mg_req_note_answer(a, txt->valuestring, strlen(txt->valuestring));
             }
         }
-        const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c0, "finish_reason");
+        if (!cJSON_IsObject(delta) || delta->child) emptied = false;
+        const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c, "finish_reason");
         if (cJSON_IsString(fr)) {
             a->saw_finish = true;
             content = true; /* a finished answer, even an empty one, is an answer */
         }
     }
-    if (rewritten && c0 && !content && !cJSON_IsObject(usage)) {
-        const cJSON *delta = cJSON_GetObjectItemCaseSensitive(c0, "delta");
-        if (cJSON_IsObject(delta) && !delta->child) {
-            cJSON_Delete(j); /* nothing left once the reasoning was dropped */
-            return 0;
-        }
+    if (rewritten && emptied && !content && !cJSON_IsObject(usage)) {
+        cJSON_Delete(j); /* nothing left once the reasoning was dropped */
+        return 0;
     }
     if (usage_only && !req->wants_usage) {
         cJSON_Delete(j); /* recorded for accounting; the client did not ask for it */
         return 0;
+    }
+    /* A choice that got no role yet gets one first: the chunk that carries it, before this one. */
+    mg_buf_t roles = {0};
+    cJSON_ArrayForEach(c, carr)
+    {
+        int64_t index = choice_index(c);
+        mg_choice_state_t *cs = choice_state(a, index);
+        if (!cs || cs->saw_role) continue;
+        role_chunk(a, j, index, &roles);
+        cs->saw_role = true;
     }
     /* Events pass through byte for byte unless reasoning had to be moved or dropped. */
     size_t printed_len = 0;
     char *printed = rewritten ? mg_ir_print_json(j, &printed_len) : NULL; /* re-printed: repaired */
     const char *data = printed ? printed : ev->data;
     size_t data_len = printed ? printed_len : ev->data_len;
+    cJSON_Delete(j);
     if (!committed && !content) {
-        cJSON_Delete(j);
-        if (a->pending.len + data_len > MG_MAX_PENDING_BYTES) {
+        if (a->pending.len + roles.len + data_len > MG_MAX_PENDING_BYTES) {
             free(printed);
+            mg_buf_free(&roles);
             a->fail_cls = MG_CLASS_STREAM_BROKEN;
             snprintf(a->detail, sizeof a->detail, "over %u bytes of events before any content", MG_MAX_PENDING_BYTES);
             return 1;
         }
+        mg_buf_append(&a->pending, roles.data, roles.len);
         put_data_lines(&a->pending, data, data_len);
         mg_buf_puts(&a->pending, "\n");
         free(printed);
+        mg_buf_free(&roles);
         return 0;
     }
-    if (!committed) commit(a, ctx->x, j);
-    cJSON_Delete(j);
-    mg_buf_t b = {0};
+    if (!committed) commit_with(a, ctx->x, NULL);
+    mg_buf_t b = roles; /* the role chunks, then this one */
     mg_buf_reserve(&b, data_len + 8);
     put_data_lines(&b, data, data_len);
     mg_buf_puts(&b, "\n");

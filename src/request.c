@@ -120,6 +120,7 @@ void mg_req_release(mg_req_t *req)
         mg_buf_free(&a->headers);
         mg_buf_free(&a->body);
         mg_buf_free(&a->pending);
+        free(a->choices);
         mg_buf_free(&a->answer);
         mg_sse_free(&a->sse);
         mg_ir_decoder_free(a->dec);

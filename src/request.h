@@ -50,6 +50,18 @@ typedef struct mg_think {
     size_t carry_len;
 } mg_think_t;
 
+/* What a Chat to Chat stream keeps per choice (n > 1 interleaves several answers in one stream,
+ * each with its own content and its own first delta): its <think> splitting, and whether its
+ * delta.role has gone out. */
+typedef struct mg_choice_state {
+    mg_think_t think;
+    bool saw_role;
+} mg_choice_state_t;
+
+/* Choices past this index (an upstream's nonsense) are passed on untouched. The Chat decoder
+ * caps n at the same number. */
+#define MG_MAX_CHOICES 128
+
 typedef struct mg_attempt {
     struct mg_req *req;
     const mg_model_t *model;
@@ -67,9 +79,12 @@ typedef struct mg_attempt {
     bool is_sse;          /* a 2xx text/event-stream answer */
     mg_sse_parser_t sse;
     mg_buf_t pending;     /* client bytes held back until the commit point */
-    bool saw_role, saw_done, saw_finish;
+    bool saw_done, saw_finish;
     bool strip_reasoning; /* the client's header or the provider's stripReasoning */
-    mg_think_t think; /* <think> splitting of a Chat answer's content */
+    mg_choice_state_t choice0;  /* MG_RELAY_CHAT_RAW: choice 0's state (the only one when n = 1) */
+    mg_choice_state_t *choices; /* … and choices 1… (n > 1), grown on demand; owned, freed with the
+                                   request */
+    int n_choices;              /* entries in choices */
     mg_relay_mode_t mode;
     mg_ir_decoder_t *dec; /* MG_RELAY_RAW / TRANSLATE: the upstream's events, decoded */
     mg_ir_encoder_t *enc; /* MG_RELAY_TRANSLATE: the client's events, encoded */

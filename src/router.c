@@ -589,7 +589,8 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
                        rrep.dropped_turns - filtered_rep->dropped_turns, cap, max_tokens, &so,
                        &sreq);
     char err[256];
-    mg_ir_request_opts_t o = {.model = s->id, .default_max_tokens = max_tokens};
+    mg_ir_request_opts_t o = {.model = s->id, .default_max_tokens = max_tokens,
+                              .prefer_max_completion_tokens = s->reasoning && !sp->local};
     cJSON *j = mg_ir_encode_request(sp->api, &sreq, &o, err, sizeof err);
     if (!j) {
         compaction_note(req, a, "no summary: the request for %s cannot be encoded: %s", s->ref,
@@ -836,7 +837,8 @@ static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *
         mg_model_t learned;
         mg_ir_request_opts_t o = {.model = m->id,
                                   .default_max_tokens =
-                                      mg_compact_reserved_output(fit_model(m, &learned), cand->max_output_tokens)};
+                                      mg_compact_reserved_output(fit_model(m, &learned), cand->max_output_tokens),
+                                  .prefer_max_completion_tokens = m->reasoning && !p->local};
         cJSON *j = mg_ir_encode_request(p->api, cand, &o, err, sizeof err);
         if (!j) {
             settle_locally(a, MG_CLASS_UNSUPPORTED, err);

@@ -386,6 +386,53 @@ class Rewrite(MGTestCase):
         self.assertEqual(self.lm.requests[-1].model, "minimax-m2.1-gs32")
 
 
+class Reencoded(MGTestCase):
+    """A request the gateway encodes for an upstream (another API's, or one it changed) carries
+    what that upstream needs."""
+
+    def test_hosted_reasoning_models_get_max_completion_tokens(self):
+        # OpenAI's o-series and gpt-5 refuse max_tokens on Chat Completions; many local servers
+        # know nothing else. So: a catalog model with reasoning: true, on a provider that is not
+        # local. (Anthropic clients always send max_tokens.)
+        a = self.mock("A")
+        models = [{"id": "o", "name": "o", "contextWindow": 32768, "maxTokens": 4096, "reasoning": True},
+                  {"id": "p", "name": "p", "contextWindow": 32768, "maxTokens": 4096}]
+        gw = self.gateway(config(providers={"h": provider(a, models), "l": provider(a, models)},
+                                 primary="h/o", gateway={"providers": {"h": {"tags": ["hosted"]}}}))
+        cases = {"h/o": "max_completion_tokens", "h/p": "max_tokens", "l/o": "max_tokens"}
+        for model, field in cases.items():
+            for path, b in (("/v1/messages", {"max_tokens": 1000, "messages": MSGS}),
+                            ("/v1/responses", {"max_output_tokens": 1000, "input": "hello"})):
+                with self.subTest(model=model, path=path):
+                    r = gw.post_json(path, dict(b, model=model))
+                    self.assertEqual(r.status, 200, r)
+                    sent = a.requests[-1].json
+                    self.assertEqual(sent.get(field), 1000, sent)
+                    self.assertEqual(sum(k in sent for k in ("max_tokens", "max_completion_tokens")), 1, sent)
+
+    def test_a_rewritten_responses_request_keeps_its_item_ids(self):
+        # Lowering max_output_tokens re-encodes the request. OpenAI pairs each reasoning item
+        # with the item after it by id, and refuses the reasoning item when that one has none.
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"oa": provider(
+            a, [{"id": "g", "name": "g", "contextWindow": 40000, "maxTokens": 8192}], api="openai-responses")},
+            primary="oa/g", gateway={"providers": {"oa": {"tags": ["hosted"]}}}))
+        items = [{"role": "user", "content": "weather in Paris? " + "please " * 300},
+                 {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "e1"},
+                 {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                  "content": [{"type": "output_text", "text": "Let me check.", "annotations": []}]},
+                 {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "e2"},
+                 {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "weather",
+                  "arguments": "{}", "status": "completed"},
+                 {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}]
+        r = gw.post_json("/v1/responses", {"model": "oa/g", "input": items, "max_output_tokens": 39000})
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("max_tokens", r.header("x-moongate-compaction", ""), "not rewritten: %r" % r)
+        sent = a.requests[-1].json["input"]
+        self.assertEqual([i.get("id") for i in sent], [None, "rs_1", "msg_1", "rs_2", "fc_1", None], sent)
+        self.assertEqual(sent[2]["content"][0]["text"], "Let me check.")
+
+
 class BaseUrl(MGTestCase):
     def test_trailing_slash_and_path_prefix(self):
         a = self.mock("A")

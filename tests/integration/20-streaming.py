@@ -287,6 +287,38 @@ class Stream(MGTestCase):
         self.assertCleanStream(s, expected_text("B", "m", 5))
         self.assertNotIn(b"thought", s.raw)
 
+    def test_each_choice_gets_its_role_and_its_think_split(self):
+        """n > 1: the upstream interleaves the choices; each has its own first delta and its own
+        leading <think> block (a whole n=2 answer splits both), and the SDK's stream helper
+        throws "missing role for choice 1" when a choice never got a role."""
+        def ch(i, delta, fin=None):
+            return {"id": "chatcmpl-n", "object": "chat.completion.chunk", "created": 1750000000,
+                    "model": "m", "choices": [{"index": i, "delta": delta, "logprobs": None,
+                                               "finish_reason": fin}]}
+        evs = [ch(0, {"content": "<think>r0"}), ch(1, {"content": "<think>r1</think>B"}),
+               ch(0, {"content": "</think>A"}), ch(1, {}, "stop"), ch(0, {}, "stop")]
+        raw = "".join("data: %s\n\n" % json.dumps(e) for e in evs) + "data: [DONE]\n\n"
+        gw, b, c = self.two({"mode": "answer", "raw_sse": raw})
+        s = gw.stream_all(sbody(n=2))
+        self.assertEqual(s.status, 200, s)
+        self.assertTrue(s.done, s)
+        per = {}
+        for p in s.chunks:
+            for choice in p["choices"]:
+                d = per.setdefault(choice["index"], {"roles": 0, "first": None, "content": "",
+                                                     "reasoning": ""})
+                delta = choice.get("delta") or {}
+                if d["first"] is None:
+                    d["first"] = delta
+                d["roles"] += "role" in delta
+                d["content"] += delta.get("content") or ""
+                d["reasoning"] += delta.get("reasoning_content") or ""
+        self.assertEqual(sorted(per), [0, 1], s)
+        for i, (content, reasoning) in enumerate([("A", "r0"), ("B", "r1")]):
+            self.assertEqual(per[i]["first"].get("role"), "assistant", (i, s))
+            self.assertEqual(per[i]["roles"], 1, (i, s))
+            self.assertEqual((per[i]["content"], per[i]["reasoning"]), (content, reasoning), (i, s))
+
 
 if __name__ == "__main__":
     mglib.main()

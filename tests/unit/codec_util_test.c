@@ -322,4 +322,34 @@ MG_TEST(answer_ids_take_the_client_apis_prefix)
     free(b);
 }
 
+MG_TEST(tool_ids_for_anthropic_and_made_up_ones)
+{
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"functions.get_weather:0", "functions_get_weather_0"}, /* Kimi K2 */
+        {"toolu_01A-b_c", "toolu_01A-b_c"},                     /* valid: unchanged */
+        {"call 1/\xc3\xa9", "call_1___"},                       /* one "_" per byte */
+        {NULL, ""},
+    };
+    for (size_t i = 0; i < MG_ARRAY_LEN(cases); i++) {
+        char *id = mg_codec_anthropic_tool_id(cases[i].in);
+        MG_CHECK_STR(id, cases[i].want);
+        free(id);
+    }
+    /* Made-up call ids: the prefix, then only [A-Za-z0-9], never twice. */
+    char *ids[64];
+    for (int i = 0; i < 64; i++) {
+        ids[i] = mg_codec_new_call_id(i % 2 ? "toolu_" : "call_");
+        const char *rest = ids[i] + (i % 2 ? 6 : 5);
+        MG_CHECK(strncmp(ids[i], i % 2 ? "toolu_" : "call_", i % 2 ? 6 : 5) == 0 && strlen(rest) > 8);
+        for (const char *c = rest; *c; c++)
+            MG_CHECK((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z'));
+        for (int k = 0; k < i; k++)
+            MG_CHECK(strcmp(ids[i] + (i % 2 ? 6 : 5), ids[k] + (k % 2 ? 6 : 5)) != 0);
+    }
+    for (int i = 0; i < 64; i++)
+        free(ids[i]);
+}
+
 MG_TEST_MAIN()

@@ -252,4 +252,138 @@ MG_TEST(whole_response_stop_sequence_and_redacted)
     mg_ir_arena_free(a);
 }
 
+/* Anthropic refuses thinking when the last assistant message holds a tool_use and does not open
+ * with signed thinking (400 "a final assistant message must start with a thinking block"): the
+ * tool loop of every Chat or Responses client. Thinking is left off there, with the sampling
+ * rules of no thinking; an Anthropic client's own signed turns keep it. */
+MG_TEST(thinking_off_when_the_last_tool_turn_cannot_open_with_signed_thinking)
+{
+    char err[200] = "";
+    mg_ir_request_opts_t o = {.model = "up"};
+    const char *call = "{\"role\":\"assistant\",\"content\":null,\"reasoning_content\":\"plan\","
+                       "\"tool_calls\":[{\"id\":\"toolu_01\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}";
+    char buf[2000];
+    snprintf(buf, sizeof buf, "{\"model\":\"m\",\"reasoning_effort\":\"medium\",\"max_completion_tokens\":8000,\"temperature\":0.3,"
+                              "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},%s,{\"role\":\"tool\",\"tool_call_id\":\"toolu_01\",\"content\":\"r\"}]}",
+             call);
+    cJSON *out = translate_req(CHAT, ANT, buf, &o, err);
+    MG_CHECK(out && !mg_ir_jget(out, "thinking"));
+    MG_CHECK(cJSON_GetNumberValue(mg_ir_jget(out, "temperature")) == 0.3); /* no thinking: allowed */
+    cJSON_Delete(out);
+    /* The same tool turn earlier in the conversation, a text answer last: thinking stays. */
+    snprintf(buf, sizeof buf, "{\"model\":\"m\",\"reasoning_effort\":\"medium\",\"max_completion_tokens\":8000,"
+                              "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},%s,{\"role\":\"tool\",\"tool_call_id\":\"toolu_01\",\"content\":\"r\"},"
+                              "{\"role\":\"assistant\",\"content\":\"done\"},{\"role\":\"user\",\"content\":\"more\"}]}",
+             call);
+    out = translate_req(CHAT, ANT, buf, &o, err);
+    MG_CHECK_STR(mg_ir_jstr(mg_ir_jget(out, "thinking"), "type"), "enabled");
+    cJSON_Delete(out);
+    /* A Responses client replaying an Anthropic answer: its reasoning item carries no signature. */
+    out = translate_req(RESP, ANT,
+        "{\"model\":\"m\",\"reasoning\":{\"effort\":\"medium\"},\"max_output_tokens\":8000,\"input\":["
+        "{\"role\":\"user\",\"content\":\"x\"},"
+        "{\"type\":\"reasoning\",\"id\":\"rs_1\",\"summary\":[{\"type\":\"summary_text\",\"text\":\"plan\"}]},"
+        "{\"type\":\"message\",\"id\":\"msg_1\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"Let me check.\"}]},"
+        "{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"toolu_A\",\"name\":\"f\",\"arguments\":\"{}\"},"
+        "{\"type\":\"function_call_output\",\"call_id\":\"toolu_A\",\"output\":\"r\"}]}", &o, err);
+    MG_CHECK(out && !mg_ir_jget(out, "thinking"));
+    cJSON_Delete(out);
+    /* An Anthropic client's own history: the tool turn opens with signed (or redacted) thinking. */
+    const char *firsts[] = {"{\"type\":\"thinking\",\"thinking\":\"plan\",\"signature\":\"sig\"}",
+                            "{\"type\":\"redacted_thinking\",\"data\":\"xx\"}"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(buf, sizeof buf, "{\"model\":\"m\",\"max_tokens\":8000,\"thinking\":{\"type\":\"enabled\",\"budget_tokens\":2048},\"temperature\":0.3,"
+                                  "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":[%s,"
+                                  "{\"type\":\"tool_use\",\"id\":\"toolu_01\",\"name\":\"f\",\"input\":{}}]},"
+                                  "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"toolu_01\",\"content\":\"r\"}]}]}",
+                 firsts[k]);
+        out = translate_req(ANT, ANT, buf, &o, err);
+        MG_CHECK_INT(mg_ir_jint(mg_ir_jget(out, "thinking"), "budget_tokens", -1), 2048);
+        MG_CHECK(!mg_ir_jget(out, "temperature"));
+        cJSON_Delete(out);
+    }
+    /* … but not when its last tool turn came unsigned (another API answered it): off, also
+     * adaptive. */
+    const char *modes[] = {"{\"type\":\"enabled\",\"budget_tokens\":2048}", "{\"type\":\"adaptive\"}"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(buf, sizeof buf, "{\"model\":\"m\",\"max_tokens\":8000,\"thinking\":%s,"
+                                  "\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":["
+                                  "{\"type\":\"thinking\",\"thinking\":\"plan\",\"signature\":\"\"},{\"type\":\"text\",\"text\":\"t\"},"
+                                  "{\"type\":\"tool_use\",\"id\":\"toolu_01\",\"name\":\"f\",\"input\":{}}]},"
+                                  "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"toolu_01\",\"content\":\"r\"}]}]}",
+                 modes[k]);
+        out = translate_req(ANT, ANT, buf, &o, err);
+        MG_CHECK(out && !mg_ir_jget(out, "thinking"));
+        cJSON_Delete(out);
+    }
+}
+
+/* Anthropic takes tool ids matching ^[a-zA-Z0-9_-]+$ only; OpenAI's APIs take any (Kimi K2's
+ * "functions.get_weather:0"). Every other byte becomes "_", alike in calls and results (so they
+ * still pair), in requests and in the answers an Anthropic client gets, whole and streamed. */
+MG_TEST(tool_ids_anthropic_refuses_are_mapped_alike_everywhere)
+{
+    char err[200] = "";
+    mg_ir_request_opts_t o = {.model = "up"};
+    cJSON *out = translate_req(CHAT, ANT,
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"functions.get_weather:0\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{}\"}},"
+        "{\"id\":\"toolu_01A-b_c\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"functions.get_weather:0\",\"content\":\"sunny\"},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"toolu_01A-b_c\",\"content\":\"rain\"}]}", &o, err);
+    const cJSON *msgs = mg_ir_jget(out, "messages");
+    const cJSON *uses = mg_ir_jget(cJSON_GetArrayItem(msgs, 1), "content");
+    const cJSON *results = mg_ir_jget(cJSON_GetArrayItem(msgs, 2), "content");
+    MG_CHECK_STR(mg_ir_jstr(cJSON_GetArrayItem(uses, 0), "id"), "functions_get_weather_0");
+    MG_CHECK_STR(mg_ir_jstr(cJSON_GetArrayItem(uses, 1), "id"), "toolu_01A-b_c"); /* valid: as it came */
+    MG_CHECK_STR(mg_ir_jstr(cJSON_GetArrayItem(results, 0), "tool_use_id"), "functions_get_weather_0");
+    MG_CHECK_STR(mg_ir_jstr(cJSON_GetArrayItem(results, 1), "tool_use_id"), "toolu_01A-b_c");
+    cJSON_Delete(out);
+    out = translate_req(RESP, ANT,
+        "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":\"x\"},"
+        "{\"type\":\"function_call\",\"call_id\":\"functions.get_weather:0\",\"name\":\"get_weather\",\"arguments\":\"{}\"},"
+        "{\"type\":\"function_call_output\",\"call_id\":\"functions.get_weather:0\",\"output\":\"sunny\"}]}", &o, err);
+    msgs = mg_ir_jget(out, "messages");
+    MG_CHECK_STR(mg_ir_jstr(cJSON_GetArrayItem(mg_ir_jget(cJSON_GetArrayItem(msgs, 1), "content"), 0), "id"),
+                 "functions_get_weather_0");
+    MG_CHECK_STR(mg_ir_jstr(cJSON_GetArrayItem(mg_ir_jget(cJSON_GetArrayItem(msgs, 2), "content"), 0), "tool_use_id"),
+                 "functions_get_weather_0");
+    cJSON_Delete(out);
+    /* A Chat answer for an Anthropic client, whole and streamed. */
+    const char *whole = "{\"id\":\"c\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,"
+                        "\"tool_calls\":[{\"id\":\"functions.get_weather:0\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{}\"}}]},"
+                        "\"finish_reason\":\"tool_calls\"}]}";
+    out = mg_ir_translate_response(CHAT, ANT, whole, strlen(whole), NULL, &(mg_ir_output_opts_t){0}, err, sizeof err);
+    MG_CHECK_STR(mg_ir_jstr(cJSON_GetArrayItem(mg_ir_jget(out, "content"), 0), "id"), "functions_get_weather_0");
+    cJSON_Delete(out);
+    mg_ir_event_t evs[] = {{.type = MG_IR_EV_START, .id = "c"},
+                           {.type = MG_IR_EV_TOOL_CALL_START, .index = 0, .id = "functions.get_weather:0", .name = "get_weather"},
+                           {.type = MG_IR_EV_END}};
+    char *sse = ir_encode(ANT, &(mg_ir_output_opts_t){0}, evs, MG_ARRAY_LEN(evs));
+    MG_CHECK(strstr(sse, "{\"type\":\"tool_use\",\"id\":\"functions_get_weather_0\",") != NULL);
+    MG_CHECK(!strstr(sse, "functions.get_weather"));
+    free(sse);
+}
+
+/* An Anthropic-compatible server that names no tool_use: made-up ids, never the same twice. */
+MG_TEST(made_up_tool_use_ids_are_unique)
+{
+    const char *sse =
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"name\":\"f\",\"input\":{}}}\n\n"
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"}}\n\n";
+    char *l1 = ir_decode_log(ANT, sse, 0, NULL), *l2 = ir_decode_log(ANT, sse, 0, NULL);
+    MG_CHECK(strstr(l1, "tc0[toolu_mg") && strstr(l2, "tc0[toolu_mg") && strcmp(l1, l2) != 0);
+    free(l1);
+    free(l2);
+    mg_ir_arena_t *a = mg_ir_arena_new();
+    char err[100];
+    cJSON *j = cJSON_Parse("{\"content\":[{\"type\":\"tool_use\",\"name\":\"f\",\"input\":{}}],\"stop_reason\":\"tool_use\"}");
+    mg_ir_response_t r1, r2;
+    MG_CHECK(mg_anthropic_decode_response(j, a, NULL, &r1, err, sizeof err) == 0);
+    MG_CHECK(mg_anthropic_decode_response(j, a, NULL, &r2, err, sizeof err) == 0);
+    MG_CHECK(strncmp(r1.parts[0].id, "toolu_mg", 8) == 0 && strcmp(r1.parts[0].id, r2.parts[0].id) != 0);
+    cJSON_Delete(j);
+    mg_ir_arena_free(a);
+}
+
 MG_TEST_MAIN()

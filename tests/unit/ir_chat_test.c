@@ -4,6 +4,7 @@
 #include "api_openai_chat.h"
 #include "ir_testlib.h"
 #include "mg_test.h"
+#include "translate_pipe.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -129,11 +130,13 @@ MG_TEST(tool_call_shapes)
     /* Servers that repeat id and name on every fragment of the same index. */
     ir_chat_chunk(&b, "{\"tool_calls\":[{\"index\":5,\"id\":\"c3\",\"type\":\"function\",\"function\":{\"name\":\"h\",\"arguments\":\"{\\\"x\\\"\"}}]}", NULL);
     ir_chat_chunk(&b, "{\"tool_calls\":[{\"index\":5,\"id\":\"c3\",\"function\":{\"name\":\"h\",\"arguments\":\":2}\"}}]}", NULL);
-    /* No id at all: one is made up. */
+    /* No id at all: one is made up (unique: mg_codec_new_call_id). */
     ir_chat_chunk(&b, "{\"tool_calls\":[{\"index\":6,\"function\":{\"name\":\"k\",\"arguments\":\"\"}}]}", "\"tool_calls\"");
     char *log = ir_decode_log(CHAT, b.data, 0, NULL);
-    MG_CHECK_STR(log, "start[c1|m] tc0[c1|f] a0\"{\"a\":1}\" tc1[c2|g] a1\"{}\" tc2[c3|h] a2\"{\"x\"\" a2\":2}\" "
-                      "tc3[call_3|k] finish:tool_calls end");
+    const char *head = "start[c1|m] tc0[c1|f] a0\"{\"a\":1}\" tc1[c2|g] a1\"{}\" tc2[c3|h] a2\"{\"x\"\" a2\":2}\" "
+                       "tc3[call_mg";
+    MG_CHECK(strncmp(log, head, strlen(head)) == 0);
+    MG_CHECK(strstr(log, "|k] finish:tool_calls end") != NULL);
     free(log);
     mg_buf_free(&b);
 }
@@ -289,7 +292,7 @@ MG_TEST(response_edge_cases)
     MG_CHECK(r.parts[0].type == MG_IR_PART_REASONING && strcmp(r.parts[0].text, "r") == 0);
     MG_CHECK(r.parts[1].type == MG_IR_PART_TEXT && strcmp(r.parts[1].text, "ok") == 0);
     MG_CHECK_STR(r.parts[2].arguments, "{\"a\":1}");
-    MG_CHECK_STR(r.parts[2].id, "call_0");
+    MG_CHECK(strncmp(r.parts[2].id, "call_mg", 7) == 0); /* made up */
     cJSON *out = mg_openai_chat_encode_response(&r, &(mg_ir_output_opts_t){.created = 1});
     MG_CHECK_STR(mg_ir_jstr(mg_ir_jget(cJSON_GetArrayItem(mg_ir_jget(out, "choices"), 0), "message"), "reasoning_content"), "r");
     MG_CHECK_STR(mg_ir_jstr(cJSON_GetArrayItem(mg_ir_jget(out, "choices"), 0), "finish_reason"), "tool_calls");
@@ -297,6 +300,65 @@ MG_TEST(response_edge_cases)
     cJSON_Delete(j);
     j = cJSON_Parse("{\"choices\":[]}");
     MG_CHECK(mg_openai_chat_decode_response(j, a, &(mg_ir_decode_opts_t){0}, &r, err, sizeof err) != 0);
+    cJSON_Delete(j);
+    mg_ir_arena_free(a);
+}
+
+/* Ollama and vLLM stream tool calls without ids. Each gets one made up that no other answer has
+ * (Anthropic refuses a conversation holding two tool_use blocks of the same id, and `call_0` in
+ * every answer made exactly that), and the same one in every event of its stream. */
+MG_TEST(made_up_call_ids_are_unique_across_answers)
+{
+    mg_buf_t b = {0};
+    ir_chat_chunk(&b, "{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":\"}}]}", NULL);
+    ir_chat_chunk(&b, "{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]}", NULL);
+    ir_chat_chunk(&b, "{\"tool_calls\":[{\"index\":1,\"type\":\"function\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]}", "\"tool_calls\"");
+    mg_buf_puts(&b, "data: [DONE]\n\n");
+    char *ids[4] = {0};
+    for (int run = 0; run < 2; run++) {
+        pipe_ctx_t p = {.enc = mg_ir_encoder_new(MG_API_OPENAI_RESPONSES, &(mg_ir_output_opts_t){.created = 1})};
+        run_pipe(&p, CHAT, b.data, b.len, 7, false);
+        int n = 0;
+        for (size_t i = 0; i < p.col.n_parts; i++) {
+            if (p.col.parts[i].type != MG_IR_PART_TOOL_CALL || n >= 2) continue;
+            ids[run * 2 + n++] = mg_xstrdup(p.col.parts[i].id);
+        }
+        MG_CHECK_INT(n, 2);
+        /* Responses names a call in output_item.added, output_item.done and response.completed. */
+        MG_CHECK_INT(ir_count(p.out.data, "\"call_id\":"), 6);
+        for (int k = 0; k < n; k++) {
+            char want[128];
+            snprintf(want, sizeof want, "\"call_id\":\"%s\"", ids[run * 2 + k]);
+            MG_CHECK_INT(ir_count(p.out.data, want), 3);
+        }
+        mg_ir_collector_free(&p.col);
+        mg_ir_encoder_free(p.enc);
+        mg_buf_free(&p.out);
+    }
+    for (int i = 0; i < 4; i++) {
+        MG_CHECK(ids[i] && strncmp(ids[i], "call_", 5) == 0);
+        for (int k = 0; k < i; k++)
+            MG_CHECK(ids[i] && ids[k] && strcmp(ids[i], ids[k]) != 0);
+    }
+    for (int i = 0; i < 4; i++)
+        free(ids[i]);
+    mg_buf_free(&b);
+    /* Whole answers alike. */
+    mg_ir_arena_t *a = mg_ir_arena_new();
+    char err[200];
+    cJSON *j = cJSON_Parse("{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+                           "{\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}},"
+                           "{\"id\":\"\",\"type\":\"function\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}]}");
+    mg_ir_response_t r1, r2;
+    MG_CHECK(mg_openai_chat_decode_response(j, a, NULL, &r1, err, sizeof err) == 0);
+    MG_CHECK(mg_openai_chat_decode_response(j, a, NULL, &r2, err, sizeof err) == 0);
+    MG_CHECK(r1.n_parts == 2 && r2.n_parts == 2);
+    if (r1.n_parts == 2 && r2.n_parts == 2) {
+        const char *v[4] = {r1.parts[0].id, r1.parts[1].id, r2.parts[0].id, r2.parts[1].id};
+        for (int i = 0; i < 4; i++)
+            for (int k = 0; k < i; k++)
+                MG_CHECK(strcmp(v[i], v[k]) != 0);
+    }
     cJSON_Delete(j);
     mg_ir_arena_free(a);
 }

@@ -98,15 +98,17 @@ MG_TEST(decoder_servers_without_deltas)
         "{\"type\":\"message\",\"content\":[{\"type\":\"output_text\",\"text\":\"partial\"}]}]}}\n\n", 0, NULL);
     MG_CHECK_STR(log, "start[r|] r\"p1\n\np2\" / t\"partial\" / finish:length end");
     free(log);
-    /* Calls only in the final response, without call_id: their ids stay apart (item id, else by
-     * index), as when they are streamed. */
+    /* Calls only in the final response, without call_id: their ids stay apart (item id, else a
+     * made-up one, unique), as when they are streamed. */
     log = ir_decode_log(RESP,
         "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"status\":\"completed\",\"output\":["
         "{\"type\":\"function_call\",\"name\":\"f\",\"arguments\":\"{}\"},"
         "{\"type\":\"function_call\",\"id\":\"fc_9\",\"name\":\"g\",\"arguments\":\"{}\"},"
         "{\"type\":\"function_call\",\"name\":\"h\",\"arguments\":\"{}\"}]}}\n\n", 0, NULL);
-    MG_CHECK(strstr(log, "tc0[call_0|f]") && strstr(log, "tc1[fc_9|g]") && strstr(log, "tc2[call_2|h]"));
-    if (!strstr(log, "tc2[call_2|h]")) fprintf(stderr, "  %s\n", log);
+    const char *f = strstr(log, "tc0[call_mg"), *h = strstr(log, "tc2[call_mg");
+    MG_CHECK(f && strstr(log, "tc1[fc_9|g]") && h);
+    MG_CHECK(f && h && strncmp(f + 4, h + 4, (size_t)(strchr(f, '|') - f - 4)) != 0); /* apart */
+    if (!f || !h) fprintf(stderr, "  %s\n", log);
     free(log);
 }
 
@@ -233,6 +235,47 @@ MG_TEST(whole_response_decoding)
     cJSON_Delete(out);
     cJSON_Delete(j);
     mg_ir_arena_free(a);
+}
+
+/* A Responses request re-encoded for a Responses upstream (compaction, max tokens lowered, the
+ * safety filters) keeps the ids of its function_call and assistant message items: OpenAI pairs
+ * each reasoning item with the item after it by id, and refuses the reasoning ("provided without
+ * its required following item") when that item lost its id. Other APIs have no such ids. */
+MG_TEST(item_ids_survive_a_responses_rewrite)
+{
+    char err[200] = "";
+    const char *req =
+        "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":\"weather?\"},"
+        "{\"type\":\"reasoning\",\"id\":\"rs_1\",\"summary\":[],\"encrypted_content\":\"enc1\"},"
+        "{\"type\":\"message\",\"id\":\"msg_1\",\"role\":\"assistant\",\"status\":\"completed\",\"content\":["
+        "{\"type\":\"output_text\",\"text\":\"Let me\",\"annotations\":[]},{\"type\":\"output_text\",\"text\":\" check.\",\"annotations\":[]}]},"
+        "{\"type\":\"reasoning\",\"id\":\"rs_2\",\"summary\":[],\"encrypted_content\":\"enc2\"},"
+        "{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"call_1\",\"name\":\"weather\",\"arguments\":\"{}\",\"status\":\"completed\"},"
+        "{\"type\":\"function_call_output\",\"call_id\":\"call_1\",\"output\":\"sunny\"},"
+        "{\"role\":\"assistant\",\"content\":\"no id here\"}]}";
+    cJSON *out = translate_req(RESP, RESP, req, err);
+    char *s = cJSON_PrintUnformatted(mg_ir_jget(out, "input"));
+    MG_CHECK_STR(s, "[{\"role\":\"user\",\"content\":\"weather?\"},"
+                    "{\"type\":\"reasoning\",\"id\":\"rs_1\",\"summary\":[],\"encrypted_content\":\"enc1\"},"
+                    "{\"type\":\"message\",\"id\":\"msg_1\",\"role\":\"assistant\",\"status\":\"completed\",\"content\":["
+                    "{\"type\":\"output_text\",\"text\":\"Let me\",\"annotations\":[]},{\"type\":\"output_text\",\"text\":\" check.\",\"annotations\":[]}]},"
+                    "{\"type\":\"reasoning\",\"id\":\"rs_2\",\"summary\":[],\"encrypted_content\":\"enc2\"},"
+                    "{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"call_1\",\"name\":\"weather\",\"arguments\":\"{}\"},"
+                    "{\"type\":\"function_call_output\",\"call_id\":\"call_1\",\"output\":\"sunny\"},"
+                    "{\"role\":\"assistant\",\"content\":\"no id here\"}]");
+    cJSON_free(s);
+    cJSON_Delete(out);
+    /* Another API gets none of them. */
+    out = translate_req(RESP, CHAT, req, err);
+    s = cJSON_PrintUnformatted(out);
+    MG_CHECK(s && !strstr(s, "msg_1") && !strstr(s, "fc_1"));
+    cJSON_free(s);
+    cJSON_Delete(out);
+    out = translate_req(RESP, MG_API_ANTHROPIC_MESSAGES, req, err);
+    s = cJSON_PrintUnformatted(out);
+    MG_CHECK(s && !strstr(s, "msg_1") && !strstr(s, "fc_1"));
+    cJSON_free(s);
+    cJSON_Delete(out);
 }
 
 MG_TEST_MAIN()
