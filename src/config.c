@@ -12,7 +12,7 @@
  *
  * OpenClaw sections are lenient (unknown keys warn) because users paste whole OpenClaw files;
  * the gateway block is strict (unknown keys fail) because a typo there would silently fall back
- * to a default. Validators return 0 or -1; after -1 the load is over, so they return at once
+ * to a default, except for OpenClaw's own gateway settings beside moongate's (load_gateway). Validators return 0 or -1; after -1 the load is over, so they return at once
  * without restoring the key path (the message already holds it). The config under construction
  * stays consistent at every step (counts match what is allocated), so mg_config_free can always
  * release it. Secrets (resolved keys, header values) are wiped before they are freed.
@@ -46,13 +46,26 @@ typedef struct loader {
     char *err;                 /* the caller's error buffer */
     size_t errlen;
     bool *key_in_config; /* per provider: apiKey was written in the config (not only built in) */
+    struct model_own *own; /* models that declare their own api or headers, made into copies of their
+                              provider once the catalog is final (give_models_their_own) */
+    size_t n_own;
 } loader_t;
+
+/* A model's own api and headers (OpenClaw's ModelDefinitionConfig.api and .headers). */
+typedef struct model_own {
+    size_t k;   /* its provider's index */
+    char *id;   /* its id */
+    bool has_api;
+    mg_api_t api;
+    mg_header_t *headers; /* resolved; those whose variable is unset are left out */
+    size_t n_headers;
+} model_own_t;
 
 static const char *const top_keys[] = {"models", "agents", "gateway", NULL};
 static const char *const models_keys[] = {"mode", "providers", NULL};
 static const char *const provider_keys[] = {"baseUrl", "apiKey", "api", "headers", "models", NULL};
-static const char *const model_keys[] = {"id",   "name",          "reasoning", "input",
-                                         "cost", "contextWindow", "maxTokens", NULL};
+static const char *const model_keys[] = {"id",            "name",      "reasoning", "input", "cost",
+                                         "contextWindow", "maxTokens", "api",       "headers", NULL};
 static const char *const cost_keys[] = {"input", "output", "cacheRead", "cacheWrite", NULL};
 static const char *const agents_keys[] = {"defaults", NULL};
 static const char *const defaults_keys[] = {"model", "models", NULL};
@@ -67,10 +80,14 @@ static const char *const gateway_keys[] = {"listen",       "maxBodyBytes",      
                                            "policyMemoryMb", "onPolicyError",   "keys",
                                            "allowedRegions", "maxConnectionsPerIp", "bodyTimeoutMs",
                                            "headerTimeoutMs", "maxHeaderBytes", "allowedHosts", NULL};
-/* OpenClaw's own gateway block (its server: port, bind, auth, Control UI, Tailscale, …). */
-static const char *const openclaw_gateway_keys[] = {"port", "mode", "bind", "customBindHost", "auth",
-                                                    "controlUi", "tailscale", "tls", "remote", "reload",
-                                                    "trustedProxies", "http", "nodes", NULL};
+/* OpenClaw's own gateway block (its server: port, bind, auth, Control UI, Tailscale, …), as of
+ * OpenClaw's GatewayConfig early in 2026 (src/config/types.gateway.ts). Keys it adds later are
+ * tolerated too (load_gateway). */
+static const char *const openclaw_gateway_keys[] = {
+    "port",   "mode",   "bind",           "customBindHost", "auth",  "controlUi", "tailscale",
+    "tls",    "remote", "reload",         "trustedProxies", "http",  "nodes",     "allowRealIpFallback",
+    "tools",  "webchat", "push",          "handshakeTimeoutMs",     "channelHealthCheckMinutes",
+    "channelStaleEventThresholdMinutes", "channelMaxRestartsPerHour", NULL};
 static const char *const compaction_keys[] = {
     "enabled",        "marginTokens",     "extraControlTokens", "toolResultMaxBytes",
     "messageMaxBytes", "minKeepBytes",    "dropCurrentSteps",   "summarizer",
@@ -473,24 +490,30 @@ static int load_api_key(loader_t *ld, const cJSON *pobj, mg_provider_t *p, bool 
     return rc;
 }
 
-static int load_api(loader_t *ld, const cJSON *pobj, mg_provider_t *p)
+/* obj.api (a provider's or a model's) into *out: 1 when set, 0 when absent, -1 after an error. */
+static int read_api(loader_t *ld, const cJSON *obj, mg_api_t *out)
 {
     const char *s;
-    int rc = mg_cfgread_string(&ld->rd, pobj, "api", false, &s);
+    int rc = mg_cfgread_string(&ld->rd, obj, "api", false, &s);
     if (rc <= 0) return rc;
     static const mg_api_t apis[] = {MG_API_OPENAI_COMPLETIONS, MG_API_OPENAI_RESPONSES, MG_API_ANTHROPIC_MESSAGES};
     for (size_t i = 0; i < MG_ARRAY_LEN(apis); i++) {
         if (!strcmp(s, mg_api_name(apis[i]))) {
-            p->api = apis[i];
-            return 0;
+            *out = apis[i];
+            return 1;
         }
     }
     size_t mark = mg_cfgread_push_key(&ld->rd, "api");
     mg_cfgread_fail_got(
-        &ld->rd, mg_cfgread_member(pobj, "api"),
+        &ld->rd, mg_cfgread_member(obj, "api"),
         "expected \"openai-completions\", \"openai-responses\" or \"anthropic-messages\"");
     mg_cfgread_pop(&ld->rd, mark);
     return -1;
+}
+
+static int load_api(loader_t *ld, const cJSON *pobj, mg_provider_t *p)
+{
+    return read_api(ld, pobj, &p->api) < 0 ? -1 : 0;
 }
 
 /* RFC 9110 token characters. */
@@ -504,19 +527,25 @@ static bool valid_header_name(const char *s)
     return true;
 }
 
-/* headers: { name: value }, replacing the built-in provider's headers when overriding. */
-static int load_headers(loader_t *ld, const cJSON *pobj, mg_provider_t *p)
+static void headers_free(mg_header_t *hs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(hs[i].name);
+        wipe_free(hs[i].value);
+    }
+    free(hs);
+}
+
+/* obj.headers: { name: value } (a provider's or a model's), replacing *hs: 1 when set, 0 when
+ * absent, -1 after an error. A header whose variable is unset is left out, with a warning. */
+static int read_headers(loader_t *ld, const cJSON *obj, mg_header_t **hs, size_t *n)
 {
     size_t mark = 0;
-    const cJSON *h = mg_cfgread_object(&ld->rd, pobj, "headers", &mark);
+    const cJSON *h = mg_cfgread_object(&ld->rd, obj, "headers", &mark);
     if (!h) return ld->rd.failed ? -1 : 0;
-    for (size_t i = 0; i < p->n_headers; i++) {
-        free(p->headers[i].name);
-        wipe_free(p->headers[i].value);
-    }
-    free(p->headers);
-    p->n_headers = 0;
-    p->headers = mg_xcalloc((size_t)cJSON_GetArraySize(h), sizeof *p->headers);
+    headers_free(*hs, *n);
+    *n = 0;
+    *hs = mg_xcalloc((size_t)cJSON_GetArraySize(h) + 1, sizeof **hs);
     for (const cJSON *m = h->child; m && !ld->rd.failed; m = m->next) {
         size_t inner = mg_cfgread_push_key(&ld->rd, m->string);
         char *value = NULL, *env = NULL;
@@ -525,13 +554,19 @@ static int load_headers(loader_t *ld, const cJSON *pobj, mg_provider_t *p)
         else if (!cJSON_IsString(m))
             mg_cfgread_fail_got(&ld->rd, m, "expected a string");
         else if (!resolve_secret(ld, m, true, &value, &env) && value)
-            p->headers[p->n_headers++] = (mg_header_t){mg_xstrdup(m->string), value}, value = NULL;
+            (*hs)[(*n)++] = (mg_header_t){mg_xstrdup(m->string), value}, value = NULL;
         wipe_free(value);
         free(env);
         mg_cfgread_pop(&ld->rd, inner);
     }
     mg_cfgread_pop(&ld->rd, mark);
-    return ld->rd.failed ? -1 : 0;
+    return ld->rd.failed ? -1 : 1;
+}
+
+/* headers, replacing the built-in provider's headers when overriding. */
+static int load_headers(loader_t *ld, const cJSON *pobj, mg_provider_t *p)
+{
+    return read_headers(ld, pobj, &p->headers, &p->n_headers) < 0 ? -1 : 0;
 }
 
 static int load_input(loader_t *ld, const cJSON *mobj, unsigned *out)
@@ -608,6 +643,21 @@ static int load_model(loader_t *ld, size_t k, const cJSON *mobj, bool builtin)
         mg_cfgread_int(&ld->rd, mobj, "contextWindow", 1, MG_MAX_SAFE_INT, &m.context_window) < 0 ||
         mg_cfgread_int(&ld->rd, mobj, "maxTokens", 1, MG_MAX_SAFE_INT, &m.max_tokens) < 0)
         return -1;
+    /* OpenClaw's per-model api and headers: kept aside until the provider is final
+     * (give_models_their_own) */
+    model_own_t own = {.k = k};
+    int api_rc = read_api(ld, mobj, &own.api);
+    int headers_rc = api_rc < 0 ? -1 : read_headers(ld, mobj, &own.headers, &own.n_headers);
+    if (api_rc < 0 || headers_rc < 0) {
+        headers_free(own.headers, own.n_headers);
+        return -1;
+    }
+    if (api_rc > 0 || headers_rc > 0) {
+        own.has_api = api_rc > 0;
+        own.id = mg_xstrdup(id);
+        ld->own = mg_xrealloc(ld->own, (ld->n_own + 1) * sizeof *ld->own);
+        ld->own[ld->n_own++] = own;
+    }
     if (!name && slot) name = slot->name;
     m.id = mg_xstrdup(id);
     m.name = mg_xstrdup(name ? name : id);
@@ -866,6 +916,20 @@ static int load_safety(loader_t *ld, const cJSON *o, mg_provider_t *p)
     return 0;
 }
 
+/* "FILE:LINE:COL: gateway.KEY" (or gateway.providers.ID.caFile…), where the config sets obj[key]
+ * (present; obj is the object the reader's path names): the prefix of a message about the file
+ * that value names, which is only opened once the config has loaded (gen.c, main.c). */
+static char *where(loader_t *ld, const cJSON *gw, const char *key)
+{
+    size_t mark = mg_cfgread_push_key(&ld->rd, key);
+    mg_json5_pos_t pos = mg_json5_pos_of(ld->doc, mg_cfgread_member(gw, key));
+    char *s = pos.value_line > 0 ? mg_xasprintf("%s:%d:%d: %s", ld->file, pos.value_line,
+                                                pos.value_column, ld->rd.path.data)
+                                 : mg_xasprintf("%s: %s", ld->file, ld->rd.path.data);
+    mg_cfgread_pop(&ld->rd, mark);
+    return s;
+}
+
 /* gateway.providers.<id>: tags, region and timeouts of a catalog provider. */
 static int load_gateway_provider(loader_t *ld, const cJSON *o)
 {
@@ -897,7 +961,10 @@ static int load_gateway_provider(loader_t *ld, const cJSON *o)
     }
     const char *ca;
     if ((rc = mg_cfgread_string(&ld->rd, o, "caFile", true, &ca)) < 0) return -1;
-    if (rc) p->ca_file = join_path(ld->cfg->base_dir, ca);
+    if (rc) {
+        p->ca_file = join_path(ld->cfg->base_dir, ca);
+        p->ca_file_at = where(ld, o, "caFile"); /* the file is read with the policy's (gen.c) */
+    }
     rc = mg_cfgread_strings(&ld->rd, o, "tags", "expected an array of strings", NULL, true,
                             &p->tags, &p->n_tags);
     return rc < 0 ? -1 : 0;
@@ -992,18 +1059,38 @@ static int load_compaction(loader_t *ld, const cJSON *gw)
     return 0;
 }
 
-/* "FILE:LINE:COL: gateway.KEY", where the config sets obj[key] (present; obj is the object the
- * reader's path names): the prefix of a message about the file that value names, which is only
- * opened once the config has loaded (gen.c, main.c). */
-static char *where(loader_t *ld, const cJSON *gw, const char *key)
+/* Edit distance between a and b, ignoring ASCII case (Levenshtein: one insertion, deletion or
+ * substitution each); anything from 8 up is reported as 8. */
+static size_t key_distance(const char *a, const char *b)
 {
-    size_t mark = mg_cfgread_push_key(&ld->rd, key);
-    mg_json5_pos_t pos = mg_json5_pos_of(ld->doc, mg_cfgread_member(gw, key));
-    char *s = pos.value_line > 0 ? mg_xasprintf("%s:%d:%d: %s", ld->file, pos.value_line,
-                                                pos.value_column, ld->rd.path.data)
-                                 : mg_xasprintf("%s: %s", ld->file, ld->rd.path.data);
-    mg_cfgread_pop(&ld->rd, mark);
-    return s;
+    size_t n = strlen(a), m = strlen(b), row[65];
+    if (n > 64 || m > 64 || (n > m ? n - m : m - n) >= 8) return 8;
+    for (size_t j = 0; j <= m; j++) row[j] = j;
+    for (size_t i = 1; i <= n; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= m; j++) {
+            size_t up = row[j];
+            char x = a[i - 1], y = b[j - 1];
+            bool same = (x >= 'A' && x <= 'Z' ? x + 32 : x) == (y >= 'A' && y <= 'Z' ? y + 32 : y);
+            row[j] = MG_MIN(MG_MIN(row[j] + 1, row[j - 1] + 1), diag + (same ? 0 : 1));
+            diag = up;
+        }
+    }
+    return MG_MIN(row[m], (size_t)8);
+}
+
+/* The moongate gateway key that key looks like a typo of (the same but for case, or within one
+ * edit for short keys and two for longer ones), or NULL. */
+static const char *near_gateway_key(const char *key)
+{
+    const char *best = NULL;
+    size_t best_d = 8;
+    for (const char *const *k = gateway_keys; *k; k++) {
+        size_t d = key_distance(key, *k), len = MG_MIN(strlen(key), strlen(*k));
+        if (d <= (len <= 5 ? 1u : 2u) && d < best_d) best = *k, best_d = d;
+    }
+    return best;
 }
 
 static int load_gateway(loader_t *ld, const cJSON *root)
@@ -1016,7 +1103,14 @@ static int load_gateway(loader_t *ld, const cJSON *root)
     int rc;
     if (!gw) return ld->rd.failed ? -1 : 0;
     /* A whole openclaw.json has OpenClaw's own gateway block beside the models: its settings are
-     * not moongate's, so they are ignored with a warning; any other unknown key is an error. */
+     * not moongate's, so they are ignored with a warning; any other unknown key is an error. But
+     * OpenClaw keeps adding settings: in a block that holds one of those it is known to have (the
+     * block is OpenClaw's), an unknown key is taken for a newer one of them and ignored with a
+     * warning too, unless it looks like a typo of one of moongate's, which stays an error. */
+    bool openclaw_block = false;
+    for (const cJSON *m = gw->child; m && !openclaw_block; m = m->next)
+        for (const char *const *k = openclaw_gateway_keys; *k && !openclaw_block; k++)
+            openclaw_block = !strcmp(*k, m->string);
     for (const cJSON *m = gw->child; m; m = m->next) {
         bool ours = false, openclaw = false;
         for (const char *const *k = gateway_keys; *k && !ours; k++) ours = !strcmp(*k, m->string);
@@ -1024,10 +1118,17 @@ static int load_gateway(loader_t *ld, const cJSON *root)
             openclaw = !strcmp(*k, m->string);
         if (ours) continue;
         size_t km = mg_cfgread_push_key(&ld->rd, m->string);
+        const char *near = openclaw || !openclaw_block ? NULL : near_gateway_key(m->string);
         if (openclaw)
             mg_cfgread_warn(&ld->rd, m, true, "an OpenClaw gateway setting, not moongate's: ignored");
-        else
+        else if (!openclaw_block)
             mg_cfgread_fail(&ld->rd, m, true, "unknown key");
+        else if (near)
+            mg_cfgread_fail(&ld->rd, m, true, "unknown key (did you mean \"%s\"?)", near);
+        else
+            mg_cfgread_warn(&ld->rd, m, true,
+                            "unknown key ignored: not moongate's, so taken for a setting of OpenClaw's gateway "
+                            "(this block has OpenClaw's)");
         mg_cfgread_pop(&ld->rd, km);
         if (ld->rd.failed) return -1;
     }
@@ -1189,6 +1290,74 @@ static void finish_providers(mg_config_t *cfg)
     }
 }
 
+static char *xstrdup_or_null(const char *s)
+{
+    return s ? mg_xstrdup(s) : NULL;
+}
+
+static char **strings_copy(char *const *v, size_t n)
+{
+    char **out = mg_xcalloc(n + 1, sizeof *out);
+    for (size_t i = 0; i < n; i++) out[i] = mg_xstrdup(v[i]);
+    return out;
+}
+
+/* OpenClaw's per-model api and headers. A model that declares its own gets a copy of its (final)
+ * provider with them, which m->provider points to: whatever reads a model's provider to send it
+ * (the router, the relay, the codecs, the summarizer) sends it with its own API and headers, and
+ * the copy keeps the provider's id, address, key, tags and settings, so that health, cooldowns,
+ * metrics and the catalog, which go by cfg->providers and provider ids, still see one provider.
+ * Its headers are the provider's, with the model's over them (names compared as HTTP does,
+ * ignoring case). A model whose own settings change nothing keeps its provider. */
+static void give_models_their_own(loader_t *ld)
+{
+    mg_config_t *cfg = ld->cfg;
+    for (size_t i = 0; i < ld->n_own; i++) {
+        const model_own_t *o = &ld->own[i];
+        mg_provider_t *p = &cfg->providers[o->k];
+        mg_model_t *m = NULL;
+        for (size_t j = 0; j < p->n_models && !m; j++)
+            if (!strcmp(p->models[j].id, o->id)) m = &p->models[j];
+        mg_api_t api = o->has_api ? o->api : p->api;
+        if (!m || (api == p->api && !o->n_headers)) continue;
+        mg_provider_t *v = mg_xcalloc(1, sizeof *v);
+        *v = *p; /* then every owned field is made its own */
+        v->id = mg_xstrdup(p->id);
+        v->base_url = xstrdup_or_null(p->base_url);
+        v->api_key = xstrdup_or_null(p->api_key);
+        v->api_key_env = xstrdup_or_null(p->api_key_env);
+        v->api = api;
+        v->headers = mg_xcalloc(p->n_headers + o->n_headers + 1, sizeof *v->headers);
+        v->n_headers = 0;
+        for (size_t h = 0; h < p->n_headers; h++)
+            v->headers[v->n_headers++] = (mg_header_t){mg_xstrdup(p->headers[h].name), mg_xstrdup(p->headers[h].value)};
+        for (size_t h = 0; h < o->n_headers; h++) {
+            size_t at = 0;
+            while (at < v->n_headers && strcasecmp(v->headers[at].name, o->headers[h].name) != 0) at++;
+            if (at == v->n_headers) {
+                v->n_headers++;
+            } else {
+                free(v->headers[at].name);
+                wipe_free(v->headers[at].value);
+            }
+            v->headers[at] = (mg_header_t){mg_xstrdup(o->headers[h].name), mg_xstrdup(o->headers[h].value)};
+        }
+        v->models = NULL;
+        v->n_models = 0;
+        v->tags = strings_copy(p->tags, p->n_tags);
+        v->region = xstrdup_or_null(p->region);
+        v->safety_conf.extra_tokens = strings_copy(p->safety_conf.extra_tokens, p->safety_conf.n_extra_tokens);
+        v->ca_file = xstrdup_or_null(p->ca_file);
+        v->ca_file_at = NULL; /* the provider's is checked */
+        v->base = p;
+        v->models_own = false;
+        p->models_own = true;
+        m->provider = v;
+        cfg->own_providers = mg_xrealloc(cfg->own_providers, (cfg->n_own_providers + 1) * sizeof *cfg->own_providers);
+        cfg->own_providers[cfg->n_own_providers++] = v;
+    }
+}
+
 /* ---- agents: aliases and the default chain --------------------------------------------------- */
 
 /* agents.defaults.models: { "provider/id": { alias } }. */
@@ -1269,7 +1438,7 @@ static int load_chain_entry(loader_t *ld, const cJSON *v)
     }
     cfg->default_chain = mg_xrealloc(cfg->default_chain, (cfg->n_default_chain + 1) * sizeof *cfg->default_chain);
     cfg->default_chain[cfg->n_default_chain++] = m;
-    const mg_provider_t *p = m->provider;
+    const mg_provider_t *p = mg_model_catalog_provider(m);
     if (p->api_key_env && !p->api_key && !ld->key_in_config[p - cfg->providers])
         mg_cfgread_warn(&ld->rd, v, false, "%s needs environment variable %s, which is not set",
                         m->ref, p->api_key_env);
@@ -1430,12 +1599,18 @@ static mg_config_t *load_text(const char *text, size_t len, const char *name, co
         load_gateway(&ld, doc.root))
         goto done;
     finish_providers(cfg);
+    give_models_their_own(&ld);
     if (load_agents(&ld, doc.root) || load_summarizer(&ld, doc.root) || load_keys(&ld, doc.root)) goto done;
     result = cfg, cfg = NULL;
 done:
     mg_json5_free(&doc);
     mg_cfgread_free(&ld.rd);
     free(ld.key_in_config);
+    for (size_t i = 0; i < ld.n_own; i++) {
+        free(ld.own[i].id);
+        headers_free(ld.own[i].headers, ld.own[i].n_headers);
+    }
+    free(ld.own);
     mg_config_free(cfg); /* NULL on success */
     return result;
 }
@@ -1473,30 +1648,34 @@ mg_config_t *mg_config_load_string(const char *text, size_t len, const char *nam
     return cfg;
 }
 
+static void provider_free_fields(mg_provider_t *p)
+{
+    free(p->id);
+    free(p->base_url);
+    free(p->ca_file);
+    free(p->ca_file_at);
+    wipe_free(p->api_key);
+    free(p->api_key_env);
+    headers_free(p->headers, p->n_headers);
+    for (size_t j = 0; j < p->n_models; j++) model_free_fields(&p->models[j]);
+    free(p->models);
+    for (size_t i = 0; i < p->n_tags; i++) free(p->tags[i]);
+    free(p->tags);
+    free(p->region);
+    for (size_t i = 0; i < p->safety_conf.n_extra_tokens; i++) free(p->safety_conf.extra_tokens[i]);
+    free(p->safety_conf.extra_tokens);
+}
+
 void mg_config_free(mg_config_t *cfg)
 {
     if (!cfg) return;
-    for (size_t k = 0; k < cfg->n_providers; k++) {
-        mg_provider_t *p = &cfg->providers[k];
-        free(p->id);
-        free(p->base_url);
-        free(p->ca_file);
-        wipe_free(p->api_key);
-        free(p->api_key_env);
-        for (size_t i = 0; i < p->n_headers; i++) {
-            free(p->headers[i].name);
-            wipe_free(p->headers[i].value);
-        }
-        free(p->headers);
-        for (size_t j = 0; j < p->n_models; j++) model_free_fields(&p->models[j]);
-        free(p->models);
-        for (size_t i = 0; i < p->n_tags; i++) free(p->tags[i]);
-        free(p->tags);
-        free(p->region);
-        for (size_t i = 0; i < p->safety_conf.n_extra_tokens; i++) free(p->safety_conf.extra_tokens[i]);
-        free(p->safety_conf.extra_tokens);
-    }
+    for (size_t k = 0; k < cfg->n_providers; k++) provider_free_fields(&cfg->providers[k]);
     free(cfg->providers);
+    for (size_t k = 0; k < cfg->n_own_providers; k++) {
+        provider_free_fields(cfg->own_providers[k]);
+        free(cfg->own_providers[k]);
+    }
+    free(cfg->own_providers);
     for (size_t i = 0; i < cfg->n_aliases; i++) free(cfg->aliases[i].alias);
     free(cfg->aliases);
     free(cfg->default_chain);

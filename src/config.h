@@ -58,7 +58,8 @@ typedef struct mg_model {
     char *id;   /* the upstream's model id, sent in the request body */
     char *name; /* display name (defaults to id) */
     char *ref;  /* "provider/id", the catalog key */
-    const struct mg_provider *provider;
+    const struct mg_provider *provider; /* a copy of it when the model has its own api or headers
+                                           (mg_provider_t.base) */
     bool reasoning;
     unsigned input; /* MG_INPUT_* bits */
     mg_cost_t cost;
@@ -89,8 +90,23 @@ typedef struct mg_provider {
     bool http2;              /* gateway.providers.<id>.http2: the (https) upstream speaks HTTP/2, so
                                 streams share connections: wait for one rather than open more */
     char *ca_file;           /* gateway.providers.<id>.caFile: CA bundle for its TLS (absolute), or NULL */
+    char *ca_file_at;        /* where the config names it, as gw.policy_at (gen.c checks the file) */
     bool builtin;
+    /* OpenClaw's per-model api and headers: a model that declares its own points to a copy of its
+     * provider (the same id, address, key, tags and settings; its own api; the provider's headers
+     * with its own over them by name), held in mg_config_t.own_providers, and base is the catalog
+     * provider it copies. NULL for a catalog provider, whose models_own says whether any of its
+     * models has such a copy. Copies are not in mg_config_t.providers and have no models: what is
+     * keyed by provider (health, cooldowns, metrics, the catalog) goes by the catalog provider. */
+    const struct mg_provider *base;
+    bool models_own;
 } mg_provider_t;
+
+/* The catalog provider of m: m->provider, or the one it copies (mg_provider_t.base). */
+static inline const mg_provider_t *mg_model_catalog_provider(const mg_model_t *m)
+{
+    return m->provider->base ? m->provider->base : m->provider;
+}
 
 typedef struct mg_alias {
     char *alias;
@@ -181,6 +197,9 @@ typedef struct mg_config {
     mg_models_mode_t mode;
     mg_provider_t *providers;
     size_t n_providers;
+    mg_provider_t **own_providers; /* the copies that models with their own api or headers point
+                                      to (mg_provider_t.base); not part of the catalog */
+    size_t n_own_providers;
     mg_alias_t *aliases;
     size_t n_aliases;
     const mg_model_t **default_chain; /* agents.defaults.model: primary, then fallbacks */

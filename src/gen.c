@@ -26,12 +26,41 @@ static bool readable(const char *path, const char *at, char *err, size_t errlen)
     return false;
 }
 
+/* A provider's caFile (gateway.providers.<id>.caFile) must read and hold a PEM certificate:
+ * libcurl would otherwise fail every request to that provider (connect_error, then a cooldown),
+ * and say so only to the first request. OpenSSL, libcurl's TLS library here, reads a CA bundle as
+ * PEM: "-----BEGIN CERTIFICATE-----" (or TRUSTED CERTIFICATE, X509 CERTIFICATE). */
+static bool ca_file_ok(const mg_provider_t *p, char *err, size_t errlen)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (!p->ca_file || !p->ca_file_at) return true;
+    if (mg_read_file(p->ca_file, 16u << 20, &text, &len) != 0) {
+        snprintf(err, errlen, "%s: cannot read %s: %s", p->ca_file_at, p->ca_file, strerror(errno));
+        return false;
+    }
+    bool cert = false;
+    static const char begin[] = "-----BEGIN ", end[] = "CERTIFICATE-----";
+    for (const char *b = text; !cert && (b = memmem(b, len - (size_t)(b - text), begin, sizeof begin - 1));) {
+        b += sizeof begin - 1;
+        size_t line = strcspn(b, "\r\n");
+        cert = line >= sizeof end - 1 && memcmp(b + line - (sizeof end - 1), end, sizeof end - 1) == 0;
+    }
+    free(text);
+    if (!cert)
+        snprintf(err, errlen, "%s: %s holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")",
+                 p->ca_file_at, p->ca_file);
+    return cert;
+}
+
 mg_gen_t *mg_gen_build(mg_config_t *cfg, char *err, size_t errlen)
 {
     const mg_patterns_t *pats = mg_patterns_builtin();
-    if ((cfg->gw.error_patterns_path &&
-         !readable(cfg->gw.error_patterns_path, cfg->gw.error_patterns_at, err, errlen)) ||
-        (cfg->gw.policy_path && !readable(cfg->gw.policy_path, cfg->gw.policy_at, err, errlen))) {
+    bool files_ok = !(cfg->gw.error_patterns_path &&
+                      !readable(cfg->gw.error_patterns_path, cfg->gw.error_patterns_at, err, errlen)) &&
+                    !(cfg->gw.policy_path && !readable(cfg->gw.policy_path, cfg->gw.policy_at, err, errlen));
+    for (size_t i = 0; i < cfg->n_providers && files_ok; i++) files_ok = ca_file_ok(&cfg->providers[i], err, errlen);
+    if (!files_ok) {
         mg_config_free(cfg);
         return NULL;
     }

@@ -20,8 +20,9 @@ typedef struct mg_gen {
 } mg_gen_t;
 
 /* Builds a generation from cfg (taking ownership, freed on failure): loads what the config names
- * (the operator's error patterns, the routing policy) and checks it. Returns it holding one reference for the caller,
- * or NULL with a one-line reason in err. */
+ * (the operator's error patterns, the routing policy) and checks it, and checks that each
+ * provider's caFile reads and holds a PEM certificate. Returns it holding one reference for the
+ * caller, or NULL with a one-line reason in err. */
 mg_gen_t *mg_gen_build(mg_config_t *cfg, char *err, size_t errlen);
 /* Makes gen current (the caller's reference moves to the global slot). */
 void mg_gen_publish(mg_gen_t *gen);

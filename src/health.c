@@ -293,6 +293,9 @@ static uint64_t fnv_str(uint64_t x, const char *s)
 
 uint64_t mg_health_endpoint(const mg_provider_t *p)
 {
+    /* A model's own copy of its provider (its own api or headers, config.h) stands for the same
+     * provider entry: its endpoint is the provider's, which covers what its models send. */
+    if (p->base) p = p->base;
     uint64_t x = 0xcbf29ce484222325ULL;
     x = fnv_str(x, mg_api_name(p->api));
     x = fnv_str(x, p->base_url);
@@ -300,6 +303,13 @@ uint64_t mg_health_endpoint(const mg_provider_t *p)
     for (size_t i = 0; i < p->n_headers; i++) x = fnv_str(fnv_str(x, p->headers[i].name), p->headers[i].value);
     x = fnv_str(x, p->ca_file);
     x = fnv_str(x, p->http2 ? "2" : "1");
+    for (size_t j = 0; p->models_own && j < p->n_models; j++) {
+        const mg_provider_t *own = p->models[j].provider;
+        if (!own || own == p) continue;
+        x = fnv_str(fnv_str(x, p->models[j].id), mg_api_name(own->api));
+        for (size_t i = 0; i < own->n_headers; i++)
+            x = fnv_str(fnv_str(x, own->headers[i].name), own->headers[i].value);
+    }
     return x ? x : 1;
 }
 

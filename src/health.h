@@ -107,12 +107,13 @@ void mg_health_configure(mg_health_t *h, const mg_health_settings_t *settings);
 void mg_health_set_callback(mg_health_t *h, mg_health_change_fn fn, void *ud);
 /* Creates entries for every provider and model of cfg (so /admin/health lists them before any
  * traffic). A provider already known whose endpoint differs from last time (a reload changed its
- * baseUrl, api, apiKey, headers, caFile or http2) loses its cooldowns, failure streaks, error
+ * baseUrl, api, apiKey, headers, caFile or http2, or a model's own api or headers) loses its cooldowns, failure streaks, error
  * window and latency samples, and its models' too (ending a reported cooldown with reason
  * "reconfigured"): they were about another endpoint. Borrowed; nothing of cfg is kept. */
 void mg_health_add_config(mg_health_t *h, const mg_config_t *cfg, int64_t now_ms);
-/* A hash of where and how p is reached (api, baseUrl, apiKey, headers, caFile, http2); never 0.
- * The key is only hashed, never kept. */
+/* A hash of where and how p is reached (api, baseUrl, apiKey, headers, caFile, http2, and the api
+ * and headers its models declare of their own); never 0. A model's own copy of its provider
+ * (mg_provider_t.base) has its provider's. The key is only hashed, never kept. */
 uint64_t mg_health_endpoint(const mg_provider_t *p);
 
 /* ---------------------------------------------------------------------------------------------

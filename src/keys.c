@@ -495,7 +495,7 @@ static bool allow_matches(const allow_t *a, const mg_model_t *m)
 {
     if (a->any) return true;
     if (!m) return false;
-    if (a->provider) return m->provider == a->provider;
+    if (a->provider) return mg_model_catalog_provider(m) == a->provider;
     return a->model == m;
 }
 

@@ -260,13 +260,14 @@ static void url_host(const char *url, char *out, size_t len)
 
 static void push_model(lua_State *L, const mg_model_t *m, int provider_proxy)
 {
-    lua_createtable(L, 0, 14);
+    lua_createtable(L, 0, 15);
     set_str(L, "ref", m->ref);
     set_str(L, "id", m->id);
     set_str(L, "name", m->name);
     lua_pushvalue(L, provider_proxy);
     lua_setfield(L, -2, "provider");
     set_str(L, "provider_id", m->provider->id);
+    set_str(L, "api", mg_api_name(m->provider->api)); /* its own (config.h), else its provider's */
     set_int(L, "context_window", m->context_window);
     set_int(L, "max_tokens", m->max_tokens);
     set_bool(L, "reasoning", m->reasoning);

@@ -11,7 +11,6 @@
 #include "util.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -175,6 +174,9 @@ unsigned long long mg_reload(const char *config_path, const char *why, char *err
         mg_gen_t *cur = mg_gen_acquire();
         if (cur) mg_keys_adopt_state(g->cfg->gw.keys, cur->cfg->gw.keys); /* limits carry over */
         mg_gen_release(cur);
+        /* What the config's load warned of (keys ignored, unset variables, keys given twice), as the
+         * start logs it: an edit that a reload takes is where such a mistake is most often made. */
+        for (size_t i = 0; i < g->cfg->n_warnings; i++) mg_log(MG_LOG_WARN, "config", "%s", g->cfg->warnings[i]);
         warn_start_only(&g->cfg->gw);
         id = g->id;
         if (mg_router_health()) mg_probe_health_update(mg_router_health(), g->cfg);
@@ -227,7 +229,10 @@ void mg_reload_counts(unsigned long long *ok, unsigned long long *failed)
 
 /* ---- watching ---- */
 
-#define MG_WATCH_MAX 8
+/* Directory watches (one descriptor per directory, shared by its names) and the names in them. A
+ * path costs one name, plus one per symlink it goes through. */
+#define MG_WATCH_MAX 32
+#define MG_WATCH_HOPS 40 /* symlinks followed for one path, as the kernel's ELOOP limit */
 
 struct mg_watch {
     int fd;
@@ -271,22 +276,84 @@ int mg_watch_fd(const mg_watch_t *w)
     return w->fd;
 }
 
+/* Watches name in dir ("" is the root), once. */
+static void watch_name(mg_watch_t *w, const char *dir, const char *name)
+{
+    if (!dir[0]) dir = "/";
+    for (size_t i = 0; i < w->n; i++)
+        if (!strcmp(w->dir[i], dir) && !strcmp(w->name[i], name)) return;
+    if (w->n == MG_WATCH_MAX) return;
+    size_t k = w->n++;
+    w->dir[k] = mg_xstrdup(dir);
+    w->name[k] = mg_xstrdup(name);
+    /* A directory watched twice returns the same descriptor; that is fine. */
+    w->wd[k] = inotify_add_watch(w->fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE_SELF | IN_MOVE_SELF);
+}
+
+/* Watches what reading path depends on. It is resolved one component at a time, as the kernel
+ * does: each symlink met is watched by its name in its directory (replacing or retargeting it
+ * changes what path reads), and so is the file it ends at, in the directory it really is in (an
+ * edit there). That covers a link made with `ln -sfn`, `sed -i` on a link (which replaces it by a
+ * file), and a Kubernetes ConfigMap volume: moongate.json5 -> ..data/moongate.json5 and
+ * ..data -> ..2024_01, where kubelet renames a new ..data over the old one and then removes the
+ * old directory. A component that does not exist is watched in the directory before it, so that
+ * creating it is seen. */
+static void watch_path(mg_watch_t *w, const char *path)
+{
+    char done[PATH_MAX], rest[PATH_MAX], next[PATH_MAX], target[PATH_MAX];
+    int hops = 0;
+    done[0] = '\0'; /* absolute, no trailing slash: "" is the root */
+    if (path[0] != '/' && !getcwd(done, sizeof done)) return;
+    if (!strcmp(done, "/")) done[0] = '\0';
+    if ((size_t)snprintf(rest, sizeof rest, "%s", path) >= sizeof rest) return;
+    const char *r = rest;
+    for (;;) {
+        while (*r == '/') r++;
+        if (!*r) return;
+        size_t n = strcspn(r, "/");
+        char name[NAME_MAX + 1];
+        if (n > NAME_MAX) return;
+        memcpy(name, r, n);
+        name[n] = '\0';
+        r += n;
+        bool last = r[strspn(r, "/")] == '\0';
+        if (!strcmp(name, ".")) continue;
+        if (!strcmp(name, "..")) { /* physical: done has no symlink in it */
+            char *slash = strrchr(done, '/');
+            if (slash) *slash = '\0';
+            continue;
+        }
+        if ((size_t)snprintf(next, sizeof next, "%s/%s", done, name) >= sizeof next) return;
+        struct stat st;
+        if (lstat(next, &st) != 0) {
+            watch_name(w, done, name);
+            return;
+        }
+        if (S_ISLNK(st.st_mode)) {
+            watch_name(w, done, name);
+            ssize_t k = ++hops > MG_WATCH_HOPS ? -1 : readlink(next, target, sizeof target - 1);
+            if (k <= 0) return;
+            target[k] = '\0';
+            /* the rest of the path now follows the link's target (r is inside rest: copy first) */
+            if ((size_t)snprintf(next, sizeof next, "%s/%s", target, r) >= sizeof next) return;
+            memcpy(rest, next, strlen(next) + 1);
+            r = rest;
+            if (target[0] == '/') done[0] = '\0';
+            continue;
+        }
+        if (last) {
+            watch_name(w, done, name);
+            return;
+        }
+        memcpy(done, next, strlen(next) + 1);
+    }
+}
+
 void mg_watch_set(mg_watch_t *w, const char *const *paths, size_t n)
 {
     clear(w);
-    for (size_t i = 0; i < n && w->n < MG_WATCH_MAX; i++) {
-        if (!paths[i]) continue;
-        char abs[PATH_MAX];
-        if (!realpath(paths[i], abs)) snprintf(abs, sizeof abs, "%s", paths[i]);
-        char *d = mg_xstrdup(abs), *b = mg_xstrdup(abs);
-        size_t k = w->n++;
-        w->dir[k] = mg_xstrdup(dirname(d));
-        w->name[k] = mg_xstrdup(basename(b));
-        free(d);
-        free(b);
-        /* A directory watched twice returns the same descriptor; that is fine. */
-        w->wd[k] = inotify_add_watch(w->fd, w->dir[k], IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE_SELF);
-    }
+    for (size_t i = 0; i < n; i++)
+        if (paths[i]) watch_path(w, paths[i]);
 }
 
 bool mg_watch_changed(mg_watch_t *w)
@@ -298,8 +365,12 @@ bool mg_watch_changed(mg_watch_t *w)
         if (n <= 0) break;
         for (char *p = buf; p < buf + n;) {
             const struct inotify_event *ev = (const struct inotify_event *)p;
-            for (size_t i = 0; i < w->n; i++)
-                if (ev->wd == w->wd[i] && ev->len && strcmp(ev->name, w->name[i]) == 0) changed = true;
+            for (size_t i = 0; i < w->n; i++) {
+                if (ev->wd != w->wd[i]) continue;
+                /* a watched name changed, or a watched directory went away (the files in it with it) */
+                if (ev->len ? strcmp(ev->name, w->name[i]) == 0 : (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) != 0)
+                    changed = true;
+            }
             p += sizeof *ev + ev->len;
         }
     }

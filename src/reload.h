@@ -13,7 +13,8 @@
 
 /* Loads config_path into a new generation and publishes it. Serialized: concurrent calls run one
  * after the other. Returns the new generation id, or 0 with a one-line reason in err (the current
- * generation keeps serving). why ("SIGHUP", "file change", "admin") goes into the log line. */
+ * generation keeps serving). why ("SIGHUP", "file change", "admin") goes into the log line; a
+ * reload that succeeds logs the config's warnings first, as the start does ("msg":"config"). */
 unsigned long long mg_reload(const char *config_path, const char *why, char *err, size_t errlen);
 
 /* Records the settings that only take effect at start (gateway.listen, threads, maxConnections)
@@ -50,15 +51,18 @@ bool mg_reload_files_changed(void);
 /* Reload counters since start, for /admin/policy and metrics. */
 void mg_reload_counts(unsigned long long *ok, unsigned long long *failed);
 
-/* A watcher for the files a generation depends on (inotify on their directories, so that editors
- * that replace files by rename are seen too). */
+/* A watcher for the files a generation depends on: inotify on their directories, so that editors
+ * that replace files by rename are seen too, and on the directory of each symlink a path goes
+ * through (the path as given, a Kubernetes ConfigMap's ..data), so that a link replaced or
+ * pointed elsewhere is seen as a change of the file. */
 typedef struct mg_watch mg_watch_t;
 
 mg_watch_t *mg_watch_new(void);
 void mg_watch_free(mg_watch_t *w);
 /* The descriptor to poll for readability. */
 int mg_watch_fd(const mg_watch_t *w);
-/* Watches exactly these files from now on (NULL entries are skipped). */
+/* Watches exactly these files from now on (NULL entries are skipped), each as given and through
+ * every symlink it resolves by, now. */
 void mg_watch_set(mg_watch_t *w, const char *const *paths, size_t n);
 /* Reads pending events; true when one of the watched files changed. */
 bool mg_watch_changed(mg_watch_t *w);

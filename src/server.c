@@ -400,7 +400,20 @@ static enum MHD_Result serve_admin(mg_server_t *srv, struct MHD_Connection *c, m
         char err[1024];
         unsigned long long id = mg_reload(req->gen->cfg->path, "admin", err, sizeof err);
         if (!id) return send_error(c, req, 400, "invalid_request_error", "reload_failed", err);
-        mg_buf_printf(&r.body, "{\"result\":\"ok\",\"generation\":%llu}", id);
+        mg_buf_printf(&r.body, "{\"result\":\"ok\",\"generation\":%llu", id);
+        /* and what its config's load warned of, as the log has it (unless another reload already
+         * replaced that generation) */
+        mg_gen_t *g = mg_gen_acquire();
+        if (g && g->id == id && g->cfg->n_warnings) {
+            mg_buf_puts(&r.body, ",\"warnings\":[");
+            for (size_t i = 0; i < g->cfg->n_warnings; i++) {
+                if (i) mg_buf_puts(&r.body, ",");
+                mg_buf_json_str(&r.body, g->cfg->warnings[i]);
+            }
+            mg_buf_puts(&r.body, "]");
+        }
+        mg_gen_release(g);
+        mg_buf_puts(&r.body, "}");
         return send_reply(c, req, &r);
     }
     if (strcmp(url, "/admin/health") == 0) {

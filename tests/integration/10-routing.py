@@ -503,6 +503,45 @@ class Keys(MGTestCase):
         self.assertNotIn("x-only-a", b.requests[0].headers)
 
 
+class ModelOwnApi(MGTestCase):
+    """OpenClaw's per-model `api` and `headers`: a model may speak another API than its provider's
+    and add or override headers; the provider's other models are not affected, and health and
+    the catalog still see one provider."""
+
+    def test_a_model_goes_out_with_its_own_api_and_headers(self):
+        a = self.mock("A")
+        claude = {"id": "c", "name": "c", "api": "anthropic-messages",
+                  "headers": {"X-Tenant": "${MG_IT_TENANT}", "x-shared": "model"}}
+        gw = self.gateway(config(providers={"a": provider(
+            a, ["m", claude], api_key="${MG_IT_KEY_OWN}", headers={"X-Shared": "provider", "X-Title": "mg"})},
+            primary="a/c", fallbacks=["a/m"]), env={"MG_IT_KEY_OWN": "sk-own-5150", "MG_IT_TENANT": "acme"})
+        r = gw.chat("a/c")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json["object"], "chat.completion", r.json)  # translated back for the Chat client
+        up = a.requests[0]
+        self.assertEqual(up.path, "/v1/messages")
+        self.assertEqual(up.headers.get("x-api-key"), "sk-own-5150")
+        self.assertNotIn("authorization", up.headers)
+        self.assertEqual((up.headers.get("x-tenant"), up.headers.get("x-shared"), up.headers.get("x-title")),
+                         ("acme", "model", "mg"))
+        r = gw.chat("a/m")
+        self.assertEqual(r.status, 200, r)
+        up = a.requests[1]
+        self.assertEqual(up.path, "/v1/chat/completions")
+        self.assertEqual(up.headers.get("authorization"), "Bearer sk-own-5150")
+        self.assertEqual((up.headers.get("x-tenant"), up.headers.get("x-shared")), (None, "provider"))
+        # One provider for the catalog and health, and a failure through the model's own API
+        # is recorded against it as any other (a result about another endpoint would be dropped).
+        self.assertIn("a/c", [e["id"] for e in gw.get("/v1/models").json["data"]])
+        a.set_behavior("fail", status=503)
+        r = gw.chat("a/c")  # the chain from a/c on: a/m fails too
+        self.assertEqual(r.route["attempts"][0], ("a/c", "overloaded", 503), r)
+        (p,) = gw.get("/admin/health").json["providers"]
+        self.assertEqual(p["id"], "a")
+        (c,) = [m for m in p["models"] if m["ref"] == "a/c"]
+        self.assertEqual((c["last_class"], c["last_status"]), ("overloaded", 503), c)
+
+
 class BadRequest(MGTestCase):
     """A 4xx caused by the request goes back to the client as it came, and is not retried."""
 

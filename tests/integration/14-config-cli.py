@@ -106,6 +106,26 @@ class Check(MGTestCase):
         self.assertIn("%s:5:13: gateway.policy: cannot read %s: No such file or directory"
                       % (path, os.path.join(d, "nope.lua")), out)
 
+    def test_a_whole_current_openclaw_json_loads(self):
+        # OpenClaw's own gateway block as a current OpenClaw writes it: its settings are ignored
+        # with a warning each, newer ones too; a typo of one of moongate's own still fails.
+        gateway = {"mode": "local", "port": 18789, "bind": "loopback", "allowRealIpFallback": False,
+                   "auth": {"mode": "token", "token": "x"}, "tools": {"deny": ["exec"]},
+                   "webchat": {}, "push": {}, "handshakeTimeoutMs": 15000,
+                   "channelHealthCheckMinutes": 5, "channelStaleEventThresholdMinutes": 30,
+                   "channelMaxRestartsPerHour": 10, "someSettingOfLater": True}
+        cfg = config(providers={"a": provider("http://127.0.0.1:9/v1", ["m"])}, primary="a/m",
+                     gateway=gateway, channels={"whatsapp": {}})
+        rc, out = run(["check", "--config", self.write(json.dumps(cfg, indent=2), "openclaw.json")])
+        self.assertEqual(rc, 0, out)
+        for key in ("allowRealIpFallback", "tools", "channelMaxRestartsPerHour"):
+            self.assertRegex(out, r"gateway\.%s: an OpenClaw gateway setting, not moongate's: ignored" % key)
+        self.assertIn("gateway.someSettingOfLater: unknown key ignored: not moongate's", out)
+        gateway["errorPattern"] = "p.lua"
+        rc, out = run(["check", "--config", self.write(json.dumps(cfg, indent=2), "openclaw.json")])
+        self.assertEqual(rc, 1, out)
+        self.assertIn('gateway.errorPattern: unknown key (did you mean "errorPatterns"?)', out)
+
     def test_check_on_a_missing_file_fails_cleanly(self):
         rc, out = run(["check", "--config", "/nonexistent/moongate.json5"])
         self.assertNotEqual(rc, 0, out)

@@ -67,6 +67,36 @@ class Tls(MGTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(len(a.requests), 1)
 
+    def test_a_ca_file_that_cannot_be_used_is_refused_at_load(self):
+        # As a policy file is: named at the config's line:col with its key path and the file, by
+        # check, serve and a reload (which keeps the generation serving), not found out by the
+        # first request (a 502 connect_error and a cooldown).
+        a = self.mock("A", tls=(self.cert, self.key))
+        text = ('{\n  models: { mode: "replace", providers: { b: { baseUrl: "%s", models: [ { id: "m" } ] } } },\n'
+                '  gateway: { providers: { b: {\n    caFile: "%s" } } },\n}\n')
+        d = tempfile.mkdtemp(prefix="mg-it-")
+        self.addCleanup(shutil.rmtree, d, True)
+        with open(os.path.join(d, "garbage.pem"), "w") as f:
+            f.write("not a certificate\n")
+        path = os.path.join(d, "c.json5")
+        for ca, why in (("missing.pem", "cannot read %s: No such file or directory"),
+                        ("garbage.pem", '%s holds no PEM certificate ("-----BEGIN CERTIFICATE-----")')):
+            with open(path, "w") as f:
+                f.write(text % (a.url, ca))
+            want = "%s:4:13: gateway.providers.b.caFile: %s" % (path, why % os.path.join(d, ca))
+            for cmd in (["check", "--config", path], ["serve", "--config", path, "--listen", "127.0.0.1:0"]):
+                p = subprocess.run([mglib.BIN] + cmd, capture_output=True, text=True, timeout=10)
+                self.assertEqual(p.returncode, 1, p)
+                self.assertIn(want, p.stderr)
+        gw = self.gateway(raw=text % (a.url, self.cert))
+        self.assertEqual(gw.chat("b/m").status, 200)
+        with open(gw.config_path, "w") as f:
+            f.write(text % (a.url, "missing.pem"))
+        err = self.assertOpenAIError(gw.request("POST", "/admin/reload"), 400, "reload_failed")
+        self.assertIn("gateway.providers.b.caFile: cannot read %s: No such file or directory"
+                      % os.path.join(gw.dir, "missing.pem"), err["message"])
+        self.assertEqual(gw.chat("b/m").status, 200)
+
     def test_http2_streams_share_connections(self):
         nghttpx = shutil.which("nghttpx") or ("/usr/sbin/nghttpx" if os.path.exists("/usr/sbin/nghttpx") else None)
         if not nghttpx:

@@ -6,7 +6,9 @@ steady load fails no request."""
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 
@@ -67,24 +69,21 @@ class Reload(MGTestCase):
         self.assertEqual(gw.get("/health").status, 200)
 
     def linked(self, cfg):
-        """A gateway whose config path is a symlink, for swap(): a not-yet-started gateway's
-        config is moved to a file of its own and the path made a link to it."""
+        """A gateway whose config can be changed without its watcher seeing it, for point(): the
+        config file gets a second name (a hard link) in a directory the gateway does not watch,
+        made before it starts (a new link changes the file's ctime)."""
         gw = self.gateway(cfg, start=False)
-        self.swaps = 0
-        os.replace(gw.config_path, os.path.join(gw.dir, "c0.json5"))
-        os.symlink("c0.json5", gw.config_path)
+        os.mkdir(os.path.join(gw.dir, "unwatched"))
+        os.link(gw.config_path, os.path.join(gw.dir, "unwatched", "moongate.json5"))
         gw.start()
         return gw
 
     def point(self, gw, cfg):
-        """Points the config link at a new file holding cfg. The watcher follows the file the link
-        resolved to, whose name is not reused: no file change causes a reload."""
-        self.swaps += 1
-        name = "c%d.json5" % self.swaps
-        with open(os.path.join(gw.dir, name), "w") as f:
+        """Rewrites the config, in place, through its second name. inotify tells a directory's
+        watch only of what is done through a name in that directory: the gateway, which watches
+        its config's directory, is not told, so no file change causes a reload."""
+        with open(os.path.join(gw.dir, "unwatched", "moongate.json5"), "w") as f:
             f.write(json.dumps(cfg))
-        os.symlink(name, gw.config_path + ".tmp")
-        os.replace(gw.config_path + ".tmp", gw.config_path)
 
     def swap(self, gw, cfg):
         """point(), then POST /admin/reload, the only reload; returns the new generation."""
@@ -201,6 +200,94 @@ class Reload(MGTestCase):
         lines = gw.wait_lines(lambda l: l.get("msg") == "reload" and l.get("result") == "error",
                               what="refused reload")
         self.assertIn("gateway.lisen", lines[-1]["error"])
+
+    def reloaded(self, gw, after, what):
+        """Waits for a reload on a file change that publishes a generation after `after`; returns
+        that generation."""
+        lines = gw.wait_lines(lambda l: l.get("msg") == "reload" and l.get("why") == "file change"
+                              and l.get("result") == "ok" and l.get("generation", 0) > after, what=what)
+        return lines[0]["generation"]
+
+    def test_a_kubernetes_configmap_update_reloads(self):
+        # A ConfigMap volume: moongate.json5 -> ..data/moongate.json5 (and policy.lua likewise),
+        # ..data -> ..2024_01. kubelet updates it by writing ..2024_02, renaming a new ..data link
+        # over the old one and removing ..2024_01: the files the gateway read are never written.
+        gw = self.gateway(self.cfg("a/m"), start=False)
+        d = gw.dir
+
+        def version(name, primary):
+            os.mkdir(os.path.join(d, name))
+            cfg = self.cfg(primary)
+            cfg["gateway"] = {"policy": "policy.lua"}
+            with open(os.path.join(d, name, "moongate.json5"), "w") as f:
+                f.write(json.dumps(cfg))
+            with open(os.path.join(d, name, "policy.lua"), "w") as f:
+                f.write('function route(req) gw.trace("%s") return gw.util.chain_for(req.model) end\n' % name)
+
+        def update(new, old, primary):
+            version(new, primary)
+            os.symlink(new, os.path.join(d, "..data_tmp"))
+            os.replace(os.path.join(d, "..data_tmp"), os.path.join(d, "..data"))
+            shutil.rmtree(os.path.join(d, old))
+
+        version("..2024_01", "a/m")
+        os.remove(gw.config_path)
+        os.symlink("..2024_01", os.path.join(d, "..data"))
+        os.symlink("..data/moongate.json5", gw.config_path)
+        os.symlink("..data/policy.lua", os.path.join(d, "policy.lua"))
+        gw.start()
+        r = gw.chat("default")
+        self.assertEqual((r.header("x-moongate-model"), r.route.get("trace")), ("a/m", "..2024_01"), r)
+        update("..2024_02", "..2024_01", "b/m")
+        gen = self.reloaded(gw, 1, "reload after the first ConfigMap update")
+        r = gw.chat("default")
+        self.assertEqual((r.header("x-moongate-model"), r.route.get("trace"), r.route["gen"]),
+                         ("b/m", "..2024_02", str(gen)), r)
+        # Watched still, though the directory it read from is gone.
+        update("..2024_03", "..2024_02", "a/m")
+        gen = self.reloaded(gw, gen, "reload after the second ConfigMap update")
+        r = gw.chat("default")
+        self.assertEqual((r.header("x-moongate-model"), r.route.get("trace"), r.route["gen"]),
+                         ("a/m", "..2024_03", str(gen)), r)
+
+    def test_a_symlink_pointed_elsewhere_or_replaced_reloads(self):
+        gw = self.gateway(self.cfg("a/m"), start=False)
+        os.replace(gw.config_path, os.path.join(gw.dir, "v1.json5"))
+        os.symlink("v1.json5", gw.config_path)
+        gw.start()
+        with open(os.path.join(gw.dir, "v2.json5"), "w") as f:
+            f.write(json.dumps(self.cfg("b/m")))
+        subprocess.run(["ln", "-sfn", "v2.json5", gw.config_path], check=True)
+        gen = self.reloaded(gw, 1, "reload after ln -sfn")
+        self.assertEqual(self.served(gw), ("b/m", str(gen)))
+        # sed -i on the link writes a file in its place (the file it pointed to is left alone)
+        subprocess.run(["sed", "-i", 's#"primary": "b/m"#"primary": "a/m"#', gw.config_path], check=True)
+        self.assertFalse(os.path.islink(gw.config_path))
+        gen = self.reloaded(gw, gen, "reload after sed -i")
+        self.assertEqual(self.served(gw), ("a/m", str(gen)))
+
+    def test_a_reload_logs_what_the_config_warns_of(self):
+        # As the start does: an unset variable, a key ignored. On every reload that takes the file,
+        # and in the admin endpoint's answer.
+        gw = self.gateway(self.cfg("a/m"), env={"MG_TEST_UNSET_7": None})
+        cfg = self.cfg("b/m")
+        cfg["models"]["providers"]["b"]["apiKey"] = "${MG_TEST_UNSET_7}"
+        cfg["agents"]["defaults"]["model"]["fallback"] = ["a/m"]
+        unset = lambda l: (l.get("msg") == "config" and l.get("level") == "warn"  # noqa: E731
+                           and "models.providers.b.apiKey: environment variable MG_TEST_UNSET_7 is not set"
+                           in l.get("detail", ""))
+        typo = lambda l: (l.get("msg") == "config" and l.get("level") == "warn"  # noqa: E731
+                          and "agents.defaults.model.fallback: unknown key ignored" in l.get("detail", ""))
+        self.write(gw, cfg)
+        gw.wait_lines(unset, what="unset variable warning of the reload")
+        gw.wait_lines(typo, what="ignored key warning of the reload")
+        r = gw.request("POST", "/admin/reload")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(len(r.json.get("warnings", [])), 2, r.json)
+        self.assertIn("MG_TEST_UNSET_7 is not set", r.json["warnings"][0])
+        self.assertIn("fallback: unknown key ignored", r.json["warnings"][1])
+        gw.wait_lines(unset, 2, what="unset variable warning of the admin reload")
+        gw.wait_lines(typo, 2, what="ignored key warning of the admin reload")
 
     def test_file_change_is_picked_up_without_a_signal(self):
         gw = self.gateway(self.cfg("a/m"))

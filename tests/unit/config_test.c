@@ -5,6 +5,8 @@
 #include "config.h"
 
 #include "cfgread.h"
+#include "health.h"
+#include "keys.h"
 #include "mg_test.h"
 #include "util.h"
 
@@ -320,6 +322,37 @@ MG_TEST(unknown_openclaw_keys_warn_and_gateway_typos_fail)
         MG_CHECK_INT(cfg->gw.listen_port, 8788);
         mg_config_free(cfg);
     }
+    /* OpenClaw keeps adding gateway settings: those known are ignored by name; in a block that holds
+     * one of them (OpenClaw's block), an unknown key is taken for a newer one, unless it looks like
+     * a typo of one of moongate's. */
+    const char *newer = "{\n  gateway: { mode: 'local', allowRealIpFallback: false, handshakeTimeoutMs: 15000,\n"
+                        "             channelMaxRestartsPerHour: 10, someFutureSetting: {a: 1}, listen: '127.0.0.1:8788' },\n}";
+    cfg = load_ok(newer);
+    if (cfg) {
+        MG_CHECK_INT(cfg->n_warnings, 5);
+        const char *keys[] = {"mode", "allowRealIpFallback", "handshakeTimeoutMs", "channelMaxRestartsPerHour"};
+        for (size_t i = 0; i < 4 && i < cfg->n_warnings; i++) {
+            char *rest = mg_xasprintf("gateway.%s: an OpenClaw gateway setting, not moongate's: ignored", keys[i]);
+            char *w = at(newer, keys[i], rest);
+            MG_CHECK_STR(cfg->warnings[i], w);
+            free(w);
+            free(rest);
+        }
+        char *w = at(newer, "someFutureSetting",
+                     "gateway.someFutureSetting: unknown key ignored: not moongate's, so taken for a setting of "
+                     "OpenClaw's gateway (this block has OpenClaw's)");
+        MG_CHECK_STR(cfg->n_warnings == 5 ? cfg->warnings[4] : NULL, w);
+        free(w);
+        MG_CHECK_INT(cfg->gw.listen_port, 8788);
+        mg_config_free(cfg);
+    }
+    expect_error("{gateway: {port: 18789, lisen: '0.0.0.0:80'}}",
+                 "cfg.json5:1:25: gateway.lisen: unknown key (did you mean \"listen\"?)");
+    expect_error("{gateway: {bind: 'lan', MaxBodybytes: 10}}",
+                 "cfg.json5:1:25: gateway.MaxBodybytes: unknown key (did you mean \"maxBodyBytes\"?)");
+    expect_error("{gateway: {tools: {}, allowedRegion: ['eu']}}",
+                 "cfg.json5:1:23: gateway.allowedRegion: unknown key (did you mean \"allowedRegions\"?)");
+    expect_error("{gateway: {someFutureSetting: 1}}", "cfg.json5:1:12: gateway.someFutureSetting: unknown key");
     expect_error("{gateway: {timeouts: {idle: 5}}}", "cfg.json5:1:23: gateway.timeouts.idle: unknown key");
     expect_error("{gateway: {log: {file: 'x'}}}", "cfg.json5:1:18: gateway.log.file: unknown key");
     expect_error("{gateway: {providers: {openai: {regoin: 'us'}}}}",
@@ -605,6 +638,87 @@ MG_TEST(model_entries)
     expect_error_at(MODELS("{id: 'm', maxTokens: -8192}"), "-8192",
                  "models.providers.x.models[0].maxTokens: expected a positive integer, got -8192");
 #undef MODELS
+}
+
+/* OpenClaw's per-model api and headers: the model points to a copy of its provider with them;
+ * the catalog, what is keyed by provider and the key rules still see one provider. */
+MG_TEST(model_own_api_and_headers)
+{
+#define SHA64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    setenv("MG_TEST_TENANT", "acme", 1);
+    unsetenv("MG_TEST_NOPE");
+    const char *text = "{models: {mode: 'replace', providers: {x: {baseUrl: 'http://10.0.0.5/v1', apiKey: 'k',\n"
+                       "  headers: {'X-Shared': 'provider', 'X-Title': 'mg'}, models: [\n"
+                       "  {id: 'plain'},\n"
+                       "  {id: 'claude', api: 'anthropic-messages', headers: {'x-shared': 'model', 'X-Tenant': '${MG_TEST_TENANT}'}},\n"
+                       "  {id: 'same', api: 'openai-completions'},\n"
+                       "  {id: 'gone', headers: {'X-Gone': '${MG_TEST_NOPE}'}},\n"
+                       "  {id: 'resp', api: 'openai-responses'},\n"
+                       "]}}},\n"
+                       " gateway: {providers: {x: {region: 'eu', tags: ['gpu']}},\n"
+                       "           keys: [{id: 'k1', sha256: '" SHA64 "', models: ['x/*']}]}}";
+    mg_config_t *cfg = load_ok(text);
+    if (cfg) {
+        const mg_provider_t *p = &cfg->providers[0];
+        MG_CHECK_INT(cfg->n_providers, 1);
+        MG_CHECK_INT(cfg->n_own_providers, 2); /* claude and resp: same and gone change nothing */
+        MG_CHECK(p->base == NULL && p->models_own);
+        const mg_model_t *plain = mg_config_find_model(cfg, "x/plain"), *claude = mg_config_find_model(cfg, "x/claude"),
+                         *same = mg_config_find_model(cfg, "x/same"), *gone = mg_config_find_model(cfg, "x/gone"),
+                         *resp = mg_config_find_model(cfg, "x/resp");
+        MG_CHECK(plain && claude && same && gone && resp);
+        if (plain && claude && same && gone && resp) {
+            MG_CHECK(plain->provider == p && same->provider == p && gone->provider == p);
+            const mg_provider_t *c = claude->provider;
+            MG_CHECK(c != p && c->base == p && mg_model_catalog_provider(claude) == p);
+            MG_CHECK(c->api == MG_API_ANTHROPIC_MESSAGES && p->api == MG_API_OPENAI_COMPLETIONS);
+            MG_CHECK_STR(c->id, "x");
+            MG_CHECK_STR(c->base_url, "http://10.0.0.5/v1");
+            MG_CHECK_STR(c->api_key, "k");
+            MG_CHECK_STR(c->region, "eu");
+            MG_CHECK(c->n_tags == 2 && c->n_models == 0);
+            MG_CHECK_INT(c->n_headers, 3); /* the provider's, the model's over them by name */
+            if (c->n_headers == 3) {
+                MG_CHECK_STR(c->headers[0].name, "x-shared");
+                MG_CHECK_STR(c->headers[0].value, "model");
+                MG_CHECK_STR(c->headers[1].name, "X-Title");
+                MG_CHECK_STR(c->headers[2].name, "X-Tenant");
+                MG_CHECK_STR(c->headers[2].value, "acme");
+            }
+            MG_CHECK(resp->provider->api == MG_API_OPENAI_RESPONSES && resp->provider->n_headers == 2);
+            /* one provider for health: the copies' endpoint is the provider's */
+            MG_CHECK(mg_health_endpoint(c) == mg_health_endpoint(p));
+            MG_CHECK(mg_health_endpoint(resp->provider) == mg_health_endpoint(p));
+            /* a key allowed every model of x may use those with their own copy */
+            const mg_key_t *k = mg_keys_at(cfg->gw.keys, 0);
+            MG_CHECK(mg_keys_allows_model(k, claude) && mg_keys_allows_model(k, plain));
+        }
+        MG_CHECK_INT(cfg->n_warnings, 1);
+        char *w = at(text, "'${MG_TEST_NOPE}'", "models.providers.x.models[3].headers[\"X-Gone\"]: environment variable "
+                                                  "MG_TEST_NOPE is not set");
+        MG_CHECK_STR(cfg->n_warnings ? cfg->warnings[0] : NULL, w);
+        free(w);
+        uint64_t ep = mg_health_endpoint(p);
+        mg_config_free(cfg);
+        /* a model's own api or headers changing is another endpoint for the provider */
+        setenv("MG_TEST_TENANT", "globex", 1);
+        cfg = load_ok(text);
+        if (cfg) {
+            MG_CHECK(mg_health_endpoint(&cfg->providers[0]) != ep);
+            mg_config_free(cfg);
+        }
+    }
+#define MODELS(list) "{models: {providers: {x: {baseUrl: 'http://h', models: [" list "]}}}}"
+    expect_error_at(MODELS("{id: 'm', api: 'ollama'}"), "'ollama'",
+                    "models.providers.x.models[0].api: expected \"openai-completions\", \"openai-responses\" or "
+                    "\"anthropic-messages\", got \"ollama\"");
+    expect_error_at(MODELS("{id: 'm', headers: {'Bad Name': 'v'}}"), "'Bad Name'",
+                    "models.providers.x.models[0].headers[\"Bad Name\"]: not a valid header name");
+    expect_error_at(MODELS("{id: 'm', headers: 'X-A: 1'}"), "'X-A: 1'",
+                    "models.providers.x.models[0].headers: expected an object, got \"X-A: 1\"");
+#undef MODELS
+#undef SHA64
+    unsetenv("MG_TEST_TENANT");
 }
 
 MG_TEST(local_detection_and_tags)

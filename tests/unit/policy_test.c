@@ -33,7 +33,7 @@ static const char *const CFG =
     "  nr: { baseUrl: 'https://nr.example.com/v1', apiKey: '${MG_TEST_UNSET_NR}', api: "
     "'openai-completions',"
     "        models: [{ id: 'other', contextWindow: 32000, maxTokens: 4096, cost: { input: 2, "
-    "output: 2 } }] },"
+    "output: 2 }, api: 'anthropic-messages' }] },"
     "}},"
     "  agents: { defaults: { model: { primary: 'lm/small', fallbacks: ['eu/big', 'us/big'] },"
     "                        models: { 'us/big': { alias: 'cheap' } } } },"
@@ -885,6 +885,10 @@ MG_TEST(api_catalog)
     probe("local p = gw.catalog.providers.eu return table.concat(p.tags, ',') .. "
           "tostring(p.tag_set.gdpr)",
           "true|hosted,gdprtrue");
+    /* a model with its own api (OpenClaw's per-model api) says it; its provider keeps its own */
+    probe("local m = gw.catalog.models['nr/other'] return gw.catalog.models['eu/big'].api .. ' ' .. m.api "
+          ".. ' ' .. m.provider.api .. ' ' .. m.provider.id .. ' ' .. #gw.catalog.provider_list",
+          "true|openai-completions anthropic-messages openai-completions nr 4");
     probe("return gw.catalog.aliases.cheap .. gw.catalog.alias_list[1]", "true|us/bigcheap");
     probe("return table.concat(gw.util.default_chain(), ',')", "true|lm/small,eu/big,us/big");
     probe(
