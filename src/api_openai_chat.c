@@ -251,7 +251,7 @@ static int decode_messages(const cJSON *msgs, mg_ir_arena_t *a, mg_ir_request_t 
             mg_codec_add_texts(a, &sys, &pv);
         } else if (strcmp(role, "user") == 0) {
             if (decode_content(a, content, &pv, err, errlen)) return -1;
-            mg_ir_add_message(a, r, &cap, MG_IR_USER, &pv);
+            mg_ir_add_message(a, r, &cap, MG_IR_USER, &pv)->raw = m;
         } else if (strcmp(role, "assistant") == 0) {
             const char *rc = reasoning_field(m);
             if (rc && *rc) mg_ir_parts_add(a, &pv, MG_IR_PART_REASONING)->text = rc;
@@ -266,7 +266,7 @@ static int decode_messages(const cJSON *msgs, mg_ir_arena_t *a, mg_ir_request_t 
                 if (!p->id || !p->name) return mg_ir_fail(err, errlen, "messages[%d]: a tool call needs an id and a function name", i);
                 p->arguments = args_text(a, mg_ir_jget(fn, "arguments"));
             }
-            mg_ir_add_message(a, r, &cap, MG_IR_ASSISTANT, &pv);
+            mg_ir_add_message(a, r, &cap, MG_IR_ASSISTANT, &pv)->raw = m;
         } else if (strcmp(role, "tool") == 0 || strcmp(role, "function") == 0) {
             mg_ir_parts_t res = {0};
             mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TOOL_RESULT);
@@ -275,7 +275,7 @@ static int decode_messages(const cJSON *msgs, mg_ir_arena_t *a, mg_ir_request_t 
             if (decode_content(a, content, &res, err, errlen)) return -1;
             p->parts = res.v;
             p->n_parts = res.n;
-            mg_ir_add_message(a, r, &cap, MG_IR_TOOL, &pv);
+            mg_ir_add_message(a, r, &cap, MG_IR_TOOL, &pv)->raw = m;
         } else {
             return mg_ir_fail(err, errlen, "messages[%d]: unknown role \"%s\"", i, role);
         }
@@ -418,6 +418,21 @@ static cJSON *tool_call_json(const char *id, const char *name, const char *argum
     return tc;
 }
 
+/* A Chat request re-encoded for Chat: the members of the client's message that o lacks and the
+ * codec never writes (name, prefix…) go back on it. What the codec writes, or left out on purpose
+ * (reasoning, tool calls compaction dropped), is not taken from raw. */
+static void copy_message_extras(const mg_ir_request_t *ir, const cJSON *raw, cJSON *o)
+{
+    static const char *const written[] = {"role", "content", "tool_calls", "tool_call_id", "function_call",
+                                          "reasoning_content", "reasoning", "reasoning_details", NULL};
+    if (!raw || !mg_ir_same_api(ir->source, API)) return;
+    for (const cJSON *f = raw->child; f; f = f->next) {
+        bool skip = cJSON_GetObjectItemCaseSensitive(o, f->string) != NULL;
+        for (const char *const *w = written; *w && !skip; w++) skip = strcmp(*w, f->string) == 0;
+        if (!skip) cJSON_AddItemToObject(o, f->string, cJSON_Duplicate(f, true));
+    }
+}
+
 static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, size_t errlen)
 {
     if (ir->n_system) {
@@ -435,6 +450,7 @@ static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, si
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "role", "user");
             cJSON_AddItemToObject(o, "content", c);
+            copy_message_extras(ir, m->raw, o);
             cJSON_AddItemToArray(msgs, o);
         } else if (m->role == MG_IR_ASSISTANT) {
             cJSON *o = cJSON_CreateObject();
@@ -461,6 +477,7 @@ static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, si
             else cJSON_AddStringToObject(o, "content", "");
             free(text);
             if (tcs) cJSON_AddItemToObject(o, "tool_calls", tcs);
+            copy_message_extras(ir, m->raw, o);
             cJSON_AddItemToArray(msgs, o);
         } else {
             /* One Chat tool message per result; images in results follow as a user message. */
@@ -472,6 +489,7 @@ static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, si
                 cJSON_AddStringToObject(o, "role", "tool");
                 cJSON_AddStringToObject(o, "tool_call_id", p->id ? p->id : "");
                 mg_codec_add_joined(o, "content", p->parts, p->n_parts);
+                if (m->n_parts == 1) copy_message_extras(ir, m->raw, o); /* raw is this result's message */
                 cJSON_AddItemToArray(msgs, o);
                 for (size_t q = 0; q < p->n_parts; q++) {
                     if (p->parts[q].type != MG_IR_PART_IMAGE) continue;

@@ -746,7 +746,7 @@ static void materialize(cstate_t *st, const char *note, mg_ir_request_t *out)
             mg_ir_part_t *p = mg_ir_alloc(st->a, sizeof *p);
             p->type = MG_IR_PART_TEXT;
             p->text = note;
-            v[k++] = (mg_ir_message_t){MG_IR_USER, p, 1};
+            v[k++] = (mg_ir_message_t){MG_IR_USER, p, 1, NULL};
         }
         if (i == st->n) break;
         wmsg_t *w = &st->w[i];
@@ -858,7 +858,7 @@ static void update_note(cstate_t *st, bool with_note)
     const char *t = with_note ? note_text(st) : NULL;
     if (t) {
         mg_ir_part_t p = {.type = MG_IR_PART_TEXT, .text = t};
-        mg_ir_message_t m = {MG_IR_USER, &p, 1};
+        mg_ir_message_t m = {MG_IR_USER, &p, 1, NULL};
         c = mg_tokens_message(&m, st->img, NULL); /* text: no fixed share */
     }
     st->total += c - st->note_cost;
@@ -1045,7 +1045,7 @@ static int64_t summary_msg_cost(mg_ir_arena_t *a, int turns, const char *text, s
     mg_buf_append(&b, text, len);
     mg_buf_puts(&b, cut ? " [\xE2\x80\xA6]]" : "]");
     mg_ir_part_t p = {.type = MG_IR_PART_TEXT, .text = b.data};
-    mg_ir_message_t m = {MG_IR_USER, &p, 1};
+    mg_ir_message_t m = {MG_IR_USER, &p, 1, NULL};
     int64_t c = mg_tokens_message(&m, img, NULL);
     if (out) *out = mg_ir_strndup(a, b.data, b.len);
     mg_buf_free(&b);
@@ -1097,7 +1097,7 @@ int mg_compact_insert_summary(mg_ir_arena_t *a, mg_ir_request_t *req, int64_t bu
     mg_ir_part_t *p = mg_ir_alloc(a, sizeof *p);
     p->type = MG_IR_PART_TEXT;
     p->text = msg;
-    v[ni] = (mg_ir_message_t){MG_IR_USER, p, 1};
+    v[ni] = (mg_ir_message_t){MG_IR_USER, p, 1, NULL};
     req->messages = v;
     report->filters |= MG_COMPACT_F_SUMMARY;
     report->summarized_turns = turns;

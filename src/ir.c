@@ -873,6 +873,7 @@ mg_ir_message_t *mg_ir_add_message(mg_ir_arena_t *a, mg_ir_request_t *r, size_t 
     m->role = role;
     m->parts = parts ? parts->v : NULL;
     m->n_parts = parts ? parts->n : 0;
+    m->raw = NULL;
     return m;
 }
 

@@ -118,6 +118,10 @@ typedef struct mg_ir_message {
     mg_ir_role_t role;
     mg_ir_part_t *parts;
     size_t n_parts;
+    /* Chat: the message object as the client wrote it, or NULL. A Chat re-encode of a Chat
+     * request (compaction, the safety filters) copies the members the codec does not write
+     * (name, DeepSeek's and Mistral's prefix…); other APIs have no place for them. */
+    const cJSON *raw;
 } mg_ir_message_t;
 
 typedef struct mg_ir_tool {

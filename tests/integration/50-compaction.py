@@ -323,6 +323,20 @@ class Gaps(MGTestCase):
                 self.assertEqual(r.status, 200, r)
                 self.assertNotIn("<|im_start|>", json.dumps(self.a.requests[-1].json), r)
 
+    def test_a_rewritten_chat_request_keeps_its_messages_other_members(self):
+        # One control token makes the filters re-encode the request: the messages' members the
+        # gateway does not write itself (name, a final assistant's prefix) still go out.
+        msgs = [{"role": "user", "name": "alice", "content": "hi " + self.EVIL},
+                {"role": "assistant", "name": "bot", "content": "hello"},
+                {"role": "user", "name": "bob", "content": "write a haiku"},
+                {"role": "assistant", "content": "Autumn", "prefix": True}]
+        r = self.gw.post_json("/v1/chat/completions", {"model": "lc/m", "messages": msgs})
+        self.assertEqual(r.status, 200, r)
+        sent = self.a.requests[-1].json["messages"]
+        self.assertNotIn("<|im_start|>", json.dumps(sent))
+        self.assertEqual([m.get("name") for m in sent], ["alice", "bot", "bob", None], sent)
+        self.assertIs(sent[-1].get("prefix"), True, sent)
+
     def test_a_request_the_filters_cannot_read_is_refused_for_a_local_model(self):
         # A custom role the decoder does not know: without the internal model the filters cannot
         # run, so it is not sent to a safety-on provider as it came.
