@@ -343,9 +343,15 @@ static int encode_assistant(const mg_ir_request_t *ir, const mg_ir_message_t *m,
                             char *err, size_t errlen)
 {
     bool same = mg_ir_same_api(ir->source, API);
+    /* Item ids go back only beside the reasoning items they pair with: OpenAI refuses an item
+     * whose id says it followed reasoning when that reasoning is not sent (compaction drops an
+     * earlier turn's), and reasoning without the item after it. Without ids it checks neither. */
+    bool ids = false;
+    for (size_t k = 0; same && k < m->n_parts && !ids; k++)
+        ids = m->parts[k].type == MG_IR_PART_REASONING && (m->parts[k].id || m->parts[k].encrypted);
     for (size_t k = 0; k < m->n_parts; k++) {
         const mg_ir_part_t *p = &m->parts[k];
-        if (p->type == MG_IR_PART_TEXT && same && p->item_id) {
+        if (p->type == MG_IR_PART_TEXT && ids && p->item_id) {
             /* The client's own message item, with its id: OpenAI links a reasoning item to the
              * item after it by id, and refuses the reasoning when that item comes without one
              * ("provided without its required following item"). Written as the output message
@@ -375,7 +381,7 @@ static int encode_assistant(const mg_ir_request_t *ir, const mg_ir_message_t *m,
         } else if (p->type == MG_IR_PART_TOOL_CALL) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "type", "function_call");
-            if (same && p->item_id) cJSON_AddStringToObject(o, "id", p->item_id); /* as for messages */
+            if (ids && p->item_id) cJSON_AddStringToObject(o, "id", p->item_id); /* as for messages */
             cJSON_AddStringToObject(o, "call_id", p->id ? p->id : "");
             cJSON_AddStringToObject(o, "name", p->name ? p->name : "");
             cJSON_AddStringToObject(o, "arguments", p->arguments ? p->arguments : "{}");

@@ -155,9 +155,16 @@ bool mg_codec_openai_allowed_tools(const cJSON *tc, mg_ir_request_t *r)
     if (!cJSON_IsArray(list)) return true;
     size_t n = 0;
     for (size_t i = 0; i < r->n_tools; i++)
+        n += allowed(list, &r->tools[i]);
+    if (!n) { /* nothing allowed: no call may be made, but the tools stay (a history of calls
+                 needs their definitions: Anthropic refuses tool_use blocks without tools) */
+        r->tool_choice = MG_IR_TOOL_CHOICE_NONE;
+        return true;
+    }
+    n = 0;
+    for (size_t i = 0; i < r->n_tools; i++)
         if (allowed(list, &r->tools[i])) r->tools[n++] = r->tools[i];
     r->n_tools = n;
-    if (!n) r->tool_choice = MG_IR_TOOL_CHOICE_UNSET; /* nothing allowed: no tools, no choice */
     return true;
 }
 

@@ -61,8 +61,8 @@ mg_ir_tool_choice_t mg_codec_openai_tool_choice(const char *s);
 /* OpenAI's {"type":"allowed_tools"} tool choice, which other APIs lack: r->tools is cut to the
  * tools it lists (Chat {"type":"function","function":{"name"}}, Responses {"type":"function",
  * "name"}; another type matches a built-in tool of that type) and the choice becomes mode's,
- * "required" or auto (no tool left: no tools and no choice). Call once r->tools is decoded;
- * false when tc is not such a choice. */
+ * "required" or auto (none of them exists: every tool stays, with the choice "none"). Call once
+ * r->tools is decoded; false when tc is not such a choice. */
 bool mg_codec_openai_allowed_tools(const cJSON *tc, mg_ir_request_t *r);
 /* Copies body's members that are not in known (n names) into r->extras, in order. */
 void mg_codec_decode_extras(const cJSON *body, mg_ir_request_t *r, const char *const *known, size_t n);

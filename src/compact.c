@@ -1196,7 +1196,12 @@ int mg_compact_validate(const mg_ir_request_t *req, int64_t budget, const mg_tok
 {
     if (err && errlen) err[0] = '\0';
     if (req->n_messages == 0) return mg_ir_fail(err, errlen, "the request has no messages");
-    if (req->messages[0].role != MG_IR_USER)
+    /* With previous_response_id the calls live upstream: the request may open with their
+     * results (tool messages before any assistant one), which pair with nothing here. */
+    size_t lead = 0;
+    while (req->previous_response_id && lead < req->n_messages && req->messages[lead].role == MG_IR_TOOL)
+        lead++;
+    if (lead < req->n_messages && req->messages[lead].role != MG_IR_USER)
         return mg_ir_fail(err, errlen, "the first message must be from the user");
     for (size_t k = 0; k < req->n_system; k++)
         if (!part_utf8(&req->system[k])) return mg_ir_fail(err, errlen, "system: invalid UTF-8");
@@ -1219,6 +1224,14 @@ int mg_compact_validate(const mg_ir_request_t *req, int64_t budget, const mg_tok
             calls = NULL;
         }
         if (!m) break;
+        if (i < lead) { /* results of the stored response's calls: only their own shape is checked */
+            for (size_t j = 0; j < m->n_parts; j++) {
+                if (m->parts[j].type != MG_IR_PART_TOOL_RESULT || !m->parts[j].id)
+                    VFAIL("messages[%zu]: a tool message holds only tool results, each with an id", i + 1);
+                if (!part_utf8(&m->parts[j])) VFAIL("messages[%zu]: invalid UTF-8", i + 1);
+            }
+            continue;
+        }
         if (m->role == MG_IR_TOOL && !calls)
             VFAIL("messages[%zu]: tool results without a tool call before them", i + 1);
         if (m->role == MG_IR_TOOL && m->n_parts == 0)

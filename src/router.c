@@ -666,16 +666,21 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
         .ud = req,
     };
     mg_req_ref(req); /* the run's reference, released by summary_done */
+    pthread_mutex_lock(&req->lock); /* active and xfer are read by the watchdog (mg_router_abort) */
     run->active = true;
+    pthread_mutex_unlock(&req->lock);
     if (health) {
         mg_health_attempt_begin(health, sp->id, s->ref, false, run->start_ms);
         run->health_begun = true;
     }
-    run->xfer = mg_xfer_submit(req->up, &spec);
+    mg_xfer_t *x = mg_xfer_submit(req->up, &spec);
+    pthread_mutex_lock(&req->lock);
+    run->xfer = x;
+    if (!x) run->active = false;
+    pthread_mutex_unlock(&req->lock);
     free(url);
     up_headers_free(&hd);
-    if (!run->xfer) {
-        run->active = false;
+    if (!x) {
         summary_health(req, (mg_classification_t){.cls = MG_CLASS_CANCELLED}); /* not counted */
         mg_req_release(req);
         compaction_note(req, a, "no summary: the gateway is stopping");
@@ -733,8 +738,10 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
     mg_ir_request_t cand;
     mg_compact_report_init(&a->compaction);
     a->compaction_note[0] = '\0';
-    if (!req->ir_ready && safety_on(p)) { /* route() refuses such a request; kept as the invariant */
-        settle_locally(a, MG_CLASS_UNSUPPORTED, "the request could not be decoded, so the safety filters cannot run");
+    if (!req->ir_ready && (safety_on(p) || a->mode == MG_RELAY_TRANSLATE)) {
+        settle_locally(a, MG_CLASS_UNSUPPORTED,
+                       safety_on(p) ? "the request could not be decoded, so the safety filters cannot run"
+                                    : "the request could not be decoded for translation");
         return false;
     }
     if (!req->ir_ready) return send_attempt(req, a, NULL, false, delay_ms);
@@ -1151,16 +1158,20 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
     req->ir_ready = mg_ir_decode_request(req->client_api, req->json, req->arena, &req->ir, err, sizeof err) == 0;
     if (!plan(req, reply)) return MG_ROUTE_REPLY;
     if (req->count_tokens) return count_tokens(req, reply, err);
-    bool need_ir = false;
+    /* A request the decoder cannot read goes, as it came, only to candidates of its own API
+     * without filters to run on it (submit() skips the others as unsupported); with no such
+     * candidate the client hears why at once. */
+    bool raw_ok = false;
     for (size_t i = 0; i < req->n_cands; i++) {
         const mg_provider_t *p = req->cands[i]->provider;
         bool strip = req->cand_opts[i].strip_reasoning >= 0 ? req->cand_opts[i].strip_reasoning || req->strip_reasoning
                                                             : req->strip_reasoning || p->strip_reasoning;
         /* A provider with safety filters on is never sent what the gateway could not read. */
-        need_ir = need_ir || p->api != req->client_api || (strip && req->client_api != MG_API_OPENAI_COMPLETIONS) ||
-                  safety_on(p);
+        bool need_ir = p->api != req->client_api || (strip && req->client_api != MG_API_OPENAI_COMPLETIONS) ||
+                       safety_on(p);
+        raw_ok = raw_ok || !need_ir;
     }
-    if (need_ir && !req->ir_ready) {
+    if (req->n_cands && !raw_ok && !req->ir_ready) {
         mg_reply_error(reply, req->ep, 400, "invalid_request_error", "invalid_request", err);
         return MG_ROUTE_REPLY;
     }
@@ -1585,9 +1596,9 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
 {
     mg_summary_run_t *run = &req->summary;
     mg_attempt_t *a = mg_req_current(req);
-    run->active = false;
     /* Detached under the lock: the watchdog's mg_router_abort reads it there. */
     pthread_mutex_lock(&req->lock);
+    run->active = false;
     mg_xfer_t *x = run->xfer;
     run->xfer = NULL;
     bool gone = req->client_gone;

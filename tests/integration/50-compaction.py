@@ -337,6 +337,46 @@ class Gaps(MGTestCase):
         self.assertEqual([m.get("name") for m in sent], ["alice", "bot", "bob", None], sent)
         self.assertIs(sent[-1].get("prefix"), True, sent)
 
+    def test_a_request_the_filters_cannot_read_still_reaches_a_hosted_candidate(self):
+        # The undecodable request goes as it came to a hosted candidate of its API; the local one
+        # in the same chain is skipped as unsupported, not sent it unfiltered.
+        h = self.mock("H")
+        gw = self.gateway(config(providers={"h": provider(h, ["m"]), "lc": provider(self.a, ["m"])},
+                                 primary="lc/m", fallbacks=["h/m"],
+                                 gateway={"providers": {"h": {"tags": ["hosted"]}}}))
+        n = len(self.a.requests)
+        r = gw.post_json("/v1/chat/completions", {"model": "default", "messages": [
+            {"role": "user", "content": "hi"}, {"role": "ipython", "content": "42"}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertRoute(r, [("lc/m", "unsupported"), ("h/m", "ok")])
+        self.assertEqual(len(self.a.requests), n, "the local model got nothing")
+        self.assertEqual(h.requests[-1].json["messages"][1]["role"], "ipython")
+
+    def test_item_ids_go_only_with_the_reasoning_they_follow(self):
+        # Compaction drops an earlier turn's reasoning items first: the items after them then go
+        # without their ids (OpenAI refuses fc_1 whose reasoning rs_1 is missing); the current
+        # turn's reasoning stays, and so does the id of the item it pairs with.
+        gw = self.gateway(config(providers={"lr": provider(self.a, [
+            {"id": "r8", "contextWindow": 8192, "maxTokens": 512, "reasoning": True}], api="openai-responses")}))
+        body = {"model": "lr/r8", "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+                "input": [
+                    {"role": "user", "content": "q1"},
+                    {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "ENC" * 50},
+                    {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f", "arguments": "{}"},
+                    {"type": "function_call_output", "call_id": "call_1", "output": "tool line\n" * 3000},
+                    {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "ENC2" * 50},
+                    {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                     "content": [{"type": "output_text", "text": "answer 1", "annotations": []}]},
+                    {"role": "user", "content": "q2"}]}
+        r = gw.post_json("/v1/responses", body)
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("old_reasoning", r.header("x-moongate-compaction") or "", r)
+        sent = self.a.requests[-1].json["input"]
+        ids = [it.get("id") for it in sent]
+        self.assertEqual([i for i in ids if i], [], "the reasoning went, so did the ids: %r" % sent)
+        self.assertEqual([it.get("type") for it in sent[1:3]], ["function_call", "function_call_output"], sent)
+        # (With its reasoning kept, a re-encoded item keeps its id: 10-routing, Reencoded.)
+
     def test_a_request_the_filters_cannot_read_is_refused_for_a_local_model(self):
         # A custom role the decoder does not know: without the internal model the filters cannot
         # run, so it is not sent to a safety-on provider as it came.

@@ -787,6 +787,19 @@ MG_TEST(validate_catches_each_broken_invariant)
                  "messages[1]: a tool call outside an assistant message");
     tb_free(&u);
     tb_free(&b);
+
+    /* previous_response_id: the request may open with the results of the stored response's
+     * calls, which nothing here pairs with; without it that is an orphan result. */
+    tb_t p;
+    tb_init(&p, MG_API_OPENAI_RESPONSES);
+    tb_result_in(&p, "call_1", "output", true);
+    tb_user(&p, "and now?");
+    MG_CHECK_STR(validate_msg(&p.r, INT64_MAX), "the first message must be from the user");
+    p.r.previous_response_id = "resp_1";
+    MG_CHECK_STR(validate_msg(&p.r, INT64_MAX), "ok");
+    p.r.messages[0].parts[0].id = NULL;
+    MG_CHECK_STR(validate_msg(&p.r, INT64_MAX), "messages[1]: a tool message holds only tool results, each with an id");
+    tb_free(&p);
 }
 
 /* ---- safety filters ---- */
