@@ -46,6 +46,7 @@ typedef struct mg_conn {
     bool in_request;  /* headers complete: the request's own deadlines apply */
     bool started;     /* a request line arrived (the URI callback): a slow head, not an idle one */
     bool cut;
+    size_t get_body;        /* bytes of a GET's or HEAD's body, read and dropped (on_request) */
     struct mg_ip_count *ip; /* its client address's count (gateway.maxConnectionsPerIp) */
 } mg_conn_t;
 
@@ -679,16 +680,22 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
 
 /* The request line has arrived (MHD's URI callback): what follows is a request head, not idling.
  * Returns the request's initial context, which must stay NULL for on_request. */
+/* The context on_request's first call finds for a path that holds an escaped NUL ("%00"):
+ * libmicrohttpd decodes it and the path would end there ("/v1/chat/completions%00junk" would be
+ * served as chat completions), so such a request is refused. */
+static char nul_in_path;
+
 static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *c)
 {
     mg_server_t *srv = ((mg_worker_t *)cls)->srv;
-    (void)uri;
     mg_conn_t *k = conn_of(c);
     if (k) {
         pthread_mutex_lock(&srv->conn_lock);
         k->started = true;
         pthread_mutex_unlock(&srv->conn_lock);
     }
+    for (const char *p = uri; p && *p && *p != '?'; p++)
+        if (p[0] == '%' && p[1] == '0' && p[2] == '0') return &nul_in_path;
     return NULL;
 }
 
@@ -700,6 +707,7 @@ static void conn_set_in_request(mg_server_t *srv, struct MHD_Connection *c, bool
     k->in_request = in_request;
     if (!in_request) { /* the next head is due from now (keep-alive) */
         k->started = false;
+        k->get_body = 0;
         k->since_ms = mg_now_ms();
     }
     pthread_mutex_unlock(&srv->conn_lock);
@@ -742,13 +750,77 @@ static enum MHD_Result reply_too_large(struct MHD_Connection *c, mg_req_t *req)
 
 /* First call for a request: every request but /health gets an mg_req_t, so that each one (errors
  * included) ends with an access line. Requests that can be answered at once are answered here. */
+/* Counts the Content-Length headers and whether they all agree (cls: framing_t). */
+typedef struct {
+    int n_length;
+    bool lengths_differ;
+    const char *first_length;
+} framing_t;
+
+static enum MHD_Result count_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    framing_t *f = cls;
+    if (!key || !mg_str_eq_nocase(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) return MHD_YES;
+    if (f->n_length++ == 0) f->first_length = value ? value : "";
+    else if (strcmp(f->first_length, value ? value : "") != 0) f->lengths_differ = true;
+    return MHD_YES;
+}
+
+/* What RFC 9112 (section 6.3) says a server must refuse in how a request's body is framed, since a
+ * proxy in front may read the same bytes another way (request smuggling): status and message, or
+ * 0. libmicrohttpd 0.9.75 takes the first Content-Length, and lets Content-Length sit beside
+ * Transfer-Encoding. Refused in the request's first call, so the connection is closed after. */
+static int framing_error(struct MHD_Connection *c, const char **msg)
+{
+    framing_t f = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_length, &f);
+    const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    if (te && f.n_length) {
+        *msg = "a request may not carry both Content-Length and Transfer-Encoding";
+        return 400;
+    }
+    if (f.lengths_differ) {
+        *msg = "the request carries Content-Length headers that disagree";
+        return 400;
+    }
+    if (te) {
+        while (*te == ' ' || *te == '\t') te++;
+        size_t n = strlen(te);
+        while (n && (te[n - 1] == ' ' || te[n - 1] == '\t')) n--;
+        if (n != 7 || strncasecmp(te, "chunked", 7) != 0) {
+            *msg = "Transfer-Encoding other than chunked is not supported";
+            return 501;
+        }
+    }
+    return 0;
+}
+
+/* The endpoint a path names, for the error format and the access log even of a request refused
+ * from its head: the three APIs, and the token counts (Anthropic's and Responses'). Another path
+ * takes Anthropic's format when the request carries anthropic-version. Returns whether the path is
+ * an API endpoint. */
+static bool classify_path(struct MHD_Connection *c, const char *url, mg_req_t *req)
+{
+    if (api_endpoint(url, &req->ep)) return true;
+    if (strcmp(url, "/v1/messages/count_tokens") == 0 || strcmp(url, "/v1/responses/input_tokens") == 0) {
+        req->ep = url[4] == 'm' ? MG_EP_MESSAGES : MG_EP_RESPONSES;
+        req->count_tokens = true;
+        return true;
+    }
+    if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version")) req->ep = MG_EP_MESSAGES;
+    return false;
+}
+
 static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, const char *url,
-                                      const char *method, void **ctx)
+                                      const char *method, const char *version, void **ctx, bool nul)
 {
     mg_server_t *srv = w->srv;
     atomic_fetch_add_explicit(&w->requests, 1, memory_order_relaxed);
     bool is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0; /* HEAD: the same, without the body */
-    if (strcmp(url, "/health") == 0)
+    const char *framing_msg = NULL;
+    int framing = framing_error(c, &framing_msg);
+    if (strcmp(url, "/health") == 0 && !framing && !nul)
         return is_get ? serve_health(srv, c) : send_method_error(c, NULL, "GET, HEAD", "this endpoint accepts GET only");
     mg_gen_t *g = mg_gen_acquire();
     mg_req_t *req = mg_req_new(g, w->up);
@@ -758,6 +830,15 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
     atomic_fetch_add(&srv->in_flight, 1);
     registry_add(srv, req);
     *ctx = req;
+    req->is_api = classify_path(c, url, req);
+    if (framing)
+        return send_error(c, req, framing, "invalid_request_error",
+                          framing == 501 ? "not_implemented" : "bad_request_framing", framing_msg);
+    if (nul) return send_error(c, req, 400, "invalid_request_error", "invalid_path", "the path holds an escaped NUL (%00)");
+    /* HTTP/1.1 requires Host (RFC 9112 section 3.2); the Host checks below rely on it. */
+    if (version && strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+        !MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
+        return send_error(c, req, 400, "invalid_request_error", "missing_host", "an HTTP/1.1 request needs a Host header");
 
     /* An oversized head is answered in the API's own error format (a head beyond what
      * libmicrohttpd's connection buffer holds gets its plain page before this code runs). */
@@ -855,6 +936,12 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
         return serve_models(c, req, model_name);
     }
     if (strcmp(method, "POST") != 0) return send_method_error(c, req, "POST", "this endpoint accepts POST only");
+    const char *ce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
+    if (ce && *ce && !mg_str_eq_nocase(ce, "identity")) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "Content-Encoding %.60s is not supported: send the JSON body uncompressed", ce);
+        return send_error(c, req, 415, "invalid_request_error", "unsupported_content_encoding", msg);
+    }
     MHD_get_connection_values(c, MHD_HEADER_KIND, keep_header, req);
     const char *strip = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-moongate-strip-reasoning");
     req->strip_reasoning = strip && (!strcmp(strip, "1") || mg_str_eq_nocase(strip, "true") || mg_str_eq_nocase(strip, "yes"));
@@ -876,20 +963,40 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 {
     mg_worker_t *w = cls;
     mg_req_t *req = *ctx;
-    if (!req) {
+    bool nul = req == (mg_req_t *)&nul_in_path;
+    if (!req || nul) {
+        *ctx = NULL;
         conn_set_in_request(w->srv, c, true);
         /* libmicrohttpd 0.9.75 closes the connection after a reply queued in the very first call
          * (it cannot know the request had no body to skip): a GET or HEAD is answered on the
-         * second call, so that health checks and model lists keep their connection. */
-        if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) {
+         * second call, so that health checks and model lists keep their connection. A request
+         * to refuse for its framing or its path is answered now, which closes it. */
+        const char *framing_msg;
+        if ((strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) && !nul && !framing_error(c, &framing_msg)) {
             *ctx = &deferred_get;
             return MHD_YES;
         }
-        return on_new_request(w, c, url, method, ctx);
+        return on_new_request(w, c, url, method, version, ctx, nul);
     }
     if (req == (mg_req_t *)&deferred_get) {
+        if (*upload_size) {
+            /* A GET with a body (curl -X GET -d …): it means nothing to a GET; read and dropped,
+             * and the answer comes once the request is whole (libmicrohttpd cannot queue one
+             * before). Past 64 KiB the connection is closed instead. */
+            size_t n = *upload_size;
+            *upload_size = 0;
+            mg_conn_t *k = conn_of(c);
+            bool over = false;
+            if (k) {
+                pthread_mutex_lock(&w->srv->conn_lock);
+                k->get_body += n;
+                over = k->get_body > 64 * 1024;
+                pthread_mutex_unlock(&w->srv->conn_lock);
+            }
+            return over ? MHD_NO : MHD_YES;
+        }
         *ctx = NULL;
-        return on_new_request(w, c, url, method, ctx);
+        return on_new_request(w, c, url, method, version, ctx, false);
     }
     if (*upload_size) {
         size_t n = *upload_size;
@@ -928,7 +1035,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum M
     mg_server_t *srv = ((mg_worker_t *)cls)->srv;
     mg_req_t *req = *ctx;
     conn_set_in_request(srv, c, false);
-    if (req == (mg_req_t *)&deferred_get) *ctx = req = NULL;
+    if (req == (mg_req_t *)&deferred_get || req == (mg_req_t *)&nul_in_path) *ctx = req = NULL;
     if (!req) return;
     *ctx = NULL;
     /* client_gone: the watchdog saw the client leave while its request waited (prefill, a summary,
@@ -960,14 +1067,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx, enum M
     mg_router_access_json(req, &line);
     req->conn = NULL;
     pthread_mutex_unlock(&req->lock);
-    if (req->model_asked) { /* an API request (not /v1/models, /metrics, /admin) */
+    if (req->is_api) { /* an API request (not /v1/models, /metrics, /admin), refused ones too */
         /* Counted before the access line is written, so whoever reads the line sees the counts. */
         /* A token count is its own api, and nothing was served or spent (no on_complete). */
         mg_metrics_api_t api = req->count_tokens ? MG_METRICS_API_COUNT_TOKENS : (mg_metrics_api_t)req->ep;
         const mg_model_t *m = req->count_tokens ? req->counted_for : req->served;
         mg_metrics_request(api, m ? m->ref : NULL, req->status);
         mg_metrics_latency(api, (double)(mg_now_ms() - req->start_ms) / 1000.0);
-        if (!req->count_tokens) mg_router_account(req);
+        if (req->model_asked && !req->count_tokens) mg_router_account(req);
     }
     mg_log_json(MG_LOG_INFO, "access", line.data);
     mg_buf_free(&line);

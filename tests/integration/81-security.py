@@ -148,6 +148,92 @@ class DnsRebinding(MGTestCase):
         self.assertEqual(gw2.get("/v1/models", headers=evil).status, 200)
 
 
+def _raw(gw, data, timeout=5):
+    """Sends data on a fresh connection and reads until the gateway closes it or goes quiet."""
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.settimeout(timeout)
+    s.sendall(data)
+    got = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+            if b"\r\n\r\n" in got and time.sleep(0.2) is None:
+                s.settimeout(0.5)
+    except socket.timeout:
+        pass
+    s.close()
+    return got
+
+
+class HttpEdges(MGTestCase):
+    """What RFC 9112 says a server must refuse in a request's framing (request smuggling behind a
+    proxy), and requests that were answered wrongly or not at all."""
+
+    def setUp(self):
+        self.a = self.mock("A")
+        self.gw = self.gateway(config(providers={"a": provider(self.a, ["m"])}, primary="a/m"))
+        self.body = b'{"model":"a/m","messages":[{"role":"user","content":"hi"}]}'
+
+    def post(self, extra, body=None):
+        body = self.body if body is None else body
+        return _raw(self.gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Content-Type: application/json\r\n" + extra + b"\r\n" + body)
+
+    def test_ambiguous_framing_is_refused_and_the_connection_closed(self):
+        smuggled = b"GET /admin/policy HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        n = len(self.body)
+        cases = (
+            (b"Content-Length: %d\r\nContent-Length: %d\r\n" % (n, n + len(smuggled)), 400),
+            (b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n" % n, 400),
+            (b"Transfer-Encoding: gzip, chunked\r\n", 501),
+        )
+        for extra, status in cases:
+            with self.subTest(extra=extra):
+                got = self.post(extra, self.body + smuggled)
+                self.assertTrue(got.startswith(b"HTTP/1.1 %d" % status), got[:200])
+                self.assertEqual(got.count(b"HTTP/1.1 "), 1, "a second request ran: %r" % got)
+        self.assertEqual(len(self.a.requests), 0)
+
+    def test_odd_requests_get_a_clear_answer(self):
+        # An escaped NUL in the path would end it early; an HTTP/1.1 request needs Host; a
+        # compressed body is not read as JSON; a GET with a body is answered.
+        got = _raw(self.gw, b"POST /v1/chat/completions%00junk HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                   + str(len(self.body)).encode() + b"\r\n\r\n" + self.body)
+        self.assertTrue(got.startswith(b"HTTP/1.1 400"), got[:200])
+        self.assertIn(b"invalid_path", got)
+        got = _raw(self.gw, b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(self.body)
+                   + self.body)
+        self.assertTrue(got.startswith(b"HTTP/1.1 400"), got[:200])
+        self.assertIn(b"missing_host", got)
+        got = self.post(b"Content-Encoding: gzip\r\nContent-Length: 4\r\n", b"\x1f\x8b\x08\x00")
+        self.assertTrue(got.startswith(b"HTTP/1.1 415"), got[:200])
+        self.assertIn(b"unsupported_content_encoding", got)
+        for path in (b"/v1/models", b"/health", b"/metrics"):
+            got = _raw(self.gw, b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}" % path)
+            self.assertTrue(got.startswith(b"HTTP/1.1 200"), (path, got[:200]))
+        self.assertEqual(len(self.a.requests), 0)
+
+    def test_refusals_are_counted_and_name_their_api(self):
+        # Refused before the body is read or parsed, a request still counts in the metrics (model
+        # "none") and its access line names its API; on Anthropic's token count its errors are
+        # Anthropic's.
+        self.gw.post_json("/v1/chat/completions", b"{not json")
+        self.gw.post_json("/v1/messages", b'{"model":"a","model":"b"}')
+        r = self.gw.post_json("/v1/messages/count_tokens", {"model": "a/m", "messages": []},
+                              headers={"Origin": "http://evil.example"})
+        self.assertEqual((r.status, r.json.get("type")), (403, "error"), r)
+        text = self.gw.get("/metrics").body.decode()
+        self.assertEqual(mglib.metric(text, "moongate_requests_total", api="chat", model="none", status="400"), 1)
+        self.assertEqual(mglib.metric(text, "moongate_requests_total", api="messages", model="none", status="400"), 1)
+        self.assertEqual(mglib.metric(text, "moongate_requests_total", api="count_tokens", model="none", status="403"), 1)
+        lines = self.gw.wait_access(4)
+        self.assertEqual([l.get("api") for l in lines if l["path"].startswith("/v1/")],
+                         ["chat", "messages", "messages"], lines)
+
+
 def _ipv6_address(dest):
     """The local IPv6 address a datagram to dest would leave from, or None (no IPv6, no route).
     Nothing is sent."""
