@@ -2,6 +2,7 @@
 -- file's own sandbox, not in policy states. check(case, result) compares one case's `expect`
 -- with what the policy did; the file format is documented in docs/POLICIES.md ("Testing").
 local type, tostring, concat, find, format = type, tostring, table.concat, string.find, string.format
+local pairs, ipairs, sort, mathtype = pairs, ipairs, table.sort, math.type
 
 local testing = {}
 
@@ -52,9 +53,91 @@ local function check_candidate(want, got, i, r)
   return true
 end
 
+-- The fields `expect` may have, and those of `expect.reject` and of a candidate entry.
+local EXPECT_KEYS = { "candidates", "first", "reject", "error", "action", "delay_ms", "trace" }
+local REJECT_KEYS = { "status", "code", "message", "message_contains" }
+local CANDIDATE_KEYS = { "model" }
+for _, k in ipairs(OPTION_KEYS) do CANDIDATE_KEYS[#CANDIDATE_KEYS + 1] = k end
+
+-- Raises "<where>: unknown field 'x' (known: ...)" when t has a key not in known.
+local function check_keys(t, where, known)
+  local set, bad = {}, {}
+  for _, k in ipairs(known) do set[k] = true end
+  for k in pairs(t) do
+    if not set[k] then
+      bad[#bad + 1] = type(k) == "string" and ("'" .. k .. "'") or ("a " .. type(k) .. " key")
+    end
+  end
+  if #bad == 0 then return end
+  sort(bad)
+  error(format("%s: unknown field%s %s (known: %s)", where, #bad > 1 and "s" or "", concat(bad, ", "),
+    concat(known, ", ")), 0)
+end
+
+-- Raises "<where>: expected a <want>, got ..." unless v is nil or a want ("integer" or a type).
+local function check_type(v, where, want)
+  if v == nil or (want == "integer" and mathtype(v) == "integer") or type(v) == want then return end
+  error(format("%s: expected %s %s, got %s", where, want == "integer" and "an" or "a", want, tostring(v)), 0)
+end
+
+-- `expect` itself: a misspelt field would be ignored and a contradictory one (a rejection and
+-- candidates) half checked, and the case would pass for the wrong reason.
+local function check_expect(case, e)
+  check_keys(e, "expect", EXPECT_KEYS)
+  local outcomes = {}
+  for _, k in ipairs({ "error", "reject", "candidates", "first", "action" }) do
+    if e[k] ~= nil and not (k == "first" and e.candidates ~= nil) then outcomes[#outcomes + 1] = k end
+  end
+  if #outcomes > 1 then
+    error(format("expect: %s and %s contradict each other (a case has one outcome)", outcomes[1],
+      outcomes[2]), 0)
+  end
+  if case.failure ~= nil then
+    for _, k in ipairs({ "reject", "candidates", "first" }) do
+      if e[k] ~= nil then
+        error(format("expect.%s: a failure case checks on_failure's decision (action, delay_ms), not a plan",
+          k), 0)
+      end
+    end
+  elseif e.action ~= nil or e.delay_ms ~= nil then
+    error(format("expect.%s: only a failure case (one with `failure`) has an action",
+      e.action ~= nil and "action" or "delay_ms"), 0)
+  end
+  check_type(e.error, "expect.error", "string")
+  check_type(e.trace, "expect.trace", "string")
+  check_type(e.delay_ms, "expect.delay_ms", "integer")
+  check_type(e.candidates, "expect.candidates", "table")
+  if e.action ~= nil and e.action ~= "next" and e.action ~= "stop" and e.action ~= "retry" then
+    error(format("expect.action: expected \"next\", \"stop\" or \"retry\", got %s", tostring(e.action)), 0)
+  end
+  if e.delay_ms ~= nil and e.action ~= "retry" then
+    error("expect.delay_ms: only with action = \"retry\"", 0)
+  end
+  if e.reject ~= nil then
+    check_type(e.reject, "expect.reject", "table")
+    check_keys(e.reject, "expect.reject", REJECT_KEYS)
+    check_type(e.reject.status, "expect.reject.status", "integer")
+    check_type(e.reject.code, "expect.reject.code", "string")
+    check_type(e.reject.message, "expect.reject.message", "string")
+    check_type(e.reject.message_contains, "expect.reject.message_contains", "string")
+  end
+  if e.candidates ~= nil then
+    for k in pairs(e.candidates) do
+      if mathtype(k) ~= "integer" or k < 1 or k > #e.candidates then
+        error("expect.candidates: expected a list (refs or {model = ref, option = value...})", 0)
+      end
+    end
+    for i, c in ipairs(e.candidates) do
+      if type(c) == "table" then check_keys(c, format("expect.candidates[%d]", i), CANDIDATE_KEYS) end
+    end
+  end
+  if type(e.first) == "table" then check_keys(e.first, "expect.first", CANDIDATE_KEYS) end
+end
+
 function testing.check(case, r)
   local e = case.expect
   if type(e) ~= "table" then error("the case has no `expect` table", 0) end
+  check_expect(case, e)
   if e.error then
     if r.ok then return fail(r, "expected a policy error containing %q", e.error) end
     if not find(r.error, e.error, 1, true) then return fail(r, "expected a policy error containing %q", e.error) end

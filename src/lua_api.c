@@ -591,6 +591,13 @@ static const mg_kv_t *kv_list(lua_State *L, bool headers, size_t *n)
     return headers ? in->headers : in->metadata;
 }
 
+/* Whether the policy sees entry kv: credentials are left out of req.headers whoever built the
+ * list (the server, `moongate route`'s request file, a test case). */
+static bool kv_shown(const mg_kv_t *kv, bool headers)
+{
+    return kv->name && !(headers && mg_policy_header_is_secret(kv->name));
+}
+
 static int kv_index(lua_State *L)
 {
     bool headers = lua_toboolean(L, lua_upvalueindex(1));
@@ -602,7 +609,7 @@ static int kv_index(lua_State *L)
         return 1;
     }
     for (size_t i = 0; i < n; i++) {
-        if (!kv[i].name) continue;
+        if (!kv_shown(&kv[i], headers)) continue;
         bool eq = headers ? mg_str_eq_nocase(kv[i].name, k) : strcmp(kv[i].name, k) == 0;
         if (eq) {
             lua_pushstring(L, kv[i].value ? kv[i].value : "");
@@ -615,9 +622,12 @@ static int kv_index(lua_State *L)
 
 static int kv_len(lua_State *L)
 {
-    size_t n;
-    kv_list(L, lua_toboolean(L, lua_upvalueindex(1)), &n);
-    lua_pushinteger(L, (lua_Integer)n);
+    bool headers = lua_toboolean(L, lua_upvalueindex(1));
+    size_t n, shown = 0;
+    const mg_kv_t *kv = kv_list(L, headers, &n);
+    for (size_t i = 0; i < n; i++)
+        shown += kv_shown(&kv[i], headers);
+    lua_pushinteger(L, (lua_Integer)shown);
     return 1;
 }
 
@@ -626,9 +636,10 @@ static int kv_len(lua_State *L)
 static int kv_next(lua_State *L)
 {
     size_t n;
-    const mg_kv_t *kv = kv_list(L, lua_toboolean(L, lua_upvalueindex(1)), &n);
+    bool headers = lua_toboolean(L, lua_upvalueindex(1));
+    const mg_kv_t *kv = kv_list(L, headers, &n);
     lua_Integer i = lua_tointeger(L, lua_upvalueindex(2));
-    while ((size_t)i < n && !kv[i].name)
+    while ((size_t)i < n && !kv_shown(&kv[i], headers))
         i++;
     if ((size_t)i >= n) {
         lua_pushnil(L);
@@ -1406,6 +1417,49 @@ static void take_rejection(lua_State *L, int idx, mg_raw_plan_t *out)
     lua_pop(L, 3);
 }
 
+/* route's result (index 1) is a table with no list part, no 'model' and no 'ref': only an empty
+ * one is the empty list (503 no_candidates). A key is a mistake to report, not a plan without
+ * candidates: a misspelt `model`, a list with a hole at #1, a map of refs. */
+static void check_empty_list(lua_State *L)
+{
+    host_t *h = host_of(L);
+    int t = mg_lua_unprotect(L, 1) ? lua_gettop(L) : 1; /* a read-only proxy: its table */
+    char keys[256] = "";
+    size_t len = 0;
+    int unknown = 0, options = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        if (lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0)
+            luaL_error(L, "%s: route returned a list with a hole at #1", h->route_where);
+        bool option = false;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (const char *const *k = option_keys; *k && !option; k++)
+                option = strcmp(*k, lua_tostring(L, -1)) == 0;
+        if (option) {
+            options++;
+        } else if (++unknown <= 4 && len < sizeof keys) {
+            const char *sep = unknown > 1 ? ", " : "";
+            if (lua_type(L, -1) == LUA_TSTRING)
+                len += (size_t)snprintf(keys + len, sizeof keys - len, "%s'%.40s'", sep,
+                                        lua_tostring(L, -1));
+            else
+                len += (size_t)snprintf(keys + len, sizeof keys - len, "%sa %s key", sep,
+                                        luaL_typename(L, -1));
+        }
+    }
+    if (!unknown && !options) return; /* {} */
+    if (!unknown)
+        luaL_error(L,
+                   "%s: route returned options with no 'model' (expected a list of candidates, "
+                   "{model = ref, options...} or gw.reject(...))",
+                   h->route_where);
+    luaL_error(L,
+               "%s: route returned a table with no 'model' and unknown %s %s%s (expected a list "
+               "of candidates, {model = ref, options...} or gw.reject(...))",
+               h->route_where, unknown > 1 ? "keys" : "key", keys, unknown > 4 ? ", ..." : "");
+}
+
 /* Runs protected: converts route's result (index 1) into *out (light userdata at index 2). */
 static int convert_route(lua_State *L)
 {
@@ -1430,7 +1484,10 @@ static int convert_route(lua_State *L)
         int a = lua_getfield(L, 1, "model");
         int b = lua_getfield(L, 1, "ref");
         lua_pop(L, 2);
-        if (a != LUA_TNIL || b != LUA_TNIL) add_candidate(L, out, 1, 1);
+        if (a != LUA_TNIL || b != LUA_TNIL)
+            add_candidate(L, out, 1, 1);
+        else
+            check_empty_list(L);
         return 0;
     }
     for (lua_Integer i = 1; i <= n; i++) {

@@ -12,13 +12,20 @@
  *  - CPU: lua_sethook(LUA_MASKCOUNT, interval) checks a monotonic deadline; once it has passed the
  *    hook re-arms itself to fire on every instruction and raises a non-string error object, so a
  *    `pcall` loop gets at most one instruction before the next raise. Library functions whose
- *    cost grows with their input check the deadline before running, and large allocations re-arm
- *    the hook, so one expensive instruction cannot hide the deadline for a whole interval.
+ *    cost grows with their input check the deadline before and after running, and large
+ *    allocations re-arm the hook, so one expensive instruction cannot hide the deadline for a
+ *    whole interval. The table functions that loop in C over a range the policy chooses
+ *    (insert, remove, move, concat, unpack; sort, in its comparisons) look at the clock every few
+ *    steps, and the functions that return one value per element return at most 10000. A call
+ *    that ends past its budget fails even when nothing stopped it on the way (a slow C call).
  *    Preemption: a wall-clock deadline alone would fail decisions whose thread was merely
  *    descheduled on a busy machine. So when it passes, the thread's CPU clock (a syscall, read
  *    only on this slow path) takes over: the call fails once it has used a further budget / 2
  *    (within 1..10 ms) of CPU. A preempted decision finishes long before; a runaway one is
- *    stopped at budget + grace on an idle core, later in proportion on a contended one.
+ *    stopped at budget + grace on an idle core, later in proportion on a contended one. A single
+ *    library call that runs past the deadline is judged the same way: the thread's CPU clock is
+ *    read once per armed budget, at its first guarded library call, and when the deadline is
+ *    first seen passed with budget + grace of CPU used since then, the call fails at once.
  *  - Memory: the allocator counts live bytes per state and returns NULL past the limit; strings
  *    longer than max_string are refused too (that caps the cost of any single string operation).
  *  A state that hit a limit is "poisoned": the owner must discard it and build a new one.
@@ -48,6 +55,7 @@ typedef struct mg_sandbox {
     /* CPU */
     int64_t deadline_us;          /* monotonic; 0 = no deadline (setup, close) */
     int64_t mark_us, mark_cpu_us; /* when the wall deadline first passed (wall, thread CPU) */
+    int64_t start_cpu_us;         /* thread CPU at the first guarded library call; -1 none */
     int64_t budget_ms;            /* for messages */
     int interval;
     bool expired; /* the deadline passed during this call: the state is poisoned */

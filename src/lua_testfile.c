@@ -220,6 +220,9 @@ static void read_request(lua_State *L, int t, mg_tcase_t *c)
     if (!in->model) in->model = "default";
     in->endpoint = get_str(L, t, w, "endpoint", c);
     if (!in->endpoint) in->endpoint = "chat";
+    if (strcmp(in->endpoint, "chat") && strcmp(in->endpoint, "responses") &&
+        strcmp(in->endpoint, "messages"))
+        field_error(L, w, "endpoint", "expected \"chat\", \"responses\" or \"messages\"");
     in->prompt_tokens = 1000;
     get_int(L, t, w, "prompt_tokens", &in->prompt_tokens);
     in->max_output_tokens = -1;

@@ -156,6 +156,26 @@ static void count_failure(mg_policy_t *p, const char *err)
         atomic_fetch_add(&p->memory_errors, 1);
 }
 
+/* ---- what policies see ------------------------------------------------------------------------
+ */
+
+bool mg_policy_header_is_secret(const char *name)
+{
+    static const char *const secret[] = {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",                 /* Anthropic */
+        "api-key",                   /* Azure OpenAI */
+        "x-goog-api-key",            /* Google Gemini */
+        "ocp-apim-subscription-key", /* Azure API Management */
+        "x-amz-security-token",      /* AWS session credentials (Bedrock) */
+    };
+    for (size_t i = 0; i < MG_ARRAY_LEN(secret); i++)
+        if (mg_str_eq_nocase(name, secret[i])) return true;
+    return false;
+}
+
 /* ---- invariants -------------------------------------------------------------------------------
  */
 

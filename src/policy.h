@@ -60,7 +60,8 @@ typedef struct mg_route_input {
     int64_t prompt_tokens;     /* estimate */
     int64_t max_output_tokens; /* requested output cap, -1 when the request sets none */
     bool has_tools, has_images, stream;
-    const mg_kv_t *headers; /* selected request headers, names lower-case */
+    const mg_kv_t *headers; /* selected request headers, names lower-case (credentials, by
+                               mg_policy_header_is_secret, may be there: policies never see them) */
     size_t n_headers;
     const mg_kv_t *metadata; /* request metadata (e.g. the body's "metadata" object) */
     size_t n_metadata;
@@ -190,6 +191,11 @@ int mg_policy_route(mg_policy_t *p, const mg_route_input_t *in, const mg_live_vi
 /* The route the built-in default would take (no Lua): for onPolicyError = "static". Never fails;
  * out gets candidates or the 404 model_not_found rejection, region restrictions applied. */
 void mg_policy_static_plan(const mg_config_t *cfg, const mg_route_input_t *in, mg_plan_t *out);
+
+/* Whether a request header carries a credential, which req.headers never shows a policy (it
+ * could trace it into the x-moongate-route header and the access log): authorization,
+ * proxy-authorization, cookie and the vendors' API key headers. Case-insensitive. */
+bool mg_policy_header_is_secret(const char *name);
 
 /* Whether a provider region is allowed by one restriction entry: equal ignoring case, or the
  * entry is a prefix followed by '-' ("eu" allows "eu-west-1"), or the entry is "*". */

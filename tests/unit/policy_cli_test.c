@@ -126,6 +126,67 @@ MG_TEST(a_wrong_expectation_fails)
     MG_CHECK_INT(mg_cli_test("/nonexistent/dir", stdout), 2);
 }
 
+MG_TEST(expect_typos_and_contradictions_fail)
+{
+    /* A field of `expect` the checker does not know was ignored, and so was a second outcome: a
+     * case with a misspelt expectation passed whatever the policy did. */
+    char *cfg = put("cfg2.json5",
+                    "{ models: { mode: 'replace', providers: {"
+                    " lm: { baseUrl: 'http://127.0.0.1:1/v1', api: 'openai-completions', models: "
+                    "[{ id: 'a' }] } } },"
+                    " agents: { defaults: { model: { primary: 'lm/a' } } } }");
+    free(put("p2.lua", "function route(req) if req.model == 'no' then return gw.reject(403, "
+                       "'forbidden', 'no way') end return 'lm/a' end"));
+    char *t = put(
+        "e_test.lua",
+        "return { config = 'cfg2.json5', policy = 'p2.lua', cases = {\n"
+        "  { name = 'reject typos', request = { model = 'no' },\n"
+        "    expect = { reject = { stauts = 404, cdoe = 'unknown_model' } } },\n"
+        "  { name = 'trace typo', expect = { first = 'lm/a', tarce = 'not there' } },\n"
+        "  { name = 'two outcomes', request = { model = 'no' },\n"
+        "    expect = { reject = { status = 403 }, candidates = { 'lm/a' } } },\n"
+        "  { name = 'an action for route', expect = { action = 'next' } },\n"
+        "  { name = 'a plan for on_failure', failure = { model = 'lm/a' }, expect = { first = "
+        "'lm/a' } },\n"
+        "  { name = 'delay alone', failure = { model = 'lm/a' }, expect = { action = 'next', "
+        "delay_ms = 5 } },\n"
+        "  { name = 'status type', request = { model = 'no' }, expect = { reject = { status = "
+        "'403' } } },\n"
+        "  { name = 'option typo', expect = { candidates = { { model = 'lm/a', toal_ms = 5 } } } "
+        "},\n"
+        "  { name = 'endpoint', request = { endpoint = 'anthropic' }, expect = { first = 'lm/a' } "
+        "},\n"
+        "  { name = 'right', request = { model = 'no', endpoint = 'messages' },\n"
+        "    expect = { reject = { status = 403, code = 'forbidden' }, trace = '' } },\n"
+        "} }\n");
+    int rc;
+    char *out = capture_test(t, &rc);
+    MG_CHECK_INT(rc, 1);
+    CHECK_CONTAINS(out, "FAIL e_test.lua: reject typos: expect.reject: unknown fields 'cdoe', "
+                        "'stauts' (known: status, code, message, message_contains)\n");
+    CHECK_CONTAINS(out, "FAIL e_test.lua: trace typo: expect: unknown field 'tarce' (known: "
+                        "candidates, first, reject, error, action, delay_ms, trace)\n");
+    CHECK_CONTAINS(out, "FAIL e_test.lua: two outcomes: expect: reject and candidates contradict "
+                        "each other (a case has one outcome)\n");
+    CHECK_CONTAINS(out, "FAIL e_test.lua: an action for route: expect.action: only a failure case "
+                        "(one with `failure`) has an action\n");
+    CHECK_CONTAINS(out, "FAIL e_test.lua: a plan for on_failure: expect.first: a failure case "
+                        "checks on_failure's decision (action, delay_ms), not a plan\n");
+    CHECK_CONTAINS(out, "FAIL e_test.lua: delay alone: expect.delay_ms: only with action = "
+                        "\"retry\"\n");
+    CHECK_CONTAINS(out, "FAIL e_test.lua: status type: expect.reject.status: expected an integer, "
+                        "got 403\n");
+    CHECK_CONTAINS(out, "FAIL e_test.lua: option typo: expect.candidates[1]: unknown field "
+                        "'toal_ms' (known: model, connect_ms, ");
+    CHECK_CONTAINS(out, "FAIL e_test.lua: case 9: request.endpoint: expected \"chat\", "
+                        "\"responses\" or \"messages\"\n");
+    CHECK_CONTAINS(out, "ok   e_test.lua: right\n");
+    CHECK_CONTAINS(out, "1 passed, 9 failed\n");
+    free(out);
+    free(t);
+    free(cfg);
+}
+
 static char *capture_route(const char *cfg, const char *req, const char *state, int *rc)
 {
     char *buf = NULL;

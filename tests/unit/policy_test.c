@@ -1,9 +1,12 @@
 /* Unit tests for policy.c, lua_api.c and lua_sandbox.c: the built-in default, the sandbox (every
  * escape attempt denied), the limits (each hit fails one decision quickly and the next works),
  * the C invariants, the gw API and its phases, the hooks, and concurrent use from many threads. */
+#include "lua_sandbox.h"
 #include "mg_test.h"
 #include "policy.h"
 #include "util.h"
+
+#include <lauxlib.h>
 
 #include <pthread.h>
 #include <stdint.h>
@@ -580,16 +583,216 @@ MG_TEST(limit_c_functions_check_the_deadline)
     limit_hit("local a = ('x'):rep(250000) .. 'a'\nlocal b = ('x'):rep(250000) .. 'b'\nwhile true "
               "do local c = a < b end",
               "CPU budget", NULL);
-    limit_hit("local t = {string.byte(('x'):rep(200000), 1, -1)}\nwhile true do table.insert(t, 1, "
+    limit_hit("local t = {}\nfor i = 1, 200000 do t[i] = 0 end\nwhile true do table.insert(t, 1, "
               "0) table.remove(t, 1) end",
               "CPU budget", NULL);
     limit_hit("local t = {}\nfor i = 1, 10000 do t[i] = -i end\nwhile true do table.sort(t) end",
               "CPU budget", NULL);
     limit_hit("local t = {}\nfor i = 1, 10001 do t[i] = -i end\ntable.sort(t)",
               "table.sort: too many elements", NULL);
-    limit_hit("local t = {}\nfor i = 1, 200000 do t[i] = i end\nwhile true do local x = "
+    limit_hit("local t = {}\nfor i = 1, 10000 do t[i] = i end\nwhile true do local x = "
               "{table.unpack(t)} end",
               "CPU budget", NULL);
+}
+
+/* Lua lines making t a 1990-table __index chain over the table `base` (each access to t from C
+ * follows the whole chain). */
+#define CHAIN(base)                                                                                \
+    "local t = " base "\nfor i = 1, 1990 do t = setmetatable({}, {__index = t}) end\n"
+
+MG_TEST(limit_c_loops_sized_by_the_policy)
+{
+    /* ltablib's loops over a length the policy claims run in C: no instruction for the hook, no
+     * allocation for the allocator. They hung the thread for good. */
+    limit_hit("local t = setmetatable({}, {__len = function() return math.maxinteger - 1 end})\n"
+              "table.insert(t, 1, 'x')",
+              ".lua:3: CPU budget of 5 ms exceeded", NULL);
+    limit_hit("local t = setmetatable({}, {__len = function() return math.maxinteger end})\n"
+              "table.remove(t, 1)",
+              ".lua:3: CPU budget of 5 ms exceeded", NULL);
+    limit_hit("local t = setmetatable({}, {__len = function() return 1e8 end})\n"
+              "table.insert(t, 1, 'x')",
+              "CPU budget", NULL);
+    /* each step through an __index chain: seconds for 100000 steps */
+    limit_hit(CHAIN("{}") "return table.move(t, 1, 100000, 1, {})", "CPU budget", NULL);
+    limit_hit(CHAIN("{}") "return table.move(t, 1, 100000, 2)", "CPU budget", NULL);
+    limit_hit("local b = {} for i = 1, 20000 do b[i] = '' end\n" /* */
+              CHAIN("b") "for i = 1, 100 do table.concat(t, '', 1, 20000) end",
+              "CPU budget", NULL);
+    limit_hit(CHAIN("{}") "for i = 1, 100 do table.unpack(t, 1, 10000) end", "CPU budget", NULL);
+    limit_hit(CHAIN("{}") "local u = setmetatable({}, {__index = t, __len = function() return "
+                          "1e6 end})\ntable.remove(u, 1)",
+              "CPU budget", NULL);
+    /* the stock sort compares in C, and a comparison of two long strings is O(length) */
+    limit_hit("local a, b = ('x'):rep(200000) .. 'a', ('x'):rep(200000) .. 'b'\nlocal t = {}\n"
+              "for i = 1, 10000 do t[i] = i % 2 == 0 and a or b end\ntable.sort(t)",
+              "CPU budget", NULL);
+    /* one value per element: at most 10000 per call (a million fit on the stack) */
+    limit_hit("return table.unpack({}, 1, 10001)",
+              ".lua:2: table.unpack: more than 10000 results for a policy", NULL);
+    limit_hit("local t = setmetatable({}, {__len = function() return 900000 end})\n"
+              "return table.unpack(t)",
+              "table.unpack: more than 10000 results", NULL);
+    limit_hit("return string.byte(('x'):rep(20000), 1, -1)",
+              "string.byte: more than 10000 results for a policy", NULL);
+    limit_hit("return utf8.codepoint(('x'):rep(20000), 1, -1)",
+              "utf8.codepoint: more than 10000 bytes for a policy", NULL);
+    limit_hit("return string.unpack(('B'):rep(20000), ('x'):rep(20000))",
+              "string.unpack: more than 10000 results for a policy", NULL);
+    /* the top level (the 50 ms load budget) and the self-check are held to the same */
+    char err[512];
+    int64_t t0 = mg_now_ms();
+    mg_policy_t *p = load_lim("local t = setmetatable({}, {__len = function() return 3e8 end})\n"
+                              "table.insert(t, 1, 'x')\nfunction route(req) return 'lm/small' end",
+                              NULL, err, sizeof err);
+    MG_CHECK(p == NULL);
+    CHECK_CONTAINS(err, ".lua:2: CPU budget of 50 ms exceeded");
+    MG_CHECK(mg_now_ms() - t0 < 2000);
+    mg_policy_free(p);
+    /* load's reader: the lexer skips a 256 KiB comment piece without an instruction, and the
+     * hook saw the reader's two instructions per piece (~60 ms of CPU between checks) */
+    mg_policy_limits_t lim = {.cpu_ms = 1};
+    p = load_lim("local piece = '--' .. ('x'):rep(250000) .. '\\n'\n"
+                 "function route(req)\n"
+                 "  if req.model == 'x' then load(function() return piece end) end\n"
+                 "  return 'lm/small'\n"
+                 "end",
+                 &lim, err, sizeof err);
+    MG_CHECK(p != NULL);
+    if (!p) return;
+    mg_plan_t plan;
+    int64_t c0 = cpu_ms();
+    MG_CHECK_INT(route(p, "x", &plan), -1);
+    int64_t cdt = cpu_ms() - c0;
+    CHECK_CONTAINS(plan.error, ".lua:3: CPU budget of 1 ms exceeded");
+    if (cdt >= 25) {
+        fprintf(stderr, "  load's reader: %lld ms of CPU for a 1 ms budget\n", (long long)cdt);
+        mg_test_failures++;
+    }
+    mg_policy_free(p);
+}
+
+/* Stock semantics of the functions the sandbox replaces: results and argument errors. */
+MG_TEST(sandbox_table_functions_behave_as_stock)
+{
+    probe("local t = {1, 2, 3} table.insert(t, 2, 9) table.insert(t, 7)\n"
+          "return table.concat(t, ',')",
+          "true|1,9,2,3,7");
+    probe("local t = {1, 2, 3} return table.remove(t, 1) .. table.concat(t, ',')", "true|12,3");
+    probe("local t = {1, 2, 3} return table.remove(t) .. #t", "true|32");
+    probe("local t = {} return tostring(table.remove(t)) .. #t", "true|nil0");
+    probe("local t = {1, 2} return tostring(table.remove(t, 3)) .. #t", "true|nil2");
+    probe("table.insert({}, 3, 'x')", "bad argument #2 to 'insert' (position out of bounds)");
+    probe("table.insert({}, 1, 2, 3)", "wrong number of arguments to 'insert'");
+    probe("table.insert(nil, 1)", "bad argument #1 to 'insert' (table expected, got nil)");
+    probe("table.remove({1}, 5)", "bad argument #1 to 'remove' (position out of bounds)");
+    probe("table.insert('abc', 'x')", "bad argument #1 to 'insert' (table expected, got string)");
+    probe("return table.concat({1, 'a', 2}, '-', 2, 3)", "true|a-2");
+    probe("return table.concat({}, ',') .. '|' .. table.concat({'x'}, ',', 1, 1)", "true||x");
+    probe("return table.concat({1, {}, 3})",
+          "invalid value (table) at index 2 in table for 'concat'");
+    probe("return select('#', table.unpack({1, nil, 3}, 1, 3))", "true|3");
+    probe("return select('#', table.unpack({}, 1, 10000))", "true|10000");
+    probe("return select('#', table.unpack({}, 5, 1))", "true|0");
+    probe("return table.unpack({}, math.mininteger, math.maxinteger)",
+          "table.unpack: more than 10000 results");
+    probe("return table.concat(table.move({1, 2, 3}, 1, 3, 2), ',')", "true|1,1,2,3");
+    probe("return table.concat(table.move({1, 2, 3}, 2, 3, 1), ',')", "true|2,3,3");
+    probe("return table.concat(table.move({1, 2}, 1, 2, 3, {'a', 'b'}), ',')", "true|a,b,1,2");
+    probe("table.move({}, -1, math.maxinteger, 1)",
+          "bad argument #3 to 'move' (too many elements to move)");
+    probe("table.move({}, 1, math.maxinteger, 2)",
+          "bad argument #4 to 'move' (destination wrap around)");
+    probe("local t = {5, 3, 1, 4, 2} table.sort(t) local a = table.concat(t)\n"
+          "table.sort(t, function(x, y) return x > y end) return a .. table.concat(t)",
+          "true|1234554321");
+    probe("table.sort({3, 'x', 1})", "false|attempt to compare string with number");
+    probe("table.sort({3, 2, 1}, 5)", "bad argument #2 to 'sort' (function expected, got number)");
+    probe("local p = setmetatable({}, {__index = {3, 1, 2}, __newindex = function() end,\n"
+          "  __len = function() return 3 end}) return table.concat(p, ',') .. #p",
+          "true|3,1,23");
+    probe("return #string.char(string.byte(('x'):rep(10000), 1, -1))", "true|10000");
+    probe("return string.byte('abc', -2) .. select('#', string.byte('abc', 10))", "true|980");
+    probe("return select('#', string.byte('abc', 1, -1))", "true|3");
+    probe("return select('#', utf8.codepoint('h\\u{e9}llo', 1, -1))", "true|5");
+    probe("return utf8.codepoint('abc', 0)", "bad argument #2 to 'codepoint' (out of bounds)");
+    probe("return select('#', string.unpack('BBB', 'abc'))", "true|4");
+}
+
+/* A library call that ran through the deadline without a check (C code never returns to the
+ * hook) fails the call when it returns: it cannot return a plan. */
+MG_TEST(limit_a_slow_c_call_fails_when_it_returns)
+{
+    /* os.date with 60000 conversions: ~10 ms of C, output under 64 KiB (no allocation large
+     * enough to look at the clock) */
+    mg_policy_limits_t lim = {.cpu_ms = 1};
+    char err[512];
+    mg_policy_t *p = load_lim("local fmt = ('%n'):rep(60000)\n"
+                              "function route(req)\n"
+                              "  if req.model == 'slow' then os.date(fmt) end\n"
+                              "  return 'lm/small'\n"
+                              "end",
+                              &lim, err, sizeof err);
+    MG_CHECK(p != NULL);
+    if (!p) return;
+    mg_plan_t plan;
+    MG_CHECK_INT(route(p, "slow", &plan), -1);
+    CHECK_CONTAINS(plan.error, ".lua:3: CPU budget of 1 ms exceeded");
+    MG_CHECK_INT(route(p, "fast", &plan), 0);
+    mg_policy_free(p);
+}
+
+/* C functions that wait (sleep_ms) or compute (spin_ms) for n ms without a deadline check. */
+static int sleep_ms(lua_State *L)
+{
+    struct timespec ts = {0, (long)luaL_checkinteger(L, 1) * 1000000};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+static int spin_ms(lua_State *L)
+{
+    int64_t until = cpu_ms() + luaL_checkinteger(L, 1);
+    while (cpu_ms() < until) {
+    }
+    return 0;
+}
+
+/* The slow call is judged on the thread's CPU time, read at the first library call: a call that
+ * merely waited (a preempted thread) past the deadline is not failed, one that computed is. */
+MG_TEST(limit_a_slow_call_is_cpu_not_waiting)
+{
+    char err[512];
+    mg_sandbox_t *sb = mg_sandbox_new(NULL, err, sizeof err);
+    MG_CHECK(sb != NULL);
+    if (!sb) return;
+    lua_State *L = sb->L;
+    mg_sandbox_push_globals(L);
+    lua_pushcfunction(L, sleep_ms);
+    lua_setfield(L, -2, "sleep_ms");
+    lua_pushcfunction(L, spin_ms);
+    lua_setfield(L, -2, "spin_ms");
+    lua_pop(L, 1);
+    static const struct {
+        const char *src;
+        int rc;
+    } cases[] = {
+        {"string.upper('x') sleep_ms(30) return 1", 0},
+        {"string.upper('x') spin_ms(30) return 1", -1},
+    };
+    for (size_t i = 0; i < MG_ARRAY_LEN(cases); i++) {
+        const char *src = cases[i].src;
+        MG_CHECK_INT(mg_sandbox_load(sb, src, strlen(src), "=t", 0, err, sizeof err), 0);
+        mg_sandbox_arm(sb, 5);
+        int rc = mg_sandbox_pcall(sb, 0, 1, err, sizeof err);
+        mg_sandbox_disarm(sb);
+        MG_CHECK_INT(rc, cases[i].rc);
+        if (rc)
+            CHECK_CONTAINS(err, "CPU budget of 5 ms exceeded");
+        else
+            lua_pop(L, 1);
+    }
+    mg_sandbox_free(sb);
 }
 
 MG_TEST(limit_garbage_results)
@@ -610,6 +813,15 @@ MG_TEST(limit_garbage_results)
     limit_hit("return {{model = 42}}", "whose model is a number", NULL);
     limit_hit("return {{model = 'nope/x'}}", "'nope/x', which is not a model", NULL);
     limit_hit("return {{}}", "a table with neither 'model' nor 'ref'", NULL);
+    /* a table that is neither a list nor a candidate is not the empty list (503 no_candidates) */
+    limit_hit("return {mdoel = 'lm/small', total_ms = 60000}",
+              ".lua:4: route returned a table with no 'model' and unknown key 'mdoel' (expected a "
+              "list of candidates, {model = ref, options...} or gw.reject(...))",
+              NULL);
+    limit_hit("return {['lm/small'] = true}", "no 'model' and unknown key 'lm/small'", NULL);
+    limit_hit("return {total_ms = 5}", "route returned options with no 'model'", NULL);
+    limit_hit("return {[2] = 'lm/small'}", "route returned a list with a hole at #1", NULL);
+    limit_hit("return gw.catalog.providers", "no 'model' and unknown keys '", NULL);
     limit_hit("return {'lm/small', nil, 'eu/big'}", "",
               NULL); /* # may see 1 or 3: both fine, no crash */
     limit_hit("local r = gw.reject(403, 'x', 'y')\nreturn setmetatable({}, {__index = function() "
@@ -729,6 +941,12 @@ MG_TEST(invariant_empty_and_too_many)
     MG_CHECK_INT(plan.status, 503);
     MG_CHECK_STR(plan.code, "no_candidates");
     mg_policy_free(p);
+    /* a misspelt option table fails the load's self-check instead of serving 503s */
+    char lerr[512];
+    p = load_lim("function route(req) return {mdoel = 'lm/small'} end", NULL, lerr, sizeof lerr);
+    MG_CHECK(p == NULL);
+    CHECK_CONTAINS(lerr, "unknown key 'mdoel'");
+    mg_policy_free(p);
 
     mg_buf_t text = {0};
     mg_buf_puts(&text,
@@ -832,6 +1050,7 @@ MG_TEST(api_request_fields)
              "  local names = {}\n"
              "  for k, v in pairs(req.headers) do names[#names + 1] = k .. '=' .. v end\n"
              "  gw.trace(table.concat(names, ','))\n"
+             "  gw.trace(tostring(req.headers['X-Goog-Api-Key']) .. tostring(req.headers.cookie))\n"
              "  local fields = {}\n"
              "  for k in pairs(req) do fields[#fields + 1] = k end\n"
              "  gw.trace(table.concat(fields, ','))\n"
@@ -840,7 +1059,17 @@ MG_TEST(api_request_fields)
              "end");
     MG_CHECK(p != NULL);
     if (!p) return;
-    mg_kv_t headers[] = {{"x-data-region", "eu"}, {"user-agent", "t"}};
+    /* credentials are never shown, whoever built the list (the server leaves most out) */
+    mg_kv_t headers[] = {{"authorization", "Bearer s1"},
+                         {"x-data-region", "eu"},
+                         {"x-goog-api-key", "s2"},
+                         {"API-Key", "s3"},
+                         {"user-agent", "t"},
+                         {"cookie", "s4"},
+                         {"x-api-key", "s5"},
+                         {"proxy-authorization", "s6"},
+                         {"ocp-apim-subscription-key", "s7"},
+                         {"x-amz-security-token", "s8"}};
     mg_kv_t meta[] = {{"team", "search"}};
     const char *regions[] = {"eu", "us"};
     mg_route_input_t in = {.model = "eu/big",
@@ -850,7 +1079,7 @@ MG_TEST(api_request_fields)
                            .has_tools = true,
                            .stream = true,
                            .headers = headers,
-                           .n_headers = 2,
+                           .n_headers = MG_ARRAY_LEN(headers),
                            .metadata = meta,
                            .n_metadata = 1,
                            .key_id = "k1",
@@ -862,7 +1091,7 @@ MG_TEST(api_request_fields)
     MG_CHECK_STR(
         plan.trace,
         "eu/big messages 1234 99 true false true; eu nil search k1 eu 2; "
-        "x-data-region=eu,user-agent=t; model,endpoint,prompt_tokens,max_output_tokens,"
+        "x-data-region=eu,user-agent=t; nilnil; model,endpoint,prompt_tokens,max_output_tokens,"
         "has_tools,has_images,stream,headers,metadata,key_id,data_region,allowed_regions; eu+us");
     in = input("default");
     MG_CHECK_INT(mg_policy_route(p, &in, NULL, &plan), 0);
