@@ -18,6 +18,7 @@
 #include "probe.h"
 #include "reload.h"
 #include "request.h"
+#include "policy.h"
 #include "router.h"
 #include "util.h"
 
@@ -553,14 +554,12 @@ static enum MHD_Result drive(struct MHD_Connection *c, mg_req_t *req, mg_route_s
 /* Request headers as the policy sees them: lower-case names, credentials left out. */
 static enum MHD_Result keep_header(void *cls, enum MHD_ValueKind kind, const char *name, const char *value)
 {
-    static const char *const secret[] = {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"};
     mg_req_t *req = cls;
     /* At most 64 are kept for the policy, but never at the expense of the ones routing reads (a
      * proxy in front may add x-moongate-region after the client's own headers). */
     bool routing = name && (strncasecmp(name, "x-moongate-", 11) == 0 || mg_str_eq_nocase(name, "x-data-region"));
     if (!name || !value || (req->n_hdrs >= 64 && !routing)) return MHD_YES;
-    for (size_t i = 0; i < MG_ARRAY_LEN(secret); i++)
-        if (mg_str_eq_nocase(name, secret[i])) return MHD_YES;
+    if (mg_policy_header_is_secret(name)) return MHD_YES; /* credentials: the policy's one list */
     req->hdrs = mg_xrealloc(req->hdrs, (req->n_hdrs + 1) * sizeof *req->hdrs);
     char *n = mg_xstrdup(name);
     for (char *p = n; *p; p++) *p = (char)tolower((unsigned char)*p);
