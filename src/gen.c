@@ -53,6 +53,27 @@ static bool ca_file_ok(const mg_provider_t *p, char *err, size_t errlen)
     return cert;
 }
 
+/* gateway.log.path must be one the process can append to: the file writable, or its directory
+ * when the file does not exist yet. A reload to a path that cannot be written is refused (the old
+ * generation and its log stay) rather than taken and then failing to reopen the log. */
+static bool log_path_ok(const mg_gateway_settings_t *gw, char *err, size_t errlen)
+{
+    if (!gw->log_path || access(gw->log_path, W_OK) == 0) return true;
+    int e = errno;
+    if (e == ENOENT) {
+        const char *slash = strrchr(gw->log_path, '/');
+        char *dir = slash ? mg_xstrndup(gw->log_path, slash == gw->log_path ? 1 : (size_t)(slash - gw->log_path))
+                          : mg_xstrdup(".");
+        bool ok = access(dir, W_OK | X_OK) == 0;
+        e = errno;
+        free(dir);
+        if (ok) return true;
+    }
+    snprintf(err, errlen, "%s: cannot write %s: %s", gw->log_path_at ? gw->log_path_at : "gateway.log.path",
+             gw->log_path, strerror(e));
+    return false;
+}
+
 mg_gen_t *mg_gen_build(mg_config_t *cfg, char *err, size_t errlen)
 {
     const mg_patterns_t *pats = mg_patterns_builtin();
@@ -60,6 +81,7 @@ mg_gen_t *mg_gen_build(mg_config_t *cfg, char *err, size_t errlen)
                       !readable(cfg->gw.error_patterns_path, cfg->gw.error_patterns_at, err, errlen)) &&
                     !(cfg->gw.policy_path && !readable(cfg->gw.policy_path, cfg->gw.policy_at, err, errlen));
     for (size_t i = 0; i < cfg->n_providers && files_ok; i++) files_ok = ca_file_ok(&cfg->providers[i], err, errlen);
+    files_ok = files_ok && log_path_ok(&cfg->gw, err, errlen);
     if (!files_ok) {
         mg_config_free(cfg);
         return NULL;

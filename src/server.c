@@ -962,6 +962,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 {
     mg_worker_t *w = cls;
     mg_req_t *req = *ctx;
+    /* The absolute form of a request target ("POST http://host/v1/messages", RFC 9112 section
+     * 3.2.2), which a server must accept: the path is what follows the authority. */
+    if (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0) {
+        const char *path = strchr(strstr(url, "://") + 3, '/');
+        url = path ? path : "/";
+    }
     bool nul = req == (mg_req_t *)&nul_in_path;
     if (!req || nul) {
         *ctx = NULL;

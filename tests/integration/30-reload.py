@@ -190,6 +190,19 @@ class Reload(MGTestCase):
             text = open(moved).read() if os.path.exists(moved) else ""
         self.assertIn('"access"', text, "the access line did not go to the new log (generation %s)" % gen)
 
+    def test_a_reload_to_a_log_path_that_cannot_be_written_is_refused(self):
+        # The reload is refused (it used to say ok, and the log then failed to reopen); the old
+        # generation keeps serving and logging where it did.
+        gw = self.gateway(self.cfg("a/m"))
+        cfg = self.cfg("a/m")
+        cfg["gateway"] = {"log": {"path": "/nonexistent-mg-dir/moongate.log"}}
+        self.write(gw, cfg)
+        r = gw.request("POST", "/admin/reload")
+        err = self.assertOpenAIError(r, 400, "reload_failed")
+        self.assertIn("gateway.log.path: cannot write /nonexistent-mg-dir/moongate.log", err["message"])
+        self.assertEqual(self.served(gw)[0], "a/m")
+        gw.wait_lines(lambda l: l.get("msg") == "access", what="access line in the old log")
+
     def test_broken_file_is_rejected_and_the_old_generation_keeps_serving(self):
         gw = self.gateway(self.cfg("a/m"))
         self.write(gw, raw='{models: {mode: "replace"}, gateway: {lisen: "x"}}')

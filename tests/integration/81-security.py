@@ -211,6 +211,9 @@ class HttpEdges(MGTestCase):
         got = self.post(b"Content-Encoding: gzip\r\nContent-Length: 4\r\n", b"\x1f\x8b\x08\x00")
         self.assertTrue(got.startswith(b"HTTP/1.1 415"), got[:200])
         self.assertIn(b"unsupported_content_encoding", got)
+        got = _raw(self.gw, b"GET http://127.0.0.1:%d/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % self.gw.port)
+        self.assertTrue(got.startswith(b"HTTP/1.1 200"), got[:200])  # the absolute form of the target
+        self.assertIn(b'"a/m"', got)
         for path in (b"/v1/models", b"/health", b"/metrics"):
             got = _raw(self.gw, b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}" % path)
             self.assertTrue(got.startswith(b"HTTP/1.1 200"), (path, got[:200]))
