@@ -1432,6 +1432,13 @@ static void check_empty_list(lua_State *L)
         lua_pop(L, 1);
         if (lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0)
             luaL_error(L, "%s: route returned a list with a hole at #1", h->route_where);
+        if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "n") == 0) {
+            lua_pushvalue(L, -1);
+            lua_rawget(L, t);
+            bool packed = lua_isinteger(L, -1) && lua_tointeger(L, -1) == 0; /* table.pack(): {n = 0} */
+            lua_pop(L, 1);
+            if (packed) continue;
+        }
         bool option = false;
         if (lua_type(L, -1) == LUA_TSTRING)
             for (const char *const *k = option_keys; *k && !option; k++)

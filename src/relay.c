@@ -204,6 +204,7 @@ static int on_ir(void *ud, const mg_ir_event_t *ev)
         pthread_mutex_lock(&req->lock);
         if (ev->usage.input >= 0) a->prompt_tokens = ev->usage.input;
         if (ev->usage.cache_read >= 0) a->cached_tokens = ev->usage.cache_read;
+        if (ev->usage.cache_write >= 0) a->cache_write_tokens = ev->usage.cache_write;
         pthread_mutex_unlock(&req->lock);
         break;
     case MG_IR_EV_USAGE:
@@ -211,6 +212,7 @@ static int on_ir(void *ud, const mg_ir_event_t *ev)
         if (ev->usage.input >= 0) a->prompt_tokens = ev->usage.input;
         if (ev->usage.output >= 0) a->completion_tokens = ev->usage.output;
         if (ev->usage.cache_read >= 0) a->cached_tokens = ev->usage.cache_read;
+        if (ev->usage.cache_write >= 0) a->cache_write_tokens = ev->usage.cache_write;
         pthread_mutex_unlock(&req->lock);
         break;
     case MG_IR_EV_TEXT_DELTA: mg_req_note_answer(a, ev->text, ev->text_len); break;
@@ -418,6 +420,8 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         const cJSON *cached = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details"), "cached_tokens");
         if (cJSON_IsNumber(cached)) a->cached_tokens = (int64_t)cached->valuedouble;
+        const cJSON *cw = cJSON_GetObjectItemCaseSensitive(usage, "cache_creation_input_tokens"); /* LiteLLM */
+        if (cJSON_IsNumber(cw)) a->cache_write_tokens = (int64_t)cw->valuedouble;
         pthread_mutex_unlock(&req->lock);
     }
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");

@@ -282,12 +282,19 @@ static void watch_name(mg_watch_t *w, const char *dir, const char *name)
     if (!dir[0]) dir = "/";
     for (size_t i = 0; i < w->n; i++)
         if (!strcmp(w->dir[i], dir) && !strcmp(w->name[i], name)) return;
-    if (w->n == MG_WATCH_MAX) return;
+    if (w->n == MG_WATCH_MAX) {
+        mg_log(MG_LOG_WARN, "watch", "not watching %s/%s: over %d watched names; edits there need SIGHUP or "
+               "POST /admin/reload", dir, name, MG_WATCH_MAX);
+        return;
+    }
     size_t k = w->n++;
     w->dir[k] = mg_xstrdup(dir);
     w->name[k] = mg_xstrdup(name);
     /* A directory watched twice returns the same descriptor; that is fine. */
     w->wd[k] = inotify_add_watch(w->fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE_SELF | IN_MOVE_SELF);
+    if (w->wd[k] < 0) /* fs.inotify.max_user_watches reached, a directory it may not read… */
+        mg_log(MG_LOG_WARN, "watch", "cannot watch %s for changes to %s: %s; edits there need SIGHUP or "
+               "POST /admin/reload", dir, name, strerror(errno));
 }
 
 /* Watches what reading path depends on. It is resolved one component at a time, as the kernel

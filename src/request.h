@@ -93,6 +93,9 @@ typedef struct mg_attempt {
                              error event has reached the client for it yet */
     int64_t prompt_tokens, completion_tokens; /* from the usage, 0 when none [locked] */
     int64_t cached_tokens;                    /* prompt tokens read from a cache [locked] */
+    int64_t cache_write_tokens;               /* prompt tokens written to a cache (Anthropic's
+                                                 cache_creation_input_tokens, LiteLLM's on Chat),
+                                                 part of prompt_tokens as cached ones are [locked] */
     int64_t content_events;  /* content-bearing events relayed (a token count when usage never came) */
     int64_t relayed_bytes;   /* bytes queued for the client */
     int64_t answer_estimate; /* a whole answer served without usage: its token estimate (billing) */

@@ -1319,21 +1319,23 @@ static int usage_int(const char *t, const mg_json_span_t *sp, int64_t *v)
 
 /* read_usage on strict JSON text: false when it cannot say for sure (cJSON reads it then). */
 static bool read_usage_text(const char *t, size_t n, int64_t *pt, bool *has_pt, int64_t *ct, bool *has_ct,
-                            int64_t *cached, bool *has_cached)
+                            int64_t *cached, bool *has_cached, int64_t *cw, bool *has_cw)
 {
-    static const char *const keys[3] = {"prompt_tokens", "completion_tokens", "prompt_tokens_details"};
+    static const char *const keys[4] = {"prompt_tokens", "completion_tokens", "prompt_tokens_details",
+                                        "cache_creation_input_tokens"}; /* the last: LiteLLM's */
     static const char *const inner_keys[1] = {"cached_tokens"};
-    mg_json_span_t sp[3], in[1] = {{false, 0, 0}};
+    mg_json_span_t sp[4], in[1] = {{false, 0, 0}};
     char root, inner_root;
-    if (!mg_json_strict_members(t, n, &root, keys, 3, sp) || root != '{') return false;
+    if (!mg_json_strict_members(t, n, &root, keys, 4, sp) || root != '{') return false;
     /* The details object is strict too (inside strict text): this pass only finds its member. */
     if (sp[2].found && t[sp[2].start] == '{' &&
         !mg_json_strict_members(t + sp[2].start, sp[2].end - sp[2].start, &inner_root, inner_keys, 1, in))
         return false;
     int r1 = usage_int(t, &sp[0], pt), r2 = usage_int(t, &sp[1], ct);
     int r3 = usage_int(t + (sp[2].found ? sp[2].start : 0), &in[0], cached);
-    if (r1 < 0 || r2 < 0 || r3 < 0) return false;
-    *has_pt = r1 == 1, *has_ct = r2 == 1, *has_cached = r3 == 1;
+    int r4 = usage_int(t, &sp[3], cw);
+    if (r1 < 0 || r2 < 0 || r3 < 0 || r4 < 0) return false;
+    *has_pt = r1 == 1, *has_ct = r2 == 1, *has_cached = r3 == 1, *has_cw = r4 == 1;
     return true;
 }
 
@@ -1348,13 +1350,14 @@ static void read_usage(mg_req_t *req, mg_attempt_t *a)
     } else if (!a->body.data || !mg_json_member_span(a->body.data, a->body.len, "usage", &vs, &ve)) {
         return;
     }
-    int64_t pt = 0, ct = 0, cached = 0;
-    bool has_pt, has_ct, has_cached;
-    if (read_usage_text(a->body.data + vs, ve - vs, &pt, &has_pt, &ct, &has_ct, &cached, &has_cached)) {
+    int64_t pt = 0, ct = 0, cached = 0, cw = 0;
+    bool has_pt, has_ct, has_cached, has_cw;
+    if (read_usage_text(a->body.data + vs, ve - vs, &pt, &has_pt, &ct, &has_ct, &cached, &has_cached, &cw, &has_cw)) {
         pthread_mutex_lock(&req->lock);
         if (has_pt) a->prompt_tokens = pt;
         if (has_ct) a->completion_tokens = ct;
         if (has_cached) a->cached_tokens = cached;
+        if (has_cw) a->cache_write_tokens = cw;
         pthread_mutex_unlock(&req->lock);
         return;
     }
@@ -1367,6 +1370,8 @@ static void read_usage(mg_req_t *req, mg_attempt_t *a)
     if (cJSON_IsNumber(jpt)) a->prompt_tokens = (int64_t)jpt->valuedouble;
     if (cJSON_IsNumber(jct)) a->completion_tokens = (int64_t)jct->valuedouble;
     if (cJSON_IsNumber(jcached)) a->cached_tokens = (int64_t)jcached->valuedouble;
+    const cJSON *jcw = cJSON_GetObjectItemCaseSensitive(u, "cache_creation_input_tokens");
+    if (cJSON_IsNumber(jcw)) a->cache_write_tokens = (int64_t)jcw->valuedouble;
     pthread_mutex_unlock(&req->lock);
 }
 
@@ -1377,6 +1382,7 @@ static void record_usage(mg_req_t *req, mg_attempt_t *a, const mg_ir_usage_t *u)
     if (u->input >= 0) a->prompt_tokens = u->input;
     if (u->output >= 0) a->completion_tokens = u->output;
     if (u->cache_read >= 0) a->cached_tokens = u->cache_read;
+    if (u->cache_write >= 0) a->cache_write_tokens = u->cache_write;
     pthread_mutex_unlock(&req->lock);
 }
 
@@ -1492,7 +1498,7 @@ static const mg_attempt_t *billed_attempt(const mg_req_t *req)
  * content events relayed (about one token each), or a whole answer's by its text; *estimated
  * says so. */
 static double usage_cost(const mg_req_t *req, const mg_attempt_t *a, int64_t *in, int64_t *out, int64_t *cached,
-                         bool *estimated)
+                         int64_t *cache_write, bool *estimated)
 {
     *estimated = false;
     int64_t prompt = a->prompt_tokens, completion = a->completion_tokens;
@@ -1506,9 +1512,10 @@ static double usage_cost(const mg_req_t *req, const mg_attempt_t *a, int64_t *in
         *estimated = true;
     }
     *cached = MG_MAX(a->cached_tokens, 0);
-    *in = MG_MAX(prompt - *cached, 0);
+    *cache_write = MG_MAX(a->cache_write_tokens, 0);
+    *in = MG_MAX(prompt - *cached - *cache_write, 0);
     *out = MG_MAX(completion, 0);
-    return mg_cost_of(&a->model->cost, *in, *out, *cached, 0);
+    return mg_cost_of(&a->model->cost, *in, *out, *cached, *cache_write);
 }
 
 bool mg_router_compaction_header(const mg_req_t *req, mg_buf_t *out)
@@ -1523,16 +1530,16 @@ void mg_router_account(mg_req_t *req)
 {
     pthread_mutex_lock(&req->lock);
     const mg_attempt_t *a = served_attempt(req), *billed = billed_attempt(req);
-    int64_t in = 0, out = 0, cached = 0;
+    int64_t in = 0, out = 0, cached = 0, cache_write = 0;
     bool estimated = false;
-    double cost = billed ? usage_cost(req, billed, &in, &out, &cached, &estimated) : 0;
+    double cost = billed ? usage_cost(req, billed, &in, &out, &cached, &cache_write, &estimated) : 0;
     int64_t reported = a ? a->prompt_tokens : 0;
     pthread_mutex_unlock(&req->lock);
     if (req->gen->policy && mg_policy_has_hook(req->gen->policy, "on_complete")) {
         /* What is charged, so that a policy keeping its own books sees a stream the client left. */
         mg_completion_t c = {.model = billed ? billed->model : NULL,
                              .status = req->status,
-                             .prompt_tokens = billed ? in + cached : -1,
+                             .prompt_tokens = billed ? in + cached + cache_write : -1,
                              .completion_tokens = billed ? out : -1,
                              .estimated = billed && estimated,
                              .latency_ms = mg_now_ms() - req->start_ms,
@@ -1545,9 +1552,9 @@ void mg_router_account(mg_req_t *req)
     if (a && calib && a->raw_estimate > 0 && reported > 0 && !req->ir.previous_response_id)
         mg_tokens_calib_observe(calib, a->model->ref, a->raw_estimate, a->raw_fixed, reported);
     if (!billed) return;
-    mg_metrics_tokens(billed->model->ref, in, out, cached, 0);
+    mg_metrics_tokens(billed->model->ref, in, out, cached, cache_write);
     mg_metrics_cost(billed->model->ref, cost);
-    mg_keys_account(req->key, in + out + cached, cost, mg_wall_ms());
+    mg_keys_account(req->key, in + out + cached + cache_write, cost, mg_wall_ms());
 }
 
 /* A whole Chat Completions answer: reasoning into its one place, or out when stripping. */
@@ -1958,15 +1965,19 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
     }
     const mg_attempt_t *ba = billed_attempt(req);
     if (ba) {
-        int64_t in, o, cached;
+        int64_t in, o, cached, cache_write;
         bool estimated;
-        double cost = usage_cost(req, ba, &in, &o, &cached, &estimated);
+        double cost = usage_cost(req, ba, &in, &o, &cached, &cache_write, &estimated);
         mg_buf_puts(out, ",\"tokens\":{\"in\":");
         mg_buf_put_i64(out, in);
         mg_buf_puts(out, ",\"out\":");
         mg_buf_put_i64(out, o);
         mg_buf_puts(out, ",\"cached\":");
         mg_buf_put_i64(out, cached);
+        if (cache_write > 0) {
+            mg_buf_puts(out, ",\"cache_write\":");
+            mg_buf_put_i64(out, cache_write);
+        }
         if (estimated) mg_buf_puts(out, ",\"estimated\":true");
         if (cost == 0 && !signbit(cost)) mg_buf_puts(out, "},\"cost\":0"); /* what %.6g writes */
         else mg_buf_printf(out, "},\"cost\":%.6g", cost);

@@ -677,13 +677,13 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
     *socket_ctx = NULL;
 }
 
-/* The request line has arrived (MHD's URI callback): what follows is a request head, not idling.
- * Returns the request's initial context, which must stay NULL for on_request. */
 /* The context on_request's first call finds for a path that holds an escaped NUL ("%00"):
  * libmicrohttpd decodes it and the path would end there ("/v1/chat/completions%00junk" would be
  * served as chat completions), so such a request is refused. */
 static char nul_in_path;
 
+/* The request line has arrived (MHD's URI callback): what follows is a request head, not idling.
+ * Returns the request's initial context for on_request: NULL, or &nul_in_path. */
 static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *c)
 {
     mg_server_t *srv = ((mg_worker_t *)cls)->srv;
@@ -747,19 +747,22 @@ static enum MHD_Result reply_too_large(struct MHD_Connection *c, mg_req_t *req)
     return send_error(c, req, 413, "invalid_request_error", "request_too_large", msg);
 }
 
-/* First call for a request: every request but /health gets an mg_req_t, so that each one (errors
- * included) ends with an access line. Requests that can be answered at once are answered here. */
-/* Counts the Content-Length headers and whether they all agree (cls: framing_t). */
+/* The framing headers of a request, every line of them (cls: framing_t): how many Content-Length
+ * lines and whether they agree, how many Transfer-Encoding lines and the last one. */
 typedef struct {
-    int n_length;
+    int n_length, n_te;
     bool lengths_differ;
-    const char *first_length;
+    const char *first_length, *te;
 } framing_t;
 
 static enum MHD_Result count_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
     framing_t *f = cls;
+    if (key && mg_str_eq_nocase(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        f->n_te++;
+        f->te = value ? value : "";
+    }
     if (!key || !mg_str_eq_nocase(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) return MHD_YES;
     if (f->n_length++ == 0) f->first_length = value ? value : "";
     else if (strcmp(f->first_length, value ? value : "") != 0) f->lengths_differ = true;
@@ -774,7 +777,11 @@ static int framing_error(struct MHD_Connection *c, const char **msg)
 {
     framing_t f = {0};
     MHD_get_connection_values(c, MHD_HEADER_KIND, count_length, &f);
-    const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *te = f.te;
+    if (f.n_te > 1) { /* a proxy that joins them would read "chunked, identity" */
+        *msg = "a request may carry one Transfer-Encoding line";
+        return 400;
+    }
     if (te && f.n_length) {
         *msg = "a request may not carry both Content-Length and Transfer-Encoding";
         return 400;
@@ -811,6 +818,20 @@ static bool classify_path(struct MHD_Connection *c, const char *url, mg_req_t *r
     return false;
 }
 
+/* Finds a Content-Encoding line that is not identity (cls: const char **, set to its value). */
+static enum MHD_Result find_encoding(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    if (key && value && *value && mg_str_eq_nocase(key, MHD_HTTP_HEADER_CONTENT_ENCODING) &&
+        !mg_str_eq_nocase(value, "identity")) {
+        *(const char **)cls = value;
+        return MHD_NO; /* found: stop the walk */
+    }
+    return MHD_YES;
+}
+
+/* First call for a request: every request but /health gets an mg_req_t, so that each one (errors
+ * included) ends with an access line. Requests that can be answered at once are answered here. */
 static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, const char *url,
                                       const char *method, const char *version, void **ctx, bool nul)
 {
@@ -935,8 +956,9 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
         return serve_models(c, req, model_name);
     }
     if (strcmp(method, "POST") != 0) return send_method_error(c, req, "POST", "this endpoint accepts POST only");
-    const char *ce = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
-    if (ce && *ce && !mg_str_eq_nocase(ce, "identity")) {
+    const char *ce = NULL; /* the first Content-Encoding line other than identity, of all of them */
+    MHD_get_connection_values(c, MHD_HEADER_KIND, find_encoding, &ce);
+    if (ce) {
         char msg[160];
         snprintf(msg, sizeof msg, "Content-Encoding %.60s is not supported: send the JSON body uncompressed", ce);
         return send_error(c, req, 415, "invalid_request_error", "unsupported_content_encoding", msg);
@@ -971,16 +993,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     bool nul = req == (mg_req_t *)&nul_in_path;
     if (!req || nul) {
         *ctx = NULL;
-        conn_set_in_request(w->srv, c, true);
         /* libmicrohttpd 0.9.75 closes the connection after a reply queued in the very first call
          * (it cannot know the request had no body to skip): a GET or HEAD is answered on the
          * second call, so that health checks and model lists keep their connection. A request
          * to refuse for its framing or its path is answered now, which closes it. */
         const char *framing_msg;
         if ((strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) && !nul && !framing_error(c, &framing_msg)) {
+            /* Not "in request" yet: until its last call (a body it may carry, read and dropped,
+             * included) the head deadline (headerTimeoutMs) still covers it. */
             *ctx = &deferred_get;
             return MHD_YES;
         }
+        conn_set_in_request(w->srv, c, true);
         return on_new_request(w, c, url, method, version, ctx, nul);
     }
     if (req == (mg_req_t *)&deferred_get) {
@@ -1001,6 +1025,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return over ? MHD_NO : MHD_YES;
         }
         *ctx = NULL;
+        conn_set_in_request(w->srv, c, true);
         return on_new_request(w, c, url, method, version, ctx, false);
     }
     if (*upload_size) {

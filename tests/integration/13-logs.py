@@ -248,5 +248,50 @@ class ContentLogging(MGTestCase):
         self.assertNotIn("answer_cut", line)
 
 
+
+class CacheAccounting(MGTestCase):
+    """Prompt-cache writes cost what the catalog says (cacheWrite, 25% over input for Claude):
+    counted apart from input and reads, in the access line, the metrics and the key's budget."""
+    COST = {"input": 1, "output": 2, "cacheRead": 0.1, "cacheWrite": 10}
+    USAGE = {"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": 1000,
+             "cache_read_input_tokens": 2000}
+
+    def test_cache_writes_are_charged_at_their_price(self):
+        a = self.mock("A")
+        m = {"id": "m", "name": "m", "contextWindow": 32768, "maxTokens": 4096, "cost": self.COST}
+        gw = self.gateway(config(providers={"an": provider(a, [m], api="anthropic-messages")}, primary="an/m"))
+        whole = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                 "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn", "usage": self.USAGE}
+        ev = lambda name, d: "event: %s\ndata: %s\n\n" % (name, json.dumps(dict(d, type=name)))  # noqa: E731
+        sse = (ev("message_start", {"message": dict(whole, content=[], stop_reason=None,
+                                                    usage=dict(self.USAGE, output_tokens=1))}) +
+               ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}) +
+               ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "hi"}}) +
+               ev("content_block_stop", {"index": 0}) +
+               ev("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}}) +
+               ev("message_stop", {}))
+        want_cost = (10 * 1 + 5 * 2 + 2000 * 0.1 + 1000 * 10) / 1e6
+        cases = (("/v1/messages", False), ("/v1/chat/completions", False), ("/v1/messages", True),
+                 ("/v1/chat/completions", True))
+        for i, (path, stream) in enumerate(cases):
+            with self.subTest(path=path, stream=stream):
+                body = {"model": "an/m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+                if stream:
+                    a.push_behavior("answer", raw_sse=sse)
+                    s = gw.stream_all(dict(body, stream=True), path=path)
+                    self.assertEqual(s.status, 200, s)
+                else:
+                    a.push_behavior("badjson", body=json.dumps(whole).encode())
+                    r = gw.post_json(path, body)
+                    self.assertEqual(r.status, 200, r)
+                line = gw.wait_access(i + 1)[i]
+                self.assertEqual(line["tokens"], {"in": 10, "out": 5, "cached": 2000, "cache_write": 1000}, line)
+                self.assertAlmostEqual(line["cost"], want_cost, places=9)
+        text = gw.get("/metrics").body.decode()
+        for direction, n in (("in", 40), ("out", 20), ("cache_read", 8000), ("cache_write", 4000)):
+            self.assertEqual(mglib.metric(text, "moongate_tokens_total", model="an/m", direction=direction), n, direction)
+        self.assertAlmostEqual(mglib.metric(text, "moongate_cost_total", model="an/m"), 4 * want_cost, places=9)
+
+
 if __name__ == "__main__":
     mglib.main()

@@ -189,13 +189,36 @@ class HttpEdges(MGTestCase):
             (b"Content-Length: %d\r\nContent-Length: %d\r\n" % (n, n + len(smuggled)), 400),
             (b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n" % n, 400),
             (b"Transfer-Encoding: gzip, chunked\r\n", 501),
+            (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n", 400),
         )
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (n, self.body)  # well formed, so only the framing is wrong
         for extra, status in cases:
             with self.subTest(extra=extra):
-                got = self.post(extra, self.body + smuggled)
+                got = self.post(extra, (chunked if b"identity" in extra else self.body) + smuggled)
                 self.assertTrue(got.startswith(b"HTTP/1.1 %d" % status), got[:200])
                 self.assertEqual(got.count(b"HTTP/1.1 "), 1, "a second request ran: %r" % got)
         self.assertEqual(len(self.a.requests), 0)
+
+    def test_a_get_with_a_slow_body_is_cut_like_any_slow_request(self):
+        # The body of a GET is read and dropped, within the head's deadline (headerTimeoutMs):
+        # one byte a second must not hold the connection.
+        gw = self.gateway(config(providers={"a": provider(self.a, ["m"])}, primary="a/m",
+                                 gateway={"headerTimeoutMs": 1000, "bodyTimeoutMs": 1000}))
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 60000\r\n\r\n")
+        t0, closed = time.monotonic(), False
+        s.settimeout(0.3)
+        while time.monotonic() - t0 < 6 and not closed:
+            try:
+                s.sendall(b"x")
+                closed = s.recv(100) == b""
+            except socket.timeout:
+                pass
+            except OSError:
+                closed = True
+        s.close()
+        self.assertTrue(closed, "a GET trickling its body was still open after 6 s")
+        self.assertLess(time.monotonic() - t0, 4)
 
     def test_odd_requests_get_a_clear_answer(self):
         # An escaped NUL in the path would end it early; an HTTP/1.1 request needs Host; a
@@ -209,6 +232,9 @@ class HttpEdges(MGTestCase):
         self.assertTrue(got.startswith(b"HTTP/1.1 400"), got[:200])
         self.assertIn(b"missing_host", got)
         got = self.post(b"Content-Encoding: gzip\r\nContent-Length: 4\r\n", b"\x1f\x8b\x08\x00")
+        self.assertTrue(got.startswith(b"HTTP/1.1 415"), got[:200])
+        got = self.post(b"Content-Encoding: identity\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n",
+                        b"\x1f\x8b\x08\x00")
         self.assertTrue(got.startswith(b"HTTP/1.1 415"), got[:200])
         self.assertIn(b"unsupported_content_encoding", got)
         got = _raw(self.gw, b"GET http://127.0.0.1:%d/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % self.gw.port)

@@ -934,12 +934,16 @@ MG_TEST(invariant_region_restrictions)
 MG_TEST(invariant_empty_and_too_many)
 {
     mg_policy_t *p = load(
-        "function route(req) if req.model == 'empty' then return {} end return 'lm/small' end");
+        "function route(req) if req.model == 'empty' then return {} end "
+        "if req.model == 'packed' then return table.pack() end return 'lm/small' end");
     mg_plan_t plan;
     MG_CHECK(p && route(p, "empty", &plan) == 0);
     MG_CHECK(plan.rejected);
     MG_CHECK_INT(plan.status, 503);
     MG_CHECK_STR(plan.code, "no_candidates");
+    MG_CHECK(route(p, "packed", &plan) == 0); /* {n = 0}: an empty list too */
+    MG_CHECK(plan.rejected);
+    MG_CHECK_INT(plan.status, 503);
     mg_policy_free(p);
     /* a misspelt option table fails the load's self-check instead of serving 503s */
     char lerr[512];
