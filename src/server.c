@@ -96,6 +96,9 @@ static void wake(mg_req_t *req)
     mg_upstream_kick(req->up);
 }
 
+/* The longest Retry-After an SDK is left to wait on by itself (send_reply). */
+#define MG_SDK_RETRY_MAX_S 60
+
 static void add_header(struct MHD_Response *resp, const char *name, const char *value)
 {
     MHD_add_response_header(resp, name, value);
@@ -116,6 +119,10 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, mg_req_t *req, mg_re
         char ra[24];
         snprintf(ra, sizeof ra, "%lld", (long long)r->retry_after_s);
         add_header(resp, "Retry-After", ra);
+        /* The official SDKs retry a 429 twice by default, sleeping as long as Retry-After says:
+         * a key's budget until midnight would hold the caller for hours. Past a minute they are
+         * told not to (both obey x-should-retry), and the caller hears at once. */
+        if (r->retry_after_s > MG_SDK_RETRY_MAX_S) add_header(resp, "x-should-retry", "false");
     }
     if (r->status == 405 && r->allow) add_header(resp, "Allow", r->allow);
     if (req) {

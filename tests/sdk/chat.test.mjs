@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
 import { startMock, startGateway, provider } from './harness.mjs';
 
 let down, up, gw, client;
@@ -80,4 +81,36 @@ test('errors come back as SDK errors with the right class', async () => {
     client.chat.completions.create({ model: 'no/such', messages: [{ role: 'user', content: 'x' }] }),
     (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found',
   );
+});
+
+test('a key over its budget fails at once, even with the SDKs retrying 429s', { timeout: 20000 }, async () => {
+  // The budget's 429 says Retry-After: until the next UTC midnight. The SDKs retry 429s by default
+  // and would sleep that long; moongate tells them not to (x-should-retry: false).
+  const mock = await startMock({ name: 'B', behavior: { mode: 'answer' } });
+  const p = provider(mock, ['m']);
+  p.models[0].cost = { input: 1000000, output: 1000000 };
+  process.env.MG_SDK_BUDGET_KEY = 'mgk-budget-1'; // key values come from the environment
+  const g = await startGateway({
+    models: { mode: 'replace', providers: { b: p } },
+    agents: { defaults: { model: { primary: 'b/m' } } },
+    gateway: { keys: [{ id: 'k', key: '${MG_SDK_BUDGET_KEY}', budget: { amount: 1, period: 'day' } }] },
+  });
+  try {
+    const openai = new OpenAI({ baseURL: g.baseURL, apiKey: 'mgk-budget-1' }); // default retries
+    await openai.chat.completions.create({ model: 'b/m', messages: [{ role: 'user', content: 'spend' }] });
+    const t0 = Date.now();
+    await assert.rejects(
+      openai.chat.completions.create({ model: 'b/m', messages: [{ role: 'user', content: 'again' }] }),
+      (e) => e instanceof OpenAI.RateLimitError && e.headers.get('x-should-retry') === 'false',
+    );
+    const anthropic = new Anthropic({ baseURL: g.baseURL.replace(/\/v1$/, ''), apiKey: 'mgk-budget-1' });
+    await assert.rejects(
+      anthropic.messages.create({ model: 'b/m', max_tokens: 8, messages: [{ role: 'user', content: 'again' }] }),
+      (e) => e instanceof Anthropic.RateLimitError,
+    );
+    assert.ok(Date.now() - t0 < 5000, `the SDKs waited ${Date.now() - t0} ms`);
+  } finally {
+    await g.stop();
+    mock.stop();
+  }
 });
