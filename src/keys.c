@@ -761,6 +761,16 @@ void mg_keys_account(const mg_key_t *key, int64_t tokens, double cost, int64_t n
     pthread_mutex_unlock(&s->lock);
 }
 
+void mg_keys_refund(const mg_key_t *key, int64_t now_ms)
+{
+    if (!key || !key->rpm) return;
+    mg_key_state_t *s = key->priv->state;
+    pthread_mutex_lock(&s->lock);
+    refill(&s->rpm_level, &s->rpm_last, &s->rpm_init, key->rpm * UNITS, key->rpm, now_ms);
+    s->rpm_level = MG_MIN(s->rpm_level + UNITS, key->rpm * UNITS);
+    pthread_mutex_unlock(&s->lock);
+}
+
 double mg_keys_spent(const mg_key_t *key, int64_t now_ms)
 {
     if (!key || key->budget_period == MG_PERIOD_NONE) return 0;

@@ -161,5 +161,10 @@ bool mg_keys_allows_model(const mg_key_t *key, const mg_model_t *m);
  * key NULL is a no-op. Negative values count as 0. */
 void mg_keys_account(const mg_key_t *key, int64_t tokens, double cost, int64_t now_ms);
 
+/* Gives back the rpm token mg_keys_check took, for a request the gateway itself refused before
+ * anything went upstream (an unknown model, a request that fits no candidate): such a request
+ * uses up nothing. key NULL is a no-op. */
+void mg_keys_refund(const mg_key_t *key, int64_t now_ms);
+
 /* Budget spent in the current period (0 after the boundary), for /admin and tests. */
 double mg_keys_spent(const mg_key_t *key, int64_t now_ms);

@@ -175,6 +175,8 @@ typedef struct mg_req {
     int64_t start_ms;
     mg_endpoint_t ep;
     bool is_api;   /* a POST to one of the three API endpoints (ep names it); the access line's "api" */
+    bool key_passed;   /* the key's limits let it through (mg_keys_check took an rpm token) */
+    bool summary_ran;  /* a summarizer transfer was started for it (something went upstream) */
     bool count_tokens; /* POST /v1/messages/count_tokens or /v1/responses/input_tokens (ep says
                           which): answered by the router's estimate */
     const mg_model_t *counted_for; /* … for this model (x-moongate-model); nothing is served */

@@ -678,6 +678,7 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
     run->xfer = x;
     if (!x) run->active = false;
     pthread_mutex_unlock(&req->lock);
+    req->summary_ran = req->summary_ran || x != NULL;
     free(url);
     up_headers_free(&hd);
     if (!x) {
@@ -1153,6 +1154,7 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
             reply->retry_after_s = v.status == 429 ? v.retry_after_s : -1;
             return MG_ROUTE_REPLY;
         }
+        req->key_passed = !req->count_tokens;
     }
     char err[256];
     req->ir_ready = mg_ir_decode_request(req->client_api, req->json, req->arena, &req->ir, err, sizeof err) == 0;
@@ -1551,7 +1553,15 @@ void mg_router_account(mg_req_t *req)
     }
     if (a && calib && a->raw_estimate > 0 && reported > 0 && !req->ir.previous_response_id)
         mg_tokens_calib_observe(calib, a->model->ref, a->raw_estimate, a->raw_fixed, reported);
-    if (!billed) return;
+    if (!billed) {
+        /* Nothing went upstream (the gateway refused it itself: no model, no fit, nothing that
+         * could carry it): the rpm token the key check took goes back. Not for a request that
+         * was refused by the key check itself, which took none. */
+        bool sent = req->summary_ran;
+        for (size_t i = 0; i < req->n_attempts && !sent; i++) sent = req->attempts[i].xfer != NULL;
+        if (!sent && req->key_passed) mg_keys_refund(req->key, mg_wall_ms());
+        return;
+    }
     mg_metrics_tokens(billed->model->ref, in, out, cached, cache_write);
     mg_metrics_cost(billed->model->ref, cost);
     mg_keys_account(req->key, in + out + cached + cache_write, cost, mg_wall_ms());

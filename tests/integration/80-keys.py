@@ -65,6 +65,18 @@ class Keys(MGTestCase):
         self.assertGreaterEqual(int(r.header("retry-after")), 1, r)
         self.assertEqual(len(self.a.requests), 3, "the refused request never left")
 
+    def test_requests_the_gateway_refuses_itself_take_nothing_of_rpm(self):
+        # An image for a text-only model: refused before anything leaves (400), and the rpm token
+        # goes back.
+        pic = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+        for _ in range(3):
+            r = self.gw.chat("a/m", content=pic, headers=self.auth(GOOD))
+            self.assertOpenAIError(r, 400, "unsupported_request")
+        for _ in range(3):
+            self.assertEqual(self.gw.chat("a/m", headers=self.auth(GOOD)).status, 200, "rpm untouched")
+        self.assertOpenAIError(self.gw.chat("a/m", headers=self.auth(GOOD)), 429, "rate_limit_exceeded")
+        self.assertEqual(len(self.a.requests), 3)
+
     def test_token_counts_need_access_but_take_nothing_of_the_limits(self):
         body = {"model": "a/m", "messages": [{"role": "user", "content": "x"}]}
         for _ in range(5):  # over rpm 3, and still counted: nothing goes upstream
