@@ -176,6 +176,11 @@ typedef struct mg_req {
     mg_endpoint_t ep;
     bool is_api;   /* a POST to one of the three API endpoints (ep names it); the access line's "api" */
     bool key_passed;   /* the key's limits let it through (mg_keys_check took an rpm token) */
+    /* What the summaries made for it cost (every summarizer answer that came back, used or not),
+     * charged to its key with the answer's and shown in the access line. */
+    int64_t summary_tokens;
+    double summary_cost;
+    const mg_model_t *summary_model; /* the last summarizer charged */
     bool summary_ran;  /* a summarizer transfer was started for it (something went upstream) */
     bool count_tokens; /* POST /v1/messages/count_tokens or /v1/responses/input_tokens (ep says
                           which): answered by the router's estimate */

@@ -554,6 +554,10 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
                         s->ref, sp->region ? sp->region : "none");
         return false;
     }
+    if (req->key && !mg_keys_allows_model(req->key, s)) { /* the key's models hold for it too */
+        compaction_note(req, a, "no summary: the caller's key may not use summarizer %s", s->ref);
+        return false;
+    }
     if (sp->api_key_env && !sp->api_key) {
         compaction_note(req, a,
                         "no summary: summarizer %s needs environment variable %s, which is not set",
@@ -1553,6 +1557,8 @@ void mg_router_account(mg_req_t *req)
     }
     if (a && calib && a->raw_estimate > 0 && reported > 0 && !req->ir.previous_response_id)
         mg_tokens_calib_observe(calib, a->model->ref, a->raw_estimate, a->raw_fixed, reported);
+    if (req->summary_tokens || req->summary_cost > 0)
+        mg_keys_account(req->key, req->summary_tokens, req->summary_cost, mg_wall_ms());
     if (!billed) {
         /* Nothing went upstream (the gateway refused it itself: no model, no fit, nothing that
          * could carry it): the rpm token the key check took goes back. Not for a request that
@@ -1609,6 +1615,31 @@ static void normalize_answer(mg_req_t *req, const mg_attempt_t *a, mg_buf_t *bod
  * summary in place of the drop note, or, on any failure (no answer in time, an error status, an
  * answer that cannot be read, an empty or unfitting summary), with the deterministic note, and
  * the attempt's note says why. */
+/* A summarizer's answer is a billed upstream call: its usage (as reported, else estimated from
+ * what was asked and the answer's size) goes to the metrics now, under the summarizer's name,
+ * and to the request's key with the request's own charge (mg_router_account). */
+static void charge_summary(mg_req_t *req, const mg_summary_run_t *run)
+{
+    const mg_model_t *s = run->model;
+    mg_ir_arena_t *ar = mg_ir_arena_new();
+    cJSON *j = mg_ir_parse_json(ar, run->body.data ? run->body.data : "", run->body.len, NULL);
+    mg_ir_response_t r;
+    char err[128];
+    mg_ir_usage_t u = MG_IR_USAGE_UNKNOWN;
+    if (j && mg_ir_codec(s->provider->api)->decode_response(j, ar, NULL, &r, err, sizeof err) == 0) u = r.usage;
+    mg_ir_arena_free(ar);
+    int64_t cached = MG_MAX(u.cache_read, 0), cw = MG_MAX(u.cache_write, 0);
+    int64_t prompt = u.input >= 0 ? u.input : (int64_t)(run->asked_len / 3);
+    int64_t in = MG_MAX(prompt - cached - cw, 0);
+    int64_t out = u.output >= 0 ? u.output : (int64_t)(run->body.len / 4);
+    double cost = mg_cost_of(&s->cost, in, out, cached, cw);
+    mg_metrics_tokens(s->ref, in, out, cached, cw);
+    mg_metrics_cost(s->ref, cost);
+    req->summary_tokens += in + out + cached + cw;
+    req->summary_cost += cost;
+    req->summary_model = s;
+}
+
 static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
 {
     mg_summary_run_t *run = &req->summary;
@@ -1637,6 +1668,7 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
         mg_metrics_attempt(a->model->ref, a->cls);
         return advance(req, reply);
     }
+    if (run->result == MG_XFER_OK && run->status >= 200 && run->status < 300) charge_summary(req, run);
     char why[sizeof run->detail + 64] = "";
     const char *text = NULL;
     size_t len = 0;
@@ -1991,6 +2023,13 @@ void mg_router_access_json(const mg_req_t *req, mg_buf_t *out)
         if (estimated) mg_buf_puts(out, ",\"estimated\":true");
         if (cost == 0 && !signbit(cost)) mg_buf_puts(out, "},\"cost\":0"); /* what %.6g writes */
         else mg_buf_printf(out, "},\"cost\":%.6g", cost);
+    }
+    if (req->summary_model) { /* the summaries' own charge, beside the answer's */
+        mg_buf_puts(out, ",\"summary\":{\"model\":");
+        mg_buf_json_str(out, req->summary_model->ref);
+        mg_buf_puts(out, ",\"tokens\":");
+        mg_buf_put_i64(out, req->summary_tokens);
+        mg_buf_printf(out, ",\"cost\":%.6g}", req->summary_cost);
     }
     if (sa) {
         if (sa->ttft_ms >= 0) {

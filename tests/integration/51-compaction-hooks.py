@@ -145,6 +145,50 @@ class Summaries(MGTestCase):
         self.assertEqual(len(self.s.requests), 0)
 
 
+class SummaryCharges(MGTestCase):
+    """A summarizer is a billed upstream call: counted in the metrics under its name, shown in the
+    access line, and charged to the caller's key; and the key's models hold for it."""
+
+    def gw_with(self, key_models):
+        self.a, self.s = self.mock("A"), self.mock("S")
+        keys = [{"id": "k", "key": "${MG_IT_SUMKEY}", "models": key_models, "budget": {"amount": 1, "period": "day"}}]
+        return self.gateway(config(
+            providers={"small": provider(self.a, [{"id": "m", "contextWindow": 4096, "maxTokens": 512}]),
+                       "sum": provider(self.s, [{"id": "s", "contextWindow": 32768, "maxTokens": 1024,
+                                                 "cost": {"input": 100000, "output": 100000}}])},
+            primary="small/m",
+            gateway={"keys": keys, "compaction": {"summarizer": "sum/s", "summaryMaxTokens": 200}}),
+            env={"MG_IT_SUMKEY": "mgk-sum-1"})
+
+    def test_a_summary_is_charged_to_the_key_and_counted(self):
+        gw = self.gw_with(["small/m", "sum/s"])
+        self.s.set_behavior("answer", content=SUMMARY)
+        auth = {"Authorization": "Bearer mgk-sum-1"}
+        r = gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": history()}, headers=auth)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(len(self.s.requests), 1)
+        line = gw.wait_access(1)[0]
+        self.assertEqual(line["summary"]["model"], "sum/s", line)
+        self.assertGreater(line["summary"]["tokens"], 1000, line)
+        self.assertGreater(line["summary"]["cost"], 1, line)
+        text = gw.get("/metrics").body.decode()
+        self.assertGreater(mglib.metric(text, "moongate_cost_total", model="sum/s") or 0, 1, text)
+        self.assertGreater(mglib.metric(text, "moongate_tokens_total", model="sum/s", direction="in") or 0, 1000)
+        # The key's budget of 1 is spent by the summary: the next request is refused.
+        r = gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": [{"role": "user", "content": "hi"}]},
+                         headers=auth)
+        self.assertOpenAIError(r, 429, "budget_exceeded")
+
+    def test_a_key_that_may_not_use_the_summarizer_gets_the_drop_note(self):
+        gw = self.gw_with(["small/m"])
+        r = gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": history()},
+                         headers={"Authorization": "Bearer mgk-sum-1"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(len(self.s.requests), 0, "the conversation went to a summarizer the key may not use")
+        line = gw.wait_access(1)[0]
+        self.assertIn("may not use summarizer sum/s", line["attempts"][0].get("compaction_note", ""), line)
+
+
 class SummaryReuse(MGTestCase):
     """A summary is made once per request: a fallback (or a retry) that drops the same turns
     reuses it; one that drops other turns asks again."""
