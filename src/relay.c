@@ -603,6 +603,7 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
     }
     a->result = result;
     if (!a->fail_cls) snprintf(a->detail, sizeof a->detail, "%s", detail);
+    if (committed && !a->fail_cls && cls != MG_CLASS_OK) a->fail_cls = cls; /* the access line, on_complete */
     a->end_ms = mg_now_ms();
     a->done = true;
     bool w = mg_req_take_wake_locked(req);

@@ -1156,6 +1156,7 @@ mg_route_step_t mg_router_begin(mg_req_t *req, mg_reply_t *reply)
         if (rc != 0) {
             mg_reply_error(reply, req->ep, v.status, v.type, v.code, v.message);
             reply->retry_after_s = v.status == 429 ? v.retry_after_s : -1;
+            fill_input(req); /* on_complete sees who was refused and for what */
             return MG_ROUTE_REPLY;
         }
         req->key_passed = !req->count_tokens;
@@ -1553,6 +1554,12 @@ void mg_router_account(mg_req_t *req)
                              .attempts = (int)req->n_attempts};
         const mg_attempt_t *last = mg_req_current(req);
         if (!a && last) c.error_class = mg_class_name(last->cls);
+        /* A stream that reached the client and then broke (or that the client left) was served,
+         * and ended with that class all the same. */
+        mg_class_t end = a && a == req->committed && a->done
+                             ? (a->fail_cls ? a->fail_cls : a->result != MG_XFER_OK ? mg_classify_xfer(a->result) : MG_CLASS_OK)
+                             : MG_CLASS_OK;
+        if (end != MG_CLASS_OK) c.error_class = mg_class_name(end);
         mg_policy_on_complete(req->gen->policy, &req->pin, &live_view, &c);
     }
     if (a && calib && a->raw_estimate > 0 && reported > 0 && !req->ir.previous_response_id)

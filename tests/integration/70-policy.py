@@ -214,6 +214,26 @@ end
                         msg = r.json["error"]["message"]
                         self.assertEqual(msg, "interns may only ask for model small", r)
 
+    def test_a_stream_cut_after_it_reached_the_client_says_so_everywhere(self):
+        # The upstream ends a Chat stream early but cleanly (no finish_reason, no [DONE]): the
+        # client gets an error event, and the access line and on_complete say stream_broken too,
+        # passed through (Chat client) or translated (Messages client).
+        self.a.set_behavior("answer", events=6, end_after=3)
+        gw = self.gw_with('function route(req) return {"a/m"} end\n'
+                          'function on_complete(req, r) gw.log("info", "OC %s", tostring(r.error_class)) end\n')
+        cases = (("/v1/chat/completions", {"model": "a/m", "stream": True, "messages": [{"role": "user", "content": "x"}]}),
+                 ("/v1/messages", {"model": "a/m", "stream": True, "max_tokens": 8,
+                                   "messages": [{"role": "user", "content": "x"}]}))
+        for i, (path, body) in enumerate(cases):
+            with self.subTest(path=path):
+                s = gw.stream_all(body, path=path)
+                self.assertEqual(s.status, 200, s)
+                self.assertIn(b'"error"', s.raw.rstrip()[-400:], s)  # it ends with an error event
+                line = gw.wait_access(i + 1)[i]
+                self.assertEqual([x["outcome"] for x in line["attempts"]], ["stream_broken"], line)
+                oc = gw.wait_lines(lambda l: "OC " in l.get("detail", ""), n=i + 1, what="on_complete")[i]
+                self.assertTrue(oc["detail"].endswith("OC stream_broken"), oc)
+
     def test_retries_stop_at_the_attempt_limit(self):
         # on_failure always says "retry": 4 candidates x 6 tries would be 24 attempts; the
         # gateway keeps at most 16 (it used to write past its attempt array here).

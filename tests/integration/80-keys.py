@@ -98,8 +98,9 @@ class StreamCharges(MGTestCase):
 
     POLICY = ('function route(req) if req.model == "an/m" then return {"an/m"} end return {"a/m"} end\n'
               'function on_complete(req, r)\n'
-              '  gw.log("info", "complete %s %s %s %s", tostring(r.model), tostring(r.prompt_tokens),\n'
-              '         tostring(r.completion_tokens), tostring(r.estimated))\n'
+              '  gw.log("info", "complete %s %s %s %s %s %s %s", tostring(r.model), tostring(r.prompt_tokens),\n'
+              '         tostring(r.completion_tokens), tostring(r.estimated), tostring(req.key_id),\n'
+              '         tostring(req.model), tostring(r.status))\n'
               'end\n')
 
     def setUp(self):
@@ -144,6 +145,10 @@ class StreamCharges(MGTestCase):
         words = words[words.index("complete"):]  # after the policy's name
         self.assertEqual((words[1], words[4]), ("a/m", "true"), done)
         self.assertGreater(int(words[2]), 1000, done)
+        # The refusal charged() made: on_complete still knows whose and for what.
+        refused = self.gw.wait_lines(lambda l: "complete" in l.get("detail", "") and l["detail"].endswith(" 429"),
+                                     what="on_complete of the refusal")[0]
+        self.assertTrue(refused["detail"].endswith("gone a/m 429"), refused)
 
     def test_a_request_the_decoder_cannot_read_is_charged_by_its_size(self):
         # Passed through to its own API as it came (an assistant tool call without an id; the
