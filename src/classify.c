@@ -1182,6 +1182,12 @@ mg_classification_t mg_classify_stream_error(const mg_patterns_t *p, const char 
 {
     cctx_t ctx, *c = &ctx;
     ctx_init(c, 0, NULL, 0, data, len);
+    /* Responses' response.failed event carries its error at response.error: judged as the error
+     * object the rules know (error.code, error.type) would be. */
+    cJSON *j = (cJSON *)ctx_json(c);
+    const cJSON *inner = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "response"), "error");
+    if (cJSON_IsObject(j) && cJSON_IsObject(inner) && !cJSON_GetObjectItemCaseSensitive(j, "error"))
+        cJSON_AddItemToObject(j, "error", cJSON_Duplicate(inner, true));
     mg_classification_t out = classify(p, c, MG_CLASS_SERVER_ERROR);
     cJSON_Delete(c->json);
     return out;

@@ -438,8 +438,9 @@ static void fail_entry(mg_health_t *h, ent_t *e, mg_class_t cls,
 {
     const mg_health_settings_t *s = &h->s;
     e->consecutive++;
-    if (cls == MG_CLASS_RATE_LIMIT && retry_after_ms >= 0) {
-        /* The server said how long: believe it, without climbing the ladder. */
+    if ((cls == MG_CLASS_RATE_LIMIT || cls == MG_CLASS_OVERLOADED) && retry_after_ms >= 0) {
+        /* The server said how long (a 429, or a 503/529 with Retry-After): believe it, without
+         * climbing the ladder. */
         extend(h, e, now + MG_MIN(retry_after_ms, s->max_retry_after_ms), cls, now);
         return;
     }
@@ -658,8 +659,9 @@ mg_health_decision_t mg_health_decide(mg_health_t *h, const char *provider, cons
     mg_health_class_policy_t pol = policy_of(s, o->cls, o->xfer);
     bool want = pol.retry && retries_done < s->max_retries && o->should_retry != 0;
     int64_t delay;
-    if (o->cls == MG_CLASS_RATE_LIMIT) {
-        /* Only a short, known wait is worth it; otherwise another candidate is the better bet. */
+    if (o->cls == MG_CLASS_RATE_LIMIT || (o->retry_after_ms >= 0 && o->cls != MG_CLASS_CONNECT_ERROR)) {
+        /* Only a short, known wait is worth it; otherwise another candidate is the better bet. A
+         * 503 or 500 that says when to come back is believed too. */
         want = want && o->retry_after_ms >= 0 && o->retry_after_ms <= s->retry_max_delay_ms;
         delay = o->retry_after_ms + rng_upto(h, MG_MIN(o->retry_after_ms / 10, 250));
     } else {

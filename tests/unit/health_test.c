@@ -618,6 +618,16 @@ MG_TEST(retry_rules)
     MG_CHECK(mg_health_decide(h, "oa", "oa/c", &o, 0, 0).action == MG_HEALTH_NEXT);
     o.retry_after_ms = -1;
     MG_CHECK(mg_health_decide(h, "oa", "oa/c", &o, 0, 0).action == MG_HEALTH_NEXT);
+    /* A 503 that says when to come back is believed: not retried in 250 ms when it said 30 s,
+     * and its provider cools for exactly that; a short one is waited for. */
+    o = mg_health_outcome(MG_CLASS_OVERLOADED);
+    o.retry_after_ms = 30000;
+    mg_health_report(h, "ov", "ov/a", &o, 0);
+    d = mg_health_decide(h, "ov", "ov/a", &o, 0, 0);
+    MG_CHECK(d.action == MG_HEALTH_NEXT && d.cooldown_until_ms == 30000);
+    o.retry_after_ms = 1000;
+    d = mg_health_decide(h, "ow", "ow/a", &o, 0, 0);
+    MG_CHECK(d.action == MG_HEALTH_RETRY && d.delay_ms >= 1000 && d.delay_ms <= 1100);
     /* connect_error: one quick retry even though the provider now cools, then move on */
     o = mg_health_outcome(MG_CLASS_CONNECT_ERROR);
     mg_health_report(h, "an", "an/d", &o, 0);
