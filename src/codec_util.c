@@ -373,7 +373,7 @@ int mg_codec_emit_raw_error(bool *ended, const char *type, const char *data, siz
 
 int mg_codec_emit_truncated(bool *ended, const char *type, mg_ir_event_cb cb, void *ud)
 {
-    mg_ir_error_t e = {502, type, NULL, "the upstream stream ended before the answer was complete"};
+    mg_ir_error_t e = {502, type, "stream_broken", "the upstream stream ended before the answer was complete"};
     return mg_codec_emit_error(ended, &e, cb, ud);
 }
 

@@ -173,7 +173,7 @@ MG_TEST(end_of_stream_with_and_without_finish)
     mg_buf_reset(&b);
     ir_chat_chunk(&b, "{\"content\":\"hi\"}", NULL);
     log = ir_decode_log(CHAT, b.data, 0, NULL);
-    MG_CHECK_STR(log, "start[c1|m] t\"hi\" err[502|server_error||the upstream stream ended before the answer was complete]");
+    MG_CHECK_STR(log, "start[c1|m] t\"hi\" err[502|server_error|stream_broken|the upstream stream ended before the answer was complete]");
     free(log);
     /* Non-JSON, keep-alive comments and usage: null are ignored. */
     log = ir_decode_log(CHAT, ": ping\n\ndata: not json\n\ndata: {\"id\":\"x\",\"choices\":[],\"usage\":null}\n\ndata: [DONE]\n\n", 0, NULL);

@@ -128,7 +128,7 @@ MG_TEST(decoder_summary_parts_failures_and_truncation)
     MG_CHECK_STR(log, "start[r|] r\"one\" r\"\n\n\" r\"two\" err[500||server_error|gone]");
     free(log);
     log = ir_decode_log(RESP, "data: {\"type\":\"response.created\",\"response\":{\"id\":\"r\"}}\n\n", 0, NULL);
-    MG_CHECK(strstr(log, "err[502|server_error||the upstream stream ended") != NULL);
+    MG_CHECK(strstr(log, "err[502|server_error|stream_broken|the upstream stream ended") != NULL);
     free(log);
     log = ir_decode_log(RESP, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"code\":\"context_length_exceeded\",\"message\":\"too long\"}}\n\n", 0, NULL);
     MG_CHECK_STR(log, "err[400|invalid_request_error|context_length_exceeded|too long]");
