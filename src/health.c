@@ -26,6 +26,7 @@ typedef struct ent {
     /* cooldown */
     int64_t until;          /* end of the current/last cooldown; cooling iff until > now */
     mg_class_t cool_class;
+    bool told;              /* the cooldown's end is the server's Retry-After: no probe ends it early */
     unsigned level;         /* cooldowns entered since the last success */
     unsigned consecutive;   /* failures of this entry's scope since the last success */
     bool reported;          /* "cooling" was reported and its end not yet */
@@ -408,6 +409,7 @@ static void extend(mg_health_t *h, ent_t *e, int64_t until, mg_class_t cls, int6
     if (until <= now || until <= e->until) return;
     e->until = until;
     e->cool_class = cls;
+    e->told = false;
     if (!e->reported) {
         e->reported = true;
         notify(h, e, true, mg_class_name(cls), now);
@@ -438,22 +440,29 @@ static void fail_entry(mg_health_t *h, ent_t *e, mg_class_t cls,
 {
     const mg_health_settings_t *s = &h->s;
     e->consecutive++;
-    if ((cls == MG_CLASS_RATE_LIMIT || cls == MG_CLASS_OVERLOADED) && retry_after_ms >= 0) {
-        /* The server said how long (a 429, or a 503/529 with Retry-After): believe it, without
-         * climbing the ladder. */
+    if (cls == MG_CLASS_RATE_LIMIT && retry_after_ms >= 0) {
+        /* The server said how long: believe it, without climbing the ladder. */
         extend(h, e, now + MG_MIN(retry_after_ms, s->max_retry_after_ms), cls, now);
+        if (e->until > now) e->told = true;
         return;
     }
+    /* An overloaded server that says when to come back (a 503/529 with Retry-After) is not asked
+     * before then: the ladder's cooldown (below) or that, whichever ends later. */
+    int64_t told_until = cls == MG_CLASS_OVERLOADED && retry_after_ms > 0
+                             ? now + MG_MIN(retry_after_ms, s->max_retry_after_ms)
+                             : 0;
     if (cooling(e, now)) {
         /* Still cooling (attempts that were in flight, or the all-cooling fallback): extend to the
          * current step from now, never shorter, never a step up. */
         extend(h, e, now + ladder(s, e->level ? e->level - 1 : 0), cls, now);
-        return;
-    }
-    if (pol->immediate || e->level > 0 || e->consecutive >= s->failures_before_cooldown) {
+    } else if (pol->immediate || e->level > 0 || e->consecutive >= s->failures_before_cooldown) {
         int64_t until = now + ladder(s, e->level);
         e->level++;
         extend(h, e, until, cls, now);
+    }
+    if (told_until > e->until) {
+        extend(h, e, told_until, cls, now);
+        e->told = true;
     }
 }
 
@@ -659,9 +668,9 @@ mg_health_decision_t mg_health_decide(mg_health_t *h, const char *provider, cons
     mg_health_class_policy_t pol = policy_of(s, o->cls, o->xfer);
     bool want = pol.retry && retries_done < s->max_retries && o->should_retry != 0;
     int64_t delay;
-    if (o->cls == MG_CLASS_RATE_LIMIT || (o->retry_after_ms >= 0 && o->cls != MG_CLASS_CONNECT_ERROR)) {
-        /* Only a short, known wait is worth it; otherwise another candidate is the better bet. A
-         * 503 or 500 that says when to come back is believed too. */
+    if (o->cls == MG_CLASS_RATE_LIMIT || (o->cls == MG_CLASS_OVERLOADED && o->retry_after_ms > 0)) {
+        /* Only a short, known wait is worth it; otherwise another candidate is the better bet. An
+         * overloaded server (503/529) that says when to come back is believed too. */
         want = want && o->retry_after_ms >= 0 && o->retry_after_ms <= s->retry_max_delay_ms;
         delay = o->retry_after_ms + rng_upto(h, MG_MIN(o->retry_after_ms / 10, 250));
     } else {
@@ -971,7 +980,7 @@ void mg_health_dump_json(mg_health_t *h, mg_buf_t *out, int64_t now)
 
 static bool probe_wanted(const mg_health_settings_t *s, const ent_t *e, int64_t now)
 {
-    return cooling(e, now) && policy_of(s, e->cool_class, MG_XFER_OK).probe &&
+    return cooling(e, now) && policy_of(s, e->cool_class, MG_XFER_OK).probe && !e->told &&
            e->until - now <= s->probe_before_expiry_ms;
 }
 
@@ -1037,7 +1046,7 @@ void mg_health_probe_result(mg_health_t *h, const mg_provider_t *p, uint64_t end
         }
         goto out;
     }
-    if (cooling(pe, now) && policy_of(s, pe->cool_class, MG_XFER_OK).probe) {
+    if (cooling(pe, now) && policy_of(s, pe->cool_class, MG_XFER_OK).probe && !pe->told) {
         pe->consecutive = 0;
         end_cooldown(h, pe, "probe", now);
     }
@@ -1046,7 +1055,7 @@ void mg_health_probe_result(mg_health_t *h, const mg_provider_t *p, uint64_t end
         ent_t *me = model_ent(h, pe, m->ref);
         settle(h, me, now);
         if (id_listed(m->id, listed, n_listed)) {
-            if (cooling(me, now) && policy_of(s, me->cool_class, MG_XFER_OK).probe) {
+            if (cooling(me, now) && policy_of(s, me->cool_class, MG_XFER_OK).probe && !me->told) {
                 me->consecutive = 0;
                 end_cooldown(h, me, "probe", now);
             }

@@ -554,7 +554,9 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
                         s->ref, sp->region ? sp->region : "none");
         return false;
     }
-    if (req->key && !mg_keys_allows_model(req->key, s)) { /* the key's models hold for it too */
+    bool in_plan = false; /* a key that lists a route name allows that route's plan */
+    for (size_t i = 0; i < req->n_cands && !in_plan; i++) in_plan = req->cands[i] == s;
+    if (req->key && !in_plan && !mg_keys_allows_model(req->key, s)) { /* the key's models hold for it too */
         compaction_note(req, a, "no summary: the caller's key may not use summarizer %s", s->ref);
         return false;
     }
@@ -1669,13 +1671,14 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
                               run->body.data, run->body.len);
         if (c.cls == MG_CLASS_OK) c.cls = MG_CLASS_SERVER_ERROR;
     }
+    /* An answer that came back is billed, used or not (the client may have left meanwhile). */
+    if (run->result == MG_XFER_OK && run->status >= 200 && run->status < 300) charge_summary(req, run);
     if (gone || req->client_aborted) {
         summary_health(req, c);
         settle_locally(a, MG_CLASS_CANCELLED, "the client left while the summary was being made");
         mg_metrics_attempt(a->model->ref, a->cls);
         return advance(req, reply);
     }
-    if (run->result == MG_XFER_OK && run->status >= 200 && run->status < 300) charge_summary(req, run);
     char why[sizeof run->detail + 64] = "";
     const char *text = NULL;
     size_t len = 0;

@@ -149,14 +149,14 @@ class SummaryCharges(MGTestCase):
     """A summarizer is a billed upstream call: counted in the metrics under its name, shown in the
     access line, and charged to the caller's key; and the key's models hold for it."""
 
-    def gw_with(self, key_models):
+    def gw_with(self, key_models, fallbacks=()):
         self.a, self.s = self.mock("A"), self.mock("S")
         keys = [{"id": "k", "key": "${MG_IT_SUMKEY}", "models": key_models, "budget": {"amount": 1, "period": "day"}}]
         return self.gateway(config(
             providers={"small": provider(self.a, [{"id": "m", "contextWindow": 4096, "maxTokens": 512}]),
                        "sum": provider(self.s, [{"id": "s", "contextWindow": 32768, "maxTokens": 1024,
                                                  "cost": {"input": 100000, "output": 100000}}])},
-            primary="small/m",
+            primary="small/m", fallbacks=fallbacks,
             gateway={"keys": keys, "compaction": {"summarizer": "sum/s", "summaryMaxTokens": 200}}),
             env={"MG_IT_SUMKEY": "mgk-sum-1"})
 
@@ -178,6 +178,14 @@ class SummaryCharges(MGTestCase):
         r = gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": [{"role": "user", "content": "hi"}]},
                          headers=auth)
         self.assertOpenAIError(r, 429, "budget_exceeded")
+
+    def test_a_route_name_the_key_lists_allows_a_summarizer_in_its_plan(self):
+        gw = self.gw_with(["default"], fallbacks=["sum/s"])
+        self.s.set_behavior("answer", content=SUMMARY)
+        r = gw.post_json("/v1/chat/completions", {"model": "default", "messages": history()},
+                         headers={"Authorization": "Bearer mgk-sum-1"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(len(self.s.requests), 1, "the route's own fallback may summarize")
 
     def test_a_key_that_may_not_use_the_summarizer_gets_the_drop_note(self):
         gw = self.gw_with(["small/m"])

@@ -625,9 +625,21 @@ MG_TEST(retry_rules)
     mg_health_report(h, "ov", "ov/a", &o, 0);
     d = mg_health_decide(h, "ov", "ov/a", &o, 0, 0);
     MG_CHECK(d.action == MG_HEALTH_NEXT && d.cooldown_until_ms == 30000);
+    MG_CHECK(!mg_health_probe_due(h, "ov", 29000)); /* the server's own word: no probe ends it early */
     o.retry_after_ms = 1000;
     d = mg_health_decide(h, "ow", "ow/a", &o, 0, 0);
     MG_CHECK(d.action == MG_HEALTH_RETRY && d.delay_ms >= 1000 && d.delay_ms <= 1100);
+    /* Retry-After is a floor, not a ceiling: 503s saying "1 s" again and again still climb the
+     * ladder (30 s after 3 in a row); "0" is no hint (the usual backoff, not 0 ms). */
+    for (int i = 0; i < 3; i++) mg_health_report(h, "ox", "ox/a", &o, 10);
+    MG_CHECK_INT(mg_health_decide(h, "ox", "ox/a", &o, 0, 10).cooldown_until_ms, 30010);
+    o.retry_after_ms = 0;
+    d = mg_health_decide(h, "oy", "oy/a", &o, 0, 0);
+    MG_CHECK(d.action == MG_HEALTH_RETRY && d.delay_ms >= 125);
+    /* A 500 with a long Retry-After keeps the usual backoff (only 429s and 503/529s are told). */
+    o = mg_health_outcome(MG_CLASS_SERVER_ERROR);
+    o.retry_after_ms = 30000;
+    MG_CHECK(mg_health_decide(h, "oz", "oz/a", &o, 0, 0).action == MG_HEALTH_RETRY);
     /* connect_error: one quick retry even though the provider now cools, then move on */
     o = mg_health_outcome(MG_CLASS_CONNECT_ERROR);
     mg_health_report(h, "an", "an/d", &o, 0);
