@@ -728,7 +728,7 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
     }
     /* A model whose config says it takes no images (input: ["text"], also the default) is not
      * sent them: a local server would drop them or fail in its own way. */
-    if (!(m->input & MG_INPUT_IMAGE) && req->ir_ready && has_part(&req->ir, MG_IR_PART_IMAGE)) {
+    if (!(m->input & MG_INPUT_IMAGE) && req->pin.has_images) { /* fill_input found them */
         settle_locally(a, MG_CLASS_UNSUPPORTED, "the request has images and the model's input is text only");
         return false;
     }

@@ -762,7 +762,7 @@ typedef struct {
     const char *first_length, *te;
 } framing_t;
 
-static enum MHD_Result count_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
     framing_t *f = cls;
@@ -783,7 +783,7 @@ static enum MHD_Result count_length(void *cls, enum MHD_ValueKind kind, const ch
 static int framing_error(struct MHD_Connection *c, const char **msg)
 {
     framing_t f = {0};
-    MHD_get_connection_values(c, MHD_HEADER_KIND, count_length, &f);
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &f);
     const char *te = f.te;
     if (f.n_te > 1) { /* a proxy that joins them would read "chunked, identity" */
         *msg = "a request may carry one Transfer-Encoding line";
@@ -873,9 +873,7 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
     const union MHD_ConnectionInfo *hi = MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
     if (hi && hi->header_size > max_head / 2) /* only then can the query make the URL too long */
         MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, add_query_length, &url_len);
-    if (url_len > max_head / 2 || (hi && hi->header_size > max_head)) {
-        if (!api_endpoint(url, &req->ep) && MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version"))
-            req->ep = MG_EP_MESSAGES;
+    if (url_len > max_head / 2 || (hi && hi->header_size > max_head)) { /* ep: classify_path */
         char msg[160];
         if (url_len > max_head / 2) {
             snprintf(msg, sizeof msg, "the URL is %zu bytes; the limit is half of gateway.maxHeaderBytes (%zu)",
@@ -897,9 +895,6 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
     bool address_only = admin ? !g->cfg->gw.admin_key : !g->cfg->gw.keys && strncmp(url, "/v1/", 4) == 0;
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     if (address_only && origin) {
-        if (!admin && !api_endpoint(url, &req->ep) &&
-            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version"))
-            req->ep = MG_EP_MESSAGES;
         return send_error(c, req, 403, "permission_error", "origin_not_allowed",
                           admin ? "browser requests (with an Origin header) to /admin/* need gateway.adminKey"
                                 : "browser requests (with an Origin header) need a client key (gateway.keys)");
@@ -911,9 +906,6 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
      * in gateway.allowedHosts. */
     const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
     if (address_only && host && !host_allowed(host, &g->cfg->gw)) {
-        if (!admin && !api_endpoint(url, &req->ep) &&
-            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version"))
-            req->ep = MG_EP_MESSAGES;
         char msg[256];
         snprintf(msg, sizeof msg,
                  "Host %.80s is not this gateway's name: add it to gateway.allowedHosts%s", host,
@@ -937,15 +929,9 @@ static enum MHD_Result on_new_request(mg_worker_t *w, struct MHD_Connection *c, 
     bool models = strcmp(url, "/v1/models") == 0;
     const char *model_name = strncmp(url, "/v1/models/", 11) == 0 && url[11] ? url + 11 : NULL;
     models = models || model_name;
-    if (!models && (strcmp(url, "/v1/messages/count_tokens") == 0 || strcmp(url, "/v1/responses/input_tokens") == 0)) {
-        req->ep = url[4] == 'm' ? MG_EP_MESSAGES : MG_EP_RESPONSES;
-        req->count_tokens = true;
-    } else if (!models && !api_endpoint(url, &req->ep)) {
-        if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version")) req->ep = MG_EP_MESSAGES;
+    /* classify_path named the endpoint (and its error format) and the token counts */
+    if (!models && !req->is_api)
         return send_error(c, req, 404, "invalid_request_error", "not_found", "no such endpoint");
-    }
-    req->is_api = !models;
-    if (models && MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version")) req->ep = MG_EP_MESSAGES;
     if (g->cfg->gw.keys) {
         /* Client keys: Authorization: Bearer or x-api-key (Anthropic's SDKs), compared in
          * constant time (keys.c). The key never reaches a log line or an upstream. */
