@@ -143,16 +143,24 @@ static int64_t parse_scaled(const char *v, size_t vl, double mult)
     return (int64_t)d;
 }
 
-/* RFC 9110 IMF-fixdate, e.g. "Wed, 21 Oct 2015 07:28:00 GMT" → ms since the epoch, or -1. */
+/* An HTTP-date → ms since the epoch, or -1. RFC 9110 (5.6.7) has recipients accept all three
+ * forms: IMF-fixdate "Wed, 21 Oct 2015 07:28:00 GMT", the obsolete RFC 850 "Wednesday,
+ * 21-Oct-15 07:28:00 GMT" (a two-digit year: 69-99 are 19xx, the rest 20xx) and asctime's
+ * "Wed Oct 21 07:28:00 2015". */
 static int64_t parse_http_date(const char *v, size_t vl)
 {
+    static const char *const forms[] = {"%a, %d %b %Y %H:%M:%S", "%A, %d-%b-%y %H:%M:%S",
+                                        "%a %b %d %H:%M:%S %Y"};
     char tmp[64];
     struct tm tm;
     if (vl >= sizeof tmp) return -1;
     memcpy(tmp, v, vl);
     tmp[vl] = '\0';
-    memset(&tm, 0, sizeof tm);
-    const char *end = strptime(tmp, "%a, %d %b %Y %H:%M:%S", &tm);
+    const char *end = NULL;
+    for (size_t i = 0; i < sizeof forms / sizeof *forms && !end; i++) {
+        memset(&tm, 0, sizeof tm);
+        end = strptime(tmp, forms[i], &tm);
+    }
     if (!end) return -1;
     time_t t = timegm(&tm);
     return t < 0 ? -1 : (int64_t)t * 1000;

@@ -224,32 +224,46 @@ static void model_object(mg_buf_t *b, bool anthropic, const catalog_name_t *n, i
     mg_buf_puts(b, "}");
 }
 
+/* The catalog as the caller's key sees it: the names it may ask for (mg_keys_check_access's model
+ * check, the one a request of that name passes), in catalog order; every name without a key.
+ * Returns the count; *out is malloc'd (NULL when empty or out of memory: an empty list). */
+static size_t visible_names(const mg_config_t *cfg, const mg_key_t *key, catalog_name_t **out)
+{
+    size_t total = 0, n = 0;
+    catalog_name_t e;
+    while (catalog_names(cfg, total, &e)) total++;
+    *out = total ? malloc(total * sizeof **out) : NULL;
+    if (!*out) return 0;
+    mg_key_verdict_t v;
+    for (size_t i = 0; i < total && catalog_names(cfg, i, &e); i++)
+        if (!key || mg_keys_check_access(key, e.id, NULL, &v) == 0) (*out)[n++] = e;
+    return n;
+}
+
 /* GET /v1/models (name NULL): the catalog in OpenAI's list shape, or Anthropic's
  * ({"data":[…],"has_more","first_id","last_id"}) for clients that send anthropic-version;
- * GET /v1/models/{name}: one of its entries (the SDKs' models.retrieve), 404 if it has none. */
+ * GET /v1/models/{name}: one of its entries (the SDKs' models.retrieve), 404 if it has none.
+ * With client keys, only the names the caller's key may use. */
 static enum MHD_Result serve_models(struct MHD_Connection *c, mg_req_t *req, const char *name)
 {
     mg_gen_t *g = mg_gen_acquire();
-    const mg_config_t *cfg = g->cfg;
     bool anthropic = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version") != NULL;
     mg_reply_t r = {.status = 200, .content_type = "application/json", .retry_after_s = -1};
-    catalog_name_t n;
+    catalog_name_t *names;
+    size_t total = visible_names(g->cfg, req->key, &names);
     if (name) {
         size_t i = 0;
-        while (catalog_names(cfg, i, &n) && strcmp(n.id, name) != 0) i++;
-        if (catalog_names(cfg, i, &n)) {
-            model_object(&r.body, anthropic, &n, g->loaded_wall_ms);
+        while (i < total && strcmp(names[i].id, name) != 0) i++;
+        if (i < total) {
+            model_object(&r.body, anthropic, &names[i], g->loaded_wall_ms);
         } else {
             char msg[300];
             snprintf(msg, sizeof msg, "no model \"%.200s\" in this gateway's catalog (GET /v1/models lists them)",
                      name);
             mg_reply_error(&r, req->ep, 404, "invalid_request_error", "model_not_found", msg);
         }
-        mg_gen_release(g);
-        return send_reply(c, req, &r);
+        goto done;
     }
-    size_t total = 0;
-    while (catalog_names(cfg, total, &n)) total++;
     /* Anthropic's list pages: limit (1..1000, default 20) entries after after_id, or the limit
      * entries just before before_id. A cursor no longer in the catalog (a reload removed it)
      * gives an empty last page rather than an error, so a paging loop ends. */
@@ -265,12 +279,11 @@ static enum MHD_Result serve_models(struct MHD_Connection *c, mg_req_t *req, con
             mg_reply_error(&r, req->ep, 400, "invalid_request_error", NULL,
                            after && before ? "give after_id or before_id, not both"
                                            : "limit: an integer from 1 to 1000");
-            mg_gen_release(g);
-            return send_reply(c, req, &r);
+            goto done;
         }
         const char *cursor = after ? after : before;
         size_t at = 0;
-        while (cursor && at < total && catalog_names(cfg, at, &n) && strcmp(n.id, cursor) != 0) at++;
+        while (cursor && at < total && strcmp(names[at].id, cursor) != 0) at++;
         if (cursor && at == total) {
             from = to = 0;
         } else if (after) {
@@ -287,22 +300,21 @@ static enum MHD_Result serve_models(struct MHD_Connection *c, mg_req_t *req, con
         }
     }
     mg_buf_puts(&r.body, anthropic ? "{\"data\":[" : "{\"object\":\"list\",\"data\":[");
-    const char *first = NULL, *last = NULL;
-    for (size_t i = from; i < to && catalog_names(cfg, i, &n); i++) {
+    for (size_t i = from; i < to; i++) {
         if (i > from) mg_buf_puts(&r.body, ",");
-        model_object(&r.body, anthropic, &n, g->loaded_wall_ms);
-        if (!first) first = n.id;
-        last = n.id;
+        model_object(&r.body, anthropic, &names[i], g->loaded_wall_ms);
     }
     if (anthropic) {
         mg_buf_printf(&r.body, "],\"has_more\":%s,\"first_id\":", more ? "true" : "false");
-        mg_buf_json_str(&r.body, first);
+        mg_buf_json_str(&r.body, from < to ? names[from].id : NULL);
         mg_buf_puts(&r.body, ",\"last_id\":");
-        mg_buf_json_str(&r.body, last);
+        mg_buf_json_str(&r.body, from < to ? names[to - 1].id : NULL);
         mg_buf_puts(&r.body, "}");
     } else {
         mg_buf_puts(&r.body, "]}");
     }
+done:
+    free(names);
     mg_gen_release(g);
     return send_reply(c, req, &r);
 }

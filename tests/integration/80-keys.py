@@ -57,6 +57,20 @@ class Keys(MGTestCase):
         self.assertIn("a/m", err["message"])
         self.assertNotIn(GOOD, err["message"])
 
+    def test_the_model_list_shows_what_the_key_may_use(self):
+        ids = lambda r: [m["id"] for m in r.json["data"]]
+        r = self.gw.get("/v1/models", headers=self.auth(GOOD))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(ids(r), ["a/m", "default"], "alpha may use a/m and default only")
+        r = self.gw.get("/v1/models", headers={"x-api-key": GOOD, "anthropic-version": "2023-06-01"})
+        self.assertEqual((ids(r), r.json["first_id"], r.json["last_id"], r.json["has_more"]),
+                         (["a/m", "default"], "a/m", "default", False), r)
+        r = self.gw.get("/v1/models?limit=1&after_id=a/m", headers={"x-api-key": GOOD, "anthropic-version": "2023-06-01"})
+        self.assertEqual((ids(r), r.json["has_more"]), (["default"], False), r)
+        self.assertOpenAIError(self.gw.get("/v1/models/b/m", headers=self.auth(GOOD)), 404, "model_not_found")
+        self.assertEqual(self.gw.get("/v1/models/a/m", headers=self.auth(GOOD)).status, 200)
+        self.assertIn("b/m", ids(self.gw.get("/v1/models", headers=self.auth(HASHED))), "beta lists no models")
+
     def test_over_the_rpm_limit_is_429_with_retry_after(self):
         for _ in range(3):
             self.assertEqual(self.gw.chat("a/m", headers=self.auth(GOOD)).status, 200)

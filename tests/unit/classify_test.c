@@ -308,6 +308,13 @@ MG_TEST(retry_after)
     h = "Retry-After: Wed, 21 Oct 2015 07:28:00 GMT\r\n";
     MG_CHECK_INT(mg_retry_after_ms_at(h, strlen(h), 1445412480000LL - 4000), 4000);
     MG_CHECK_INT(mg_retry_after_ms_at(h, strlen(h), 1445412480000LL + 4000), 0);
+    /* The two obsolete forms recipients must accept too: RFC 850 and asctime. */
+    h = "Retry-After: Wednesday, 21-Oct-15 07:28:00 GMT\r\n";
+    MG_CHECK_INT(mg_retry_after_ms_at(h, strlen(h), 1445412480000LL - 4000), 4000);
+    h = "Retry-After: Wed Oct 21 07:28:00 2015\r\n";
+    MG_CHECK_INT(mg_retry_after_ms_at(h, strlen(h), 1445412480000LL - 9000), 9000);
+    h = "Retry-After: Sun Nov  6 08:49:37 1994\r\n"; /* asctime pads the day with a space */
+    MG_CHECK_INT(mg_retry_after_ms_at(h, strlen(h), 784111777000LL - 1000), 1000);
     /* The last header without a line break is still read. */
     h = "a: b\r\nretry-after: 7";
     MG_CHECK_INT(mg_retry_after_ms(h, strlen(h)), 7000);
