@@ -37,9 +37,12 @@ static mg_ir_usage_t usage_from_json(const cJSON *u)
     mg_ir_usage_t r = MG_IR_USAGE_UNKNOWN;
     r.input = mg_ir_jint(u, "prompt_tokens", -1);
     r.output = mg_ir_jint(u, "completion_tokens", -1);
-    r.cache_read = mg_ir_jint(mg_ir_jget(u, "prompt_tokens_details"), "cached_tokens", -1);
+    const cJSON *pd = mg_ir_jget(u, "prompt_tokens_details");
+    r.cache_read = mg_ir_jint(pd, "cached_tokens", -1);
     r.reasoning = mg_ir_jint(mg_ir_jget(u, "completion_tokens_details"), "reasoning_tokens", -1);
-    r.cache_write = mg_ir_jint(u, "cache_creation_input_tokens", -1); /* LiteLLM's extension */
+    /* Cache writes, both inside prompt_tokens: OpenRouter's prompt_tokens_details member, or
+     * LiteLLM's top-level one. */
+    r.cache_write = mg_ir_jint(pd, "cache_write_tokens", mg_ir_jint(u, "cache_creation_input_tokens", -1));
     return r;
 }
 

@@ -417,10 +417,11 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         pthread_mutex_lock(&req->lock); /* read by the access log, maybe while we still run */
         if (cJSON_IsNumber(pt)) a->prompt_tokens = (int64_t)pt->valuedouble;
         if (cJSON_IsNumber(ct)) a->completion_tokens = (int64_t)ct->valuedouble;
-        const cJSON *cached = cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details"), "cached_tokens");
+        const cJSON *pd = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details");
+        const cJSON *cached = cJSON_GetObjectItemCaseSensitive(pd, "cached_tokens");
         if (cJSON_IsNumber(cached)) a->cached_tokens = (int64_t)cached->valuedouble;
-        const cJSON *cw = cJSON_GetObjectItemCaseSensitive(usage, "cache_creation_input_tokens"); /* LiteLLM */
+        const cJSON *cw = cJSON_GetObjectItemCaseSensitive(pd, "cache_write_tokens"); /* OpenRouter */
+        if (!cJSON_IsNumber(cw)) cw = cJSON_GetObjectItemCaseSensitive(usage, "cache_creation_input_tokens"); /* LiteLLM */
         if (cJSON_IsNumber(cw)) a->cache_write_tokens = (int64_t)cw->valuedouble;
         pthread_mutex_unlock(&req->lock);
     }

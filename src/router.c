@@ -1332,17 +1332,19 @@ static bool read_usage_text(const char *t, size_t n, int64_t *pt, bool *has_pt, 
 {
     static const char *const keys[4] = {"prompt_tokens", "completion_tokens", "prompt_tokens_details",
                                         "cache_creation_input_tokens"}; /* the last: LiteLLM's */
-    static const char *const inner_keys[1] = {"cached_tokens"};
-    mg_json_span_t sp[4], in[1] = {{false, 0, 0}};
+    static const char *const inner_keys[2] = {"cached_tokens", "cache_write_tokens"}; /* the last: OpenRouter's */
+    mg_json_span_t sp[4], in[2] = {{false, 0, 0}, {false, 0, 0}};
     char root, inner_root;
     if (!mg_json_strict_members(t, n, &root, keys, 4, sp) || root != '{') return false;
     /* The details object is strict too (inside strict text): this pass only finds its member. */
     if (sp[2].found && t[sp[2].start] == '{' &&
-        !mg_json_strict_members(t + sp[2].start, sp[2].end - sp[2].start, &inner_root, inner_keys, 1, in))
+        !mg_json_strict_members(t + sp[2].start, sp[2].end - sp[2].start, &inner_root, inner_keys, 2, in))
         return false;
     int r1 = usage_int(t, &sp[0], pt), r2 = usage_int(t, &sp[1], ct);
-    int r3 = usage_int(t + (sp[2].found ? sp[2].start : 0), &in[0], cached);
-    int r4 = usage_int(t, &sp[3], cw);
+    const char *inner = t + (sp[2].found ? sp[2].start : 0);
+    int r3 = usage_int(inner, &in[0], cached);
+    int r4 = usage_int(inner, &in[1], cw);
+    if (r4 == 0) r4 = usage_int(t, &sp[3], cw);
     if (r1 < 0 || r2 < 0 || r3 < 0 || r4 < 0) return false;
     *has_pt = r1 == 1, *has_ct = r2 == 1, *has_cached = r3 == 1, *has_cw = r4 == 1;
     return true;
@@ -1373,13 +1375,14 @@ static void read_usage(mg_req_t *req, mg_attempt_t *a)
     cJSON *u = mg_ir_parse_json(req->arena, a->body.data + vs, ve - vs, NULL); /* serving thread's */
     const cJSON *jpt = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens");
     const cJSON *jct = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens");
-    const cJSON *jcached = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"),
-                                                            "cached_tokens");
+    const cJSON *jpd = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details");
+    const cJSON *jcached = cJSON_GetObjectItemCaseSensitive(jpd, "cached_tokens");
     pthread_mutex_lock(&req->lock);
     if (cJSON_IsNumber(jpt)) a->prompt_tokens = (int64_t)jpt->valuedouble;
     if (cJSON_IsNumber(jct)) a->completion_tokens = (int64_t)jct->valuedouble;
     if (cJSON_IsNumber(jcached)) a->cached_tokens = (int64_t)jcached->valuedouble;
-    const cJSON *jcw = cJSON_GetObjectItemCaseSensitive(u, "cache_creation_input_tokens");
+    const cJSON *jcw = cJSON_GetObjectItemCaseSensitive(jpd, "cache_write_tokens");
+    if (!cJSON_IsNumber(jcw)) jcw = cJSON_GetObjectItemCaseSensitive(u, "cache_creation_input_tokens");
     if (cJSON_IsNumber(jcw)) a->cache_write_tokens = (int64_t)jcw->valuedouble;
     pthread_mutex_unlock(&req->lock);
 }

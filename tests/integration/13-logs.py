@@ -293,5 +293,42 @@ class CacheAccounting(MGTestCase):
         self.assertAlmostEqual(mglib.metric(text, "moongate_cost_total", model="an/m"), 4 * want_cost, places=9)
 
 
+    def test_openrouter_cache_writes_are_charged_at_their_price(self):
+        # OpenRouter (Chat Completions) counts cache writes in prompt_tokens_details beside the
+        # reads, both inside prompt_tokens: 10 plain input tokens here.
+        a = self.mock("A")
+        m = {"id": "m", "name": "m", "contextWindow": 32768, "maxTokens": 4096, "cost": self.COST}
+        gw = self.gateway(config(providers={"or": provider(a, [m])}, primary="or/m"))
+        usage = {"prompt_tokens": 3010, "completion_tokens": 5, "total_tokens": 3015,
+                 "prompt_tokens_details": {"cached_tokens": 2000, "cache_write_tokens": 1000}}
+        whole = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m", "usage": usage,
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
+        chunk = lambda d: "data: %s\n\n" % json.dumps(dict({"id": "c1", "object": "chat.completion.chunk",  # noqa: E731
+                                                            "created": 1, "model": "m"}, **d))
+        sse = (chunk({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": None}]}) +
+               chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) +
+               chunk({"choices": [], "usage": usage}) + "data: [DONE]\n\n")
+        want_cost = (10 * 1 + 5 * 2 + 2000 * 0.1 + 1000 * 10) / 1e6
+        cases = (("/v1/chat/completions", False), ("/v1/messages", False), ("/v1/chat/completions", True),
+                 ("/v1/messages", True))
+        for i, (path, stream) in enumerate(cases):
+            with self.subTest(path=path, stream=stream):
+                body = {"model": "or/m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+                if stream:
+                    a.push_behavior("answer", raw_sse=sse)
+                    s = gw.stream_all(dict(body, stream=True), path=path)
+                    self.assertEqual(s.status, 200, s)
+                else:
+                    a.push_behavior("badjson", body=json.dumps(whole).encode())
+                    r = gw.post_json(path, body)
+                    self.assertEqual(r.status, 200, r)
+                    if path == "/v1/messages":
+                        self.assertEqual((r.json["usage"]["input_tokens"], r.json["usage"]["cache_creation_input_tokens"]),
+                                         (10, 1000), r)
+                line = gw.wait_access(i + 1)[i]
+                self.assertEqual(line["tokens"], {"in": 10, "out": 5, "cached": 2000, "cache_write": 1000}, line)
+                self.assertAlmostEqual(line["cost"], want_cost, places=9)
+
+
 if __name__ == "__main__":
     mglib.main()
