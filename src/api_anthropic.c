@@ -535,7 +535,12 @@ cJSON *mg_anthropic_encode_request(const mg_ir_request_t *ir, const mg_ir_reques
      * with max_tokens too small to think in, or a last tool turn that cannot open with signed
      * thinking (thinking_allowed), no thinking, and the sampling rules of no thinking below. */
     bool thinking = false;
-    bool may_think = thinking_allowed(msgs);
+    /* Anthropic refuses thinking beside a forced tool choice (any, or a named tool): a request
+     * from another API that asks for both goes without thinking. An Anthropic client's own
+     * request is sent as it asked. */
+    bool forced = ir->n_tools && (ir->tool_choice == MG_IR_TOOL_CHOICE_REQUIRED ||
+                                  ir->tool_choice == MG_IR_TOOL_CHOICE_NAMED);
+    bool may_think = thinking_allowed(msgs) && (same || !forced);
     mg_ir_effort_t eff = mg_ir_request_effort(ir);
     if (same && ir->reasoning_adaptive) {
         if (may_think) {

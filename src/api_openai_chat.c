@@ -698,6 +698,7 @@ typedef struct chat_tool {
     char *name;
     mg_buf_t args;  /* the arguments so far */
     bool emitted;   /* its TOOL_CALL_START went out; a held call's events wait in name/args */
+    bool own_id;    /* id is the upstream's (not made up here) */
 } chat_tool_t;
 
 /* Tool calls go out one after the other (the Anthropic and Responses encoders cannot reopen a
@@ -765,11 +766,17 @@ static int flush_think(chat_dec_t *d, mg_ir_event_cb cb, void *ud)
     return emit_split(d, cb, ud);
 }
 
+/* The call a fragment continues: the latest one with its index (or, without an index, its id),
+ * NULL for a new call. A fragment whose id differs from the upstream's id of the call at its
+ * index opens a new call: Ollama, SGLang and some adapters send every parallel call as index 0,
+ * told apart by their ids only. */
 static chat_tool_t *find_tool(chat_dec_t *d, int up_index, const char *id)
 {
-    for (int i = 0; i < d->n_tools; i++) {
-        if (up_index >= 0 && d->tools[i].up_index == up_index) return &d->tools[i];
-        if (up_index < 0 && id && strcmp(d->tools[i].id, id) == 0) return &d->tools[i];
+    for (int i = d->n_tools - 1; i >= 0; i--) {
+        chat_tool_t *t = &d->tools[i];
+        if (up_index >= 0 && t->up_index == up_index)
+            return id && t->own_id && strcmp(t->id, id) != 0 ? NULL : t;
+        if (up_index < 0 && id && strcmp(t->id, id) == 0) return t;
     }
     if (up_index < 0 && !id && d->n_tools) return &d->tools[d->n_tools - 1];
     return NULL;
@@ -848,6 +855,7 @@ static int decode_tool_deltas(chat_dec_t *d, const cJSON *tcs, mg_ir_event_cb cb
             memset(t, 0, sizeof *t);
             t->up_index = up;
             t->id = id ? mg_xstrdup(id) : mg_codec_new_call_id("call_"); /* kept for all its events */
+            t->own_id = id != NULL;
             t->name = mg_xstrdup(name ? name : "");
             d->n_tools++;
             /* Live when nothing is held and the call streaming (if any) looks complete. */

@@ -484,7 +484,10 @@ cJSON *mg_openai_responses_encode_request(const mg_ir_request_t *ir, const mg_ir
     }
     cJSON *named = mg_codec_openai_tool_choice_json(o, ir->tool_choice);
     if (named) cJSON_AddStringToObject(named, "name", ir->tool_choice_name);
-    if (ir->max_output_tokens >= 0) mg_ir_add_int(o, "max_output_tokens", ir->max_output_tokens);
+    /* OpenAI refuses max_output_tokens under 16 (integer_below_min_value): another API's smaller
+     * limit (Claude Code's max_tokens 1 probe) is raised to it. */
+    if (ir->max_output_tokens >= 0)
+        mg_ir_add_int(o, "max_output_tokens", same || ir->max_output_tokens >= 16 ? ir->max_output_tokens : 16);
     if (ir->has_temperature) cJSON_AddNumberToObject(o, "temperature", ir->temperature);
     if (ir->has_top_p) cJSON_AddNumberToObject(o, "top_p", ir->top_p);
     mg_ir_effort_t eff = mg_ir_request_effort(ir);

@@ -170,6 +170,13 @@ class ApiStreams(MGTestCase):
                 tc(index=1, function={"arguments": '{"city":'}) +
                 tc(index=1, function={"arguments": '"Paris"}'}),
                 [("call_a", "now", {}), ("call_b", "get_w", {"city": "Paris"})]),
+            # Ollama, SGLang and some adapters send every parallel call at index 0: the ids
+            # tell them apart (they were one call with the arguments run together).
+            "every call at index 0": (
+                tc(index=0, id="call_a", type="function", function={"name": "get_w", "arguments": '{"city":"Paris"}'}) +
+                tc(index=0, id="call_b", type="function", function={"name": "get_t", "arguments": ""}) +
+                tc(index=0, function={"arguments": '{"tz":"UTC"}'}),
+                [("call_a", "get_w", {"city": "Paris"}), ("call_b", "get_t", {"tz": "UTC"})]),
         }
         for name, (calls_sse, want) in streams.items():
             raw = c({"role": "assistant", "content": ""}) + calls_sse + c({}, "tool_calls") + "data: [DONE]\n\n"

@@ -88,6 +88,20 @@ MG_TEST(thinking_budget_temperature_and_tool_choice)
     MG_CHECK_STR(s, "{\"type\":\"auto\",\"disable_parallel_tool_use\":true}");
     cJSON_free(s);
     cJSON_Delete(out);
+    /* Anthropic refuses thinking beside a forced tool choice: a Chat request with both goes
+     * without thinking (tool choice kept); with tool_choice auto it thinks. */
+    const char *choices[] = {"\"required\"", "{\"type\":\"function\",\"function\":{\"name\":\"f\"}}", "\"auto\""};
+    const char *want[] = {"{\"type\":\"any\"}", "{\"type\":\"tool\",\"name\":\"f\"}", "{\"type\":\"auto\"}"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(buf, sizeof buf, "{\"model\":\"m\",%s,\"tool_choice\":%s,\"reasoning_effort\":\"high\",\"max_tokens\":9000,"
+                 "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", tools, choices[i]);
+        out = translate_req(CHAT, ANT, buf, &o, err);
+        s = compact(mg_ir_jget(out, "tool_choice"));
+        MG_CHECK_STR(s, want[i]);
+        cJSON_free(s);
+        MG_CHECK(!mg_ir_jget(out, "thinking") == (i < 2));
+        cJSON_Delete(out);
+    }
     /* tool_choice without tools is not sent (Anthropic refuses it). */
     out = translate_req(CHAT, ANT, "{\"model\":\"m\",\"tool_choice\":\"none\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &o, err);
     MG_CHECK(!mg_ir_jget(out, "tool_choice"));

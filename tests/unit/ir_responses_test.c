@@ -74,6 +74,17 @@ MG_TEST(what_only_responses_can_carry)
     MG_CHECK(mg_ir_jget(t0, "parameters") != NULL);
     MG_CHECK(!mg_ir_jget(out, "stop"));
     cJSON_Delete(out);
+    /* OpenAI refuses max_output_tokens under 16: another API's smaller limit is raised to 16; a
+     * Responses client's own is sent as it came. */
+    out = translate_req(MG_API_ANTHROPIC_MESSAGES, RESP, "{\"model\":\"m\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", err);
+    MG_CHECK_INT(mg_ir_jint(out, "max_output_tokens", -1), 16);
+    cJSON_Delete(out);
+    out = translate_req(CHAT, RESP, "{\"model\":\"m\",\"max_tokens\":40,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", err);
+    MG_CHECK_INT(mg_ir_jint(out, "max_output_tokens", -1), 40);
+    cJSON_Delete(out);
+    out = translate_req(RESP, RESP, "{\"model\":\"m\",\"max_output_tokens\":3,\"input\":\"x\"}", err);
+    MG_CHECK_INT(mg_ir_jint(out, "max_output_tokens", -1), 3);
+    cJSON_Delete(out);
 }
 
 MG_TEST(decoder_servers_without_deltas)
