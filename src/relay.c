@@ -201,6 +201,11 @@ static int on_ir(void *ud, const mg_ir_event_t *ev)
     mg_req_t *req = a->req;
     switch (ev->type) {
     case MG_IR_EV_START: /* Anthropic's message_start says the input (its output is a placeholder) */
+        if (a->mode == MG_RELAY_RAW && req->client_api == MG_API_OPENAI_RESPONSES) {
+            snprintf(a->raw_resp_id, sizeof a->raw_resp_id, "%s", ev->id ? ev->id : "");
+            snprintf(a->raw_resp_model, sizeof a->raw_resp_model, "%s", ev->model ? ev->model : "");
+            a->raw_resp_created = ev->created;
+        }
         pthread_mutex_lock(&req->lock);
         if (ev->usage.input >= 0) a->prompt_tokens = ev->usage.input;
         if (ev->usage.cache_read >= 0) a->cached_tokens = ev->usage.cache_read;
@@ -246,21 +251,42 @@ static int on_ir(void *ud, const mg_ir_event_t *ev)
 
 /* An error event in the client's dialect, for a RAW stream that broke after its commit point (a
  * TRANSLATE stream gets one from its encoder). */
-static void client_error_event(mg_buf_t *b, mg_api_t api, const char *code, const char *message,
-                               int64_t seq)
+static void client_error_event(mg_buf_t *b, const mg_attempt_t *a, mg_api_t api, const char *code,
+                               const char *message)
 {
     if (api == MG_API_ANTHROPIC_MESSAGES) {
         mg_buf_puts(b, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":");
         mg_buf_json_str(b, message);
         mg_buf_puts(b, "}}\n\n");
     } else if (api == MG_API_OPENAI_RESPONSES) {
-        mg_buf_puts(b, "event: error\ndata: {\"type\":\"error\",\"code\":");
+        /* As the translating encoder writes it (enc_error): the flat fields, a nested error that
+         * makes the SDK's stream reader throw, then response.failed (once response.created came). */
+        int64_t seq = a->next_seq;
+        for (int nested = 0; nested < 2; nested++) {
+            mg_buf_puts(b, nested ? "\"error\":{\"type\":\"server_error\",\"code\":"
+                                  : "event: error\ndata: {\"type\":\"error\",\"code\":");
+            mg_buf_json_str(b, code);
+            mg_buf_puts(b, ",\"message\":");
+            mg_buf_json_str(b, message);
+            mg_buf_puts(b, ",\"param\":null");
+            if (!nested) mg_buf_puts(b, ",");
+        }
+        mg_buf_puts(b, "}");
+        if (seq >= 0) mg_buf_printf(b, ",\"sequence_number\":%lld", (long long)seq++);
+        mg_buf_puts(b, "}\n\n");
+        if (!a->raw_resp_id[0]) return;
+        mg_buf_puts(b, "event: response.failed\ndata: {\"type\":\"response.failed\"");
+        if (seq >= 0) mg_buf_printf(b, ",\"sequence_number\":%lld", (long long)seq);
+        mg_buf_puts(b, ",\"response\":{\"id\":");
+        mg_buf_json_str(b, a->raw_resp_id);
+        mg_buf_printf(b, ",\"object\":\"response\",\"created_at\":%lld,\"status\":\"failed\",\"model\":",
+                      (long long)a->raw_resp_created);
+        mg_buf_json_str(b, a->raw_resp_model);
+        mg_buf_puts(b, ",\"output\":[],\"error\":{\"code\":");
         mg_buf_json_str(b, code);
         mg_buf_puts(b, ",\"message\":");
         mg_buf_json_str(b, message);
-        mg_buf_puts(b, ",\"param\":null");
-        if (seq >= 0) mg_buf_printf(b, ",\"sequence_number\":%lld", (long long)seq);
-        mg_buf_puts(b, "}\n\n");
+        mg_buf_puts(b, "},\"incomplete_details\":null,\"usage\":null}}\n\n");
     } else {
         mg_ir_error_t e = {502, NULL, code, message}; /* as on_done gives a TRANSLATE encoder */
         chat_error_chunk(b, &e);
@@ -570,7 +596,7 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
                 mg_ir_event_t err = {.type = MG_IR_EV_ERROR, .error = {502, "api_error", mg_class_name(cls), msg}};
                 mg_ir_encoder_push(a->enc, &err, &tail);
             } else {
-                client_error_event(&tail, req->client_api, mg_class_name(cls), msg, a->next_seq);
+                client_error_event(&tail, a, req->client_api, mg_class_name(cls), msg);
             }
         }
     }

@@ -115,6 +115,9 @@ typedef struct mg_attempt {
     mg_class_t cls;
     int64_t retry_after_ms; /* the upstream's Retry-After (or like) hint, -1 none */
     int64_t next_seq;       /* RAW Responses stream: the sequence_number after the upstream's last, -1 none */
+    char raw_resp_id[96];   /* … its response's id, model and created_at (response.created), for the */
+    char raw_resp_model[96]; /*   response.failed the gateway adds at a cut; "" unknown */
+    int64_t raw_resp_created;
     bool usage_known;     /* the classifier's strict pass over a Chat answer noted its "usage" */
     mg_json_span_t usage; /* … and where its value is (found false: the answer has none) */
 } mg_attempt_t;

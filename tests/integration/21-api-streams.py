@@ -91,17 +91,23 @@ class ApiStreams(MGTestCase):
                 self.assertEqual(s.status, 200, s)
                 names = self.names(s)
                 self.assertNotIn(terminal, names, s)
-                self.assertEqual(names[-1], "error", "a cut stream must end with an error event: %r" % s)
-                last = s.payloads[-1]
                 if path == "/v1/messages":
+                    self.assertEqual(names[-1], "error", "a cut stream must end with an error event: %r" % s)
+                    last = s.payloads[-1]
                     self.assertEqual(last["type"], "error", s)
                     self.assertIn("type", last["error"], s)
                 else:
-                    self.assertEqual(last["type"], "error", s)
-                    self.assertTrue(last.get("message"), s)
-                    # it numbers on from the upstream's events
-                    seqs = [p["sequence_number"] for p in s.payloads[:-1]]
-                    self.assertEqual(last.get("sequence_number"), seqs[-1] + 1, s)
+                    # error (flat fields, and the nested error the SDK throws on), then
+                    # response.failed for the upstream's response, numbered on from its events
+                    self.assertEqual(names[-2:], ["error", "response.failed"], s)
+                    err, failed = s.payloads[-2:]
+                    self.assertTrue(err.get("message"), s)
+                    self.assertEqual((err["error"]["code"], err["error"]["message"]), (err["code"], err["message"]), s)
+                    created = next(p for p in s.payloads if p["type"] == "response.created")["response"]
+                    self.assertEqual((failed["response"]["id"], failed["response"]["status"]), (created["id"], "failed"), s)
+                    self.assertEqual(failed["response"]["error"]["code"], err["code"], s)
+                    seqs = [p["sequence_number"] for p in s.payloads]
+                    self.assertEqual(seqs, list(range(seqs[0], seqs[0] + len(seqs))), s)
 
     def test_same_api_complete_streams_end_cleanly(self):
         for path, prov, terminal in (("/v1/responses", "or", "response.completed"),

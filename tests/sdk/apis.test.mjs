@@ -22,11 +22,14 @@ const toolsSse = chunk({ role: 'assistant', content: '' }) +
   chunk({}, 'tool_calls') + 'data: [DONE]\n\n';
 
 before(async () => {
-  up = await startMock({ name: 'U', behavior: { mode: 'answer', events: 6 }, models: { tools: { mode: 'answer', raw_sse: toolsSse } } });
+  up = await startMock({
+    name: 'U', behavior: { mode: 'answer', events: 6 },
+    models: { tools: { mode: 'answer', raw_sse: toolsSse }, cut: { mode: 'answer', events: 20, close_after: 6 } },
+  });
   const providers = {};
   for (const [id, api] of Object.entries(kinds)) {
     // Anthropic's base URL has no /v1 (moongate appends /v1/messages).
-    const p = provider(up, api === 'openai-completions' ? ['m', 'tools'] : ['m'], api);
+    const p = provider(up, api === 'openai-completions' ? ['m', 'tools', 'cut'] : ['m', 'cut'], api);
     if (api === 'anthropic-messages') p.baseUrl = up.url.replace(/\/v1$/, '');
     providers[id] = p;
   }
@@ -102,6 +105,23 @@ test('a tool call without argument bytes reaches each SDK with {}', async () => 
   const r = await openai.responses.stream({ model: 'chat/tools', input: 'hello' }).finalResponse();
   assert.deepEqual(r.output.filter((o) => o.type === 'function_call').map((o) => [o.call_id, o.name, JSON.parse(o.arguments)]), want);
 });
+
+// A stream the upstream cuts after some text must make each SDK's stream reader throw, whether
+// the events were passed through (same API) or translated: text collected so far is not the
+// whole answer.
+for (const id of Object.keys(kinds)) {
+  test(`a stream cut midway throws in each SDK (${kinds[id]} upstream)`, async () => {
+    const model = `${id}/cut`;
+    await assert.rejects(async () => {
+      const s = await openai.responses.create({ model, input: 'hello', stream: true });
+      for await (const ev of s) void ev;
+    }, (e) => e instanceof OpenAI.APIError && /stream_broken|ended early/.test(e.message), 'responses.create');
+    await assert.rejects(openai.responses.stream({ model, input: 'hello' }).finalResponse(),
+      (e) => e instanceof OpenAI.APIError, 'responses.stream');
+    await assert.rejects(anthropic.messages.stream({ model, max_tokens: 100, messages: [{ role: 'user', content: 'hello' }] }).finalMessage(),
+      (e) => e instanceof Anthropic.APIError, 'messages.stream');
+  });
+}
 
 test('errors reach each SDK in its own format', async () => {
   await assert.rejects(
