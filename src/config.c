@@ -1173,8 +1173,17 @@ static int load_gateway(loader_t *ld, const cJSON *root)
         size_t am = mg_cfgread_push_key(&ld->rd, "adminKey");
         if (!cJSON_IsString(ak) || !ak->valuestring[0])
             return mg_cfgread_fail_got(&ld->rd, ak, "expected a non-empty string");
+        /* Unlike a provider's apiKey, an unset variable here is an error: without the key the
+         * admin endpoints would be open to every loopback client, the opposite of what was asked. */
         char *env = NULL;
-        if (resolve_secret(ld, ak, true, &g->admin_key, &env)) return -1;
+        if (resolve_secret(ld, ak, false, &g->admin_key, &env)) return -1;
+        if (!g->admin_key) {
+            mg_cfgread_fail(&ld->rd, ak, false,
+                            "environment variable %s is not set (or empty): the admin endpoints would have no key",
+                            env ? env : "?");
+            free(env);
+            return -1;
+        }
         free(env);
         mg_cfgread_pop(&ld->rd, am);
     }

@@ -598,6 +598,17 @@ static bool kv_shown(const mg_kv_t *kv, bool headers)
     return kv->name && !(headers && mg_policy_header_is_secret(kv->name));
 }
 
+/* Entry i as pairs and # see it: shown, and not a repeat of a name shown before it (a repeated
+ * header is its first copy, as indexing gives it). */
+static bool kv_listed(const mg_kv_t *kv, size_t i, bool headers)
+{
+    if (!kv_shown(&kv[i], headers)) return false;
+    for (size_t j = 0; j < i; j++)
+        if (kv[j].name && (headers ? mg_str_eq_nocase(kv[j].name, kv[i].name) : strcmp(kv[j].name, kv[i].name) == 0))
+            return false;
+    return true;
+}
+
 static int kv_index(lua_State *L)
 {
     bool headers = lua_toboolean(L, lua_upvalueindex(1));
@@ -626,7 +637,7 @@ static int kv_len(lua_State *L)
     size_t n, shown = 0;
     const mg_kv_t *kv = kv_list(L, headers, &n);
     for (size_t i = 0; i < n; i++)
-        shown += kv_shown(&kv[i], headers);
+        shown += kv_listed(kv, i, headers);
     lua_pushinteger(L, (lua_Integer)shown);
     return 1;
 }
@@ -639,7 +650,7 @@ static int kv_next(lua_State *L)
     bool headers = lua_toboolean(L, lua_upvalueindex(1));
     const mg_kv_t *kv = kv_list(L, headers, &n);
     lua_Integer i = lua_tointeger(L, lua_upvalueindex(2));
-    while ((size_t)i < n && !kv_shown(&kv[i], headers))
+    while ((size_t)i < n && !kv_listed(kv, (size_t)i, headers))
         i++;
     if ((size_t)i >= n) {
         lua_pushnil(L);

@@ -415,7 +415,9 @@ static enum MHD_Result serve_admin(mg_server_t *srv, struct MHD_Connection *c, m
     mg_reply_t r = {.status = 200, .content_type = "application/json", .retry_after_s = -1};
     if (!admin_allowed(c, req->gen->cfg))
         return send_error(c, req, 401, "authentication_error", "admin_unauthorized",
-                          "the admin endpoints need the admin key (gateway.adminKey) or a loopback client");
+                          req->gen->cfg->gw.admin_key
+                              ? "the admin endpoints need Authorization: Bearer <gateway.adminKey>"
+                              : "the admin endpoints answer loopback clients only (or set gateway.adminKey)");
     if (strcmp(url, "/admin/reload") == 0) {
         if (strcmp(method, "POST") != 0) return send_method_error(c, req, "POST", "use POST /admin/reload");
         char err[1024];

@@ -468,6 +468,25 @@ MG_TEST(provider_fields_are_validated)
     mg_config_free(cfg);
 }
 
+/* An adminKey whose variable is unset or empty fails the load: the admin endpoints would
+ * otherwise be open to every loopback client, as if no key had been asked for. */
+MG_TEST(admin_key_from_an_unset_variable_is_an_error)
+{
+    unsetenv("MG_TEST_UNSET");
+    setenv("MG_TEST_EMPTY", "", 1);
+    setenv("MG_TEST_ADMIN", "adm-1", 1);
+    const char *unset = ONE_PROVIDER("http://h", "gateway: {adminKey: '${MG_TEST_UNSET}'}");
+    expect_error_at(unset, "'${MG_TEST_UNSET}'",
+                    "gateway.adminKey: environment variable MG_TEST_UNSET is not set (or empty): the admin endpoints would have no key");
+    expect_error_at(ONE_PROVIDER("http://h", "gateway: {adminKey: '${MG_TEST_EMPTY}'}"), "'${MG_TEST_EMPTY}'",
+                    "gateway.adminKey: environment variable MG_TEST_EMPTY is not set (or empty): the admin endpoints would have no key");
+    mg_config_t *cfg = load_ok(ONE_PROVIDER("http://h", "gateway: {adminKey: '${MG_TEST_ADMIN}'}"));
+    if (cfg) MG_CHECK_STR(cfg->gw.admin_key, "adm-1");
+    mg_config_free(cfg);
+    unsetenv("MG_TEST_EMPTY");
+    unsetenv("MG_TEST_ADMIN");
+}
+
 MG_TEST(api_keys_from_the_environment)
 {
     setenv("MG_TEST_KEY", "sk-from-env", 1);

@@ -1073,7 +1073,8 @@ MG_TEST(api_request_fields)
                          {"x-api-key", "s5"},
                          {"proxy-authorization", "s6"},
                          {"ocp-apim-subscription-key", "s7"},
-                         {"x-amz-security-token", "s8"}};
+                         {"x-amz-security-token", "s8"},
+                         {"X-Data-Region", "us"}}; /* a repeat: its first copy is the one seen */
     mg_kv_t meta[] = {{"team", "search"}};
     const char *regions[] = {"eu", "us"};
     mg_route_input_t in = {.model = "eu/big",
