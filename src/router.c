@@ -699,6 +699,18 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
 static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *cand, bool rewrite,
                          int64_t delay_ms);
 
+/* Whether an assistant turn of r holds a thinking block without Anthropic's signature. */
+static bool has_unsigned_thinking(const mg_ir_request_t *r)
+{
+    for (size_t i = 0; i < r->n_messages; i++)
+        for (size_t k = 0; r->messages[i].role == MG_IR_ASSISTANT && k < r->messages[i].n_parts; k++) {
+            const mg_ir_part_t *pt = &r->messages[i].parts[k];
+            if (pt->type == MG_IR_PART_REASONING && !pt->redacted && !(pt->signature && *pt->signature))
+                return true;
+        }
+    return false;
+}
+
 /* Whether the safety filters run for p's requests: on when the provider says so, or by default
  * for a local one. */
 static bool safety_on(const mg_provider_t *p)
@@ -757,6 +769,15 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
         cand.max_output_tokens = opt.max_output_tokens; /* the policy's output cap */
         rewrite = true;
     }
+    /* What the client's own bytes cannot carry to this upstream, though the API is the same: a
+     * hosted reasoning model on Chat refuses max_tokens (OpenAI's o-series, gpt-5; the encoder
+     * writes max_completion_tokens), and Anthropic refuses a thinking block without its signature
+     * (one moongate made up from another API's reasoning, replayed by the client; the encoder
+     * leaves such blocks out). */
+    if (same && p->api == MG_API_OPENAI_COMPLETIONS && m->reasoning && !p->local && cand.max_output_tokens >= 0 &&
+        !cand.max_completion_tokens_field)
+        rewrite = true;
+    if (same && p->api == MG_API_ANTHROPIC_MESSAGES && has_unsigned_thinking(&cand)) rewrite = true;
     if (safety_on(p)) {
         mg_safety_opts_t so;
         const char *extra[2 * MG_MAX_EXTRA_TOKENS];
@@ -992,7 +1013,9 @@ static void reply_all_failed(mg_req_t *req, mg_reply_t *reply)
     for (size_t i = 0; i < req->n_attempts; i++) {
         const mg_attempt_t *a = &req->attempts[i];
         mg_buf_printf(&msg, "%s %s: %s", i ? ";" : "", a->model->ref, mg_class_name(a->cls));
-        if (a->status) mg_buf_printf(&msg, " (HTTP %ld)", a->status);
+        /* with the upstream's own message, or what went wrong (HEALTH.md's detail) */
+        if (a->status && a->detail[0]) mg_buf_printf(&msg, " (HTTP %ld: %s)", a->status, a->detail);
+        else if (a->status) mg_buf_printf(&msg, " (HTTP %ld)", a->status);
         else if (a->detail[0]) mg_buf_printf(&msg, " (%s)", a->detail);
     }
     if (req->n_attempts == 0) mg_buf_puts(&msg, " none could be tried");
@@ -1239,6 +1262,16 @@ static void reply_upstream_error_body(mg_req_t *req, mg_attempt_t *a, mg_reply_t
  * /admin/health's last message): the message of its error body, or the start of its text, with
  * the provider's secrets [redacted] (before the cut, so no piece of one is left) and control
  * characters as spaces. */
+/* Whether a's answer is a JSON object with a non-null "error" member. */
+static bool answer_is_error(const mg_attempt_t *a)
+{
+    cJSON *j = a->body.len ? mg_ir_parse_text(a->body.data, a->body.len) : NULL;
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
+    bool is = err && !cJSON_IsNull(err);
+    cJSON_Delete(j);
+    return is;
+}
+
 static void note_upstream_error(mg_attempt_t *a)
 {
     mg_ir_arena_t *arena = mg_ir_arena_new();
@@ -1769,8 +1802,10 @@ mg_route_step_t mg_router_resume(mg_req_t *req, mg_reply_t *reply)
     a->cls = c.cls;
     a->retry_after_ms = c.retry_after_ms;
     if (a->cls != MG_CLASS_OK && a->result == MG_XFER_OK && !a->is_sse && !a->detail[0]) {
-        if (a->status < 400) snprintf(a->detail, sizeof a->detail, "%s", mg_relay_answer_problem(a));
-        else note_upstream_error(a);
+        /* An error body is told by its own message, whatever the status (LM Studio answers 200
+         * {"error":"Unexpected endpoint…"}); another unusable answer by what is wrong with it. */
+        if (a->status >= 400 || answer_is_error(a)) note_upstream_error(a);
+        if (!a->detail[0]) snprintf(a->detail, sizeof a->detail, "%s", mg_relay_answer_problem(a));
     }
     mg_metrics_attempt(a->model->ref, a->cls);
 

@@ -401,14 +401,38 @@ class Reencoded(MGTestCase):
                                  primary="h/o", gateway={"providers": {"h": {"tags": ["hosted"]}}}))
         cases = {"h/o": "max_completion_tokens", "h/p": "max_tokens", "l/o": "max_tokens"}
         for model, field in cases.items():
+            # A Chat client's request, which otherwise passes through as it came, too.
             for path, b in (("/v1/messages", {"max_tokens": 1000, "messages": MSGS}),
-                            ("/v1/responses", {"max_output_tokens": 1000, "input": "hello"})):
+                            ("/v1/responses", {"max_output_tokens": 1000, "input": "hello"}),
+                            ("/v1/chat/completions", {"max_tokens": 1000, "messages": MSGS}),
+                            ("/v1/chat/completions", {"max_tokens": 1000, "messages": MSGS, "stream": True})):
                 with self.subTest(model=model, path=path):
                     r = gw.post_json(path, dict(b, model=model))
                     self.assertEqual(r.status, 200, r)
                     sent = a.requests[-1].json
+                    self.assertEqual(sent["model"], model.split("/")[1], sent)
                     self.assertEqual(sent.get(field), 1000, sent)
                     self.assertEqual(sum(k in sent for k in ("max_tokens", "max_completion_tokens")), 1, sent)
+
+    def test_thinking_moongate_made_up_is_not_replayed_to_anthropic(self):
+        # Reasoning from another API reaches an Anthropic client as a thinking block with an empty
+        # signature; a client that replays it (Claude Code does) must not send it to Anthropic,
+        # which refuses any unsigned thinking block with a 400. A signed one goes as it came.
+        a = self.mock("A")
+        gw = self.gateway(config(providers={"an": provider(a, ["m"], api="anthropic-messages")}, primary="an/m",
+                                 gateway={"providers": {"an": {"tags": ["hosted"]}}}))
+        def turn(sig):
+            return [{"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": sig},
+                                                      {"type": "text", "text": "hello"}]},
+                    {"role": "user", "content": "and?"}]
+        r = gw.post_json("/v1/messages", {"model": "an/m", "max_tokens": 50, "messages": turn("")})
+        self.assertEqual(r.status, 200, r)
+        sent = a.requests[-1].json["messages"][1]["content"]
+        self.assertEqual([b["type"] for b in sent], ["text"], sent)
+        r = gw.post_json("/v1/messages", {"model": "an/m", "max_tokens": 50, "messages": turn("sig-1")})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(a.requests[-1].json["messages"], turn("sig-1"))
 
     def test_a_rewritten_responses_request_keeps_its_item_ids(self):
         # Lowering max_output_tokens re-encodes the request. OpenAI pairs each reasoning item

@@ -283,6 +283,22 @@ class AllFailed(MGTestCase):
         self.assertLess(msg.index("b/m"), msg.index("c/m"))
         self.assertEqual((len(b.requests), len(c.requests)), (1, 1))
 
+    def test_an_error_body_with_a_2xx_status_is_told_by_its_message(self):
+        # LM Studio answers a wrong endpoint or an unloaded model with 200 {"error": "..."}: the
+        # next candidate is tried, and the message reaches the client, the access log and
+        # /admin/health rather than "an error body with a 2xx status".
+        a = self.mock("A")
+        a.set_behavior("fail", status=200, body={"error": "Unexpected endpoint or method. (POST /v1/responses)"})
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"))
+        r = gw.post_json("/v1/chat/completions", {"model": "default", "messages": MSGS})
+        err = self.assertOpenAIError(r, 502, "all_candidates_failed")
+        self.assertIn("HTTP 200: Unexpected endpoint", err["message"], r)
+        attempt = gw.wait_access(1)[0]["attempts"][0]
+        self.assertEqual(attempt.get("detail"), "Unexpected endpoint or method. (POST /v1/responses)", attempt)
+        health = json.loads(gw.get("/admin/health").body)
+        model = health["providers"][0]["models"][0]
+        self.assertEqual(model["last_message"], "Unexpected endpoint or method. (POST /v1/responses)", model)
+
     def test_every_candidate_rate_limited_is_429_with_the_soonest_retry_after(self):
         b, c = self.mock("B"), self.mock("C")
         b.set_behavior("fail", status=429, headers={"Retry-After": "40"})
