@@ -295,17 +295,33 @@ static void add_tool_id(cJSON *o, const char *key, const char *id)
     free(s);
 }
 
-static cJSON *tool_result_block(const mg_ir_part_t *p)
+static int message_blocks(const mg_ir_request_t *ir, const mg_ir_message_t *m, cJSON *blocks, char *err,
+                          size_t errlen);
+
+/* Whether a tool result's content must go as blocks: it holds an image, a part kept raw
+ * (document, search_result: message_blocks lets those through for this API only) or a text with
+ * cache_control, none of which a string can say. */
+static bool result_as_blocks(const mg_ir_part_t *p)
+{
+    for (size_t i = 0; i < p->n_parts; i++) {
+        const mg_ir_part_t *q = &p->parts[i];
+        if (q->type == MG_IR_PART_IMAGE || q->type == MG_IR_PART_OPAQUE || q->cache_control) return true;
+    }
+    return false;
+}
+
+/* A tool_result block (caller owns it), its content a string of its texts unless it must be
+ * blocks, which are written as a message's are. NULL with err when they cannot go to Anthropic. */
+static cJSON *tool_result_block(const mg_ir_request_t *ir, const mg_ir_part_t *p, char *err, size_t errlen)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "tool_result");
     add_tool_id(o, "tool_use_id", p->id);
-    if (mg_codec_has_image(p->parts, p->n_parts)) {
-        cJSON *c = cJSON_AddArrayToObject(o, "content");
-        for (size_t i = 0; i < p->n_parts; i++) {
-            const mg_ir_part_t *q = &p->parts[i];
-            if (q->type == MG_IR_PART_TEXT && q->text && *q->text) cJSON_AddItemToArray(c, text_block(q->text, q));
-            else if (q->type == MG_IR_PART_IMAGE) cJSON_AddItemToArray(c, image_block(q));
+    if (result_as_blocks(p)) {
+        mg_ir_message_t content = {.role = MG_IR_USER, .parts = p->parts, .n_parts = p->n_parts};
+        if (message_blocks(ir, &content, cJSON_AddArrayToObject(o, "content"), err, errlen)) {
+            cJSON_Delete(o);
+            return NULL;
         }
     } else {
         mg_codec_add_joined(o, "content", p->parts, p->n_parts);
@@ -360,7 +376,12 @@ static int message_blocks(const mg_ir_request_t *ir, const mg_ir_message_t *m, c
             cJSON_AddItemToArray(blocks, o);
             break;
         }
-        case MG_IR_PART_TOOL_RESULT: cJSON_AddItemToArray(blocks, tool_result_block(p)); break;
+        case MG_IR_PART_TOOL_RESULT: {
+            cJSON *o = tool_result_block(ir, p, err, errlen);
+            if (!o) return -1;
+            cJSON_AddItemToArray(blocks, o);
+            break;
+        }
         case MG_IR_PART_REASONING:
             /* Only thinking Anthropic signed can go back (B.5.5); other reasoning is dropped. */
             if (p->redacted || (p->signature && *p->signature)) cJSON_AddItemToArray(blocks, thinking_block(p));
@@ -472,6 +493,10 @@ static cJSON *tool_json(const mg_ir_tool_t *t, bool same)
 {
     cJSON *tj = cJSON_CreateObject();
     mg_codec_add_tool_fields(tj, t, "input_schema");
+    /* Anthropic requires an object schema ("type":"object"), where OpenAI's APIs also take {}
+     * or a schema without a type (a tool without parameters): such a schema gets the type. */
+    cJSON *schema = cJSON_GetObjectItemCaseSensitive(tj, "input_schema");
+    if (!same && !cJSON_HasObjectItem(schema, "type")) cJSON_AddStringToObject(schema, "type", "object");
     if (same && t->strict >= 0) cJSON_AddBoolToObject(tj, "strict", t->strict);
     mg_ir_add_dup(tj, "cache_control", t->cache_control);
     return tj;

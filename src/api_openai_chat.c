@@ -26,7 +26,8 @@ const char *mg_openai_chat_finish_reason(mg_ir_finish_t f)
 mg_ir_finish_t mg_openai_chat_parse_finish(const char *s)
 {
     if (!s) return MG_IR_FINISH_NONE;
-    if (strcmp(s, "length") == 0) return MG_IR_FINISH_LENGTH;
+    /* "max_tokens": some compatible (local) servers word the length stop as Anthropic does. */
+    if (strcmp(s, "length") == 0 || strcmp(s, "max_tokens") == 0) return MG_IR_FINISH_LENGTH;
     if (strcmp(s, "tool_calls") == 0 || strcmp(s, "function_call") == 0) return MG_IR_FINISH_TOOL_CALLS;
     if (strcmp(s, "content_filter") == 0) return MG_IR_FINISH_CONTENT_FILTER;
     return MG_IR_FINISH_STOP;
@@ -436,6 +437,23 @@ static void copy_message_extras(const mg_ir_request_t *ir, const cJSON *raw, cJS
     }
 }
 
+/* A tool message's content: its texts joined; with parts kept raw (a Chat client's own file or
+ * audio parts: mg_codec_check_result refused them for any other), its texts and those parts as
+ * an array, in order. Images are left to the user message after it. */
+static void add_result_content(cJSON *o, const mg_ir_part_t *p)
+{
+    if (!mg_codec_has_opaque(p->parts, p->n_parts)) {
+        mg_codec_add_joined(o, "content", p->parts, p->n_parts);
+        return;
+    }
+    cJSON *arr = cJSON_AddArrayToObject(o, "content");
+    for (size_t i = 0; i < p->n_parts; i++) {
+        const mg_ir_part_t *q = &p->parts[i];
+        if (q->type == MG_IR_PART_TEXT) cJSON_AddItemToArray(arr, mg_codec_text_json("text", q->text));
+        else if (q->type == MG_IR_PART_OPAQUE) cJSON_AddItemToArray(arr, cJSON_Duplicate(q->raw, true));
+    }
+}
+
 static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, size_t errlen)
 {
     if (ir->n_system) {
@@ -488,10 +506,14 @@ static int encode_messages(const mg_ir_request_t *ir, cJSON *msgs, char *err, si
             for (size_t k = 0; k < m->n_parts; k++) {
                 const mg_ir_part_t *p = &m->parts[k];
                 if (p->type != MG_IR_PART_TOOL_RESULT) continue;
+                if (mg_codec_check_result(ir, p, API, err, errlen)) {
+                    cJSON_Delete(images);
+                    return -1;
+                }
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddStringToObject(o, "role", "tool");
                 cJSON_AddStringToObject(o, "tool_call_id", p->id ? p->id : "");
-                mg_codec_add_joined(o, "content", p->parts, p->n_parts);
+                add_result_content(o, p);
                 if (m->n_parts == 1) copy_message_extras(ir, m->raw, o); /* raw is this result's message */
                 cJSON_AddItemToArray(msgs, o);
                 for (size_t q = 0; q < p->n_parts; q++) {
@@ -829,58 +851,81 @@ static int flush_held(chat_dec_t *d, mg_ir_event_cb cb, void *ud)
     return rc ? rc : release_tools(d, true, cb, ud);
 }
 
+/* A fragment's arguments: a string as it came; an object or array (off-spec servers send the
+ * arguments so, whole, instead of their JSON text) as its JSON text, read as the whole-answer
+ * decoder's args_text reads it (*owned is then that text, which the caller cJSON_frees); else NULL. */
+static const char *delta_args(const cJSON *v, char **owned)
+{
+    *owned = NULL;
+    if (cJSON_IsString(v)) return v->valuestring;
+    if (!cJSON_IsObject(v) && !cJSON_IsArray(v)) return NULL;
+    *owned = cJSON_PrintUnformatted(v);
+    if (!*owned) abort(); /* cJSON fails only when allocation fails */
+    return *owned;
+}
+
+/* One tool_calls[] element of a delta, its arguments fragment args (or NULL). */
+static int decode_tool_delta(chat_dec_t *d, const cJSON *tc, const char *args, mg_ir_event_cb cb, void *ud)
+{
+    int up = (int)mg_ir_jint(tc, "index", -1);
+    const char *id = mg_ir_jstr(tc, "id");
+    const cJSON *fn = mg_ir_jget(tc, "function");
+    const char *name = mg_ir_jstr(fn, "name");
+    if (id && !*id) id = NULL;
+    chat_tool_t *t = find_tool(d, up, id);
+    if (t && !t->emitted && name && *name && !*t->name) {
+        free(t->name); /* a held call whose name came after its first fragment */
+        t->name = mg_xstrdup(name);
+    }
+    if (!t) {
+        bool held_before = tools_held(d);
+        if (d->n_tools == d->cap_tools) {
+            d->cap_tools = d->cap_tools ? d->cap_tools * 2 : 4;
+            d->tools = mg_xrealloc(d->tools, (size_t)d->cap_tools * sizeof *d->tools);
+        }
+        t = &d->tools[d->n_tools];
+        memset(t, 0, sizeof *t);
+        t->up_index = up;
+        t->id = id ? mg_xstrdup(id) : mg_codec_new_call_id("call_"); /* kept for all its events */
+        t->own_id = id != NULL;
+        t->name = mg_xstrdup(name ? name : "");
+        d->n_tools++;
+        /* Live when nothing is held and the call streaming (if any) looks complete. */
+        bool live = d->cur_tool < 0 || (!held_before && args_complete(&d->tools[d->cur_tool]));
+        if (live) {
+            t->emitted = true;
+            d->cur_tool = d->n_tools - 1;
+            mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = d->cur_tool, .id = t->id,
+                                .name = t->name};
+            MG_CODEC_EMIT(ev);
+        }
+    }
+    if (args && *args) {
+        size_t n = strlen(args);
+        mg_buf_append(&t->args, args, n);
+        if (t->emitted) {
+            mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_DELTA, .index = (int)(t - d->tools),
+                                .text = args, .text_len = n};
+            MG_CODEC_EMIT(ev);
+            if (t == &d->tools[d->cur_tool] && tools_held(d)) {
+                int rc = release_tools(d, false, cb, ud);
+                if (rc) return rc;
+            }
+        }
+    }
+    return 0;
+}
+
 static int decode_tool_deltas(chat_dec_t *d, const cJSON *tcs, mg_ir_event_cb cb, void *ud)
 {
     const cJSON *tc;
     cJSON_ArrayForEach(tc, tcs)
     {
-        int up = (int)mg_ir_jint(tc, "index", -1);
-        const char *id = mg_ir_jstr(tc, "id");
-        const cJSON *fn = mg_ir_jget(tc, "function");
-        const char *name = mg_ir_jstr(fn, "name");
-        const char *args = mg_ir_jstr(fn, "arguments");
-        if (id && !*id) id = NULL;
-        chat_tool_t *t = find_tool(d, up, id);
-        if (t && !t->emitted && name && *name && !*t->name) {
-            free(t->name); /* a held call whose name came after its first fragment */
-            t->name = mg_xstrdup(name);
-        }
-        if (!t) {
-            bool held_before = tools_held(d);
-            if (d->n_tools == d->cap_tools) {
-                d->cap_tools = d->cap_tools ? d->cap_tools * 2 : 4;
-                d->tools = mg_xrealloc(d->tools, (size_t)d->cap_tools * sizeof *d->tools);
-            }
-            t = &d->tools[d->n_tools];
-            memset(t, 0, sizeof *t);
-            t->up_index = up;
-            t->id = id ? mg_xstrdup(id) : mg_codec_new_call_id("call_"); /* kept for all its events */
-            t->own_id = id != NULL;
-            t->name = mg_xstrdup(name ? name : "");
-            d->n_tools++;
-            /* Live when nothing is held and the call streaming (if any) looks complete. */
-            bool live = d->cur_tool < 0 || (!held_before && args_complete(&d->tools[d->cur_tool]));
-            if (live) {
-                t->emitted = true;
-                d->cur_tool = d->n_tools - 1;
-                mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_START, .index = d->cur_tool, .id = t->id,
-                                    .name = t->name};
-                MG_CODEC_EMIT(ev);
-            }
-        }
-        if (args && *args) {
-            size_t n = strlen(args);
-            mg_buf_append(&t->args, args, n);
-            if (t->emitted) {
-                mg_ir_event_t ev = {.type = MG_IR_EV_TOOL_CALL_DELTA, .index = (int)(t - d->tools),
-                                    .text = args, .text_len = n};
-                MG_CODEC_EMIT(ev);
-                if (t == &d->tools[d->cur_tool] && tools_held(d)) {
-                    int rc = release_tools(d, false, cb, ud);
-                    if (rc) return rc;
-                }
-            }
-        }
+        char *owned;
+        const char *args = delta_args(mg_ir_jget(mg_ir_jget(tc, "function"), "arguments"), &owned);
+        int rc = decode_tool_delta(d, tc, args, cb, ud);
+        cJSON_free(owned);
+        if (rc) return rc;
     }
     return 0;
 }

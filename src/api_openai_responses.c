@@ -406,25 +406,33 @@ static int encode_assistant(const mg_ir_request_t *ir, const mg_ir_message_t *m,
     return 0;
 }
 
-static void encode_tool_results(const mg_ir_message_t *m, cJSON *input)
+/* One function_call_output item per result: its output its texts joined, or, with images or
+ * parts kept raw (input_file: a Responses client's own, mg_codec_check_result refused them for
+ * any other), the parts as an array. 0, or -1 with err. */
+static int encode_tool_results(const mg_ir_request_t *ir, const mg_ir_message_t *m, cJSON *input, char *err,
+                               size_t errlen)
 {
     for (size_t k = 0; k < m->n_parts; k++) {
         const mg_ir_part_t *p = &m->parts[k];
         if (p->type != MG_IR_PART_TOOL_RESULT) continue;
+        if (mg_codec_check_result(ir, p, API, err, errlen)) return -1;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "function_call_output");
         cJSON_AddStringToObject(o, "call_id", p->id ? p->id : "");
-        if (mg_codec_has_image(p->parts, p->n_parts)) {
+        if (mg_codec_has_image(p->parts, p->n_parts) || mg_codec_has_opaque(p->parts, p->n_parts)) {
             cJSON *arr = cJSON_AddArrayToObject(o, "output");
             for (size_t q = 0; q < p->n_parts; q++) {
-                if (p->parts[q].type == MG_IR_PART_TEXT) cJSON_AddItemToArray(arr, input_text_json(p->parts[q].text));
-                else if (p->parts[q].type == MG_IR_PART_IMAGE) cJSON_AddItemToArray(arr, image_json(&p->parts[q]));
+                const mg_ir_part_t *c = &p->parts[q];
+                if (c->type == MG_IR_PART_TEXT) cJSON_AddItemToArray(arr, input_text_json(c->text));
+                else if (c->type == MG_IR_PART_IMAGE) cJSON_AddItemToArray(arr, image_json(c));
+                else if (c->type == MG_IR_PART_OPAQUE) cJSON_AddItemToArray(arr, cJSON_Duplicate(c->raw, true));
             }
         } else {
             mg_codec_add_joined(o, "output", p->parts, p->n_parts);
         }
         cJSON_AddItemToArray(input, o);
     }
+    return 0;
 }
 
 static cJSON *tool_json(const mg_ir_tool_t *t, bool same)
@@ -455,7 +463,7 @@ cJSON *mg_openai_responses_encode_request(const mg_ir_request_t *ir, const mg_ir
         int rc = 0;
         if (m->role == MG_IR_USER) {
             /* Tool results a decoder left in a user message go first, as their own items. */
-            encode_tool_results(m, input);
+            if ((rc = encode_tool_results(ir, m, input, err, errlen))) goto error;
             mg_ir_message_t rest = *m;
             mg_ir_part_t *kept = NULL;
             size_t n = 0;
@@ -474,7 +482,7 @@ cJSON *mg_openai_responses_encode_request(const mg_ir_request_t *ir, const mg_ir
         } else if (m->role == MG_IR_ASSISTANT) {
             rc = encode_assistant(ir, m, input, err, errlen);
         } else {
-            encode_tool_results(m, input);
+            rc = encode_tool_results(ir, m, input, err, errlen);
         }
         if (rc) goto error;
     }

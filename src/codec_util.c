@@ -203,6 +203,13 @@ bool mg_codec_has_image(const mg_ir_part_t *parts, size_t n)
     return false;
 }
 
+bool mg_codec_has_opaque(const mg_ir_part_t *parts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (parts[i].type == MG_IR_PART_OPAQUE) return true;
+    return false;
+}
+
 void mg_codec_add_joined(cJSON *o, const char *key, const mg_ir_part_t *parts, size_t n)
 {
     char *s = mg_ir_join_text(parts, n, "\n\n");
@@ -221,6 +228,15 @@ int mg_codec_opaque_fail(const mg_ir_part_t *p, mg_api_t to, char *err, size_t e
 {
     const char *t = mg_ir_jstr(p->raw, "type");
     return mg_ir_fail(err, errlen, "content of type \"%s\" cannot be sent to %s", t ? t : "?", mg_api_name(to));
+}
+
+int mg_codec_check_result(const mg_ir_request_t *ir, const mg_ir_part_t *result, mg_api_t to, char *err,
+                          size_t errlen)
+{
+    if (mg_ir_same_api(ir->source, to)) return 0;
+    for (size_t i = 0; i < result->n_parts; i++)
+        if (result->parts[i].type == MG_IR_PART_OPAQUE) return mg_codec_opaque_fail(&result->parts[i], to, err, errlen);
+    return 0;
 }
 
 int mg_codec_encode_tools(cJSON *o, const mg_ir_request_t *ir, mg_api_t to, mg_codec_tool_fn tool_json,

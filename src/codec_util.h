@@ -74,8 +74,9 @@ cJSON *mg_codec_text_json(const char *type, const char *text);
 /* The URL an OpenAI API takes for an IMAGE part: a data URL for base64 data, else its url ("").
  * Caller frees. */
 char *mg_codec_image_url(const mg_ir_part_t *p);
-/* Whether any of the n parts is an IMAGE. */
+/* Whether any of the n parts is an IMAGE; an OPAQUE one. */
 bool mg_codec_has_image(const mg_ir_part_t *parts, size_t n);
+bool mg_codec_has_opaque(const mg_ir_part_t *parts, size_t n);
 /* Adds key: the TEXT parts joined with blank lines ("" when there are none). */
 void mg_codec_add_joined(cJSON *o, const char *key, const mg_ir_part_t *parts, size_t n);
 /* Adds key: an array of the n strings. */
@@ -83,6 +84,12 @@ void mg_codec_add_strings(cJSON *o, const char *key, const char *const *v, size_
 /* The failure for an OPAQUE part of another API: "content of type "x" cannot be sent to <to>".
  * Returns -1. */
 int mg_codec_opaque_fail(const mg_ir_part_t *p, mg_api_t to, char *err, size_t errlen);
+/* A tool result's content on its way to `to`, held to the rule of top-level content: an OPAQUE
+ * part in it (a document, a search result, a file) goes only to the API the request came from,
+ * else the request fails as mg_codec_opaque_fail says (the candidate is skipped, rather than sent
+ * with the part silently gone). 0, or -1 with err. */
+int mg_codec_check_result(const mg_ir_request_t *ir, const mg_ir_part_t *result, mg_api_t to, char *err,
+                          size_t errlen);
 
 /* Builds a function tool the way the codec's API writes it (caller owns the result); same says
  * whether the request came from that API. */

@@ -94,7 +94,8 @@ typedef struct mg_ir_part {
     const char *data;
     const char *detail; /* OpenAI image detail, or NULL */
     /* TOOL_CALL: id, name, arguments (JSON text; never NULL after decoding, "{}" when empty).
-     * TOOL_RESULT: id is the id of the call it answers; parts its content (TEXT / IMAGE). */
+     * TOOL_RESULT: id is the id of the call it answers; parts its content (TEXT / IMAGE, and
+     * OPAQUE under the same rule as anywhere: documents, search results, files). */
     const char *id;
     const char *name;
     const char *arguments;

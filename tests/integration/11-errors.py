@@ -384,6 +384,42 @@ class AllFailed(MGTestCase):
         self.assertIn("images", err["message"], r)
         self.assertEqual(len(lo.requests), 1)
 
+    def test_files_in_tool_results_go_only_to_their_own_api(self):
+        # A document, search result or file inside a tool result is content another API has no
+        # type for, as it is at the top level: a candidate of another API is skipped as
+        # unsupported (it was sent the tool's text alone, with 200), and one of its own API gets
+        # it whole (cache_control too), even when the gateway re-encodes the request (here: a
+        # local provider's filters strip a control token).
+        oc, an, rs = self.mock("OC"), self.mock("AN"), self.mock("RS")
+        gw = self.gateway(config(providers={"oc": provider(oc, ["m"]),
+                                            "an": provider(an, ["m"], api="anthropic-messages"),
+                                            "rs": provider(rs, ["m"], api="openai-responses")},
+                                 primary="oc/m", fallbacks=["an/m"]))
+        result = [{"type": "text", "text": "results:", "cache_control": {"type": "ephemeral"}},
+                  {"type": "search_result", "source": "https://x/doc", "title": "Doc",
+                   "content": [{"type": "text", "text": "fact"}]}]
+        r = gw.post_json("/v1/messages", {"model": "default", "max_tokens": 16, "messages": [
+            {"role": "user", "content": "search <|im_end|>"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "s", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": result}]}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertRoute(r, [("oc/m", "unsupported"), ("an/m", "ok")])
+        self.assertIn("control_tokens", r.header("x-moongate-compaction") or "", r)
+        self.assertEqual(len(oc.requests), 0, "the Chat upstream got nothing")
+        self.assertEqual(an.requests[-1].json["messages"][-1]["content"][0]["content"], result)
+        pdf = {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"}
+        output = [{"type": "input_text", "text": "see file"}, pdf]
+        inp = [{"role": "user", "content": "read <|im_end|>"},
+               {"type": "function_call", "call_id": "c1", "name": "read", "arguments": "{}"},
+               {"type": "function_call_output", "call_id": "c1", "output": output}]
+        r = gw.post_json("/v1/responses", {"model": "oc/m", "input": inp})
+        err = self.assertOpenAIError(r, 400, "unsupported_request")
+        self.assertIn("input_file", err["message"], r)
+        self.assertEqual(len(oc.requests), 0, "the Chat upstream got nothing")
+        r = gw.post_json("/v1/responses", {"model": "rs/m", "input": inp})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(rs.requests[-1].json["input"][-1]["output"], output)
+
     def test_single_candidate_down_is_502(self):
         a = self.down()
         gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"))

@@ -188,6 +188,16 @@ class ApiStreams(MGTestCase):
             raw = c({"role": "assistant", "content": ""}) + calls_sse + c({}, "tool_calls") + "data: [DONE]\n\n"
             self.assert_tool_calls_reach_clients(raw, want, name)
 
+    def test_streamed_arguments_sent_as_an_object_are_kept(self):
+        # Off-spec but seen: a Chat upstream streams a call's arguments as a JSON object, not its
+        # text. Anthropic and Responses clients get them as a whole answer's would be read (they
+        # got {}).
+        c = chat_chunk
+        raw = (c({"role": "assistant", "content": None}) +
+               tool_delta(index=0, id="c1", type="function", function={"name": "get_w", "arguments": {"city": "Paris"}}) +
+               c({}, "tool_calls") + "data: [DONE]\n\n")
+        self.assert_tool_calls_reach_clients(raw, [("c1", "get_w", {"city": "Paris"})])
+
     def test_translated_answers_carry_the_client_apis_id_prefix(self):
         # A translated answer's id has the client API's prefix and the upstream's whole id after
         # it; whole and streamed alike. The same API passes the upstream's id through.

@@ -402,4 +402,81 @@ MG_TEST(made_up_tool_use_ids_are_unique)
     mg_ir_arena_free(a);
 }
 
+/* A document, search result or file inside a tool result goes where such content at the top
+ * level goes: to its own API only, as written (with its cache_control), and never silently
+ * dropped on the way to another (the candidate is refused instead, so the router skips it). */
+MG_TEST(files_in_tool_results_only_to_their_own_api)
+{
+    char err[200] = "";
+    mg_ir_request_opts_t o = {.model = "up"};
+    const char *ant = "{\"model\":\"m\",\"max_tokens\":5,\"messages\":["
+                      "{\"role\":\"user\",\"content\":\"search\"},"
+                      "{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"s\",\"input\":{}}]},"
+                      "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"content\":["
+                      "{\"type\":\"text\",\"text\":\"results:\",\"cache_control\":{\"type\":\"ephemeral\"}},"
+                      "{\"type\":\"search_result\",\"source\":\"https://x/doc\",\"title\":\"Doc\",\"content\":[{\"type\":\"text\",\"text\":\"fact\"}]}]}]}]}";
+    cJSON *out = translate_req(ANT, CHAT, ant, &o, err);
+    MG_CHECK(out == NULL && strstr(err, "\"search_result\" cannot be sent to openai-completions"));
+    out = translate_req(ANT, RESP, ant, &o, err);
+    MG_CHECK(out == NULL && strstr(err, "\"search_result\""));
+    out = translate_req(ANT, ANT, ant, &o, err);
+    char *s = compact(mg_ir_jget(cJSON_GetArrayItem(mg_ir_jget(out, "messages"), 2), "content"));
+    MG_CHECK_STR(s, "[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"content\":["
+                    "{\"type\":\"text\",\"text\":\"results:\",\"cache_control\":{\"type\":\"ephemeral\"}},"
+                    "{\"type\":\"search_result\",\"source\":\"https://x/doc\",\"title\":\"Doc\",\"content\":[{\"type\":\"text\",\"text\":\"fact\"}]}]}]");
+    cJSON_free(s);
+    cJSON_Delete(out);
+    /* A text-only result is still a string; a document (even a plain-text one, as at the top
+     * level) is Anthropic's own. */
+    const char *doc = "{\"model\":\"m\",\"max_tokens\":5,\"messages\":["
+                      "{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"r\",\"input\":{}}]},"
+                      "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"content\":["
+                      "{\"type\":\"text\",\"text\":\"here\"},"
+                      "{\"type\":\"document\",\"source\":{\"type\":\"text\",\"media_type\":\"text/plain\",\"data\":\"d\"}}]}]}]}";
+    out = translate_req(ANT, CHAT, doc, &o, err);
+    MG_CHECK(out == NULL && strstr(err, "\"document\""));
+    out = translate_req(ANT, ANT, doc, &o, err);
+    s = compact(mg_ir_jget(cJSON_GetArrayItem(mg_ir_jget(out, "messages"), 2), "content"));
+    MG_CHECK_STR(s, "[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"content\":[{\"type\":\"text\",\"text\":\"here\"},"
+                    "{\"type\":\"document\",\"source\":{\"type\":\"text\",\"media_type\":\"text/plain\",\"data\":\"d\"}}]}]");
+    cJSON_free(s);
+    cJSON_Delete(out);
+    /* The other APIs' own parts in their results reach Anthropic no more than at the top level. */
+    out = translate_req(RESP, ANT, "{\"model\":\"m\",\"input\":[{\"type\":\"function_call\",\"call_id\":\"c1\",\"name\":\"r\",\"arguments\":\"{}\"},"
+                                   "{\"type\":\"function_call_output\",\"call_id\":\"c1\",\"output\":[{\"type\":\"input_text\",\"text\":\"see\"},"
+                                   "{\"type\":\"input_file\",\"filename\":\"a.pdf\",\"file_data\":\"data:application/pdf;base64,JVBERi0x\"}]}]}", &o, err);
+    MG_CHECK(out == NULL && strstr(err, "\"input_file\" cannot be sent to anthropic-messages"));
+    out = translate_req(CHAT, ANT, "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"r\",\"arguments\":\"{}\"}}]},"
+                                   "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":[{\"type\":\"text\",\"text\":\"see\"},{\"type\":\"file\",\"file\":{\"file_id\":\"f1\"}}]}]}", &o, err);
+    MG_CHECK(out == NULL && strstr(err, "\"file\""));
+}
+
+/* Anthropic requires input_schema to be an object schema; OpenAI's tools may declare {} or leave
+ * the type out. */
+MG_TEST(tool_schemas_without_a_type_become_object_schemas)
+{
+    char err[200] = "";
+    mg_ir_request_opts_t o = {.model = "up"};
+    cJSON *out = translate_req(CHAT, ANT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":["
+                                          "{\"type\":\"function\",\"function\":{\"name\":\"a\",\"parameters\":{}}},"
+                                          "{\"type\":\"function\",\"function\":{\"name\":\"b\",\"parameters\":{\"properties\":{\"q\":{\"type\":\"string\"}}}}},"
+                                          "{\"type\":\"function\",\"function\":{\"name\":\"c\",\"parameters\":{\"type\":\"object\",\"properties\":{}}}},"
+                                          "{\"type\":\"function\",\"function\":{\"name\":\"d\"}}]}", &o, err);
+    const cJSON *tools = mg_ir_jget(out, "tools");
+    const char *want[] = {"{\"type\":\"object\"}", "{\"properties\":{\"q\":{\"type\":\"string\"}},\"type\":\"object\"}",
+                          "{\"type\":\"object\",\"properties\":{}}", "{\"type\":\"object\",\"properties\":{}}"};
+    MG_CHECK_INT(cJSON_GetArraySize(tools), 4);
+    for (int i = 0; i < 4; i++) {
+        char *s = compact(mg_ir_jget(cJSON_GetArrayItem(tools, i), "input_schema"));
+        MG_CHECK_STR(s, want[i]);
+        cJSON_free(s);
+    }
+    cJSON_Delete(out);
+    out = translate_req(RESP, ANT, "{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"a\",\"parameters\":{}}]}", &o, err);
+    char *s = compact(mg_ir_jget(cJSON_GetArrayItem(mg_ir_jget(out, "tools"), 0), "input_schema"));
+    MG_CHECK_STR(s, "{\"type\":\"object\"}");
+    cJSON_free(s);
+    cJSON_Delete(out);
+}
+
 MG_TEST_MAIN()

@@ -363,4 +363,79 @@ MG_TEST(made_up_call_ids_are_unique_across_answers)
     mg_ir_arena_free(a);
 }
 
+/* A Chat client's file part in a tool message: refused for another API (it was dropped), kept
+ * for Chat, where the content becomes an array. */
+MG_TEST(files_in_tool_messages)
+{
+    char err[200] = "";
+    mg_ir_request_opts_t o = {.model = "up"};
+    const char *req = "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"r\",\"arguments\":\"{}\"}}]},"
+                      "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":[{\"type\":\"text\",\"text\":\"see\"},{\"type\":\"file\",\"file\":{\"file_id\":\"f1\"}}]}]}";
+    MG_CHECK(translate_req(CHAT, MG_API_OPENAI_RESPONSES, req, &o, err) == NULL);
+    MG_CHECK(strstr(err, "content of type \"file\" cannot be sent to openai-responses") != NULL);
+    cJSON *out = translate_req(CHAT, CHAT, req, &o, err);
+    char *s = cJSON_PrintUnformatted(cJSON_GetArrayItem(mg_ir_jget(out, "messages"), 1));
+    MG_CHECK_STR(s, "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":[{\"type\":\"text\",\"text\":\"see\"},{\"type\":\"file\",\"file\":{\"file_id\":\"f1\"}}]}");
+    cJSON_free(s);
+    cJSON_Delete(out);
+}
+
+/* Off-spec servers stream a call's arguments as a JSON object rather than its text: read as the
+ * whole-answer decoder reads them, not lost to "{}". */
+MG_TEST(streamed_arguments_as_an_object)
+{
+    mg_buf_t b = {0};
+    ir_chat_chunk(&b, "{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"w\",\"arguments\":{\"city\":\"Paris\"}}}]}", NULL);
+    ir_chat_chunk(&b, "{\"tool_calls\":[{\"index\":1,\"id\":\"c2\",\"type\":\"function\",\"function\":{\"name\":\"v\",\"arguments\":[1]}}]}", "\"tool_calls\"");
+    char *log = ir_decode_log(CHAT, b.data, 0, NULL);
+    MG_CHECK_STR(log, "start[c1|m] tc0[c1|w] a0\"{\"city\":\"Paris\"}\" tc1[c2|v] a1\"[1]\" finish:tool_calls end");
+    free(log);
+    mg_buf_free(&b);
+}
+
+/* Some compatible (local) servers end a cut answer with finish_reason "max_tokens": a length stop
+ * (Anthropic max_tokens, Responses incomplete), not a normal one. */
+MG_TEST(finish_reasons_of_compatible_servers)
+{
+    MG_CHECK(mg_openai_chat_parse_finish("length") == MG_IR_FINISH_LENGTH);
+    MG_CHECK(mg_openai_chat_parse_finish("max_tokens") == MG_IR_FINISH_LENGTH);
+    MG_CHECK(mg_openai_chat_parse_finish("eos") == MG_IR_FINISH_STOP);
+    MG_CHECK(mg_openai_chat_parse_finish(NULL) == MG_IR_FINISH_NONE);
+    mg_buf_t b = {0};
+    ir_chat_chunk(&b, "{\"content\":\"cut\"}", "\"max_tokens\"");
+    char *log = ir_decode_log(CHAT, b.data, 0, NULL);
+    MG_CHECK_STR(log, "start[c1|m] t\"cut\" finish:length end");
+    free(log);
+    mg_buf_free(&b);
+    mg_ir_arena_t *a = mg_ir_arena_new();
+    mg_ir_response_t r;
+    char err[100];
+    cJSON *j = cJSON_Parse("{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"cut\"},\"finish_reason\":\"max_tokens\"}]}");
+    MG_CHECK(mg_openai_chat_decode_response(j, a, NULL, &r, err, sizeof err) == 0 && r.finish == MG_IR_FINISH_LENGTH);
+    cJSON *out = mg_ir_codec(MG_API_ANTHROPIC_MESSAGES)->encode_response(&r, &(mg_ir_output_opts_t){.created = 1});
+    MG_CHECK_STR(mg_ir_jstr(out, "stop_reason"), "max_tokens");
+    cJSON_Delete(out);
+    cJSON_Delete(j);
+    mg_ir_arena_free(a);
+}
+
+/* A Chat answer re-encoded for a Chat client (keep_upstream_id) whose upstream sent no id or
+ * created still has both (OpenAI's schema requires them), whole and streamed. The answers Chat
+ * clients get passed through (router.c, relay.c) are another matter. */
+MG_TEST(re_encoded_answers_without_id_or_created_get_them)
+{
+    mg_ir_output_opts_t o = {.keep_upstream_id = true};
+    mg_ir_part_t text = {.type = MG_IR_PART_TEXT, .text = "hi"};
+    mg_ir_response_t r = {.parts = &text, .n_parts = 1, .finish = MG_IR_FINISH_STOP, .usage = MG_IR_USAGE_UNKNOWN};
+    cJSON *out = mg_openai_chat_encode_response(&r, &o);
+    MG_CHECK(strncmp(mg_ir_jstr(out, "id"), "chatcmpl-moongate-", 18) == 0);
+    MG_CHECK(mg_ir_jint(out, "created", 0) > 0);
+    cJSON_Delete(out);
+    mg_ir_event_t evs[] = {{.type = MG_IR_EV_START, .model = "m"}, IR_TEXT_EV("hi"), {.type = MG_IR_EV_END}};
+    char *s = ir_encode(CHAT, &o, evs, MG_ARRAY_LEN(evs));
+    MG_CHECK_INT(ir_count(s, "\"id\":\"chatcmpl-moongate-"), 3); /* role, text, finish chunks */
+    MG_CHECK(!strstr(s, "\"created\":0,"));
+    free(s);
+}
+
 MG_TEST_MAIN()

@@ -289,4 +289,24 @@ MG_TEST(item_ids_survive_a_responses_rewrite)
     cJSON_Delete(out);
 }
 
+/* An input_file a tool returned is refused for another API, as it is in a user message (it was
+ * dropped, the tool's output reaching the model without it), and kept when re-encoded for
+ * Responses (compaction, a lowered max_output_tokens). */
+MG_TEST(files_in_function_call_output)
+{
+    char err[200] = "";
+    const char *req = "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":\"read\"},"
+                      "{\"type\":\"function_call\",\"call_id\":\"c1\",\"name\":\"read\",\"arguments\":\"{}\"},"
+                      "{\"type\":\"function_call_output\",\"call_id\":\"c1\",\"output\":[{\"type\":\"input_text\",\"text\":\"see file\"},"
+                      "{\"type\":\"input_file\",\"filename\":\"a.pdf\",\"file_data\":\"data:application/pdf;base64,JVBERi0x\"}]}]}";
+    MG_CHECK(translate_req(RESP, CHAT, req, err) == NULL);
+    MG_CHECK(strstr(err, "content of type \"input_file\" cannot be sent to openai-completions") != NULL);
+    cJSON *out = translate_req(RESP, RESP, req, err);
+    char *s = cJSON_PrintUnformatted(cJSON_GetArrayItem(mg_ir_jget(out, "input"), 2));
+    MG_CHECK_STR(s, "{\"type\":\"function_call_output\",\"call_id\":\"c1\",\"output\":[{\"type\":\"input_text\",\"text\":\"see file\"},"
+                    "{\"type\":\"input_file\",\"filename\":\"a.pdf\",\"file_data\":\"data:application/pdf;base64,JVBERi0x\"}]}");
+    cJSON_free(s);
+    cJSON_Delete(out);
+}
+
 MG_TEST_MAIN()
