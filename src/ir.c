@@ -7,6 +7,7 @@
 #include "api_openai_chat.h"
 #include "api_openai_responses.h"
 #include "classify.h"
+#include "codec_util.h"
 #include "jsonutil.h"
 
 #include <ctype.h>
@@ -1018,4 +1019,9 @@ void mg_ir_add_int(cJSON *o, const char *key, int64_t v)
 void mg_ir_add_dup(cJSON *o, const char *key, const cJSON *v)
 {
     if (v) cJSON_AddItemToObject(o, key, cJSON_Duplicate(v, true));
+}
+
+char *mg_ir_placeholder_id(const char *fallback)
+{
+    return mg_codec_answer_id("", NULL, NULL, fallback);
 }

@@ -399,6 +399,10 @@ cJSON *mg_ir_encode_request(mg_api_t to, const mg_ir_request_t *ir, const mg_ir_
  * Returns 0 or cb's nonzero value. */
 int mg_ir_response_events(const mg_ir_response_t *r, mg_ir_event_cb cb, void *ud);
 
+/* A unique answer id for an answer whose upstream gave none: fallback + "-" + a process-unique
+ * suffix ("chatcmpl-moongate-674a1b2c00002a"), as the codecs make them. Caller frees. */
+char *mg_ir_placeholder_id(const char *fallback);
+
 /* j as unformatted JSON text that is valid UTF-8, whatever bytes its strings hold. cJSON parses
  * and prints string bytes as they are, so an upstream's (or a client's) bytes that are not UTF-8
  * would reach the other side as they came; here each such byte is written \ufffd, one per byte

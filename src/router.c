@@ -1623,11 +1623,27 @@ static void normalize_answer(mg_req_t *req, const mg_attempt_t *a, mg_buf_t *bod
 {
     bool strip = a->strip_reasoning;
     if (req->ep != MG_EP_CHAT || !body->data) return;
-    if (!strip && !memmem(body->data, body->len, "\"reasoning\"", 11) && !memmem(body->data, body->len, "<think>", 7))
+    /* A key that appears nowhere cannot be a member: the answer surely lacks it. */
+    bool no_id = !memmem(body->data, body->len, "\"id\"", 4);
+    bool no_created = !memmem(body->data, body->len, "\"created\"", 9);
+    if (!strip && !no_id && !no_created && !memmem(body->data, body->len, "\"reasoning\"", 11) &&
+        !memmem(body->data, body->len, "<think>", 7))
         return;
     cJSON *j = mg_ir_parse_text(body->data, body->len);
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
     bool changed = false;
+    /* An answer without an id or a creation time gets them, as a translated one would (the
+     * SDKs and logs key on the id). */
+    if (no_id && cJSON_IsObject(j)) {
+        char *id = mg_ir_placeholder_id("chatcmpl-moongate");
+        cJSON_AddStringToObject(j, "id", id);
+        free(id);
+        changed = true;
+    }
+    if (no_created && cJSON_IsObject(j)) {
+        mg_ir_add_int(j, "created", mg_wall_ms() / 1000);
+        changed = true;
+    }
     const cJSON *c;
     cJSON_ArrayForEach(c, choices)
     {

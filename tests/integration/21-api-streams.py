@@ -271,6 +271,22 @@ class ApiStreams(MGTestCase):
                 r = gw.post_json(path, dict(body(path, "lo/qwen-local"), stream=False))
                 self.assertEqual((r.status, r.json.get("model")), (200, "qwen-local"), r)
 
+    def test_a_chat_answer_without_id_or_created_gets_them(self):
+        # A Chat client of a Chat upstream that names its answers nothing (some local servers)
+        # gets a unique id and a creation time, as a translated answer does.
+        whole = {"object": "chat.completion", "model": "m",
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
+        ids = set()
+        for _ in range(2):
+            self.a.push_behavior("badjson", body=json.dumps(whole).encode())
+            r = self.gw.post_json("/v1/chat/completions", dict(body("/v1/chat/completions", "oc/m"), stream=False))
+            self.assertEqual(r.status, 200, r)
+            self.assertTrue(r.json["id"].startswith("chatcmpl-moongate-"), r)
+            self.assertIsInstance(r.json["created"], int, r)
+            self.assertEqual(r.json["choices"][0]["message"]["content"], "hi", r)
+            ids.add(r.json["id"])
+        self.assertEqual(len(ids), 2, "each answer its own id")
+
 
 if __name__ == "__main__":
     unittest.main()
