@@ -1108,7 +1108,7 @@ static int build(lua_State *L)
     lua_pushvalue(L, base);
     lua_setfield(L, -2, "__index");
     lua_setmetatable(L, env);
-    if (luaL_loadbufferx(L, a->text, a->len, a->chunkname, "t") != LUA_OK) lua_error(L);
+    if (mg_lua_load_text(L, a->text, a->len, a->chunkname) != LUA_OK) lua_error(L);
     int chunk = lua_gettop(L);
     lua_pushvalue(L, env);
     lua_setupvalue(L, chunk, 1);
@@ -1424,7 +1424,9 @@ static void take_rejection(lua_State *L, int idx, mg_raw_plan_t *out)
     out->rejected = true;
     out->status = (int)status;
     snprintf(out->code, sizeof out->code, "%s", code);
-    snprintf(out->message, sizeof out->message, "%s", msg);
+    size_t mlen = mg_utf8_fit(msg, strlen(msg), sizeof out->message - 1); /* never half a character */
+    memcpy(out->message, msg, mlen);
+    out->message[mlen] = '\0';
     lua_pop(L, 3);
 }
 

@@ -934,13 +934,22 @@ int mg_sandbox_cpcall(mg_sandbox_t *sb, lua_CFunction fn, void *ud, char *err, s
     return mg_sandbox_pcall(sb, 1, 0, err, errlen);
 }
 
+int mg_lua_load_text(lua_State *L, const char *text, size_t len, const char *chunkname)
+{
+    if (len >= 4 && memcmp(text, LUA_SIGNATURE, 4) == 0) {
+        lua_pushfstring(L, "%s: a precompiled (binary) chunk; give the Lua source", chunkname + 1);
+        return LUA_ERRSYNTAX;
+    }
+    return luaL_loadbufferx(L, text, len, chunkname, "t");
+}
+
 int mg_sandbox_load(mg_sandbox_t *sb, const char *text, size_t len, const char *chunkname,
                     int env_idx, char *err, size_t errlen)
 {
     lua_State *L = sb->L;
     if (env_idx) env_idx = lua_absindex(L, env_idx);
     sb->mem_refused = sb->string_refused = false;
-    int status = luaL_loadbufferx(L, text, len, chunkname, "t");
+    int status = mg_lua_load_text(L, text, len, chunkname);
     if (status != LUA_OK) {
         if (status == LUA_ERRMEM || sb->mem_refused)
             snprintf(err, errlen, "%s: memory limit of %zu KiB exceeded while compiling",

@@ -93,6 +93,10 @@ int mg_sandbox_pcall(mg_sandbox_t *sb, int nargs, int nresults, char *err, size_
  * with no results. fn finds ud at index 1. */
 int mg_sandbox_cpcall(mg_sandbox_t *sb, lua_CFunction fn, void *ud, char *err, size_t errlen);
 
+/* luaL_loadbufferx in text mode, whose refusal of a binary chunk names the file (Lua's own
+ * message does not): what every admin-written file (policy, tests, error patterns) is read with. */
+int mg_lua_load_text(lua_State *L, const char *text, size_t len, const char *chunkname);
+
 /* Compiles text (text mode only: binary chunks are refused) as chunkname ("@path" or "=name") and
  * pushes the function with its _ENV set to the table at env_idx (0 = the sandbox's globals).
  * Returns 0, or -1 with err filled and nothing pushed. Never raises. */

@@ -503,7 +503,7 @@ static char *resolve(const char *dir, const char *p)
 static int run_file(lua_State *L)
 {
     file_args_t *a = lua_touserdata(L, 1);
-    if (luaL_loadbufferx(L, a->text, a->len, a->chunkname, "t") != LUA_OK) return lua_error(L);
+    if (mg_lua_load_text(L, a->text, a->len, a->chunkname) != LUA_OK) return lua_error(L);
     lua_call(L, 0, 1);
     if (!lua_istable(L, -1))
         return luaL_error(L, "%s: a test file must return a table {config = …, cases = {…}}",
@@ -625,7 +625,11 @@ int mg_testfile_case(mg_testfile_t *tf, size_t i, mg_tcase_t *out, char *err, si
     int rc = mg_sandbox_cpcall(tf->sb, get_case, &a, msg, sizeof msg);
     mg_sandbox_disarm(tf->sb);
     if (rc) {
-        snprintf(err, errlen, "case %zu: %s", i + 1, msg);
+        /* named as its results are, when it got as far as its name */
+        if (out->name && strcmp(out->name, "(unnamed)") != 0)
+            snprintf(err, errlen, "case %zu (%s): %s", i + 1, out->name, msg);
+        else
+            snprintf(err, errlen, "case %zu: %s", i + 1, msg);
         mg_tcase_clear(out);
     }
     return rc;

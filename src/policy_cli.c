@@ -58,6 +58,12 @@ static int normalize_live(const mg_config_t *cfg, mg_tcase_t *c, char *err, size
             c->in.n_allowed_regions = k->n_regions;
         }
     }
+    /* Live, req.key_id is always a configured key's: another name is a typo that would test a
+     * request no client can send. */
+    if (c->in.key_id && !c->in.key) {
+        snprintf(err, errlen, "request.key_id: '%s' is not the id of a key in gateway.keys", c->in.key_id);
+        return -1;
+    }
     /* The gateway applies its own region list to every request: so does a try or a test, unless
      * the request names one to simulate. */
     if (!c->in.gateway_regions && cfg->gw.allowed_regions) {

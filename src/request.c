@@ -85,14 +85,6 @@ mg_req_t *mg_req_new(mg_gen_t *gen, mg_upstream_t *up)
     return req;
 }
 
-size_t mg_utf8_fit(const char *s, size_t len, size_t max)
-{
-    if (len <= max) return len;
-    size_t n = max;
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--; /* s[n] continues a character */
-    return n;
-}
-
 void mg_req_note_answer(mg_attempt_t *a, const char *text, size_t len)
 {
     mg_req_t *req = a->req;

@@ -254,8 +254,6 @@ void mg_req_release(mg_req_t *req);
 /* gateway.log.content: adds answer text to a's access-log copy, up to gateway.log.contentMaxBytes
  * (cut at a UTF-8 boundary). A no-op when the option is off. Takes req->lock. */
 void mg_req_note_answer(mg_attempt_t *a, const char *text, size_t len);
-/* How much of s (len bytes) fits in max bytes without splitting a UTF-8 character. */
-size_t mg_utf8_fit(const char *s, size_t len, size_t max);
 
 /* The attempt in flight, or NULL. */
 mg_attempt_t *mg_req_current(mg_req_t *req);

@@ -194,6 +194,14 @@ size_t mg_utf8_valid_len(const char *s, size_t n)
     return n;
 }
 
+size_t mg_utf8_fit(const char *s, size_t len, size_t max)
+{
+    if (len <= max) return len;
+    size_t n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--; /* s[n] continues a character */
+    return n;
+}
+
 static void append_repaired(mg_buf_t *b, const char *s, size_t n, const char *rep, size_t rep_len)
 {
     for (;;) {

@@ -70,6 +70,8 @@ size_t mg_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 /* The length of the longest prefix of s[0..n) that is well-formed UTF-8 by mg_utf8_decode: n when
  * all of it is. One pass; ASCII is skipped eight bytes at a time. */
 size_t mg_utf8_valid_len(const char *s, size_t n);
+/* How much of s (len bytes) fits in max bytes without splitting a UTF-8 character. */
+size_t mg_utf8_fit(const char *s, size_t len, size_t max);
 /* Appends s[0..n) with each byte that is not part of well-formed UTF-8 replaced by U+FFFD, one
  * per byte: the rule of mg_buf_json_strn. mg_buf_append_utf8 writes the character itself (for
  * text); mg_buf_append_json_utf8 writes the escape \ufffd, for JSON text whose bytes >= 0x80 all

@@ -212,6 +212,11 @@ class RouteLikeLive(MGTestCase):
         p = self.route('{"model": "default", "key_id": "k3"}')
         self.assertIn("2. us/m", p.stdout)
 
+    def test_a_key_id_that_names_no_key_is_an_error(self):
+        p = self.route('{"model": "default", "key_id": "k9"}')
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("request.key_id: 'k9' is not the id of a key in gateway.keys", p.stderr + p.stdout)
+
 
 if __name__ == "__main__":
     mglib.main()

@@ -101,9 +101,9 @@ MG_TEST(a_wrong_expectation_fails)
     CHECK_CONTAINS(out, "FAIL t_test.lua: wrong: candidate #1: expected lm/b; got [lm/a, lm/b]\n");
     CHECK_CONTAINS(out, "FAIL t_test.lua: short: expected 1 candidates; got [lm/a, lm/b]\n");
     CHECK_CONTAINS(out, "ok   t_test.lua: err\n");
-    CHECK_CONTAINS(out, "FAIL t_test.lua: case 5: request: unknown field 'mdoel'\n");
+    CHECK_CONTAINS(out, "FAIL t_test.lua: case 5 (typo): request: unknown field 'mdoel'\n");
     /* a misspelt class would match no branch of a policy, and pass: refused */
-    CHECK_CONTAINS(out, "case 6: failure.error_class: not an error class (gw.ERROR_CLASSES)\n");
+    CHECK_CONTAINS(out, "case 6 (class): failure.error_class: not an error class (gw.ERROR_CLASSES)\n");
     CHECK_CONTAINS(out, ".last_error: not an error class (gw.ERROR_CLASSES)\n");
     CHECK_CONTAINS(out, "2 passed, 5 failed\n");
     free(out);
@@ -178,7 +178,7 @@ MG_TEST(expect_typos_and_contradictions_fail)
                         "got 403\n");
     CHECK_CONTAINS(out, "FAIL e_test.lua: option typo: expect.candidates[1]: unknown field "
                         "'toal_ms' (known: model, connect_ms, ");
-    CHECK_CONTAINS(out, "FAIL e_test.lua: case 9: request.endpoint: expected \"chat\", "
+    CHECK_CONTAINS(out, "FAIL e_test.lua: case 9 (endpoint): request.endpoint: expected \"chat\", "
                         "\"responses\" or \"messages\"\n");
     CHECK_CONTAINS(out, "ok   e_test.lua: right\n");
     CHECK_CONTAINS(out, "1 passed, 9 failed\n");

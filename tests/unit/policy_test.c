@@ -221,6 +221,19 @@ static void load_fails(const char *text, const char *want)
     CHECK_CONTAINS(err, want);
 }
 
+/* A rejection's message longer than the plan holds is cut before a character, never inside one. */
+MG_TEST(long_rejection_messages_are_cut_between_characters)
+{
+    mg_policy_t *p = load("function route(req) return gw.reject(400, 'x', 'a' .. string.rep('\\195\\169', 400)) end");
+    mg_plan_t plan;
+    MG_CHECK(p && route(p, "default", &plan) == 0);
+    MG_CHECK(plan.rejected);
+    size_t n = strlen(plan.message);
+    MG_CHECK_INT(n, 511); /* 'a' and 255 two-byte characters: the 256th would pass the 511 bytes */
+    MG_CHECK_INT(mg_utf8_valid_len(plan.message, n), n);
+    mg_policy_free(p);
+}
+
 MG_TEST(load_errors_name_file_and_line)
 {
     char want[128];
@@ -236,7 +249,8 @@ MG_TEST(load_errors_name_file_and_line)
                "(it defines none; the table it returned has ");
     load_fails("return { rout = function(req) return 'lm/small' end }\n",
                "has \"rout\", and the hooks are route, on_failure, on_complete and compact)");
-    load_fails("\x1bLuaT", "attempt to load a binary chunk (mode is 't')");
+    snprintf(want, sizeof want, "p%d.lua: a precompiled (binary) chunk; give the Lua source", n_files + 1);
+    load_fails("\x1bLuaT", want);
     snprintf(want, sizeof want,
              "p%d.lua:1: route returned candidate #2 'nope/x', which is not a model", n_files + 1);
     load_fails("function route(req) return {'lm/small', 'nope/x'} end", want);
