@@ -18,11 +18,17 @@ Each rule is a table:
   unless  optional: a substring or list of substrings of the whole body that veto the rule.
   id      optional: a name for logs and tests (default "<file>#<n>").
 With neither field nor header, match/pattern look at the body (its first 8 KiB).
+An error event inside a stream is judged with its error object at `error` wherever the event
+carries it: OpenAI Responses' response.failed (response.error) and its bare error event
+({type="error", code, message}: code is read as error.code and as error.type), so the error.*
+rules below cover them too.
 
 The FIRST matching rule wins, so order matters: operator rules (gateway.errorPatterns) are
 checked before all of these; then billing disguised as rate limits, then context overflow,
 content filter, model state, and the plain status codes last. What no rule matches falls back to
-the status: 2xx ok, 4xx bad_request, anything else server_error.
+the status: 2xx ok, 4xx bad_request, anything else server_error. An error inside a stream has no
+status: it is bad_request when its error's type or code is invalid_request_error (a 400 by name),
+else server_error.
 
 Sources: ../shared/PROTOCOLS.md A.1, A.3, A.5, A.6 and the servers' own code. ]]
 
@@ -36,8 +42,6 @@ return {
     { id = "openai.insufficient_quota", class = "billing", field = "error.code", match = "insufficient_quota" },
     { id = "openai.insufficient_quota.type", class = "billing", field = "error.type", match = "insufficient_quota" },
     -- Anthropic 429 with error.details.error_code = enforced_spend_limit_reached.
-    -- OpenAI Responses streams report errors as {"type":"error","code":...}.
-    { id = "openai.responses.insufficient_quota", class = "billing", field = "code", match = "insufficient_quota" },
     { id = "anthropic.spend_limit", class = "billing", match = "enforced_spend_limit_reached" },
     { id = "anthropic.billing_error", class = "billing", field = "error.type", match = "billing_error" },
     -- OpenRouter reports the status as error.code, also inside a 200 stream.
@@ -47,8 +51,6 @@ return {
     ------------------------------------------------------------------ context overflow
     -- Structured signals first (PROTOCOLS A.5: match status and fields before wordings).
     { id = "openai.context_length_exceeded", class = "context_overflow", field = "error.code", match = "context_length_exceeded" },
-    { id = "openai.responses.failed", class = "context_overflow", field = "response.error.code", match = "context_length_exceeded" },
-    { id = "openai.responses.error_event", class = "context_overflow", field = "code", match = "context_length_exceeded" },
     { id = "llamacpp.exceed_context_size_error", class = "context_overflow", field = "error.type", match = "exceed_context_size_error" },
     -- Wordings, at any status (LM Studio and others report overflow inside a 200 stream).
     { id = "anthropic.prompt_too_long", class = "context_overflow", match = "prompt is too long", unless = RL },
@@ -116,6 +118,11 @@ return {
     -- The request is fine; another candidate may serve it (tools, images, thinking…).
     { id = "llamacpp.not_supported_error", class = "unsupported", field = "error.type", match = "not_supported_error" },
     { id = "ollama.does_not_support", class = "unsupported", match = "does not support", status = { "4xx" } },
+    -- llama-server started without --jinja refuses tools (500 server_error, 400 in some builds);
+    -- older builds refuse tools in a stream. Wordings of llama.cpp's oaicompat_chat_params_parse.
+    { id = "llamacpp.tools_need_jinja", class = "unsupported", match = "tools param requires --jinja flag" },
+    { id = "llamacpp.tool_choice_needs_jinja", class = "unsupported", match = "unsupported param: tool_choice" },
+    { id = "llamacpp.tools_with_stream", class = "unsupported", match = "cannot use tools with stream" },
     { id = "http.501", class = "unsupported", status = 501 },
 
     ------------------------------------------------------------------ auth
@@ -127,7 +134,6 @@ return {
     { id = "http.429", class = "rate_limit", status = 429 },
     { id = "rate_limit_error.type", class = "rate_limit", field = "error.type", match = "rate_limit_error" },
     { id = "rate_limit_exceeded.code", class = "rate_limit", field = "error.code", match = "rate_limit_exceeded" },
-    { id = "openai.responses.rate_limit", class = "rate_limit", field = "code", match = "rate_limit_exceeded" },
     { id = "openrouter.code.429", class = "rate_limit", field = "error.code", pattern = "^429$" },
     { id = "anthropic.overloaded_error", class = "overloaded", field = "error.type", match = "overloaded_error" },
     { id = "llamacpp.server_overloaded", class = "overloaded", field = "error.type", match = "server_overloaded" },

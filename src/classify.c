@@ -1186,17 +1186,52 @@ done:
     return out;
 }
 
+/* The error object of a stream's error event, put where the rules look for it (error.code,
+ * error.type, error.message) when the event carries it elsewhere (PROTOCOLS.md A.2). Responses'
+ * response.failed has it at response.error. Its bare error event {type:"error", code, message,
+ * param} has the fields at the top level, with one slot, code, that servers fill with one of
+ * OpenAI's codes (invalid_prompt) or with a type's name (invalid_request_error): judged as both. */
+static void lift_stream_error(cJSON *j)
+{
+    if (!cJSON_IsObject(j) || cJSON_GetObjectItemCaseSensitive(j, "error")) return;
+    const cJSON *resp = cJSON_GetObjectItemCaseSensitive(j, "response");
+    const cJSON *inner = cJSON_GetObjectItemCaseSensitive(resp, "error");
+    if (cJSON_IsObject(inner)) {
+        cJSON_AddItemToObject(j, "error", cJSON_Duplicate(inner, true));
+        return;
+    }
+    const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "type"));
+    if (!type || strcmp(type, "error") != 0) return;
+    cJSON *e = cJSON_AddObjectToObject(j, "error");
+    static const char *const keys[] = {"code", "message", "param"};
+    for (size_t i = 0; i < MG_ARRAY_LEN(keys); i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, keys[i]);
+        if (v) cJSON_AddItemToObject(e, keys[i], cJSON_Duplicate(v, true));
+    }
+    const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "code"));
+    if (code) cJSON_AddStringToObject(e, "type", code);
+}
+
+/* The class of a stream's error that no rule knows. It has no status to fall back on, but
+ * invalid_request_error names one: OpenAI's and Anthropic's type for a 400 (PROTOCOLS.md A.1,
+ * A.3), the request's own fault ("No tool output found for function call call_1."). */
+static mg_class_t stream_fallback(const cJSON *j)
+{
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "type"));
+    const char *code = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "code"));
+    bool bad = (type && strcmp(type, "invalid_request_error") == 0) ||
+               (code && strcmp(code, "invalid_request_error") == 0);
+    return bad ? MG_CLASS_BAD_REQUEST : MG_CLASS_SERVER_ERROR;
+}
+
 mg_classification_t mg_classify_stream_error(const mg_patterns_t *p, const char *data, size_t len)
 {
     cctx_t ctx, *c = &ctx;
     ctx_init(c, 0, NULL, 0, data, len);
-    /* Responses' response.failed event carries its error at response.error: judged as the error
-     * object the rules know (error.code, error.type) would be. */
     cJSON *j = (cJSON *)ctx_json(c);
-    const cJSON *inner = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "response"), "error");
-    if (cJSON_IsObject(j) && cJSON_IsObject(inner) && !cJSON_GetObjectItemCaseSensitive(j, "error"))
-        cJSON_AddItemToObject(j, "error", cJSON_Duplicate(inner, true));
-    mg_classification_t out = classify(p, c, MG_CLASS_SERVER_ERROR);
+    lift_stream_error(j);
+    mg_classification_t out = classify(p, c, stream_fallback(j));
     cJSON_Delete(c->json);
     return out;
 }

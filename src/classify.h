@@ -105,8 +105,12 @@ mg_classification_t mg_classify_http2(const mg_patterns_t *patterns, long status
                                       size_t blen);
 
 /* Class of an error event found inside a 200 stream (LM Studio's `event: error`, a `data:` chunk
- * with a top-level "error", Anthropic's error event…); data is the event's data. Rules with a
- * status never match; when no rule does, the class is MG_CLASS_SERVER_ERROR. */
+ * with a top-level "error", Anthropic's error event, Responses' response.failed and bare error
+ * event…); data is the event's data. The rules see the event's error object at "error" wherever
+ * the event carries it (response.error; the bare event's code, message and param, its code also
+ * as error.type). Rules with a status never match; when no rule does, the class is
+ * MG_CLASS_BAD_REQUEST if the error's type or code is invalid_request_error, else
+ * MG_CLASS_SERVER_ERROR. */
 mg_classification_t mg_classify_stream_error(const mg_patterns_t *patterns, const char *data,
                                              size_t len);
 

@@ -157,20 +157,42 @@ static mg_choice_state_t *choice_state(mg_attempt_t *a, int64_t index)
     return &a->choices[index - 1];
 }
 
-/* A chunk that gives choice index its role, with chunk's id, created and model, appended to b.
- * The SDK's stream helper rejects a choice that never got one ("missing role for choice 1"),
- * and some servers send none. */
-static void role_chunk(mg_attempt_t *a, const cJSON *chunk, int64_t index, mg_buf_t *b)
+/* The id, model and created of a Chat stream's chunks, kept for the chunks the gateway adds: the
+ * first ones the upstream gave (every chunk of a stream repeats them). */
+static void note_stream_ids(mg_attempt_t *a, const cJSON *chunk)
 {
+    const char *id = str_item(chunk, "id"), *model = str_item(chunk, "model");
     const cJSON *created = cJSON_GetObjectItemCaseSensitive(chunk, "created");
+    if (!a->stream_id[0] && id) snprintf(a->stream_id, sizeof a->stream_id, "%s", id);
+    if (!a->stream_model[0] && model) snprintf(a->stream_model, sizeof a->stream_model, "%s", model);
+    if (!a->stream_created && cJSON_IsNumber(created)) a->stream_created = (int64_t)created->valuedouble;
+}
+
+/* A chunk the gateway adds for choice index, with the stream's id, created and model (else the
+ * request's id, now, the model's id), appended to b. delta and finish are JSON text. */
+static void added_chunk(mg_attempt_t *a, int64_t index, const char *delta, const char *finish,
+                        mg_buf_t *b)
+{
     mg_buf_puts(b, "data: {\"id\":");
-    mg_buf_json_str(b, str_item(chunk, "id") ? str_item(chunk, "id") : a->req->id);
+    mg_buf_json_str(b, a->stream_id[0] ? a->stream_id : a->req->id);
     mg_buf_printf(b, ",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":",
-                  cJSON_IsNumber(created) ? (long long)created->valuedouble : (long long)(mg_wall_ms() / 1000));
-    mg_buf_json_str(b, str_item(chunk, "model") ? str_item(chunk, "model") : a->model->id);
-    mg_buf_printf(b, ",\"choices\":[{\"index\":%lld,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
-                     "\"logprobs\":null,\"finish_reason\":null}]}\n\n",
-                  (long long)index);
+                  (long long)(a->stream_created ? a->stream_created : mg_wall_ms() / 1000));
+    mg_buf_json_str(b, a->stream_model[0] ? a->stream_model : a->model->id);
+    mg_buf_printf(b, ",\"choices\":[{\"index\":%lld,\"delta\":%s,\"logprobs\":null,"
+                     "\"finish_reason\":%s}]}\n\n",
+                  (long long)index, delta, finish);
+}
+
+/* Chunks that give the choices that never got a finish_reason (or got "") theirs, before the
+ * stream's [DONE]: the SDK's stream helper rejects such a choice ("missing finish_reason for
+ * choice 0"), and some servers end with [DONE] alone. tool_calls when it streamed any. */
+static void finish_chunks(mg_attempt_t *a, mg_buf_t *b)
+{
+    for (int64_t index = 0; index <= a->n_choices; index++) {
+        const mg_choice_state_t *cs = index ? &a->choices[index - 1] : &a->choice0;
+        if (!cs->saw_role || cs->saw_finish) continue; /* never seen, or finished */
+        added_chunk(a, index, "{}", cs->saw_tool_calls ? "\"tool_calls\"" : "\"stop\"", b);
+    }
 }
 
 /* Bytes for the client from the decoded paths: held back before the commit point, queued after.
@@ -202,9 +224,9 @@ static int on_ir(void *ud, const mg_ir_event_t *ev)
     switch (ev->type) {
     case MG_IR_EV_START: /* Anthropic's message_start says the input (its output is a placeholder) */
         if (a->mode == MG_RELAY_RAW && req->client_api == MG_API_OPENAI_RESPONSES) {
-            snprintf(a->raw_resp_id, sizeof a->raw_resp_id, "%s", ev->id ? ev->id : "");
-            snprintf(a->raw_resp_model, sizeof a->raw_resp_model, "%s", ev->model ? ev->model : "");
-            a->raw_resp_created = ev->created;
+            snprintf(a->stream_id, sizeof a->stream_id, "%s", ev->id ? ev->id : "");
+            snprintf(a->stream_model, sizeof a->stream_model, "%s", ev->model ? ev->model : "");
+            a->stream_created = ev->created;
         }
         pthread_mutex_lock(&req->lock);
         if (ev->usage.input >= 0) a->prompt_tokens = ev->usage.input;
@@ -274,14 +296,14 @@ static void client_error_event(mg_buf_t *b, const mg_attempt_t *a, mg_api_t api,
         mg_buf_puts(b, "}");
         if (seq >= 0) mg_buf_printf(b, ",\"sequence_number\":%lld", (long long)seq++);
         mg_buf_puts(b, "}\n\n");
-        if (!a->raw_resp_id[0]) return;
+        if (!a->stream_id[0]) return;
         mg_buf_puts(b, "event: response.failed\ndata: {\"type\":\"response.failed\"");
         if (seq >= 0) mg_buf_printf(b, ",\"sequence_number\":%lld", (long long)seq);
         mg_buf_puts(b, ",\"response\":{\"id\":");
-        mg_buf_json_str(b, a->raw_resp_id);
+        mg_buf_json_str(b, a->stream_id);
         mg_buf_printf(b, ",\"object\":\"response\",\"created_at\":%lld,\"status\":\"failed\",\"model\":",
-                      (long long)a->raw_resp_created);
-        mg_buf_json_str(b, a->raw_resp_model);
+                      (long long)a->stream_created);
+        mg_buf_json_str(b, a->stream_model);
         mg_buf_puts(b, ",\"output\":[],\"error\":{\"code\":");
         mg_buf_json_str(b, code);
         mg_buf_puts(b, ",\"message\":");
@@ -435,6 +457,7 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         return 1; /* stop: the transfer is aborted */
     }
     if (!j) return 0; /* not JSON: nothing a Chat Completions client could use */
+    note_stream_ids(a, j);
 
     const cJSON *usage = cJSON_GetObjectItemCaseSensitive(j, "usage");
     if (cJSON_IsObject(usage)) {
@@ -467,8 +490,10 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
             if (cs) rewritten = mg_relay_split_think(&cs->think, delta) || rewritten;
             rewritten = mg_relay_normalize_reasoning(delta, a->strip_reasoning) || rewritten;
             const cJSON *tc = cJSON_GetObjectItemCaseSensitive(delta, "tool_calls");
-            content = content || nonempty_str(delta, "content") || nonempty_str(delta, "reasoning_content") ||
-                      (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0);
+            bool calls = cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0;
+            if (cs && calls) cs->saw_tool_calls = true;
+            content = content || nonempty_str(delta, "content") ||
+                      nonempty_str(delta, "reasoning_content") || calls;
             if (req->gen->cfg->gw.log_content && cs == &a->choice0) {
                 const cJSON *txt = cJSON_GetObjectItemCaseSensitive(delta, "content");
                 if (cJSON_IsString(txt)) mg_req_note_answer(a, txt->valuestring, strlen(txt->valuestring));
@@ -479,6 +504,7 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         if (cJSON_IsString(fr)) {
             a->saw_finish = true;
             content = true; /* a finished answer, even an empty one, is an answer */
+            if (cs && *fr->valuestring) cs->saw_finish = true;
         }
     }
     if (rewritten && emptied && !content && !cJSON_IsObject(usage)) {
@@ -489,14 +515,16 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         cJSON_Delete(j); /* recorded for accounting; the client did not ask for it */
         return 0;
     }
-    /* A choice that got no role yet gets one first: the chunk that carries it, before this one. */
+    /* A choice that got no role yet gets one first: the chunk that carries it, before this one.
+     * The SDK's stream helper rejects a choice that never got one ("missing role for choice 1"),
+     * and some servers send none. */
     mg_buf_t roles = {0};
     cJSON_ArrayForEach(c, carr)
     {
         int64_t index = choice_index(c);
         mg_choice_state_t *cs = choice_state(a, index);
         if (!cs || cs->saw_role) continue;
-        role_chunk(a, j, index, &roles);
+        added_chunk(a, index, "{\"role\":\"assistant\",\"content\":\"\"}", "null", &roles);
         cs->saw_role = true;
     }
     /* Events pass through byte for byte unless reasoning had to be moved or dropped. */
@@ -583,7 +611,10 @@ static void on_done(void *ud, mg_xfer_result_t result, const char *detail)
     if (committed && (!a->fail_cls || raw_cut || a->sse_broken)) {
         bool complete = result == MG_XFER_OK && !raw_cut && !a->sse_broken && (a->saw_done || a->saw_finish);
         if (complete) {
-            if (a->mode == MG_RELAY_CHAT_RAW) mg_buf_puts(&tail, "data: [DONE]\n\n");
+            if (a->mode == MG_RELAY_CHAT_RAW) {
+                finish_chunks(a, &tail);
+                mg_buf_puts(&tail, "data: [DONE]\n\n");
+            }
         } else {
             char msg[sizeof a->detail + 96];
             mg_class_t cls = a->sse_broken      ? a->fail_cls

@@ -51,11 +51,13 @@ typedef struct mg_think {
 } mg_think_t;
 
 /* What a Chat to Chat stream keeps per choice (n > 1 interleaves several answers in one stream,
- * each with its own content and its own first delta): its <think> splitting, and whether its
- * delta.role has gone out. */
+ * each with its own content and its own first delta): its <think> splitting, whether its
+ * delta.role and a finish_reason (not "") have gone out, and whether it streamed tool calls. */
 typedef struct mg_choice_state {
     mg_think_t think;
     bool saw_role;
+    bool saw_finish;
+    bool saw_tool_calls;
 } mg_choice_state_t;
 
 /* Choices past this index (an upstream's nonsense) are passed on untouched. The Chat decoder
@@ -115,9 +117,13 @@ typedef struct mg_attempt {
     mg_class_t cls;
     int64_t retry_after_ms; /* the upstream's Retry-After (or like) hint, -1 none */
     int64_t next_seq;       /* RAW Responses stream: the sequence_number after the upstream's last, -1 none */
-    char raw_resp_id[96];   /* … its response's id, model and created_at (response.created), for the */
-    char raw_resp_model[96]; /*   response.failed the gateway adds at a cut; "" unknown */
-    int64_t raw_resp_created;
+    /* The upstream's answer id, model and creation time, for the events the gateway adds to a
+     * stream it passes through: a RAW Responses stream's response (response.created), for the
+     * response.failed added at a cut; a Chat to Chat stream's chunks, for the role and finish
+     * chunks it adds. "" and 0 unknown. */
+    char stream_id[96];
+    char stream_model[96];
+    int64_t stream_created;
     bool usage_known;     /* the classifier's strict pass over a Chat answer noted its "usage" */
     mg_json_span_t usage; /* … and where its value is (found false: the answer has none) */
 } mg_attempt_t;

@@ -319,6 +319,44 @@ class Stream(MGTestCase):
             self.assertEqual(per[i]["roles"], 1, (i, s))
             self.assertEqual((per[i]["content"], per[i]["reasoning"]), (content, reasoning), (i, s))
 
+    def test_a_choice_that_never_finished_gets_its_finish_reason(self):
+        """Some servers end with [DONE] and no finish_reason (or ""): each choice without one gets
+        a chunk with it before [DONE] (tool_calls if it streamed tool calls, else stop), as the
+        SDK's stream helper throws "missing finish_reason for choice 0" otherwise. A choice that
+        finished is left alone."""
+        def ch(i, delta, fin=None):
+            return {"id": "chatcmpl-f", "object": "chat.completion.chunk", "created": 1750000000,
+                    "model": "m", "choices": [{"index": i, "delta": delta, "logprobs": None,
+                                               "finish_reason": fin}]}
+        call = {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                "function": {"name": "get_weather", "arguments": "{}"}}]}
+        cases = [
+            ("no finish_reason", [ch(0, {"role": "assistant", "content": ""}), ch(0, {"content": "Hello"})],
+             {0: "stop"}),
+            ("finish_reason \"\"", [ch(0, {"role": "assistant", "content": "Hello"}), ch(0, {}, "")], {0: "stop"}),
+            ("tool call", [ch(0, {"role": "assistant", "content": None}), ch(0, call)], {0: "tool_calls"}),
+            ("n=2, one finished", [ch(0, {"role": "assistant", "content": "A"}), ch(1, {"role": "assistant"}),
+                                   ch(1, call), ch(0, {}, "length")], {0: "length", 1: "tool_calls"}),
+        ]
+        for name, evs, want in cases:
+            with self.subTest(case=name):
+                raw = "".join("data: %s\n\n" % json.dumps(e) for e in evs) + "data: [DONE]\n\n"
+                gw, b, c = self.two({"mode": "answer", "raw_sse": raw})
+                s = gw.stream_all(sbody(n=len(want)))
+                self.assertEqual(s.status, 200, s)
+                self.assertTrue(s.done, s)
+                self.assertEqual(s.errors, [], s)
+                got = {}
+                for p in s.chunks:
+                    for choice in p["choices"]:
+                        if choice.get("finish_reason"):
+                            got.setdefault(choice["index"], []).append(choice["finish_reason"])
+                        # the added chunk is one of the stream's
+                        self.assertEqual((p["id"], p["created"], p["model"]),
+                                         ("chatcmpl-f", 1750000000, "m"), p)
+                self.assertEqual(got, {i: [f] for i, f in want.items()}, s)
+                self.assertEqual(s.route["attempts"][0][1], "ok", s.route["raw"])
+
 
 if __name__ == "__main__":
     mglib.main()

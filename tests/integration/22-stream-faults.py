@@ -6,7 +6,8 @@ API; and a client that leaves while its request still waits for the upstream is 
 counted) as an abort, not as the 502 nobody received; a compacted request asks for no more
 output than compaction reserved for it; an event whose data spans several data lines reaches a
 client of the upstream's own API as valid SSE; an upstream that ignores "stream": true and answers
-whole reaches a streaming client as a stream of its own API."""
+whole reaches a streaming client as a stream of its own API; a Responses upstream's bare error
+event before any content is judged by its code (a refusal reaches the client)."""
 
 import http.client
 import json
@@ -320,6 +321,60 @@ class WholeAnswerToStream(MGTestCase):
         lines = gw.wait_access(9)
         self.assertEqual({(l["status"], l["attempts"][0]["outcome"]) for l in lines}, {(200, "ok")}, lines)
         self.assertTrue(all(l["tokens"]["out"] > 0 for l in lines), lines)
+
+
+class RefusalAsErrorEvent(MGTestCase):
+    """A Responses upstream refuses a streamed request before any content with the bare error
+    event of PROTOCOLS A.2 ({type: "error", code, message, param}, no nested error, no
+    response.failed): judged by its code as response.failed's error is. A refusal or a bad request
+    goes back to the client as a 400 with the upstream's message, is not tried elsewhere, and
+    cools nothing down; an error no rule knows still moves on as stream_broken."""
+
+    SHELL = {"id": "resp_up9", "object": "response", "created_at": 1, "status": "in_progress", "model": "m",
+             "output": [], "usage": None}
+    FLAGGED = "Invalid prompt: your prompt was flagged as potentially violating our usage policy."
+    NO_OUTPUT = "No tool output found for function call call_1."
+
+    def stream(self, *events):
+        evs = [("response.created", {"type": "response.created", "sequence_number": 0, "response": self.SHELL})]
+        evs += [(e["type"], dict(e, sequence_number=i + 1)) for i, e in enumerate(events)]
+        return "".join("event: %s\ndata: %s\n\n" % (n, json.dumps(d)) for n, d in evs)
+
+    def flat(self, code, message):
+        return self.stream({"type": "error", "code": code, "message": message, "param": None})
+
+    def failed(self, code, message):
+        return self.stream({"type": "response.failed",
+                            "response": dict(self.SHELL, status="failed", error={"code": code, "message": message})})
+
+    def test_a_flat_error_event_first_is_judged_by_its_code(self):
+        a, b = self.mock("A"), self.mock("B")
+        gw = self.gateway(config(providers={"or": provider(a, ["m"], api="openai-responses"),
+                                            "b": provider(b, ["m"])}, primary="or/m", fallbacks=["b/m"]))
+        bodies = {"/v1/responses": {"model": "default", "input": "hi", "stream": True},
+                  "/v1/chat/completions": sbody()}
+        cases = [("flat", self.flat("invalid_prompt", self.FLAGGED), "content_filter", self.FLAGGED),
+                 ("response.failed", self.failed("invalid_prompt", self.FLAGGED), "content_filter", self.FLAGGED),
+                 ("flat", self.flat("invalid_request_error", self.NO_OUTPUT), "bad_request", self.NO_OUTPUT),
+                 ("response.failed", self.failed("invalid_request_error", self.NO_OUTPUT), "bad_request",
+                  self.NO_OUTPUT)]
+        for path, body in bodies.items():
+            for shape, raw, want, message in cases:
+                with self.subTest(path=path, shape=shape, code=want):
+                    a.push_behavior("answer", raw_sse=raw)
+                    r = gw.post_json(path, body)
+                    err = self.assertOpenAIError(r, 400, want)
+                    self.assertIn(message, err["message"], r)
+                    self.assertRoute(r, [("or/m", want, 200)])
+        self.assertEqual(len(b.requests), 0, "a refusal is not the next candidate's to answer")
+        health = json.loads(gw.get("/admin/health").body)
+        model = next(m for p in health["providers"] for m in p["models"] if m["ref"] == "or/m")
+        self.assertEqual((model["state"], model["consecutive_failures"]), ("healthy", 0), model)
+        # A flat error no rule knows is still the upstream's failure: the next candidate answers.
+        a.push_behavior("answer", raw_sse=self.flat("server_error", "The server had an error"))
+        s = gw.stream_all(sbody())
+        self.assertEqual((s.status, s.header("x-moongate-model")), (200, "b/m"), s)
+        self.assertEqual(s.route["attempts"][0][1], "stream_broken", s.route["raw"])
 
 
 if __name__ == "__main__":

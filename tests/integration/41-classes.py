@@ -35,6 +35,12 @@ CASES = [
     ("bad request", {"mode": "fail", "status": 400,
                      "body": {"error": {"message": "temperature must be <= 2", "type": "invalid_request_error"}}},
      "bad_request", False),
+    # llama-server without --jinja, to a request with tools (a 500 in current builds, a 400 in others)
+    ("no --jinja 500", {"mode": "fail", "status": 500, "body": {"error": {
+        "code": 500, "message": "tools param requires --jinja flag", "type": "server_error"}}}, "unsupported", True),
+    ("no --jinja 400", {"mode": "fail", "status": 400, "body": {"error": {
+        "code": 400, "message": "tools param requires --jinja flag", "type": "invalid_request_error"}}},
+     "unsupported", True),
     ("timeout", {"mode": "slow", "delay_ms": 3000}, "timeout", True),
     ("reset", {"mode": "close"}, "connect_error", True),
 ]
@@ -60,6 +66,27 @@ class Classes(MGTestCase):
                 else:
                     self.assertEqual(r.status, 400, r)
                     self.assertEqual(len(good.requests), 0, "a request-caused error must not be retried elsewhere")
+                gw.stop()
+
+    def test_a_local_server_that_refuses_tools_keeps_serving_plain_requests(self):
+        """llama-server without --jinja refuses every request with tools: unsupported, so those
+        move on to the next candidate, and the local model is never cooled down for them (as
+        server_error it was after 3, and plain requests left the local box too)."""
+        tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+        for status, typ in ((500, "server_error"), (400, "invalid_request_error")):
+            with self.subTest(status=status):
+                local, hosted = self.mock("L"), self.mock("H")
+                gw = self.gateway(config(providers={"llama": provider(local, ["q"]), "hosted": provider(hosted, ["big"])},
+                                         primary="llama/q", fallbacks=["hosted/big"]))
+                local.set_behavior("fail", status=status, body={"error": {
+                    "code": status, "message": "tools param requires --jinja flag", "type": typ}})
+                for _ in range(4):
+                    r = gw.chat("default", tools=[tool])
+                    self.assertEqual((r.status, r.header("x-moongate-model")), (200, "hosted/big"), r)
+                    self.assertEqual(r.route["attempts"][0][:2], ("llama/q", "unsupported"), r.route["raw"])
+                local.clear_behaviors()
+                r = gw.chat("default")
+                self.assertEqual((r.status, r.header("x-moongate-model")), (200, "llama/q"), r)
                 gw.stop()
 
 

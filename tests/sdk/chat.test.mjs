@@ -67,6 +67,34 @@ test('chat.completions.stream() helper accepts the stream and assembles the mess
   assert.equal(final.choices[0].message.role, 'assistant');
 });
 
+test('chat.completions.stream() helper accepts a stream whose upstream never sent finish_reason', async () => {
+  // Some servers end with [DONE] alone, or with finish_reason "": the helper throws "missing
+  // finish_reason for choice 0" unless moongate adds it (tool_calls after a tool call).
+  const chunk = (delta, fr = null) => `data: ${JSON.stringify({ id: 'chatcmpl-f', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta, finish_reason: fr }] })}\n\n`;
+  const call = { tool_calls: [{ index: 0, id: 'call_1', type: 'function', function: { name: 'now', arguments: '{}' } }] };
+  const text = chunk({ role: 'assistant', content: '' }) + chunk({ content: 'Hello' });
+  const mock = await startMock({
+    name: 'F', behavior: { mode: 'answer', raw_sse: text + 'data: [DONE]\n\n' },
+    models: {
+      empty: { mode: 'answer', raw_sse: text + chunk({}, '') + 'data: [DONE]\n\n' },
+      call: { mode: 'answer', raw_sse: chunk({ role: 'assistant', content: null }) + chunk(call) + 'data: [DONE]\n\n' },
+    },
+  });
+  const g = await startGateway({ models: { mode: 'replace', providers: { f: provider(mock, ['none', 'empty', 'call']) } } });
+  try {
+    const openai = new OpenAI({ baseURL: g.baseURL, apiKey: 'client-key', maxRetries: 0 });
+    for (const [model, want] of [['f/none', 'stop'], ['f/empty', 'stop'], ['f/call', 'tool_calls']]) {
+      const final = await openai.chat.completions
+        .stream({ model, messages: [{ role: 'user', content: 'hello' }] })
+        .finalChatCompletion();
+      assert.equal(final.choices[0].finish_reason, want, model);
+    }
+  } finally {
+    await g.stop();
+    mock.stop();
+  }
+});
+
 test('a stream without include_usage gets no usage chunk', async () => {
   const stream = await client.chat.completions.create({
     model: 'up/m2', stream: true, messages: [{ role: 'user', content: 'hello' }],

@@ -73,6 +73,11 @@ static const fixture_t http_fixtures[] = {
     {"llama.cpp", 401, "", "{\"error\":{\"code\":401,\"message\":\"Invalid API Key\",\"type\":\"authentication_error\"}}", MG_CLASS_AUTH, "anthropic.authentication_error"},
     {"llama.cpp", 501, "", "{\"error\":{\"code\":501,\"message\":\"This server does not support embeddings. Start it with `--embeddings`\",\"type\":\"not_supported_error\"}}", MG_CLASS_UNSUPPORTED, "llamacpp.not_supported_error"},
     {"llama.cpp", 404, "", "{\"error\":{\"code\":404,\"message\":\"File Not Found\",\"type\":\"not_found_error\"}}", MG_CLASS_MODEL_NOT_FOUND, "not_found_error.type"},
+    /* Started without --jinja: any request with tools is refused, a 500 or (older builds) a 400. */
+    {"llama.cpp no --jinja", 500, "", "{\"error\":{\"code\":500,\"message\":\"tools param requires --jinja flag\",\"type\":\"server_error\"}}", MG_CLASS_UNSUPPORTED, "llamacpp.tools_need_jinja"},
+    {"llama.cpp no --jinja", 400, "", "{\"error\":{\"code\":400,\"message\":\"tools param requires --jinja flag\",\"type\":\"invalid_request_error\"}}", MG_CLASS_UNSUPPORTED, "llamacpp.tools_need_jinja"},
+    {"llama.cpp no --jinja", 500, "", "{\"error\":{\"code\":500,\"message\":\"Unsupported param: tool_choice\",\"type\":\"server_error\"}}", MG_CLASS_UNSUPPORTED, "llamacpp.tool_choice_needs_jinja"},
+    {"llama.cpp old", 500, "", "{\"error\":{\"code\":500,\"message\":\"Cannot use tools with stream\",\"type\":\"server_error\"}}", MG_CLASS_UNSUPPORTED, "llamacpp.tools_with_stream"},
 
     /* ---- LM Studio (A.5, A.6): error can be a STRING */
     {"lmstudio", 400, "", "{\"error\":\"The number of tokens to keep from the initial prompt is greater than the context length (n_keep: 13055>= n_ctx: 4096). Try to load the model with a larger context length, or provide a shorter input.\"}", MG_CLASS_CONTEXT_OVERFLOW, "lmstudio.n_keep"},
@@ -167,8 +172,18 @@ static const fixture_t stream_fixtures[] = {
     {"responses response.failed", 0, "", "{\"type\":\"response.failed\",\"response\":{\"id\":\"resp_1\",\"status\":\"failed\",\"error\":{\"code\":\"context_length_exceeded\",\"message\":\"Your input exceeds the context window of this model.\"}}}", MG_CLASS_CONTEXT_OVERFLOW, "openai.context_length_exceeded"}, /* error.code, lifted from response.error */
     {"responses response.failed", 0, "", "{\"type\":\"response.failed\",\"response\":{\"id\":\"resp_1\",\"status\":\"failed\",\"error\":{\"code\":\"rate_limit_exceeded\",\"message\":\"Rate limit reached for requests\"}}}", MG_CLASS_RATE_LIMIT, "rate_limit_exceeded.code"},
     {"responses response.failed", 0, "", "{\"type\":\"response.failed\",\"response\":{\"id\":\"resp_1\",\"status\":\"failed\",\"error\":{\"code\":\"insufficient_quota\",\"message\":\"You exceeded your current quota\"}}}", MG_CLASS_BILLING, "openai.insufficient_quota"},
-    {"responses error event", 0, "", "{\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"Rate limit reached\",\"param\":null,\"sequence_number\":3}", MG_CLASS_RATE_LIMIT, "openai.responses.rate_limit"},
-    {"responses error event", 0, "", "{\"type\":\"error\",\"code\":\"insufficient_quota\",\"message\":\"You exceeded your current quota\",\"param\":null}", MG_CLASS_BILLING, "openai.responses.insufficient_quota"},
+    /* Responses' bare error event (A.2): its flat code, message and type are judged as the error
+     * object's, as response.failed's are; its code may be a type's name. */
+    {"responses error event", 0, "", "{\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"Rate limit reached\",\"param\":null,\"sequence_number\":3}", MG_CLASS_RATE_LIMIT, "rate_limit_exceeded.code"},
+    {"responses error event", 0, "", "{\"type\":\"error\",\"code\":\"insufficient_quota\",\"message\":\"You exceeded your current quota\",\"param\":null}", MG_CLASS_BILLING, "openai.insufficient_quota"},
+    {"responses error event", 0, "", "{\"type\":\"error\",\"sequence_number\":1,\"code\":\"invalid_prompt\",\"message\":\"Invalid prompt: your prompt was flagged as potentially violating our usage policy.\",\"param\":null}", MG_CLASS_CONTENT_FILTER, "openai.invalid_prompt"},
+    {"responses error event", 0, "", "{\"type\":\"error\",\"code\":\"context_length_exceeded\",\"message\":\"Your input exceeds the context window of this model.\",\"param\":\"input\"}", MG_CLASS_CONTEXT_OVERFLOW, "openai.context_length_exceeded"},
+    {"responses error event", 0, "", "{\"type\":\"error\",\"code\":\"overloaded_error\",\"message\":\"Overloaded\",\"param\":null}", MG_CLASS_OVERLOADED, "anthropic.overloaded_error"},
+    {"responses error event", 0, "", "{\"type\":\"error\",\"code\":\"server_error\",\"message\":\"The server had an error\",\"param\":null}", MG_CLASS_SERVER_ERROR, NULL},
+    /* No rule, but invalid_request_error names a 400: the request's own fault, nested or flat. */
+    {"responses error event", 0, "", "{\"type\":\"error\",\"sequence_number\":1,\"code\":\"invalid_request_error\",\"message\":\"No tool output found for function call call_1.\",\"param\":\"input\"}", MG_CLASS_BAD_REQUEST, NULL},
+    {"responses response.failed", 0, "", "{\"type\":\"response.failed\",\"response\":{\"id\":\"resp_1\",\"status\":\"failed\",\"error\":{\"code\":\"invalid_request_error\",\"message\":\"No tool output found for function call call_1.\"}}}", MG_CLASS_BAD_REQUEST, NULL},
+    {"anthropic event: error", 0, "", "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"messages: text content blocks must be non-empty\"}}", MG_CLASS_BAD_REQUEST, NULL},
     {"openrouter mid-stream", 0, "", "{\"id\":\"gen-1\",\"object\":\"chat.completion.chunk\",\"error\":{\"code\":502,\"message\":\"Provider disconnected\"},\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}", MG_CLASS_SERVER_ERROR, NULL},
     {"openrouter mid-stream", 0, "", "{\"error\":{\"code\":429,\"message\":\"Provider rate limited\"},\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"error\"}]}", MG_CLASS_RATE_LIMIT, "openrouter.code.429"},
     /* status rules never match without a status: a bare 404-looking message is not "http.404" */
