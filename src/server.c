@@ -673,13 +673,13 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
         if (srv->conns) srv->conns->prev = k;
         srv->conns = k;
         if ((k->ip = ip_count_locked(srv, ai ? ai->client_addr : NULL))) over = ++k->ip->n > limit && limit;
-        pthread_mutex_unlock(&srv->conn_lock);
         /* Over gateway.maxConnectionsPerIp (counted across all serving threads): closed before a
-         * byte is read, as libmicrohttpd's own limit does. */
-        if (over && k->fd != MHD_INVALID_SOCKET) {
-            k->cut = true;
-            shutdown(k->fd, SHUT_RDWR);
-        }
+         * byte is read, as libmicrohttpd's own limit does. Marked under the lock, which is how
+         * the watchdog reads and writes cut. */
+        over = over && k->fd != MHD_INVALID_SOCKET;
+        if (over) k->cut = true;
+        pthread_mutex_unlock(&srv->conn_lock);
+        if (over) shutdown(k->fd, SHUT_RDWR);
         *socket_ctx = k;
         return;
     }
@@ -1189,9 +1189,13 @@ __attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const ch
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
-    /* A client that closes before finishing its request (or one the head deadline cut) is
-     * routine, not a warning: under a slowloris flood it would be one line per connection. */
-    bool routine = strncmp(msg, "Connection socket is closed", 27) == 0;
+    /* A client that closes before finishing its request (or one the head deadline cut), or
+     * that leaves while its answer is being sent (the access line says client_aborted), is
+     * routine, not a warning: under a slowloris flood or many clients leaving streams it would
+     * be one line per connection. */
+    bool routine = strncmp(msg, "Connection socket is closed", 27) == 0 ||
+                   (strncmp(msg, "Failed to send", 14) == 0 &&
+                    (strstr(msg, "closed by remote peer") || strstr(msg, "no longer available for sending")));
     mg_log(routine ? MG_LOG_DEBUG : MG_LOG_WARN, "http", "%s", msg);
 }
 
@@ -1348,7 +1352,12 @@ void mg_server_quiesce(mg_server_t *srv)
 {
     for (int i = 0; i < srv->n_workers; i++) {
         mg_worker_t *w = &srv->workers[i];
-        if (w->quiesced == MHD_INVALID_SOCKET) w->quiesced = MHD_quiesce_daemon(w->daemon);
+        if (w->quiesced != MHD_INVALID_SOCKET) continue;
+        w->quiesced = MHD_quiesce_daemon(w->daemon);
+        /* Quiesced, the socket still listens: the kernel would complete new connections that
+         * nobody accepts, reset at exit after the drain. Shut down, it refuses them at once (a
+         * load balancer tries elsewhere); the descriptor itself stays open until the stop. */
+        if (w->quiesced != MHD_INVALID_SOCKET) shutdown(w->quiesced, SHUT_RDWR);
     }
 }
 

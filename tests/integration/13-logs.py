@@ -4,6 +4,8 @@ latency), status, served model and total time; every line JSON; never a key or a
 value anywhere (issue 2, item 8)."""
 
 import json
+import socket
+import struct
 import os
 
 import mglib
@@ -247,6 +249,27 @@ class ContentLogging(MGTestCase):
         self.assertEqual(line["answer"], "mock A saw model m")   # 18 bytes: under the cap
         self.assertNotIn("answer_cut", line)
 
+
+
+class ClientsLeaving(MGTestCase):
+    def test_clients_leaving_streams_are_not_warnings(self):
+        # A client that leaves a stream midway is routine (its access line says client_aborted):
+        # libmicrohttpd's failed sends to it are not warnings, one per client.
+        a = self.mock("A", behavior={"mode": "answer", "events": 40, "pacing_ms": 20})
+        gw = self.gateway(config(providers={"a": provider(a, ["m"])}, primary="a/m"))
+        body = json.dumps({"model": "default", "stream": True, "messages": [{"role": "user", "content": "x"}]}).encode()
+        for i in range(6):
+            s = socket.create_connection(("127.0.0.1", gw.port))
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            s.recv(300)
+            if i % 2:  # an abortive close (RST) for half of them
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        lines = gw.wait_access(6)
+        self.assertTrue(all(l.get("client_aborted") for l in lines), lines)
+        warns = [l for l in gw.log_lines() if l.get("level") == "warn" and l.get("msg") == "http"]
+        self.assertEqual(warns, [])
 
 
 class CacheAccounting(MGTestCase):
