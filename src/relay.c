@@ -158,14 +158,34 @@ static mg_choice_state_t *choice_state(mg_attempt_t *a, int64_t index)
 }
 
 /* The id, model and created of a Chat stream's chunks, kept for the chunks the gateway adds: the
- * first ones the upstream gave (every chunk of a stream repeats them). */
-static void note_stream_ids(mg_attempt_t *a, const cJSON *chunk)
+ * first ones the upstream gave (every chunk of a stream repeats them). A chunk without an id or a
+ * creation time gets the stream's, made up once when the upstream names its chunks nothing, as a
+ * translated stream's chunks have them (the SDKs key on the id). Returns whether chunk changed. */
+static bool note_stream_ids(mg_attempt_t *a, cJSON *chunk)
 {
     const char *id = str_item(chunk, "id"), *model = str_item(chunk, "model");
     const cJSON *created = cJSON_GetObjectItemCaseSensitive(chunk, "created");
     if (!a->stream_id[0] && id) snprintf(a->stream_id, sizeof a->stream_id, "%s", id);
     if (!a->stream_model[0] && model) snprintf(a->stream_model, sizeof a->stream_model, "%s", model);
     if (!a->stream_created && cJSON_IsNumber(created)) a->stream_created = (int64_t)created->valuedouble;
+    bool changed = false;
+    if (!id) {
+        if (!a->stream_id[0]) {
+            char *made = mg_ir_placeholder_id("chatcmpl-moongate");
+            snprintf(a->stream_id, sizeof a->stream_id, "%s", made);
+            free(made);
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(chunk, "id");
+        cJSON_AddStringToObject(chunk, "id", a->stream_id);
+        changed = true;
+    }
+    if (!cJSON_IsNumber(created)) {
+        if (!a->stream_created) a->stream_created = mg_wall_ms() / 1000;
+        cJSON_DeleteItemFromObjectCaseSensitive(chunk, "created");
+        mg_ir_add_int(chunk, "created", a->stream_created);
+        changed = true;
+    }
+    return changed;
 }
 
 /* A chunk the gateway adds for choice index, with the stream's id, created and model (else the
@@ -457,7 +477,7 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         return 1; /* stop: the transfer is aborted */
     }
     if (!j) return 0; /* not JSON: nothing a Chat Completions client could use */
-    note_stream_ids(a, j);
+    bool ids_added = note_stream_ids(a, j);
 
     const cJSON *usage = cJSON_GetObjectItemCaseSensitive(j, "usage");
     if (cJSON_IsObject(usage)) {
@@ -529,7 +549,7 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
     }
     /* Events pass through byte for byte unless reasoning had to be moved or dropped. */
     size_t printed_len = 0;
-    char *printed = rewritten ? mg_ir_print_json(j, &printed_len) : NULL; /* re-printed: repaired */
+    char *printed = rewritten || ids_added ? mg_ir_print_json(j, &printed_len) : NULL; /* re-printed: repaired */
     const char *data = printed ? printed : ev->data;
     size_t data_len = printed ? printed_len : ev->data_len;
     cJSON_Delete(j);

@@ -286,6 +286,19 @@ class ApiStreams(MGTestCase):
             self.assertEqual(r.json["choices"][0]["message"]["content"], "hi", r)
             ids.add(r.json["id"])
         self.assertEqual(len(ids), 2, "each answer its own id")
+        # Streamed: every chunk gets the same made-up id and creation time.
+        chunk = lambda d, fr=None: "data: %s\n\n" % json.dumps(  # noqa: E731
+            {"object": "chat.completion.chunk", "model": "m", "choices": [{"index": 0, "delta": d, "finish_reason": fr}]})
+        self.a.push_behavior("answer", raw_sse=chunk({"role": "assistant", "content": ""}) + chunk({"content": "hi"}) +
+                             chunk({}, "stop") + "data: [DONE]\n\n")
+        s = self.gw.stream_all(body("/v1/chat/completions", "oc/m"))
+        self.assertEqual(s.status, 200, s)
+        self.assertEqual(s.text, "hi", s)
+        got = {(p["id"], p["created"]) for p in s.payloads if isinstance(p, dict)}
+        self.assertEqual(len(got), 1, s)
+        sid, created = got.pop()
+        self.assertTrue(sid.startswith("chatcmpl-moongate-") and sid not in ids, s)
+        self.assertIsInstance(created, int, s)
 
 
 if __name__ == "__main__":
