@@ -669,6 +669,8 @@ cJSON *mg_anthropic_encode_response(const mg_ir_response_t *r, const mg_ir_outpu
         if (p->type == MG_IR_PART_REASONING) {
             if (!opts->strip_reasoning) cJSON_AddItemToArray(content, thinking_block(p));
         } else if (p->type == MG_IR_PART_TEXT) {
+            /* A refusal too: Anthropic has no refusal block; its own refusals are text (with
+             * stop_reason "refusal" when a classifier stopped the answer). */
             if (p->text && *p->text) cJSON_AddItemToArray(content, text_block(p->text, NULL));
         } else if (p->type == MG_IR_PART_TOOL_CALL) {
             cJSON_AddItemToArray(content, tool_use_block(p));
@@ -1003,7 +1005,7 @@ void mg_anthropic_encoder_push(void *st, const mg_ir_event_t *ev, mg_buf_t *out)
         if (e->strip || !ev->text_len || e->open != BLK_THINKING) break;
         block_delta(e, "signature_delta", "signature", ev->text, ev->text_len, out);
         break;
-    case MG_IR_EV_TEXT_DELTA:
+    case MG_IR_EV_TEXT_DELTA: /* refusals too, as text (mg_anthropic_encode_response) */
         if (!ev->text_len) break;
         enc_start(e, NULL, out);
         if (e->open != BLK_TEXT) open_block(e, BLK_TEXT, "{\"type\":\"text\",\"text\":\"\"}", out);

@@ -627,8 +627,6 @@ int mg_openai_chat_decode_response(const cJSON *body, mg_ir_arena_t *a,
     mg_buf_t text = {0};
     for (size_t i = 0; i < cv.n; i++)
         if (cv.v[i].type == MG_IR_PART_TEXT) mg_buf_puts(&text, cv.v[i].text);
-    const char *refusal = mg_ir_jstr(msg, "refusal");
-    if (refusal && *refusal) mg_buf_puts(&text, refusal);
     if (text.len) {
         think_t th = {.mode = opts && opts->no_think_tags ? THINK_OFF : THINK_PRE};
         mg_buf_t r = {0}, t = {0};
@@ -641,6 +639,12 @@ int mg_openai_chat_decode_response(const cJSON *body, mg_ir_arena_t *a,
         mg_buf_free(&th.hold);
     }
     mg_buf_free(&text);
+    const char *refusal = mg_ir_jstr(msg, "refusal");
+    if (refusal && *refusal) {
+        mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TEXT);
+        p->text = refusal;
+        p->refusal = true;
+    }
     const cJSON *tcs = mg_ir_jget(msg, "tool_calls"), *tc;
     cJSON_ArrayForEach(tc, mg_ir_arr(tcs))
     {
@@ -676,12 +680,15 @@ cJSON *mg_openai_chat_encode_response(const mg_ir_response_t *r, const mg_ir_out
     mg_ir_add_int(choice, "index", 0);
     cJSON *msg = cJSON_AddObjectToObject(choice, "message");
     cJSON_AddStringToObject(msg, "role", "assistant");
-    mg_buf_t text = {0}, reasoning = {0};
-    bool any_text = false, any_reasoning = false;
+    mg_buf_t text = {0}, reasoning = {0}, refusal = {0};
+    bool any_text = false, any_reasoning = false, any_refusal = false;
     cJSON *tcs = NULL;
     for (size_t i = 0; i < r->n_parts; i++) {
         const mg_ir_part_t *p = &r->parts[i];
-        if (p->type == MG_IR_PART_TEXT) {
+        if (p->type == MG_IR_PART_TEXT && p->refusal) {
+            mg_buf_puts(&refusal, p->text ? p->text : "");
+            any_refusal = true;
+        } else if (p->type == MG_IR_PART_TEXT) {
             mg_buf_puts(&text, p->text ? p->text : "");
             any_text = true;
         } else if (p->type == MG_IR_PART_REASONING && !opts->strip_reasoning && p->text) {
@@ -692,18 +699,22 @@ cJSON *mg_openai_chat_encode_response(const mg_ir_response_t *r, const mg_ir_out
             cJSON_AddItemToArray(tcs, tool_call_json(p->id ? p->id : "", p->name ? p->name : "", p->arguments));
         }
     }
+    /* A refusal alone has null content, as OpenAI sends it: the SDK's parse() helpers read
+     * message.refusal and parse content only when there is no refusal. */
     if (any_text) cJSON_AddStringToObject(msg, "content", text.data ? text.data : "");
-    else if (tcs) cJSON_AddNullToObject(msg, "content");
+    else if (tcs || any_refusal) cJSON_AddNullToObject(msg, "content");
     else cJSON_AddStringToObject(msg, "content", "");
     if (any_reasoning) cJSON_AddStringToObject(msg, "reasoning_content", reasoning.data ? reasoning.data : "");
     if (tcs) cJSON_AddItemToObject(msg, "tool_calls", tcs);
-    cJSON_AddNullToObject(msg, "refusal");
+    if (any_refusal) cJSON_AddStringToObject(msg, "refusal", refusal.data ? refusal.data : "");
+    else cJSON_AddNullToObject(msg, "refusal");
     cJSON_AddNullToObject(choice, "logprobs");
     cJSON_AddStringToObject(choice, "finish_reason",
                             mg_openai_chat_finish_reason(mg_ir_effective_finish(r->finish, tcs != NULL)));
     if (usage_known(&r->usage)) cJSON_AddItemToObject(o, "usage", usage_to_json(&r->usage));
     mg_buf_free(&text);
     mg_buf_free(&reasoning);
+    mg_buf_free(&refusal);
     return o;
 }
 
@@ -952,8 +963,8 @@ static int decode_chunk(chat_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *
         const cJSON *delta = mg_ir_jget(c0, "delta");
         if (tools_held(d)) {
             /* Other content after the calls: the held ones go out first, in order. */
-            const char *rf = reasoning_field(delta), *ct = mg_ir_jstr(delta, "content");
-            if (((rf && *rf) || (ct && *ct)) && (rc = release_tools(d, true, cb, ud))) return rc;
+            const char *rf = reasoning_field(delta), *ct = mg_ir_jstr(delta, "content"), *rs = mg_ir_jstr(delta, "refusal");
+            if (((rf && *rf) || (ct && *ct) || (rs && *rs)) && (rc = release_tools(d, true, cb, ud))) return rc;
         }
         if ((rc = mg_codec_emit_text(MG_IR_EV_REASONING_DELTA, reasoning_field(delta), 0, cb, ud))) return rc;
         const char *content = mg_ir_jstr(delta, "content");
@@ -961,7 +972,7 @@ static int decode_chunk(chat_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *
             think_feed(&d->think, content, strlen(content), &d->r, &d->t);
             if ((rc = emit_split(d, cb, ud))) return rc;
         }
-        if ((rc = mg_codec_emit_text(MG_IR_EV_TEXT_DELTA, mg_ir_jstr(delta, "refusal"), 0, cb, ud))) return rc;
+        if ((rc = mg_codec_emit_refusal(mg_ir_jstr(delta, "refusal"), cb, ud))) return rc;
         const cJSON *tcs = mg_ir_jget(delta, "tool_calls");
         if (cJSON_IsArray(tcs) && cJSON_GetArraySize(tcs) > 0) {
             if ((rc = flush_think(d, cb, ud))) return rc;
@@ -1143,7 +1154,7 @@ void mg_openai_chat_encoder_push(void *st, const mg_ir_event_t *ev, mg_buf_t *ou
         enc_start(e, NULL, out);
         close_tool(e, out);
         mg_buf_reset(&e->delta);
-        mg_buf_puts(&e->delta, reasoning ? "{\"reasoning_content\":" : "{\"content\":");
+        mg_buf_puts(&e->delta, reasoning ? "{\"reasoning_content\":" : ev->refusal ? "{\"refusal\":" : "{\"content\":");
         mg_buf_json_strn(&e->delta, ev->text, ev->text_len);
         mg_buf_puts(&e->delta, "}");
         chunk(e, out, e->delta.data, NULL);

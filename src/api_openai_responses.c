@@ -576,8 +576,12 @@ int mg_openai_responses_decode_response(const cJSON *body, mg_ir_arena_t *a,
             cJSON_ArrayForEach(c, mg_ir_arr(content))
             {
                 const char *ct = mg_ir_jstr(c, "type");
-                const char *t = ct && strcmp(ct, "refusal") == 0 ? mg_ir_jstr(c, "refusal") : mg_ir_jstr(c, "text");
-                if (t) mg_ir_parts_add(a, &pv, MG_IR_PART_TEXT)->text = t;
+                bool refusal = ct && strcmp(ct, "refusal") == 0;
+                const char *t = mg_ir_jstr(c, refusal ? "refusal" : "text");
+                if (!t) continue;
+                mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TEXT);
+                p->text = t;
+                p->refusal = refusal;
             }
         } else if (strcmp(type, "function_call") == 0) {
             mg_ir_part_t *p = mg_ir_parts_add(a, &pv, MG_IR_PART_TOOL_CALL);
@@ -609,6 +613,16 @@ static char *item_id(const char *resp_id, const char *prefix, int index)
 static char *response_id(const char *opt_id, const char *up_id, bool keep_upstream_id)
 {
     return mg_codec_answer_id(keep_upstream_id ? "" : "resp_", opt_id, up_id, "resp_moongate");
+}
+
+/* A refusal part, in a message item instead of output_text: what clients check before they
+ * parse the text as the answer (the SDK's parse() leaves output_parsed null). */
+static cJSON *refusal_part(const char *text)
+{
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "type", "refusal");
+    cJSON_AddStringToObject(c, "refusal", text ? text : "");
+    return c;
 }
 
 static cJSON *output_text_part(const char *text)
@@ -647,15 +661,47 @@ static cJSON *item_json(const mg_ir_part_t *p, const char *resp_id, int index)
         cJSON_AddStringToObject(o, "type", "message");
         cJSON_AddStringToObject(o, "status", "completed");
         cJSON_AddStringToObject(o, "role", "assistant");
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "content"), output_text_part(p->text));
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "content"),
+                             p->refusal ? refusal_part(p->text) : output_text_part(p->text));
     }
     free(id);
     return o;
 }
 
-/* The response object: r NULL gives the in-progress shell (no output, usage null). */
+/* The Response object's members that repeat a request parameter (A.2): an answer translated
+ * from another API shows what the client asked for, as OpenAI's own answers do. */
+static const char *const echoed_fields[] = {
+    "instructions", "max_output_tokens", "metadata", "parallel_tool_calls", "reasoning", "temperature",
+    "text",         "tool_choice",       "tools",    "top_p",               "truncation", "user",
+};
+
+/* Adds req's member key to o as the client sent it; false (nothing added) when it is absent or
+ * null, for the caller to add the API's default. */
+static bool echo(cJSON *o, const cJSON *req, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, key);
+    if (!v || cJSON_IsNull(v)) return false;
+    cJSON_AddItemToObject(o, key, cJSON_Duplicate(v, true));
+    return true;
+}
+
+/* text: the request's (verbosity and all), with the default format when it named none. */
+static void add_text_echo(cJSON *o, const cJSON *req)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(req, "text");
+    cJSON *text = cJSON_IsObject(t) ? cJSON_Duplicate(t, true) : cJSON_CreateObject();
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(text, "format");
+    if (!fmt || cJSON_IsNull(fmt)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(text, "format");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(text, "format"), "type", "text");
+    }
+    cJSON_AddItemToObject(o, "text", text);
+}
+
+/* The response object: r NULL gives the in-progress shell (no output, usage null); req the
+ * client's request (or its echoed_fields), whose parameters it repeats; NULL: the defaults. */
 static cJSON *response_json(const char *id, int64_t created, const char *model, const mg_ir_response_t *r,
-                            bool strip, const mg_ir_error_t *failure)
+                            bool strip, const mg_ir_error_t *failure, const cJSON *req)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", id);
@@ -675,8 +721,8 @@ static cJSON *response_json(const char *id, int64_t created, const char *model, 
     }
     if (incomplete) cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "incomplete_details"), "reason", incomplete);
     else cJSON_AddNullToObject(o, "incomplete_details");
-    cJSON_AddNullToObject(o, "instructions");
-    cJSON_AddNullToObject(o, "max_output_tokens");
+    if (!echo(o, req, "instructions")) cJSON_AddNullToObject(o, "instructions");
+    if (!echo(o, req, "max_output_tokens")) cJSON_AddNullToObject(o, "max_output_tokens");
     cJSON_AddStringToObject(o, "model", model);
     cJSON *output = cJSON_AddArrayToObject(o, "output");
     int index = 0;
@@ -686,21 +732,23 @@ static cJSON *response_json(const char *id, int64_t created, const char *model, 
         if (p->type != MG_IR_PART_REASONING && p->type != MG_IR_PART_TEXT && p->type != MG_IR_PART_TOOL_CALL) continue;
         cJSON_AddItemToArray(output, item_json(p, id, index++));
     }
-    cJSON_AddBoolToObject(o, "parallel_tool_calls", true);
+    if (!echo(o, req, "parallel_tool_calls")) cJSON_AddBoolToObject(o, "parallel_tool_calls", true);
     cJSON_AddNullToObject(o, "previous_response_id");
     cJSON *rs = cJSON_AddObjectToObject(o, "reasoning");
-    cJSON_AddNullToObject(rs, "effort");
-    cJSON_AddNullToObject(rs, "summary");
-    cJSON_AddBoolToObject(o, "store", false);
-    cJSON_AddNumberToObject(o, "temperature", 1);
-    cJSON_AddStringToObject(cJSON_AddObjectToObject(cJSON_AddObjectToObject(o, "text"), "format"), "type", "text");
-    cJSON_AddStringToObject(o, "tool_choice", "auto");
-    cJSON_AddArrayToObject(o, "tools");
-    cJSON_AddNumberToObject(o, "top_p", 1);
-    cJSON_AddStringToObject(o, "truncation", "disabled");
+    const cJSON *rq = cJSON_GetObjectItemCaseSensitive(req, "reasoning");
+    if (!echo(rs, rq, "effort")) cJSON_AddNullToObject(rs, "effort");
+    if (!echo(rs, rq, "summary")) cJSON_AddNullToObject(rs, "summary");
+    cJSON_AddBoolToObject(o, "store", false); /* nothing translated is stored */
+    if (!echo(o, req, "temperature")) cJSON_AddNumberToObject(o, "temperature", 1);
+    add_text_echo(o, req);
+    if (!echo(o, req, "tool_choice")) cJSON_AddStringToObject(o, "tool_choice", "auto");
+    if (!echo(o, req, "tools")) cJSON_AddArrayToObject(o, "tools");
+    if (!echo(o, req, "top_p")) cJSON_AddNumberToObject(o, "top_p", 1);
+    if (!echo(o, req, "truncation")) cJSON_AddStringToObject(o, "truncation", "disabled");
+    echo(o, req, "user"); /* deprecated: shown only when the client sent one */
     if (r && !failure && (r->usage.input >= 0 || r->usage.output >= 0)) cJSON_AddItemToObject(o, "usage", usage_to_json(&r->usage));
     else cJSON_AddNullToObject(o, "usage");
-    cJSON_AddObjectToObject(o, "metadata");
+    if (!echo(o, req, "metadata")) cJSON_AddObjectToObject(o, "metadata");
     return o;
 }
 
@@ -708,7 +756,7 @@ cJSON *mg_openai_responses_encode_response(const mg_ir_response_t *r, const mg_i
 {
     char *id = response_id(opts->id, r->id, opts->keep_upstream_id);
     cJSON *o = response_json(id, mg_ir_created(opts, r->created), mg_ir_model_shown(opts, r->model),
-                             r, opts->strip_reasoning, NULL);
+                             r, opts->strip_reasoning, NULL, opts->request);
     free(id);
     return o;
 }
@@ -776,6 +824,13 @@ static int delta(mg_ir_event_type_t type, const char *s, int index, resp_item_t 
     return mg_codec_emit_text(type, s, index, cb, ud);
 }
 
+static int refusal_delta(const char *s, resp_item_t *it, mg_ir_event_cb cb, void *ud)
+{
+    if (!s || !*s) return 0;
+    it->emitted = true;
+    return mg_codec_emit_refusal(s, cb, ud);
+}
+
 /* The kind of an output item of this type (NULL: IT_OTHER). */
 static int item_kind(const char *type)
 {
@@ -797,8 +852,9 @@ static int late_content(resp_item_t *it, const cJSON *item, mg_ir_event_cb cb, v
         const cJSON *content = mg_ir_jget(item, "content"), *c;
         cJSON_ArrayForEach(c, mg_ir_arr(content))
         {
-            const char *t = mg_ir_jstr(c, "text") ? mg_ir_jstr(c, "text") : mg_ir_jstr(c, "refusal");
-            if ((rc = delta(MG_IR_EV_TEXT_DELTA, t, 0, it, cb, ud))) break;
+            const char *t = mg_ir_jstr(c, "text");
+            rc = t ? delta(MG_IR_EV_TEXT_DELTA, t, 0, it, cb, ud) : refusal_delta(mg_ir_jstr(c, "refusal"), it, cb, ud);
+            if (rc) break;
         }
     } else if (it->kind == IT_REASONING) {
         mg_ir_arena_t *a = mg_ir_arena_new();
@@ -900,8 +956,10 @@ static int dec_event(resp_dec_t *d, const char *type, const cJSON *j, mg_ir_even
     }
     if (strcmp(type, "response.reasoning_summary_text.delta") == 0 || strcmp(type, "response.reasoning_text.delta") == 0)
         return it->kind == IT_REASONING ? delta(MG_IR_EV_REASONING_DELTA, mg_ir_jstr(j, "delta"), 0, it, cb, ud) : 0;
-    if (strcmp(type, "response.output_text.delta") == 0 || strcmp(type, "response.refusal.delta") == 0)
+    if (strcmp(type, "response.output_text.delta") == 0)
         return it->kind == IT_MESSAGE ? delta(MG_IR_EV_TEXT_DELTA, mg_ir_jstr(j, "delta"), 0, it, cb, ud) : 0;
+    if (strcmp(type, "response.refusal.delta") == 0)
+        return it->kind == IT_MESSAGE ? refusal_delta(mg_ir_jstr(j, "delta"), it, cb, ud) : 0;
     if (strcmp(type, "response.function_call_arguments.delta") == 0)
         return it->kind == IT_CALL ? delta(MG_IR_EV_TOOL_CALL_DELTA, mg_ir_jstr(j, "delta"), it->tool, it, cb, ud) : 0;
     if (strcmp(type, "response.function_call_arguments.done") == 0)
@@ -955,6 +1013,7 @@ typedef struct resp_enc {
     bool started, done;
     int64_t seq;
     int open;       /* IT_OTHER (= none), IT_REASONING, IT_MESSAGE, IT_CALL */
+    bool open_refusal; /* the open message's part is a refusal, not output_text */
     int open_index; /* output_index of the open item */
     int open_tool;
     size_t open_args;
@@ -962,6 +1021,7 @@ typedef struct resp_enc {
     char *call_id, *call_name;
     int next_index;
     mg_ir_collector_t col; /* what went out, for the .done events and response.completed */
+    cJSON *echo;           /* the request's echoed_fields, for every response object */
     mg_buf_t scratch;
 } resp_enc_t;
 
@@ -976,6 +1036,9 @@ void *mg_openai_responses_encoder_new(const mg_ir_output_opts_t *opts)
     e->strip = opts->strip_reasoning;
     e->open_tool = -1;
     mg_ir_collector_init(&e->col);
+    e->echo = cJSON_CreateObject();
+    for (size_t i = 0; opts->request && i < MG_ARRAY_LEN(echoed_fields); i++)
+        echo(e->echo, opts->request, echoed_fields[i]);
     return e;
 }
 
@@ -993,6 +1056,7 @@ void mg_openai_responses_encoder_free(void *st)
     free(e->call_name);
     mg_ir_collector_free(&e->col);
     mg_buf_free(&e->scratch);
+    cJSON_Delete(e->echo);
     free(e);
 }
 
@@ -1042,7 +1106,7 @@ static void send_delta(resp_enc_t *e, const char *type, const char *extra, const
     mg_buf_puts(b, extra);
     mg_buf_puts(b, ",\"delta\":");
     mg_buf_json_strn(b, s, n);
-    if (e->open == IT_MESSAGE) mg_buf_puts(b, ",\"logprobs\":[]");
+    if (e->open == IT_MESSAGE && !e->open_refusal) mg_buf_puts(b, ",\"logprobs\":[]");
     mg_buf_puts(b, ",\"sequence_number\":");
     mg_ir_buf_int(b, e->seq++);
     mg_buf_puts(b, "}");
@@ -1064,7 +1128,7 @@ static void enc_start(resp_enc_t *e, const mg_ir_event_t *ev, mg_buf_t *out)
     const char *types[2] = {"response.created", "response.in_progress"};
     for (int i = 0; i < 2; i++) {
         cJSON *j = ev_json(types[i]);
-        cJSON_AddItemToObject(j, "response", response_json(e->id, e->created, e->model, NULL, false, NULL));
+        cJSON_AddItemToObject(j, "response", response_json(e->id, e->created, e->model, NULL, false, NULL, e->echo));
         send(e, j, out);
     }
 }
@@ -1093,6 +1157,13 @@ static void close_item(resp_enc_t *e, mg_buf_t *out)
         j = item_ev(e, "response.reasoning_summary_part.done", "summary_index");
         cJSON_AddItemToObject(j, "part", summary_part(text));
         send(e, j, out);
+    } else if (e->open == IT_MESSAGE && e->open_refusal) {
+        j = item_ev(e, "response.refusal.done", "content_index");
+        cJSON_AddStringToObject(j, "refusal", text);
+        send(e, j, out);
+        j = item_ev(e, "response.content_part.done", "content_index");
+        cJSON_AddItemToObject(j, "part", refusal_part(text));
+        send(e, j, out);
     } else if (e->open == IT_MESSAGE) {
         j = item_ev(e, "response.output_text.done", "content_index");
         cJSON_AddStringToObject(j, "text", text);
@@ -1109,7 +1180,8 @@ static void close_item(resp_enc_t *e, mg_buf_t *out)
     mg_ir_part_t p = {.type = e->open == IT_REASONING ? MG_IR_PART_REASONING
                               : e->open == IT_MESSAGE ? MG_IR_PART_TEXT
                                                       : MG_IR_PART_TOOL_CALL,
-                      .text = text, .arguments = text, .id = e->call_id, .name = e->call_name};
+                      .text = text, .arguments = text, .id = e->call_id, .name = e->call_name,
+                      .refusal = e->open_refusal};
     j = ev_json("response.output_item.done");
     mg_ir_add_int(j, "output_index", e->open_index);
     cJSON_AddItemToObject(j, "item", item_json(&p, e->id, e->open_index));
@@ -1124,6 +1196,7 @@ static void open_item(resp_enc_t *e, int kind, const mg_ir_event_t *ev, mg_buf_t
 {
     close_item(e, out);
     e->open = kind;
+    e->open_refusal = kind == IT_MESSAGE && ev->refusal;
     e->open_index = e->next_index++;
     free(e->open_id);
     e->open_id = item_id(e->id, kind == IT_REASONING ? "rs" : kind == IT_MESSAGE ? "msg" : "fc", e->open_index);
@@ -1160,7 +1233,7 @@ static void open_item(resp_enc_t *e, int kind, const mg_ir_event_t *ev, mg_buf_t
         send(e, j, out);
     } else if (kind == IT_MESSAGE) {
         j = item_ev(e, "response.content_part.added", "content_index");
-        cJSON_AddItemToObject(j, "part", output_text_part(""));
+        cJSON_AddItemToObject(j, "part", e->open_refusal ? refusal_part("") : output_text_part(""));
         send(e, j, out);
     }
 }
@@ -1171,7 +1244,7 @@ static void enc_finish(resp_enc_t *e, mg_buf_t *out)
     mg_ir_arena_t *a = mg_ir_arena_new();
     mg_ir_response_t r;
     mg_ir_collector_response(&e->col, a, &r);
-    cJSON *resp = response_json(e->id, e->created, e->model, &r, false, NULL);
+    cJSON *resp = response_json(e->id, e->created, e->model, &r, false, NULL, e->echo);
     const char *status = mg_ir_jstr(resp, "status");
     cJSON *j = ev_json(status && strcmp(status, "incomplete") == 0 ? "response.incomplete" : "response.completed");
     cJSON_AddItemToObject(j, "response", resp);
@@ -1200,7 +1273,7 @@ static void enc_error(resp_enc_t *e, const mg_ir_error_t *err, mg_buf_t *out)
     mg_ir_response_t r;
     mg_ir_collector_response(&e->col, a, &r);
     j = ev_json("response.failed");
-    cJSON_AddItemToObject(j, "response", response_json(e->id, e->created, e->model, &r, false, err));
+    cJSON_AddItemToObject(j, "response", response_json(e->id, e->created, e->model, &r, false, err, e->echo));
     send(e, j, out);
     mg_ir_arena_free(a);
 }
@@ -1222,9 +1295,11 @@ void mg_openai_responses_encoder_push(void *st, const mg_ir_event_t *ev, mg_buf_
     case MG_IR_EV_TEXT_DELTA:
         if (!ev->text_len) break;
         enc_start(e, NULL, out);
-        if (e->open != IT_MESSAGE) open_item(e, IT_MESSAGE, ev, out);
+        /* Text and refusal go in message items of their own, as the collector keeps them. */
+        if (e->open != IT_MESSAGE || e->open_refusal != ev->refusal) open_item(e, IT_MESSAGE, ev, out);
         mg_ir_collector_push(&e->col, ev);
-        send_delta(e, "response.output_text.delta", ",\"content_index\":0", ev->text, ev->text_len, out);
+        send_delta(e, ev->refusal ? "response.refusal.delta" : "response.output_text.delta", ",\"content_index\":0",
+                   ev->text, ev->text_len, out);
         break;
     case MG_IR_EV_TOOL_CALL_START:
         enc_start(e, NULL, out);

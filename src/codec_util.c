@@ -363,6 +363,13 @@ int mg_codec_emit_text(mg_ir_event_type_t type, const char *s, int index, mg_ir_
     return cb(ud, &ev);
 }
 
+int mg_codec_emit_refusal(const char *s, mg_ir_event_cb cb, void *ud)
+{
+    if (!s || !*s) return 0;
+    mg_ir_event_t ev = {.type = MG_IR_EV_TEXT_DELTA, .text = s, .text_len = strlen(s), .refusal = true};
+    return cb(ud, &ev);
+}
+
 int mg_codec_emit_end(bool *ended, mg_ir_event_cb cb, void *ud)
 {
     *ended = true;

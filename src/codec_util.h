@@ -142,6 +142,8 @@ char *mg_codec_new_call_id(const char *prefix);
 /* Emits a text-carrying event (a delta, a signature) unless s is NULL or empty; the callback's
  * value, or 0. */
 int mg_codec_emit_text(mg_ir_event_type_t type, const char *s, int index, mg_ir_event_cb cb, void *ud);
+/* The same for a piece of a refusal (a TEXT_DELTA marked refusal). */
+int mg_codec_emit_refusal(const char *s, mg_ir_event_cb cb, void *ud);
 /* The terminal events of a decoder: each sets *ended (so that the decoder ignores what follows)
  * and returns the callback's value. END; ERROR e; ERROR from an error event whose payload could
  * not be read (status 500, the given type, its first 500 bytes as the message); and ERROR for a

@@ -336,7 +336,7 @@ int mg_ir_response_events(const mg_ir_response_t *r, mg_ir_event_cb cb, void *ud
             break;
         case MG_IR_PART_TEXT:
             if (!p->text || !*p->text) continue;
-            EMIT(.type = MG_IR_EV_TEXT_DELTA, .text = p->text, .text_len = strlen(p->text));
+            EMIT(.type = MG_IR_EV_TEXT_DELTA, .text = p->text, .text_len = strlen(p->text), .refusal = p->refusal);
             break;
         case MG_IR_PART_TOOL_CALL:
             EMIT(.type = MG_IR_EV_TOOL_CALL_START, .index = call, .id = p->id, .name = p->name ? p->name : "");
@@ -633,11 +633,15 @@ static mg_ir_cpart_t *collector_new_part(mg_ir_collector_t *c, mg_ir_part_type_t
     return p;
 }
 
-/* The part a delta of this kind goes to: the open last part when it has the same kind. */
-static mg_ir_cpart_t *collector_part(mg_ir_collector_t *c, mg_ir_part_type_t type)
+/* The part a delta of this kind goes to: the open last part when it has the same kind (a
+ * refusal is a kind of its own). */
+static mg_ir_cpart_t *collector_part(mg_ir_collector_t *c, mg_ir_part_type_t type, bool refusal)
 {
-    if (c->open && c->n_parts && c->parts[c->n_parts - 1].type == type) return &c->parts[c->n_parts - 1];
-    return collector_new_part(c, type);
+    mg_ir_cpart_t *last = c->open && c->n_parts ? &c->parts[c->n_parts - 1] : NULL;
+    if (last && last->type == type && last->refusal == refusal) return last;
+    mg_ir_cpart_t *p = collector_new_part(c, type);
+    p->refusal = refusal;
+    return p;
 }
 
 static void set_str(char **dst, const char *s)
@@ -659,7 +663,7 @@ void mg_ir_collector_push(mg_ir_collector_t *c, const mg_ir_event_t *ev)
         break;
     case MG_IR_EV_REASONING_DELTA:
         if (ev->text_len)
-            mg_buf_append_utf8(&collector_part(c, MG_IR_PART_REASONING)->text, ev->text,
+            mg_buf_append_utf8(&collector_part(c, MG_IR_PART_REASONING, false)->text, ev->text,
                                ev->text_len);
         break;
     case MG_IR_EV_REASONING_SIGNATURE:
@@ -668,7 +672,7 @@ void mg_ir_collector_push(mg_ir_collector_t *c, const mg_ir_event_t *ev)
         break;
     case MG_IR_EV_TEXT_DELTA:
         if (ev->text_len)
-            mg_buf_append_utf8(&collector_part(c, MG_IR_PART_TEXT)->text, ev->text, ev->text_len);
+            mg_buf_append_utf8(&collector_part(c, MG_IR_PART_TEXT, ev->refusal)->text, ev->text, ev->text_len);
         break;
     case MG_IR_EV_TOOL_CALL_START: {
         mg_ir_cpart_t *p = collector_new_part(c, MG_IR_PART_TOOL_CALL);
@@ -721,6 +725,7 @@ void mg_ir_collector_response(const mg_ir_collector_t *c, mg_ir_arena_t *a, mg_i
         const mg_ir_cpart_t *p = &c->parts[i];
         mg_ir_part_t *q = &out->parts[out->n_parts++];
         q->type = p->type;
+        q->refusal = p->refusal;
         const char *t = p->text.data ? p->text.data : "";
         if (p->type == MG_IR_PART_TOOL_CALL) {
             q->id = p->id;

@@ -88,6 +88,10 @@ typedef enum mg_ir_part_type {
 typedef struct mg_ir_part {
     mg_ir_part_type_t type;
     const char *text; /* TEXT; REASONING (the readable thinking or summary, maybe "") */
+    /* TEXT of an answer: the model's refusal (Chat message.refusal, a Responses refusal part),
+     * which structured-output clients check instead of parsing it as the answer. Anthropic has
+     * no such block: its encoder writes it as text. */
+    bool refusal;
     /* IMAGE: either url (http/https) or media_type + data (base64, no "data:" prefix). */
     const char *url;
     const char *media_type;
@@ -258,6 +262,7 @@ typedef struct mg_ir_event {
     mg_ir_event_type_t type;
     const char *text; /* NOT NUL-terminated: use text_len */
     size_t text_len;
+    bool refusal;     /* TEXT_DELTA: a piece of a refusal (mg_ir_part_t.refusal) */
     int index;        /* TOOL_CALL_*: the ordinal of the call in this answer (0, 1, …) */
     const char *id;   /* START: response id; TOOL_CALL_START: call id (NUL-terminated) */
     const char *name; /* TOOL_CALL_START: function name */
@@ -308,6 +313,11 @@ typedef struct mg_ir_output_opts {
                              stream_options.include_usage). Other APIs always carry usage. */
     bool keep_upstream_id; /* the upstream's id as it came, without the client API's prefix: an
                               answer re-encoded for a client of the upstream's own API */
+    /* The client's request body, or NULL. A Response object repeats the request's parameters
+     * (instructions, metadata, tools, text.format, temperature…): the Responses encoder echoes
+     * them from here, else shows the API's defaults. Borrowed: read only while the encoder is
+     * made (it keeps a copy of what it echoes) or the whole answer encoded. */
+    const cJSON *request;
 } mg_ir_output_opts_t;
 
 /* Decoding an upstream stream or response. */
@@ -449,6 +459,7 @@ const char *mg_ir_error_type(mg_api_t api, int status, const char *type);
 
 typedef struct mg_ir_cpart {
     mg_ir_part_type_t type; /* TEXT, REASONING or TOOL_CALL */
+    bool refusal;           /* TEXT */
     mg_buf_t text;          /* text, reasoning, or arguments */
     mg_buf_t signature;
     char *id, *name;

@@ -53,7 +53,7 @@ static void on_head(void *ud, long status, const char *headers, size_t len)
             if (a->mode == MG_RELAY_TRANSLATE) {
                 mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .include_usage = req->wants_usage,
                                          .keep_upstream_id = a->model->provider->api == req->client_api,
-                                         .default_model = a->model->id};
+                                         .default_model = a->model->id, .request = req->json};
                 a->enc = mg_ir_encoder_new(req->client_api, &o);
             }
         }

@@ -1446,7 +1446,7 @@ static void translate_answer(mg_req_t *req, mg_attempt_t *a)
         if (up != req->client_api || a->strip_reasoning) {
             mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning,
                                      .keep_upstream_id = a->model->provider->api == req->client_api,
-                                     .default_model = a->model->id};
+                                     .default_model = a->model->id, .request = req->json};
             cJSON *out = mg_ir_codec(req->client_api)->encode_response(&r, &o);
             size_t n;
             char *txt = mg_ir_print_json(out, &n); /* valid UTF-8 whatever the upstream's bytes */
@@ -1496,7 +1496,7 @@ static void stream_whole_answer(mg_req_t *req, mg_attempt_t *a, mg_reply_t *repl
         if (req->gen->cfg->gw.log_content) note_response_text(a, &r);
         mg_ir_output_opts_t o = {.strip_reasoning = a->strip_reasoning, .include_usage = req->wants_usage,
                                  .keep_upstream_id = a->model->provider->api == req->client_api,
-                                 .default_model = a->model->id};
+                                 .default_model = a->model->id, .request = req->json};
         mg_ir_encoder_t *enc = mg_ir_encoder_new(req->client_api, &o);
         push_ctx_t p = {enc, &reply->body};
         mg_ir_response_events(&r, push_event, &p);

@@ -300,6 +300,39 @@ class ApiStreams(MGTestCase):
         self.assertTrue(sid.startswith("chatcmpl-moongate-") and sid not in ids, s)
         self.assertIsInstance(created, int, s)
 
+    def test_translated_responses_echo_the_requests_parameters(self):
+        # A Response object repeats the request's parameters (metadata, tools, text.format…);
+        # translated from a Chat or Anthropic upstream it shows what the client sent, not fixed
+        # defaults: whole, streamed (every response object) and streamed from a whole answer.
+        asked = {"instructions": "be terse", "metadata": {"job": "42"}, "temperature": 0.2, "top_p": 0.5,
+                 "max_output_tokens": 300, "parallel_tool_calls": False, "tool_choice": "required", "user": "u-7",
+                 "tools": [{"type": "function", "name": "f", "parameters": {"type": "object", "properties": {}}, "strict": False}],
+                 "text": {"format": {"type": "json_schema", "name": "obj", "strict": True,
+                                     "schema": {"type": "object", "properties": {}, "additionalProperties": False}}}}
+        want = dict(asked, reasoning={"effort": "low", "summary": None})
+        defaults = {"instructions": None, "metadata": {}, "temperature": 1, "top_p": 1, "max_output_tokens": None,
+                    "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                    "text": {"format": {"type": "text"}}, "reasoning": {"effort": None, "summary": None}}
+        for prov in ("oc", "an"):
+            for how in ("whole", "stream", "stream-from-whole"):
+                for req, exp in ((dict(asked, reasoning={"effort": "low"}), want), ({}, defaults)):
+                    with self.subTest(upstream=prov, how=how, params=bool(req)):
+                        b = dict(body("/v1/responses", prov + "/m"), stream=how != "whole", **req)
+                        if how == "whole":
+                            r = self.gw.post_json("/v1/responses", b)
+                            self.assertEqual(r.status, 200, r)
+                            responses = [r.json]
+                        else:
+                            if how == "stream-from-whole":
+                                self.a.push_behavior("answer", ignore_stream=True)
+                            s = self.gw.stream_all(b, path="/v1/responses")
+                            self.assertEqual(s.status, 200, s)
+                            responses = [p["response"] for p in s.payloads if isinstance(p, dict) and "response" in p]
+                            self.assertEqual(len(responses), 3, s)  # created, in_progress, completed
+                        for resp in responses:
+                            self.assertEqual({k: resp.get(k) for k in exp}, exp, resp)
+
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -304,6 +304,45 @@ MG_TEST(response_edge_cases)
     mg_ir_arena_free(a);
 }
 
+/* A Chat upstream's refusal (message.refusal, delta.refusal) is a refusal in the model, not text
+ * (think tags are not looked for in it), and goes back out as message.refusal with null content,
+ * or delta.refusal: the openai SDK's parse() helpers read it there. */
+MG_TEST(refusals_stay_refusals)
+{
+    mg_ir_arena_t *a = mg_ir_arena_new();
+    mg_ir_response_t r;
+    char err[200];
+    cJSON *j = cJSON_Parse("{\"id\":\"x\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,"
+                           "\"refusal\":\"<think>no</think>\"},\"finish_reason\":\"stop\"}]}");
+    MG_CHECK(mg_openai_chat_decode_response(j, a, NULL, &r, err, sizeof err) == 0);
+    MG_CHECK_INT(r.n_parts, 1);
+    MG_CHECK(r.parts[0].type == MG_IR_PART_TEXT && r.parts[0].refusal);
+    MG_CHECK_STR(r.parts[0].text, "<think>no</think>");
+    cJSON *out = mg_openai_chat_encode_response(&r, &(mg_ir_output_opts_t){.created = 1});
+    char *s = cJSON_PrintUnformatted(mg_ir_jget(cJSON_GetArrayItem(mg_ir_jget(out, "choices"), 0), "message"));
+    MG_CHECK_STR(s, "{\"role\":\"assistant\",\"content\":null,\"refusal\":\"<think>no</think>\"}");
+    cJSON_free(s);
+    cJSON_Delete(out);
+    cJSON_Delete(j);
+    mg_ir_arena_free(a);
+
+    mg_buf_t sse = {0};
+    ir_chat_chunk(&sse, "{\"role\":\"assistant\",\"refusal\":\"\"}", NULL);
+    ir_chat_chunk(&sse, "{\"refusal\":\"I can\"}", NULL);
+    ir_chat_chunk(&sse, "{\"refusal\":\"not\"}", "\"stop\"");
+    mg_buf_puts(&sse, "data: [DONE]\n\n");
+    char *log = ir_decode_log(CHAT, sse.data, 0, NULL);
+    MG_CHECK_STR(log, "start[c1|m] refusal\"I can\" refusal\"not\" finish:stop end");
+    free(log);
+    mg_buf_free(&sse);
+
+    mg_ir_event_t evs[] = {IR_TEXT_EV("a"), IR_REFUSAL_EV("no"), {.type = MG_IR_EV_END}};
+    char *outs = ir_encode(CHAT, &(mg_ir_output_opts_t){.id = "chatcmpl-x", .created = 5}, evs, MG_ARRAY_LEN(evs));
+    MG_CHECK(strstr(outs, "\"delta\":{\"content\":\"a\"}") != NULL);
+    MG_CHECK(strstr(outs, "\"delta\":{\"refusal\":\"no\"}") != NULL);
+    free(outs);
+}
+
 /* Ollama and vLLM stream tool calls without ids. Each gets one made up that no other answer has
  * (Anthropic refuses a conversation holding two tool_use blocks of the same id, and `call_0` in
  * every answer made exactly that), and the same one in every event of its stream. */

@@ -177,6 +177,8 @@ MG_TEST(collector_follows_block_rules)
         IR_TEXT_EV("a"),
         {.type = MG_IR_EV_BLOCK_END},
         IR_TEXT_EV("b"),
+        IR_REFUSAL_EV("n"),
+        IR_REFUSAL_EV("o"),
         {.type = MG_IR_EV_TOOL_CALL_START, .index = 0, .id = "c1", .name = "f"},
         {.type = MG_IR_EV_TOOL_CALL_START, .index = 1, .id = "c2", .name = "g"},
         {.type = MG_IR_EV_TOOL_CALL_DELTA, .index = 0, .text = "{}", .text_len = 2},
@@ -190,14 +192,17 @@ MG_TEST(collector_follows_block_rules)
     mg_ir_arena_t *a = mg_ir_arena_new();
     mg_ir_response_t r;
     mg_ir_collector_response(&c, a, &r);
-    MG_CHECK_INT(r.n_parts, 5);
+    MG_CHECK_INT(r.n_parts, 6);
     MG_CHECK_STR(r.parts[0].text, "think");
     MG_CHECK_STR(r.parts[0].signature, "sig");
     MG_CHECK_STR(r.parts[1].text, "a");
     MG_CHECK_STR(r.parts[2].text, "b"); /* after BLOCK_END: a new part */
-    MG_CHECK_STR(r.parts[3].arguments, "{}");
-    MG_CHECK_STR(r.parts[4].arguments, "{}"); /* none received: "{}" */
-    MG_CHECK_STR(r.parts[4].name, "g");
+    MG_CHECK(!r.parts[2].refusal);
+    MG_CHECK_STR(r.parts[3].text, "no"); /* a refusal after text: a part of its own */
+    MG_CHECK(r.parts[3].type == MG_IR_PART_TEXT && r.parts[3].refusal);
+    MG_CHECK_STR(r.parts[4].arguments, "{}");
+    MG_CHECK_STR(r.parts[5].arguments, "{}"); /* none received: "{}" */
+    MG_CHECK_STR(r.parts[5].name, "g");
     MG_CHECK_INT(r.finish, MG_IR_FINISH_TOOL_CALLS);
     MG_CHECK_INT(r.usage.cache_read, 2);
     MG_CHECK(c.ended && !c.failed);

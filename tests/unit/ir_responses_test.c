@@ -223,6 +223,93 @@ MG_TEST(encoder_order_numbering_and_terminal_states)
     free(out);
 }
 
+/* A refusal is its own kind of text: decoded from refusal deltas and parts (streamed, or only in
+ * an item's .done form) as refusal events, and encoded as a refusal part with response.refusal.*
+ * events, in a message item apart from the output_text around it, the same in the final output. */
+MG_TEST(refusals_stay_refusals)
+{
+    const char *sse =
+        "data: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"model\":\"x\"}}\n\n"
+        "data: {\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"type\":\"message\"}}\n\n"
+        "data: {\"type\":\"response.refusal.delta\",\"output_index\":0,\"content_index\":0,\"delta\":\"No\"}\n\n"
+        "data: {\"type\":\"response.refusal.done\",\"output_index\":0,\"content_index\":0,\"refusal\":\"No\"}\n\n"
+        "data: {\"type\":\"response.output_item.done\",\"output_index\":0,\"item\":{\"type\":\"message\"}}\n\n"
+        "data: {\"type\":\"response.output_item.added\",\"output_index\":1,\"item\":{\"type\":\"message\"}}\n\n"
+        "data: {\"type\":\"response.output_item.done\",\"output_index\":1,\"item\":{\"type\":\"message\",\"content\":[{\"type\":\"refusal\",\"refusal\":\"late\"}]}}\n\n"
+        "data: {\"type\":\"response.completed\",\"response\":{\"status\":\"completed\"}}\n\n";
+    char *log = ir_decode_log(RESP, sse, 0, NULL);
+    MG_CHECK_STR(log, "start[resp_1|x] refusal\"No\" / refusal\"late\" / finish:stop end");
+    free(log);
+
+    mg_ir_event_t evs[] = {IR_TEXT_EV("a"), IR_REFUSAL_EV("I can"), IR_REFUSAL_EV("not"), {.type = MG_IR_EV_END}};
+    char *out = ir_encode(RESP, &(mg_ir_output_opts_t){.id = "resp_T", .created = 9}, evs, MG_ARRAY_LEN(evs));
+    check_order(out);
+    MG_CHECK(strstr(out, "event: response.output_text.delta\n") != NULL);
+    MG_CHECK(strstr(out, "\"type\":\"response.content_part.added\",\"item_id\":\"msg_T_1\",\"output_index\":1,\"content_index\":0,"
+                         "\"part\":{\"type\":\"refusal\",\"refusal\":\"\"}") != NULL);
+    MG_CHECK(strstr(out, "event: response.refusal.delta\ndata: {\"type\":\"response.refusal.delta\",\"item_id\":\"msg_T_1\","
+                         "\"output_index\":1,\"content_index\":0,\"delta\":\"I can\",\"sequence_number\":") != NULL);
+    MG_CHECK(strstr(out, "\"type\":\"response.refusal.done\",\"item_id\":\"msg_T_1\",\"output_index\":1,\"content_index\":0,"
+                         "\"refusal\":\"I cannot\"") != NULL);
+    MG_CHECK(strstr(out, "\"type\":\"response.content_part.done\",\"item_id\":\"msg_T_1\",\"output_index\":1,\"content_index\":0,"
+                         "\"part\":{\"type\":\"refusal\",\"refusal\":\"I cannot\"}") != NULL);
+    /* output_item.done and response.completed's output. */
+    MG_CHECK_INT(ir_count(out, "\"content\":[{\"type\":\"refusal\",\"refusal\":\"I cannot\"}]"), 2);
+    MG_CHECK_INT(ir_count(out, "\"content\":[{\"type\":\"output_text\",\"text\":\"a\""), 2);
+    free(out);
+}
+
+/* A Response object repeats the request's parameters: encoded from another API's answer it shows
+ * what the client's request said (reasoning and text completed as OpenAI shows them), in the whole
+ * answer and in every response object of the stream; without a request, the defaults. */
+MG_TEST(response_objects_echo_the_request)
+{
+    cJSON *req = cJSON_Parse("{\"model\":\"m\",\"input\":\"hi\",\"instructions\":\"be terse\",\"metadata\":{\"job\":\"42\"},"
+                             "\"temperature\":0.5,\"top_p\":0.25,\"max_output_tokens\":300,\"parallel_tool_calls\":false,"
+                             "\"tool_choice\":\"required\",\"user\":\"u\",\"reasoning\":{\"effort\":\"low\"},\"truncation\":\"auto\","
+                             "\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],\"text\":{\"verbosity\":\"low\"}}");
+    const char *want = "{\"instructions\":\"be terse\",\"max_output_tokens\":300,\"parallel_tool_calls\":false,"
+                       "\"reasoning\":{\"effort\":\"low\",\"summary\":null},\"temperature\":0.5,"
+                       "\"text\":{\"verbosity\":\"low\",\"format\":{\"type\":\"text\"}},\"tool_choice\":\"required\","
+                       "\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],\"top_p\":0.25,\"truncation\":\"auto\",\"user\":\"u\","
+                       "\"metadata\":{\"job\":\"42\"}}";
+    const char *defaults = "{\"instructions\":null,\"max_output_tokens\":null,\"parallel_tool_calls\":true,"
+                           "\"reasoning\":{\"effort\":null,\"summary\":null},\"temperature\":1,\"text\":{\"format\":{\"type\":\"text\"}},"
+                           "\"tool_choice\":\"auto\",\"tools\":[],\"top_p\":1,\"truncation\":\"disabled\",\"metadata\":{}}";
+    static const char *const keys[] = {"instructions", "max_output_tokens", "parallel_tool_calls", "reasoning", "temperature", "text",
+                                       "tool_choice", "tools", "top_p", "truncation", "user", "metadata"};
+    for (int with = 0; with < 2; with++) {
+        mg_ir_output_opts_t o = {.id = "resp_T", .created = 9, .request = with ? req : NULL};
+        mg_ir_part_t part = {.type = MG_IR_PART_TEXT, .text = "x"};
+        mg_ir_response_t r = {.parts = &part, .n_parts = 1, .finish = MG_IR_FINISH_STOP, .usage = MG_IR_USAGE_UNKNOWN};
+        cJSON *whole = mg_openai_responses_encode_response(&r, &o);
+        mg_ir_event_t evs[] = {IR_TEXT_EV("x"), {.type = MG_IR_EV_END}};
+        char *out = ir_encode(RESP, &o, evs, MG_ARRAY_LEN(evs));
+        cJSON *objs[4] = {whole};
+        int n = 1;
+        char *save = NULL;
+        for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            cJSON *j = strncmp(line, "data: ", 6) == 0 ? cJSON_Parse(line + 6) : NULL;
+            const cJSON *resp = mg_ir_jget(j, "response");
+            if (resp && n < 4) objs[n++] = cJSON_Duplicate(resp, true);
+            cJSON_Delete(j);
+        }
+        MG_CHECK_INT(n, 4); /* the whole answer, created, in_progress, completed */
+        for (int i = 0; i < n; i++) {
+            cJSON *got = cJSON_CreateObject();
+            for (size_t k = 0; k < MG_ARRAY_LEN(keys); k++)
+                mg_ir_add_dup(got, keys[k], mg_ir_jget(objs[i], keys[k]));
+            char *s = cJSON_PrintUnformatted(got);
+            MG_CHECK_STR(s, with ? want : defaults);
+            cJSON_free(s);
+            cJSON_Delete(got);
+            cJSON_Delete(objs[i]);
+        }
+        free(out);
+    }
+    cJSON_Delete(req);
+}
+
 MG_TEST(whole_response_decoding)
 {
     mg_ir_arena_t *a = mg_ir_arena_new();
@@ -237,10 +324,11 @@ MG_TEST(whole_response_decoding)
     MG_CHECK_INT(r.n_parts, 2);
     MG_CHECK_STR(r.parts[0].encrypted, "E");
     MG_CHECK_STR(r.parts[1].text, "no");
+    MG_CHECK(r.parts[1].refusal);
     cJSON *out = mg_openai_responses_encode_response(&r, &(mg_ir_output_opts_t){.created = 1});
     char *s = cJSON_PrintUnformatted(mg_ir_jget(out, "output"));
     MG_CHECK_STR(s, "[{\"id\":\"rs_1_0\",\"type\":\"reasoning\",\"summary\":[],\"encrypted_content\":\"E\"},"
-                    "{\"id\":\"msg_1_1\",\"type\":\"message\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"no\",\"annotations\":[],\"logprobs\":[]}]}]");
+                    "{\"id\":\"msg_1_1\",\"type\":\"message\",\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{\"type\":\"refusal\",\"refusal\":\"no\"}]}]");
     MG_CHECK(cJSON_IsNull(mg_ir_jget(out, "usage")));
     cJSON_free(s);
     cJSON_Delete(out);

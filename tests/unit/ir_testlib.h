@@ -20,7 +20,7 @@ static void ir_log_str(mg_buf_t *b, const char *s, size_t n)
     mg_buf_puts(b, "\"");
 }
 
-/* One event as compact text, e.g. t"Hi" tc0[call_1|f] a0"{}" finish:stop end. */
+/* One event as compact text, e.g. t"Hi" refusal"No" tc0[call_1|f] a0"{}" finish:stop end. */
 static void ir_log_event(mg_buf_t *b, const mg_ir_event_t *ev)
 {
     if (b->len) mg_buf_puts(b, " ");
@@ -30,7 +30,10 @@ static void ir_log_event(mg_buf_t *b, const mg_ir_event_t *ev)
         break;
     case MG_IR_EV_REASONING_DELTA: mg_buf_puts(b, "r"); ir_log_str(b, ev->text, ev->text_len); break;
     case MG_IR_EV_REASONING_SIGNATURE: mg_buf_puts(b, "sig"); ir_log_str(b, ev->text, ev->text_len); break;
-    case MG_IR_EV_TEXT_DELTA: mg_buf_puts(b, "t"); ir_log_str(b, ev->text, ev->text_len); break;
+    case MG_IR_EV_TEXT_DELTA:
+        mg_buf_puts(b, ev->refusal ? "refusal" : "t");
+        ir_log_str(b, ev->text, ev->text_len);
+        break;
     case MG_IR_EV_TOOL_CALL_START: mg_buf_printf(b, "tc%d[%s|%s]", ev->index, ev->id, ev->name); break;
     case MG_IR_EV_TOOL_CALL_DELTA:
         mg_buf_printf(b, "a%d", ev->index);
@@ -112,4 +115,5 @@ static void ir_chat_chunk(mg_buf_t *b, const char *delta, const char *finish)
 }
 
 #define IR_TEXT_EV(s) ((mg_ir_event_t){.type = MG_IR_EV_TEXT_DELTA, .text = (s), .text_len = strlen(s)})
+#define IR_REFUSAL_EV(s) ((mg_ir_event_t){.type = MG_IR_EV_TEXT_DELTA, .text = (s), .text_len = strlen(s), .refusal = true})
 #define IR_REASON_EV(s) ((mg_ir_event_t){.type = MG_IR_EV_REASONING_DELTA, .text = (s), .text_len = strlen(s)})
