@@ -42,6 +42,7 @@ typedef struct parser {
     size_t i;          /* cursor */
     int line;          /* line of the cursor, 1-based */
     size_t line_start; /* offset where that line starts */
+    size_t col_at, col; /* here()'s last answer on this line: col characters before offset col_at */
     char *err;
     size_t errlen;
     bool failed;
@@ -66,10 +67,14 @@ static cJSON *cj_check(cJSON *j, int line)
 }
 #define CJ(x) cj_check((x), __LINE__)
 
-static loc_t here(const parser_t *p)
+/* Where the parser is: the column counts characters, as editors show it, not bytes (a UTF-8
+ * continuation byte adds none). Counted on from the last answer when the cursor is further on
+ * the same line, so a long one-line document costs one pass, not one per node. */
+static loc_t here(parser_t *p)
 {
-    size_t col = p->i - p->line_start + 1;
-    return (loc_t){p->line, col > INT32_MAX ? INT32_MAX : (int)col};
+    if (p->col_at < p->line_start || p->col_at > p->i) p->col_at = p->line_start, p->col = 0;
+    for (; p->col_at < p->i; p->col_at++) p->col += (p->s[p->col_at] & 0xC0) != 0x80;
+    return (loc_t){p->line, p->col >= INT32_MAX ? INT32_MAX : (int)p->col + 1};
 }
 
 /* Records the first error as "line:col: message"; returns -1 for `return fail(...)`. */

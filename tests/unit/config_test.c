@@ -43,17 +43,20 @@ static void expect_error(const char *text, const char *want)
     mg_config_free(cfg);
 }
 
-/* "cfg.json5:LINE:COL: rest" where LINE:COL is the first occurrence of needle in text: the test
- * says what the message must point at instead of counting columns by hand. Caller frees. */
+/* "cfg.json5:LINE:COL: rest" where LINE:COL is the first occurrence of needle in text (COL in
+ * characters, as editors count): the test says what the message must point at instead of
+ * counting columns by hand. Caller frees. */
 static char *at(const char *text, const char *needle, const char *rest)
 {
-    const char *hit = strstr(text, needle), *line_start = text;
-    int line = 1;
+    const char *hit = strstr(text, needle);
+    int line = 1, col = 1;
     MG_CHECK(hit != NULL);
     if (!hit) return mg_xstrdup("(needle not found)");
-    for (const char *c = text; c < hit; c++)
-        if (*c == '\n') line++, line_start = c + 1;
-    return mg_xasprintf("cfg.json5:%d:%d: %s", line, (int)(hit - line_start) + 1, rest);
+    for (const char *c = text; c < hit; c++) {
+        if (*c == '\n') line++, col = 1;
+        else col += ((unsigned char)*c & 0xC0) != 0x80;
+    }
+    return mg_xasprintf("cfg.json5:%d:%d: %s", line, col, rest);
 }
 
 /* Expects the load to fail with "cfg.json5:L:C: rest", L:C being where needle is in text. */
@@ -244,9 +247,9 @@ MG_TEST(got_values_are_shown_by_kind)
                  "\"[::1]:8787\", port 1-65535), got \"a \\\"quoted\\\"\\n name\"");
     expect_error_at(ONE_PROVIDER("http://h", "gateway: {policy: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', policy: 5}"), "5}",
                  "gateway.policy: expected a non-empty string, got 5");
-    /* columns count bytes */
+    /* columns count characters (38 é before it: 76 bytes), as editors show them */
     expect_error("{gateway: {log: {path: 'éééééééééééééééééééééééééééééééééééééé'}, threads: 0}}",
-                 "cfg.json5:1:114: gateway.threads: expected an integer from 1 to 64, got 0");
+                 "cfg.json5:1:76: gateway.threads: expected an integer from 1 to 64, got 0");
     expect_error_at("{models: {mode: 'replace', providers: {p: {baseUrl: 'http://h', models: [{id: 'm', name: "
                  "'ééééééééééééééééééééééééééééééééééééééééé', contextWindow: 'ééééééééééééééééééééééééééééééééééééééééé'}]}}}}",
                  "'ééééééééééééééééééééééééééééééééééééééééé'}", "models.providers.p.models[0].contextWindow: expected a positive integer, got "

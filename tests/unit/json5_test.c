@@ -104,7 +104,7 @@ MG_TEST(line_continuations_and_raw_separators)
     /* the continuations counted as lines: \n, \r\n, \r, U+2028, then the real \n */
     mg_json5_pos_t p = mg_json5_pos_of(&doc, cJSON_GetObjectItemCaseSensitive(r, "f"));
     MG_CHECK_INT(p.line, 6);
-    MG_CHECK_INT(p.column, 22);
+    MG_CHECK_INT(p.column, 18); /* characters: the raw U+2028 and U+2029 in e are one each */
     mg_json5_free(&doc);
 }
 
@@ -170,7 +170,7 @@ MG_TEST(whitespace_kinds)
     MG_CHECK_INT(num(r, "a"), 1);
     mg_json5_pos_t p = mg_json5_pos_of(&doc, r);
     MG_CHECK_INT(p.line, 3); /* U+2028 and U+2029 end lines */
-    MG_CHECK_INT(p.column, 7);
+    MG_CHECK_INT(p.column, 3); /* columns count characters: U+3000 and U+FEFF are one each */
     mg_json5_free(&doc);
     /* a BOM takes no column */
     r = parse_ok(&doc, "\xef\xbb\xbf{a: 1}");
