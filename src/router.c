@@ -1723,8 +1723,15 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
                               run->body.data, run->body.len);
         if (c.cls == MG_CLASS_OK) c.cls = MG_CLASS_SERVER_ERROR;
     }
-    /* An answer that came back is billed, used or not (the client may have left meanwhile). */
-    if (run->result == MG_XFER_OK && run->status >= 200 && run->status < 300) charge_summary(req, run);
+    /* An answer that came back is billed, used or not (the client may have left meanwhile); so
+     * is one cut short (the body cap, a broken connection) and one that timed out once connected
+     * (summaryTimeoutMs): a hosted upstream bills the work it began. Its usage is then estimated
+     * from what was asked and what came. Error statuses, and requests that may never have
+     * reached it (no connection; cancelled before an answer began), are not. */
+    bool answered = run->status >= 200 && run->status < 300;
+    bool timed_out = run->status == 0 && (run->result == MG_XFER_TIMEOUT_TOTAL || run->result == MG_XFER_TIMEOUT_IDLE ||
+                                          run->result == MG_XFER_TIMEOUT_FIRST_TOKEN);
+    if (answered || timed_out) charge_summary(req, run);
     if (gone || req->client_aborted) {
         summary_health(req, c);
         settle_locally(a, MG_CLASS_CANCELLED, "the client left while the summary was being made");

@@ -157,7 +157,8 @@ class SummaryCharges(MGTestCase):
                        "sum": provider(self.s, [{"id": "s", "contextWindow": 32768, "maxTokens": 1024,
                                                  "cost": {"input": 100000, "output": 100000}}])},
             primary="small/m", fallbacks=fallbacks,
-            gateway={"keys": keys, "compaction": {"summarizer": "sum/s", "summaryMaxTokens": 200}}),
+            gateway={"keys": keys, "compaction": {"summarizer": "sum/s", "summaryMaxTokens": 200,
+                                                  "summaryTimeoutMs": 1000}}),
             env={"MG_IT_SUMKEY": "mgk-sum-1"})
 
     def test_a_summary_is_charged_to_the_key_and_counted(self):
@@ -178,6 +179,19 @@ class SummaryCharges(MGTestCase):
         r = gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": [{"role": "user", "content": "hi"}]},
                          headers=auth)
         self.assertOpenAIError(r, 429, "budget_exceeded")
+
+    def test_a_summary_that_timed_out_is_charged_its_estimate(self):
+        # The summarizer got the request and worked past summaryTimeoutMs: it may bill that work,
+        # so the estimate of what was asked is charged (the candidate goes with the drop note).
+        gw = self.gw_with(["small/m", "sum/s"])
+        self.s.set_behavior("slow", delay_ms=3000)
+        r = gw.post_json("/v1/chat/completions", {"model": "small/m", "messages": history()},
+                         headers={"Authorization": "Bearer mgk-sum-1"})
+        self.assertEqual(r.status, 200, r)
+        line = gw.wait_access(1)[0]
+        self.assertEqual(line["summary"]["model"], "sum/s", line)
+        self.assertGreater(line["summary"]["tokens"], 1000, line)
+        self.assertIn("summaryTimeoutMs", line["attempts"][0].get("compaction_note", ""), line)
 
     def test_a_route_name_the_key_lists_allows_a_summarizer_in_its_plan(self):
         gw = self.gw_with(["default"], fallbacks=["sum/s"])
