@@ -688,8 +688,23 @@ static int load_provider(loader_t *ld, const cJSON *pobj, bool builtin)
     if (!override) k = provider_append(ld, id, builtin);
     mg_provider_t *p = &ld->cfg->providers[k];
 
-    if (load_base_url(ld, pobj, p, !override) || load_api_key(ld, pobj, p, builtin) || load_api(ld, pobj, p) ||
-        load_headers(ld, pobj, p))
+    char *was_url = override && p->base_url ? mg_xstrdup(p->base_url) : NULL;
+    int rc = load_base_url(ld, pobj, p, !override);
+    /* A built-in provider moved to a plain-http server (openai: {baseUrl:
+     * "http://127.0.0.1:1234/v1"}, a local one) keeps its key only when the config gives it again:
+     * the hosted key would otherwise go, in clear, to whatever answers there. An https proxy for
+     * the same API (its usual reason to move) keeps it. */
+    if (!rc && was_url && strcmp(was_url, p->base_url) != 0 && strncmp(p->base_url, "https://", 8) != 0 &&
+        !mg_cfgread_member(pobj, "apiKey") && (p->api_key || p->api_key_env)) {
+        mg_cfgread_warn(&ld->rd, mg_cfgread_member(pobj, "baseUrl"), false,
+                        "a plain-http baseUrl in place of the built-in one: the built-in key%s%s%s is not sent "
+                        "to it (give apiKey if this server needs one)",
+                        p->api_key_env ? " (" : "", p->api_key_env ? p->api_key_env : "", p->api_key_env ? ")" : "");
+        wipe_free(p->api_key), p->api_key = NULL;
+        free(p->api_key_env), p->api_key_env = NULL;
+    }
+    free(was_url);
+    if (rc || load_api_key(ld, pobj, p, builtin) || load_api(ld, pobj, p) || load_headers(ld, pobj, p))
         return -1;
     if (mg_cfgread_member(pobj, "apiKey") && !builtin) ld->key_in_config[k] = true;
 

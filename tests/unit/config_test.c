@@ -408,6 +408,35 @@ done:
     unsetenv("MG_TEST_ANTHROPIC");
 }
 
+/* A built-in provider pointed at a plain-http server (merge mode) does not carry the built-in key
+ * there unless the config gives it again: it would reach whatever now answers at that address. */
+MG_TEST(a_moved_builtin_provider_leaves_its_key_behind)
+{
+    /* load() clears the hosted keys from the environment: load the string directly */
+    setenv("OPENAI_API_KEY", "sk-real-openai", 1);
+    static const char *const texts[] = {
+        "{models: {providers: {openai: {baseUrl: 'http://127.0.0.1:1234/v1', api: 'openai-completions', "
+        "models: [{id: 'local'}]}}}}",
+        /* given again, an https proxy, or the host unchanged: the key stays */
+        "{models: {providers: {openai: {baseUrl: 'https://proxy.example.com/v1', models: [{id: 'x'}]}}}}",
+        "{models: {providers: {openai: {baseUrl: 'http://127.0.0.1:1234/v1', apiKey: '${OPENAI_API_KEY}', "
+        "models: [{id: 'local'}]}}}}",
+        "{models: {providers: {openai: {models: [{id: 'extra'}]}}}}",
+    };
+    for (size_t i = 0; i < MG_ARRAY_LEN(texts); i++) {
+        mg_config_t *cfg = mg_config_load_string(texts[i], strlen(texts[i]), "cfg.json5", "/etc/mg", err, sizeof err);
+        MG_CHECK(cfg != NULL);
+        if (!cfg) continue;
+        const mg_provider_t *p = mg_config_find_provider(cfg, "openai");
+        MG_CHECK((p->api_key == NULL) == (i == 0));
+        MG_CHECK_INT(cfg->n_warnings, i == 0);
+        if (i == 0 && cfg->n_warnings)
+            MG_CHECK(strstr(cfg->warnings[0], "the built-in key (OPENAI_API_KEY) is not sent to it") != NULL);
+        mg_config_free(cfg);
+    }
+    unsetenv("OPENAI_API_KEY");
+}
+
 MG_TEST(replace_mode_has_only_declared_providers)
 {
     mg_config_t *cfg = load_ok(ONE_PROVIDER("http://127.0.0.1:9/", ""));
