@@ -800,15 +800,16 @@ static int flush_think(chat_dec_t *d, mg_ir_event_cb cb, void *ud)
 }
 
 /* The call a fragment continues: the latest one with its index (or, without an index, its id),
- * NULL for a new call. A fragment whose id differs from the upstream's id of the call at its
- * index opens a new call: Ollama, SGLang and some adapters send every parallel call as index 0,
- * told apart by their ids only. */
-static chat_tool_t *find_tool(chat_dec_t *d, int up_index, const char *id)
+ * NULL for a new call. A fragment that names a function and carries an id other than the
+ * upstream's id of the call at its index opens a new call: Ollama, SGLang and some adapters send
+ * every parallel call as index 0, told apart by their ids only. Without a name it continues the
+ * call (some servers change a call's id between its first fragment and its arguments). */
+static chat_tool_t *find_tool(chat_dec_t *d, int up_index, const char *id, const char *name)
 {
     for (int i = d->n_tools - 1; i >= 0; i--) {
         chat_tool_t *t = &d->tools[i];
         if (up_index >= 0 && t->up_index == up_index)
-            return id && t->own_id && strcmp(t->id, id) != 0 ? NULL : t;
+            return id && name && *name && t->own_id && strcmp(t->id, id) != 0 ? NULL : t;
         if (up_index < 0 && id && strcmp(t->id, id) == 0) return t;
     }
     if (up_index < 0 && !id && d->n_tools) return &d->tools[d->n_tools - 1];
@@ -883,7 +884,7 @@ static int decode_tool_delta(chat_dec_t *d, const cJSON *tc, const char *args, m
     const cJSON *fn = mg_ir_jget(tc, "function");
     const char *name = mg_ir_jstr(fn, "name");
     if (id && !*id) id = NULL;
-    chat_tool_t *t = find_tool(d, up, id);
+    chat_tool_t *t = find_tool(d, up, id, name);
     if (t && !t->emitted && name && *name && !*t->name) {
         free(t->name); /* a held call whose name came after its first fragment */
         t->name = mg_xstrdup(name);

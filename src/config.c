@@ -1284,13 +1284,26 @@ static int load_gateway(loader_t *ld, const cJSON *root)
     return 0;
 }
 
+/* Whether host ends with suffix (which starts with a dot), case-insensitively. */
+static bool host_ends_with(const char *host, const char *suffix)
+{
+    size_t h = strlen(host), n = strlen(suffix);
+    return h > n && strcasecmp(host + h - n, suffix) == 0;
+}
+
 /* Derives local/hosted, puts that tag first, and points models at their (now final) provider. */
 static void finish_providers(mg_config_t *cfg)
 {
     for (size_t k = 0; k < cfg->n_providers; k++) {
         mg_provider_t *p = &cfg->providers[k];
         char host[256];
-        bool local = p->base_url && url_host(p->base_url, host, sizeof host) && host_is_local(host);
+        bool has_host = p->base_url && url_host(p->base_url, host, sizeof host);
+        bool local = has_host && host_is_local(host);
+        /* OpenAI's own API: its host, Azure's, or the built-in provider's id (an https proxy in
+         * front of it keeps the name) */
+        p->openai_host = !strcmp(p->id, "openai") ||
+                         (has_host && (mg_str_eq_nocase(host, "api.openai.com") ||
+                                       host_ends_with(host, ".openai.azure.com")));
         for (size_t j = 0; j < p->n_tags; j++) local = local || !strcmp(p->tags[j], "local");
         /* "hosted" wins: a proxy on this machine (LiteLLM, say) that forwards to a hosted
          * provider is egress, whatever its address. */

@@ -83,6 +83,8 @@ typedef struct mg_provider {
     char *region;            /* gateway.providers.<id>.region, or NULL */
     mg_timeouts_t timeouts;  /* gateway.providers.<id>.timeouts; 0 fields inherit */
     bool local;              /* baseUrl host is loopback/private, or tagged "local" */
+    bool openai_host;        /* OpenAI's API: baseUrl host api.openai.com or *.openai.azure.com, or
+                                the provider id "openai": its reasoning models refuse max_tokens */
     bool strip_reasoning;    /* gateway.providers.<id>.stripReasoning: its clients get final text only */
     int safety;              /* gateway.providers.<id>.safety: -1 default (on for local), 0 off, 1 on
                                 (an object is on, with the settings below) */

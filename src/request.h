@@ -121,8 +121,8 @@ typedef struct mg_attempt {
      * stream it passes through: a RAW Responses stream's response (response.created), for the
      * response.failed added at a cut; a Chat to Chat stream's chunks, for the role and finish
      * chunks it adds. "" and 0 unknown. */
-    char stream_id[96];
-    char stream_model[96];
+    char stream_id[256];
+    char stream_model[256];
     int64_t stream_created;
     bool usage_known;     /* the classifier's strict pass over a Chat answer noted its "usage" */
     mg_json_span_t usage; /* … and where its value is (found false: the answer has none) */

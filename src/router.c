@@ -596,7 +596,7 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
                        &sreq);
     char err[256];
     mg_ir_request_opts_t o = {.model = s->id, .default_max_tokens = max_tokens,
-                              .prefer_max_completion_tokens = s->reasoning && !sp->local};
+                              .prefer_max_completion_tokens = s->reasoning && sp->openai_host};
     cJSON *j = mg_ir_encode_request(sp->api, &sreq, &o, err, sizeof err);
     if (!j) {
         compaction_note(req, a, "no summary: the request for %s cannot be encoded: %s", s->ref,
@@ -769,12 +769,12 @@ static bool submit(mg_req_t *req, const mg_model_t *m, bool is_retry, int64_t de
         cand.max_output_tokens = opt.max_output_tokens; /* the policy's output cap */
         rewrite = true;
     }
-    /* What the client's own bytes cannot carry to this upstream, though the API is the same: a
-     * hosted reasoning model on Chat refuses max_tokens (OpenAI's o-series, gpt-5; the encoder
-     * writes max_completion_tokens), and Anthropic refuses a thinking block without its signature
-     * (one moongate made up from another API's reasoning, replayed by the client; the encoder
-     * leaves such blocks out). */
-    if (same && p->api == MG_API_OPENAI_COMPLETIONS && m->reasoning && !p->local && cand.max_output_tokens >= 0 &&
+    /* What the client's own bytes cannot carry to this upstream, though the API is the same:
+     * OpenAI's reasoning models refuse max_tokens on Chat (the o-series, gpt-5; the encoder writes
+     * max_completion_tokens; other hosts, DeepSeek's say, know only max_tokens), and Anthropic
+     * refuses a thinking block without its signature (one moongate made up from another API's
+     * reasoning, replayed by the client; the encoder leaves such blocks out). */
+    if (same && p->api == MG_API_OPENAI_COMPLETIONS && m->reasoning && p->openai_host && cand.max_output_tokens >= 0 &&
         !cand.max_completion_tokens_field)
         rewrite = true;
     if (same && p->api == MG_API_ANTHROPIC_MESSAGES && has_unsigned_thinking(&cand)) rewrite = true;
@@ -873,7 +873,7 @@ static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *
         mg_ir_request_opts_t o = {.model = m->id,
                                   .default_max_tokens =
                                       mg_compact_reserved_output(fit_model(m, &learned), cand->max_output_tokens),
-                                  .prefer_max_completion_tokens = m->reasoning && !p->local};
+                                  .prefer_max_completion_tokens = m->reasoning && p->openai_host};
         cJSON *j = mg_ir_encode_request(p->api, cand, &o, err, sizeof err);
         if (!j) {
             settle_locally(a, MG_CLASS_UNSUPPORTED, err);
@@ -1623,8 +1623,11 @@ static void normalize_answer(mg_req_t *req, const mg_attempt_t *a, mg_buf_t *bod
 {
     bool strip = a->strip_reasoning;
     if (req->ep != MG_EP_CHAT || !body->data) return;
-    /* A key that appears nowhere cannot be a member: the answer surely lacks it. */
-    bool no_id = !memmem(body->data, body->len, "\"id\"", 4);
+    /* A key that appears nowhere cannot be a member: the answer surely lacks it. "id" appears in
+     * every tool call too, so where it appears the top level is looked at. */
+    size_t vs, ve;
+    bool no_id = !memmem(body->data, body->len, "\"id\"", 4) ||
+                 !mg_json_member_span(body->data, body->len, "id", &vs, &ve);
     bool no_created = !memmem(body->data, body->len, "\"created\"", 9);
     if (!strip && !no_id && !no_created && !memmem(body->data, body->len, "\"reasoning\"", 11) &&
         !memmem(body->data, body->len, "<think>", 7))

@@ -390,16 +390,19 @@ class Reencoded(MGTestCase):
     """A request the gateway encodes for an upstream (another API's, or one it changed) carries
     what that upstream needs."""
 
-    def test_hosted_reasoning_models_get_max_completion_tokens(self):
-        # OpenAI's o-series and gpt-5 refuse max_tokens on Chat Completions; many local servers
-        # know nothing else. So: a catalog model with reasoning: true, on a provider that is not
-        # local. (Anthropic clients always send max_tokens.)
+    def test_openai_reasoning_models_get_max_completion_tokens(self):
+        # OpenAI's o-series and gpt-5 refuse max_tokens on Chat Completions, while local servers
+        # and other hosts (DeepSeek's ignores max_completion_tokens) know only max_tokens. So: a
+        # catalog model with reasoning: true on OpenAI's API (its host, or the provider id
+        # "openai", which this test points at the mock). (Anthropic clients always send max_tokens.)
         a = self.mock("A")
         models = [{"id": "o", "name": "o", "contextWindow": 32768, "maxTokens": 4096, "reasoning": True},
                   {"id": "p", "name": "p", "contextWindow": 32768, "maxTokens": 4096}]
-        gw = self.gateway(config(providers={"h": provider(a, models), "l": provider(a, models)},
-                                 primary="h/o", gateway={"providers": {"h": {"tags": ["hosted"]}}}))
-        cases = {"h/o": "max_completion_tokens", "h/p": "max_tokens", "l/o": "max_tokens"}
+        gw = self.gateway(config(providers={"openai": provider(a, models), "h": provider(a, models),
+                                            "l": provider(a, models)},
+                                 primary="openai/o", gateway={"providers": {"h": {"tags": ["hosted"]}}}))
+        cases = {"openai/o": "max_completion_tokens", "openai/p": "max_tokens", "h/o": "max_tokens",
+                 "l/o": "max_tokens"}
         for model, field in cases.items():
             # A Chat client's request, which otherwise passes through as it came, too.
             for path, b in (("/v1/messages", {"max_tokens": 1000, "messages": MSGS}),

@@ -183,6 +183,13 @@ class ApiStreams(MGTestCase):
                 tc(index=0, id="call_b", type="function", function={"name": "get_t", "arguments": ""}) +
                 tc(index=0, function={"arguments": '{"tz":"UTC"}'}),
                 [("call_a", "get_w", {"city": "Paris"}), ("call_b", "get_t", {"tz": "UTC"})]),
+            # Some servers change a call's id between its opening fragment and its arguments:
+            # without a function name, a fragment continues the call at its index.
+            "the id changing mid-call": (
+                tc(index=0, id="call_a", type="function", function={"name": "get_w", "arguments": ""}) +
+                tc(index=0, id="call_other", function={"arguments": '{"city":'}) +
+                tc(index=0, function={"arguments": '"Paris"}'}),
+                [("call_a", "get_w", {"city": "Paris"})]),
         }
         for name, (calls_sse, want) in streams.items():
             raw = c({"role": "assistant", "content": ""}) + calls_sse + c({}, "tool_calls") + "data: [DONE]\n\n"
@@ -276,9 +283,12 @@ class ApiStreams(MGTestCase):
         # gets a unique id and a creation time, as a translated answer does.
         whole = {"object": "chat.completion", "model": "m",
                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
+        call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        with_call = dict(whole, choices=[{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": "hi", "tool_calls": [call]}}])  # an "id" below the top level
         ids = set()
-        for _ in range(2):
-            self.a.push_behavior("badjson", body=json.dumps(whole).encode())
+        for answer in (whole, with_call):
+            self.a.push_behavior("badjson", body=json.dumps(answer).encode())
             r = self.gw.post_json("/v1/chat/completions", dict(body("/v1/chat/completions", "oc/m"), stream=False))
             self.assertEqual(r.status, 200, r)
             self.assertTrue(r.json["id"].startswith("chatcmpl-moongate-"), r)
