@@ -786,8 +786,11 @@ static int on_block_start(ant_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void 
         }
         return 0;
     }
-    set_block(d, index, BLK_OTHER, -1); /* redacted_thinking, server tools: no place elsewhere */
-    return 0;
+    /* redacted_thinking, server tools and their results: no place elsewhere, but the answer has
+     * begun (a web search's results can be megabytes before the first text). */
+    set_block(d, index, BLK_OTHER, -1);
+    mg_ir_event_t ev = {.type = MG_IR_EV_OPAQUE_BLOCK};
+    return cb(ud, &ev);
 }
 
 static int on_block_delta(ant_dec_t *d, const cJSON *j, mg_ir_event_cb cb, void *ud)
@@ -1033,6 +1036,7 @@ void mg_anthropic_encoder_push(void *st, const mg_ir_event_t *ev, mg_buf_t *out)
         block_delta(e, "input_json_delta", "partial_json", ev->text, ev->text_len, out);
         break;
     case MG_IR_EV_BLOCK_END: close_block(e, out); break;
+    case MG_IR_EV_OPAQUE_BLOCK: break; /* its bytes go only where the stream passes through */
     case MG_IR_EV_FINISH:
         close_block(e, out);
         if (e->finish == MG_IR_FINISH_NONE) {

@@ -1189,6 +1189,7 @@ void mg_openai_chat_encoder_push(void *st, const mg_ir_event_t *ev, mg_buf_t *ou
         if (ev->index == e->cur_tool) e->cur_args += ev->text_len;
         break;
     case MG_IR_EV_BLOCK_END: close_tool(e, out); break;
+    case MG_IR_EV_OPAQUE_BLOCK: break; /* nothing Chat can say of it */
     case MG_IR_EV_FINISH:
         enc_start(e, NULL, out);
         close_tool(e, out);

@@ -1314,6 +1314,7 @@ void mg_openai_responses_encoder_push(void *st, const mg_ir_event_t *ev, mg_buf_
         send_delta(e, "response.function_call_arguments.delta", "", ev->text, ev->text_len, out);
         break;
     case MG_IR_EV_BLOCK_END: close_item(e, out); break;
+    case MG_IR_EV_OPAQUE_BLOCK: break; /* nothing Responses can say of it */
     case MG_IR_EV_FINISH:
         close_item(e, out);
         mg_ir_collector_push(&e->col, ev);

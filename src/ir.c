@@ -362,7 +362,8 @@ bool mg_ir_event_is_content(const mg_ir_event_t *ev)
     case MG_IR_EV_TEXT_DELTA:
     case MG_IR_EV_REASONING_DELTA: return ev->text_len > 0;
     case MG_IR_EV_TOOL_CALL_START:
-    case MG_IR_EV_TOOL_CALL_DELTA: return true;
+    case MG_IR_EV_TOOL_CALL_DELTA:
+    case MG_IR_EV_OPAQUE_BLOCK: return true;
     default: return false;
     }
 }
@@ -377,6 +378,7 @@ const char *mg_ir_event_name(mg_ir_event_type_t t)
         [MG_IR_EV_TOOL_CALL_START] = "tool_call_start",
         [MG_IR_EV_TOOL_CALL_DELTA] = "tool_call_delta",
         [MG_IR_EV_BLOCK_END] = "block_end",
+        [MG_IR_EV_OPAQUE_BLOCK] = "opaque_block",
         [MG_IR_EV_FINISH] = "finish",
         [MG_IR_EV_USAGE] = "usage",
         [MG_IR_EV_END] = "end",
@@ -692,6 +694,7 @@ void mg_ir_collector_push(mg_ir_collector_t *c, const mg_ir_event_t *ev)
         }
         break;
     case MG_IR_EV_BLOCK_END: c->open = false; break;
+    case MG_IR_EV_OPAQUE_BLOCK: break; /* not in this model */
     case MG_IR_EV_FINISH:
         if (c->finish == MG_IR_FINISH_NONE) { /* the first one counts, as in the encoders */
             c->finish = ev->finish;

@@ -251,6 +251,9 @@ typedef enum mg_ir_event_type {
     MG_IR_EV_TOOL_CALL_START,  /* index, id, name */
     MG_IR_EV_TOOL_CALL_DELTA,  /* index, text = an arguments fragment */
     MG_IR_EV_BLOCK_END,        /* the current block (thinking, text or tool call) is complete */
+    MG_IR_EV_OPAQUE_BLOCK,     /* a block this model does not represent began (Anthropic's
+                                  redacted_thinking, server tool use and results): content for
+                                  the commit point, carried only by a stream passed through */
     MG_IR_EV_FINISH,           /* finish, stop_sequence; at most once (decoders keep the first) */
     MG_IR_EV_USAGE,            /* usage: a full snapshot; the latest one wins */
     MG_IR_EV_END,              /* the upstream said the answer is complete */

@@ -315,15 +315,15 @@ static char *upstream_url(const mg_provider_t *p)
     return NULL;
 }
 
-/* Headers of a request to provider p: ours, then the provider's. Nothing of the client's is
- * forwarded. */
+/* Headers of a request to provider p: ours, the provider's, and of the client's only an
+ * Anthropic client's anthropic-beta to an Anthropic upstream (beta, or NULL). */
 typedef struct up_headers {
     const char *v[40];
     char *owned[40];
     size_t n, n_owned;
 } up_headers_t;
 
-static void upstream_headers(const mg_provider_t *p, bool stream, up_headers_t *h)
+static void upstream_headers(const mg_provider_t *p, bool stream, const char *beta, up_headers_t *h)
 {
     h->n = h->n_owned = 0;
     h->v[h->n++] = "Content-Type: application/json";
@@ -335,8 +335,32 @@ static void upstream_headers(const mg_provider_t *p, bool stream, up_headers_t *
     } else if (p->api_key && *p->api_key) {
         h->v[h->n++] = h->owned[h->n_owned++] = join3("Authorization: Bearer ", p->api_key, "");
     }
-    for (size_t i = 0; i < p->n_headers && h->n < MG_ARRAY_LEN(h->v); i++)
+    bool beta_set = false; /* the admin's own anthropic-beta wins */
+    for (size_t i = 0; i < p->n_headers && h->n < MG_ARRAY_LEN(h->v); i++) {
         h->v[h->n++] = h->owned[h->n_owned++] = join3(p->headers[i].name, ": ", p->headers[i].value);
+        beta_set = beta_set || mg_str_eq_nocase(p->headers[i].name, "anthropic-beta");
+    }
+    if (beta && !beta_set && h->n < MG_ARRAY_LEN(h->v))
+        h->v[h->n++] = h->owned[h->n_owned++] = join3("anthropic-beta: ", beta, "");
+}
+
+/* The client's anthropic-beta flags (every such header, comma-joined) when its request goes to
+ * an upstream of its own API, Anthropic's: the SDKs' `betas` and Claude Code's features (1M
+ * context, interleaved thinking, MCP servers) ask for them this way, and the body's beta fields
+ * are refused without them. Only flag characters pass; NULL when there are none. */
+static char *client_betas(const mg_req_t *req)
+{
+    mg_buf_t b = {0};
+    for (size_t i = 0; i < req->n_hdrs; i++) {
+        if (strcmp(req->hdrs[i].name, "anthropic-beta") != 0) continue;
+        const char *v = req->hdrs[i].value;
+        if (!*v || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.,: ") != strlen(v))
+            continue;
+        if (b.len) mg_buf_puts(&b, ",");
+        mg_buf_puts(&b, v);
+    }
+    if (b.len > 2048) mg_buf_free(&b); /* no flag list is that long */
+    return b.data;
 }
 
 static void up_headers_free(up_headers_t *h)
@@ -655,7 +679,7 @@ static bool start_summary(mg_req_t *req, mg_attempt_t *a, const mg_model_t *s,
     mg_timeouts_t t = mg_config_timeouts(cfg, s);
     int64_t tmo = cfg->gw.compaction.summary_timeout_ms;
     up_headers_t hd;
-    upstream_headers(sp, false, &hd);
+    upstream_headers(sp, false, NULL, &hd);
     char *url = upstream_url(sp);
     mg_xfer_spec_t spec = {
         .url = url,
@@ -884,7 +908,9 @@ static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *
     }
 
     up_headers_t hd;
-    upstream_headers(p, req->stream, &hd);
+    char *beta = same && p->api == MG_API_ANTHROPIC_MESSAGES ? client_betas(req) : NULL;
+    upstream_headers(p, req->stream, beta, &hd);
+    free(beta);
 
     mg_timeouts_t t = mg_config_timeouts(cfg, m);
     if (opt.connect_ms > 0) t.connect_ms = opt.connect_ms;

@@ -3,6 +3,7 @@
 through as they came) and translated: a stream cut after its commit point must end with an error
 event in the client's own format, never as if it were complete."""
 
+import http.client
 import json
 import unittest
 
@@ -277,6 +278,58 @@ class ApiStreams(MGTestCase):
                 self.a.push_behavior("badjson", body=json.dumps(whole).encode())
                 r = gw.post_json(path, dict(body(path, "lo/qwen-local"), stream=False))
                 self.assertEqual((r.status, r.json.get("model")), (200, "qwen-local"), r)
+
+    def test_anthropic_beta_flags_go_to_anthropic_upstreams_only(self):
+        # The SDK's betas and Claude Code's features travel in anthropic-beta: to an Anthropic
+        # upstream they go along (several headers joined), to another API's upstream they do not,
+        # and an admin's own anthropic-beta for the provider wins.
+        def post(gw, model, betas):
+            c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+            data = json.dumps({"model": model, "max_tokens": 16, "messages": MSGS}).encode()
+            c.putrequest("POST", "/v1/messages")
+            for h, v in [("Content-Type", "application/json"), ("Content-Length", str(len(data)))] + betas:
+                c.putheader(h, v)
+            c.endheaders(data)
+            self.assertEqual(c.getresponse().status, 200)
+            c.close()
+            return self.a.requests[-1].headers.get("anthropic-beta")
+        betas = [("anthropic-beta", "context-1m-2025-08-07"), ("anthropic-beta", "interleaved-thinking-2025-05-14")]
+        self.assertEqual(post(self.gw, "an/m", betas), "context-1m-2025-08-07,interleaved-thinking-2025-05-14")
+        self.assertIsNone(post(self.gw, "oc/m", betas))
+        self.assertIsNone(post(self.gw, "an/m", [("anthropic-beta", "x;y=z")]), "only flag characters pass")
+        admin = self.gateway(config(providers={"an": dict(provider(self.a, ["m"], api="anthropic-messages"),
+                                                          headers={"anthropic-beta": "admin-flag"})}, primary="an/m"))
+        self.assertEqual(post(admin, "an/m", betas), "admin-flag")
+
+    def test_server_tool_blocks_are_content(self):
+        # An Anthropic stream may open with server tool use and its results (web search: a
+        # megabyte of them) before any text. They are the answer under way, not events before
+        # it: nothing held back past the pending cap, the stream passed through whole.
+        ev = lambda name, d: "event: %s\ndata: %s\n\n" % (name, json.dumps(dict(d, type=name)))  # noqa: E731
+        raw = ev("message_start", {"message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                                               "content": [], "stop_reason": None,
+                                               "usage": {"input_tokens": 5, "output_tokens": 1}}})
+        for i in range(3):
+            raw += (ev("content_block_start", {"index": 2 * i, "content_block": {
+                        "type": "server_tool_use", "id": "srvtoolu_%d" % i, "name": "web_search", "input": {"query": "q"}}}) +
+                    ev("content_block_stop", {"index": 2 * i}) +
+                    ev("content_block_start", {"index": 2 * i + 1, "content_block": {
+                        "type": "web_search_tool_result", "tool_use_id": "srvtoolu_%d" % i, "content": [
+                            {"type": "web_search_result", "url": "https://u/%d" % k, "title": "t",
+                             "encrypted_content": "E" * 40000} for k in range(10)]}}) +
+                    ev("content_block_stop", {"index": 2 * i + 1}))
+        raw += (ev("content_block_start", {"index": 6, "content_block": {"type": "text", "text": ""}}) +
+                ev("content_block_delta", {"index": 6, "delta": {"type": "text_delta", "text": "found"}}) +
+                ev("content_block_stop", {"index": 6}) +
+                ev("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}) +
+                ev("message_stop", {}))
+        self.a.push_behavior("answer", raw_sse=raw)
+        s = self.gw.stream_all(dict(body("/v1/messages", "an/m"), tools=[{"type": "web_search_20250305", "name": "web_search"}]),
+                               path="/v1/messages")
+        self.assertEqual(s.status, 200, s)
+        kinds = [p["content_block"]["type"] for p in s.payloads if p.get("type") == "content_block_start"]
+        self.assertEqual(kinds, ["server_tool_use", "web_search_tool_result"] * 3 + ["text"], kinds)
+        self.assertEqual(s.payloads[-1]["type"], "message_stop")
 
     def test_a_chat_answer_without_id_or_created_gets_them(self):
         # A Chat client of a Chat upstream that names its answers nothing (some local servers)

@@ -40,6 +40,7 @@ static void ir_log_event(mg_buf_t *b, const mg_ir_event_t *ev)
         ir_log_str(b, ev->text, ev->text_len);
         break;
     case MG_IR_EV_BLOCK_END: mg_buf_puts(b, "/"); break;
+    case MG_IR_EV_OPAQUE_BLOCK: mg_buf_puts(b, "opaque"); break;
     case MG_IR_EV_FINISH: mg_buf_printf(b, "finish:%s", mg_ir_finish_name(ev->finish)); break;
     case MG_IR_EV_USAGE:
         mg_buf_printf(b, "usage[%lld,%lld,%lld,%lld,%lld]", (long long)ev->usage.input, (long long)ev->usage.output,
