@@ -1023,6 +1023,13 @@ static void reply_all_failed(mg_req_t *req, mg_reply_t *reply)
             }
         }
         mg_buf_t msg = {0};
+        /* Anthropic's own words first for its clients: Claude Code and others recognise an
+         * overflow by "prompt is too long: N tokens > M maximum" (its error has no code). */
+        if (req->ep == MG_EP_MESSAGES && req->est_tokens > 0 && largest)
+            mg_buf_printf(&msg, "prompt is too long: %lld tokens > %lld maximum; ", (long long)req->est_tokens,
+                          (long long)largest_w);
+        else if (req->ep == MG_EP_MESSAGES)
+            mg_buf_puts(&msg, "prompt is too long; ");
         if (req->est_tokens > 0)
             mg_buf_printf(&msg, "the request is estimated at %lld prompt tokens", (long long)req->est_tokens);
         else

@@ -128,6 +128,7 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, mg_req_t *req, mg_re
     if (req) {
         req->status = r->status;
         add_header(resp, "x-request-id", req->id);
+        if (req->ep == MG_EP_MESSAGES) add_header(resp, "request-id", req->id); /* Anthropic SDK's _request_id */
         if (req->n_attempts || req->trace[0] || req->is_api) { /* refusals too: the policy's trace */
             mg_buf_t route = {0};
             mg_router_route_header(req, &route);
@@ -541,6 +542,7 @@ static enum MHD_Result send_stream(struct MHD_Connection *c, mg_req_t *req)
     add_header(resp, "Content-Type", "text/event-stream");
     add_header(resp, "Cache-Control", "no-cache");
     add_header(resp, "x-request-id", req->id);
+    if (req->ep == MG_EP_MESSAGES) add_header(resp, "request-id", req->id);
     mg_buf_t route = {0};
     mg_router_route_header(req, &route);
     add_header(resp, "x-moongate-route", route.data);

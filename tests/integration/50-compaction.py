@@ -133,6 +133,10 @@ class Compaction(MGTestCase):
         self.assertIn("estimated at", err["message"])
         self.assertIn("4096", err["message"])
         self.assertEqual(len(self.a.requests), 0, "nothing was sent to a model it cannot fit")
+        # An Anthropic client gets Anthropic's own wording, which its tools recognise.
+        r = self.gw.post_json("/v1/messages", {"model": "small/m", "max_tokens": 100, "messages": msgs})
+        self.assertEqual((r.status, r.json["error"]["type"]), (400, "invalid_request_error"), r)
+        self.assertRegex(r.json["error"]["message"], r"^prompt is too long: \d+ tokens > 4096 maximum; ", r)
 
 
 class LearnedWindow(MGTestCase):

@@ -97,6 +97,15 @@ for (const id of Object.keys(kinds)) {
   });
 }
 
+test("the Anthropic SDK reads the gateway's request id", async () => {
+  const m = await anthropic.messages.create({ model: 'anth/m', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+  assert.match(m._request_id ?? '', /^req_/);
+  const s = anthropic.messages.stream({ model: 'anth/m', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+  const { request_id } = await s.withResponse();
+  assert.match(request_id ?? '', /^req_/);
+  await s.finalMessage();
+});
+
 test('a tool call without argument bytes reaches each SDK with {}', async () => {
   const want = [['call_a', 'now', {}], ['call_b', 'get_w', { city: 'Paris' }]];
   const m = await anthropic.messages.stream({ model: 'chat/tools', max_tokens: 100, messages: [{ role: 'user', content: 'hello' }] }).finalMessage();
@@ -126,7 +135,7 @@ for (const id of Object.keys(kinds)) {
 test('errors reach each SDK in its own format', async () => {
   await assert.rejects(
     anthropic.messages.create({ model: 'nope/x', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }),
-    (e) => e instanceof Anthropic.NotFoundError && e.error?.error?.type === 'not_found_error',
+    (e) => e instanceof Anthropic.NotFoundError && e.error?.error?.type === 'not_found_error' && /^req_/.test(e.requestID),
   );
   await assert.rejects(openai.responses.create({ model: 'nope/x', input: 'x' }), (e) => e instanceof OpenAI.NotFoundError);
 });
