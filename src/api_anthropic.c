@@ -160,6 +160,20 @@ static int decode_blocks(mg_ir_arena_t *a, const cJSON *content, mg_ir_parts_t *
     return mg_codec_decode_content(&block_rules, a, content, pv, results, err, errlen);
 }
 
+/* output_config: its effort (low, medium, high; max is high, the most the others have) and its
+ * structured-output format ({type: "json_schema", schema}), for upstreams of other APIs. */
+static void decode_output_config(const cJSON *oc, mg_ir_request_t *r)
+{
+    const char *eff = mg_ir_jstr(oc, "effort");
+    if (eff && strcmp(eff, "low") == 0) r->output_effort = MG_IR_EFFORT_LOW;
+    else if (eff && strcmp(eff, "medium") == 0) r->output_effort = MG_IR_EFFORT_MEDIUM;
+    else if (eff && (strcmp(eff, "high") == 0 || strcmp(eff, "max") == 0)) r->output_effort = MG_IR_EFFORT_HIGH;
+    const cJSON *fmt = mg_ir_jget(oc, "format");
+    const char *type = mg_ir_jstr(fmt, "type");
+    if (type && strcmp(type, "json_schema") == 0 && cJSON_IsObject(mg_ir_jget(fmt, "schema")))
+        mg_codec_decode_format(r, type, fmt);
+}
+
 int mg_anthropic_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_request_t *r, char *err,
                                 size_t errlen)
 {
@@ -238,8 +252,12 @@ int mg_anthropic_decode_request(const cJSON *body, mg_ir_arena_t *a, mg_ir_reque
         else if (strcmp(tht, "adaptive") == 0) r->reasoning_adaptive = true;
         else if (strcmp(tht, "disabled") == 0) r->effort = MG_IR_EFFORT_NONE;
     }
+    decode_output_config(mg_ir_jget(body, "output_config"), r);
+    const cJSON *mcp = mg_ir_jget(body, "mcp_servers");
+    if (cJSON_IsArray(mcp) && cJSON_GetArraySize(mcp) > 0) r->own_api_only = "mcp_servers";
     r->user = mg_ir_jstr(mg_ir_jget(body, "metadata"), "user_id");
     r->stream = cJSON_IsTrue(mg_ir_jget(body, "stream"));
+    /* output_config stays an extra too: an Anthropic upstream gets it as it came */
     mg_codec_decode_extras(body, r, known_request_fields, MG_ARRAY_LEN(known_request_fields));
     return 0;
 }

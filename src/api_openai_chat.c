@@ -569,6 +569,7 @@ cJSON *mg_openai_chat_encode_request(const mg_ir_request_t *ir, const mg_ir_requ
     if (ir->has_temperature) cJSON_AddNumberToObject(o, "temperature", ir->temperature);
     if (ir->has_top_p) cJSON_AddNumberToObject(o, "top_p", ir->top_p);
     mg_ir_effort_t eff = mg_ir_request_effort(ir);
+    if (eff == MG_IR_EFFORT_UNSET) eff = ir->output_effort;
     /* "none" is only forwarded as the client wrote it; Anthropic's "thinking disabled" means
      * "do not ask", not "ask for none" (which older models reject). The OpenRouter-style
      * `reasoning` object of a Chat client travels in extras instead. */

@@ -499,6 +499,7 @@ cJSON *mg_openai_responses_encode_request(const mg_ir_request_t *ir, const mg_ir
     if (ir->has_temperature) cJSON_AddNumberToObject(o, "temperature", ir->temperature);
     if (ir->has_top_p) cJSON_AddNumberToObject(o, "top_p", ir->top_p);
     mg_ir_effort_t eff = mg_ir_request_effort(ir);
+    if (eff == MG_IR_EFFORT_UNSET) eff = ir->output_effort;
     if ((eff != MG_IR_EFFORT_UNSET && (eff != MG_IR_EFFORT_NONE || same)) || (same && ir->reasoning_summary)) {
         cJSON *rj = cJSON_AddObjectToObject(o, "reasoning");
         if (eff != MG_IR_EFFORT_UNSET) cJSON_AddStringToObject(rj, "effort", mg_ir_effort_name(eff));

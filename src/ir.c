@@ -413,6 +413,10 @@ int mg_ir_decode_request(mg_api_t from, const cJSON *body, mg_ir_arena_t *a, mg_
 cJSON *mg_ir_encode_request(mg_api_t to, const mg_ir_request_t *ir, const mg_ir_request_opts_t *opts,
                             char *err, size_t errlen)
 {
+    if (ir->own_api_only && !mg_ir_same_api(ir->source, to)) {
+        mg_ir_fail(err, errlen, "%s cannot be sent to %s", ir->own_api_only, mg_api_name(to));
+        return NULL;
+    }
     return mg_ir_codec(to)->encode_request(ir, opts, err, errlen);
 }
 

@@ -181,6 +181,9 @@ typedef struct mg_ir_request {
     bool has_temperature, has_top_p;
     double temperature, top_p;
     mg_ir_effort_t effort;
+    mg_ir_effort_t output_effort; /* Anthropic's output_config.effort: the reasoning effort another
+                                     API is asked for when nothing else says one (an Anthropic
+                                     upstream gets output_config as it came) */
     int64_t reasoning_budget;       /* Anthropic thinking budget_tokens, -1 unset */
     bool reasoning_adaptive;        /* Anthropic thinking {type:"adaptive"} */
     const char *reasoning_summary;  /* Responses reasoning.summary, or NULL */
@@ -193,6 +196,10 @@ typedef struct mg_ir_request {
     int format_strict; /* -1 unset */
     int n;             /* Chat n (choices); 1 when absent. Other APIs cannot serve n > 1 */
     const char *previous_response_id; /* Responses server-side state: same API only */
+    /* A member of the request that only its own API has and that cannot be left out without
+     * changing what is asked (Anthropic's mcp_servers): its name, and every other API's encoder
+     * refuses the request (the candidate is skipped as unsupported). NULL: none. */
+    const char *own_api_only;
     /* Top-level members the decoder did not model, in source order (an object owned by the
      * arena). Copied only when encoding for the same API. */
     cJSON *extras;

@@ -108,6 +108,39 @@ MG_TEST(thinking_budget_temperature_and_tool_choice)
     cJSON_Delete(out);
 }
 
+/* Anthropic's output_config reaches other APIs: its effort as their reasoning effort, its
+ * json_schema format as their structured output; an Anthropic upstream gets it as it came, and no
+ * thinking it did not ask for. mcp_servers has no counterpart: other APIs' candidates refuse it. */
+MG_TEST(output_config_and_mcp_servers)
+{
+    char err[200] = "";
+    mg_ir_request_opts_t o = {.model = "up"};
+    const char *req = "{\"model\":\"m\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                      "\"output_config\":{\"effort\":\"high\",\"format\":{\"type\":\"json_schema\",\"schema\":"
+                      "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}}}}}}";
+    cJSON *out = translate_req(ANT, CHAT, req, &o, err);
+    MG_CHECK_STR(mg_ir_jstr(out, "reasoning_effort"), "high");
+    const cJSON *rf = mg_ir_jget(out, "response_format");
+    MG_CHECK_STR(mg_ir_jstr(rf, "type"), "json_schema");
+    MG_CHECK(mg_ir_jget(mg_ir_jget(mg_ir_jget(rf, "json_schema"), "schema"), "properties") != NULL);
+    cJSON_Delete(out);
+    out = translate_req(ANT, RESP, req, &o, err);
+    MG_CHECK_STR(mg_ir_jstr(mg_ir_jget(out, "reasoning"), "effort"), "high");
+    MG_CHECK_STR(mg_ir_jstr(mg_ir_jget(mg_ir_jget(out, "text"), "format"), "type"), "json_schema");
+    cJSON_Delete(out);
+    out = translate_req(ANT, ANT, req, &o, err);
+    MG_CHECK(!mg_ir_jget(out, "thinking"));
+    MG_CHECK_STR(mg_ir_jstr(mg_ir_jget(out, "output_config"), "effort"), "high");
+    cJSON_Delete(out);
+    const char *mcp = "{\"model\":\"m\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                      "\"mcp_servers\":[{\"type\":\"url\",\"url\":\"https://mcp.example\",\"name\":\"e\"}]}";
+    MG_CHECK(translate_req(ANT, CHAT, mcp, &o, err) == NULL);
+    MG_CHECK_STR(err, "mcp_servers cannot be sent to openai-completions");
+    out = translate_req(ANT, ANT, mcp, &o, err);
+    MG_CHECK(cJSON_IsArray(mg_ir_jget(out, "mcp_servers")));
+    cJSON_Delete(out);
+}
+
 /* OpenAI's allowed_tools choice, which Anthropic lacks: the tools it lists, with its mode. */
 MG_TEST(allowed_tools_become_the_tools_sent)
 {
