@@ -387,7 +387,7 @@ int mg_codec_emit_error(bool *ended, const mg_ir_error_t *e, mg_ir_event_cb cb, 
 int mg_codec_emit_raw_error(bool *ended, const char *type, const char *data, size_t len, mg_ir_event_cb cb,
                             void *ud)
 {
-    char *msg = mg_xstrndup(data, MG_MIN(len, 500));
+    char *msg = mg_xstrndup(data, len);
     mg_ir_error_t e = {500, type, NULL, msg};
     int rc = mg_codec_emit_error(ended, &e, cb, ud);
     free(msg);

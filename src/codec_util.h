@@ -146,7 +146,8 @@ int mg_codec_emit_text(mg_ir_event_type_t type, const char *s, int index, mg_ir_
 int mg_codec_emit_refusal(const char *s, mg_ir_event_cb cb, void *ud);
 /* The terminal events of a decoder: each sets *ended (so that the decoder ignores what follows)
  * and returns the callback's value. END; ERROR e; ERROR from an error event whose payload could
- * not be read (status 500, the given type, its first 500 bytes as the message); and ERROR for a
+ * not be read (status 500, the given type, its whole text as the message: the relay scrubs the
+ * provider's secrets out of it before it cuts it, so that a cut leaves no head of one); and ERROR for a
  * stream that stopped before the answer was complete (status 502, the given type). */
 int mg_codec_emit_end(bool *ended, mg_ir_event_cb cb, void *ud);
 int mg_codec_emit_error(bool *ended, const mg_ir_error_t *e, mg_ir_event_cb cb, void *ud);

@@ -5,6 +5,8 @@
  * thread and the upstream thread reporting. Entries are never freed before the registry. */
 #include "health.h"
 
+#include "ir.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
@@ -1080,7 +1082,7 @@ void mg_health_probe_response(mg_health_t *h, const mg_provider_t *p, uint64_t e
         mg_health_probe_result(h, p, endpoint, false, NULL, 0, msg, now);
         return;
     }
-    cJSON *j = status < 300 && body ? cJSON_ParseWithLength(body, len) : NULL;
+    cJSON *j = status < 300 && body ? mg_ir_parse_text(body, len) : NULL; /* budgeted: an upstream's bytes */
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
     size_t n = (size_t)MG_MAX(cJSON_GetArraySize(data), 0), k = 0;
     const char **ids = mg_xcalloc(n ? n : 1, sizeof *ids);

@@ -140,21 +140,22 @@ void *mg_ir_alloc(mg_ir_arena_t *a, size_t n)
 /* ---- cJSON documents in the arena ----
  * cJSON has one set of allocation hooks for the whole process. Ours send an allocation to the
  * calling thread's parse arena while mg_ir_parse_json runs, and to malloc otherwise (so what
- * cJSON allocates elsewhere may still be freed with free()). */
+ * cJSON allocates elsewhere may still be freed with free()). Both parses are budgeted. */
 
 static _Thread_local mg_ir_arena_t *parse_arena;
+static _Thread_local bool parse_counted; /* mg_ir_parse_text runs: malloc, within parse_left */
 static _Thread_local size_t parse_left; /* what the running parse may still allocate */
 static _Thread_local bool parse_over;   /* the last parse ran out of it */
 
 static void *json_malloc(size_t n)
 {
-    if (!parse_arena) return malloc(n);
+    if (!parse_arena && !parse_counted) return malloc(n);
     if (n > parse_left) {
         parse_over = true;
         return NULL; /* cJSON gives up: the parse fails */
     }
-    parse_left -= n;
-    return arena_take(parse_arena, n);
+    parse_left -= n; /* not given back by a free: a parse only frees its partial tree, at its end */
+    return parse_arena ? arena_take(parse_arena, n) : malloc(n);
 }
 
 static void json_free(void *p)
@@ -174,12 +175,17 @@ __attribute__((constructor)) static void json_hooks_init(void)
     cJSON_InitHooks(&h);
 }
 
+static size_t parse_budget(size_t len)
+{
+    return MG_MAX(MG_IR_PARSE_MAX_BYTES, 2 * len); /* text-heavy JSON takes about its size */
+}
+
 cJSON *mg_ir_parse_json(mg_ir_arena_t *a, const char *text, size_t len, const char **end)
 {
     const char *e = NULL;
     char *fixed = mg_json_fix_escapes(text, len); /* NULL: nothing to fix, the usual case */
     parse_arena = a;
-    parse_left = MG_MAX(MG_IR_PARSE_MAX_BYTES, 2 * len); /* text-heavy JSON takes about its size */
+    parse_left = parse_budget(len);
     parse_over = false;
     cJSON *j = cJSON_ParseWithLengthOpts(fixed ? fixed : text, len, &e, 0);
     parse_arena = NULL;
@@ -191,9 +197,18 @@ cJSON *mg_ir_parse_json(mg_ir_arena_t *a, const char *text, size_t len, const ch
 cJSON *mg_ir_parse_text(const char *text, size_t len)
 {
     char *fixed = mg_json_fix_escapes(text, len);
+    parse_counted = true;
+    parse_left = parse_budget(len);
+    parse_over = false;
     cJSON *j = cJSON_ParseWithLengthOpts(fixed ? fixed : text, len, NULL, false);
+    parse_counted = false;
     free(fixed);
     return j;
+}
+
+cJSON *mg_ir_parse_error_body(const char *body, size_t len)
+{
+    return body && len && len <= MG_IR_ERROR_JSON_MAX ? mg_ir_parse_text(body, len) : NULL;
 }
 
 bool mg_ir_parse_too_large(void)
@@ -528,7 +543,7 @@ bool mg_ir_error_from_json(const cJSON *j, long http_status, mg_ir_error_t *out)
 void mg_ir_error_from_body(mg_ir_arena_t *a, long http_status, const char *body, size_t len,
                            mg_ir_error_t *out)
 {
-    cJSON *j = body && len ? mg_ir_parse_text(body, len) : NULL;
+    cJSON *j = mg_ir_parse_error_body(body, len);
     mg_ir_error_t e;
     if (j && mg_ir_error_from_json(j, http_status, &e)) {
         out->status = e.status;

@@ -49,14 +49,22 @@ char *mg_ir_strndup(mg_ir_arena_t *a, const char *s, size_t n); /* NUL-terminate
  * surrogate escapes are read as U+FFFD (mg_json_fix_escapes): text itself is not changed. */
 cJSON *mg_ir_parse_json(mg_ir_arena_t *a, const char *text, size_t len, const char **end);
 /* The same for a stream event, a tool call's arguments or an error body: a tree from malloc (the
- * caller cJSON_Deletes it), NULL when the text is not JSON. */
+ * caller cJSON_Deletes it), NULL when the text is not JSON. Budgeted as mg_ir_parse_json is. */
 cJSON *mg_ir_parse_text(const char *text, size_t len);
-/* What one mg_ir_parse_json may allocate (or twice the text's length, if more): a document
- * needing more is refused (NULL), so that a body made of millions of tiny values (64+ bytes of
- * cJSON node each) cannot take gigabytes. */
+/* What one mg_ir_parse_json or mg_ir_parse_text may allocate (or twice the text's length, if
+ * more): a document needing more is refused (NULL), so that a body made of millions of tiny
+ * values (64+ bytes of cJSON node each) cannot take gigabytes. */
 #define MG_IR_PARSE_MAX_BYTES ((size_t)64 << 20)
-/* Whether the calling thread's last mg_ir_parse_json failed for want of that memory. */
+/* Whether the calling thread's last parse failed for want of that memory. */
 bool mg_ir_parse_too_large(void);
+/* The longest upstream error body read as JSON: the classifier's cap for the same bodies
+ * (classify.c MAX_JSON_BYTES). Only its message is wanted, and a real one is a few hundred bytes;
+ * a longer body is read as text (its first bytes), so that a hostile upstream's error of millions
+ * of tiny values costs no tree at all (at most 8 MiB of one under this cap, freed at once). */
+#define MG_IR_ERROR_JSON_MAX ((size_t)256 << 10)
+/* mg_ir_parse_text for an upstream's error body: NULL as well when it is empty or longer than
+ * MG_IR_ERROR_JSON_MAX. */
+cJSON *mg_ir_parse_error_body(const char *body, size_t len);
 /* Takes ownership of j: it is deleted with the arena. Returns j. */
 cJSON *mg_ir_keep_json(mg_ir_arena_t *a, cJSON *j);
 /* Grows an arena array of elem-sized items from n to at least n + 1 (amortised doubling; the old
@@ -444,7 +452,8 @@ cJSON *mg_ir_translate_response(mg_api_t from, mg_api_t to, const char *body, si
  * a Responses `error` event or `response.failed`). http_status is the status it came with (0 or
  * 200 when in a stream; the status is then derived from the type/code). A message in any of the
  * known context-overflow wordings (classify.c) gets code "context_length_exceeded". Strings are
- * copied into the arena. Always fills *out (a body it cannot read becomes its own trimmed text). */
+ * copied into the arena. Always fills *out (a body it cannot read, or one longer than
+ * MG_IR_ERROR_JSON_MAX, becomes its first 500 bytes, trimmed: scrub secrets from body first). */
 void mg_ir_error_from_body(mg_ir_arena_t *a, long http_status, const char *body, size_t len,
                            mg_ir_error_t *out);
 /* The same from a parsed document; strings borrowed from j. Returns false (and leaves *out

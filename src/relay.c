@@ -43,8 +43,10 @@ static void on_head(void *ud, long status, const char *headers, size_t len)
         }
         if (a->is_sse) {
             mg_req_t *req = a->req;
-            /* A Responses upstream repeats the whole answer in response.completed: let that one
-             * event be as large as a whole answer may be. */
+            /* A Responses upstream repeats the whole answer in response.completed (and an image
+             * tool's output in output_item.done): let such an event be as large as a whole answer
+             * may be. It costs no more than one: its JSON is read under the same budget
+             * (mg_ir_parse_text). */
             size_t max = req->gen->cfg->gw.max_event_bytes;
             if (a->model->provider->api == MG_API_OPENAI_RESPONSES)
                 max = MG_MAX(max, req->gen->cfg->gw.max_upstream_body_bytes);
@@ -58,6 +60,55 @@ static void on_head(void *ud, long status, const char *headers, size_t len)
             }
         }
     }
+}
+
+/* Replaces what b holds of one secret (8 bytes or more: shorter header values are not secrets). */
+static void scrub_one(mg_buf_t *b, const char *secret)
+{
+    size_t n = secret ? strlen(secret) : 0;
+    if (n < 8 || !b->len || !memmem(b->data, b->len, secret, n)) return;
+    mg_buf_t out = {0};
+    const char *p = b->data, *end = b->data + b->len, *hit;
+    while ((hit = memmem(p, (size_t)(end - p), secret, n))) {
+        mg_buf_append(&out, p, (size_t)(hit - p));
+        mg_buf_puts(&out, "[redacted]");
+        p = hit + n;
+    }
+    mg_buf_append(&out, p, (size_t)(end - p));
+    explicit_bzero(b->data, b->len);
+    mg_buf_free(b);
+    *b = out;
+}
+
+static int by_length_desc(const void *x, const void *y)
+{
+    size_t a = strlen(*(const char *const *)x), b = strlen(*(const char *const *)y);
+    return a < b ? 1 : a > b ? -1 : 0;
+}
+
+void mg_relay_scrub_secrets(mg_buf_t *b, const mg_provider_t *p)
+{
+    /* Longest first, so that a secret holding another ("Bearer <key>") goes whole. */
+    const char **v = mg_xcalloc(p->n_headers + 1, sizeof *v);
+    size_t n = 0;
+    if (p->api_key) v[n++] = p->api_key;
+    for (size_t i = 0; i < p->n_headers; i++)
+        if (p->headers[i].value) v[n++] = p->headers[i].value;
+    qsort(v, n, sizeof *v, by_length_desc);
+    for (size_t i = 0; i < n; i++) scrub_one(b, v[i]);
+    free(v);
+}
+
+void mg_relay_set_detail(mg_attempt_t *a, const char *prefix, const char *text, size_t len)
+{
+    mg_buf_t b = {0};
+    mg_buf_puts(&b, prefix);
+    mg_buf_append(&b, text, len);
+    mg_relay_scrub_secrets(&b, a->model->provider);
+    size_t n = b.len ? mg_utf8_fit(b.data, b.len, sizeof a->detail - 1) : 0;
+    for (size_t i = 0; i < n; i++) a->detail[i] = (unsigned char)b.data[i] < 0x20 ? ' ' : b.data[i];
+    a->detail[n] = '\0';
+    mg_buf_free(&b);
 }
 
 /* Appends bytes for the client and wakes its connection if it is waiting. content says whether
@@ -235,12 +286,15 @@ static int emit(event_ctx_t *ctx, const char *p, size_t n, bool content, bool do
     return 0;
 }
 
+#define STREAM_ERROR_PREFIX "error event in stream: "
+
 /* One decoded event (MG_RELAY_RAW and MG_RELAY_TRANSLATE). */
 static int on_ir(void *ud, const mg_ir_event_t *ev)
 {
     event_ctx_t *ctx = ud;
     mg_attempt_t *a = ctx->a;
     mg_req_t *req = a->req;
+    mg_ir_event_t scrubbed; /* an ERROR as the client may see it */
     switch (ev->type) {
     case MG_IR_EV_START: /* Anthropic's message_start says the input (its output is a placeholder) */
         if (a->mode == MG_RELAY_RAW && req->client_api == MG_API_OPENAI_RESPONSES) {
@@ -271,9 +325,13 @@ static int on_ir(void *ud, const mg_ir_event_t *ev)
         a->fail_cls = ctx->ev ? mg_classify_stream_error(req->gen->patterns, ctx->ev->data, ctx->ev->data_len).cls
                               : MG_CLASS_STREAM_BROKEN;
         if (a->fail_cls == MG_CLASS_SERVER_ERROR) a->fail_cls = MG_CLASS_STREAM_BROKEN;
-        snprintf(a->detail, sizeof a->detail, "error event in stream: %s",
-                 ev->error.message ? ev->error.message : "(no message)");
-        if (req->committed != a || a->mode != MG_RELAY_TRANSLATE) return 1; /* RAW forwards it as is */
+        const char *msg = ev->error.message ? ev->error.message : "(no message)";
+        mg_relay_set_detail(a, STREAM_ERROR_PREFIX, msg, strlen(msg));
+        if (req->committed != a || a->mode != MG_RELAY_TRANSLATE) return 1; /* RAW forwards it, scrubbed */
+        /* The client's error event says what the detail says: scrubbed, then cut. */
+        scrubbed = *ev;
+        scrubbed.error.message = a->detail + strlen(STREAM_ERROR_PREFIX);
+        ev = &scrubbed;
         break;
     }
     default: break;
@@ -349,7 +407,17 @@ static int on_decoded_event(event_ctx_t *ctx, const mg_sse_event_t *ev)
             mg_buf_append(&b, ev->type, ev->type_len);
             mg_buf_puts(&b, "\n");
         }
-        put_data_lines(&b, ev->data, ev->data_len);
+        if (ctx->failed) {
+            /* An error event goes out as it came but for the provider's secrets: only errors
+             * pay for the search. */
+            mg_buf_t data = {0};
+            mg_buf_append(&data, ev->data, ev->data_len);
+            mg_relay_scrub_secrets(&data, a->model->provider);
+            put_data_lines(&b, data.data, data.len);
+            mg_buf_free(&data);
+        } else {
+            put_data_lines(&b, ev->data, ev->data_len);
+        }
         mg_buf_puts(&b, "\n");
         size_t vs, ve;
         if (a->req->client_api == MG_API_OPENAI_RESPONSES &&
@@ -460,7 +528,8 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
         if (cJSON_IsObject(err)) msg = str_item(err, "message");
         else if (cJSON_IsString(err)) msg = err->valuestring;
         if (!msg && j) msg = str_item(j, "message");
-        snprintf(a->detail, sizeof a->detail, "error event in stream: %s", msg ? msg : "(no message)");
+        if (!msg) msg = "(no message)";
+        mg_relay_set_detail(a, STREAM_ERROR_PREFIX, msg, strlen(msg));
         if (committed) {
             /* Typed from the upstream's error as a translated stream's would be (its type when
              * OpenAI has it, else by its status); the code is the gateway's class. */
@@ -799,7 +868,8 @@ const char *mg_relay_answer_problem(const mg_attempt_t *a)
     cJSON *j = mg_ir_parse_text(a->body.data, a->body.len); /* read as the classifier read it */
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
-    const char *why = !cJSON_IsObject(j) ? "an answer that is not a JSON object"
+    const char *why = !j && mg_ir_parse_too_large() ? "an answer too large to read as JSON"
+                      : !cJSON_IsObject(j) ? "an answer that is not a JSON object"
                       : err && !cJSON_IsNull(err) ? "an error body with a 2xx status"
                       : a->model->provider->api != MG_API_OPENAI_COMPLETIONS ? "an answer its API's decoder cannot read"
                       : !cJSON_IsArray(choices) ? "an answer without choices"

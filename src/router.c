@@ -1250,91 +1250,47 @@ bool mg_router_attempt_done_locked(mg_req_t *req)
     return !a || a->done || req->committed;
 }
 
-/* Replaces what b holds of one secret (8 bytes or more: shorter header values are not secrets). */
-static void scrub_one(mg_buf_t *b, const char *secret)
-{
-    size_t n = secret ? strlen(secret) : 0;
-    if (n < 8 || !b->len || !memmem(b->data, b->len, secret, n)) return;
-    mg_buf_t out = {0};
-    const char *p = b->data, *end = b->data + b->len, *hit;
-    while ((hit = memmem(p, (size_t)(end - p), secret, n))) {
-        mg_buf_append(&out, p, (size_t)(hit - p));
-        mg_buf_puts(&out, "[redacted]");
-        p = hit + n;
-    }
-    mg_buf_append(&out, p, (size_t)(end - p));
-    explicit_bzero(b->data, b->len);
-    mg_buf_free(b);
-    *b = out;
-}
-
-/* Some servers echo the request, headers included, in their error text: what the client gets of
- * an upstream's error answer must not carry the provider's key or header values. */
-static int by_length_desc(const void *x, const void *y)
-{
-    size_t a = strlen(*(const char *const *)x), b = strlen(*(const char *const *)y);
-    return a < b ? 1 : a > b ? -1 : 0;
-}
-
-static void scrub_secrets(mg_buf_t *b, const mg_provider_t *p)
-{
-    /* Longest first, so that a secret holding another ("Bearer <key>") goes whole. */
-    const char **v = mg_xcalloc(p->n_headers + 1, sizeof *v);
-    size_t n = 0;
-    if (p->api_key) v[n++] = p->api_key;
-    for (size_t i = 0; i < p->n_headers; i++)
-        if (p->headers[i].value) v[n++] = p->headers[i].value;
-    qsort(v, n, sizeof *v, by_length_desc);
-    for (size_t i = 0; i < n; i++) scrub_one(b, v[i]);
-    free(v);
-}
-
 static void reply_upstream_error_body(mg_req_t *req, mg_attempt_t *a, mg_reply_t *reply);
 
-/* The upstream's own words for its error answer, as the attempt's detail (the access log,
- * /admin/health's last message): the message of its error body, or the start of its text, with
- * the provider's secrets [redacted] (before the cut, so no piece of one is left) and control
- * characters as spaces. */
-/* Whether a's answer is a JSON object with a non-null "error" member. */
+/* Whether a's answer is a JSON object with a non-null "error" member (one too long to be an error
+ * body, MG_IR_ERROR_JSON_MAX, is not). */
 static bool answer_is_error(const mg_attempt_t *a)
 {
-    cJSON *j = a->body.len ? mg_ir_parse_text(a->body.data, a->body.len) : NULL;
+    cJSON *j = mg_ir_parse_error_body(a->body.data, a->body.len);
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
     bool is = err && !cJSON_IsNull(err);
     cJSON_Delete(j);
     return is;
 }
 
+/* The upstream's own words for its error answer, as the attempt's detail (the access log,
+ * /admin/health's last message): the message of its error body, or the start of its text. The
+ * body is scrubbed of the provider's secrets first, whole, so that no cut leaves the head of one;
+ * the message again once read (a JSON escape may have spelt one). */
 static void note_upstream_error(mg_attempt_t *a)
 {
+    mg_relay_scrub_secrets(&a->body, a->model->provider);
     mg_ir_arena_t *arena = mg_ir_arena_new();
     mg_ir_error_t e;
     mg_ir_error_from_body(arena, a->status, a->body.data, a->body.len, &e);
-    mg_buf_t b = {0};
-    mg_buf_puts(&b, e.message ? e.message : "");
-    scrub_secrets(&b, a->model->provider);
-    size_t n = b.len ? mg_utf8_fit(b.data, b.len, sizeof a->detail - 1) : 0;
-    for (size_t i = 0; i < n; i++) a->detail[i] = (unsigned char)b.data[i] < 0x20 ? ' ' : b.data[i];
-    a->detail[n] = '\0';
-    mg_buf_free(&b);
+    mg_relay_set_detail(a, "", e.message, e.message ? strlen(e.message) : 0);
     mg_ir_arena_free(arena);
 }
 
 /* The request itself is at fault: the upstream's error goes back with its status, as it is when it
  * is already in the client API's shape ({"error": {"message": …}}), else re-encoded into it with
  * the message it carried (LM Studio's string errors, vLLM's unwrapped ones, plain text).
- * The provider's secrets are scrubbed from it. */
+ * The provider's secrets are scrubbed from the body before any of it is cut, and from the reply
+ * (a JSON escape in the body may have spelt one that the re-encoded message now spells out). */
 static void reply_upstream_error(mg_req_t *req, mg_attempt_t *a, mg_reply_t *reply)
 {
+    mg_relay_scrub_secrets(&a->body, a->model->provider);
     reply_upstream_error_body(req, a, reply);
-    scrub_secrets(&reply->body, a->model->provider);
+    mg_relay_scrub_secrets(&reply->body, a->model->provider);
 }
 
 static void reply_upstream_error_body(mg_req_t *req, mg_attempt_t *a, mg_reply_t *reply)
 {
-    cJSON *j = a->body.len ? cJSON_ParseWithLength(a->body.data, a->body.len) : NULL;
-    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
-    const char *msg = NULL;
     if (a->model->provider->api != req->client_api && !(req->client_api != MG_API_ANTHROPIC_MESSAGES &&
                                                         a->model->provider->api != MG_API_ANTHROPIC_MESSAGES)) {
         /* Between Anthropic's error shape and OpenAI's: re-encoded in the client's. */
@@ -1348,9 +1304,12 @@ static void reply_upstream_error_body(mg_req_t *req, mg_attempt_t *a, mg_reply_t
         mg_buf_puts(&reply->body, txt);
         free(txt);
         mg_ir_arena_free(arena);
-        cJSON_Delete(j);
         return;
     }
+    /* A body too long to be an error's (MG_IR_ERROR_JSON_MAX) is read as text: its first bytes. */
+    cJSON *j = mg_ir_parse_error_body(a->body.data, a->body.len);
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const char *msg = NULL;
     if (cJSON_IsObject(err) && cJSON_IsString(cJSON_GetObjectItemCaseSensitive(err, "message")) &&
         (req->ep != MG_EP_MESSAGES || cJSON_IsString(cJSON_GetObjectItemCaseSensitive(err, "type")))) {
         reply->status = (int)a->status;

@@ -157,7 +157,7 @@ void mg_summary_request(mg_ir_arena_t *a, const mg_ir_message_t *dropped, size_t
 int mg_summary_read(mg_api_t api, const char *body, size_t len, mg_ir_arena_t *a, const char **text,
                     size_t *text_len, char *err, size_t errlen)
 {
-    cJSON *j = len ? cJSON_ParseWithLength(body, len) : NULL;
+    cJSON *j = len ? mg_ir_parse_text(body, len) : NULL; /* budgeted: an upstream's bytes */
     if (!j) return mg_ir_fail(err, errlen, "the summarizer's answer is not JSON");
     mg_ir_arena_t *tmp = mg_ir_arena_new();
     mg_ir_response_t r;

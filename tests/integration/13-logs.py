@@ -161,6 +161,71 @@ class Secrets(MGTestCase):
         self.assertNotIn(CANARY_ENV, msg)
         self.assertEqual(msg, "bad request; you sent Authorization: Bearer [redacted] and X-Org: [redacted]", r)
 
+    def _echoing(self, api="openai-completions"):
+        a = self.mock("A")
+        gw = self.gateway(config(providers={
+            "a": provider(a, ["m"], api=api, api_key="${MG_IT_CANARY_ENV}")}, primary="a/m"),
+            env={"MG_IT_CANARY_ENV": CANARY_ENV}, secrets=ALL_CANARIES)
+        return a, gw
+
+    def assertNoKeyHead(self, text, where):
+        # Not even the head of one: the message is cut to fit after the key is replaced.
+        self.assertNotIn(CANARY_ENV[:8], text, "%s carries (part of) the key" % where)
+
+    def test_a_key_echoed_in_a_stream_error_is_redacted_everywhere(self):
+        # An upstream (a debugging proxy, an echoing server) puts the credentials it got in an
+        # error event inside its 200 stream: before any content (the gateway's own 502/400),
+        # after it (the client's stream ends with an error event, translated or as it came).
+        a, gw = self._echoing()
+        echo = {"message": "auth failed for header Authorization: Bearer " + CANARY_ENV,
+                "type": "invalid_request_error"}
+        a.set_behavior("answer", error_after=0, error=echo)
+        r = gw.chat("default", stream=True)
+        self.assertIn(r.status, (400, 502), r)
+        self.assertIn("Bearer [redacted]", r.body.decode(), r)
+        self.assertNoKeyHead(r.body.decode(), "the reply")
+        a.set_behavior("answer", error_after=2, error=echo)
+        r = gw.post_json("/v1/messages", {"model": "default", "stream": True, "max_tokens": 50,
+                                          "messages": [{"role": "user", "content": "hi"}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("Bearer [redacted]", r.body.decode(), r)
+        self.assertNoKeyHead(r.body.decode(), "the translated stream")
+        r = gw.chat("default", stream=True)  # Chat to Chat: the error chunk the gateway writes
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("Bearer [redacted]", r.body.decode(), r)
+        self.assertNoKeyHead(r.body.decode(), "the Chat stream")
+        h = gw.get("/admin/health")
+        self.assertNoKeyHead(h.body.decode(), "/admin/health")
+        gw.wait_access(3)
+        self.assertNoKeyHead(gw.all_output(), "the log")
+
+    def test_a_key_in_an_error_event_passed_as_it_came_is_redacted(self):
+        # Same API (Anthropic to Anthropic): the upstream's error event goes out with its own
+        # bytes, but for the key.
+        a, gw = self._echoing("anthropic-messages")
+        a.set_behavior("answer", error_after=4, error_style="anthropic",
+                       error={"message": "overloaded; you sent x-api-key: " + CANARY_ENV})
+        r = gw.post_json("/v1/messages", {"model": "default", "stream": True, "max_tokens": 50,
+                                          "messages": [{"role": "user", "content": "hi"}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("x-api-key: [redacted]", r.body.decode(), r)
+        self.assertNoKeyHead(r.body.decode(), "the stream")
+
+    def test_a_key_cut_by_the_message_length_leaves_no_head(self):
+        # A plain-text error that echoes the request head, padded so that the key straddles
+        # where the message is cut (511 bytes as the same API's message, 500 re-encoded for
+        # another API and in the log): the key is replaced first, then the text cut.
+        a, gw = self._echoing()
+        for pad, path, extra in ((478, "/v1/chat/completions", {}),
+                                 (468, "/v1/messages", {"max_tokens": 20})):
+            a.set_behavior("fail", status=400, content_type="text/plain",
+                           body="x" * pad + "Authorization: Bearer " + CANARY_ENV + "\n")
+            r = gw.post_json(path, dict(model="default", messages=[{"role": "user", "content": "hi"}], **extra))
+            self.assertEqual(r.status, 400, r)
+            self.assertNoKeyHead(r.body.decode(), "the reply to " + path)
+        gw.wait_access(2)
+        self.assertNoKeyHead(gw.all_output(), "the log")
+
     def test_log_file(self):
         c = self.mock("C")
         cfg = config(providers={"c": provider(c, ["m"], api_key=CANARY_LITERAL)}, primary="c/m",

@@ -344,5 +344,49 @@ class ParseCost(MGTestCase):
         self.assertEqual(gw.chat("default").status, 200)
 
 
+
+class UpstreamParseCost(MGTestCase):
+    """A hostile upstream's JSON of millions of tiny values (about 80 bytes of cJSON tree per two
+    bytes of text) must not take the gateway's memory: an error body is read as JSON only up to
+    256 KiB (its first bytes as text past that), every other parse of upstream bytes has the
+    request body's 64 MiB budget."""
+    VALUES = 4000000  # 8 MB of text, about 300 MB as a tree
+
+    def _peak_growth_kb(self, api, behavior, path="/v1/chat/completions", stream=False):
+        a = self.mock("A", behavior=behavior)
+        gw = self.gateway(config(providers={"a": provider(a, ["m"], api=api)}, primary="a/m"))
+
+        def peak_kb():
+            with open("/proc/%d/status" % gw.proc.pid) as f:
+                return int(next(l for l in f if l.startswith("VmHWM:")).split()[1])
+        before = peak_kb()
+        r = gw.post_json(path, {"model": "default", "stream": stream, "max_tokens": 20,
+                                "messages": [{"role": "user", "content": "hi"}]}, timeout=120)
+        return r, peak_kb() - before
+
+    def test_an_error_body_of_millions_of_values_is_read_as_text(self):
+        arr = b"0," * self.VALUES + b"0"
+        body = b'{"error":{"message":"bad","type":"invalid_request_error","x":[' + arr + b"]}}"
+        r, grown = self._peak_growth_kb("openai-completions", {"mode": "fail", "status": 400, "body": body})
+        # The body (8 MB) and the reply; no tree. It was about 300 MB.
+        self.assertLess(grown, 64 * 1024, "peak RSS grew by %d KiB" % grown)
+        err = self.assertOpenAIError(r, 400)
+        self.assertTrue(err["message"].startswith('{"error":{"message":"bad"'), err)
+        self.assertLess(len(r.body), 2048, "the 8 MB body went back whole")
+
+    def test_a_2xx_error_and_a_stream_event_of_millions_of_values_stay_in_budget(self):
+        arr = b"0," * self.VALUES + b"0"
+        cases = [("openai-completions", {"mode": "fail", "status": 200,
+                                          "body": b'{"error":{"message":"bad","x":[' + arr + b"]}}"}, False),
+                 ("openai-responses", {"mode": "answer", "raw_sse": b"event: response.completed\ndata: "
+                                       b'{"type":"response.completed","response":{"x":[' + arr + b"]}}\n\n"}, True)]
+        for api, behavior, stream in cases:
+            with self.subTest(api=api):
+                r, grown = self._peak_growth_kb(api, behavior, stream=stream)
+                # The body or event (8 MB) and at most 64 MiB of parse, plus slack. About 300 MB before.
+                self.assertLess(grown, 160 * 1024, "peak RSS grew by %d KiB" % grown)
+                self.assertOpenAIError(r, 502, "all_candidates_failed")
+
+
 if __name__ == "__main__":
     mglib.main()

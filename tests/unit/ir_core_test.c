@@ -4,6 +4,7 @@
 #include "ir_testlib.h"
 #include "mg_test.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,6 +111,47 @@ MG_TEST(error_bodies_in_every_known_format)
     /* Not JSON, and empty */
     check_error(502, "  <html>Bad Gateway</html>\n", 502, NULL, NULL, "<html>Bad Gateway</html>");
     check_error(503, "", 503, NULL, NULL, "upstream error");
+}
+
+/* Upstream JSON is parsed under a budget: millions of tiny values (64 bytes of node each) are
+ * refused, not built; an error body past MG_IR_ERROR_JSON_MAX is read as text, unparsed. */
+MG_TEST(upstream_json_is_parsed_within_a_budget)
+{
+    size_t n = 2 * (MG_IR_PARSE_MAX_BYTES / 64) + 2; /* about twice the budget in nodes */
+    char *text = malloc(2 * n + 1);
+    text[0] = '[';
+    for (size_t i = 1; i < 2 * n - 1; i += 2) {
+        text[i] = '0';
+        text[i + 1] = ',';
+    }
+    text[2 * n - 1] = '0';
+    text[2 * n] = ']';
+    MG_CHECK(mg_ir_parse_text(text, 2 * n + 1) == NULL);
+    MG_CHECK(mg_ir_parse_too_large());
+    cJSON *small = mg_ir_parse_text("[0,0,0]", 7); /* the budget is per parse */
+    MG_CHECK(cJSON_GetArraySize(small) == 3);
+    MG_CHECK(!mg_ir_parse_too_large());
+    cJSON_Delete(small);
+    free(text);
+
+    size_t big = MG_IR_ERROR_JSON_MAX + 64;
+    char *body = malloc(big + 1);
+    int head = snprintf(body, big + 1, "{\"error\":{\"message\":\"bad\",\"pad\":\"");
+    memset(body + head, 'x', big - head - 3);
+    memcpy(body + big - 3, "\"}}", 3);
+    body[big] = '\0';
+    cJSON *whole = mg_ir_parse_text(body, big); /* valid JSON, text-heavy: within budget */
+    MG_CHECK(whole != NULL);
+    cJSON_Delete(whole);
+    MG_CHECK(mg_ir_parse_error_body(body, big) == NULL);
+    MG_CHECK(mg_ir_parse_error_body(body, 0) == NULL);
+    mg_ir_arena_t *a = mg_ir_arena_new();
+    mg_ir_error_t e;
+    mg_ir_error_from_body(a, 400, body, big, &e);
+    MG_CHECK_INT(strlen(e.message), 500); /* its first bytes, as text */
+    MG_CHECK(strncmp(e.message, "{\"error\":{\"message\":\"bad\"", 25) == 0);
+    mg_ir_arena_free(a);
+    free(body);
 }
 
 MG_TEST(error_from_json_rejects_non_errors)
