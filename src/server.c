@@ -176,6 +176,7 @@ static enum MHD_Result add_query_length(void *cls, enum MHD_ValueKind kind, cons
  * gives the i-th of them (false past the last); catalogs are small, so the walk is fine. */
 typedef struct {
     const char *id, *owner, *display_name;
+    const mg_model_t *model; /* the model the name serves; NULL for "default" */
 } catalog_name_t;
 
 static bool catalog_names(const mg_config_t *cfg, size_t i, catalog_name_t *out)
@@ -183,18 +184,18 @@ static bool catalog_names(const mg_config_t *cfg, size_t i, catalog_name_t *out)
     for (size_t p = 0; p < cfg->n_providers; p++) {
         const mg_provider_t *pv = &cfg->providers[p];
         if (i < pv->n_models) {
-            *out = (catalog_name_t){pv->models[i].ref, pv->id, pv->models[i].name};
+            *out = (catalog_name_t){pv->models[i].ref, pv->id, pv->models[i].name, &pv->models[i]};
             return true;
         }
         i -= pv->n_models;
     }
     if (i < cfg->n_aliases) {
         *out = (catalog_name_t){cfg->aliases[i].alias, cfg->aliases[i].model->provider->id,
-                                cfg->aliases[i].alias};
+                                cfg->aliases[i].alias, cfg->aliases[i].model};
         return true;
     }
     if (i == cfg->n_aliases && cfg->n_default_chain) {
-        *out = (catalog_name_t){"default", "moongate", "default"};
+        *out = (catalog_name_t){"default", "moongate", "default", NULL};
         return true;
     }
     return false;
@@ -215,7 +216,16 @@ static void model_object(mg_buf_t *b, bool anthropic, const catalog_name_t *n, i
         mg_buf_json_str(b, n->id);
         mg_buf_puts(b, ",\"display_name\":");
         mg_buf_json_str(b, n->display_name ? n->display_name : n->id);
-        mg_buf_printf(b, ",\"created_at\":\"%s\"}", created);
+        mg_buf_printf(b, ",\"created_at\":\"%s\"", created);
+        /* The fields the SDK types as always there: the windows the catalog knows, the rest
+         * unknown (null), every model active. */
+        const mg_model_t *m = n->model;
+        if (m && m->context_window > 0) mg_buf_printf(b, ",\"max_input_tokens\":%lld", (long long)m->context_window);
+        else mg_buf_puts(b, ",\"max_input_tokens\":null");
+        if (m && m->max_tokens > 0) mg_buf_printf(b, ",\"max_tokens\":%lld", (long long)m->max_tokens);
+        else mg_buf_puts(b, ",\"max_tokens\":null");
+        mg_buf_puts(b, ",\"lifecycle\":\"active\",\"capabilities\":null,\"line\":null,\"deprecated_at\":null,"
+                       "\"retires_at\":null}");
         return;
     }
     mg_buf_puts(b, "{\"id\":");

@@ -177,5 +177,10 @@ test('models.list and models.retrieve in both shapes', async () => {
   const info = await anthropic.models.retrieve('anth/m');
   assert.equal(info.id, 'anth/m');
   assert.equal(info.type, 'model');
+  // the fields the SDK types as always present: the catalog's windows, the rest null
+  assert.equal(info.max_input_tokens, 32768);
+  assert.equal(info.max_tokens, 4096);
+  assert.equal(info.lifecycle, 'active');
+  assert.ok(info.capabilities === null && info.deprecated_at === null && info.retires_at === null);
   await assert.rejects(openai.models.retrieve('nope/x'), (e) => e instanceof OpenAI.NotFoundError);
 });
