@@ -17,7 +17,10 @@ Each rule is a table:
           matched against the lowercased text with the pattern's literal letters lowercased.
   unless  optional: a substring or list of substrings of the whole body that veto the rule.
   id      optional: a name for logs and tests (default "<file>#<n>").
-With neither field nor header, match/pattern look at the body (its first 8 KiB).
+With neither field nor header, match/pattern look at the body (its first 8 KiB), and they and
+unless do not see what it quotes of the client's request (the echo guard, docs/HEALTH.md): a client
+cannot write the words. Field and header values are read as the server wrote them, so keep field
+rules to structured fields (error.code, error.type), not to error.message.
 An error event inside a stream is judged with its error object at `error` wherever the event
 carries it: OpenAI Responses' response.failed (response.error) and its bare error event
 ({type="error", code, message}: code is read as error.code and as error.type), so the error.*

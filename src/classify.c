@@ -993,6 +993,112 @@ const char *mg_patterns_builtin_error(void)
 }
 
 /* =============================================================================================
+ * The echo guard. Servers quote parts of a bad request in their 400s: OpenAI `Invalid value:
+ * '<value>'` and the name of an unknown parameter, pydantic (vLLM) the `input`. Read as the
+ * server's own words, a client's "maximum context length is 1024 tokens" or "The model `m` does
+ * not exist" would teach every client's requests a tiny window or cool the model down for all.
+ * So before the wording rules and the window parse read an error, every run of the request's
+ * text that the error quotes is blanked (spaces: offsets and the JSON stay as they were).
+ *
+ * The request's member names and string values are cut into pieces at the bytes a serializer may
+ * write differently from the client (echo_breaks); a piece of at least ECHO_MIN_PIECE bytes found
+ * whole in the text, case aside, is blanked, and so is one that runs to the end of the text (the
+ * rules read only the body's start, which may cut a quoted value). Shorter pieces stay: common
+ * words of the server's own message ("tokens", "model") must not go. A genuine overflow message
+ * still reads: it is the server's template with numbers of its own, which no piece holds whole.
+ *
+ * Cost: one pass over the request's strings (linear, as its parse was), an index of the text's
+ * 8-byte windows (the text is the start the rules read, 8 KiB at most), and one lookup for each
+ * piece. The lookups' chain steps and compared bytes are capped at ECHO_WORK (milliseconds);
+ * a request that needs more (only text repeated thousands of times gets there) has the whole text
+ * blanked: its error is then read by its structured fields and its status only. */
+
+enum { ECHO_MIN_PIECE = 8, ECHO_WORK = 1 << 22 };
+
+typedef struct echo {
+    const char *text; /* the text as it came: what pieces are looked for in */
+    char *out;        /* the text the caller reads, blanked */
+    size_t n;
+    uint32_t *head; /* hash of an 8-byte window -> 1 + its last position, 0 none */
+    uint32_t *next; /* position -> 1 + the previous position with the same hash, 0 none */
+    size_t mask;
+    long work;
+    bool breaks[256]; /* echo_breaks, by byte: the request's strings are scanned byte by byte */
+} echo_t;
+
+_Static_assert(ECHO_MIN_PIECE == sizeof(uint64_t), "the index hashes windows of 8 bytes");
+
+/* Bytes that may reach the error other than as the client wrote them: JSON escapes (quote,
+ * backslash, slash, control characters), non-ASCII (\u-escaped by Python's json.dumps), Go's
+ * HTML-safe escapes (<, >, &) and the quote Python's repr swaps. A run without them is quoted
+ * byte for byte, or not at all. */
+static bool echo_breaks(unsigned char c)
+{
+    return c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '/' || c == '\'' || c == '<' ||
+           c == '>' || c == '&';
+}
+
+static size_t echo_hash(const echo_t *e, const char *s)
+{
+    uint64_t k = 0;
+    for (size_t i = 0; i < ECHO_MIN_PIECE; i++) k = k << 8 | (uint64_t)tolower((unsigned char)s[i]);
+    return (size_t)((k * 0x9E3779B97F4A7C15u) >> 32) & e->mask;
+}
+
+static void echo_piece(echo_t *e, const char *p, size_t len)
+{
+    for (uint32_t at = e->head[echo_hash(e, p)]; at && e->work <= ECHO_WORK; at = e->next[at - 1]) {
+        size_t q = at - 1, m = MG_MIN(len, e->n - q), i = 0;
+        while (i < m && tolower((unsigned char)e->text[q + i]) == tolower((unsigned char)p[i])) i++;
+        e->work += 1 + (long)i;
+        if (i == m) memset(e->out + q, ' ', m);
+    }
+}
+
+static void echo_string(echo_t *e, const char *s)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    while (*u && e->work <= ECHO_WORK) {
+        size_t k = 0;
+        while (!e->breaks[u[k]]) k++; /* NUL breaks too */
+        if (k >= ECHO_MIN_PIECE) echo_piece(e, (const char *)u, k);
+        for (u += k; *u && e->breaks[*u]; u++) {}
+    }
+}
+
+/* Depth is bounded by the request parser's nesting limit. */
+static void echo_tree(echo_t *e, const cJSON *j)
+{
+    for (; j && e->work <= ECHO_WORK; j = j->next) {
+        if (j->string) echo_string(e, j->string);
+        if (cJSON_IsString(j) && j->valuestring) echo_string(e, j->valuestring);
+        else echo_tree(e, j->child);
+    }
+}
+
+void mg_classify_blank_echoes(char *text, size_t n, const cJSON *request)
+{
+    if (!request || n < ECHO_MIN_PIECE) return;
+    size_t buckets = 16;
+    while (buckets < 2 * n) buckets *= 2;
+    char *copy = mg_xmalloc(n);
+    memcpy(copy, text, n);
+    echo_t e = {copy, text, n, mg_xcalloc(buckets, sizeof(uint32_t)),
+                mg_xmalloc(n * sizeof(uint32_t)), buckets - 1, 0, {false}};
+    for (int c = 0; c < 256; c++) e.breaks[c] = echo_breaks((unsigned char)c);
+    for (size_t q = 0; q + ECHO_MIN_PIECE <= n; q++) {
+        size_t h = echo_hash(&e, copy + q);
+        e.next[q] = e.head[h];
+        e.head[h] = (uint32_t)q + 1;
+    }
+    echo_tree(&e, request);
+    if (e.work > ECHO_WORK) memset(text, ' ', n);
+    free(copy);
+    free(e.head);
+    free(e.next);
+}
+
+/* =============================================================================================
  * Matching */
 
 enum { SCAN_BYTES = 8192, FIELD_BYTES = 4096, MAX_JSON_BYTES = 256 * 1024 };
@@ -1007,6 +1113,7 @@ typedef struct cctx {
     size_t lblen;
     cJSON *json;
     bool parsed;
+    const cJSON *request; /* the client's request, whose echoes lbody does not show; may be NULL */
     char lbody[SCAN_BYTES];
 } cctx_t;
 
@@ -1016,6 +1123,7 @@ static const char *ctx_lbody(cctx_t *c, size_t *len)
         c->lblen = MG_MIN(c->blen, sizeof c->lbody);
         for (size_t i = 0; i < c->lblen; i++)
             c->lbody[i] = (char)tolower((unsigned char)c->body[i]);
+        mg_classify_blank_echoes(c->lbody, c->lblen, c->request);
         c->lowered = true;
     }
     *len = c->lblen;
@@ -1136,7 +1244,7 @@ static mg_class_t status_fallback(long status)
 }
 
 static void ctx_init(cctx_t *c, long status, const char *headers, size_t hlen, const char *body,
-                     size_t blen)
+                     size_t blen, const cJSON *request)
 {
     c->status = status;
     c->headers = headers;
@@ -1146,6 +1254,7 @@ static void ctx_init(cctx_t *c, long status, const char *headers, size_t hlen, c
     c->lowered = false;
     c->lblen = 0;
     c->json = NULL;
+    c->request = request;
     c->parsed = false; /* lbody is filled on first use, not zeroed: it is 8 KiB */
 }
 
@@ -1162,11 +1271,12 @@ static mg_classification_t classify(const mg_patterns_t *p, cctx_t *c, mg_class_
 }
 
 mg_classification_t mg_classify_http2(const mg_patterns_t *p, long status, const char *headers,
-                                      size_t hlen, const char *body, size_t blen)
+                                      size_t hlen, const char *body, size_t blen,
+                                      const cJSON *request)
 {
     cctx_t ctx, *c = &ctx;
     mg_classification_t out;
-    ctx_init(c, status, headers, hlen, body, blen);
+    ctx_init(c, status, headers, hlen, body, blen, request);
     if (status >= 200 && status < 300) {
         if (!body_is_error(c)) {
             out = (mg_classification_t){MG_CLASS_OK, -1, -1, NULL};
@@ -1225,10 +1335,11 @@ static mg_class_t stream_fallback(const cJSON *j)
     return bad ? MG_CLASS_BAD_REQUEST : MG_CLASS_SERVER_ERROR;
 }
 
-mg_classification_t mg_classify_stream_error(const mg_patterns_t *p, const char *data, size_t len)
+mg_classification_t mg_classify_stream_error(const mg_patterns_t *p, const char *data, size_t len,
+                                             const cJSON *request)
 {
     cctx_t ctx, *c = &ctx;
-    ctx_init(c, 0, NULL, 0, data, len);
+    ctx_init(c, 0, NULL, 0, data, len, request);
     cJSON *j = (cJSON *)ctx_json(c);
     lift_stream_error(j);
     mg_classification_t out = classify(p, c, stream_fallback(j));
@@ -1239,7 +1350,7 @@ mg_classification_t mg_classify_stream_error(const mg_patterns_t *p, const char 
 mg_class_t mg_classify_http(long status, const char *headers, size_t hlen, const char *body,
                             size_t blen)
 {
-    return mg_classify_http2(NULL, status, headers, hlen, body, blen).cls;
+    return mg_classify_http2(NULL, status, headers, hlen, body, blen, NULL).cls;
 }
 
 /* The digits at p (after spaces), as a count of tokens; 0 when there are none or too many. */
@@ -1255,7 +1366,7 @@ static int64_t tokens_at(const char *p, const char *end)
     return v;
 }
 
-int64_t mg_classify_context_window(const char *text, size_t len)
+int64_t mg_classify_context_window(const char *text, size_t len, const cJSON *request)
 {
     /* The phrases servers put before the window (after the window: "-token context"). */
     static const char *const before[] = {
@@ -1274,6 +1385,7 @@ int64_t mg_classify_context_window(const char *text, size_t len)
     };
     char low[4096];
     size_t n = lower_into(low, sizeof low, text ? text : "", text ? len : 0);
+    mg_classify_blank_echoes(low, n, request);
     const char *end = low + n;
     for (size_t i = 0; i < MG_ARRAY_LEN(before); i++) {
         const char *hit = memmem(low, n, before[i], strlen(before[i]));

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct cJSON;
+
 typedef enum mg_class {
     MG_CLASS_OK = 0,
     MG_CLASS_CONNECT_ERROR,
@@ -99,10 +101,14 @@ typedef struct mg_classification {
  * is a JSON error object (top-level "error", or "object"/"type" equal to "error"): some servers
  * report errors with 200. headers is the raw header block; either may be NULL/empty. Only the
  * first 8 KiB of the body are searched by substring rules; field rules parse bodies up to 256 KiB.
- */
+ * request is the client's parsed request that the error answers (borrowed; NULL when the request
+ * is the gateway's own): the substring rules (match, pattern, unless) do not see what the body
+ * quotes of it (mg_classify_blank_echoes). Field and header rules read the values as they are:
+ * they name the server's structured fields (error.code, error.type), which it does not fill
+ * with client text. */
 mg_classification_t mg_classify_http2(const mg_patterns_t *patterns, long status,
                                       const char *headers, size_t hlen, const char *body,
-                                      size_t blen);
+                                      size_t blen, const struct cJSON *request);
 
 /* Class of an error event found inside a 200 stream (LM Studio's `event: error`, a `data:` chunk
  * with a top-level "error", Anthropic's error event, Responses' response.failed and bare error
@@ -110,17 +116,27 @@ mg_classification_t mg_classify_http2(const mg_patterns_t *patterns, long status
  * the event carries it (response.error; the bare event's code, message and param, its code also
  * as error.type). Rules with a status never match; when no rule does, the class is
  * MG_CLASS_BAD_REQUEST if the error's type or code is invalid_request_error, else
- * MG_CLASS_SERVER_ERROR. */
+ * MG_CLASS_SERVER_ERROR. request as for mg_classify_http2. */
 mg_classification_t mg_classify_stream_error(const mg_patterns_t *patterns, const char *data,
-                                             size_t len);
+                                             size_t len, const struct cJSON *request);
 
 /* The context window a context-overflow error names, in tokens: the window the server has
  * loaded, which may be smaller than the configured contextWindow ("maximum context length is
  * 4096 tokens", "n_ctx: 4096", "available context size (4096 tokens)", "over the 4096-token
- * context"…). 0 when the text names none. Reads the first 4 KiB of text (a body or a message). */
-int64_t mg_classify_context_window(const char *text, size_t len);
+ * context"…). 0 when the text names none. Reads the first 4 KiB of text (a body or a message),
+ * without what it quotes of request (as for mg_classify_http2). */
+int64_t mg_classify_context_window(const char *text, size_t len, const struct cJSON *request);
 
-/* The original API: mg_classify_http2 with the built-in patterns, class only. */
+/* The echo guard: overwrites with spaces, in text[0..n), every piece of request's member names and
+ * string values (cut at the bytes a JSON serializer may write differently: quote, backslash,
+ * slash, control characters, bytes >= 0x7f, ' < > &) of at least 8 bytes that text holds,
+ * compared case-insensitively; also such a piece cut short by the end of text. Servers quote bad
+ * values in their errors, and a client must not be able to write the words that change health
+ * state for every client. Matching work is capped (about 4 M steps); past it the whole text is
+ * blanked. No-op when request is NULL. n is meant to be a few KiB: the rules' window. */
+void mg_classify_blank_echoes(char *text, size_t n, const struct cJSON *request);
+
+/* The original API: mg_classify_http2 with the built-in patterns, no request, class only. */
 mg_class_t mg_classify_http(long status, const char *headers, size_t hlen, const char *body,
                             size_t blen);
 

@@ -322,7 +322,7 @@ static int on_ir(void *ud, const mg_ir_event_t *ev)
     case MG_IR_EV_ERROR: {
         /* An error inside a 200 stream: a failure, never content. */
         ctx->failed = true;
-        a->fail_cls = ctx->ev ? mg_classify_stream_error(req->gen->patterns, ctx->ev->data, ctx->ev->data_len).cls
+        a->fail_cls = ctx->ev ? mg_classify_stream_error(req->gen->patterns, ctx->ev->data, ctx->ev->data_len, req->json).cls
                               : MG_CLASS_STREAM_BROKEN;
         if (a->fail_cls == MG_CLASS_SERVER_ERROR) a->fail_cls = MG_CLASS_STREAM_BROKEN;
         const char *msg = ev->error.message ? ev->error.message : "(no message)";
@@ -522,7 +522,7 @@ static int on_event(void *ud, const mg_sse_event_t *ev)
     const char *object = j ? str_item(j, "object") : NULL;
     if (error_type || (err && !cJSON_IsNull(err)) || (object && strcmp(object, "error") == 0)) {
         /* An error inside a 200 stream (LM Studio's context overflow, vLLM, OpenRouter…). */
-        a->fail_cls = mg_classify_stream_error(req->gen->patterns, ev->data, ev->data_len).cls;
+        a->fail_cls = mg_classify_stream_error(req->gen->patterns, ev->data, ev->data_len, req->json).cls;
         if (a->fail_cls == MG_CLASS_SERVER_ERROR) a->fail_cls = MG_CLASS_STREAM_BROKEN;
         const char *msg = NULL;
         if (cJSON_IsObject(err)) msg = str_item(err, "message");
@@ -798,7 +798,7 @@ static mg_class_t chat_answer_class_text(const mg_req_t *req, const mg_attempt_t
     const char *t = a->body.data;
     if (root != '{') return MG_CLASS_SERVER_ERROR;
     if (error->found && t[error->start] != 'n') { /* present and not null */
-        mg_class_t c = mg_classify_http2(req->gen->patterns, 500, NULL, 0, t, a->body.len).cls;
+        mg_class_t c = mg_classify_http2(req->gen->patterns, 500, NULL, 0, t, a->body.len, req->json).cls;
         return c == MG_CLASS_OK ? MG_CLASS_SERVER_ERROR : c;
     }
     if (!choices->found || t[choices->start] != '[') return MG_CLASS_SERVER_ERROR;
@@ -850,7 +850,7 @@ static mg_class_t answer_class(const mg_req_t *req, mg_attempt_t *a)
     if (!cJSON_IsObject(j)) {
         c = MG_CLASS_SERVER_ERROR;
     } else if (err && !cJSON_IsNull(err)) {
-        c = mg_classify_http2(req->gen->patterns, 500, NULL, 0, a->body.data, a->body.len).cls;
+        c = mg_classify_http2(req->gen->patterns, 500, NULL, 0, a->body.data, a->body.len, req->json).cls;
         if (c == MG_CLASS_OK) c = MG_CLASS_SERVER_ERROR;
     } else if (!cJSON_IsArray(choices) || !choices->child) {
         c = MG_CLASS_SERVER_ERROR; /* none, or "choices": []: nothing answered */
@@ -892,7 +892,7 @@ mg_classification_t mg_relay_classify(const mg_req_t *req, mg_attempt_t *a)
         c.cls = MG_CLASS_SERVER_ERROR; /* no redirects */
     } else {
         c = mg_classify_http2(req->gen->patterns, a->status, a->headers.data, a->headers.len, a->body.data,
-                              a->body.len);
+                              a->body.len, req->json);
         /* A whole answer to a streaming request is read like any answer: the router then sends it
          * to the client as a stream (some servers ignore "stream": true). */
         if (c.cls == MG_CLASS_OK) c.cls = answer_class(req, a);

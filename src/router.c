@@ -1715,7 +1715,7 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
         c.cls = mg_classify_xfer(run->result);
     } else if (run->status < 200 || run->status >= 300) {
         c = mg_classify_http2(req->gen->patterns, run->status, run->headers.data, run->headers.len,
-                              run->body.data, run->body.len);
+                              run->body.data, run->body.len, req->json);
         if (c.cls == MG_CLASS_OK) c.cls = MG_CLASS_SERVER_ERROR;
     }
     /* An answer that came back is billed, used or not (the client may have left meanwhile); so
@@ -1786,8 +1786,8 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
 static bool learn_window(mg_attempt_t *a)
 {
     const mg_model_t *m = a->model;
-    int64_t w = mg_classify_context_window(a->body.data, a->body.len);
-    if (w <= 0) w = mg_classify_context_window(a->detail, strlen(a->detail));
+    int64_t w = mg_classify_context_window(a->body.data, a->body.len, a->req->json);
+    if (w <= 0) w = mg_classify_context_window(a->detail, strlen(a->detail), a->req->json);
     /* Under MG_MIN_LEARNED_WINDOW nothing would fit anyway (half goes to the answer, then the
      * margin), and such a figure is more likely a misread than a server's window. */
     if (w < MG_MIN_LEARNED_WINDOW || (m->context_window > 0 && w >= m->context_window)) return false;

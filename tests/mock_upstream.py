@@ -29,6 +29,8 @@ Behaviours (a dict: {"mode": ..., options}); the options of every mode may be co
 `delay_ms` (wait before answering) and `headers` (extra response headers):
     answer   a valid completion echoing "mock <name> saw model <model>"; streams when the request
              says "stream": true (see the stream options below). `usage` always included.
+             enums ({field: [allowed values]}): a request whose field holds another value gets
+             api.openai.com's 400 for it, which quotes the value ("Invalid value: '<value>'.").
     slow     = answer after delay_ms (default 1000).
     stall    read the request, then never answer until the client goes away.
     fail     status (default 500), body (dict -> JSON, str/bytes -> raw; default an OpenAI-style
@@ -664,6 +666,9 @@ class MockUpstream:
                                         b.get("content_type", "application/json"), extra)
         if mode not in ("answer", "slow"):
             raise ValueError("unknown mode %r" % mode)
+        invalid = self._invalid_enum(req, b)
+        if invalid:
+            return await self._send_json(conn, req, 400, invalid, extra)
         stream = req.stream and not b.get("ignore_stream")
         if kind == "anthropic":
             if stream:
@@ -678,6 +683,16 @@ class MockUpstream:
         return await self._send_json(conn, req, 200, self._chat_body(req, b), extra)
 
     # -- bodies
+    def _invalid_enum(self, req, b):
+        """OpenAI's 400 for a value outside one of the behaviour's enums, or None."""
+        for field, allowed in (b.get("enums") or {}).items():
+            v = (req.json or {}).get(field)
+            if v is not None and v not in allowed:
+                return {"error": {"message": "Invalid value: '%s'. Supported values are: %s." %
+                                             (v, ", ".join("'%s'" % a for a in allowed)),
+                                  "type": "invalid_request_error", "param": field, "code": "invalid_value"}}
+        return None
+
     def text_for(self, model):
         return "mock %s saw model %s" % (self.name, model)
 

@@ -1,7 +1,8 @@
 /* libFuzzer target for src/classify.c. Byte 0 picks the mode:
  *   0: HTTP classification with the built-in rules. Bytes 1-2 give the status (100-599), the rest
  *      is "headers\n\nbody" (or all body). Checks: a valid class, OK only for 2xx, a rule id when a
- *      rule decided, sane retry-after/should-retry, the same answer twice, stream errors never OK.
+ *      rule decided, sane retry-after/should-retry, the same answer twice, stream errors never OK;
+ *      the echo guard, with the headers as the client's request, only blanks bytes.
  *   1: the Lua-pattern subset against real Lua. Byte 1 is the pattern length, then the pattern,
  *      then the subject. For every pattern mg_pattern_check accepts, mg_pattern_find must agree
  *      with string.find(subject, pattern) in a real lua_State (found or not, start and end),
@@ -10,6 +11,7 @@
  *   2: an operator pattern file: mg_patterns_load_string must fail cleanly or give a set that
  *      classifies; nothing leaks (ASan) whatever the Lua code does.
  * Aborts on any violation. */
+#include <cjson/cJSON.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -34,8 +36,8 @@ static void fuzz_http(const uint8_t *d, size_t n)
     const char *body = sep ? sep + 2 : rest;
     size_t bl = sep ? rl - hl - 2 : rl;
 
-    mg_classification_t a = mg_classify_http2(NULL, status, headers, hl, body, bl);
-    mg_classification_t b = mg_classify_http2(NULL, status, headers, hl, body, bl);
+    mg_classification_t a = mg_classify_http2(NULL, status, headers, hl, body, bl, NULL);
+    mg_classification_t b = mg_classify_http2(NULL, status, headers, hl, body, bl, NULL);
     CHECK((int)a.cls >= 0 && (int)a.cls < MG_CLASS_COUNT);
     CHECK(a.cls != MG_CLASS_CANCELLED && a.cls != MG_CLASS_NO_KEY);
     CHECK(a.cls != MG_CLASS_OK || (status >= 200 && status < 300));
@@ -45,13 +47,32 @@ static void fuzz_http(const uint8_t *d, size_t n)
     CHECK(a.cls == b.cls && a.rule == b.rule && a.should_retry == b.should_retry);
     CHECK(mg_classify_http(status, headers, hl, body, bl) == a.cls);
 
-    mg_classification_t s = mg_classify_stream_error(NULL, body, bl);
+    mg_classification_t s = mg_classify_stream_error(NULL, body, bl, NULL);
     CHECK(s.cls != MG_CLASS_OK && (int)s.cls < MG_CLASS_COUNT);
 
     /* A window named in the text: never negative, at most 9 digits, and the same again. */
-    int64_t w = mg_classify_context_window(body, bl);
+    int64_t w = mg_classify_context_window(body, bl, NULL);
     CHECK(w >= 0 && w <= 999999999);
-    CHECK(w == mg_classify_context_window(body, bl));
+    CHECK(w == mg_classify_context_window(body, bl, NULL));
+
+    /* The echo guard, the header part standing for the client's request: it only turns bytes of
+     * the text into spaces, and the guarded readings are still sane. */
+    char *hs = mg_xstrndup(headers, hl);
+    cJSON *req = cJSON_CreateArray();
+    cJSON_AddItemToArray(req, cJSON_CreateString(hs));
+    size_t gl = MG_MIN(bl, (size_t)8192);
+    char *g = mg_xmalloc(gl + 1);
+    memcpy(g, body, gl);
+    mg_classify_blank_echoes(g, gl, req);
+    for (size_t i = 0; i < gl; i++) CHECK(g[i] == body[i] || g[i] == ' ');
+    mg_classification_t ga = mg_classify_http2(NULL, status, headers, hl, body, bl, req);
+    CHECK((int)ga.cls >= 0 && (int)ga.cls < MG_CLASS_COUNT);
+    CHECK(ga.cls != MG_CLASS_OK || (status >= 200 && status < 300));
+    int64_t gw = mg_classify_context_window(body, bl, req);
+    CHECK(gw >= 0 && gw <= 999999999);
+    free(g);
+    cJSON_Delete(req);
+    free(hs);
 }
 
 static lua_State *oracle(void)
@@ -118,9 +139,9 @@ static void fuzz_operator_file(const uint8_t *d, size_t n)
     size_t total = mg_patterns_count(p, &n_op);
     CHECK(n_op <= total);
     static const char body[] = "{\"error\":{\"message\":\"prompt is too long\",\"type\":\"x\",\"code\":429}}";
-    mg_classification_t c = mg_classify_http2(p, 400, "Retry-After: 1\r\n", 16, body, sizeof body - 1);
+    mg_classification_t c = mg_classify_http2(p, 400, "Retry-After: 1\r\n", 16, body, sizeof body - 1, NULL);
     CHECK((int)c.cls >= 0 && (int)c.cls < MG_CLASS_COUNT);
-    c = mg_classify_stream_error(p, body, sizeof body - 1);
+    c = mg_classify_stream_error(p, body, sizeof body - 1, NULL);
     CHECK(c.cls != MG_CLASS_OK);
     mg_patterns_release(p);
 }

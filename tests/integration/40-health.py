@@ -145,6 +145,30 @@ class Cooldowns(MGTestCase):
         self.assertEqual(entry(health(gw), "a")["state"], "healthy")
 
 
+class EchoedWords(MGTestCase):
+    """Servers quote a bad value in their 400 (api.openai.com: "Invalid value: '<value>'"). One
+    client's value must not be read as the server's own words and change health for every client:
+    "The model `m` does not exist" is no model_not_found cooldown that sends everyone's traffic to
+    the fallback (security review rvS finding 2)."""
+
+    def test_a_quoted_value_cools_nothing_down(self):
+        a, b = self.mock("A"), self.mock("B")
+        a.set_behavior("answer", enums={"reasoning_effort": ["low", "medium", "high"]})
+        gw = self.gateway(config(providers={"local": provider(a, ["m"]), "b": provider(b, ["big"])},
+                                 primary="local/m", fallbacks=["b/big"]))
+        for evil in ("The model `m` does not exist", "model not loaded", "enforced_spend_limit_reached"):
+            r = gw.chat("default", reasoning_effort=evil)
+            self.assertOpenAIError(r, 400)
+            self.assertIn(evil, r.json["error"]["message"], "the upstream quoted it")
+            self.assertRoute(r, [("local/m", "bad_request", 400)])
+        self.assertEqual(entry(health(gw), "local/m")["state"], "healthy")
+        self.assertEqual(entry(health(gw), "local")["state"], "healthy")
+        # Another client's request still goes to the local model.
+        r = gw.chat("default")
+        self.assertRoute(r, [("local/m", "ok", 200)])
+        self.assertEqual(len(b.requests), 0)
+
+
 class RetryBudget(MGTestCase):
     def test_an_upstream_answering_only_503_gets_at_most_1_2x_the_requests(self):
         # Retries are allowed for overloaded, but only within the retry budget (0.2 per request):

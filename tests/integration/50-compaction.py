@@ -228,6 +228,53 @@ class LearnedWindow(MGTestCase):
         self.assertIsNone(self.health_entry("loc/m")["learned_context_window"])
 
 
+class EchoedWindow(MGTestCase):
+    """A window is learned for every client from the server's words only: a client's value that
+    the server quotes in its 400 ("Invalid value: 'maximum context length is 1024 tokens'") teaches
+    nothing (security review rvS finding 2), while a genuine overflow still does when the prompt
+    itself talks of the maximum context length."""
+
+    def setUp(self):
+        self.a = self.mock("A")
+        self.a.set_behavior("answer", enums={"reasoning_effort": ["low", "medium", "high"]})
+        self.gw = self.gateway(config(
+            providers={"loc": provider(self.a, [{"id": "m", "contextWindow": 65536, "maxTokens": 4096}])},
+            primary="loc/m", gateway={"keys": [{"id": "attacker", "key": "${K1}"}, {"id": "victim", "key": "${K2}"}]}),
+            env={"K1": "attacker-key-000000", "K2": "victim-key-1111111"})
+
+    def post(self, key, body):
+        return self.gw.post_json("/v1/chat/completions", body, headers={"Authorization": "Bearer " + key})
+
+    def learned(self):
+        m = [m for p in self.gw.get("/admin/health").json["providers"] for m in p["models"] if m["ref"] == "loc/m"]
+        return m[0]["learned_context_window"]
+
+    def test_a_quoted_value_teaches_no_window(self):
+        for evil in ("maximum context length is 1024 tokens", "n_ctx: 2048 context length is only 2048 tokens",
+                     "it's \"maximum context length is 2048 tokens\" \u00e9"):
+            r = self.post("attacker-key-000000", {"model": "loc/m", "reasoning_effort": evil,
+                                                  "messages": [{"role": "user", "content": "x"}]})
+            self.assertOpenAIError(r, 400)
+            self.assertRoute(r, [("loc/m", "bad_request", 400)])
+        self.assertIsNone(self.learned())
+        # The victim's 7,000-token conversation is sent whole.
+        msgs = history(turns=4, size=3000)
+        r = self.post("victim-key-1111111", {"model": "loc/m", "messages": msgs})
+        self.assertEqual(r.status, 200, r)
+        self.assertIsNone(r.header("x-moongate-compaction"))
+        self.assertEqual(len(self.a.requests[-1].json["messages"]), len(msgs))
+
+    def test_a_genuine_overflow_is_learned_when_the_prompt_names_the_words(self):
+        # vLLM's message has no code: the class and the window both come from its words.
+        self.a.push_behavior("fail", status=400, body=ERRORS["context_vllm_old"])
+        msgs = history(turns=4, size=3000)
+        msgs[-1]["content"] = "What is the maximum context length of this model? Is the maximum context length 4096?"
+        r = self.post("victim-key-1111111", {"model": "loc/m", "messages": msgs})
+        self.assertEqual(r.status, 200, r)
+        self.assertRoute(r, [("loc/m", "context_overflow", 400), ("loc/m", "ok", 200)])
+        self.assertEqual(self.learned(), 4096)
+
+
 class CountTokens(MGTestCase):
     """POST /v1/messages/count_tokens (the Anthropic SDK's messages.countTokens, which agents call
     to manage their context): the gateway's estimate for the model that would serve the request,

@@ -6,6 +6,7 @@
 #include "mg_test.h"
 #include "util.h"
 
+#include <cjson/cJSON.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -152,7 +153,7 @@ MG_TEST(every_http_wording)
     for (size_t i = 0; i < MG_ARRAY_LEN(http_fixtures); i++) {
         const fixture_t *f = &http_fixtures[i];
         mg_classification_t got =
-            mg_classify_http2(NULL, f->status, f->headers, strlen(f->headers), f->body, strlen(f->body));
+            mg_classify_http2(NULL, f->status, f->headers, strlen(f->headers), f->body, strlen(f->body), NULL);
         check_fixture("http", i, f->server, got, f->want, f->rule);
         /* The original API agrees. */
         MG_CHECK(mg_classify_http(f->status, f->headers, strlen(f->headers), f->body, strlen(f->body)) == f->want);
@@ -195,10 +196,10 @@ MG_TEST(every_stream_error_wording)
 {
     for (size_t i = 0; i < MG_ARRAY_LEN(stream_fixtures); i++) {
         const fixture_t *f = &stream_fixtures[i];
-        check_fixture("stream", i, f->server, mg_classify_stream_error(NULL, f->body, strlen(f->body)), f->want,
+        check_fixture("stream", i, f->server, mg_classify_stream_error(NULL, f->body, strlen(f->body), NULL), f->want,
                       f->rule);
     }
-    MG_CHECK(mg_classify_stream_error(NULL, NULL, 0).cls == MG_CLASS_SERVER_ERROR);
+    MG_CHECK(mg_classify_stream_error(NULL, NULL, 0, NULL).cls == MG_CLASS_SERVER_ERROR);
 }
 
 /* The window each overflow fixture names (0: none), found by a piece of its text: every overflow
@@ -247,7 +248,7 @@ MG_TEST(context_window_named_by_the_error)
                 MG_CHECK(false);
                 continue;
             }
-            MG_CHECK_INT(mg_classify_context_window(f->body, strlen(f->body)), named[k].window);
+            MG_CHECK_INT(mg_classify_context_window(f->body, strlen(f->body), NULL), named[k].window);
             checked++;
         }
     }
@@ -256,10 +257,198 @@ MG_TEST(context_window_named_by_the_error)
         "", "maximum context length is unknown", "maximum context length is 99999999999 tokens",
         "over the -token context",
     };
-    for (size_t i = 0; i < MG_ARRAY_LEN(none); i++) MG_CHECK_INT(mg_classify_context_window(none[i], strlen(none[i])), 0);
-    MG_CHECK_INT(mg_classify_context_window(NULL, 0), 0);
-    MG_CHECK_INT(mg_classify_context_window("Maximum Context Length Is 512 tokens", 36), 512);
-    MG_CHECK_INT(mg_classify_context_window("prompt contains 40000 tokens, too large for model with 32768 maximum context length", 84), 32768);
+    for (size_t i = 0; i < MG_ARRAY_LEN(none); i++) MG_CHECK_INT(mg_classify_context_window(none[i], strlen(none[i]), NULL), 0);
+    MG_CHECK_INT(mg_classify_context_window(NULL, 0, NULL), 0);
+    MG_CHECK_INT(mg_classify_context_window("Maximum Context Length Is 512 tokens", 36, NULL), 512);
+    MG_CHECK_INT(mg_classify_context_window("prompt contains 40000 tokens, too large for model with 32768 maximum context length", 84, NULL), 32768);
+}
+
+/* ---- the echo guard: what an error quotes of the client's request is not read as the server's */
+
+/* OpenAI's 400 for a bad enum value, quoting it, serialized by cJSON (quotes and backslashes
+ * escaped, non-ASCII as it is). The caller frees it. */
+static char *quoting_error(const char *value)
+{
+    char msg[16384];
+    snprintf(msg, sizeof msg, "Invalid value: '%s'. Supported values are: 'low', 'medium', and 'high'.", value);
+    cJSON *j = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(j, "error");
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddStringToObject(e, "type", "invalid_request_error");
+    cJSON_AddStringToObject(e, "param", "reasoning_effort");
+    cJSON_AddStringToObject(e, "code", "invalid_value");
+    char *out = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return out;
+}
+
+/* A request whose reasoning_effort is value. */
+static cJSON *request_with(const char *value)
+{
+    cJSON *r = cJSON_Parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    cJSON_AddStringToObject(r, "reasoning_effort", value);
+    return r;
+}
+
+static mg_class_t class_of(const char *body, const cJSON *req)
+{
+    return mg_classify_http2(NULL, 400, "", 0, body, strlen(body), req).cls;
+}
+
+/* text after mg_classify_blank_echoes with req (static buffer). */
+static const char *blanked(const char *text, const cJSON *req)
+{
+    static char buf[8192];
+    size_t n = strlen(text);
+    memcpy(buf, text, n + 1);
+    mg_classify_blank_echoes(buf, n, req);
+    return buf;
+}
+
+MG_TEST(echoed_words_change_no_class_and_teach_no_window)
+{
+    static const struct {
+        const char *value;
+        mg_class_t without_guard;
+    } attacks[] = {
+        {"maximum context length is 1024 tokens", MG_CLASS_CONTEXT_OVERFLOW},
+        {"The model `m` does not exist", MG_CLASS_MODEL_NOT_FOUND},
+        {"model not loaded", MG_CLASS_MODEL_NOT_LOADED},
+        {"enforced_spend_limit_reached", MG_CLASS_BILLING},
+        {"it's \"maximum context length is 2048 tokens\"", MG_CLASS_CONTEXT_OVERFLOW}, /* quotes inside */
+        {"Größe: maximum context length is 2048 tokens", MG_CLASS_CONTEXT_OVERFLOW},    /* non-ASCII */
+        {"C:\\tmp\\n_ctx: 2048 tokens", MG_CLASS_BAD_REQUEST},                        /* backslashes */
+    };
+    for (size_t i = 0; i < MG_ARRAY_LEN(attacks); i++) {
+        cJSON *req = request_with(attacks[i].value);
+        char *body = quoting_error(attacks[i].value);
+        MG_CHECK(class_of(body, NULL) == attacks[i].without_guard);
+        if (class_of(body, req) != MG_CLASS_BAD_REQUEST) {
+            fprintf(stderr, "echo #%zu read as the server's: %s\n", i, body);
+            MG_CHECK(false);
+        }
+        MG_CHECK_INT(mg_classify_context_window(body, strlen(body), req), 0);
+        free(body);
+        cJSON_Delete(req);
+    }
+    /* The window the unguarded parse would learn. */
+    char *body = quoting_error("C:\\tmp\\n_ctx: 2048 tokens");
+    MG_CHECK_INT(mg_classify_context_window(body, strlen(body), NULL), 2048);
+    free(body);
+}
+
+MG_TEST(echoes_escaped_by_the_server)
+{
+    /* Python's json.dumps writes non-ASCII as \u escapes; Go writes < > & so. */
+    cJSON *req = request_with("maximum context length is 1024 tokens \xE2\x80\x94 d\xC3\xA9j\xC3\xA0 vu");
+    const char *py = "{\"error\":{\"message\":\"Invalid value: 'maximum context length is 1024 tokens \\u2014 "
+                     "d\\u00e9j\\u00e0 vu'.\",\"type\":\"invalid_request_error\",\"code\":\"invalid_value\"}}";
+    MG_CHECK(class_of(py, NULL) == MG_CLASS_CONTEXT_OVERFLOW);
+    MG_CHECK(class_of(py, req) == MG_CLASS_BAD_REQUEST);
+    MG_CHECK_INT(mg_classify_context_window(py, strlen(py), req), 0);
+    cJSON_Delete(req);
+    req = request_with("The model <m> does not exist");
+    const char *go = "{\"error\":{\"message\":\"invalid value \\\"The model \\u003cm\\u003e does not exist\\\"\"}}";
+    MG_CHECK(class_of(go, NULL) == MG_CLASS_MODEL_NOT_FOUND);
+    MG_CHECK(class_of(go, req) == MG_CLASS_BAD_REQUEST);
+    cJSON_Delete(req);
+    /* The client escaped its text; the server quotes it decoded. */
+    req = cJSON_Parse("{\"reasoning_effort\":\"\\u006daximum context length is 1024 tokens\"}");
+    const char *plain = "{\"error\":{\"message\":\"Invalid value: 'maximum context length is 1024 tokens'.\"}}";
+    MG_CHECK(class_of(plain, req) == MG_CLASS_BAD_REQUEST);
+    cJSON_Delete(req);
+    /* An unknown parameter's name is quoted as well. */
+    req = cJSON_Parse("{\"model\":\"m\",\"The model `m` does not exist\":1}");
+    const char *unknown = "{\"error\":{\"message\":\"Unrecognized request argument supplied: The model `m` does not exist\"}}";
+    MG_CHECK(class_of(unknown, NULL) == MG_CLASS_MODEL_NOT_FOUND);
+    MG_CHECK(class_of(unknown, req) == MG_CLASS_BAD_REQUEST);
+    cJSON_Delete(req);
+}
+
+MG_TEST(echo_guard_edges)
+{
+    cJSON *req = request_with("Maximum Context Length Is 1024 Tokens");
+    /* At the very start and the very end of the text, and case aside. */
+    MG_CHECK_STR(blanked("maximum context length is 1024 tokens", req), "                                     ");
+    MG_CHECK_STR(blanked("x: Maximum Context Length Is 1024 Tokens", req), "x:                                      ");
+    /* Cut short by the end of what the rules read: blanked as far as it goes. */
+    MG_CHECK_STR(blanked("x: maximum context len", req), "x:                    ");
+    /* A piece of the value is not enough: the whole piece must be there. */
+    MG_CHECK_STR(blanked("maximum context length is 4096 tokens", req), "maximum context length is 4096 tokens");
+    cJSON_Delete(req);
+    /* Pieces under 8 bytes stay: the server's own words must not go. */
+    req = cJSON_Parse("{\"a\":\"tokens\",\"b\":\"is 4096\",\"tokens\":[\"length\"]}");
+    MG_CHECK_STR(blanked("maximum context length is 4096 tokens", req), "maximum context length is 4096 tokens");
+    cJSON_Delete(req);
+    /* Repeated quotes are all blanked; nothing without a request. */
+    req = request_with("n_ctx: 2048");
+    MG_CHECK_STR(blanked("n_ctx: 2048 / n_ctx: 2048", req), "            /            ");
+    MG_CHECK_STR(blanked("n_ctx: 2048", NULL), "n_ctx: 2048");
+    cJSON_Delete(req);
+    /* Inside a stream's error event too. */
+    req = request_with("The model `m` does not exist");
+    const char *ev = "{\"error\":{\"message\":\"Invalid value: 'The model `m` does not exist'\",\"type\":\"server_error\"}}";
+    MG_CHECK(mg_classify_stream_error(NULL, ev, strlen(ev), NULL).cls == MG_CLASS_MODEL_NOT_FOUND);
+    MG_CHECK(mg_classify_stream_error(NULL, ev, strlen(ev), req).cls == MG_CLASS_SERVER_ERROR);
+    cJSON_Delete(req);
+    /* A quote that crosses the 8 KiB the rules read is blanked up to there. */
+    char value[9100];
+    snprintf(value, sizeof value, "maximum context length is 1024 tokens ");
+    memset(value + strlen(value), 'z', 9000);
+    value[sizeof value - 1] = '\0';
+    req = request_with(value);
+    char *body = quoting_error(value);
+    MG_CHECK(class_of(body, NULL) == MG_CLASS_CONTEXT_OVERFLOW);
+    MG_CHECK(class_of(body, req) == MG_CLASS_BAD_REQUEST);
+    free(body);
+    cJSON_Delete(req);
+}
+
+MG_TEST(a_genuine_overflow_still_reads_when_the_prompt_names_it)
+{
+    /* The client's prompt talks about the very words; the server's message is its own. */
+    cJSON *req = cJSON_Parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+                             "\"What is the maximum context length of this model?\\nIs its maximum context length "
+                             "4096 tokens? n_ctx: 4096?\"},{\"role\":\"user\",\"content\":\"Summarize: the context length of models grows.\"}]}");
+    for (size_t i = 0; i < MG_ARRAY_LEN(http_fixtures); i++) {
+        const fixture_t *f = &http_fixtures[i];
+        if (f->want != MG_CLASS_CONTEXT_OVERFLOW) continue;
+        mg_classification_t c = mg_classify_http2(NULL, f->status, f->headers, strlen(f->headers), f->body,
+                                                  strlen(f->body), req);
+        MG_CHECK(c.cls == MG_CLASS_CONTEXT_OVERFLOW);
+        MG_CHECK_INT(mg_classify_context_window(f->body, strlen(f->body), req),
+                     mg_classify_context_window(f->body, strlen(f->body), NULL));
+    }
+    const char *openai = http_fixtures[0].body;
+    MG_CHECK_INT(mg_classify_context_window(openai, strlen(openai), req), 4096);
+    cJSON_Delete(req);
+    /* The price: a request holding a piece of the server's message as a piece of its own (a
+     * quoted term, a line) has it blanked in its own error, which then reads by its fields. */
+    req = cJSON_Parse("{\"messages\":[{\"role\":\"user\",\"content\":\"What does 'context length' mean?\"}]}");
+    MG_CHECK(class_of(openai, req) == MG_CLASS_CONTEXT_OVERFLOW); /* error.code */
+    MG_CHECK_INT(mg_classify_context_window(openai, strlen(openai), req), 0);
+    cJSON_Delete(req);
+}
+
+MG_TEST(echo_guard_work_is_capped)
+{
+    /* A text of one byte repeated, and pieces that start like every window of it: past the cap
+     * the whole text goes, the server's own words with it (the error is read by fields only). */
+    char text[8192];
+    memcpy(text, "n_ctx: 4096 ", 12);
+    memset(text + 12, 'a', sizeof text - 13);
+    text[sizeof text - 1] = '\0';
+    cJSON *few = cJSON_CreateArray(), *many = cJSON_CreateArray();
+    for (int i = 0; i < 5; i++) cJSON_AddItemToArray(few, cJSON_CreateString("aaaaaaaab"));
+    for (int i = 0; i < 2000; i++) cJSON_AddItemToArray(many, cJSON_CreateString("aaaaaaaab"));
+    MG_CHECK(strncmp(blanked(text, few), "n_ctx: 4096 aaaa", 16) == 0);
+    int64_t t0 = mg_now_us();
+    const char *b = blanked(text, many);
+    int64_t dt = mg_now_us() - t0;
+    MG_CHECK(strspn(b, " ") == strlen(text));
+    printf("  echo guard past its cap: %lld us\n", (long long)dt);
+    MG_CHECK(dt < 200000); /* generous: ASan/UBSan */
+    cJSON_Delete(few);
+    cJSON_Delete(many);
 }
 
 MG_TEST(transfer_results)
@@ -350,23 +539,23 @@ MG_TEST(ratelimit_reset_headers)
     /* A 429 without retry-after takes the reset; retry-after wins when both are there. */
     const char *body = "{\"error\":{\"message\":\"Rate limit reached\",\"code\":\"rate_limit_exceeded\"}}";
     h = "x-ratelimit-remaining-tokens: 0\r\nx-ratelimit-reset-tokens: 2.5s\r\n";
-    mg_classification_t c = mg_classify_http2(NULL, 429, h, strlen(h), body, strlen(body));
+    mg_classification_t c = mg_classify_http2(NULL, 429, h, strlen(h), body, strlen(body), NULL);
     MG_CHECK(c.cls == MG_CLASS_RATE_LIMIT);
     MG_CHECK_INT(c.retry_after_ms, 2500);
     h = "retry-after: 1\r\nx-ratelimit-remaining-tokens: 0\r\nx-ratelimit-reset-tokens: 2.5s\r\n";
-    MG_CHECK_INT(mg_classify_http2(NULL, 429, h, strlen(h), body, strlen(body)).retry_after_ms, 1000);
+    MG_CHECK_INT(mg_classify_http2(NULL, 429, h, strlen(h), body, strlen(body), NULL).retry_after_ms, 1000);
     /* Only a 429 reads the resets (they are on every OpenAI answer). */
     h = "x-ratelimit-remaining-tokens: 0\r\nx-ratelimit-reset-tokens: 2.5s\r\n";
-    MG_CHECK_INT(mg_classify_http2(NULL, 500, h, strlen(h), "", 0).retry_after_ms, -1);
+    MG_CHECK_INT(mg_classify_http2(NULL, 500, h, strlen(h), "", 0, NULL).retry_after_ms, -1);
 }
 
 MG_TEST(should_retry_header)
 {
     const char *h = "x-should-retry: false\r\n";
-    MG_CHECK_INT(mg_classify_http2(NULL, 503, h, strlen(h), "", 0).should_retry, 0);
+    MG_CHECK_INT(mg_classify_http2(NULL, 503, h, strlen(h), "", 0, NULL).should_retry, 0);
     h = "X-Should-Retry: true\r\n";
-    MG_CHECK_INT(mg_classify_http2(NULL, 503, h, strlen(h), "", 0).should_retry, 1);
-    MG_CHECK_INT(mg_classify_http2(NULL, 503, "", 0, "", 0).should_retry, -1);
+    MG_CHECK_INT(mg_classify_http2(NULL, 503, h, strlen(h), "", 0, NULL).should_retry, 1);
+    MG_CHECK_INT(mg_classify_http2(NULL, 503, "", 0, "", 0, NULL).should_retry, -1);
 }
 
 /* ---- operator pattern files */
@@ -397,29 +586,29 @@ MG_TEST(operator_rules_come_first)
     MG_CHECK_INT(mg_patterns_count(p, &n_op), mg_patterns_count(mg_patterns_builtin(), NULL) + 5);
     MG_CHECK_INT(n_op, 5);
     const char *b = "{\"error\":{\"message\":\"temperature must be <= 2\"}}";
-    mg_classification_t c = mg_classify_http2(p, 400, "", 0, b, strlen(b));
+    mg_classification_t c = mg_classify_http2(p, 400, "", 0, b, strlen(b), NULL);
     MG_CHECK(c.cls == MG_CLASS_OVERLOADED);
     MG_CHECK_STR(c.rule, "mine");
     /* the built-ins still see the same body as bad_request */
-    MG_CHECK(mg_classify_http2(NULL, 400, "", 0, b, strlen(b)).cls == MG_CLASS_BAD_REQUEST);
+    MG_CHECK(mg_classify_http2(NULL, 400, "", 0, b, strlen(b), NULL).cls == MG_CLASS_BAD_REQUEST);
     const char *h = "X-Upstream-Status: throttled-by-proxy\r\n";
-    c = mg_classify_http2(p, 400, h, strlen(h), "{}", 2);
+    c = mg_classify_http2(p, 400, h, strlen(h), "{}", 2, NULL);
     MG_CHECK(c.cls == MG_CLASS_RATE_LIMIT);
     MG_CHECK_STR(c.rule, "ops.lua#2");
     b = "{\"message\":\"Your Quota of 500 credits exceeded\"}";
-    MG_CHECK(mg_classify_http2(p, 400, "", 0, b, strlen(b)).cls == MG_CLASS_BILLING);
+    MG_CHECK(mg_classify_http2(p, 400, "", 0, b, strlen(b), NULL).cls == MG_CLASS_BILLING);
     b = "{\"message\":\"Your quota of many credits exceeded\"}";
-    MG_CHECK(mg_classify_http2(p, 400, "", 0, b, strlen(b)).cls == MG_CLASS_BAD_REQUEST);
+    MG_CHECK(mg_classify_http2(p, 400, "", 0, b, strlen(b), NULL).cls == MG_CLASS_BAD_REQUEST);
     b = "{\"error\":{\"detail\":{\"kind\":\"OOM\"}}}";
-    MG_CHECK(mg_classify_http2(p, 507, "", 0, b, strlen(b)).cls == MG_CLASS_SERVER_ERROR);
-    MG_CHECK_STR(mg_classify_http2(p, 507, "", 0, b, strlen(b)).rule, "ops.lua#4");
-    MG_CHECK(mg_classify_http2(p, 409, "", 0, "", 0).cls == MG_CLASS_MODEL_NOT_LOADED);
-    MG_CHECK(mg_classify_http2(p, 421, "", 0, "", 0).cls == MG_CLASS_MODEL_NOT_LOADED);
-    MG_CHECK(mg_classify_http2(p, 422, "", 0, "", 0).cls == MG_CLASS_BAD_REQUEST);
+    MG_CHECK(mg_classify_http2(p, 507, "", 0, b, strlen(b), NULL).cls == MG_CLASS_SERVER_ERROR);
+    MG_CHECK_STR(mg_classify_http2(p, 507, "", 0, b, strlen(b), NULL).rule, "ops.lua#4");
+    MG_CHECK(mg_classify_http2(p, 409, "", 0, "", 0, NULL).cls == MG_CLASS_MODEL_NOT_LOADED);
+    MG_CHECK(mg_classify_http2(p, 421, "", 0, "", 0, NULL).cls == MG_CLASS_MODEL_NOT_LOADED);
+    MG_CHECK(mg_classify_http2(p, 422, "", 0, "", 0, NULL).cls == MG_CLASS_BAD_REQUEST);
     /* reference counting: a retained set survives one release */
     MG_CHECK(mg_patterns_retain(p) == p);
     mg_patterns_release(p);
-    MG_CHECK(mg_classify_http2(p, 409, "", 0, "", 0).cls == MG_CLASS_MODEL_NOT_LOADED);
+    MG_CHECK(mg_classify_http2(p, 409, "", 0, "", 0, NULL).cls == MG_CLASS_MODEL_NOT_LOADED);
     mg_patterns_release(p);
     /* the built-in set ignores retain/release */
     mg_patterns_release(mg_patterns_retain(mg_patterns_builtin()));
@@ -435,9 +624,9 @@ MG_TEST(operator_can_drop_builtins)
     MG_CHECK(p != NULL);
     if (!p) return;
     MG_CHECK_INT(mg_patterns_count(p, NULL), 1);
-    MG_CHECK(mg_classify_http2(p, 418, "", 0, "", 0).cls == MG_CLASS_AUTH);
+    MG_CHECK(mg_classify_http2(p, 418, "", 0, "", 0, NULL).cls == MG_CLASS_AUTH);
     /* without built-ins a 429 falls back on its status: a 4xx */
-    mg_classification_t c = mg_classify_http2(p, 429, "", 0, "", 0);
+    mg_classification_t c = mg_classify_http2(p, 429, "", 0, "", 0, NULL);
     MG_CHECK(c.cls == MG_CLASS_BAD_REQUEST && c.rule == NULL);
     mg_patterns_release(p);
 }
@@ -455,7 +644,7 @@ MG_TEST(operator_file_on_disk)
     mg_patterns_t *p = mg_patterns_load(path, err, sizeof err);
     MG_CHECK(p != NULL);
     if (p) {
-        mg_classification_t c = mg_classify_http2(p, 400, "", 0, "{\"m\":\"NAUGHTY words\"}", 21);
+        mg_classification_t c = mg_classify_http2(p, 400, "", 0, "{\"m\":\"NAUGHTY words\"}", 21, NULL);
         MG_CHECK(c.cls == MG_CLASS_CONTENT_FILTER);
         MG_CHECK_STR(c.rule, "disk");
         mg_patterns_release(p);
@@ -622,7 +811,7 @@ MG_TEST(classification_cost)
     for (size_t k = 0; k < MG_ARRAY_LEN(bodies); k++) {
         volatile int sink = 0;
         int64_t t0 = mg_now_us();
-        for (int i = 0; i < N; i++) sink += mg_classify_http2(NULL, 500, "", 0, bodies[k], strlen(bodies[k])).cls;
+        for (int i = 0; i < N; i++) sink += mg_classify_http2(NULL, 500, "", 0, bodies[k], strlen(bodies[k]), NULL).cls;
         double us = (double)(mg_now_us() - t0) / N;
         printf("  classification %zu: %.2f us (%zu bytes)\n", k, us, strlen(bodies[k]));
         /* generous: this also runs under ASan/UBSan in CI */
