@@ -485,6 +485,13 @@ static int status_from_type(const char *type, const char *code)
     return 500;
 }
 
+/* A numeric error code as an HTTP status, 0 when it cannot be one (any double can come: a cast
+ * of one out of int's range is undefined). */
+static int status_code(double v)
+{
+    return v >= 100 && v <= 599 ? (int)v : 0;
+}
+
 bool mg_ir_error_from_json(const cJSON *j, long http_status, mg_ir_error_t *out)
 {
     if (!cJSON_IsObject(j)) return false;
@@ -506,7 +513,7 @@ bool mg_ir_error_from_json(const cJSON *j, long http_status, mg_ir_error_t *out)
         message = mg_ir_jstr(e, "message");
         const cJSON *c = mg_ir_jget(e, "code");
         if (cJSON_IsString(c)) code = c->valuestring;
-        else if (cJSON_IsNumber(c)) num_code = (int)c->valuedouble;
+        else if (cJSON_IsNumber(c)) num_code = status_code(c->valuedouble);
         if (!message) message = mg_ir_jstr(j, "message");
     } else if (cJSON_IsString(e)) {
         message = e->valuestring; /* LM Studio, Ollama native: {"error":"…"} */
@@ -516,7 +523,7 @@ bool mg_ir_error_from_json(const cJSON *j, long http_status, mg_ir_error_t *out)
         message = mg_ir_jstr(j, "message");
         const cJSON *c = mg_ir_jget(j, "code");
         if (cJSON_IsString(c)) code = c->valuestring;
-        else if (cJSON_IsNumber(c)) num_code = (int)c->valuedouble;
+        else if (cJSON_IsNumber(c)) num_code = status_code(c->valuedouble);
         if (mg_ir_jstr(j, "object")) type = jtype;
         if (!message) message = "upstream error";
     } else {
