@@ -99,7 +99,7 @@ static const char *const health_keys[] = {"cooldownsMs", "failuresBeforeCooldown
 static const char *const timeouts_keys[] = {"connectMs", "firstTokenMs", "idleMs", "totalMs", NULL};
 static const char *const log_keys[] = {"path", "content", "contentMaxBytes", NULL};
 static const char *const gw_provider_keys[] = {"tags",   "region", "timeouts", "stripReasoning",
-                                               "safety", "http2",  "caFile", NULL};
+                                               "safety", "http2",  "caFile", "anthropicBetas", NULL};
 
 /* ---- messages -------------------------------------------------------------------------------- */
 
@@ -982,7 +982,19 @@ static int load_gateway_provider(loader_t *ld, const cJSON *o)
     }
     rc = mg_cfgread_strings(&ld->rd, o, "tags", "expected an array of strings", NULL, true,
                             &p->tags, &p->n_tags);
-    return rc < 0 ? -1 : 0;
+    if (rc < 0) return -1;
+    /* Beta flags are words of [a-z0-9.-] ("context-1m-2025-08-07"): the admin's list is all a
+     * client can turn on, so no client text reaches the upstream this way. */
+    rc = mg_cfgread_strings(&ld->rd, o, "anthropicBetas", "expected an array of anthropic-beta flags", NULL, true,
+                            &p->betas, &p->n_betas);
+    if (rc < 0) return -1;
+    for (size_t i = 0; i < p->n_betas; i++)
+        if (!p->betas[i][0] || strspn(p->betas[i], "abcdefghijklmnopqrstuvwxyz0123456789.-") != strlen(p->betas[i]))
+            return mg_cfgread_push_key(&ld->rd, "anthropicBetas"),
+                   mg_cfgread_fail(&ld->rd, mg_cfgread_member(o, "anthropicBetas"), false,
+                                   "\"%s\" is not an anthropic-beta flag (lowercase letters, digits, '.' and '-')",
+                                   p->betas[i]);
+    return 0;
 }
 
 /* gateway.health: the knobs of the health registry (health.h); absent ones keep its defaults. */
@@ -1299,17 +1311,17 @@ static void finish_providers(mg_config_t *cfg)
         char host[256];
         bool has_host = p->base_url && url_host(p->base_url, host, sizeof host);
         bool local = has_host && host_is_local(host);
-        /* OpenAI's own API: its host, Azure's, or the built-in provider's id (an https proxy in
-         * front of it keeps the name) */
-        p->openai_host = !strcmp(p->id, "openai") ||
-                         (has_host && (mg_str_eq_nocase(host, "api.openai.com") ||
-                                       host_ends_with(host, ".openai.azure.com")));
         for (size_t j = 0; j < p->n_tags; j++) local = local || !strcmp(p->tags[j], "local");
         /* "hosted" wins: a proxy on this machine (LiteLLM, say) that forwards to a hosted
          * provider is egress, whatever its address. */
         for (size_t j = 0; j < p->n_tags; j++)
             if (!strcmp(p->tags[j], "hosted")) local = false;
         p->local = local;
+        /* OpenAI's own API: its host, Azure's, or the built-in provider's id when not local (an
+         * https proxy in front of it keeps the name; a local server under that id does not) */
+        p->openai_host = !local && (!strcmp(p->id, "openai") ||
+                                    (has_host && (mg_str_eq_nocase(host, "api.openai.com") ||
+                                                  host_ends_with(host, ".openai.azure.com"))));
         const char *derived = local ? "local" : "hosted";
         char **tags = mg_xcalloc(p->n_tags + 1, sizeof *tags);
         size_t n = 0;
@@ -1382,6 +1394,7 @@ static void give_models_their_own(loader_t *ld)
         v->models = NULL;
         v->n_models = 0;
         v->tags = strings_copy(p->tags, p->n_tags);
+        v->betas = strings_copy(p->betas, p->n_betas);
         v->region = xstrdup_or_null(p->region);
         v->safety_conf.extra_tokens = strings_copy(p->safety_conf.extra_tokens, p->safety_conf.n_extra_tokens);
         v->ca_file = xstrdup_or_null(p->ca_file);
@@ -1698,6 +1711,8 @@ static void provider_free_fields(mg_provider_t *p)
     free(p->models);
     for (size_t i = 0; i < p->n_tags; i++) free(p->tags[i]);
     free(p->tags);
+    for (size_t i = 0; i < p->n_betas; i++) free(p->betas[i]);
+    free(p->betas);
     free(p->region);
     for (size_t i = 0; i < p->safety_conf.n_extra_tokens; i++) free(p->safety_conf.extra_tokens[i]);
     free(p->safety_conf.extra_tokens);

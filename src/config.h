@@ -81,6 +81,9 @@ typedef struct mg_provider {
     char **tags; /* gateway.providers.<id>.tags, plus "local" or "hosted" derived from baseUrl */
     size_t n_tags;
     char *region;            /* gateway.providers.<id>.region, or NULL */
+    char **betas;            /* gateway.providers.<id>.anthropicBetas: the anthropic-beta flags an
+                                Anthropic client may turn on at this provider (none by default) */
+    size_t n_betas;
     mg_timeouts_t timeouts;  /* gateway.providers.<id>.timeouts; 0 fields inherit */
     bool local;              /* baseUrl host is loopback/private, or tagged "local" */
     bool openai_host;        /* OpenAI's API: baseUrl host api.openai.com or *.openai.azure.com, or

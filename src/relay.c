@@ -337,8 +337,12 @@ static int on_ir(void *ud, const mg_ir_event_t *ev)
     default: break;
     }
     bool reasoning = ev->type == MG_IR_EV_REASONING_DELTA || ev->type == MG_IR_EV_REASONING_SIGNATURE;
-    bool content = (mg_ir_event_is_content(ev) && !(reasoning && a->strip_reasoning)) ||
-                   ev->type == MG_IR_EV_FINISH || ev->type == MG_IR_EV_END;
+    /* A block only the upstream's API has is content where it passes through as it came; a
+     * translation writes nothing of it, so there it commits nothing (a fallback stays possible). */
+    bool opaque_here = ev->type == MG_IR_EV_OPAQUE_BLOCK && a->mode != MG_RELAY_TRANSLATE;
+    bool content = (mg_ir_event_is_content(ev) && ev->type != MG_IR_EV_OPAQUE_BLOCK &&
+                    !(reasoning && a->strip_reasoning)) ||
+                   opaque_here || ev->type == MG_IR_EV_FINISH || ev->type == MG_IR_EV_END;
     ctx->content = ctx->content || content;
     if (a->mode != MG_RELAY_TRANSLATE) return 0;
     mg_buf_t b = {0};

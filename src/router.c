@@ -344,22 +344,32 @@ static void upstream_headers(const mg_provider_t *p, bool stream, const char *be
         h->v[h->n++] = h->owned[h->n_owned++] = join3("anthropic-beta: ", beta, "");
 }
 
-/* The client's anthropic-beta flags (every such header, comma-joined) when its request goes to
- * an upstream of its own API, Anthropic's: the SDKs' `betas` and Claude Code's features (1M
- * context, interleaved thinking, MCP servers) ask for them this way, and the body's beta fields
- * are refused without them. Only flag characters pass; NULL when there are none. */
-static char *client_betas(const mg_req_t *req)
+/* The client's anthropic-beta flags that the provider allows (gateway.providers.<id>.anthropicBetas),
+ * comma-joined, when its request goes to an upstream of its own API, Anthropic's: the SDKs'
+ * `betas` and Claude Code's features (1M context, interleaved thinking) ask for them this way.
+ * Only listed flags pass, so no client text reaches the upstream (which quotes an unknown flag in
+ * its error) and no client turns on what the operator did not. NULL when none. */
+static char *client_betas(const mg_req_t *req, const mg_provider_t *p)
 {
-    mg_buf_t b = {0};
+    if (!p->n_betas) return NULL;
+    bool *asked = mg_xcalloc(p->n_betas, sizeof *asked);
     for (size_t i = 0; i < req->n_hdrs; i++) {
         if (strcmp(req->hdrs[i].name, "anthropic-beta") != 0) continue;
-        const char *v = req->hdrs[i].value;
-        if (!*v || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.,: ") != strlen(v))
-            continue;
-        if (b.len) mg_buf_puts(&b, ",");
-        mg_buf_puts(&b, v);
+        for (const char *f = req->hdrs[i].value; *f;) {
+            f += strspn(f, " ,");
+            size_t n = strcspn(f, " ,");
+            for (size_t k = 0; n && k < p->n_betas; k++)
+                if (strlen(p->betas[k]) == n && strncmp(p->betas[k], f, n) == 0) asked[k] = true;
+            f += n;
+        }
     }
-    if (b.len > 2048) mg_buf_free(&b); /* no flag list is that long */
+    mg_buf_t b = {0};
+    for (size_t k = 0; k < p->n_betas; k++) {
+        if (!asked[k]) continue;
+        if (b.len) mg_buf_puts(&b, ",");
+        mg_buf_puts(&b, p->betas[k]);
+    }
+    free(asked);
     return b.data;
 }
 
@@ -908,7 +918,7 @@ static bool send_attempt(mg_req_t *req, mg_attempt_t *a, const mg_ir_request_t *
     }
 
     up_headers_t hd;
-    char *beta = same && p->api == MG_API_ANTHROPIC_MESSAGES ? client_betas(req) : NULL;
+    char *beta = same && p->api == MG_API_ANTHROPIC_MESSAGES ? client_betas(req, p) : NULL;
     upstream_headers(p, req->stream, beta, &hd);
     free(beta);
 

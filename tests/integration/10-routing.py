@@ -398,9 +398,12 @@ class Reencoded(MGTestCase):
         a = self.mock("A")
         models = [{"id": "o", "name": "o", "contextWindow": 32768, "maxTokens": 4096, "reasoning": True},
                   {"id": "p", "name": "p", "contextWindow": 32768, "maxTokens": 4096}]
+        # (the mock is on this machine: "openai" is tagged hosted, as a proxy to OpenAI would be;
+        # untagged it would be a local server under that id, which gets max_tokens: config_test)
         gw = self.gateway(config(providers={"openai": provider(a, models), "h": provider(a, models),
                                             "l": provider(a, models)},
-                                 primary="openai/o", gateway={"providers": {"h": {"tags": ["hosted"]}}}))
+                                 primary="openai/o", gateway={"providers": {"h": {"tags": ["hosted"]},
+                                                                            "openai": {"tags": ["hosted"]}}}))
         cases = {"openai/o": "max_completion_tokens", "openai/p": "max_tokens", "h/o": "max_tokens",
                  "l/o": "max_tokens"}
         for model, field in cases.items():

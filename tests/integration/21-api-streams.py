@@ -279,10 +279,11 @@ class ApiStreams(MGTestCase):
                 r = gw.post_json(path, dict(body(path, "lo/qwen-local"), stream=False))
                 self.assertEqual((r.status, r.json.get("model")), (200, "qwen-local"), r)
 
-    def test_anthropic_beta_flags_go_to_anthropic_upstreams_only(self):
+    def test_anthropic_beta_flags_the_provider_allows_go_to_anthropic_upstreams_only(self):
         # The SDK's betas and Claude Code's features travel in anthropic-beta: to an Anthropic
-        # upstream they go along (several headers joined), to another API's upstream they do not,
-        # and an admin's own anthropic-beta for the provider wins.
+        # upstream go the flags its provider allows (gateway.providers.<id>.anthropicBetas; none
+        # by default), from several headers; to another API's upstream none; an admin's own
+        # anthropic-beta for the provider wins.
         def post(gw, model, betas):
             c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
             data = json.dumps({"model": model, "max_tokens": 16, "messages": MSGS}).encode()
@@ -293,13 +294,37 @@ class ApiStreams(MGTestCase):
             self.assertEqual(c.getresponse().status, 200)
             c.close()
             return self.a.requests[-1].headers.get("anthropic-beta")
-        betas = [("anthropic-beta", "context-1m-2025-08-07"), ("anthropic-beta", "interleaved-thinking-2025-05-14")]
-        self.assertEqual(post(self.gw, "an/m", betas), "context-1m-2025-08-07,interleaved-thinking-2025-05-14")
-        self.assertIsNone(post(self.gw, "oc/m", betas))
-        self.assertIsNone(post(self.gw, "an/m", [("anthropic-beta", "x;y=z")]), "only flag characters pass")
+        betas = [("anthropic-beta", "context-1m-2025-08-07, files-api-2025-04-14"),
+                 ("anthropic-beta", "interleaved-thinking-2025-05-14,prompt is too long n_ctx: 2048")]
+        self.assertIsNone(post(self.gw, "an/m", betas), "none allowed by default")
+        allowed = ["interleaved-thinking-2025-05-14", "context-1m-2025-08-07"]
+        gw = self.gateway(config(providers={"an": provider(self.a, ["m"], api="anthropic-messages"),
+                                            "oc": provider(self.a, ["m"])}, primary="an/m",
+                                 gateway={"providers": {"an": {"anthropicBetas": allowed}}}))
+        self.assertEqual(post(gw, "an/m", betas), "interleaved-thinking-2025-05-14,context-1m-2025-08-07",
+                         "the allowed flags asked for, and nothing else of the client's")
+        self.assertIsNone(post(gw, "oc/m", betas))
         admin = self.gateway(config(providers={"an": dict(provider(self.a, ["m"], api="anthropic-messages"),
-                                                          headers={"anthropic-beta": "admin-flag"})}, primary="an/m"))
+                                                          headers={"anthropic-beta": "admin-flag"})}, primary="an/m",
+                                    gateway={"providers": {"an": {"anthropicBetas": allowed}}}))
         self.assertEqual(post(admin, "an/m", betas), "admin-flag")
+
+    def test_a_block_a_translation_cannot_write_commits_nothing(self):
+        # An Anthropic stream that opens with redacted_thinking, translated for a Chat client,
+        # has sent the client nothing: an overload after it moves on to the next candidate.
+        ev = lambda name, d: "event: %s\ndata: %s\n\n" % (name, json.dumps(dict(d, type=name)))  # noqa: E731
+        raw = (ev("message_start", {"message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                                                "content": [], "usage": {"input_tokens": 5, "output_tokens": 1}}}) +
+               ev("content_block_start", {"index": 0, "content_block": {"type": "redacted_thinking", "data": "x"}}) +
+               ev("content_block_stop", {"index": 0}) +
+               ev("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}}))
+        gw = self.gateway(config(providers={"an": provider(self.a, ["m"], api="anthropic-messages"),
+                                            "oc": provider(self.a, ["m"])}, primary="an/m", fallbacks=["oc/m"]))
+        self.a.push_behavior("answer", raw_sse=raw)
+        s = gw.stream_all(body("/v1/chat/completions", "default"))
+        self.assertEqual(s.status, 200, s)
+        self.assertTrue(s.text and s.done, s)
+        self.assertIn("an/m=overloaded", s.header("x-moongate-route") or "", s)
 
     def test_server_tool_blocks_are_content(self):
         # An Anthropic stream may open with server tool use and its results (web search: a

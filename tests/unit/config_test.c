@@ -410,6 +410,37 @@ done:
 
 /* A built-in provider pointed at a plain-http server (merge mode) does not carry the built-in key
  * there unless the config gives it again: it would reach whatever now answers at that address. */
+/* OpenAI's API, whose reasoning models refuse max_tokens: its host, Azure's, or the id "openai"
+ * unless that provider is local (a local server under the name knows max_tokens only). */
+MG_TEST(openai_host)
+{
+    static const struct {
+        const char *text;
+        bool want;
+    } cases[] = {
+        {"{models: {mode: 'replace', providers: {x: {baseUrl: 'https://api.openai.com/v1', models: [{id: 'm'}]}}}}", true},
+        {"{models: {mode: 'replace', providers: {x: {baseUrl: 'https://my.openai.azure.com/v1', models: [{id: 'm'}]}}}}", true},
+        {"{models: {mode: 'replace', providers: {openai: {baseUrl: 'https://proxy.example.com/v1', models: [{id: 'm'}]}}}}", true},
+        {"{models: {mode: 'replace', providers: {openai: {baseUrl: 'http://127.0.0.1:1234/v1', models: [{id: 'm'}]}}}}", false},
+        {"{models: {mode: 'replace', providers: {x: {baseUrl: 'https://api.deepseek.com/v1', models: [{id: 'm'}]}}}}", false},
+    };
+    for (size_t i = 0; i < MG_ARRAY_LEN(cases); i++) {
+        mg_config_t *cfg = load_ok(cases[i].text);
+        MG_CHECK(cfg && cfg->providers[0].openai_host == cases[i].want);
+        mg_config_free(cfg);
+    }
+}
+
+MG_TEST(anthropic_betas_are_flags)
+{
+    mg_config_t *cfg = load_ok(ONE_PROVIDER("http://h", "gateway: {providers: {p: {anthropicBetas: ['context-1m-2025-08-07']}}}"));
+    MG_CHECK(cfg && cfg->providers[0].n_betas == 1 && !strcmp(cfg->providers[0].betas[0], "context-1m-2025-08-07"));
+    mg_config_free(cfg);
+    expect_error_at(ONE_PROVIDER("http://h", "gateway: {providers: {p: {anthropicBetas: ['Bad Flag']}}}"), "['Bad",
+                    "gateway.providers.p.anthropicBetas: \"Bad Flag\" is not an anthropic-beta flag (lowercase "
+                    "letters, digits, '.' and '-')");
+}
+
 MG_TEST(a_moved_builtin_provider_leaves_its_key_behind)
 {
     /* load() clears the hosted keys from the environment: load the string directly */
