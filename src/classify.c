@@ -1045,13 +1045,56 @@ static size_t echo_hash(const echo_t *e, const char *s)
     return (size_t)((k * 0x9E3779B97F4A7C15u) >> 32) & e->mask;
 }
 
+/* Whether a quoted value may begin at position q of the text: at its start, after a byte no piece
+ * holds (a quote, a backslash…), or after ": " (OpenAI names an unknown parameter so, unquoted).
+ * A server's own sentence has its words after a word, not there. */
+static bool echo_starts(const echo_t *e, size_t q)
+{
+    return q == 0 || e->breaks[(unsigned char)e->text[q - 1]] ||
+           (q >= 2 && e->text[q - 1] == ' ' && e->text[q - 2] == ':');
+}
+
+/* Whether a quoted value may end before position at: the text's end, a byte no piece holds, or
+ * punctuation or a space after it. */
+static bool echo_ends(const echo_t *e, size_t at)
+{
+    return at >= e->n || e->breaks[(unsigned char)e->text[at]] || strchr(" .,;:)", e->text[at]);
+}
+
+/* Whether the text holds an ellipsis ("..." or U+2026) starting at position at: where a server
+ * that shortens long values (pydantic's 'first 23...last 24') cut one. */
+static bool echo_ellipsis(const echo_t *e, size_t at)
+{
+    return (at + 3 <= e->n && memcmp(e->text + at, "...", 3) == 0) ||
+           (at + 3 <= e->n && memcmp(e->text + at, "\xe2\x80\xa6", 3) == 0);
+}
+
+/* Blanks where the text quotes piece p: whole, where a quoted value may begin and end; its head,
+ * where the server cut it at the end of the text or before an ellipsis; its tail, after an
+ * ellipsis. A run of the server's own words that a piece also holds (a prompt quoting "maximum
+ * context length is") follows a word of the server's sentence ("This model's maximum…") and
+ * stays. */
 static void echo_piece(echo_t *e, const char *p, size_t len)
 {
     for (uint32_t at = e->head[echo_hash(e, p)]; at && e->work <= ECHO_WORK; at = e->next[at - 1]) {
         size_t q = at - 1, m = MG_MIN(len, e->n - q), i = 0;
         while (i < m && tolower((unsigned char)e->text[q + i]) == tolower((unsigned char)p[i])) i++;
         e->work += 1 + (long)i;
-        if (i == m) memset(e->out + q, ' ', m);
+        if (i < ECHO_MIN_PIECE || !echo_starts(e, q)) continue;
+        bool whole = i == len && echo_ends(e, q + i);
+        bool head = q + i == e->n || echo_ellipsis(e, q + i);
+        if (whole || head) memset(e->out + q, ' ', i);
+    }
+    if (len <= ECHO_MIN_PIECE) return;
+    const char *tail = p + len - ECHO_MIN_PIECE;
+    for (uint32_t at = e->head[echo_hash(e, tail)]; at && e->work <= ECHO_WORK; at = e->next[at - 1]) {
+        size_t end = at - 1 + ECHO_MIN_PIECE, j = 0;
+        if (end > e->n) continue;
+        while (j < len && j < end && tolower((unsigned char)e->text[end - 1 - j]) == tolower((unsigned char)p[len - 1 - j]))
+            j++;
+        e->work += 1 + (long)j;
+        if (j >= ECHO_MIN_PIECE && j < len && end - j >= 3 && echo_ellipsis(e, end - j - 3) && echo_ends(e, end))
+            memset(e->out + end - j, ' ', j);
     }
 }
 

@@ -381,7 +381,7 @@ MG_TEST(echo_guard_edges)
     cJSON_Delete(req);
     /* Repeated quotes are all blanked; nothing without a request. */
     req = request_with("n_ctx: 2048");
-    MG_CHECK_STR(blanked("n_ctx: 2048 / n_ctx: 2048", req), "            /            ");
+    MG_CHECK_STR(blanked("'n_ctx: 2048' / 'n_ctx: 2048'", req), "'           ' / '           '");
     MG_CHECK_STR(blanked("n_ctx: 2048", NULL), "n_ctx: 2048");
     cJSON_Delete(req);
     /* Inside a stream's error event too. */
@@ -403,6 +403,21 @@ MG_TEST(echo_guard_edges)
     cJSON_Delete(req);
 }
 
+/* A server that shortens long values it quotes (pydantic: 'first 23...last 24') quotes a head and
+ * a tail of the piece: both are blanked, as far as they go. */
+MG_TEST(echoes_shortened_by_the_server)
+{
+    cJSON *req = request_with("maximum context length is 1024 tokens zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz "
+                              "window n_ctx: 2048 tokens");
+    const char *body = "{\"detail\":[{\"msg\":\"Input should be 'low', 'medium' or 'high'\","
+                       "\"input\":\"maximum context length ...ndow n_ctx: 2048 tokens\"}]}";
+    MG_CHECK_STR(blanked("'maximum context length ...ndow n_ctx: 2048 tokens'", req),
+                 "'                       ...                       '");
+    MG_CHECK_INT(mg_classify_context_window(body, strlen(body), NULL), 2048);
+    MG_CHECK_INT(mg_classify_context_window(body, strlen(body), req), 0);
+    cJSON_Delete(req);
+}
+
 MG_TEST(a_genuine_overflow_still_reads_when_the_prompt_names_it)
 {
     /* The client's prompt talks about the very words; the server's message is its own. */
@@ -421,11 +436,18 @@ MG_TEST(a_genuine_overflow_still_reads_when_the_prompt_names_it)
     const char *openai = http_fixtures[0].body;
     MG_CHECK_INT(mg_classify_context_window(openai, strlen(openai), req), 4096);
     cJSON_Delete(req);
-    /* The price: a request holding a piece of the server's message as a piece of its own (a
-     * quoted term, a line) has it blanked in its own error, which then reads by its fields. */
-    req = cJSON_Parse("{\"messages\":[{\"role\":\"user\",\"content\":\"What does 'context length' mean?\"}]}");
+    /* A piece of the server's message that the request quotes as a term of its own (a coding
+     * agent's error-mapping code) stays in the server's sentence: it follows a word there, where
+     * no quoted value begins. */
+    req = cJSON_Parse("{\"messages\":[{\"role\":\"user\",\"content\":\"if 'maximum context length is' in "
+                      "msg: ... What does 'context length' mean?\"}]}");
+    MG_CHECK(class_of(openai, req) == MG_CLASS_CONTEXT_OVERFLOW);
+    MG_CHECK_INT(mg_classify_context_window(openai, strlen(openai), req), 4096);
+    cJSON_Delete(req);
+    /* The price: a request quoting the server's message from its start has it blanked in its
+     * own error (only its own), which then reads by its fields and status. */
+    req = cJSON_Parse("{\"messages\":[{\"role\":\"user\",\"content\":\"saw 'This model' and stopped\"}]}");
     MG_CHECK(class_of(openai, req) == MG_CLASS_CONTEXT_OVERFLOW); /* error.code */
-    MG_CHECK_INT(mg_classify_context_window(openai, strlen(openai), req), 0);
     cJSON_Delete(req);
 }
 
