@@ -1029,19 +1029,27 @@ typedef struct echo {
 _Static_assert(ECHO_MIN_PIECE == sizeof(uint64_t), "the index hashes windows of 8 bytes");
 
 /* Bytes that may reach the error other than as the client wrote them: JSON escapes (quote,
- * backslash, slash, control characters), non-ASCII (\u-escaped by Python's json.dumps), Go's
- * HTML-safe escapes (<, >, &) and the quote Python's repr swaps. A run without them is quoted
- * byte for byte, or not at all. */
+ * backslash, slash), non-ASCII (\u-escaped by Python's json.dumps), Go's HTML-safe escapes (<, >,
+ * &) and the quote Python's repr swaps. A run without them is quoted byte for byte, or not at
+ * all. Control characters stay in a piece, as spaces (echo_fold). */
 static bool echo_breaks(unsigned char c)
 {
-    return c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '/' || c == '\'' || c == '<' ||
+    return c == 0 || c >= 0x7f || c == '"' || c == '\\' || c == '/' || c == '\'' || c == '<' ||
            c == '>' || c == '&';
+}
+
+/* A byte as pieces and text are compared: case aside, and a control character as the space the
+ * error's detail shows it as (its JSON text escapes it: \t there matches nothing). So
+ * "n_ctx:\t2048" is one piece, not two too short to blank. */
+static unsigned char echo_fold(unsigned char c)
+{
+    return c < 0x20 ? ' ' : (unsigned char)tolower(c);
 }
 
 static size_t echo_hash(const echo_t *e, const char *s)
 {
     uint64_t k = 0;
-    for (size_t i = 0; i < ECHO_MIN_PIECE; i++) k = k << 8 | (uint64_t)tolower((unsigned char)s[i]);
+    for (size_t i = 0; i < ECHO_MIN_PIECE; i++) k = k << 8 | (uint64_t)echo_fold((unsigned char)s[i]);
     return (size_t)((k * 0x9E3779B97F4A7C15u) >> 32) & e->mask;
 }
 
@@ -1078,7 +1086,7 @@ static void echo_piece(echo_t *e, const char *p, size_t len)
 {
     for (uint32_t at = e->head[echo_hash(e, p)]; at && e->work <= ECHO_WORK; at = e->next[at - 1]) {
         size_t q = at - 1, m = MG_MIN(len, e->n - q), i = 0;
-        while (i < m && tolower((unsigned char)e->text[q + i]) == tolower((unsigned char)p[i])) i++;
+        while (i < m && echo_fold((unsigned char)e->text[q + i]) == echo_fold((unsigned char)p[i])) i++;
         e->work += 1 + (long)i;
         if (i < ECHO_MIN_PIECE || !echo_starts(e, q)) continue;
         bool whole = i == len && echo_ends(e, q + i);
@@ -1090,7 +1098,7 @@ static void echo_piece(echo_t *e, const char *p, size_t len)
     for (uint32_t at = e->head[echo_hash(e, tail)]; at && e->work <= ECHO_WORK; at = e->next[at - 1]) {
         size_t end = at - 1 + ECHO_MIN_PIECE, j = 0;
         if (end > e->n) continue;
-        while (j < len && j < end && tolower((unsigned char)e->text[end - 1 - j]) == tolower((unsigned char)p[len - 1 - j]))
+        while (j < len && j < end && echo_fold((unsigned char)e->text[end - 1 - j]) == echo_fold((unsigned char)p[len - 1 - j]))
             j++;
         e->work += 1 + (long)j;
         if (j >= ECHO_MIN_PIECE && j < len && end - j >= 3 && echo_ellipsis(e, end - j - 3) && echo_ends(e, end))

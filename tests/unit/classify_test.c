@@ -418,6 +418,17 @@ MG_TEST(echoes_shortened_by_the_server)
     cJSON_Delete(req);
 }
 
+/* A control character in the client's text is a space in the error's detail (where the window
+ * is read again): "n_ctx:\t2048" is one piece there, not two too short to blank. */
+MG_TEST(echoes_with_control_characters)
+{
+    cJSON *req = request_with("n_ctx:\t2048");
+    const char *detail = "Invalid value: 'n_ctx: 2048'.";
+    MG_CHECK_INT(mg_classify_context_window(detail, strlen(detail), NULL), 2048);
+    MG_CHECK_INT(mg_classify_context_window(detail, strlen(detail), req), 0);
+    cJSON_Delete(req);
+}
+
 MG_TEST(a_genuine_overflow_still_reads_when_the_prompt_names_it)
 {
     /* The client's prompt talks about the very words; the server's message is its own. */
