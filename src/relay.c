@@ -63,10 +63,11 @@ static void on_head(void *ud, long status, const char *headers, size_t len)
 }
 
 /* Replaces what b holds of one secret (8 bytes or more: shorter header values are not secrets). */
-static void scrub_one(mg_buf_t *b, const char *secret)
+static void scrub_one(mg_buf_t *b, const char *secret, size_t min)
 {
     size_t n = secret ? strlen(secret) : 0;
-    if (n < 8 || !b->len || !memmem(b->data, b->len, secret, n)) return;
+    /* All digits is no secret (an organisation number; its bare JSON number must stay valid). */
+    if (n < min || strspn(secret, "0123456789") == n || !b->len || !memmem(b->data, b->len, secret, n)) return;
     mg_buf_t out = {0};
     const char *p = b->data, *end = b->data + b->len, *hit;
     while ((hit = memmem(p, (size_t)(end - p), secret, n))) {
@@ -80,22 +81,29 @@ static void scrub_one(mg_buf_t *b, const char *secret)
     *b = out;
 }
 
+typedef struct secret {
+    const char *s;
+    size_t min; /* shorter than this, it is not scrubbed */
+} secret_t;
+
 static int by_length_desc(const void *x, const void *y)
 {
-    size_t a = strlen(*(const char *const *)x), b = strlen(*(const char *const *)y);
+    size_t a = strlen(((const secret_t *)x)->s), b = strlen(((const secret_t *)y)->s);
     return a < b ? 1 : a > b ? -1 : 0;
 }
 
 void mg_relay_scrub_secrets(mg_buf_t *b, const mg_provider_t *p)
 {
-    /* Longest first, so that a secret holding another ("Bearer <key>") goes whole. */
-    const char **v = mg_xcalloc(p->n_headers + 1, sizeof *v);
+    /* Longest first, so that a secret holding another ("Bearer <key>") goes whole. Header values
+     * of 8 bytes or more only (shorter ones are flags, not secrets); the API key from 4 bytes
+     * (LiteLLM's example key is "sk-1234"). */
+    secret_t *v = mg_xcalloc(p->n_headers + 1, sizeof *v);
     size_t n = 0;
-    if (p->api_key) v[n++] = p->api_key;
+    if (p->api_key) v[n++] = (secret_t){p->api_key, 4};
     for (size_t i = 0; i < p->n_headers; i++)
-        if (p->headers[i].value) v[n++] = p->headers[i].value;
+        if (p->headers[i].value) v[n++] = (secret_t){p->headers[i].value, 8};
     qsort(v, n, sizeof *v, by_length_desc);
-    for (size_t i = 0; i < n; i++) scrub_one(b, v[i]);
+    for (size_t i = 0; i < n; i++) scrub_one(b, v[i].s, v[i].min);
     free(v);
 }
 

@@ -1776,8 +1776,13 @@ static mg_route_step_t finish_summary(mg_req_t *req, mg_reply_t *reply)
     } else {
         cand = run->fallback;
         a->compaction = run->fallback_report;
+        /* why may quote the summarizer's answer: its provider's secrets go first */
+        mg_buf_t w = {0};
+        mg_buf_puts(&w, why);
+        mg_relay_scrub_secrets(&w, run->model->provider);
         compaction_note(req, a, "summary by %s failed after %lld ms, the drop note stands: %s",
-                        run->model->ref, (long long)took, why);
+                        run->model->ref, (long long)took, w.data ? w.data : "");
+        mg_buf_free(&w);
     }
     a->raw_estimate = a->compaction.raw_after;
     a->raw_fixed = a->compaction.raw_fixed_after;

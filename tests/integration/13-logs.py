@@ -199,6 +199,30 @@ class Secrets(MGTestCase):
         gw.wait_access(3)
         self.assertNoKeyHead(gw.all_output(), "the log")
 
+    def test_short_keys_and_a_summarizers_key_are_redacted(self):
+        # A 7-byte key (LiteLLM's example "sk-1234") echoed in a 401; a summarizer's key echoed
+        # in its 200-with-error answer (the access log's compaction_note, the warn line).
+        a, s = self.mock("A"), self.mock("S")
+        a.set_behavior("fail", status=401, body={"error": {"message": "Incorrect API key provided: Bearer sk-1234"}})
+        s.set_behavior("fail", status=200, body={"error": {"message": "key Bearer " + CANARY_ENV + " may not summarize"}})
+        gw = self.gateway(config(providers={
+            "a": provider(a, [{"id": "m", "contextWindow": 4096, "maxTokens": 512}], api_key="sk-1234"),
+            "b": provider(a, [{"id": "m", "contextWindow": 4096, "maxTokens": 512}]),
+            "s": provider(s, ["sum"], api_key="${MG_IT_CANARY_ENV}")}, primary="a/m",
+            gateway={"compaction": {"summarizer": "s/sum"}}), env={"MG_IT_CANARY_ENV": CANARY_ENV}, secrets=[CANARY_ENV])
+        r = gw.chat("a/m")
+        self.assertEqual(r.status, 502, r)
+        self.assertIn("Bearer [redacted]", r.body.decode(), r)
+        self.assertNotIn("sk-1234", r.body.decode() + gw.all_output())
+        a.set_behavior("answer")
+        long = [{"role": "user" if i % 2 == 0 else "assistant", "content": "turn %d " % i + "x " * 600} for i in range(20)]
+        r = gw.post_json("/v1/chat/completions", {"model": "b/m", "messages": long + [{"role": "user", "content": "last"}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(len(s.requests), 1)
+        line = gw.wait_access(2)[1]
+        self.assertIn("[redacted]", line["attempts"][0].get("compaction_note", ""), line)
+        self.assertNotIn(CANARY_ENV, gw.all_output())
+
     def test_a_key_in_an_error_event_passed_as_it_came_is_redacted(self):
         # Same API (Anthropic to Anthropic): the upstream's error event goes out with its own
         # bytes, but for the key.
