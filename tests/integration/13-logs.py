@@ -368,6 +368,30 @@ class CacheAccounting(MGTestCase):
     USAGE = {"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": 1000,
              "cache_read_input_tokens": 2000}
 
+    WANT_COST = (10 * 1 + 5 * 2 + 2000 * 0.1 + 1000 * 10) / 1e6
+
+    def charges(self, gw, a, model, whole, sse, paths):
+        """Each path whole and streamed (the upstream answering whole, or sse): 10 tokens in, 5
+        out, 2000 read from the cache, 1000 written to it, at COST. Returns the whole answers."""
+        answers = {}
+        cases = [(p, False) for p in paths] + [(p, True) for p in paths]
+        for i, (path, stream) in enumerate(cases):
+            with self.subTest(path=path, stream=stream):
+                body = {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+                if stream:
+                    a.push_behavior("answer", raw_sse=sse)
+                    s = gw.stream_all(dict(body, stream=True), path=path)
+                    self.assertEqual(s.status, 200, s)
+                else:
+                    a.push_behavior("badjson", body=json.dumps(whole).encode())
+                    r = gw.post_json(path, body)
+                    self.assertEqual(r.status, 200, r)
+                    answers[path] = r
+                line = gw.wait_access(i + 1)[i]
+                self.assertEqual(line["tokens"], {"in": 10, "out": 5, "cached": 2000, "cache_write": 1000}, line)
+                self.assertAlmostEqual(line["cost"], self.WANT_COST, places=9)
+        return answers
+
     def test_cache_writes_are_charged_at_their_price(self):
         a = self.mock("A")
         m = {"id": "m", "name": "m", "contextWindow": 32768, "maxTokens": 4096, "cost": self.COST}
@@ -382,27 +406,11 @@ class CacheAccounting(MGTestCase):
                ev("content_block_stop", {"index": 0}) +
                ev("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}}) +
                ev("message_stop", {}))
-        want_cost = (10 * 1 + 5 * 2 + 2000 * 0.1 + 1000 * 10) / 1e6
-        cases = (("/v1/messages", False), ("/v1/chat/completions", False), ("/v1/messages", True),
-                 ("/v1/chat/completions", True))
-        for i, (path, stream) in enumerate(cases):
-            with self.subTest(path=path, stream=stream):
-                body = {"model": "an/m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
-                if stream:
-                    a.push_behavior("answer", raw_sse=sse)
-                    s = gw.stream_all(dict(body, stream=True), path=path)
-                    self.assertEqual(s.status, 200, s)
-                else:
-                    a.push_behavior("badjson", body=json.dumps(whole).encode())
-                    r = gw.post_json(path, body)
-                    self.assertEqual(r.status, 200, r)
-                line = gw.wait_access(i + 1)[i]
-                self.assertEqual(line["tokens"], {"in": 10, "out": 5, "cached": 2000, "cache_write": 1000}, line)
-                self.assertAlmostEqual(line["cost"], want_cost, places=9)
+        self.charges(gw, a, "an/m", whole, sse, ("/v1/messages", "/v1/chat/completions"))
         text = gw.get("/metrics").body.decode()
         for direction, n in (("in", 40), ("out", 20), ("cache_read", 8000), ("cache_write", 4000)):
             self.assertEqual(mglib.metric(text, "moongate_tokens_total", model="an/m", direction=direction), n, direction)
-        self.assertAlmostEqual(mglib.metric(text, "moongate_cost_total", model="an/m"), 4 * want_cost, places=9)
+        self.assertAlmostEqual(mglib.metric(text, "moongate_cost_total", model="an/m"), 4 * self.WANT_COST, places=9)
 
 
     def test_openrouter_cache_writes_are_charged_at_their_price(self):
@@ -420,26 +428,8 @@ class CacheAccounting(MGTestCase):
         sse = (chunk({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": None}]}) +
                chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) +
                chunk({"choices": [], "usage": usage}) + "data: [DONE]\n\n")
-        want_cost = (10 * 1 + 5 * 2 + 2000 * 0.1 + 1000 * 10) / 1e6
-        cases = (("/v1/chat/completions", False), ("/v1/messages", False), ("/v1/chat/completions", True),
-                 ("/v1/messages", True))
-        for i, (path, stream) in enumerate(cases):
-            with self.subTest(path=path, stream=stream):
-                body = {"model": "or/m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
-                if stream:
-                    a.push_behavior("answer", raw_sse=sse)
-                    s = gw.stream_all(dict(body, stream=True), path=path)
-                    self.assertEqual(s.status, 200, s)
-                else:
-                    a.push_behavior("badjson", body=json.dumps(whole).encode())
-                    r = gw.post_json(path, body)
-                    self.assertEqual(r.status, 200, r)
-                    if path == "/v1/messages":
-                        self.assertEqual((r.json["usage"]["input_tokens"], r.json["usage"]["cache_creation_input_tokens"]),
-                                         (10, 1000), r)
-                line = gw.wait_access(i + 1)[i]
-                self.assertEqual(line["tokens"], {"in": 10, "out": 5, "cached": 2000, "cache_write": 1000}, line)
-                self.assertAlmostEqual(line["cost"], want_cost, places=9)
+        r = self.charges(gw, a, "or/m", whole, sse, ("/v1/chat/completions", "/v1/messages"))["/v1/messages"]
+        self.assertEqual((r.json["usage"]["input_tokens"], r.json["usage"]["cache_creation_input_tokens"]), (10, 1000), r)
 
 
 if __name__ == "__main__":
