@@ -383,8 +383,10 @@ class UpstreamParseCost(MGTestCase):
         for api, behavior, stream in cases:
             with self.subTest(api=api):
                 r, grown = self._peak_growth_kb(api, behavior, stream=stream)
-                # The body or event (8 MB) and at most 64 MiB of parse, plus slack. About 300 MB before.
-                self.assertLess(grown, 160 * 1024, "peak RSS grew by %d KiB" % grown)
+                # The body or event (8 MB) and at most 64 MiB of parse, plus slack: under ASan,
+                # whose allocator about doubles each small node, 180-190 MB. About 320 MB before
+                # the budget (Debug), far more under ASan.
+                self.assertLess(grown, 256 * 1024, "peak RSS grew by %d KiB" % grown)
                 self.assertOpenAIError(r, 502, "all_candidates_failed")
 
 
