@@ -222,10 +222,11 @@ static mg_choice_state_t *choice_state(mg_attempt_t *a, int64_t index)
  * translated stream's chunks have them (the SDKs key on the id). Returns whether chunk changed. */
 static bool note_stream_ids(mg_attempt_t *a, cJSON *chunk)
 {
-    const char *id = str_item(chunk, "id"), *model = str_item(chunk, "model");
+    const char *id = str_item(chunk, "id");
     const cJSON *created = cJSON_GetObjectItemCaseSensitive(chunk, "created");
     if (!a->stream_id[0] && id) snprintf(a->stream_id, sizeof a->stream_id, "%s", id);
-    if (!a->stream_model[0] && model) snprintf(a->stream_model, sizeof a->stream_model, "%s", model);
+    if (!a->stream_model[0] && str_item(chunk, "model"))
+        snprintf(a->stream_model, sizeof a->stream_model, "%s", str_item(chunk, "model"));
     if (!a->stream_created && cJSON_IsNumber(created)) a->stream_created = (int64_t)created->valuedouble;
     bool changed = false;
     if (!id) {

@@ -648,12 +648,18 @@ def reloader(args, world, gw_proc, port, t_stop, stopping, counts, problems):
                 gw_proc.send_signal(signal.SIGHUP)
             counts[name] += 1
         except (OSError, ValueError, http.client.HTTPException) as e:
-            if args.max_conn_per_ip and isinstance(e, CUT_ERRORS):
-                counts["cut by the per-address cap"] += 1
-            elif not stopping.is_set():
-                problems.append("%s: %r" % (name, e))
+            side_failure(args, e, stopping, counts, problems, name)
         time.sleep(args.reload_every)
     world.set_valid("A")  # leave it serving a valid config
+
+
+def side_failure(args, e, stopping, counts, problems, what):
+    """A reload or a poll that failed: a connection the per-address cap cut is counted as such,
+    anything else is a problem, unless the gateway is stopping."""
+    if args.max_conn_per_ip and isinstance(e, CUT_ERRORS):
+        counts["cut by the per-address cap"] += 1
+    elif not stopping.is_set():
+        problems.append("%s: %r" % (what, e))
 
 
 POLLS = ("/health", "/metrics", "/admin/health", "/admin/policy", "/v1/models")
@@ -674,10 +680,7 @@ def poller(args, port, t_stop, stopping, counts, problems):
                 json.loads(body)
             counts[path] += 1
         except (OSError, ValueError, http.client.HTTPException) as e:
-            if args.max_conn_per_ip and isinstance(e, CUT_ERRORS):
-                counts["cut by the per-address cap"] += 1
-            elif not stopping.is_set():
-                problems.append("GET %s: %r" % (path, e))
+            side_failure(args, e, stopping, counts, problems, "GET " + path)
         time.sleep(0.1)
 
 
